@@ -1,0 +1,106 @@
+//! The error for settings that cannot work.
+
+use std::fmt;
+use std::time::Duration;
+
+/// A setting that would break push in production, refused when the configuration is built.
+///
+/// The message says what to change.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_push::LongPollLayer;
+///
+/// let err = LongPollLayer::builder()
+///     .hold_timeout(Duration::from_secs(60))
+///     .proxy_idle_timeout(Duration::from_secs(60))
+///     .build()
+///     .unwrap_err();
+/// assert!(err.to_string().contains("hold timeout"));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The hold timeout is not safely below the declared proxy idle timeout: the proxy would cut
+    /// held requests (a 502 or 504, or a reset) before the server answers them.
+    HoldNotBelowProxyIdle {
+        /// The configured hold timeout.
+        hold: Duration,
+        /// The declared proxy idle timeout.
+        proxy_idle: Duration,
+        /// The longest hold this proxy idle timeout allows.
+        max_hold: Duration,
+    },
+    /// A duration that must be positive is zero.
+    ZeroDuration {
+        /// The name of the setting.
+        setting: &'static str,
+    },
+    /// A count that must be positive is zero.
+    ZeroCount {
+        /// The name of the setting.
+        setting: &'static str,
+    },
+    /// A query parameter name that is empty or would need percent-encoding.
+    InvalidParamName {
+        /// The rejected name.
+        name: String,
+    },
+}
+
+impl ConfigError {
+    /// The longest hold (or heartbeat interval) that is safe under a proxy idle timeout: a tenth
+    /// of it, and at least one second, is left as margin for latency and slow writes.
+    pub(crate) fn max_below(proxy_idle: Duration) -> Duration {
+        let margin = (proxy_idle / 10).max(Duration::from_secs(1));
+        proxy_idle.saturating_sub(margin)
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::HoldNotBelowProxyIdle {
+                hold,
+                proxy_idle,
+                max_hold,
+            } => write!(
+                f,
+                "hold timeout of {hold:?} is not safely below the proxy idle timeout of \
+                 {proxy_idle:?}: lower it to at most {max_hold:?}"
+            ),
+            Self::ZeroDuration { setting } => write!(f, "{setting} must be greater than zero"),
+            Self::ZeroCount { setting } => write!(f, "{setting} must be at least 1"),
+            Self::InvalidParamName { name } => write!(
+                f,
+                "query parameter name {name:?} must be non-empty and use only letters, digits, \
+                 '-', '_', '.' or '~'"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn margin_is_a_tenth_and_at_least_a_second() {
+        assert_eq!(
+            ConfigError::max_below(Duration::from_secs(60)),
+            Duration::from_secs(54)
+        );
+        assert_eq!(
+            ConfigError::max_below(Duration::from_secs(3)),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            ConfigError::max_below(Duration::from_millis(500)),
+            Duration::ZERO
+        );
+    }
+}

@@ -1,0 +1,375 @@
+//! Cursors: the position a client sends back to resume a feed.
+//!
+//! A [`Cursor`] names a place in one log: the log's [`Epoch`] and a sequence number. It means
+//! "everything up to and including this sequence number has been seen". Every event's id is the
+//! cursor that points at it, so a client that sends back the id of the last event it processed
+//! gets exactly what came after it; sequence number `0` points before the first event.
+//!
+//! The text form is `<epoch>-<seq>`: the epoch as exactly 16 lowercase hexadecimal digits, then
+//! the sequence number in decimal without leading zeros, for example `00000000000000ff-42`. It is
+//! URL-safe as is, and each cursor has exactly one text form, so ids can be compared as strings
+//! for de-duplication. Clients should treat it as opaque.
+//!
+//! Cursors are totally ordered by `(epoch, seq)`. Only cursors of the same epoch are meaningfully
+//! comparable: after a restart an in-memory log has a new epoch, and every cursor from before it
+//! is answered with a resync, never compared by number.
+
+use std::fmt;
+use std::hash::{BuildHasher, Hasher};
+use std::str::FromStr;
+
+/// The identity of one incarnation of a log.
+///
+/// A log picks its epoch when it is created. A cursor from another epoch cannot be resumed: the
+/// events it counted may not exist any more, or may carry other numbers. Sources answer such a
+/// cursor with [`Outcome::Resync`](crate::source::Outcome::Resync), which the layers turn into an
+/// explicit resync answer for the client.
+///
+/// # Examples
+///
+/// ```
+/// use tower_push::Epoch;
+///
+/// let a = Epoch::random();
+/// let b = Epoch::random();
+/// assert_ne!(a, b);
+/// assert_eq!(Epoch::new(255).to_string(), "00000000000000ff");
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Epoch(u64);
+
+impl Epoch {
+    /// An epoch with the given value, for sources that derive it from somewhere stable (a stream's
+    /// creation id, a database generation).
+    pub const fn new(value: u64) -> Self {
+        Self(value)
+    }
+
+    /// A fresh epoch that is, with overwhelming probability, different from every other one
+    /// created before, in this process or another.
+    ///
+    /// It mixes the wall clock, a process-wide counter and the standard library's randomly seeded
+    /// hasher, so it needs no random number generator.
+    pub fn random() -> Self {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        hasher.write_u128(now);
+        hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+        hasher.write_u32(std::process::id());
+        Self(hasher.finish())
+    }
+
+    /// The epoch's numeric value.
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for Epoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl fmt::Debug for Epoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Epoch({self})")
+    }
+}
+
+/// A position in a log: the epoch and the sequence number of the last event seen.
+///
+/// # Examples
+///
+/// ```
+/// use tower_push::{Cursor, Epoch};
+///
+/// let cursor: Cursor = "00000000000000ff-42".parse()?;
+/// assert_eq!(cursor, Cursor::new(Epoch::new(255), 42));
+/// assert_eq!(cursor.to_string(), "00000000000000ff-42");
+/// assert!(cursor < cursor.next());
+///
+/// // Malformed input is an error, never a panic.
+/// assert!("ff-42".parse::<Cursor>().is_err());
+/// # Ok::<(), tower_push::CursorError>(())
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Cursor {
+    epoch: Epoch,
+    seq: u64,
+}
+
+impl Cursor {
+    /// The longest text a cursor parser looks at; longer input is rejected before any parsing.
+    pub const MAX_LEN: usize = 64;
+
+    /// A cursor at `seq` in `epoch`.
+    pub const fn new(epoch: Epoch, seq: u64) -> Self {
+        Self { epoch, seq }
+    }
+
+    /// The cursor before the first event of `epoch`: sending it asks for everything retained.
+    pub const fn start(epoch: Epoch) -> Self {
+        Self { epoch, seq: 0 }
+    }
+
+    /// The epoch of the log this cursor belongs to.
+    pub const fn epoch(self) -> Epoch {
+        self.epoch
+    }
+
+    /// The sequence number of the last event seen (`0`: none).
+    pub const fn seq(self) -> u64 {
+        self.seq
+    }
+
+    /// The cursor of the event right after this one.
+    ///
+    /// # Panics
+    ///
+    /// Panics if the sequence number is `u64::MAX`; a log that publishes a million events per
+    /// second reaches it after more than half a million years.
+    #[must_use]
+    pub const fn next(self) -> Self {
+        match self.seq.checked_add(1) {
+            Some(seq) => Self { seq, ..self },
+            None => panic!("cursor sequence number overflow"),
+        }
+    }
+
+    /// Parses a cursor from raw bytes, as found in a header or a percent-decoded query value.
+    ///
+    /// # Errors
+    ///
+    /// Returns a [`CursorError`] that says what is wrong with the input.
+    pub fn parse_bytes(input: &[u8]) -> Result<Self, CursorError> {
+        if input.is_empty() {
+            return Err(CursorError::Empty);
+        }
+        if input.len() > Self::MAX_LEN {
+            return Err(CursorError::TooLong { len: input.len() });
+        }
+        let text = std::str::from_utf8(input).map_err(|_| CursorError::NotUtf8)?;
+        let (epoch, seq) = text.split_once('-').ok_or(CursorError::MissingSeparator)?;
+        Ok(Self {
+            epoch: parse_epoch(epoch)?,
+            seq: parse_seq(seq)?,
+        })
+    }
+}
+
+fn parse_epoch(text: &str) -> Result<Epoch, CursorError> {
+    let canonical =
+        text.len() == 16 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if !canonical {
+        return Err(CursorError::InvalidEpoch);
+    }
+    // Sixteen hexadecimal digits always fit in a u64.
+    u64::from_str_radix(text, 16)
+        .map(Epoch)
+        .map_err(|_| CursorError::InvalidEpoch)
+}
+
+fn parse_seq(text: &str) -> Result<u64, CursorError> {
+    let digits = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+    if !digits || (text.len() > 1 && text.starts_with('0')) {
+        return Err(CursorError::InvalidSequence);
+    }
+    text.parse().map_err(|_| CursorError::SequenceOverflow)
+}
+
+impl FromStr for Cursor {
+    type Err = CursorError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse_bytes(s.as_bytes())
+    }
+}
+
+impl fmt::Display for Cursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.epoch, self.seq)
+    }
+}
+
+impl fmt::Debug for Cursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Cursor({self})")
+    }
+}
+
+impl serde::Serialize for Cursor {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Cursor {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Why a cursor could not be parsed.
+///
+/// The layers answer every one of these with `400 Bad Request` and the body
+/// `{"error":"malformed_cursor","message":"<this error>"}`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CursorError {
+    /// The cursor was present but empty.
+    Empty,
+    /// The cursor is longer than [`Cursor::MAX_LEN`] bytes.
+    TooLong {
+        /// The length of the input, in bytes.
+        len: usize,
+    },
+    /// The cursor is not valid UTF-8.
+    NotUtf8,
+    /// The cursor has no `-` between its epoch and its sequence number.
+    MissingSeparator,
+    /// The epoch part is not exactly 16 lowercase hexadecimal digits.
+    InvalidEpoch,
+    /// The sequence number is not a decimal number without leading zeros.
+    InvalidSequence,
+    /// The sequence number does not fit in 64 bits.
+    SequenceOverflow,
+    /// The cursor was given more than once (a repeated query parameter).
+    Repeated,
+}
+
+impl fmt::Display for CursorError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Empty => f.write_str("cursor is empty"),
+            Self::TooLong { len } => write!(
+                f,
+                "cursor is {len} bytes long, at most {} are allowed",
+                Cursor::MAX_LEN
+            ),
+            Self::NotUtf8 => f.write_str("cursor is not valid utf-8"),
+            Self::MissingSeparator => f.write_str("cursor has no '-' between epoch and sequence"),
+            Self::InvalidEpoch => {
+                f.write_str("cursor epoch is not 16 lowercase hexadecimal digits")
+            }
+            Self::InvalidSequence => {
+                f.write_str("cursor sequence is not a decimal number without leading zeros")
+            }
+            Self::SequenceOverflow => f.write_str("cursor sequence does not fit in 64 bits"),
+            Self::Repeated => f.write_str("cursor is given more than once"),
+        }
+    }
+}
+
+impl std::error::Error for CursorError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn round_trips_known_values() {
+        let c = Cursor::new(Epoch::new(0xdead_beef), 0);
+        assert_eq!(c.to_string(), "00000000deadbeef-0");
+        assert_eq!("00000000deadbeef-0".parse::<Cursor>(), Ok(c));
+        let max = Cursor::new(Epoch::new(u64::MAX), u64::MAX);
+        assert_eq!(max.to_string(), "ffffffffffffffff-18446744073709551615");
+        assert_eq!(max.to_string().parse::<Cursor>(), Ok(max));
+    }
+
+    #[test]
+    fn rejects_malformed_input_with_specific_errors() {
+        use CursorError::*;
+        let cases: &[(&[u8], CursorError)] = &[
+            (b"", Empty),
+            (b"garbage", MissingSeparator),
+            (b"00000000000000ff", MissingSeparator),
+            (b"ff-1", InvalidEpoch),
+            (b"00000000000000FF-1", InvalidEpoch),
+            (b"000000000000000g-1", InvalidEpoch),
+            (b"+0000000000000ff-1", InvalidEpoch),
+            (b"00000000000000ff0-1", InvalidEpoch),
+            (b"-1", InvalidEpoch),
+            (b"00000000000000ff-", InvalidSequence),
+            (b"00000000000000ff-01", InvalidSequence),
+            (b"00000000000000ff-+1", InvalidSequence),
+            (b"00000000000000ff--1", InvalidSequence),
+            (b"00000000000000ff-1-2", InvalidSequence),
+            (b"00000000000000ff- 1", InvalidSequence),
+            (b"00000000000000ff-18446744073709551616", SequenceOverflow),
+            (b"00000000000000ff-\xff", NotUtf8),
+            (&[b'1'; 65], TooLong { len: 65 }),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(
+                Cursor::parse_bytes(input).as_ref(),
+                Err(expected),
+                "input {:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
+    }
+
+    #[test]
+    fn orders_by_epoch_then_sequence() {
+        let a = Cursor::new(Epoch::new(1), 100);
+        let b = Cursor::new(Epoch::new(2), 0);
+        assert!(a < b);
+        assert!(Cursor::start(Epoch::new(1)) < a);
+        assert_eq!(a.next().seq(), 101);
+    }
+
+    #[test]
+    fn serde_uses_the_text_form() {
+        let c = Cursor::new(Epoch::new(7), 9);
+        let json = serde_json::to_string(&c).unwrap();
+        assert_eq!(json, "\"0000000000000007-9\"");
+        assert_eq!(serde_json::from_str::<Cursor>(&json).unwrap(), c);
+        assert!(serde_json::from_str::<Cursor>("\"nope\"").is_err());
+    }
+
+    #[test]
+    fn random_epochs_differ() {
+        let epochs: std::collections::HashSet<_> = (0..1000).map(|_| Epoch::random()).collect();
+        assert_eq!(epochs.len(), 1000);
+    }
+
+    proptest! {
+        #[test]
+        fn text_form_round_trips(epoch: u64, seq: u64) {
+            let c = Cursor::new(Epoch::new(epoch), seq);
+            let text = c.to_string();
+            prop_assert!(text.len() <= Cursor::MAX_LEN);
+            prop_assert!(text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+            prop_assert_eq!(text.parse::<Cursor>(), Ok(c));
+        }
+
+        #[test]
+        fn text_order_matches_cursor_order_within_an_epoch(epoch: u64, a: u64, b: u64) {
+            let (ca, cb) = (Cursor::new(Epoch::new(epoch), a), Cursor::new(Epoch::new(epoch), b));
+            prop_assert_eq!(ca.cmp(&cb), a.cmp(&b));
+        }
+
+        #[test]
+        fn parsing_arbitrary_bytes_never_panics(input in proptest::collection::vec(any::<u8>(), 0..80)) {
+            if let Ok(c) = Cursor::parse_bytes(&input) {
+                // Anything accepted is in canonical form.
+                prop_assert_eq!(c.to_string().into_bytes(), input);
+            }
+        }
+
+        #[test]
+        fn parsing_cursor_like_strings_never_panics(input in "[0-9a-fA-F+-]{0,40}") {
+            if let Ok(c) = input.parse::<Cursor>() {
+                prop_assert_eq!(c.to_string(), input);
+            }
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! Reliable server push over plain HTTP for any [tower] server.
+//!
+//! Long polling and chunked streaming fail in production in quiet ways: events published between
+//! an answer and the next request are lost, held requests outlive proxy idle timeouts, empty
+//! answers move the client's position, buffering proxies sit on streams. `tower-push` gives a
+//! server push that keeps its promises: every event has a **cursor**, clients send it back, and
+//! the server answers "everything after it", or says explicitly that the client must resync.
+//!
+//! | piece | what it does |
+//! | --- | --- |
+//! | [`LongPollLayer`] | holds `GET /poll?after=<cursor>` until events exist or the hold expires (`204`, cursor kept) |
+//! | [`source`] | the event-source contract: any `tower::Service<Subscribe>` feeds the layers |
+//! | [`MemoryLog`] | the embedded source: topics, sequence ids, an epoch, bounded retention, cheap waiting |
+//! | [`Cursor`] | the opaque, URL-safe, ordered position that carries the log's epoch |
+//! | [`format`] | how answers look on the wire: the JSON envelope by default, or your own |
+//! | [`headers`] | the anti-buffering headers every answer carries |
+//!
+//! # A complete server
+//!
+//! A long-poll endpoint and a publish endpoint on hyper, with the embedded log:
+//!
+//! ```no_run
+//! use std::convert::Infallible;
+//!
+//! use http_body_util::{BodyExt, Full};
+//! use hyper::body::Incoming;
+//! use hyper::{Request, Response};
+//! use hyper_util::rt::{TokioExecutor, TokioIo};
+//! use hyper_util::server::conn::auto;
+//! use tower::{Layer, ServiceExt};
+//! use tower_push::{EventData, LongPollLayer, MemoryLog};
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let log = MemoryLog::new();
+//! let poll = LongPollLayer::new().layer(log.topic("feed"));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! loop {
+//!     let (stream, _) = listener.accept().await?;
+//!     // Small writes must not wait for ACKs (Nagle): each answer goes out at once.
+//!     stream.set_nodelay(true)?;
+//!     let (log, poll) = (log.clone(), poll.clone());
+//!     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+//!         let (log, poll) = (log.clone(), poll.clone());
+//!         async move {
+//!             if req.method() == hyper::Method::POST {
+//!                 let body = req.into_body().collect().await?.to_bytes();
+//!                 let answer = match EventData::from_json(body) {
+//!                     Ok(data) => format!(r#"{{"id":"{}"}}"#, log.publish("feed", data)),
+//!                     Err(err) => err.to_string(),
+//!                 };
+//!                 return Ok::<_, hyper::Error>(Response::new(Full::from(answer).boxed()));
+//!             }
+//!             let response = poll.oneshot(req).await.unwrap_or_else(|e: Infallible| match e {});
+//!             Ok(response.map(|body| body.map_err(|e| match e {}).boxed()))
+//!         }
+//!     });
+//!     tokio::spawn(async move {
+//!         let _ = auto::Builder::new(TokioExecutor::new())
+//!             .serve_connection(TokioIo::new(stream), service)
+//!             .await;
+//!     });
+//! }
+//! # }
+//! ```
+//!
+//! The `demo` example is the same server with flags and error handling: `cargo run --example demo`.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![doc(test(attr(deny(warnings))))]
+
+mod body;
+mod config;
+mod cursor;
+mod event;
+pub mod format;
+pub mod headers;
+pub mod long_poll;
+mod memory;
+mod rejection;
+mod request;
+pub mod source;
+
+pub use self::body::PushBody;
+pub use self::config::ConfigError;
+pub use self::cursor::{Cursor, CursorError, Epoch};
+pub use self::event::{Event, EventData, InvalidJson};
+pub use self::long_poll::{LongPoll, LongPollBuilder, LongPollLayer};
+pub use self::memory::{MemoryLog, MemoryLogBuilder, Subscription, Topic};
+pub use self::rejection::Rejection;
+pub use self::request::Start;
+
+/// The error type sources may fail with, as in tower.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -1,0 +1,181 @@
+//! The response future of [`LongPoll`](super::LongPoll).
+
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use http::Response;
+use pin_project_lite::pin_project;
+use tokio::time::Sleep;
+use tower_service::Service;
+
+use crate::format::PollFormat;
+use crate::source::{Outcome, Position, Subscribe};
+use crate::{headers, BoxError, Cursor, PushBody, Rejection};
+
+pin_project! {
+    /// The response future of [`LongPoll`](super::LongPoll): holds the request until the event
+    /// source has events or the hold timer fires.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping it (a client that disconnects) drops the source's future, which by the
+    /// [source contract](crate::source) loses nothing.
+    #[must_use = "futures do nothing unless polled"]
+    pub struct ResponseFuture<S, F>
+    where
+        S: Service<Subscribe>,
+    {
+        #[pin]
+        state: State<S, F>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, F>
+    where
+        S: Service<Subscribe>,
+    {
+        Rejected {
+            response: Option<Response<PushBody>>,
+        },
+        Holding {
+            source: S,
+            subscribe: Subscribe,
+            format: F,
+            // The source's future; `None` while the source is not ready yet.
+            #[pin]
+            call: Option<S::Future>,
+            #[pin]
+            sleep: Sleep,
+        },
+    }
+}
+
+impl<S, F> ResponseFuture<S, F>
+where
+    S: Service<Subscribe>,
+{
+    pub(crate) fn rejected(response: Response<PushBody>) -> Self {
+        Self {
+            state: State::Rejected {
+                response: Some(response),
+            },
+        }
+    }
+
+    pub(crate) fn hold(source: S, subscribe: Subscribe, hold: Duration, format: F) -> Self {
+        Self {
+            state: State::Holding {
+                source,
+                subscribe,
+                format,
+                call: None,
+                sleep: tokio::time::sleep(hold),
+            },
+        }
+    }
+}
+
+impl<S, F> Future for ResponseFuture<S, F>
+where
+    S: Service<Subscribe, Response = Outcome>,
+    S::Error: Into<BoxError>,
+    F: PollFormat,
+{
+    type Output = Result<Response<PushBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut response = ready!(self.project().state.poll_answer(cx));
+        headers::long_poll(response.headers_mut());
+        Poll::Ready(Ok(response))
+    }
+}
+
+impl<S, F> State<S, F>
+where
+    S: Service<Subscribe, Response = Outcome>,
+    S::Error: Into<BoxError>,
+    F: PollFormat,
+{
+    fn poll_answer(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response<PushBody>> {
+        let (source, subscribe, format, mut call, sleep) = match self.project() {
+            StateProj::Rejected { response } => {
+                return Poll::Ready(response.take().expect("polled after completion"));
+            }
+            StateProj::Holding {
+                source,
+                subscribe,
+                format,
+                call,
+                sleep,
+            } => (source, subscribe, format, call, sleep),
+        };
+        let unavailable = |err: S::Error| {
+            let err: BoxError = err.into();
+            tracing::warn!(error = %err, "event source failed");
+            format.rejection(&Rejection::SourceUnavailable)
+        };
+        loop {
+            if call.is_none() {
+                match source.poll_ready(cx) {
+                    Poll::Ready(Ok(())) => call.set(Some(source.call(subscribe.clone()))),
+                    Poll::Ready(Err(err)) => return Poll::Ready(unavailable(err)),
+                    Poll::Pending => break,
+                }
+            }
+            let future = call.as_mut().as_pin_mut().expect("set above");
+            let outcome = match future.poll(cx) {
+                Poll::Ready(Ok(outcome)) => outcome,
+                Poll::Ready(Err(err)) => return Poll::Ready(unavailable(err)),
+                Poll::Pending => break,
+            };
+            let rejection = match outcome {
+                Outcome::Events(batch) => return Poll::Ready(format.events(&batch)),
+                Outcome::Start(cursor) => {
+                    // The request named no cursor; now it has one. Wait after it, within the
+                    // same hold.
+                    *subscribe = subscribe.after(cursor);
+                    call.set(None);
+                    continue;
+                }
+                Outcome::Resync(resync) => Rejection::Resync(resync),
+                Outcome::Ahead { head } => Rejection::CursorAhead { head },
+            };
+            return Poll::Ready(format.rejection(&rejection));
+        }
+        ready!(sleep.poll(cx));
+        Poll::Ready(match current(subscribe) {
+            Some(cursor) => format.timeout(cursor),
+            // The source did not even say where the head is within the whole hold.
+            None => format.rejection(&Rejection::SourceUnavailable),
+        })
+    }
+}
+
+/// The cursor a request stands at, once it has one.
+fn current(subscribe: &Subscribe) -> Option<Cursor> {
+    match subscribe.position() {
+        Position::After(cursor) => Some(cursor),
+        Position::Head | Position::Oldest => None,
+    }
+}
+
+impl<S, F> fmt::Debug for ResponseFuture<S, F>
+where
+    S: Service<Subscribe>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Rejected { .. } => "rejected",
+            State::Holding { .. } => "holding",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish()
+    }
+}

@@ -1,0 +1,283 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use tower_layer::Layer;
+
+use super::LongPoll;
+use crate::format::{JsonFormat, PollFormat};
+use crate::request::{CursorParam, Start};
+use crate::ConfigError;
+
+/// Settings shared by a layer and every service it builds.
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    pub(crate) hold: Duration,
+    pub(crate) max_events: usize,
+    pub(crate) param: CursorParam,
+    pub(crate) start: Start,
+}
+
+/// Applies long polling to an event source: see the [module docs](crate::long_poll).
+///
+/// The layer is a cheap-to-clone configuration value. Build one with [`LongPollLayer::builder`],
+/// or take the defaults with [`LongPollLayer::new`].
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_push::{LongPollLayer, MemoryLog};
+/// use tower_layer::Layer;
+///
+/// let layer = LongPollLayer::builder()
+///     .hold_timeout(Duration::from_secs(20))
+///     .proxy_idle_timeout(Duration::from_secs(60))
+///     .max_events(100)
+///     .build()?;
+/// let service = layer.layer(MemoryLog::new().topic("news"));
+/// # let _ = service;
+/// # Ok::<(), tower_push::ConfigError>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct LongPollLayer<F = JsonFormat> {
+    config: Arc<Config>,
+    format: F,
+}
+
+impl LongPollLayer {
+    /// A layer with the default settings (see [`LongPollBuilder`]).
+    pub fn new() -> Self {
+        LongPollBuilder::new()
+            .build()
+            .expect("default settings are valid")
+    }
+
+    /// A builder for a layer with other settings.
+    pub fn builder() -> LongPollBuilder {
+        LongPollBuilder::new()
+    }
+}
+
+impl Default for LongPollLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<S, F: Clone> Layer<S> for LongPollLayer<F> {
+    type Service = LongPoll<S, F>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        LongPoll::from_parts(inner, self.config.clone(), self.format.clone())
+    }
+}
+
+/// Settings for a [`LongPollLayer`], checked once by [`build`](LongPollBuilder::build).
+///
+/// `LongPollBuilder::new()` equals `Default::default()`.
+#[derive(Clone, Debug)]
+pub struct LongPollBuilder<F = JsonFormat> {
+    hold: Duration,
+    proxy_idle: Option<Duration>,
+    max_events: usize,
+    param: String,
+    start: Start,
+    format: F,
+}
+
+impl LongPollBuilder {
+    /// The default settings.
+    pub fn new() -> Self {
+        Self {
+            hold: Duration::from_secs(25),
+            proxy_idle: None,
+            max_events: 256,
+            param: CursorParam::DEFAULT.to_owned(),
+            start: Start::Head,
+            format: JsonFormat,
+        }
+    }
+}
+
+impl Default for LongPollBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<F> LongPollBuilder<F> {
+    /// How long a request without new events is held before it is answered with an empty hold
+    /// (`204` in the default format).
+    ///
+    /// Keep it below every idle timeout on the way to the client: proxies, load balancers and
+    /// the client's own request timeout. Declare the shortest one with
+    /// [`proxy_idle_timeout`](Self::proxy_idle_timeout) to have it checked.
+    ///
+    /// Default is 25 seconds, below the common 30 and 60 second proxy defaults.
+    #[must_use]
+    pub fn hold_timeout(mut self, hold: Duration) -> Self {
+        self.hold = hold;
+        self
+    }
+
+    /// The shortest idle timeout between this server and its clients (nginx's
+    /// `proxy_read_timeout`, a load balancer's idle timeout).
+    ///
+    /// [`build`](Self::build) then refuses a hold that is not safely below it: the hold may be at
+    /// most the idle timeout less a tenth of it, and less at least one second
+    /// (54 seconds under a 60 second idle timeout).
+    ///
+    /// Default is none declared.
+    #[must_use]
+    pub fn proxy_idle_timeout(mut self, idle: Duration) -> Self {
+        self.proxy_idle = Some(idle);
+        self
+    }
+
+    /// The most events one answer carries; a client that is further behind gets the rest on its
+    /// next request, at once.
+    ///
+    /// Default is 256.
+    #[must_use]
+    pub fn max_events(mut self, max: usize) -> Self {
+        self.max_events = max;
+        self
+    }
+
+    /// The query parameter that carries the cursor. The `Last-Event-ID` header is read too, and
+    /// wins when both are present.
+    ///
+    /// Default is `after`.
+    #[must_use]
+    pub fn cursor_param(mut self, name: impl Into<String>) -> Self {
+        self.param = name.into();
+        self
+    }
+
+    /// Where a request without a cursor starts.
+    ///
+    /// Default is [`Start::Head`]: only events published from now on.
+    #[must_use]
+    pub fn start(mut self, start: Start) -> Self {
+        self.start = start;
+        self
+    }
+
+    /// The wire format of the answers.
+    ///
+    /// Default is [`JsonFormat`].
+    #[must_use]
+    pub fn format<G: PollFormat>(self, format: G) -> LongPollBuilder<G> {
+        LongPollBuilder {
+            hold: self.hold,
+            proxy_idle: self.proxy_idle,
+            max_events: self.max_events,
+            param: self.param,
+            start: self.start,
+            format,
+        }
+    }
+
+    /// Checks the settings and builds the layer.
+    ///
+    /// # Errors
+    ///
+    /// - [`ConfigError::HoldNotBelowProxyIdle`] if the hold is not safely below the declared
+    ///   proxy idle timeout;
+    /// - [`ConfigError::ZeroDuration`] for a zero hold timeout;
+    /// - [`ConfigError::ZeroCount`] for zero maximum events;
+    /// - [`ConfigError::InvalidParamName`] for a query parameter name that is empty or would need
+    ///   percent-encoding.
+    pub fn build(self) -> Result<LongPollLayer<F>, ConfigError> {
+        if self.hold.is_zero() {
+            return Err(ConfigError::ZeroDuration {
+                setting: "hold timeout",
+            });
+        }
+        if let Some(proxy_idle) = self.proxy_idle {
+            let max_hold = ConfigError::max_below(proxy_idle);
+            if self.hold > max_hold {
+                return Err(ConfigError::HoldNotBelowProxyIdle {
+                    hold: self.hold,
+                    proxy_idle,
+                    max_hold,
+                });
+            }
+        }
+        if self.max_events == 0 {
+            return Err(ConfigError::ZeroCount {
+                setting: "max events",
+            });
+        }
+        let config = Config {
+            hold: self.hold,
+            max_events: self.max_events,
+            param: CursorParam::new(&self.param)?,
+            start: self.start,
+        };
+        Ok(LongPollLayer {
+            config: Arc::new(config),
+            format: self.format,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let layer = LongPollLayer::new();
+        assert_eq!(layer.config.hold, Duration::from_secs(25));
+        assert_eq!(layer.config.max_events, 256);
+        assert_eq!(layer.config.start, Start::Head);
+    }
+
+    #[test]
+    fn refuses_a_hold_at_or_near_the_proxy_idle_timeout() {
+        let build = |hold, idle| {
+            LongPollLayer::builder()
+                .hold_timeout(Duration::from_secs(hold))
+                .proxy_idle_timeout(Duration::from_secs(idle))
+                .build()
+        };
+        assert!(build(25, 60).is_ok());
+        assert!(build(54, 60).is_ok());
+        assert_eq!(
+            build(55, 60).unwrap_err(),
+            ConfigError::HoldNotBelowProxyIdle {
+                hold: Duration::from_secs(55),
+                proxy_idle: Duration::from_secs(60),
+                max_hold: Duration::from_secs(54),
+            }
+        );
+        assert!(build(60, 60).is_err());
+        assert!(build(90, 60).is_err());
+        assert!(build(25, 30).is_ok());
+        assert!(build(28, 30).is_err());
+        assert!(build(1, 1).is_err());
+    }
+
+    #[test]
+    fn refuses_zero_and_bad_names() {
+        let zero_hold = LongPollLayer::builder()
+            .hold_timeout(Duration::ZERO)
+            .build();
+        assert_eq!(
+            zero_hold.unwrap_err(),
+            ConfigError::ZeroDuration {
+                setting: "hold timeout"
+            }
+        );
+        let zero_max = LongPollLayer::builder().max_events(0).build();
+        assert_eq!(
+            zero_max.unwrap_err(),
+            ConfigError::ZeroCount {
+                setting: "max events"
+            }
+        );
+        let bad = LongPollLayer::builder().cursor_param("a=b").build();
+        assert!(matches!(bad, Err(ConfigError::InvalidParamName { .. })));
+    }
+}

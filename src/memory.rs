@@ -1,0 +1,731 @@
+//! The embedded default event source: an in-memory log per topic.
+//!
+//! A [`MemoryLog`] holds any number of topics. Each [`Topic`] numbers its events from 1 in the
+//! order they are published, keeps the newest of them (bounded by count and optionally by age),
+//! and is an event source for both layers: `Topic` implements
+//! `Service<`[`Subscribe`]`, Response = `[`Outcome`]`>`.
+//!
+//! # Epochs
+//!
+//! The log picks a random [`Epoch`] when it is created, and every cursor carries it. A cursor
+//! from an earlier process (or an earlier `MemoryLog`) is answered with
+//! [`Outcome::Resync`], never compared by number with this log's events.
+//!
+//! # Retention
+//!
+//! A topic keeps at most [`MemoryLogBuilder::retention`] events, and with
+//! [`MemoryLogBuilder::max_age`] none older than that. A cursor whose next event was dropped gets
+//! [`Outcome::Resync`] with [`ResyncReason::Expired`]: resuming it would silently skip events.
+//!
+//! # Waiting
+//!
+//! A subscription that has nothing to return parks on the topic's [`tokio::sync::Notify`]: no
+//! task, channel or allocation per waiter beyond its future, and one publish wakes every parked
+//! subscription of the topic. The waiter is registered *before* the log is checked, so an event
+//! published between the check and the wait is never missed. Dropping a parked subscription
+//! unregisters it.
+//!
+//! # Examples
+//!
+//! ```
+//! use tower_push::{EventData, MemoryLog};
+//!
+//! let log = MemoryLog::new();
+//! let chat = log.topic("chat");
+//! let first = chat.publish(EventData::from_json(r#"{"text":"hi"}"#)?);
+//! assert_eq!(first.seq(), 1);
+//! assert_eq!(chat.head(), first);
+//! # Ok::<(), tower_push::InvalidJson>(())
+//! ```
+
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use pin_project_lite::pin_project;
+use tokio::sync::futures::OwnedNotified;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tower_service::Service;
+
+use crate::source::{Batch, Outcome, Position, Resync, ResyncReason, Subscribe};
+use crate::{ConfigError, Cursor, Epoch, Event, EventData};
+
+/// An in-memory log of events, split into topics.
+///
+/// Cloning is cheap and every clone is the same log: publish from any task or thread.
+#[derive(Clone)]
+pub struct MemoryLog {
+    shared: Arc<LogShared>,
+}
+
+struct LogShared {
+    settings: Settings,
+    topics: RwLock<HashMap<Arc<str>, Topic>>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Settings {
+    epoch: Epoch,
+    retention: usize,
+    max_age: Option<Duration>,
+}
+
+impl MemoryLog {
+    /// A log with the default settings: a random epoch, 1024 events per topic, no age limit.
+    pub fn new() -> Self {
+        MemoryLogBuilder::new()
+            .build()
+            .expect("default settings are valid")
+    }
+
+    /// A builder for a log with other settings.
+    pub fn builder() -> MemoryLogBuilder {
+        MemoryLogBuilder::new()
+    }
+
+    /// The log's epoch, carried by every cursor of its topics.
+    pub fn epoch(&self) -> Epoch {
+        self.shared.settings.epoch
+    }
+
+    /// The topic named `name`, created empty if it does not exist yet.
+    ///
+    /// Topics live as long as the log. Create them from names your application controls, not
+    /// directly from client input.
+    pub fn topic(&self, name: &str) -> Topic {
+        let read = self
+            .shared
+            .topics
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(topic) = read.get(name) {
+            return topic.clone();
+        }
+        drop(read);
+        let mut write = self
+            .shared
+            .topics
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        write
+            .entry(Arc::from(name))
+            .or_insert_with_key(|name| Topic::new(name.clone(), self.shared.settings))
+            .clone()
+    }
+
+    /// Publishes `data` on the topic `name` and returns the new event's id.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_push::{EventData, MemoryLog};
+    ///
+    /// let log = MemoryLog::new();
+    /// let id = log.publish("news", EventData::from_json("1")?);
+    /// assert_eq!(log.topic("news").head(), id);
+    /// # Ok::<(), tower_push::InvalidJson>(())
+    /// ```
+    pub fn publish(&self, name: &str, data: EventData) -> Cursor {
+        self.topic(name).publish(data)
+    }
+}
+
+impl Default for MemoryLog {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for MemoryLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let topics = self
+            .shared
+            .topics
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len();
+        f.debug_struct("MemoryLog")
+            .field("settings", &self.shared.settings)
+            .field("topics", &topics)
+            .finish()
+    }
+}
+
+/// Settings for a [`MemoryLog`]. `MemoryLogBuilder::new()` equals `Default::default()`.
+#[derive(Clone, Debug)]
+pub struct MemoryLogBuilder {
+    epoch: Option<Epoch>,
+    retention: usize,
+    max_age: Option<Duration>,
+}
+
+impl MemoryLogBuilder {
+    /// The default settings.
+    pub fn new() -> Self {
+        Self {
+            epoch: None,
+            retention: 1024,
+            max_age: None,
+        }
+    }
+
+    /// The most events each topic keeps; older ones are dropped as new ones arrive.
+    ///
+    /// Default is 1024.
+    #[must_use]
+    pub fn retention(mut self, events: usize) -> Self {
+        self.retention = events;
+        self
+    }
+
+    /// Drops events older than `age`, however few there are.
+    ///
+    /// Default is no age limit.
+    #[must_use]
+    pub fn max_age(mut self, age: Duration) -> Self {
+        self.max_age = Some(age);
+        self
+    }
+
+    /// Uses `epoch` instead of a random one.
+    ///
+    /// Only for logs that are rebuilt with the same events (from a snapshot, say): two logs with
+    /// one epoch and different events make clients skip or repeat events silently.
+    ///
+    /// Default is [`Epoch::random`].
+    #[must_use]
+    pub fn epoch(mut self, epoch: Epoch) -> Self {
+        self.epoch = Some(epoch);
+        self
+    }
+
+    /// Builds the log.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::ZeroCount`] for a retention of zero events, and
+    /// [`ConfigError::ZeroDuration`] for a zero maximum age.
+    pub fn build(self) -> Result<MemoryLog, ConfigError> {
+        if self.retention == 0 {
+            return Err(ConfigError::ZeroCount {
+                setting: "retention",
+            });
+        }
+        if self.max_age == Some(Duration::ZERO) {
+            return Err(ConfigError::ZeroDuration { setting: "max age" });
+        }
+        let settings = Settings {
+            epoch: self.epoch.unwrap_or_else(Epoch::random),
+            retention: self.retention,
+            max_age: self.max_age,
+        };
+        Ok(MemoryLog {
+            shared: Arc::new(LogShared {
+                settings,
+                topics: RwLock::new(HashMap::new()),
+            }),
+        })
+    }
+}
+
+impl Default for MemoryLogBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// One topic of a [`MemoryLog`]: publish to it, and serve it as an event source.
+///
+/// Cloning is cheap and every clone is the same topic.
+#[derive(Clone)]
+pub struct Topic {
+    shared: Arc<TopicShared>,
+}
+
+struct TopicShared {
+    name: Arc<str>,
+    settings: Settings,
+    state: RwLock<TopicState>,
+    // An `Arc` of its own so that parked subscriptions can hold an `OwnedNotified`.
+    notify: Arc<Notify>,
+    waiting: AtomicUsize,
+}
+
+#[derive(Default)]
+struct TopicState {
+    /// The sequence number of the newest event; 0 before the first.
+    head: u64,
+    /// The retained events, oldest first; the last one has sequence number `head`.
+    events: VecDeque<Stored>,
+}
+
+struct Stored {
+    data: EventData,
+    at: Instant,
+}
+
+impl Topic {
+    fn new(name: Arc<str>, settings: Settings) -> Self {
+        Self {
+            shared: Arc::new(TopicShared {
+                name,
+                settings,
+                state: RwLock::new(TopicState::default()),
+                notify: Arc::new(Notify::new()),
+                waiting: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// The topic's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// Appends an event, wakes every parked subscription of this topic, and returns the event's
+    /// id.
+    ///
+    /// # Panics
+    ///
+    /// Panics if the topic has published `u64::MAX` events.
+    pub fn publish(&self, data: EventData) -> Cursor {
+        let settings = self.shared.settings;
+        let now = Instant::now();
+        let head = {
+            let mut state = self.shared.write();
+            state.head = state.head.checked_add(1).expect("sequence overflow");
+            state.events.push_back(Stored { data, at: now });
+            let excess = state.events.len().saturating_sub(settings.retention);
+            state.events.drain(..excess);
+            if let Some(max_age) = settings.max_age {
+                let stale = state.stale(now, max_age);
+                state.events.drain(..stale);
+            }
+            state.head
+        };
+        self.shared.notify.notify_waiters();
+        Cursor::new(settings.epoch, head)
+    }
+
+    /// The id of the newest event, or the start cursor if nothing was published yet.
+    pub fn head(&self) -> Cursor {
+        Cursor::new(self.shared.settings.epoch, self.shared.read().head)
+    }
+
+    /// The cursor that reads every retained event: the position just before the oldest one.
+    pub fn oldest(&self) -> Cursor {
+        let state = self.shared.read();
+        let first = state.first_live(Instant::now(), self.shared.settings.max_age);
+        Cursor::new(self.shared.settings.epoch, first - 1)
+    }
+
+    /// The number of subscriptions parked on this topic right now, waiting for its next event.
+    pub fn waiting(&self) -> usize {
+        self.shared.waiting.load(Ordering::Relaxed)
+    }
+}
+
+impl fmt::Debug for Topic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Topic")
+            .field("name", &self.shared.name)
+            .field("head", &self.head())
+            .field("waiting", &self.waiting())
+            .finish()
+    }
+}
+
+impl TopicShared {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, TopicState> {
+        // The state is consistent after every statement that changes it, so a panic elsewhere
+        // while the lock was held leaves nothing half-done.
+        self.state.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, TopicState> {
+        self.state.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Answers `position` from the retained events, or `None` if the caller must wait for the
+    /// next publish.
+    fn answer(&self, position: Position, limit: usize) -> Option<Outcome> {
+        let Settings { epoch, max_age, .. } = self.settings;
+        let state = self.read();
+        let head = Cursor::new(epoch, state.head);
+        let first = state.first_live(Instant::now(), max_age);
+        let oldest = Cursor::new(epoch, first - 1);
+        let after = match position {
+            Position::Head => return Some(Outcome::Start(head)),
+            Position::Oldest => oldest,
+            Position::After(cursor) if cursor.epoch() != epoch => {
+                let resync = Resync::new(ResyncReason::EpochMismatch, oldest, head);
+                return Some(Outcome::Resync(resync));
+            }
+            Position::After(cursor) => cursor,
+        };
+        if after > head {
+            return Some(Outcome::Ahead { head });
+        }
+        if after < oldest {
+            let resync = Resync::new(ResyncReason::Expired, oldest, head);
+            return Some(Outcome::Resync(resync));
+        }
+        if after == head {
+            return match position {
+                Position::Oldest => Some(Outcome::Start(head)),
+                _ => None,
+            };
+        }
+        // `oldest <= after < head`: the next event is retained.
+        let first_stored = state.head + 1 - state.events.len() as u64;
+        let skip = (after.seq() + 1 - first_stored) as usize;
+        let events = state
+            .events
+            .iter()
+            .skip(skip)
+            .take(limit)
+            .zip(after.seq() + 1..)
+            .map(|(stored, seq)| Event::new(Cursor::new(epoch, seq), stored.data.clone()))
+            .collect();
+        Batch::new(events).map(Outcome::Events)
+    }
+}
+
+impl TopicState {
+    /// How many of the oldest stored events are older than `max_age` at `now`.
+    fn stale(&self, now: Instant, max_age: Duration) -> usize {
+        self.events
+            .partition_point(|stored| now.saturating_duration_since(stored.at) >= max_age)
+    }
+
+    /// The sequence number of the oldest event that is retained and not too old; `head + 1` if
+    /// there is none.
+    fn first_live(&self, now: Instant, max_age: Option<Duration>) -> u64 {
+        let stale = max_age.map_or(0, |max_age| self.stale(now, max_age));
+        self.head + 1 - (self.events.len() - stale) as u64
+    }
+}
+
+impl Service<Subscribe> for Topic {
+    type Response = Outcome;
+    type Error = Infallible;
+    type Future = Subscription;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Subscribe) -> Self::Future {
+        Subscription {
+            topic: self.shared.clone(),
+            position: req.position(),
+            limit: req.limit(),
+            notified: None,
+            parked: false,
+        }
+    }
+}
+
+pin_project! {
+    /// A subscription to a [`Topic`]: resolves with the next events after its position.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping it at any point loses nothing and unregisters its waiter.
+    #[must_use = "futures do nothing unless polled"]
+    pub struct Subscription {
+        topic: Arc<TopicShared>,
+        position: Position,
+        limit: usize,
+        #[pin]
+        notified: Option<OwnedNotified>,
+        // Whether this subscription is counted in `Topic::waiting`.
+        parked: bool,
+    }
+
+    impl PinnedDrop for Subscription {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if *this.parked {
+                this.topic.waiting.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl Future for Subscription {
+    type Output = Result<Outcome, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            if this.notified.is_none() {
+                // Register before checking, so a publish right after the check still wakes us.
+                this.notified
+                    .set(Some(this.topic.notify.clone().notified_owned()));
+            }
+            let mut notified = this.notified.as_mut().as_pin_mut().expect("set above");
+            notified.as_mut().enable();
+            if let Some(outcome) = this.topic.answer(*this.position, *this.limit) {
+                if std::mem::take(this.parked) {
+                    this.topic.waiting.fetch_sub(1, Ordering::Relaxed);
+                }
+                this.notified.set(None);
+                return Poll::Ready(Ok(outcome));
+            }
+            match notified.poll(cx) {
+                // A publish happened: look again with a fresh registration.
+                Poll::Ready(()) => this.notified.set(None),
+                Poll::Pending => {
+                    if !std::mem::replace(this.parked, true) {
+                        this.topic.waiting.fetch_add(1, Ordering::Relaxed);
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subscription")
+            .field("topic", &self.topic.name)
+            .field("position", &self.position)
+            .field("limit", &self.limit)
+            .field("parked", &self.parked)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    fn data(n: u64) -> EventData {
+        EventData::from_serialize(&n).unwrap()
+    }
+
+    fn parts() -> Arc<http::request::Parts> {
+        Arc::new(http::Request::new(()).into_parts().0)
+    }
+
+    fn sub(position: Position, limit: usize) -> Subscribe {
+        Subscribe::new(position, limit, parts())
+    }
+
+    fn seqs(outcome: Outcome) -> Vec<u64> {
+        match outcome {
+            Outcome::Events(batch) => batch.events().iter().map(|e| e.id().seq()).collect(),
+            other => panic!("expected events, got {other:?}"),
+        }
+    }
+
+    fn log(retention: usize) -> MemoryLog {
+        MemoryLog::builder()
+            .retention(retention)
+            .epoch(Epoch::new(9))
+            .build()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn answers_every_position() {
+        let topic = log(3).topic("t");
+        let epoch = Epoch::new(9);
+        let at = |seq| Position::After(Cursor::new(epoch, seq));
+        assert_eq!(
+            topic.clone().oneshot(sub(Position::Head, 10)).await,
+            Ok(Outcome::Start(Cursor::start(epoch)))
+        );
+        assert_eq!(
+            topic.clone().oneshot(sub(Position::Oldest, 10)).await,
+            Ok(Outcome::Start(Cursor::start(epoch)))
+        );
+        for n in 1..=5 {
+            assert_eq!(topic.publish(data(n)).seq(), n);
+        }
+        // Retention keeps 3..=5.
+        assert_eq!(topic.oldest(), Cursor::new(epoch, 2));
+        assert_eq!(
+            topic.clone().oneshot(sub(at(2), 10)).await.map(seqs),
+            Ok(vec![3, 4, 5])
+        );
+        assert_eq!(
+            topic.clone().oneshot(sub(at(3), 1)).await.map(seqs),
+            Ok(vec![4])
+        );
+        assert_eq!(
+            topic
+                .clone()
+                .oneshot(sub(Position::Oldest, 2))
+                .await
+                .map(seqs),
+            Ok(vec![3, 4])
+        );
+        assert_eq!(
+            topic.clone().oneshot(sub(Position::Head, 10)).await,
+            Ok(Outcome::Start(Cursor::new(epoch, 5)))
+        );
+        let expired = Resync::new(
+            ResyncReason::Expired,
+            Cursor::new(epoch, 2),
+            Cursor::new(epoch, 5),
+        );
+        assert_eq!(
+            topic.clone().oneshot(sub(at(1), 10)).await,
+            Ok(Outcome::Resync(expired))
+        );
+        assert_eq!(
+            topic.clone().oneshot(sub(at(6), 10)).await,
+            Ok(Outcome::Ahead {
+                head: Cursor::new(epoch, 5)
+            })
+        );
+        let other = Position::After(Cursor::new(Epoch::new(8), 5));
+        let mismatch = Resync::new(
+            ResyncReason::EpochMismatch,
+            Cursor::new(epoch, 2),
+            Cursor::new(epoch, 5),
+        );
+        assert_eq!(
+            topic.clone().oneshot(sub(other, 10)).await,
+            Ok(Outcome::Resync(mismatch))
+        );
+    }
+
+    #[tokio::test]
+    async fn parks_at_the_head_until_a_publish() {
+        let topic = log(8).topic("t");
+        let head = topic.publish(data(1));
+        let mut parked = tokio::spawn(topic.clone().oneshot(sub(Position::After(head), 10)));
+        tokio::task::yield_now().await;
+        assert!(!parked.is_finished());
+        assert_eq!(topic.waiting(), 1);
+        topic.publish(data(2));
+        assert_eq!((&mut parked).await.unwrap().map(seqs), Ok(vec![2]));
+        assert_eq!(topic.waiting(), 0);
+    }
+
+    #[tokio::test]
+    async fn dropping_a_parked_subscription_unregisters_it() {
+        let topic = log(8).topic("t");
+        let at_head = Position::After(topic.head());
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut first = Box::pin(topic.clone().call(sub(at_head, 1)));
+        let mut second = Box::pin(topic.clone().call(sub(at_head, 1)));
+        assert!(first.as_mut().poll(&mut cx).is_pending());
+        assert!(second.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(topic.waiting(), 2);
+        drop(first);
+        assert_eq!(topic.waiting(), 1);
+        topic.publish(data(1));
+        assert!(second.as_mut().poll(&mut cx).is_ready());
+        assert_eq!(topic.waiting(), 0);
+        drop(second);
+        assert_eq!(topic.waiting(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn age_retention_expires_cursors_without_a_publish() {
+        let log = MemoryLog::builder()
+            .epoch(Epoch::new(1))
+            .max_age(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let topic = log.topic("t");
+        topic.publish(data(1));
+        tokio::time::advance(Duration::from_secs(5)).await;
+        topic.publish(data(2));
+        tokio::time::advance(Duration::from_secs(6)).await;
+        // Event 1 is 11 s old, event 2 is 6 s old.
+        assert_eq!(topic.oldest().seq(), 1);
+        let start = Position::After(Cursor::start(Epoch::new(1)));
+        assert!(matches!(
+            topic.clone().oneshot(sub(start, 10)).await,
+            Ok(Outcome::Resync(r)) if r.reason() == ResyncReason::Expired
+        ));
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(topic.oldest().seq(), 2);
+        // At the head nothing was lost: the subscription waits.
+        let at_head = Position::After(topic.head());
+        let waiting = tokio::time::timeout(
+            Duration::from_secs(1),
+            topic.clone().oneshot(sub(at_head, 1)),
+        );
+        assert!(waiting.await.is_err());
+    }
+
+    #[test]
+    fn refuses_unusable_settings() {
+        assert_eq!(
+            MemoryLog::builder().retention(0).build().unwrap_err(),
+            ConfigError::ZeroCount {
+                setting: "retention"
+            }
+        );
+        assert!(MemoryLog::builder()
+            .max_age(Duration::ZERO)
+            .build()
+            .is_err());
+    }
+
+    /// Many publishers and many subscribers racing: a publish that lands between a
+    /// subscription's check and its wait must still wake it, every time.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn no_publish_is_missed_under_concurrency() {
+        for round in 0..200 {
+            let topic = log(4096).topic("race");
+            let start = topic.head();
+            let readers: Vec<_> = (0..8)
+                .map(|_| {
+                    let topic = topic.clone();
+                    tokio::spawn(async move {
+                        let mut cursor = start;
+                        let mut seen = Vec::new();
+                        while seen.len() < 50 {
+                            let outcome = topic
+                                .clone()
+                                .oneshot(sub(Position::After(cursor), 7))
+                                .await
+                                .unwrap();
+                            for n in seqs(outcome) {
+                                seen.push(n);
+                            }
+                            cursor = Cursor::new(cursor.epoch(), *seen.last().unwrap());
+                        }
+                        seen
+                    })
+                })
+                .collect();
+            let publisher = {
+                let topic = topic.clone();
+                std::thread::spawn(move || {
+                    for n in 1..=50 {
+                        topic.publish(data(n));
+                        if n % 7 == 0 {
+                            std::thread::yield_now();
+                        }
+                    }
+                })
+            };
+            for reader in readers {
+                let seen = tokio::time::timeout(Duration::from_secs(10), reader)
+                    .await
+                    .unwrap_or_else(|_| panic!("round {round}: a reader missed a wake-up"))
+                    .unwrap();
+                assert_eq!(seen, (1..=50).collect::<Vec<_>>(), "round {round}");
+            }
+            publisher.join().unwrap();
+            assert_eq!(topic.waiting(), 0);
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! Requests the layers answer without events, and the error body they share.
+
+use std::fmt;
+
+use http::{header, HeaderValue, Response, StatusCode};
+
+use crate::source::Resync;
+use crate::{Cursor, CursorError, PushBody};
+
+/// Why a request is answered with an error status instead of events.
+///
+/// Every rejection has a status, a machine-readable [`code`](Rejection::code) and a
+/// human-readable message (its `Display`). The default formats write it as
+/// `{"error":"<code>","message":"<message>"}`, plus `oldest` and `head` cursors where a client
+/// needs them to start over.
+///
+/// | rejection | status | code |
+/// | --- | --- | --- |
+/// | [`MalformedCursor`](Rejection::MalformedCursor) | `400` | `malformed_cursor` |
+/// | [`CursorAhead`](Rejection::CursorAhead) | `400` | `cursor_ahead` |
+/// | [`Resync`](Rejection::Resync), cursor too old | `410` | `cursor_expired` |
+/// | [`Resync`](Rejection::Resync), other epoch | `410` | `epoch_mismatch` |
+/// | [`SourceUnavailable`](Rejection::SourceUnavailable) | `503` | `source_unavailable` |
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// The request's cursor could not be parsed.
+    MalformedCursor(CursorError),
+    /// The request's cursor is beyond the newest event.
+    CursorAhead {
+        /// The newest event's id.
+        head: Cursor,
+    },
+    /// The request's cursor can no longer be served.
+    Resync(Resync),
+    /// The event source failed or did not answer.
+    SourceUnavailable,
+}
+
+impl Rejection {
+    /// The HTTP status of this rejection.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::MalformedCursor(_) | Self::CursorAhead { .. } => StatusCode::BAD_REQUEST,
+            Self::Resync(_) => StatusCode::GONE,
+            Self::SourceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The machine-readable code of this rejection.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::MalformedCursor(_) => "malformed_cursor",
+            Self::CursorAhead { .. } => "cursor_ahead",
+            Self::Resync(resync) => resync.reason().code(),
+            Self::SourceUnavailable => "source_unavailable",
+        }
+    }
+
+    /// The rejection as a JSON response: the status, `Content-Type: application/json`, and
+    /// `{"error":"<code>","message":"<message>"}` with `oldest` and `head` where they apply.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_push::{CursorError, Rejection};
+    ///
+    /// let response = Rejection::MalformedCursor(CursorError::Empty).to_json_response();
+    /// assert_eq!(response.status(), 400);
+    /// ```
+    pub fn to_json_response(&self) -> Response<PushBody> {
+        #[derive(serde::Serialize)]
+        struct Body<'a> {
+            error: &'a str,
+            message: String,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            oldest: Option<Cursor>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            head: Option<Cursor>,
+        }
+        let (oldest, head) = match self {
+            Self::CursorAhead { head } => (None, Some(*head)),
+            Self::Resync(resync) => (Some(resync.oldest()), Some(resync.head())),
+            Self::MalformedCursor(_) | Self::SourceUnavailable => (None, None),
+        };
+        let body = Body {
+            error: self.code(),
+            message: self.to_string(),
+            oldest,
+            head,
+        };
+        let json = serde_json::to_vec(&body).expect("plain strings serialize");
+        let mut response = Response::new(PushBody::full(json));
+        *response.status_mut() = self.status();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        response
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::MalformedCursor(err) => err.fmt(f),
+            Self::CursorAhead { head } => {
+                write!(f, "cursor is beyond the newest event {head}")
+            }
+            Self::Resync(resync) => write!(
+                f,
+                "{}: resume from 'oldest' to read every retained event, or from 'head' for new \
+                 ones only",
+                resync.reason()
+            ),
+            Self::SourceUnavailable => f.write_str("event source is unavailable, try again later"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::ResyncReason;
+    use crate::Epoch;
+    use http_body_util::BodyExt;
+
+    async fn json(rejection: Rejection) -> (StatusCode, serde_json::Value) {
+        let response = rejection.to_json_response();
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn bodies_carry_code_message_and_resync_cursors() {
+        let (status, body) = json(Rejection::MalformedCursor(CursorError::Empty)).await;
+        assert_eq!(status, 400);
+        assert_eq!(
+            body,
+            serde_json::json!({"error": "malformed_cursor", "message": "cursor is empty"})
+        );
+
+        let epoch = Epoch::new(1);
+        let resync = Resync::new(
+            ResyncReason::Expired,
+            Cursor::new(epoch, 10),
+            Cursor::new(epoch, 20),
+        );
+        let (status, body) = json(Rejection::Resync(resync)).await;
+        assert_eq!(status, 410);
+        assert_eq!(body["error"], "cursor_expired");
+        assert_eq!(body["oldest"], "0000000000000001-10");
+        assert_eq!(body["head"], "0000000000000001-20");
+
+        let (status, body) = json(Rejection::CursorAhead {
+            head: Cursor::new(epoch, 3),
+        })
+        .await;
+        assert_eq!(status, 400);
+        assert_eq!(body["error"], "cursor_ahead");
+        assert_eq!(body["head"], "0000000000000001-3");
+        assert!(body.get("oldest").is_none());
+
+        let (status, body) = json(Rejection::SourceUnavailable).await;
+        assert_eq!(status, 503);
+        assert_eq!(body["error"], "source_unavailable");
+    }
+}

@@ -1,0 +1,274 @@
+//! The event-source contract that both layers are built on.
+//!
+//! An event source is any [`tower_service::Service`] that takes a [`Subscribe`] and answers with an
+//! [`Outcome`]:
+//!
+//! - For [`Position::After`], it resolves when it has **at least one event after the cursor**,
+//!   with [`Outcome::Events`]: the events after the cursor, oldest first, at most
+//!   [`Subscribe::limit`] of them, without gaps. Until then it stays pending, possibly forever.
+//! - For [`Position::Head`] it resolves at once with [`Outcome::Start`] and the cursor of the
+//!   newest event (the caller then subscribes after it). For [`Position::Oldest`] it resolves at
+//!   once with the oldest retained events, or with [`Outcome::Start`] if there are none.
+//! - It resolves at once with [`Outcome::Resync`] when the cursor can no longer be served: the
+//!   events after it were dropped by retention, or it belongs to another [`Epoch`](crate::Epoch).
+//!   It resolves with [`Outcome::Ahead`] when the cursor is beyond the newest event, which no
+//!   well-behaved client can hold.
+//! - It fails (`Err`) only when it cannot answer at all (a backend is unreachable). The layers
+//!   turn that into `503 Service Unavailable`.
+//!
+//! # Cancel safety
+//!
+//! The futures of a source **must be cancel-safe**: the long-poll layer races them against its
+//! hold timer and drops the loser, and a client that disconnects drops the whole request. Since
+//! every piece of state lives in the cursor, dropping a subscription must lose nothing and must
+//! leave nothing behind (no registered waiter, no reader kept alive for it).
+//!
+//! # Examples
+//!
+//! A source over a fixed slice of events, to show the shape of the contract. The in-memory
+//! [`MemoryLog`](crate::MemoryLog) is the real implementation.
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use std::future::{pending, ready, Future};
+//! use std::pin::Pin;
+//! use std::task::{Context, Poll};
+//!
+//! use tower_push::source::{Batch, Outcome, Position, Resync, ResyncReason, Subscribe};
+//! use tower_push::{Cursor, Epoch, Event};
+//! use tower_service::Service;
+//!
+//! type Answer = Pin<Box<dyn Future<Output = Result<Outcome, Infallible>> + Send>>;
+//!
+//! #[derive(Clone)]
+//! struct Fixed(Vec<Event>);
+//!
+//! impl Service<Subscribe> for Fixed {
+//!     type Response = Outcome;
+//!     type Error = Infallible;
+//!     type Future = Answer;
+//!
+//!     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+//!         Poll::Ready(Ok(()))
+//!     }
+//!
+//!     fn call(&mut self, req: Subscribe) -> Answer {
+//!         let now = |outcome| -> Answer { Box::pin(ready(Ok(outcome))) };
+//!         let epoch = Epoch::new(1);
+//!         let head = Cursor::new(epoch, self.0.len() as u64);
+//!         let after = match req.position() {
+//!             Position::Head => return now(Outcome::Start(head)),
+//!             Position::Oldest => Cursor::start(epoch),
+//!             Position::After(cursor) => cursor,
+//!         };
+//!         if after.epoch() != epoch {
+//!             let reason = ResyncReason::EpochMismatch;
+//!             return now(Outcome::Resync(Resync::new(reason, Cursor::start(epoch), head)));
+//!         }
+//!         if after > head {
+//!             return now(Outcome::Ahead { head });
+//!         }
+//!         let events = self.0.iter().filter(|e| e.id() > after).take(req.limit());
+//!         match Batch::new(events.cloned().collect()) {
+//!             Some(batch) => now(Outcome::Events(batch)),
+//!             None if req.position() == Position::Oldest => now(Outcome::Start(head)),
+//!             // A real source waits here for the next publish; this one has no more events.
+//!             None => Box::pin(pending()),
+//!         }
+//!     }
+//! }
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::{Cursor, Event};
+
+/// Where a subscription starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Position {
+    /// After this cursor: the client has seen everything up to it.
+    After(Cursor),
+    /// At the newest event: only events published from now on. The source answers at once with
+    /// [`Outcome::Start`].
+    Head,
+    /// At the oldest retained event: everything the source still has.
+    Oldest,
+}
+
+/// A subscription request: what the layers ask an event source for.
+///
+/// It carries the request's head ([`http::request::Parts`]) so a source can route by path, read
+/// headers, or read extensions that earlier layers set (an authenticated user, a topic).
+#[derive(Clone, Debug)]
+pub struct Subscribe {
+    position: Position,
+    limit: usize,
+    parts: Arc<http::request::Parts>,
+}
+
+impl Subscribe {
+    /// A subscription from `position` for at most `limit` events per answer (at least one).
+    pub fn new(position: Position, limit: usize, parts: Arc<http::request::Parts>) -> Self {
+        Self {
+            position,
+            limit: limit.max(1),
+            parts,
+        }
+    }
+
+    /// Where the subscription starts.
+    pub fn position(&self) -> Position {
+        self.position
+    }
+
+    /// The most events one answer may carry; at least 1.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// The head of the HTTP request this subscription serves.
+    pub fn parts(&self) -> &http::request::Parts {
+        &self.parts
+    }
+
+    /// The same subscription, after `cursor`.
+    #[must_use]
+    pub fn after(&self, cursor: Cursor) -> Self {
+        Self {
+            position: Position::After(cursor),
+            ..self.clone()
+        }
+    }
+}
+
+/// What an event source answers to a [`Subscribe`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// Events after the requested position, oldest first.
+    Events(Batch),
+    /// The subscription named no cursor ([`Position::Head`], or [`Position::Oldest`] on an empty
+    /// log): this is the cursor to continue after.
+    Start(Cursor),
+    /// The cursor can no longer be served; the client must resync.
+    Resync(Resync),
+    /// The cursor is beyond the newest event of its epoch.
+    Ahead {
+        /// The cursor of the newest event.
+        head: Cursor,
+    },
+}
+
+/// A non-empty run of consecutive-in-order events of one epoch, oldest first.
+///
+/// # Examples
+///
+/// ```
+/// use tower_push::source::Batch;
+/// use tower_push::{Cursor, Epoch, Event, EventData};
+///
+/// let event = |seq| Event::new(Cursor::new(Epoch::new(1), seq), EventData::from_json("1").unwrap());
+/// let batch = Batch::new(vec![event(3), event(4)]).unwrap();
+/// assert_eq!(batch.last(), Cursor::new(Epoch::new(1), 4));
+///
+/// assert!(Batch::new(vec![]).is_none());
+/// assert!(Batch::new(vec![event(4), event(3)]).is_none());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Batch {
+    events: Vec<Event>,
+}
+
+impl Batch {
+    /// A batch of `events`, or `None` if they are empty, not in strictly ascending order of id, or
+    /// not all of one epoch.
+    pub fn new(events: Vec<Event>) -> Option<Self> {
+        let first = events.first()?;
+        let epoch = first.id().epoch();
+        let ordered = events
+            .windows(2)
+            .all(|pair| pair[0].id() < pair[1].id() && pair[1].id().epoch() == epoch);
+        ordered.then_some(Self { events })
+    }
+
+    /// The events, oldest first.
+    pub fn events(&self) -> &[Event] {
+        &self.events
+    }
+
+    /// The id of the newest event: the cursor to continue after.
+    pub fn last(&self) -> Cursor {
+        // A batch is never empty.
+        self.events[self.events.len() - 1].id()
+    }
+
+    /// The events, oldest first.
+    pub fn into_events(self) -> Vec<Event> {
+        self.events
+    }
+}
+
+/// Why a cursor must be given up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ResyncReason {
+    /// Events after the cursor were dropped by retention: resuming would silently skip them.
+    Expired,
+    /// The cursor belongs to another incarnation of the log (a restart, a recreated stream).
+    EpochMismatch,
+}
+
+impl ResyncReason {
+    /// The machine-readable code used in error bodies: `cursor_expired` or `epoch_mismatch`.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Expired => "cursor_expired",
+            Self::EpochMismatch => "epoch_mismatch",
+        }
+    }
+}
+
+impl fmt::Display for ResyncReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Expired => "cursor is older than the retained events",
+            Self::EpochMismatch => "cursor belongs to another epoch of the log",
+        })
+    }
+}
+
+/// The answer to a cursor that can no longer be served, with what a client needs to start over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Resync {
+    reason: ResyncReason,
+    oldest: Cursor,
+    head: Cursor,
+}
+
+impl Resync {
+    /// A resync answer. `oldest` is the cursor that reads every retained event (the position just
+    /// before the oldest one); `head` is the cursor of the newest event.
+    pub fn new(reason: ResyncReason, oldest: Cursor, head: Cursor) -> Self {
+        Self {
+            reason,
+            oldest,
+            head,
+        }
+    }
+
+    /// Why the cursor must be given up.
+    pub fn reason(&self) -> ResyncReason {
+        self.reason
+    }
+
+    /// Send this cursor to read every event the source still retains.
+    pub fn oldest(&self) -> Cursor {
+        self.oldest
+    }
+
+    /// Send this cursor to read only events published from now on.
+    pub fn head(&self) -> Cursor {
+        self.head
+    }
+}
