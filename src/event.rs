@@ -20,7 +20,7 @@ use crate::Cursor;
 /// ```
 /// use tower_push::EventData;
 ///
-/// let data = EventData::from_json(&b"{\"n\":\n 1}"[..])?;
+/// let data = EventData::from_json(&b"{\"n\":\n1}"[..])?;
 /// assert_eq!(data.as_bytes(), b"{\"n\": 1}");
 ///
 /// assert!(EventData::from_json(&b"{\"n\":"[..]).is_err());

@@ -1,4 +1,4 @@
-//! Reliable server push over plain HTTP for any [tower] server.
+//! Reliable server push over plain HTTP for any [tower](https://docs.rs/tower) server.
 //!
 //! Long polling and chunked streaming fail in production in quiet ways: events published between
 //! an answer and the next request are lost, held requests outlive proxy idle timeouts, empty
@@ -12,7 +12,7 @@
 //! | [`source`] | the event-source contract: any `tower::Service<Subscribe>` feeds the layers |
 //! | [`MemoryLog`] | the embedded source: topics, sequence ids, an epoch, bounded retention, cheap waiting |
 //! | [`Cursor`] | the opaque, URL-safe, ordered position that carries the log's epoch |
-//! | [`format`] | how answers look on the wire: the JSON envelope by default, or your own |
+//! | [`format`](mod@format) | how answers look on the wire: the JSON envelope by default, or your own |
 //! | [`headers`] | the anti-buffering headers every answer carries |
 //!
 //! # A complete server

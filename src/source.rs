@@ -77,6 +77,15 @@
 //!         }
 //!     }
 //! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! use tower::ServiceExt;
+//!
+//! let parts = std::sync::Arc::new(http::Request::new(()).into_parts().0);
+//! let outcome = Fixed(vec![]).oneshot(Subscribe::new(Position::Head, 10, parts)).await;
+//! assert_eq!(outcome, Ok(Outcome::Start(Cursor::start(Epoch::new(1)))));
+//! # }
 //! ```
 
 use std::fmt;
