@@ -89,5 +89,9 @@ pub use self::memory::{MemoryLog, MemoryLogBuilder, Subscription, Topic};
 pub use self::rejection::Rejection;
 pub use self::request::Start;
 
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 /// The error type sources may fail with, as in tower.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
