@@ -95,3 +95,29 @@ struct ReadmeDoctests;
 
 /// The error type sources may fail with, as in tower.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[cfg(test)]
+mod bounds {
+    use super::*;
+
+    fn send_sync_static<T: Send + Sync + 'static>() {}
+    fn send_static<T: Send + 'static>() {}
+    fn clone<T: Clone>() {}
+
+    #[test]
+    fn public_types_fit_hyper_axum_and_tonic() {
+        send_sync_static::<PushBody>();
+        send_sync_static::<LongPollLayer>();
+        send_sync_static::<LongPoll<Topic>>();
+        clone::<LongPoll<Topic>>();
+        send_static::<long_poll::future::ResponseFuture<Topic, format::JsonFormat>>();
+        send_sync_static::<MemoryLog>();
+        send_sync_static::<Topic>();
+        send_sync_static::<Subscription>();
+        send_sync_static::<source::Subscribe>();
+        send_sync_static::<source::Outcome>();
+        send_sync_static::<ConfigError>();
+        send_sync_static::<CursorError>();
+        send_sync_static::<Rejection>();
+    }
+}
