@@ -3,15 +3,19 @@
 use std::convert::Infallible;
 use std::fmt;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use sync_wrapper::SyncWrapper;
 
 /// The body of every response the layers produce.
 ///
-/// Each data frame is one complete encoded message. A long-poll answer is a single frame whose
-/// length is known up front; `is_end_stream` and `size_hint` are exact.
+/// Each data frame is one or more complete encoded messages: a long-poll answer is a single
+/// frame whose length is known up front; a stream yields each message as soon as it exists
+/// (events that were ready together may share a frame) and returns `Pending` when nothing is
+/// ready, which is when hyper writes what it has to the socket. Its `size_hint` is unknown,
+/// and `is_end_stream` turns true with the final frame.
 ///
 /// It is `Send + Sync + 'static`, its data is [`Bytes`] and it never fails, so it fits hyper,
 /// axum and tonic without adapters.
@@ -34,6 +38,15 @@ pub struct PushBody {
 enum Kind {
     /// One frame, not yet sent; `None` once it has been.
     Full(Option<Bytes>),
+    /// A stream of frames. `SyncWrapper` makes the body `Sync` without requiring it of the
+    /// event source: the frames are only ever reached through `&mut`.
+    Stream(SyncWrapper<Pin<Box<dyn Frames>>>),
+}
+
+/// A source of frames for a streaming body.
+pub(crate) trait Frames: Send + 'static {
+    /// The next frame, and whether it is the last one; `None` when the stream has ended.
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<(Bytes, bool)>>;
 }
 
 impl PushBody {
@@ -53,6 +66,14 @@ impl PushBody {
     }
 }
 
+impl PushBody {
+    pub(crate) fn stream(frames: Pin<Box<dyn Frames>>) -> Self {
+        Self {
+            kind: Kind::Stream(SyncWrapper::new(frames)),
+        }
+    }
+}
+
 impl Default for PushBody {
     fn default() -> Self {
         Self::empty()
@@ -65,22 +86,41 @@ impl Body for PushBody {
 
     fn poll_frame(
         self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
+        cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        match &mut self.get_mut().kind {
-            Kind::Full(bytes) => Poll::Ready(bytes.take().map(|bytes| Ok(Frame::data(bytes)))),
+        let kind = &mut self.get_mut().kind;
+        loop {
+            let (bytes, last) = match kind {
+                Kind::Full(bytes) => return Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+                Kind::Stream(frames) => match ready!(frames.get_mut().as_mut().poll_frame(cx)) {
+                    Some(frame) => frame,
+                    None => (Bytes::new(), true),
+                },
+            };
+            if last {
+                *kind = Kind::Full(None);
+            }
+            // hyper drops empty data frames on HTTP/1 anyway; never hand one out.
+            if !bytes.is_empty() {
+                return Poll::Ready(Some(Ok(Frame::data(bytes))));
+            }
+            if last {
+                return Poll::Ready(None);
+            }
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Full(bytes) => bytes.is_none(),
+            Kind::Stream(_) => false,
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Stream(_) => SizeHint::default(),
         }
     }
 }
@@ -92,6 +132,7 @@ impl fmt::Debug for PushBody {
                 .debug_struct("PushBody")
                 .field("remaining", &bytes.as_ref().map_or(0, Bytes::len))
                 .finish(),
+            Kind::Stream(_) => f.debug_struct("PushBody").field("stream", &true).finish(),
         }
     }
 }

@@ -20,7 +20,7 @@ use std::time::Duration;
 ///     .unwrap_err();
 /// assert!(err.to_string().contains("hold timeout"));
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum ConfigError {
     /// The hold timeout is not safely below the declared proxy idle timeout: the proxy would cut
@@ -32,6 +32,23 @@ pub enum ConfigError {
         proxy_idle: Duration,
         /// The longest hold this proxy idle timeout allows.
         max_hold: Duration,
+    },
+    /// The heartbeat interval is not safely below the declared proxy idle timeout: the proxy
+    /// would close quiet streams.
+    HeartbeatNotBelowProxyIdle {
+        /// The configured heartbeat interval.
+        heartbeat: Duration,
+        /// The declared proxy idle timeout.
+        proxy_idle: Duration,
+        /// The longest heartbeat interval this proxy idle timeout allows.
+        max_heartbeat: Duration,
+    },
+    /// A jitter fraction outside `0.0..=1.0`.
+    InvalidJitter {
+        /// The name of the setting.
+        setting: &'static str,
+        /// The rejected value.
+        value: f64,
     },
     /// A duration that must be positive is zero.
     ZeroDuration {
@@ -71,6 +88,18 @@ impl fmt::Display for ConfigError {
                 "hold timeout of {hold:?} is not safely below the proxy idle timeout of \
                  {proxy_idle:?}: lower it to at most {max_hold:?}"
             ),
+            Self::HeartbeatNotBelowProxyIdle {
+                heartbeat,
+                proxy_idle,
+                max_heartbeat,
+            } => write!(
+                f,
+                "heartbeat interval of {heartbeat:?} is not safely below the proxy idle timeout \
+                 of {proxy_idle:?}: lower it to at most {max_heartbeat:?}"
+            ),
+            Self::InvalidJitter { setting, value } => {
+                write!(f, "{setting} must be between 0.0 and 1.0, not {value}")
+            }
             Self::ZeroDuration { setting } => write!(f, "{setting} must be greater than zero"),
             Self::ZeroCount { setting } => write!(f, "{setting} must be at least 1"),
             Self::InvalidParamName { name } => write!(

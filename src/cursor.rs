@@ -15,7 +15,6 @@
 //! is answered with a resync, never compared by number.
 
 use std::fmt;
-use std::hash::{BuildHasher, Hasher};
 use std::str::FromStr;
 
 /// The identity of one incarnation of a log.
@@ -48,20 +47,10 @@ impl Epoch {
     /// A fresh epoch that is, with overwhelming probability, different from every other one
     /// created before, in this process or another.
     ///
-    /// It mixes the wall clock, a process-wide counter and the standard library's randomly seeded
-    /// hasher, so it needs no random number generator.
+    /// It comes from the standard library's randomly seeded hasher, so it needs no random number
+    /// generator.
     pub fn random() -> Self {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        hasher.write_u128(now);
-        hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-        hasher.write_u32(std::process::id());
-        Self(hasher.finish())
+        Self(crate::random::u64())
     }
 
     /// The epoch's numeric value.

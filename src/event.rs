@@ -109,34 +109,132 @@ impl fmt::Display for InvalidJson {
 
 impl std::error::Error for InvalidJson {}
 
-/// One event of a log: its id (the cursor that points at it) and its payload.
+/// The name of a kind of event, for clients that listen per kind (SSE's `event:` field).
+///
+/// A name is 1 to 64 characters from `A-Z a-z 0-9 _ - . :`, so it is safe in every format
+/// without escaping. The names the stream formats use for their own messages (`resync`, `end`,
+/// `failed`, `message`, `heartbeat`) are reserved.
 ///
 /// # Examples
 ///
 /// ```
-/// use tower_push::{Cursor, Epoch, Event, EventData};
+/// use tower_push::EventName;
+///
+/// let name = EventName::new("chat.message")?;
+/// assert_eq!(name.as_str(), "chat.message");
+/// assert!(EventName::new("two\nlines").is_err());
+/// assert!(EventName::new("resync").is_err());
+/// # Ok::<(), tower_push::InvalidEventName>(())
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct EventName(std::sync::Arc<str>);
+
+impl EventName {
+    /// The longest name, in bytes.
+    pub const MAX_LEN: usize = 64;
+
+    const RESERVED: [&'static str; 5] = ["resync", "end", "failed", "message", "heartbeat"];
+
+    /// Checks and keeps `name`.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidEventName`] if it is empty, longer than [`EventName::MAX_LEN`], has a character
+    /// outside `A-Z a-z 0-9 _ - . :`, or is reserved.
+    pub fn new(name: &str) -> Result<Self, InvalidEventName> {
+        let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':');
+        let valid = !name.is_empty() && name.len() <= Self::MAX_LEN && name.bytes().all(allowed);
+        if !valid || Self::RESERVED.contains(&name) {
+            return Err(InvalidEventName(name.chars().take(Self::MAX_LEN).collect()));
+        }
+        Ok(Self(name.into()))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for EventName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EventName({:?})", &*self.0)
+    }
+}
+
+impl fmt::Display for EventName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An event name that is empty, too long, reserved, or has a character outside
+/// `A-Z a-z 0-9 _ - . :`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidEventName(String);
+
+impl fmt::Display for InvalidEventName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "event name {:?} is not 1 to {} characters of A-Z a-z 0-9 _ - . : or is reserved",
+            self.0,
+            EventName::MAX_LEN
+        )
+    }
+}
+
+impl std::error::Error for InvalidEventName {}
+
+/// One event of a log: its id (the cursor that points at it), an optional name, and its payload.
+///
+/// # Examples
+///
+/// ```
+/// use tower_push::{Cursor, Epoch, Event, EventData, EventName};
 ///
 /// let id = Cursor::new(Epoch::new(1), 7);
 /// let event = Event::new(id, EventData::from_json("true")?);
 /// assert_eq!(event.id(), id);
 /// assert_eq!(event.data().as_bytes(), b"true");
-/// # Ok::<(), tower_push::InvalidJson>(())
+/// assert_eq!(event.name(), None);
+///
+/// let named = event.with_name(EventName::new("flag")?);
+/// assert_eq!(named.name().map(EventName::as_str), Some("flag"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
     id: Cursor,
+    name: Option<EventName>,
     data: EventData,
 }
 
 impl Event {
-    /// An event with the given id and payload.
+    /// An unnamed event with the given id and payload.
     pub fn new(id: Cursor, data: EventData) -> Self {
-        Self { id, data }
+        Self {
+            id,
+            name: None,
+            data,
+        }
+    }
+
+    /// The same event with a name.
+    #[must_use]
+    pub fn with_name(mut self, name: EventName) -> Self {
+        self.name = Some(name);
+        self
     }
 
     /// The event's id: the cursor a client sends back to get what came after it.
     pub fn id(&self) -> Cursor {
         self.id
+    }
+
+    /// The event's name, if it has one.
+    pub fn name(&self) -> Option<&EventName> {
+        self.name.as_ref()
     }
 
     /// The event's payload.
@@ -171,6 +269,32 @@ mod tests {
             assert!(err.to_string().starts_with("event data is not valid json"));
         }
         assert!(EventData::from_json(&b"\"\xff\""[..]).is_err());
+    }
+
+    #[test]
+    fn event_names_are_tokens_and_not_reserved() {
+        for good in [
+            "a",
+            "chat.message",
+            "user:joined",
+            "A-Z_0-9",
+            &"x".repeat(64),
+        ] {
+            assert!(EventName::new(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "two words",
+            "a\nb",
+            "a\rb",
+            "caf\u{e9}",
+            "resync",
+            "end",
+            &"x".repeat(65),
+        ] {
+            let err = EventName::new(bad).unwrap_err();
+            assert!(err.to_string().starts_with("event name"), "{bad}");
+        }
     }
 
     #[test]

@@ -24,10 +24,17 @@ pub const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffe
 const NO: HeaderValue = HeaderValue::from_static("no");
 const POLL_CACHE_CONTROL: HeaderValue =
     HeaderValue::from_static("no-cache, no-store, no-transform");
+const STREAM_CACHE_CONTROL: HeaderValue = HeaderValue::from_static("no-cache, no-transform");
 
 /// Sets the anti-buffering and no-store headers of a long-poll answer.
 pub(crate) fn long_poll(headers: &mut HeaderMap) {
     headers.insert(CACHE_CONTROL, POLL_CACHE_CONTROL);
+    headers.insert(X_ACCEL_BUFFERING, NO);
+}
+
+/// Sets the anti-buffering headers of a stream, and of the answers that refuse one.
+pub(crate) fn stream(headers: &mut HeaderMap) {
+    headers.insert(CACHE_CONTROL, STREAM_CACHE_CONTROL);
     headers.insert(X_ACCEL_BUFFERING, NO);
 }
 

@@ -69,6 +69,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod body;
+pub mod chunked_stream;
 mod config;
 mod cursor;
 mod event;
@@ -76,18 +77,22 @@ pub mod format;
 pub mod headers;
 pub mod long_poll;
 mod memory;
+mod random;
 mod rejection;
 mod request;
+pub mod shutdown;
 pub mod source;
 
 pub use self::body::PushBody;
+pub use self::chunked_stream::{ChunkedStream, ChunkedStreamBuilder, ChunkedStreamLayer};
 pub use self::config::ConfigError;
 pub use self::cursor::{Cursor, CursorError, Epoch};
-pub use self::event::{Event, EventData, InvalidJson};
+pub use self::event::{Event, EventData, EventName, InvalidEventName, InvalidJson};
 pub use self::long_poll::{LongPoll, LongPollBuilder, LongPollLayer};
 pub use self::memory::{MemoryLog, MemoryLogBuilder, Subscription, Topic};
 pub use self::rejection::Rejection;
 pub use self::request::Start;
+pub use self::shutdown::Shutdown;
 
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
@@ -111,6 +116,11 @@ mod bounds {
         send_sync_static::<LongPoll<Topic>>();
         clone::<LongPoll<Topic>>();
         send_static::<long_poll::future::ResponseFuture<Topic, format::JsonFormat>>();
+        send_sync_static::<ChunkedStreamLayer>();
+        send_sync_static::<ChunkedStream<Topic>>();
+        clone::<ChunkedStream<Topic>>();
+        send_static::<chunked_stream::future::ResponseFuture<Topic, format::AutoFormat>>();
+        send_sync_static::<Shutdown>();
         send_sync_static::<MemoryLog>();
         send_sync_static::<Topic>();
         send_sync_static::<Subscription>();

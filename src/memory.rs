@@ -55,7 +55,7 @@ use tokio::time::Instant;
 use tower_service::Service;
 
 use crate::source::{Batch, Outcome, Position, Resync, ResyncReason, Subscribe};
-use crate::{ConfigError, Cursor, Epoch, Event, EventData};
+use crate::{ConfigError, Cursor, Epoch, Event, EventData, EventName};
 
 /// An in-memory log of events, split into topics.
 ///
@@ -268,6 +268,7 @@ struct TopicState {
 
 struct Stored {
     data: EventData,
+    name: Option<EventName>,
     at: Instant,
 }
 
@@ -296,12 +297,40 @@ impl Topic {
     ///
     /// Panics if the topic has published `u64::MAX` events.
     pub fn publish(&self, data: EventData) -> Cursor {
+        self.append(None, data)
+    }
+
+    /// Like [`publish`](Self::publish), for an event with a name (SSE's `event:` field).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_push::{EventData, EventName, MemoryLog};
+    ///
+    /// let topic = MemoryLog::new().topic("chat");
+    /// let id = topic.publish_named(EventName::new("joined")?, EventData::from_json(r#""ann""#)?);
+    /// assert_eq!(id.seq(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// Panics if the topic has published `u64::MAX` events.
+    pub fn publish_named(&self, name: EventName, data: EventData) -> Cursor {
+        self.append(Some(name), data)
+    }
+
+    fn append(&self, name: Option<EventName>, data: EventData) -> Cursor {
         let settings = self.shared.settings;
         let now = Instant::now();
         let head = {
             let mut state = self.shared.write();
             state.head = state.head.checked_add(1).expect("sequence overflow");
-            state.events.push_back(Stored { data, at: now });
+            state.events.push_back(Stored {
+                data,
+                name,
+                at: now,
+            });
             let excess = state.events.len().saturating_sub(settings.retention);
             state.events.drain(..excess);
             if let Some(max_age) = settings.max_age {
@@ -392,7 +421,13 @@ impl TopicShared {
             .skip(skip)
             .take(limit)
             .zip(after.seq() + 1..)
-            .map(|(stored, seq)| Event::new(Cursor::new(epoch, seq), stored.data.clone()))
+            .map(|(stored, seq)| {
+                let event = Event::new(Cursor::new(epoch, seq), stored.data.clone());
+                match &stored.name {
+                    Some(name) => event.with_name(name.clone()),
+                    None => event,
+                }
+            })
             .collect();
         Batch::new(events).map(Outcome::Events)
     }

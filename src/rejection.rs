@@ -1,6 +1,7 @@
 //! Requests the layers answer without events, and the error body they share.
 
 use std::fmt;
+use std::time::Duration;
 
 use http::{header, HeaderValue, Response, StatusCode};
 
@@ -21,6 +22,7 @@ use crate::{Cursor, CursorError, PushBody};
 /// | [`Resync`](Rejection::Resync), cursor too old | `410` | `cursor_expired` |
 /// | [`Resync`](Rejection::Resync), other epoch | `410` | `epoch_mismatch` |
 /// | [`SourceUnavailable`](Rejection::SourceUnavailable) | `503` | `source_unavailable` |
+/// | [`ShuttingDown`](Rejection::ShuttingDown) | `503` with `Retry-After` | `shutting_down` |
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Rejection {
@@ -35,6 +37,12 @@ pub enum Rejection {
     Resync(Resync),
     /// The event source failed or did not answer.
     SourceUnavailable,
+    /// The server is shutting down (see [`Shutdown`](crate::Shutdown)) and takes no new
+    /// requests.
+    ShuttingDown {
+        /// When the client should come back; sent as `Retry-After` in whole seconds.
+        retry_after: Duration,
+    },
 }
 
 impl Rejection {
@@ -43,7 +51,7 @@ impl Rejection {
         match self {
             Self::MalformedCursor(_) | Self::CursorAhead { .. } => StatusCode::BAD_REQUEST,
             Self::Resync(_) => StatusCode::GONE,
-            Self::SourceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::SourceUnavailable | Self::ShuttingDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -54,21 +62,14 @@ impl Rejection {
             Self::CursorAhead { .. } => "cursor_ahead",
             Self::Resync(resync) => resync.reason().code(),
             Self::SourceUnavailable => "source_unavailable",
+            Self::ShuttingDown { .. } => "shutting_down",
         }
     }
 
-    /// The rejection as a JSON response: the status, `Content-Type: application/json`, and
-    /// `{"error":"<code>","message":"<message>"}` with `oldest` and `head` where they apply.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tower_push::{CursorError, Rejection};
-    ///
-    /// let response = Rejection::MalformedCursor(CursorError::Empty).to_json_response();
-    /// assert_eq!(response.status(), 400);
-    /// ```
-    pub fn to_json_response(&self) -> Response<PushBody> {
+    /// The rejection as a JSON object: `{"error":"<code>","message":"<message>"}`, with the
+    /// `oldest` and `head` cursors where they apply. Stream formats send it as their final
+    /// message.
+    pub fn to_json(&self) -> Vec<u8> {
         #[derive(serde::Serialize)]
         struct Body<'a> {
             error: &'a str,
@@ -81,7 +82,9 @@ impl Rejection {
         let (oldest, head) = match self {
             Self::CursorAhead { head } => (None, Some(*head)),
             Self::Resync(resync) => (Some(resync.oldest()), Some(resync.head())),
-            Self::MalformedCursor(_) | Self::SourceUnavailable => (None, None),
+            Self::MalformedCursor(_) | Self::SourceUnavailable | Self::ShuttingDown { .. } => {
+                (None, None)
+            }
         };
         let body = Body {
             error: self.code(),
@@ -89,13 +92,33 @@ impl Rejection {
             oldest,
             head,
         };
-        let json = serde_json::to_vec(&body).expect("plain strings serialize");
-        let mut response = Response::new(PushBody::full(json));
+        serde_json::to_vec(&body).expect("plain strings serialize")
+    }
+
+    /// The rejection as a JSON response: the status, `Content-Type: application/json`,
+    /// `Retry-After` for [`ShuttingDown`](Rejection::ShuttingDown), and the body of
+    /// [`to_json`](Rejection::to_json).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_push::{CursorError, Rejection};
+    ///
+    /// let response = Rejection::MalformedCursor(CursorError::Empty).to_json_response();
+    /// assert_eq!(response.status(), 400);
+    /// ```
+    pub fn to_json_response(&self) -> Response<PushBody> {
+        let mut response = Response::new(PushBody::full(self.to_json()));
         *response.status_mut() = self.status();
-        response.headers_mut().insert(
+        let headers = response.headers_mut();
+        headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if let Self::ShuttingDown { retry_after } = self {
+            let seconds = retry_after.as_secs().max(1);
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         response
     }
 }
@@ -114,6 +137,9 @@ impl fmt::Display for Rejection {
                 resync.reason()
             ),
             Self::SourceUnavailable => f.write_str("event source is unavailable, try again later"),
+            Self::ShuttingDown { .. } => {
+                f.write_str("server is shutting down, try again after the retry-after delay")
+            }
         }
     }
 }
@@ -166,5 +192,16 @@ mod tests {
         let (status, body) = json(Rejection::SourceUnavailable).await;
         assert_eq!(status, 503);
         assert_eq!(body["error"], "source_unavailable");
+
+        let shutting_down = Rejection::ShuttingDown {
+            retry_after: Duration::from_secs(3),
+        };
+        assert_eq!(
+            shutting_down.to_json_response().headers()[header::RETRY_AFTER],
+            "3"
+        );
+        let (status, body) = json(shutting_down).await;
+        assert_eq!(status, 503);
+        assert_eq!(body["error"], "shutting_down");
     }
 }

@@ -4,7 +4,7 @@ use http::{Response, StatusCode};
 use super::PollFormat;
 use crate::headers::PUSH_CURSOR;
 use crate::source::Batch;
-use crate::{Cursor, PushBody};
+use crate::{Cursor, Event, PushBody};
 
 /// The default long-poll format: a JSON envelope, `204` on an empty hold, and the cursor in a
 /// `Push-Cursor` header on both.
@@ -42,11 +42,7 @@ impl JsonFormat {
             if i > 0 {
                 out.push(b',');
             }
-            out.extend_from_slice(br#"{"id":""#);
-            push_cursor(&mut out, event.id());
-            out.extend_from_slice(br#"","data":"#);
-            out.extend_from_slice(event.data().as_bytes());
-            out.push(b'}');
+            push_event_object(&mut out, event);
         }
         out.extend_from_slice(br#"],"cursor":""#);
         push_cursor(&mut out, batch.last());
@@ -55,8 +51,22 @@ impl JsonFormat {
     }
 }
 
+/// Appends `{"id":"<cursor>","event":"<name>","data":<payload>}`, without `event` when the event
+/// has no name. Neither cursors nor names ever need JSON escaping.
+pub(crate) fn push_event_object(out: &mut Vec<u8>, event: &Event) {
+    out.extend_from_slice(br#"{"id":""#);
+    push_cursor(out, event.id());
+    if let Some(name) = event.name() {
+        out.extend_from_slice(br#"","event":""#);
+        out.extend_from_slice(name.as_str().as_bytes());
+    }
+    out.extend_from_slice(br#"","data":"#);
+    out.extend_from_slice(event.data().as_bytes());
+    out.push(b'}');
+}
+
 /// Appends the text form of `cursor`, which never needs JSON escaping.
-fn push_cursor(out: &mut Vec<u8>, cursor: Cursor) {
+pub(crate) fn push_cursor(out: &mut Vec<u8>, cursor: Cursor) {
     use std::io::Write;
     write!(out, "{cursor}").expect("writing to a Vec cannot fail");
 }
@@ -87,7 +97,7 @@ impl PollFormat for JsonFormat {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Epoch, Event, EventData};
+    use crate::{Epoch, EventData, EventName};
 
     #[test]
     fn envelope_is_valid_json_with_raw_payloads() {
@@ -110,5 +120,20 @@ mod tests {
         );
         let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(value["events"][0]["data"]["a"], "x\"y");
+    }
+
+    #[test]
+    fn named_events_carry_their_name() {
+        let event = Event::new(
+            Cursor::new(Epoch::new(2), 1),
+            EventData::from_json("1").unwrap(),
+        )
+        .with_name(EventName::new("tick").unwrap());
+        let mut out = Vec::new();
+        push_event_object(&mut out, &event);
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            r#"{"id":"0000000000000002-1","event":"tick","data":1}"#
+        );
     }
 }

@@ -1,18 +1,30 @@
 //! Wire formats: how answers are written on the wire.
 //!
-//! The layers decide *what* to answer (events, an empty hold, a rejection); a format decides how
-//! it looks. [`PollFormat`] is the contract for long-poll answers and [`JsonFormat`] its default
-//! implementation. The layers add the anti-buffering headers (see [`crate::headers`]) to every
-//! response afterwards, so a format need not and cannot leave them out.
+//! The layers decide *what* to answer (events, an empty hold, a heartbeat, a rejection); a format
+//! decides how it looks.
+//!
+//! - [`PollFormat`] writes long-poll answers; [`JsonFormat`] is the default.
+//! - [`StreamFormat`] writes stream messages; [`NdjsonFormat`] and [`SseFormat`] are the built-in
+//!   ones, and [`AutoFormat`], the default, picks one of them per request from `Accept`.
+//!
+//! The layers add the anti-buffering headers (see [`crate::headers`]) to every response
+//! afterwards, so a format need not and cannot leave them out.
 
+mod auto;
 mod json;
+mod ndjson;
+mod sse;
 
+pub use self::auto::{AutoFormat, Framing};
 pub use self::json::JsonFormat;
+pub use self::ndjson::NdjsonFormat;
+pub use self::sse::SseFormat;
 
-use http::Response;
+use http::request::Parts;
+use http::{HeaderValue, Response};
 
 use crate::source::Batch;
-use crate::{Cursor, PushBody, Rejection};
+use crate::{Cursor, Event, PushBody, Rejection};
 
 /// How a long-poll layer writes its answers.
 ///
@@ -52,6 +64,101 @@ pub trait PollFormat: Clone + Send + Sync + 'static {
     fn timeout(&self, cursor: Cursor) -> Response<PushBody>;
 
     /// The answer to a request that gets an error status.
+    ///
+    /// The default writes [`Rejection::to_json_response`].
+    fn rejection(&self, rejection: &Rejection) -> Response<PushBody> {
+        rejection.to_json_response()
+    }
+}
+
+/// Why a stream ends, for its final message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StreamEnd {
+    /// The stream reached its maximum lifetime. The client reconnects from `cursor`.
+    Lifetime {
+        /// The cursor to resume from: the last event sent, or where the stream started.
+        cursor: Cursor,
+    },
+    /// The server is shutting down. The client reconnects from `cursor` after a pause.
+    Shutdown {
+        /// The cursor to resume from.
+        cursor: Cursor,
+    },
+    /// The stream cannot go on: the client fell behind retention
+    /// ([`Rejection::Resync`]), or the source failed.
+    Rejected(Rejection),
+}
+
+/// How a stream layer writes its messages.
+///
+/// Every method appends complete messages to `out`; the stream sends what one call wrote (or
+/// what several calls wrote for events that were ready together) as one frame.
+///
+/// # Examples
+///
+/// A format of plain text lines, one payload per line:
+///
+/// ```
+/// use http::HeaderValue;
+/// use tower_push::format::{StreamEnd, StreamFormat};
+/// use tower_push::{ChunkedStreamLayer, Event};
+///
+/// #[derive(Clone, Debug)]
+/// struct Lines;
+///
+/// impl StreamFormat for Lines {
+///     fn content_type(&self) -> HeaderValue {
+///         HeaderValue::from_static("text/plain; charset=utf-8")
+///     }
+///
+///     fn event(&self, event: &Event, out: &mut Vec<u8>) {
+///         out.extend_from_slice(event.data().as_bytes());
+///         out.push(b'\n');
+///     }
+///
+///     fn heartbeat(&self, out: &mut Vec<u8>) {
+///         out.push(b'\n');
+///     }
+///
+///     fn end(&self, _end: &StreamEnd, _out: &mut Vec<u8>) {}
+/// }
+///
+/// let layer = ChunkedStreamLayer::builder().format(Lines).build()?;
+/// # let _ = layer;
+/// # Ok::<(), tower_push::ConfigError>(())
+/// ```
+pub trait StreamFormat: Clone + Send + Sync + 'static {
+    /// The format to use for one request, chosen from its head (content negotiation).
+    ///
+    /// The default keeps `self`.
+    #[must_use]
+    fn negotiate(&self, parts: &Parts) -> Self {
+        let _ = parts;
+        self.clone()
+    }
+
+    /// The `Content-Type` of the stream.
+    fn content_type(&self) -> HeaderValue;
+
+    /// Writes what opens a stream that starts after `cursor`, before any event.
+    ///
+    /// The default writes nothing.
+    fn open(&self, cursor: Cursor, out: &mut Vec<u8>) {
+        let _ = (cursor, out);
+    }
+
+    /// Writes one event.
+    fn event(&self, event: &Event, out: &mut Vec<u8>);
+
+    /// Writes a heartbeat. It must write at least one byte: hyper drops empty frames, and an
+    /// idle proxy only sees bytes.
+    fn heartbeat(&self, out: &mut Vec<u8>);
+
+    /// Writes the final message of a stream.
+    fn end(&self, end: &StreamEnd, out: &mut Vec<u8>);
+
+    /// The answer to a request that is refused before the stream starts.
     ///
     /// The default writes [`Rejection::to_json_response`].
     fn rejection(&self, rejection: &Rejection) -> Response<PushBody> {

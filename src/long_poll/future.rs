@@ -13,6 +13,7 @@ use tokio::time::Sleep;
 use tower_service::Service;
 
 use crate::format::PollFormat;
+use crate::shutdown::{self, Shutdown};
 use crate::source::{Outcome, Position, Subscribe};
 use crate::{headers, BoxError, Cursor, PushBody, Rejection};
 
@@ -52,6 +53,8 @@ pin_project! {
             call: Option<S::Future>,
             #[pin]
             sleep: Sleep,
+            #[pin]
+            shutdown: Option<shutdown::Wait>,
         },
     }
 }
@@ -68,7 +71,13 @@ where
         }
     }
 
-    pub(crate) fn hold(source: S, subscribe: Subscribe, hold: Duration, format: F) -> Self {
+    pub(crate) fn hold(
+        source: S,
+        subscribe: Subscribe,
+        hold: Duration,
+        shutdown: Option<&Shutdown>,
+        format: F,
+    ) -> Self {
         Self {
             state: State::Holding {
                 source,
@@ -76,6 +85,7 @@ where
                 format,
                 call: None,
                 sleep: tokio::time::sleep(hold),
+                shutdown: shutdown.map(Shutdown::wait),
             },
         }
     }
@@ -103,7 +113,7 @@ where
     F: PollFormat,
 {
     fn poll_answer(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response<PushBody>> {
-        let (source, subscribe, format, mut call, sleep) = match self.project() {
+        let (source, subscribe, format, mut call, sleep, shutdown) = match self.project() {
             StateProj::Rejected { response } => {
                 return Poll::Ready(response.take().expect("polled after completion"));
             }
@@ -113,7 +123,8 @@ where
                 format,
                 call,
                 sleep,
-            } => (source, subscribe, format, call, sleep),
+                shutdown,
+            } => (source, subscribe, format, call, sleep, shutdown),
         };
         let unavailable = |err: S::Error| {
             let err: BoxError = err.into();
@@ -148,7 +159,13 @@ where
             };
             return Poll::Ready(format.rejection(&rejection));
         }
-        ready!(sleep.poll(cx));
+        // A shutdown answers like an expired hold, at once.
+        let draining = shutdown
+            .as_pin_mut()
+            .is_some_and(|wait| wait.poll(cx).is_ready());
+        if !draining {
+            ready!(sleep.poll(cx));
+        }
         Poll::Ready(match current(subscribe) {
             Some(cursor) => format.timeout(cursor),
             // The source did not even say where the head is within the whole hold.

@@ -6,7 +6,7 @@ use tower_layer::Layer;
 use super::LongPoll;
 use crate::format::{JsonFormat, PollFormat};
 use crate::request::{CursorParam, Start};
-use crate::ConfigError;
+use crate::{ConfigError, Shutdown};
 
 /// Settings shared by a layer and every service it builds.
 #[derive(Clone, Debug)]
@@ -15,6 +15,7 @@ pub(crate) struct Config {
     pub(crate) max_events: usize,
     pub(crate) param: CursorParam,
     pub(crate) start: Start,
+    pub(crate) shutdown: Option<Shutdown>,
 }
 
 /// Applies long polling to an event source: see the [module docs](crate::long_poll).
@@ -82,6 +83,7 @@ pub struct LongPollBuilder<F = JsonFormat> {
     max_events: usize,
     param: String,
     start: Start,
+    shutdown: Option<Shutdown>,
     format: F,
 }
 
@@ -94,6 +96,7 @@ impl LongPollBuilder {
             max_events: 256,
             param: CursorParam::DEFAULT.to_owned(),
             start: Start::Head,
+            shutdown: None,
             format: JsonFormat,
         }
     }
@@ -163,6 +166,16 @@ impl<F> LongPollBuilder<F> {
         self
     }
 
+    /// The shutdown signal: once triggered, held requests are answered at once as if their hold
+    /// had expired, and new requests get `503` with `Retry-After`.
+    ///
+    /// Default is none.
+    #[must_use]
+    pub fn shutdown(mut self, shutdown: Shutdown) -> Self {
+        self.shutdown = Some(shutdown);
+        self
+    }
+
     /// The wire format of the answers.
     ///
     /// Default is [`JsonFormat`].
@@ -174,6 +187,7 @@ impl<F> LongPollBuilder<F> {
             max_events: self.max_events,
             param: self.param,
             start: self.start,
+            shutdown: self.shutdown,
             format,
         }
     }
@@ -214,6 +228,7 @@ impl<F> LongPollBuilder<F> {
             max_events: self.max_events,
             param: CursorParam::new(&self.param)?,
             start: self.start,
+            shutdown: self.shutdown,
         };
         Ok(LongPollLayer {
             config: Arc::new(config),

@@ -9,7 +9,7 @@ use super::future::ResponseFuture;
 use super::layer::Config;
 use crate::format::{JsonFormat, PollFormat};
 use crate::source::{Outcome, Subscribe};
-use crate::{BoxError, PushBody, Rejection};
+use crate::{BoxError, PushBody, Rejection, Shutdown};
 
 /// Long polling over an event source `S`: see the [module docs](crate::long_poll).
 ///
@@ -70,6 +70,16 @@ where
         let (parts, body) = req.into_parts();
         // A poll carries nothing in its body; do not keep it alive for the whole hold.
         drop(body);
+        if self
+            .config
+            .shutdown
+            .as_ref()
+            .is_some_and(Shutdown::is_triggered)
+        {
+            let retry_after = Shutdown::retry_after();
+            let rejection = Rejection::ShuttingDown { retry_after };
+            return ResponseFuture::rejected(self.format.rejection(&rejection));
+        }
         let position = match self.config.param.position(&parts, self.config.start) {
             Ok(position) => position,
             Err(err) => {
@@ -81,6 +91,13 @@ where
         // is made ready in the future, so either copy will do; keep the original in `self`.
         let source = self.inner.clone();
         let subscribe = Subscribe::new(position, self.config.max_events, Arc::new(parts));
-        ResponseFuture::hold(source, subscribe, self.config.hold, self.format.clone())
+        let shutdown = self.config.shutdown.as_ref();
+        ResponseFuture::hold(
+            source,
+            subscribe,
+            self.config.hold,
+            shutdown,
+            self.format.clone(),
+        )
     }
 }

@@ -1,0 +1,106 @@
+//! The response future of [`ChunkedStream`](super::ChunkedStream).
+
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::Response;
+use tower_service::Service;
+
+use super::stream::EventStream;
+use crate::format::StreamFormat;
+use crate::headers::{self, PUSH_CURSOR};
+use crate::source::{Outcome, Subscribe};
+use crate::{BoxError, PushBody};
+
+/// The response future of [`ChunkedStream`](super::ChunkedStream).
+///
+/// It resolves on its first poll: with the stream, or with an error status when the request's
+/// cursor is malformed or refused by the source before any byte is streamed.
+#[must_use = "futures do nothing unless polled"]
+pub struct ResponseFuture<S, F>
+where
+    S: Service<Subscribe>,
+{
+    state: State<S, F>,
+}
+
+enum State<S, F>
+where
+    S: Service<Subscribe>,
+{
+    Rejected(Option<Response<PushBody>>),
+    Starting(Option<Pin<Box<EventStream<S, F>>>>),
+}
+
+impl<S, F> ResponseFuture<S, F>
+where
+    S: Service<Subscribe>,
+{
+    pub(crate) fn rejected(response: Response<PushBody>) -> Self {
+        Self {
+            state: State::Rejected(Some(response)),
+        }
+    }
+
+    pub(crate) fn starting(stream: Pin<Box<EventStream<S, F>>>) -> Self {
+        Self {
+            state: State::Starting(Some(stream)),
+        }
+    }
+}
+
+impl<S, F> Future for ResponseFuture<S, F>
+where
+    S: Service<Subscribe, Response = Outcome> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    F: StreamFormat,
+{
+    type Output = Result<Response<PushBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut response = match &mut self.get_mut().state {
+            State::Rejected(response) => response.take().expect("polled after completion"),
+            State::Starting(stream) => {
+                let mut stream = stream.take().expect("polled after completion");
+                match stream.as_mut().poll_start(cx) {
+                    Err(rejection) => stream.format().rejection(&rejection),
+                    Ok(()) => {
+                        let content_type = stream.format().content_type();
+                        let cursor = stream.cursor();
+                        let mut response = Response::new(PushBody::stream(stream));
+                        let headers = response.headers_mut();
+                        headers.insert(CONTENT_TYPE, content_type);
+                        if let Some(cursor) = cursor {
+                            let value = HeaderValue::try_from(cursor.to_string())
+                                .expect("cursor text is a valid header value");
+                            headers.insert(PUSH_CURSOR, value);
+                        }
+                        response
+                    }
+                }
+            }
+        };
+        headers::stream(response.headers_mut());
+        Poll::Ready(Ok(response))
+    }
+}
+
+impl<S, F> fmt::Debug for ResponseFuture<S, F>
+where
+    S: Service<Subscribe>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Rejected(_) => "rejected",
+            State::Starting(_) => "starting",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish()
+    }
+}

@@ -1,0 +1,352 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use tower_layer::Layer;
+
+use super::ChunkedStream;
+use crate::format::{AutoFormat, StreamFormat};
+use crate::request::{CursorParam, Start};
+use crate::{ConfigError, Shutdown};
+
+/// Settings shared by a layer and every service it builds.
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    pub(crate) heartbeat: Duration,
+    pub(crate) max_lifetime: Duration,
+    pub(crate) lifetime_jitter: f64,
+    pub(crate) max_events: usize,
+    pub(crate) param: CursorParam,
+    pub(crate) start: Start,
+    pub(crate) shutdown: Option<Shutdown>,
+}
+
+/// Applies chunked streaming (NDJSON or SSE) to an event source: see the
+/// [module docs](crate::chunked_stream).
+///
+/// The layer is a cheap-to-clone configuration value. Build one with
+/// [`ChunkedStreamLayer::builder`], or take the defaults with [`ChunkedStreamLayer::new`].
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_push::format::{AutoFormat, Framing};
+/// use tower_push::{ChunkedStreamLayer, MemoryLog};
+/// use tower_layer::Layer;
+///
+/// let layer = ChunkedStreamLayer::builder()
+///     .heartbeat_interval(Duration::from_secs(10))
+///     .proxy_idle_timeout(Duration::from_secs(60))
+///     .max_lifetime(Duration::from_secs(300))
+///     .format(AutoFormat::new(Framing::Sse))
+///     .build()?;
+/// let service = layer.layer(MemoryLog::new().topic("news"));
+/// # let _ = service;
+/// # Ok::<(), tower_push::ConfigError>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct ChunkedStreamLayer<F = AutoFormat> {
+    config: Arc<Config>,
+    format: F,
+}
+
+impl ChunkedStreamLayer {
+    /// A layer with the default settings (see [`ChunkedStreamBuilder`]).
+    pub fn new() -> Self {
+        ChunkedStreamBuilder::new()
+            .build()
+            .expect("default settings are valid")
+    }
+
+    /// A builder for a layer with other settings.
+    pub fn builder() -> ChunkedStreamBuilder {
+        ChunkedStreamBuilder::new()
+    }
+}
+
+impl Default for ChunkedStreamLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<S, F: Clone> Layer<S> for ChunkedStreamLayer<F> {
+    type Service = ChunkedStream<S, F>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ChunkedStream::from_parts(inner, self.config.clone(), self.format.clone())
+    }
+}
+
+/// Settings for a [`ChunkedStreamLayer`], checked once by [`build`](ChunkedStreamBuilder::build).
+///
+/// `ChunkedStreamBuilder::new()` equals `Default::default()`.
+#[derive(Clone, Debug)]
+pub struct ChunkedStreamBuilder<F = AutoFormat> {
+    heartbeat: Duration,
+    proxy_idle: Option<Duration>,
+    max_lifetime: Duration,
+    lifetime_jitter: f64,
+    max_events: usize,
+    param: String,
+    start: Start,
+    shutdown: Option<Shutdown>,
+    format: F,
+}
+
+impl ChunkedStreamBuilder {
+    /// The default settings.
+    pub fn new() -> Self {
+        Self {
+            heartbeat: Duration::from_secs(15),
+            proxy_idle: None,
+            max_lifetime: Duration::from_secs(300),
+            lifetime_jitter: 0.1,
+            max_events: 256,
+            param: CursorParam::DEFAULT.to_owned(),
+            start: Start::Head,
+            shutdown: None,
+            format: AutoFormat::default(),
+        }
+    }
+}
+
+impl Default for ChunkedStreamBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<F> ChunkedStreamBuilder<F> {
+    /// How long a stream may stay silent before it sends a heartbeat. Every message restarts
+    /// the interval.
+    ///
+    /// Keep it well below every idle timeout on the way to the client; declare the shortest one
+    /// with [`proxy_idle_timeout`](Self::proxy_idle_timeout) to have it checked.
+    ///
+    /// Default is 15 seconds.
+    #[must_use]
+    pub fn heartbeat_interval(mut self, every: Duration) -> Self {
+        self.heartbeat = every;
+        self
+    }
+
+    /// The shortest idle timeout between this server and its clients (nginx's
+    /// `proxy_read_timeout`, a load balancer's idle timeout).
+    ///
+    /// [`build`](Self::build) then refuses a heartbeat interval that is not safely below it: at
+    /// most the idle timeout less a tenth of it, and less at least one second.
+    ///
+    /// Default is none declared.
+    #[must_use]
+    pub fn proxy_idle_timeout(mut self, idle: Duration) -> Self {
+        self.proxy_idle = Some(idle);
+        self
+    }
+
+    /// How long a stream lives at most. It then ends cleanly with a final `lifetime` message,
+    /// and the client reconnects from its last id. Bounded streams spread load over servers
+    /// after a deploy and let connection-level state (auth, routing) be rechecked.
+    ///
+    /// Default is 5 minutes.
+    #[must_use]
+    pub fn max_lifetime(mut self, lifetime: Duration) -> Self {
+        self.max_lifetime = lifetime;
+        self
+    }
+
+    /// How much of the lifetime is cut at random, as a fraction: each stream lives between
+    /// `max_lifetime * (1 - jitter)` and `max_lifetime`, so clients that connected together do
+    /// not reconnect together.
+    ///
+    /// Default is 0.1.
+    #[must_use]
+    pub fn lifetime_jitter(mut self, fraction: f64) -> Self {
+        self.lifetime_jitter = fraction;
+        self
+    }
+
+    /// The most events the stream asks its source for at once; events that are ready together
+    /// go out in one frame.
+    ///
+    /// Default is 256.
+    #[must_use]
+    pub fn max_events(mut self, max: usize) -> Self {
+        self.max_events = max;
+        self
+    }
+
+    /// The query parameter that carries the start cursor. The `Last-Event-ID` header is read
+    /// too, and wins when both are present (`EventSource` sends it when it reconnects).
+    ///
+    /// Default is `after`.
+    #[must_use]
+    pub fn cursor_param(mut self, name: impl Into<String>) -> Self {
+        self.param = name.into();
+        self
+    }
+
+    /// Where a stream without a start cursor starts.
+    ///
+    /// Default is [`Start::Head`]: only events published from now on.
+    #[must_use]
+    pub fn start(mut self, start: Start) -> Self {
+        self.start = start;
+        self
+    }
+
+    /// The shutdown signal: once triggered, open streams send a final `shutdown` message and end,
+    /// and new requests get `503` with `Retry-After`.
+    ///
+    /// Default is none.
+    #[must_use]
+    pub fn shutdown(mut self, shutdown: Shutdown) -> Self {
+        self.shutdown = Some(shutdown);
+        self
+    }
+
+    /// The wire format of the stream.
+    ///
+    /// Default is [`AutoFormat`]: SSE or NDJSON by `Accept`, NDJSON when the request names
+    /// neither.
+    #[must_use]
+    pub fn format<G: StreamFormat>(self, format: G) -> ChunkedStreamBuilder<G> {
+        ChunkedStreamBuilder {
+            heartbeat: self.heartbeat,
+            proxy_idle: self.proxy_idle,
+            max_lifetime: self.max_lifetime,
+            lifetime_jitter: self.lifetime_jitter,
+            max_events: self.max_events,
+            param: self.param,
+            start: self.start,
+            shutdown: self.shutdown,
+            format,
+        }
+    }
+
+    /// Checks the settings and builds the layer.
+    ///
+    /// # Errors
+    ///
+    /// - [`ConfigError::HeartbeatNotBelowProxyIdle`] if the heartbeat interval is not safely below
+    ///   the declared proxy idle timeout;
+    /// - [`ConfigError::ZeroDuration`] for a zero heartbeat interval or lifetime;
+    /// - [`ConfigError::ZeroCount`] for zero maximum events;
+    /// - [`ConfigError::InvalidJitter`] for a jitter outside `0.0..=1.0`;
+    /// - [`ConfigError::InvalidParamName`] for a query parameter name that is empty or would need
+    ///   percent-encoding.
+    pub fn build(self) -> Result<ChunkedStreamLayer<F>, ConfigError> {
+        if self.heartbeat.is_zero() {
+            return Err(ConfigError::ZeroDuration {
+                setting: "heartbeat interval",
+            });
+        }
+        if self.max_lifetime.is_zero() {
+            return Err(ConfigError::ZeroDuration {
+                setting: "max lifetime",
+            });
+        }
+        if let Some(proxy_idle) = self.proxy_idle {
+            let max_heartbeat = ConfigError::max_below(proxy_idle);
+            if self.heartbeat > max_heartbeat {
+                return Err(ConfigError::HeartbeatNotBelowProxyIdle {
+                    heartbeat: self.heartbeat,
+                    proxy_idle,
+                    max_heartbeat,
+                });
+            }
+        }
+        if !(0.0..=1.0).contains(&self.lifetime_jitter) {
+            return Err(ConfigError::InvalidJitter {
+                setting: "lifetime jitter",
+                value: self.lifetime_jitter,
+            });
+        }
+        if self.max_events == 0 {
+            return Err(ConfigError::ZeroCount {
+                setting: "max events",
+            });
+        }
+        let config = Config {
+            heartbeat: self.heartbeat,
+            max_lifetime: self.max_lifetime,
+            lifetime_jitter: self.lifetime_jitter,
+            max_events: self.max_events,
+            param: CursorParam::new(&self.param)?,
+            start: self.start,
+            shutdown: self.shutdown,
+        };
+        Ok(ChunkedStreamLayer {
+            config: Arc::new(config),
+            format: self.format,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let layer = ChunkedStreamLayer::new();
+        assert_eq!(layer.config.heartbeat, Duration::from_secs(15));
+        assert_eq!(layer.config.max_lifetime, Duration::from_secs(300));
+        assert_eq!(layer.config.start, Start::Head);
+        assert!(layer.config.shutdown.is_none());
+    }
+
+    #[test]
+    fn refuses_a_heartbeat_near_the_proxy_idle_timeout() {
+        let build = |heartbeat, idle| {
+            ChunkedStreamLayer::builder()
+                .heartbeat_interval(Duration::from_secs(heartbeat))
+                .proxy_idle_timeout(Duration::from_secs(idle))
+                .build()
+        };
+        assert!(build(15, 60).is_ok());
+        assert!(build(54, 60).is_ok());
+        assert_eq!(
+            build(55, 60).unwrap_err(),
+            ConfigError::HeartbeatNotBelowProxyIdle {
+                heartbeat: Duration::from_secs(55),
+                proxy_idle: Duration::from_secs(60),
+                max_heartbeat: Duration::from_secs(54),
+            }
+        );
+        assert!(build(15, 15).is_err());
+    }
+
+    #[test]
+    fn refuses_zero_and_out_of_range_settings() {
+        let b = ChunkedStreamLayer::builder;
+        assert!(matches!(
+            b().heartbeat_interval(Duration::ZERO).build(),
+            Err(ConfigError::ZeroDuration {
+                setting: "heartbeat interval"
+            })
+        ));
+        assert!(matches!(
+            b().max_lifetime(Duration::ZERO).build(),
+            Err(ConfigError::ZeroDuration {
+                setting: "max lifetime"
+            })
+        ));
+        assert!(matches!(
+            b().max_events(0).build(),
+            Err(ConfigError::ZeroCount { .. })
+        ));
+        for jitter in [-0.1, 1.5, f64::NAN] {
+            assert!(matches!(
+                b().lifetime_jitter(jitter).build(),
+                Err(ConfigError::InvalidJitter { .. })
+            ));
+        }
+        assert!(b().lifetime_jitter(0.0).build().is_ok());
+        assert!(b().lifetime_jitter(1.0).build().is_ok());
+        assert!(matches!(
+            b().cursor_param("").build(),
+            Err(ConfigError::InvalidParamName { .. })
+        ));
+    }
+}

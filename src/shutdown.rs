@@ -1,0 +1,160 @@
+//! Graceful shutdown for both layers.
+//!
+//! Plain hyper and axum servers hang on shutdown while push requests are open: a held poll or a
+//! stream never ends by itself. Give the same [`Shutdown`] to every layer (with their builders'
+//! `shutdown` setting) and [`trigger`](Shutdown::trigger) it when the server starts draining:
+//!
+//! - parked long polls answer at once as if their hold had expired (`204` with their cursor),
+//! - streams send a final `shutdown` message and end,
+//! - new requests get `503 Service Unavailable` with the code `shutting_down` and a
+//!   `Retry-After` of 1 to 5 seconds, spread at random so that clients do not all come back at
+//!   the same moment.
+//!
+//! Then hyper's graceful shutdown finishes as soon as the last answer is written.
+//!
+//! # Examples
+//!
+//! ```
+//! use tower_push::{LongPollLayer, Shutdown};
+//!
+//! let shutdown = Shutdown::new();
+//! let layer = LongPollLayer::builder().shutdown(shutdown.clone()).build()?;
+//! # let _ = layer;
+//! // Later, on SIGTERM:
+//! shutdown.trigger();
+//! assert!(shutdown.is_triggered());
+//! # Ok::<(), tower_push::ConfigError>(())
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use pin_project_lite::pin_project;
+use tokio::sync::futures::OwnedNotified;
+use tokio::sync::Notify;
+
+/// A shutdown signal shared by the layers; cloning is cheap and every clone is the same signal.
+#[derive(Clone, Default)]
+pub struct Shutdown {
+    shared: Arc<Shared>,
+}
+
+#[derive(Default)]
+struct Shared {
+    triggered: AtomicBool,
+    // An `Arc` of its own so that waiting requests can hold an `OwnedNotified`.
+    notify: Arc<Notify>,
+}
+
+impl Shutdown {
+    /// A signal that has not been triggered.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Starts the shutdown: every layer holding this signal drains its open requests at once and
+    /// refuses new ones. Triggering again does nothing.
+    pub fn trigger(&self) {
+        self.shared.triggered.store(true, Ordering::SeqCst);
+        self.shared.notify.notify_waiters();
+    }
+
+    /// Whether [`trigger`](Self::trigger) was called.
+    pub fn is_triggered(&self) -> bool {
+        self.shared.triggered.load(Ordering::SeqCst)
+    }
+
+    /// A future that resolves once the signal is triggered (at once if it already was).
+    pub(crate) fn wait(&self) -> Wait {
+        Wait {
+            shared: self.shared.clone(),
+            notified: None,
+        }
+    }
+
+    /// The `Retry-After` for requests refused during shutdown: 1 to 5 seconds, at random.
+    pub(crate) fn retry_after() -> Duration {
+        Duration::from_secs(crate::random::seconds(1..=5))
+    }
+}
+
+impl fmt::Debug for Shutdown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shutdown")
+            .field("triggered", &self.is_triggered())
+            .finish()
+    }
+}
+
+pin_project! {
+    /// Resolves when the shutdown signal is triggered.
+    pub(crate) struct Wait {
+        shared: Arc<Shared>,
+        #[pin]
+        notified: Option<OwnedNotified>,
+    }
+}
+
+impl Future for Wait {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut this = self.project();
+        loop {
+            if this.notified.is_none() {
+                this.notified
+                    .set(Some(this.shared.notify.clone().notified_owned()));
+            }
+            let mut notified = this.notified.as_mut().as_pin_mut().expect("set above");
+            // Registered before the flag is read: a trigger in between still wakes us.
+            notified.as_mut().enable();
+            if this.shared.triggered.load(Ordering::SeqCst) {
+                return Poll::Ready(());
+            }
+            match notified.poll(cx) {
+                Poll::Ready(()) => this.notified.set(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Wait {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Wait").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn wakes_every_waiter_and_answers_late_ones_at_once() {
+        let shutdown = Shutdown::new();
+        let waiters: Vec<_> = (0..10).map(|_| tokio::spawn(shutdown.wait())).collect();
+        tokio::task::yield_now().await;
+        assert!(!shutdown.is_triggered());
+        shutdown.trigger();
+        for waiter in waiters {
+            tokio::time::timeout(Duration::from_secs(5), waiter)
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        shutdown.wait().await;
+    }
+
+    #[test]
+    fn retry_after_is_one_to_five_seconds() {
+        for _ in 0..100 {
+            let secs = Shutdown::retry_after().as_secs();
+            assert!((1..=5).contains(&secs));
+        }
+    }
+}
