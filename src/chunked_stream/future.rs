@@ -71,7 +71,7 @@ where
                     Err(rejection) => stream.format().rejection(&rejection),
                     Ok(()) => {
                         let content_type = stream.format().content_type();
-                        let cursor = stream.cursor();
+                        let cursor = stream.start();
                         let mut response = Response::new(PushBody::stream(stream));
                         let headers = response.headers_mut();
                         headers.insert(CONTENT_TYPE, content_type);

@@ -37,6 +37,8 @@ pin_project! {
         lifetime: Sleep,
         #[pin]
         shutdown: Option<shutdown::Wait>,
+        // Where the stream started, once known.
+        start: Option<Cursor>,
         // Bytes written and not yet handed to the body.
         out: Vec<u8>,
         ended: bool,
@@ -58,7 +60,11 @@ where
         shutdown: Option<&Shutdown>,
     ) -> Self {
         let mut out = Vec::new();
-        if let Position::After(cursor) = subscribe.position() {
+        let start = match subscribe.position() {
+            Position::After(cursor) => Some(cursor),
+            Position::Head | Position::Oldest => None,
+        };
+        if let Some(cursor) = start {
             format.open(cursor, &mut out);
         }
         Self {
@@ -70,6 +76,7 @@ where
             every,
             lifetime: tokio::time::sleep(lifetime),
             shutdown: shutdown.map(Shutdown::wait),
+            start,
             out,
             ended: false,
         }
@@ -79,8 +86,13 @@ where
         &self.format
     }
 
+    /// Where the stream started, once the source has said it.
+    pub(crate) fn start(&self) -> Option<Cursor> {
+        self.start
+    }
+
     /// Where the stream stands, once the source has said it.
-    pub(crate) fn cursor(&self) -> Option<Cursor> {
+    fn cursor(&self) -> Option<Cursor> {
         match self.subscribe.position() {
             Position::After(cursor) => Some(cursor),
             Position::Head | Position::Oldest => None,
@@ -127,6 +139,7 @@ where
                 }
                 Outcome::Start(cursor) => {
                     *this.subscribe = this.subscribe.after(cursor);
+                    *this.start = Some(cursor);
                     this.format.open(cursor, this.out);
                 }
                 Outcome::Resync(resync) => return Poll::Ready(Err(Rejection::Resync(resync))),
