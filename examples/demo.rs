@@ -1,17 +1,27 @@
-//! The tower-push demo: long polling on the embedded in-memory log, served by hyper.
+//! The tower-push demo: long polling and streaming on the embedded in-memory log, served by
+//! hyper (HTTP/1.1 and HTTP/2 on one port).
 //!
 //! ```text
 //! cargo run --example demo -- [--addr 127.0.0.1:3000] [--hold-ms 25000] [--retention 1024]
+//!                             [--heartbeat-ms 15000] [--max-stream-ms 300000]
 //! ```
 //!
 //! Routes:
 //! - `GET /poll[?after=<cursor>]`: long poll on the default topic.
+//! - `GET /stream[?after=<cursor>]`: a stream of the default topic, SSE when the request accepts
+//!   `text/event-stream`, NDJSON otherwise; resumes from `Last-Event-ID` too.
 //! - `POST /publish`: the body is one event's JSON data; answers `{"id":"<cursor>"}`.
+//!
+//! Ctrl-C or SIGTERM shuts it down gracefully: held polls answer at once, streams end with a
+//! final message, and the process exits once every connection has closed (or after a drain
+//! window of 10 seconds).
 //!
 //! Try it:
 //!
 //! ```text
 //! curl -i localhost:3000/poll                       # waits, then 204 with Push-Cursor
+//! curl -N localhost:3000/stream                     # NDJSON lines as events arrive
+//! curl -N -H 'accept: text/event-stream' localhost:3000/stream
 //! curl -d '{"text":"hi"}' localhost:3000/publish    # {"id":"…-1"}
 //! curl -i 'localhost:3000/poll?after=<Push-Cursor>' # 200 with the event
 //! ```
@@ -27,20 +37,31 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tower::{Layer, ServiceExt};
-use tower_push::{EventData, LongPoll, LongPollLayer, MemoryLog, Topic};
+use tower_push::{
+    ChunkedStream, ChunkedStreamLayer, EventData, LongPoll, LongPollLayer, MemoryLog, Shutdown,
+    Topic,
+};
 
 /// The largest event a client may publish.
 const MAX_EVENT_BYTES: usize = 64 * 1024;
+
+/// How long a shutdown waits for open connections to close.
+const DRAIN_WINDOW: Duration = Duration::from_secs(10);
 
 struct Args {
     addr: SocketAddr,
     hold: Duration,
     retention: usize,
+    heartbeat: Duration,
+    max_stream: Duration,
 }
 
 fn usage(problem: &str) -> ! {
     eprintln!("error: {problem}");
-    eprintln!("usage: demo [--addr HOST:PORT] [--hold-ms MILLIS] [--retention EVENTS]");
+    eprintln!(
+        "usage: demo [--addr HOST:PORT] [--hold-ms MILLIS] [--retention EVENTS] \
+         [--heartbeat-ms MILLIS] [--max-stream-ms MILLIS]"
+    );
     std::process::exit(2)
 }
 
@@ -49,6 +70,8 @@ fn parse_args() -> Args {
         addr: ([127, 0, 0, 1], 3000).into(),
         hold: Duration::from_secs(25),
         retention: 1024,
+        heartbeat: Duration::from_secs(15),
+        max_stream: Duration::from_secs(300),
     };
     let mut argv = std::env::args().skip(1);
     while let Some(flag) = argv.next() {
@@ -64,12 +87,9 @@ fn parse_args() -> Args {
                     .parse()
                     .unwrap_or_else(|_| usage(&format!("--addr {value:?} is not HOST:PORT")));
             }
-            "--hold-ms" => {
-                let ms: u64 = value
-                    .parse()
-                    .unwrap_or_else(|_| usage(&format!("--hold-ms {value:?} is not a number")));
-                args.hold = Duration::from_millis(ms);
-            }
+            "--hold-ms" => args.hold = millis(&flag, &value),
+            "--heartbeat-ms" => args.heartbeat = millis(&flag, &value),
+            "--max-stream-ms" => args.max_stream = millis(&flag, &value),
             "--retention" => {
                 args.retention = value
                     .parse()
@@ -81,12 +101,20 @@ fn parse_args() -> Args {
     args
 }
 
+fn millis(flag: &str, value: &str) -> Duration {
+    let ms: u64 = value
+        .parse()
+        .unwrap_or_else(|_| usage(&format!("{flag} {value:?} is not a number of milliseconds")));
+    Duration::from_millis(ms)
+}
+
 type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 #[derive(Clone)]
 struct Demo {
     topic: Topic,
     poll: LongPoll<Topic>,
+    stream: ChunkedStream<Topic>,
 }
 
 impl Demo {
@@ -96,11 +124,19 @@ impl Demo {
                 let response = self.poll.oneshot(req).await.unwrap_or_else(|e| match e {});
                 response.map(|body| body.boxed_unsync())
             }
+            (&Method::GET, "/stream") => {
+                let response = self
+                    .stream
+                    .oneshot(req)
+                    .await
+                    .unwrap_or_else(|e| match e {});
+                response.map(|body| body.boxed_unsync())
+            }
             (&Method::POST, "/publish") => self.publish(req).await,
-            (_, "/poll" | "/publish") => error(
+            (_, "/poll" | "/stream" | "/publish") => error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
-                "use GET /poll or POST /publish",
+                "use GET /poll, GET /stream or POST /publish",
             ),
             _ => error(StatusCode::NOT_FOUND, "not_found", "no such route"),
         }
@@ -156,13 +192,22 @@ async fn main() {
         .retention(args.retention)
         .build()
         .unwrap_or_else(|err| usage(&err.to_string()));
-    let layer = LongPollLayer::builder()
+    let shutdown = Shutdown::new();
+    let poll = LongPollLayer::builder()
         .hold_timeout(args.hold)
+        .shutdown(shutdown.clone())
+        .build()
+        .unwrap_or_else(|err| usage(&err.to_string()));
+    let stream = ChunkedStreamLayer::builder()
+        .heartbeat_interval(args.heartbeat)
+        .max_lifetime(args.max_stream)
+        .shutdown(shutdown.clone())
         .build()
         .unwrap_or_else(|err| usage(&err.to_string()));
     let topic = log.topic("default");
     let demo = Demo {
-        poll: layer.layer(topic.clone()),
+        poll: poll.layer(topic.clone()),
+        stream: stream.layer(topic.clone()),
         topic,
     };
 
@@ -174,14 +219,20 @@ async fn main() {
         listener.local_addr().expect("bound"),
         log.epoch()
     );
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut signal = std::pin::pin!(shutdown_signal());
     loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(err) => {
-                eprintln!("accept failed: {err}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    eprintln!("accept failed: {err}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut signal => break,
         };
         // Nagle's algorithm would hold a small answer back until the previous segment is
         // acknowledged; push answers must leave at once.
@@ -191,10 +242,46 @@ async fn main() {
             let demo = demo.clone();
             async move { Ok::<_, Infallible>(demo.handle(req).await) }
         });
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
         tokio::spawn(async move {
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let _ = connection.await;
         });
+    }
+
+    // Held polls answer, streams send their final message, then connections close.
+    println!("shutting down: draining open requests");
+    shutdown.trigger();
+    drop(listener);
+    match tokio::time::timeout(DRAIN_WINDOW, graceful.shutdown()).await {
+        Ok(()) => println!("all connections closed"),
+        Err(_) => eprintln!("drain window of {DRAIN_WINDOW:?} passed; exiting anyway"),
+    }
+}
+
+/// Resolves on Ctrl-C, or on SIGTERM where there is one.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut sigterm) => {
+                sigterm.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
     }
 }

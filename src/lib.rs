@@ -9,6 +9,8 @@
 //! | piece | what it does |
 //! | --- | --- |
 //! | [`LongPollLayer`] | holds `GET /poll?after=<cursor>` until events exist or the hold expires (`204`, cursor kept) |
+//! | [`ChunkedStreamLayer`] | streams NDJSON or SSE from a cursor: a frame per message, heartbeats, bounded lifetime, resync |
+//! | [`Shutdown`] | one signal that drains both layers: held polls answer, streams end, new requests get `503` |
 //! | [`source`] | the event-source contract: any `tower::Service<Subscribe>` feeds the layers |
 //! | [`MemoryLog`] | the embedded source: topics, sequence ids, an epoch, bounded retention, cheap waiting |
 //! | [`Cursor`] | the opaque, URL-safe, ordered position that carries the log's epoch |
@@ -64,7 +66,8 @@
 //! # }
 //! ```
 //!
-//! The `demo` example is the same server with flags and error handling: `cargo run --example demo`.
+//! The `demo` example is the same server with streaming, flags, graceful shutdown and error
+//! handling: `cargo run --example demo`.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
