@@ -73,6 +73,7 @@
 
 mod body;
 pub mod chunked_stream;
+pub mod compression;
 mod config;
 mod cursor;
 mod event;

@@ -120,6 +120,28 @@ impl MemoryLog {
             .clone()
     }
 
+    /// The topic named `name`, if it exists; unlike [`topic`](Self::topic) it never creates one,
+    /// so it is safe to call with a name from a request.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_push::MemoryLog;
+    ///
+    /// let log = MemoryLog::new();
+    /// assert!(log.find_topic("news").is_none());
+    /// log.topic("news");
+    /// assert!(log.find_topic("news").is_some());
+    /// ```
+    pub fn find_topic(&self, name: &str) -> Option<Topic> {
+        let topics = self
+            .shared
+            .topics
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        topics.get(name).cloned()
+    }
+
     /// Publishes `data` on the topic `name` and returns the new event's id.
     ///
     /// # Examples

@@ -14,7 +14,7 @@ use super::stream::EventStream;
 use crate::format::StreamFormat;
 use crate::headers::{self, PUSH_CURSOR};
 use crate::source::{Outcome, Subscribe};
-use crate::{BoxError, PushBody};
+use crate::{compression, BoxError, PushBody};
 
 /// The response future of [`ChunkedStream`](super::ChunkedStream).
 ///
@@ -86,6 +86,7 @@ where
             }
         };
         headers::stream(response.headers_mut());
+        compression::mark(response.extensions_mut());
         Poll::Ready(Ok(response))
     }
 }

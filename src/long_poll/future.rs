@@ -15,7 +15,7 @@ use tower_service::Service;
 use crate::format::PollFormat;
 use crate::shutdown::{self, Shutdown};
 use crate::source::{Outcome, Position, Subscribe};
-use crate::{headers, BoxError, Cursor, PushBody, Rejection};
+use crate::{compression, headers, BoxError, Cursor, PushBody, Rejection};
 
 pin_project! {
     /// The response future of [`LongPoll`](super::LongPoll): holds the request until the event
@@ -102,6 +102,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut response = ready!(self.project().state.poll_answer(cx));
         headers::long_poll(response.headers_mut());
+        compression::mark(response.extensions_mut());
         Poll::Ready(Ok(response))
     }
 }

@@ -1,0 +1,348 @@
+//! What the `hyper`, `axum` and `tonic` examples share: the embedded log, both layers, the
+//! demo's routes (`/poll`, `/stream`, `/publish`), and one server function per stack. The
+//! integration tests start the same stacks from this file.
+#![allow(dead_code, unreachable_pub)]
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Path, Request as AxumRequest, State};
+use axum::response::{IntoResponse, Response as AxumResponse};
+use axum::routing::{get, post};
+use axum::Router;
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, Limited};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tower::{Layer, ServiceExt};
+use tower_push::{ChunkedStreamLayer, EventData, LongPollLayer, MemoryLog, Shutdown, Topic};
+
+/// The largest event a client may publish.
+pub const MAX_EVENT_BYTES: usize = 64 * 1024;
+
+/// The topic of the demo's routes.
+pub const DEFAULT_TOPIC: &str = "default";
+
+/// The `--addr` flag, the only one these examples take.
+pub fn parse_addr() -> SocketAddr {
+    let mut argv = std::env::args().skip(1);
+    let mut addr: SocketAddr = ([127, 0, 0, 1], 3000).into();
+    while let Some(flag) = argv.next() {
+        match (flag.as_str(), argv.next()) {
+            ("--addr", Some(value)) => match value.parse() {
+                Ok(parsed) => addr = parsed,
+                Err(_) => exit_usage(&format!("--addr {value:?} is not HOST:PORT")),
+            },
+            _ => exit_usage(&format!("unexpected argument {flag:?}")),
+        }
+    }
+    addr
+}
+
+fn exit_usage(problem: &str) -> ! {
+    eprintln!("error: {problem}\nusage: [--addr HOST:PORT]");
+    std::process::exit(2)
+}
+
+/// The embedded log, both layers, and the shutdown signal they share.
+#[derive(Clone, Debug)]
+pub struct App {
+    pub log: MemoryLog,
+    pub poll: LongPollLayer,
+    pub stream: ChunkedStreamLayer,
+    pub shutdown: Shutdown,
+}
+
+impl App {
+    /// The layers with their defaults, wired to one shutdown signal.
+    pub fn new() -> Self {
+        Self::with(LongPollLayer::builder(), ChunkedStreamLayer::builder())
+    }
+
+    /// The layers from the given builders, wired to one shutdown signal.
+    pub fn with(
+        poll: tower_push::LongPollBuilder,
+        stream: tower_push::ChunkedStreamBuilder,
+    ) -> Self {
+        let shutdown = Shutdown::new();
+        Self {
+            log: MemoryLog::new(),
+            poll: poll
+                .shutdown(shutdown.clone())
+                .build()
+                .expect("valid settings"),
+            stream: stream
+                .shutdown(shutdown.clone())
+                .build()
+                .expect("valid settings"),
+            shutdown,
+        }
+    }
+
+    pub fn topic(&self) -> Topic {
+        self.log.topic(DEFAULT_TOPIC)
+    }
+
+    /// The demo's routes on the default topic, plus `/topics/{topic}/{poll,stream,publish}`:
+    /// state shared with the publish handler, topic from the path.
+    pub fn router(&self) -> Router {
+        let topic = self.topic();
+        Router::new()
+            // `route_service` takes the layered services as they are.
+            .route_service("/poll", self.poll.layer(topic.clone()))
+            .route_service("/stream", self.stream.layer(topic))
+            .route("/publish", post(publish_default))
+            .route("/topics/{topic}/poll", get(poll_topic))
+            .route("/topics/{topic}/stream", get(stream_topic))
+            .route("/topics/{topic}/publish", post(publish_topic))
+            .layer(DefaultBodyLimit::max(MAX_EVENT_BYTES))
+            .with_state(self.clone())
+    }
+
+    /// The demo's routes for plain hyper, without a router crate.
+    pub async fn handle<B>(self, req: Request<B>) -> Response<UnsyncBoxBody<Bytes, Infallible>>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let boxed = |r: Response<tower_push::PushBody>| r.map(BodyExt::boxed_unsync);
+        match (req.method(), req.uri().path()) {
+            (&Method::GET, "/poll") => {
+                let service = self.poll.layer(self.topic());
+                boxed(service.oneshot(req).await.unwrap_or_else(|e| match e {}))
+            }
+            (&Method::GET, "/stream") => {
+                let service = self.stream.layer(self.topic());
+                boxed(service.oneshot(req).await.unwrap_or_else(|e| match e {}))
+            }
+            (&Method::POST, "/publish") => {
+                let body = match Limited::new(req.into_body(), MAX_EVENT_BYTES)
+                    .collect()
+                    .await
+                {
+                    Ok(body) => body.to_bytes(),
+                    Err(_) => {
+                        let message = format!("an event is at most {MAX_EVENT_BYTES} bytes");
+                        let (status, json) =
+                            error(StatusCode::PAYLOAD_TOO_LARGE, "event_too_large", &message);
+                        return json_response(status, json);
+                    }
+                };
+                let (status, json) = publish(&self.topic(), body);
+                json_response(status, json)
+            }
+            (_, "/poll" | "/stream" | "/publish") => {
+                let (status, json) = error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    "use GET /poll, GET /stream or POST /publish",
+                );
+                json_response(status, json)
+            }
+            _ => {
+                let (status, json) = error(StatusCode::NOT_FOUND, "not_found", "no such route");
+                json_response(status, json)
+            }
+        }
+    }
+}
+
+/// Publishes one event's JSON data; answers `{"id":"<cursor>"}`, or `400 invalid_json`.
+pub fn publish(topic: &Topic, body: Bytes) -> (StatusCode, String) {
+    match EventData::from_json(body) {
+        Ok(data) => (
+            StatusCode::OK,
+            format!(r#"{{"id":"{}"}}"#, topic.publish(data)),
+        ),
+        Err(err) => error(StatusCode::BAD_REQUEST, "invalid_json", &err.to_string()),
+    }
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> (StatusCode, String) {
+    let body = serde_json::json!({ "error": code, "message": message });
+    (status, body.to_string())
+}
+
+fn json_response(status: StatusCode, json: String) -> Response<UnsyncBoxBody<Bytes, Infallible>> {
+    let mut response = Response::new(Full::from(json).boxed_unsync());
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn axum_json((status, json): (StatusCode, String)) -> AxumResponse {
+    (status, [(header::CONTENT_TYPE, "application/json")], json).into_response()
+}
+
+/// A topic name from a path: 1 to 64 of `A-Z a-z 0-9 _ -`.
+fn valid_topic(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn unknown_topic(name: &str) -> AxumResponse {
+    let message = format!("no topic named {name:?}: publish to it first");
+    axum_json(error(StatusCode::NOT_FOUND, "topic_not_found", &message))
+}
+
+async fn publish_default(State(app): State<App>, body: Bytes) -> AxumResponse {
+    axum_json(publish(&app.topic(), body))
+}
+
+async fn publish_topic(
+    State(app): State<App>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> AxumResponse {
+    if !valid_topic(&name) {
+        let message = "a topic is 1 to 64 of A-Z a-z 0-9 _ -";
+        return axum_json(error(StatusCode::BAD_REQUEST, "invalid_topic", message));
+    }
+    // Publishing is what creates a topic; subscribing never does.
+    axum_json(publish(&app.log.topic(&name), body))
+}
+
+async fn poll_topic(
+    State(app): State<App>,
+    Path(name): Path<String>,
+    req: AxumRequest,
+) -> AxumResponse {
+    match app.log.find_topic(&name) {
+        Some(topic) => app.poll.layer(topic).oneshot(req).await.into_response(),
+        None => unknown_topic(&name),
+    }
+}
+
+async fn stream_topic(
+    State(app): State<App>,
+    Path(name): Path<String>,
+    req: AxumRequest,
+) -> AxumResponse {
+    match app.log.find_topic(&name) {
+        Some(topic) => app.stream.layer(topic).oneshot(req).await.into_response(),
+        None => unknown_topic(&name),
+    }
+}
+
+/// Serves `app` with plain hyper (HTTP/1.1 and HTTP/2 on one port) until `stop` resolves, then
+/// drains: the app's shutdown signal answers held polls and ends streams, and the function
+/// returns when every connection has closed.
+pub async fn serve_hyper(listener: TcpListener, app: App, stop: impl Future<Output = ()>) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(_) => continue,
+            },
+            () = &mut stop => break,
+        };
+        // Without TCP_NODELAY a small write waits for the ACK of the previous one (Nagle), and
+        // a push message can sit in the kernel for up to 40 ms. hyper has no server switch for
+        // it: it is set on each accepted socket.
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let app = app.clone();
+            async move { Ok::<_, Infallible>(app.handle(req).await) }
+        });
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+    }
+    app.shutdown.trigger();
+    drop(listener);
+    let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
+}
+
+/// Serves `router` with axum until `stop` resolves, then drains like [`serve_hyper`].
+pub async fn serve_axum(
+    listener: TcpListener,
+    router: Router,
+    shutdown: Shutdown,
+    stop: impl Future<Output = ()> + Send + 'static,
+) {
+    use axum::serve::ListenerExt;
+    // axum leaves Nagle's algorithm on; turn it off on every accepted socket so each push
+    // message leaves at once.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let drain = async move {
+        stop.await;
+        // Held polls answer and streams end, so the graceful shutdown can finish.
+        shutdown.trigger();
+    };
+    axum::serve(listener, router)
+        .with_graceful_shutdown(drain)
+        .await
+        .expect("axum server failed");
+}
+
+/// Serves `router` and a real gRPC service (tonic-health) on one port with tonic until `stop`
+/// resolves. HTTP/1.1 is accepted too, so plain clients reach the push routes.
+pub async fn serve_tonic(
+    listener: TcpListener,
+    router: Router,
+    shutdown: Shutdown,
+    stop: impl Future<Output = ()> + Send + 'static,
+) {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    let routes = tonic::service::Routes::from(router).add_service(health);
+    // tonic's own listener sets TCP_NODELAY by default; say so explicitly, since push depends
+    // on it.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let drain = async move {
+        stop.await;
+        shutdown.trigger();
+    };
+    tonic::transport::Server::builder()
+        .accept_http1(true)
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(incoming, drain)
+        .await
+        .expect("tonic server failed");
+}
+
+/// Resolves on Ctrl-C, or on SIGTERM where there is one.
+pub async fn ctrl_c_or_sigterm() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut sigterm) => {
+                sigterm.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
