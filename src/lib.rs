@@ -68,6 +68,34 @@
 //!
 //! The `demo` example is the same server with streaming, flags, graceful shutdown and error
 //! handling: `cargo run --example demo`.
+//!
+//! # In your stack
+//!
+//! Both layers produce `Service<http::Request<B>>` for any body, with `Error = Infallible`,
+//! `Clone`, `Send + 'static` futures, and a `Send + Sync + 'static` body with `Data = Bytes`, so
+//! they drop into every tower stack without adapters:
+//!
+//! - **hyper**: serve them with `hyper_util::server::conn::auto` (HTTP/1.1 and HTTP/2); see
+//!   `examples/hyper.rs`.
+//! - **axum**: mount them with `Router::route_service`, or layer a topic chosen from the path
+//!   inside a handler (`layer.layer(topic).oneshot(req)`, which costs two reference-count
+//!   increments); see `examples/axum.rs`.
+//! - **tonic**: add the axum router to `tonic::service::Routes` beside your gRPC services;
+//!   gRPC passes through untouched; enable `accept_http1` for plain HTTP/1.1 clients; see
+//!   `examples/tonic.rs`.
+//!
+//! Around them:
+//!
+//! - **Compression** batches and encodes streams: give tower-http's `CompressionLayer` the
+//!   predicate [`compression::not_push`] (its default predicate skips SSE but not NDJSON).
+//! - **Timeouts**: an outer `TimeoutLayer` shorter than the hold answers held polls with its own
+//!   error (`408`) before the hold expires; keep it longer than the hold. It covers only the
+//!   response future, so it never cuts a stream; bound streams with
+//!   [`max_lifetime`](ChunkedStreamBuilder::max_lifetime) instead.
+//! - **Tracing and CORS** layers compose as they are.
+//! - **TCP_NODELAY** is a listener setting: without it a small write waits for the ACK of the
+//!   previous one, delaying a message by up to 40 ms. Set it on every accepted socket (hyper,
+//!   axum's `ListenerExt::tap_io`); tonic sets it by default.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
