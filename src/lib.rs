@@ -107,6 +107,7 @@ mod cursor;
 mod event;
 pub mod format;
 pub mod headers;
+mod limit;
 pub mod long_poll;
 mod memory;
 mod random;

@@ -32,6 +32,12 @@ pub(crate) fn seconds(range: RangeInclusive<u64>) -> u64 {
     low + u64() % (high - low + 1)
 }
 
+/// The `Retry-After` of a refused request (shutdown, overload): 1 to 5 seconds, at random, so
+/// that the clients refused together do not come back together.
+pub(crate) fn retry_after() -> Duration {
+    Duration::from_secs(seconds(1..=5))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -49,6 +55,13 @@ mod tests {
             .count();
         assert!((300..700).contains(&low), "{low} of 1000 in the lower half");
         assert_eq!(shorten(base, 0.0), base);
+    }
+
+    #[test]
+    fn retry_after_is_one_to_five_seconds() {
+        for _ in 0..100 {
+            assert!((1..=5).contains(&retry_after().as_secs()));
+        }
     }
 
     #[test]

@@ -23,6 +23,7 @@ use crate::{Cursor, CursorError, PushBody};
 /// | [`Resync`](Rejection::Resync), other epoch | `410` | `epoch_mismatch` |
 /// | [`SourceUnavailable`](Rejection::SourceUnavailable) | `503` | `source_unavailable` |
 /// | [`ShuttingDown`](Rejection::ShuttingDown) | `503` with `Retry-After` | `shutting_down` |
+/// | [`Overloaded`](Rejection::Overloaded) | `503` with `Retry-After` | `overloaded` |
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Rejection {
@@ -43,6 +44,11 @@ pub enum Rejection {
         /// When the client should come back; sent as `Retry-After` in whole seconds.
         retry_after: Duration,
     },
+    /// A cap on parked polls or open streams is reached (see the layers' `max_*` settings).
+    Overloaded {
+        /// When the client should come back; sent as `Retry-After` in whole seconds.
+        retry_after: Duration,
+    },
 }
 
 impl Rejection {
@@ -51,7 +57,9 @@ impl Rejection {
         match self {
             Self::MalformedCursor(_) | Self::CursorAhead { .. } => StatusCode::BAD_REQUEST,
             Self::Resync(_) => StatusCode::GONE,
-            Self::SourceUnavailable | Self::ShuttingDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::SourceUnavailable | Self::ShuttingDown { .. } | Self::Overloaded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -63,6 +71,7 @@ impl Rejection {
             Self::Resync(resync) => resync.reason().code(),
             Self::SourceUnavailable => "source_unavailable",
             Self::ShuttingDown { .. } => "shutting_down",
+            Self::Overloaded { .. } => "overloaded",
         }
     }
 
@@ -82,9 +91,10 @@ impl Rejection {
         let (oldest, head) = match self {
             Self::CursorAhead { head } => (None, Some(*head)),
             Self::Resync(resync) => (Some(resync.oldest()), Some(resync.head())),
-            Self::MalformedCursor(_) | Self::SourceUnavailable | Self::ShuttingDown { .. } => {
-                (None, None)
-            }
+            Self::MalformedCursor(_)
+            | Self::SourceUnavailable
+            | Self::ShuttingDown { .. }
+            | Self::Overloaded { .. } => (None, None),
         };
         let body = Body {
             error: self.code(),
@@ -115,7 +125,7 @@ impl Rejection {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        if let Self::ShuttingDown { retry_after } = self {
+        if let Self::ShuttingDown { retry_after } | Self::Overloaded { retry_after } = self {
             let seconds = retry_after.as_secs().max(1);
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
@@ -139,6 +149,9 @@ impl fmt::Display for Rejection {
             Self::SourceUnavailable => f.write_str("event source is unavailable, try again later"),
             Self::ShuttingDown { .. } => {
                 f.write_str("server is shutting down, try again after the retry-after delay")
+            }
+            Self::Overloaded { .. } => {
+                f.write_str("too many open requests, try again after the retry-after delay")
             }
         }
     }

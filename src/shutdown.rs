@@ -32,7 +32,6 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use pin_project_lite::pin_project;
 use tokio::sync::futures::OwnedNotified;
@@ -75,11 +74,6 @@ impl Shutdown {
             shared: self.shared.clone(),
             notified: None,
         }
-    }
-
-    /// The `Retry-After` for requests refused during shutdown: 1 to 5 seconds, at random.
-    pub(crate) fn retry_after() -> Duration {
-        Duration::from_secs(crate::random::seconds(1..=5))
     }
 }
 
@@ -142,19 +136,11 @@ mod tests {
         assert!(!shutdown.is_triggered());
         shutdown.trigger();
         for waiter in waiters {
-            tokio::time::timeout(Duration::from_secs(5), waiter)
+            tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
                 .await
                 .unwrap()
                 .unwrap();
         }
         shutdown.wait().await;
-    }
-
-    #[test]
-    fn retry_after_is_one_to_five_seconds() {
-        for _ in 0..100 {
-            let secs = Shutdown::retry_after().as_secs();
-            assert!((1..=5).contains(&secs));
-        }
     }
 }

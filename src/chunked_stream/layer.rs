@@ -1,3 +1,4 @@
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -5,12 +6,14 @@ use tower_layer::Layer;
 
 use super::ChunkedStream;
 use crate::format::{AutoFormat, StreamFormat};
+use crate::limit::{KeyFn, Limits};
 use crate::request::{CursorParam, Start};
 use crate::{ConfigError, Shutdown};
 
 /// Settings shared by a layer and every service it builds.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(crate) struct Config {
+    pub(crate) limits: Limits,
     pub(crate) heartbeat: Duration,
     pub(crate) max_lifetime: Duration,
     pub(crate) lifetime_jitter: f64,
@@ -64,6 +67,13 @@ impl ChunkedStreamLayer {
     }
 }
 
+impl<F> ChunkedStreamLayer<F> {
+    /// How many streams of this layer's services are open right now.
+    pub fn open_streams(&self) -> usize {
+        self.config.limits.current()
+    }
+}
+
 impl Default for ChunkedStreamLayer {
     fn default() -> Self {
         Self::new()
@@ -81,8 +91,10 @@ impl<S, F: Clone> Layer<S> for ChunkedStreamLayer<F> {
 /// Settings for a [`ChunkedStreamLayer`], checked once by [`build`](ChunkedStreamBuilder::build).
 ///
 /// `ChunkedStreamBuilder::new()` equals `Default::default()`.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ChunkedStreamBuilder<F = AutoFormat> {
+    max_streams: Option<usize>,
+    max_streams_per_key: Option<(usize, KeyFn)>,
     heartbeat: Duration,
     proxy_idle: Option<Duration>,
     max_lifetime: Duration,
@@ -98,6 +110,8 @@ impl ChunkedStreamBuilder {
     /// The default settings.
     pub fn new() -> Self {
         Self {
+            max_streams: None,
+            max_streams_per_key: None,
             heartbeat: Duration::from_secs(15),
             proxy_idle: None,
             max_lifetime: Duration::from_secs(300),
@@ -111,6 +125,27 @@ impl ChunkedStreamBuilder {
     }
 }
 
+impl<F: fmt::Debug> fmt::Debug for ChunkedStreamBuilder<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChunkedStreamBuilder")
+            .field("max_streams", &self.max_streams)
+            .field(
+                "max_streams_per_key",
+                &self.max_streams_per_key.as_ref().map(|(max, _)| max),
+            )
+            .field("heartbeat", &self.heartbeat)
+            .field("proxy_idle", &self.proxy_idle)
+            .field("max_lifetime", &self.max_lifetime)
+            .field("lifetime_jitter", &self.lifetime_jitter)
+            .field("max_events", &self.max_events)
+            .field("param", &self.param)
+            .field("start", &self.start)
+            .field("shutdown", &self.shutdown)
+            .field("format", &self.format)
+            .finish()
+    }
+}
+
 impl Default for ChunkedStreamBuilder {
     fn default() -> Self {
         Self::new()
@@ -118,6 +153,30 @@ impl Default for ChunkedStreamBuilder {
 }
 
 impl<F> ChunkedStreamBuilder<F> {
+    /// The most streams this layer keeps open at once, over all its services; more are refused
+    /// with `503 overloaded` and a `Retry-After` of 1 to 5 seconds.
+    ///
+    /// Default is no cap. The count is always kept: see [`ChunkedStreamLayer::open_streams`].
+    #[must_use]
+    pub fn max_streams(mut self, max: usize) -> Self {
+        self.max_streams = Some(max);
+        self
+    }
+
+    /// The most streams open at once per key, where `key` extracts the key from the request head
+    /// (a topic from the path, a tenant from a header); requests for which it returns `None` are
+    /// not counted per key.
+    ///
+    /// Default is no cap per key.
+    #[must_use]
+    pub fn max_streams_per_key<K>(mut self, max: usize, key: K) -> Self
+    where
+        K: Fn(&http::request::Parts) -> Option<String> + Send + Sync + 'static,
+    {
+        self.max_streams_per_key = Some((max, Arc::new(key)));
+        self
+    }
+
     /// How long a stream may stay silent before it sends a heartbeat. Every message restarts
     /// the interval.
     ///
@@ -212,6 +271,8 @@ impl<F> ChunkedStreamBuilder<F> {
     #[must_use]
     pub fn format<G: StreamFormat>(self, format: G) -> ChunkedStreamBuilder<G> {
         ChunkedStreamBuilder {
+            max_streams: self.max_streams,
+            max_streams_per_key: self.max_streams_per_key,
             heartbeat: self.heartbeat,
             proxy_idle: self.proxy_idle,
             max_lifetime: self.max_lifetime,
@@ -231,7 +292,7 @@ impl<F> ChunkedStreamBuilder<F> {
     /// - [`ConfigError::HeartbeatNotBelowProxyIdle`] if the heartbeat interval is not safely below
     ///   the declared proxy idle timeout;
     /// - [`ConfigError::ZeroDuration`] for a zero heartbeat interval or lifetime;
-    /// - [`ConfigError::ZeroCount`] for zero maximum events;
+    /// - [`ConfigError::ZeroCount`] for zero maximum events or a zero cap;
     /// - [`ConfigError::InvalidJitter`] for a jitter outside `0.0..=1.0`;
     /// - [`ConfigError::InvalidParamName`] for a query parameter name that is empty or would need
     ///   percent-encoding.
@@ -267,7 +328,18 @@ impl<F> ChunkedStreamBuilder<F> {
                 setting: "max events",
             });
         }
+        if self.max_streams == Some(0) {
+            return Err(ConfigError::ZeroCount {
+                setting: "max streams",
+            });
+        }
+        if matches!(self.max_streams_per_key, Some((0, _))) {
+            return Err(ConfigError::ZeroCount {
+                setting: "max streams per key",
+            });
+        }
         let config = Config {
+            limits: Limits::new(self.max_streams, self.max_streams_per_key),
             heartbeat: self.heartbeat,
             max_lifetime: self.max_lifetime,
             lifetime_jitter: self.lifetime_jitter,

@@ -41,6 +41,11 @@ impl<S, F> ChunkedStream<S, F> {
         &mut self.inner
     }
 
+    /// How many streams of this service's layer are open right now.
+    pub fn open_streams(&self) -> usize {
+        self.config.limits.current()
+    }
+
     /// Consumes the service and returns the event source.
     pub fn into_inner(self) -> S {
         self.inner
@@ -73,7 +78,7 @@ where
         let config = &*self.config;
         let format = self.format.negotiate(&parts);
         if config.shutdown.as_ref().is_some_and(Shutdown::is_triggered) {
-            let retry_after = Shutdown::retry_after();
+            let retry_after = crate::random::retry_after();
             let rejection = Rejection::ShuttingDown { retry_after };
             return ResponseFuture::rejected(format.rejection(&rejection));
         }
@@ -84,6 +89,11 @@ where
                 return ResponseFuture::rejected(format.rejection(&rejection));
             }
         };
+        let Ok(slot) = config.limits.acquire(&parts) else {
+            let retry_after = crate::random::retry_after();
+            let rejection = Rejection::Overloaded { retry_after };
+            return ResponseFuture::rejected(format.rejection(&rejection));
+        };
         let subscribe = Subscribe::new(position, config.max_events, Arc::new(parts));
         let lifetime = crate::random::shorten(config.max_lifetime, config.lifetime_jitter);
         let stream = EventStream::new(
@@ -93,6 +103,7 @@ where
             config.heartbeat,
             lifetime,
             config.shutdown.as_ref(),
+            slot,
         );
         ResponseFuture::starting(Box::pin(stream))
     }

@@ -12,6 +12,7 @@ use tower_service::Service;
 
 use crate::body::Frames;
 use crate::format::{StreamEnd, StreamFormat};
+use crate::limit::Slot;
 use crate::shutdown::{self, Shutdown};
 use crate::source::{Outcome, Position, Subscribe};
 use crate::{BoxError, Cursor, Rejection};
@@ -42,6 +43,8 @@ pin_project! {
         // Bytes written and not yet handed to the body.
         out: Vec<u8>,
         ended: bool,
+        // The place under the layer's caps, given back when the stream ends.
+        slot: Option<Slot>,
     }
 }
 
@@ -58,6 +61,7 @@ where
         every: Duration,
         lifetime: Duration,
         shutdown: Option<&Shutdown>,
+        slot: Slot,
     ) -> Self {
         let mut out = Vec::new();
         let start = match subscribe.position() {
@@ -79,6 +83,7 @@ where
             start,
             out,
             ended: false,
+            slot: Some(slot),
         }
     }
 
@@ -153,13 +158,18 @@ where
     /// Writes the final message for `end` and marks the stream ended.
     fn finish(self: Pin<&mut Self>, end: impl FnOnce(Cursor) -> StreamEnd) -> (Bytes, bool) {
         let cursor = self.cursor();
-        let this = self.project();
+        let mut this = self.project();
         let end = match cursor {
             Some(cursor) => end(cursor),
             None => StreamEnd::Rejected(Rejection::SourceUnavailable),
         };
         this.format.end(&end, this.out);
         *this.ended = true;
+        // The stream is over; do not wait for the server to drop the body to free its place,
+        // its source's future and its timers' registrations.
+        this.slot.take();
+        this.call.set(None);
+        this.shutdown.set(None);
         (Bytes::from(std::mem::take(this.out)), true)
     }
 }

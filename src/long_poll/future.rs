@@ -12,7 +12,9 @@ use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 use tower_service::Service;
 
+use super::supersede::Superseded;
 use crate::format::PollFormat;
+use crate::limit::Slot;
 use crate::shutdown::{self, Shutdown};
 use crate::source::{Outcome, Position, Subscribe};
 use crate::{compression, headers, BoxError, Cursor, PushBody, Rejection};
@@ -55,6 +57,10 @@ pin_project! {
             sleep: Sleep,
             #[pin]
             shutdown: Option<shutdown::Wait>,
+            #[pin]
+            superseded: Option<Superseded>,
+            // The place under the layer's caps, given back when the answer is ready.
+            slot: Slot,
         },
     }
 }
@@ -71,24 +77,31 @@ where
         }
     }
 
-    pub(crate) fn hold(
-        source: S,
-        subscribe: Subscribe,
-        hold: Duration,
-        shutdown: Option<&Shutdown>,
-        format: F,
-    ) -> Self {
+    pub(crate) fn hold(hold: Hold<'_, S, F>) -> Self {
         Self {
             state: State::Holding {
-                source,
-                subscribe,
-                format,
+                source: hold.source,
+                subscribe: hold.subscribe,
+                format: hold.format,
                 call: None,
-                sleep: tokio::time::sleep(hold),
-                shutdown: shutdown.map(Shutdown::wait),
+                sleep: tokio::time::sleep(hold.hold),
+                shutdown: hold.shutdown.map(Shutdown::wait),
+                superseded: hold.superseded,
+                slot: hold.slot,
             },
         }
     }
+}
+
+/// What a held poll is made of.
+pub(crate) struct Hold<'a, S, F> {
+    pub(crate) source: S,
+    pub(crate) subscribe: Subscribe,
+    pub(crate) hold: Duration,
+    pub(crate) shutdown: Option<&'a Shutdown>,
+    pub(crate) superseded: Option<Superseded>,
+    pub(crate) slot: Slot,
+    pub(crate) format: F,
 }
 
 impl<S, F> Future for ResponseFuture<S, F>
@@ -100,7 +113,11 @@ where
     type Output = Result<Response<PushBody>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut response = ready!(self.project().state.poll_answer(cx));
+        let mut state = self.project().state;
+        let mut response = ready!(state.as_mut().poll_answer(cx));
+        // Free the source's future, the timers and the place under the caps at once, not when
+        // the server gets around to dropping this future.
+        state.set(State::Rejected { response: None });
         headers::long_poll(response.headers_mut());
         compression::mark(response.extensions_mut());
         Poll::Ready(Ok(response))
@@ -114,19 +131,22 @@ where
     F: PollFormat,
 {
     fn poll_answer(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response<PushBody>> {
-        let (source, subscribe, format, mut call, sleep, shutdown) = match self.project() {
-            StateProj::Rejected { response } => {
-                return Poll::Ready(response.take().expect("polled after completion"));
-            }
-            StateProj::Holding {
-                source,
-                subscribe,
-                format,
-                call,
-                sleep,
-                shutdown,
-            } => (source, subscribe, format, call, sleep, shutdown),
-        };
+        let (source, subscribe, format, mut call, sleep, shutdown, superseded) =
+            match self.project() {
+                StateProj::Rejected { response } => {
+                    return Poll::Ready(response.take().expect("polled after completion"));
+                }
+                StateProj::Holding {
+                    source,
+                    subscribe,
+                    format,
+                    call,
+                    sleep,
+                    shutdown,
+                    superseded,
+                    slot: _,
+                } => (source, subscribe, format, call, sleep, shutdown, superseded),
+            };
         let unavailable = |err: S::Error| {
             let err: BoxError = err.into();
             tracing::warn!(error = %err, "event source failed");
@@ -160,11 +180,14 @@ where
             };
             return Poll::Ready(format.rejection(&rejection));
         }
-        // A shutdown answers like an expired hold, at once.
+        // A shutdown, or a newer poll of the same client, answers like an expired hold, at once.
         let draining = shutdown
             .as_pin_mut()
             .is_some_and(|wait| wait.poll(cx).is_ready());
-        if !draining {
+        let replaced = superseded
+            .as_pin_mut()
+            .is_some_and(|wait| wait.poll(cx).is_ready());
+        if !(draining || replaced) {
             ready!(sleep.poll(cx));
         }
         Poll::Ready(match current(subscribe) {

@@ -1,21 +1,27 @@
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tower_layer::Layer;
 
+use super::supersede::Supersede;
 use super::LongPoll;
 use crate::format::{JsonFormat, PollFormat};
+use crate::limit::{KeyFn, Limits};
 use crate::request::{CursorParam, Start};
 use crate::{ConfigError, Shutdown};
 
 /// Settings shared by a layer and every service it builds.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(crate) struct Config {
     pub(crate) hold: Duration,
+    pub(crate) hold_jitter: f64,
     pub(crate) max_events: usize,
     pub(crate) param: CursorParam,
     pub(crate) start: Start,
     pub(crate) shutdown: Option<Shutdown>,
+    pub(crate) limits: Limits,
+    pub(crate) supersede: Option<Arc<Supersede>>,
 }
 
 /// Applies long polling to an event source: see the [module docs](crate::long_poll).
@@ -59,6 +65,13 @@ impl LongPollLayer {
     }
 }
 
+impl<F> LongPollLayer<F> {
+    /// How many polls of this layer's services are held right now.
+    pub fn parked(&self) -> usize {
+        self.config.limits.current()
+    }
+}
+
 impl Default for LongPollLayer {
     fn default() -> Self {
         Self::new()
@@ -76,9 +89,13 @@ impl<S, F: Clone> Layer<S> for LongPollLayer<F> {
 /// Settings for a [`LongPollLayer`], checked once by [`build`](LongPollBuilder::build).
 ///
 /// `LongPollBuilder::new()` equals `Default::default()`.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct LongPollBuilder<F = JsonFormat> {
     hold: Duration,
+    hold_jitter: f64,
+    max_parked: Option<usize>,
+    max_parked_per_key: Option<(usize, KeyFn)>,
+    supersede: Option<KeyFn>,
     proxy_idle: Option<Duration>,
     max_events: usize,
     param: String,
@@ -92,6 +109,10 @@ impl LongPollBuilder {
     pub fn new() -> Self {
         Self {
             hold: Duration::from_secs(25),
+            hold_jitter: 0.0,
+            max_parked: None,
+            max_parked_per_key: None,
+            supersede: None,
             proxy_idle: None,
             max_events: 256,
             param: CursorParam::DEFAULT.to_owned(),
@@ -99,6 +120,27 @@ impl LongPollBuilder {
             shutdown: None,
             format: JsonFormat,
         }
+    }
+}
+
+impl<F: fmt::Debug> fmt::Debug for LongPollBuilder<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LongPollBuilder")
+            .field("hold", &self.hold)
+            .field("hold_jitter", &self.hold_jitter)
+            .field("max_parked", &self.max_parked)
+            .field(
+                "max_parked_per_key",
+                &self.max_parked_per_key.as_ref().map(|(max, _)| max),
+            )
+            .field("one_poll_per_client", &self.supersede.is_some())
+            .field("proxy_idle", &self.proxy_idle)
+            .field("max_events", &self.max_events)
+            .field("param", &self.param)
+            .field("start", &self.start)
+            .field("shutdown", &self.shutdown)
+            .field("format", &self.format)
+            .finish()
     }
 }
 
@@ -120,6 +162,87 @@ impl<F> LongPollBuilder<F> {
     #[must_use]
     pub fn hold_timeout(mut self, hold: Duration) -> Self {
         self.hold = hold;
+        self
+    }
+
+    /// How much of the hold is cut at random, as a fraction: each hold lasts between
+    /// `hold * (1 - jitter)` and `hold`, so clients that reconnected together (after a restart)
+    /// do not all time out and reconnect together again.
+    ///
+    /// Default is 0.0 (no jitter).
+    #[must_use]
+    pub fn hold_jitter(mut self, fraction: f64) -> Self {
+        self.hold_jitter = fraction;
+        self
+    }
+
+    /// The most polls this layer holds at once, over all its services; more are refused with
+    /// `503 overloaded` and a `Retry-After` of 1 to 5 seconds.
+    ///
+    /// Default is no cap. The count is always kept: see [`LongPollLayer::parked`].
+    #[must_use]
+    pub fn max_parked(mut self, max: usize) -> Self {
+        self.max_parked = Some(max);
+        self
+    }
+
+    /// The most polls held at once per key, where `key` extracts the key from the request head
+    /// (a topic from the path, a tenant from a header); requests for which it returns `None` are
+    /// not counted per key. More are refused like [`max_parked`](Self::max_parked) refuses them.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_push::LongPollLayer;
+    ///
+    /// let layer = LongPollLayer::builder()
+    ///     .max_parked(10_000)
+    ///     .max_parked_per_key(1_000, |parts| {
+    ///         parts.uri.path().strip_prefix("/topics/").map(str::to_owned)
+    ///     })
+    ///     .build()?;
+    /// # let _ = layer;
+    /// # Ok::<(), tower_push::ConfigError>(())
+    /// ```
+    ///
+    /// Default is no cap per key.
+    #[must_use]
+    pub fn max_parked_per_key<K>(mut self, max: usize, key: K) -> Self
+    where
+        K: Fn(&http::request::Parts) -> Option<String> + Send + Sync + 'static,
+    {
+        self.max_parked_per_key = Some((max, Arc::new(key)));
+        self
+    }
+
+    /// Keeps one poll in flight per client: `client` extracts a client id from the request
+    /// head (a header, a cookie, an authenticated user in the extensions). A newer poll of the
+    /// same client makes the older one answer at once, as if its hold had expired (`204` with
+    /// its cursor), so two answers for one client never cross. Requests for which `client`
+    /// returns `None` are not tracked.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_push::LongPollLayer;
+    ///
+    /// let layer = LongPollLayer::builder()
+    ///     .one_poll_per_client(|parts| {
+    ///         let id = parts.headers.get("x-client-id")?.to_str().ok()?;
+    ///         Some(id.to_owned())
+    ///     })
+    ///     .build()?;
+    /// # let _ = layer;
+    /// # Ok::<(), tower_push::ConfigError>(())
+    /// ```
+    ///
+    /// Default is off.
+    #[must_use]
+    pub fn one_poll_per_client<K>(mut self, client: K) -> Self
+    where
+        K: Fn(&http::request::Parts) -> Option<String> + Send + Sync + 'static,
+    {
+        self.supersede = Some(Arc::new(client));
         self
     }
 
@@ -183,6 +306,10 @@ impl<F> LongPollBuilder<F> {
     pub fn format<G: PollFormat>(self, format: G) -> LongPollBuilder<G> {
         LongPollBuilder {
             hold: self.hold,
+            hold_jitter: self.hold_jitter,
+            max_parked: self.max_parked,
+            max_parked_per_key: self.max_parked_per_key,
+            supersede: self.supersede,
             proxy_idle: self.proxy_idle,
             max_events: self.max_events,
             param: self.param,
@@ -199,7 +326,8 @@ impl<F> LongPollBuilder<F> {
     /// - [`ConfigError::HoldNotBelowProxyIdle`] if the hold is not safely below the declared
     ///   proxy idle timeout;
     /// - [`ConfigError::ZeroDuration`] for a zero hold timeout;
-    /// - [`ConfigError::ZeroCount`] for zero maximum events;
+    /// - [`ConfigError::ZeroCount`] for zero maximum events or a zero cap;
+    /// - [`ConfigError::InvalidJitter`] for a hold jitter outside `0.0..=1.0`;
     /// - [`ConfigError::InvalidParamName`] for a query parameter name that is empty or would need
     ///   percent-encoding.
     pub fn build(self) -> Result<LongPollLayer<F>, ConfigError> {
@@ -223,8 +351,27 @@ impl<F> LongPollBuilder<F> {
                 setting: "max events",
             });
         }
+        if !(0.0..=1.0).contains(&self.hold_jitter) {
+            return Err(ConfigError::InvalidJitter {
+                setting: "hold jitter",
+                value: self.hold_jitter,
+            });
+        }
+        if self.max_parked == Some(0) {
+            return Err(ConfigError::ZeroCount {
+                setting: "max parked",
+            });
+        }
+        if matches!(self.max_parked_per_key, Some((0, _))) {
+            return Err(ConfigError::ZeroCount {
+                setting: "max parked per key",
+            });
+        }
         let config = Config {
             hold: self.hold,
+            hold_jitter: self.hold_jitter,
+            limits: Limits::new(self.max_parked, self.max_parked_per_key),
+            supersede: self.supersede.map(|key| Arc::new(Supersede::new(key))),
             max_events: self.max_events,
             param: CursorParam::new(&self.param)?,
             start: self.start,

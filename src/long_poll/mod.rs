@@ -56,6 +56,7 @@
 pub mod future;
 mod layer;
 mod service;
+mod supersede;
 
 pub use self::layer::{LongPollBuilder, LongPollLayer};
 pub use self::service::LongPoll;

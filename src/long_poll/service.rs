@@ -5,7 +5,7 @@ use std::task::{Context, Poll};
 use http::{Request, Response};
 use tower_service::Service;
 
-use super::future::ResponseFuture;
+use super::future::{Hold, ResponseFuture};
 use super::layer::Config;
 use crate::format::{JsonFormat, PollFormat};
 use crate::source::{Outcome, Subscribe};
@@ -38,6 +38,11 @@ impl<S, F> LongPoll<S, F> {
     /// The event source, mutably.
     pub fn get_mut(&mut self) -> &mut S {
         &mut self.inner
+    }
+
+    /// How many polls of this service's layer are held right now.
+    pub fn parked(&self) -> usize {
+        self.config.limits.current()
     }
 
     /// Consumes the service and returns the event source.
@@ -76,28 +81,40 @@ where
             .as_ref()
             .is_some_and(Shutdown::is_triggered)
         {
-            let retry_after = Shutdown::retry_after();
+            let retry_after = crate::random::retry_after();
             let rejection = Rejection::ShuttingDown { retry_after };
             return ResponseFuture::rejected(self.format.rejection(&rejection));
         }
-        let position = match self.config.param.position(&parts, self.config.start) {
+        let config = &*self.config;
+        let position = match config.param.position(&parts, config.start) {
             Ok(position) => position,
             Err(err) => {
                 let rejection = Rejection::MalformedCursor(err);
                 return ResponseFuture::rejected(self.format.rejection(&rejection));
             }
         };
+        let Ok(slot) = config.limits.acquire(&parts) else {
+            let retry_after = crate::random::retry_after();
+            let rejection = Rejection::Overloaded { retry_after };
+            return ResponseFuture::rejected(self.format.rejection(&rejection));
+        };
+        let superseded = config.supersede.as_ref().and_then(|s| s.register(&parts));
+        let hold = match config.hold_jitter {
+            0.0 => config.hold,
+            jitter => crate::random::shorten(config.hold, jitter),
+        };
         // The clone that was made ready is the one to call (tower's usual swap): here the source
         // is made ready in the future, so either copy will do; keep the original in `self`.
         let source = self.inner.clone();
-        let subscribe = Subscribe::new(position, self.config.max_events, Arc::new(parts));
-        let shutdown = self.config.shutdown.as_ref();
-        ResponseFuture::hold(
+        let subscribe = Subscribe::new(position, config.max_events, Arc::new(parts));
+        ResponseFuture::hold(Hold {
             source,
             subscribe,
-            self.config.hold,
-            shutdown,
-            self.format.clone(),
-        )
+            hold,
+            shutdown: config.shutdown.as_ref(),
+            superseded,
+            slot,
+            format: self.format.clone(),
+        })
     }
 }

@@ -1,0 +1,181 @@
+//! Caps on held requests: how many long polls may be parked and how many streams may be open,
+//! in all and per key (a topic, a tenant), so that overload gets a clear `503` instead of
+//! exhausting memory or file descriptors.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use http::request::Parts;
+
+/// Extracts the key a request is counted under, or `None` to count it under no key.
+pub(crate) type KeyFn = Arc<dyn Fn(&Parts) -> Option<String> + Send + Sync>;
+
+/// The caps of one layer, shared by every service it builds.
+pub(crate) struct Limits {
+    total: Arc<Gauge>,
+    per_key: Option<Arc<KeyedGauge>>,
+}
+
+struct Gauge {
+    count: AtomicUsize,
+    max: usize,
+}
+
+struct KeyedGauge {
+    max: usize,
+    key: KeyFn,
+    counts: Mutex<HashMap<String, usize>>,
+}
+
+/// A held request's place under the caps; dropping it gives the place back.
+pub(crate) struct Slot {
+    total: Arc<Gauge>,
+    keyed: Option<(Arc<KeyedGauge>, String)>,
+}
+
+/// Which cap a request hit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Full {
+    Total,
+    Key,
+}
+
+impl Limits {
+    pub(crate) fn new(max: Option<usize>, per_key: Option<(usize, KeyFn)>) -> Self {
+        Self {
+            total: Arc::new(Gauge {
+                count: AtomicUsize::new(0),
+                max: max.unwrap_or(usize::MAX),
+            }),
+            per_key: per_key.map(|(max, key)| {
+                Arc::new(KeyedGauge {
+                    max,
+                    key,
+                    counts: Mutex::new(HashMap::new()),
+                })
+            }),
+        }
+    }
+
+    /// How many requests hold a place now.
+    pub(crate) fn current(&self) -> usize {
+        self.total.count.load(Ordering::Relaxed)
+    }
+
+    /// Takes a place for the request with head `parts`, or says which cap is full.
+    pub(crate) fn acquire(&self, parts: &Parts) -> Result<Slot, Full> {
+        let taken = self
+            .total
+            .count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.total.max).then_some(n + 1)
+            });
+        if taken.is_err() {
+            return Err(Full::Total);
+        }
+        let mut slot = Slot {
+            total: self.total.clone(),
+            keyed: None,
+        };
+        if let Some(gauge) = &self.per_key {
+            if let Some(key) = (gauge.key)(parts) {
+                let mut counts = gauge.counts.lock().unwrap_or_else(PoisonError::into_inner);
+                let count = counts.entry(key.clone()).or_insert(0);
+                if *count >= gauge.max {
+                    // `max` is at least 1, so the entry belongs to requests that hold places.
+                    // Dropping `slot` gives the total place back.
+                    return Err(Full::Key);
+                }
+                *count += 1;
+                drop(counts);
+                slot.keyed = Some((gauge.clone(), key));
+            }
+        }
+        Ok(slot)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.total.count.fetch_sub(1, Ordering::AcqRel);
+        if let Some((gauge, key)) = self.keyed.take() {
+            let mut counts = gauge.counts.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(count) = counts.get_mut(&key) {
+                *count -= 1;
+                if *count == 0 {
+                    counts.remove(&key);
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Limits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut debug = f.debug_struct("Limits");
+        debug.field("current", &self.current());
+        debug.field("max", &self.total.max);
+        if let Some(gauge) = &self.per_key {
+            debug.field("max_per_key", &gauge.max);
+        }
+        debug.finish()
+    }
+}
+
+impl fmt::Debug for Slot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Slot")
+            .field("key", &self.keyed.as_ref().map(|(_, key)| key))
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(topic: &str) -> Parts {
+        http::Request::get(format!("/topics/{topic}"))
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0
+    }
+
+    fn by_path() -> KeyFn {
+        Arc::new(|parts: &Parts| Some(parts.uri.path().to_owned()))
+    }
+
+    #[test]
+    fn caps_in_all_and_per_key_and_gives_places_back() {
+        let limits = Limits::new(Some(3), Some((2, by_path())));
+        let a1 = limits.acquire(&parts("a")).unwrap();
+        let a2 = limits.acquire(&parts("a")).unwrap();
+        assert_eq!(limits.acquire(&parts("a")).unwrap_err(), Full::Key);
+        assert_eq!(limits.current(), 2, "a refused request holds nothing");
+        let b1 = limits.acquire(&parts("b")).unwrap();
+        assert_eq!(limits.acquire(&parts("c")).unwrap_err(), Full::Total);
+        drop(a1);
+        let a3 = limits.acquire(&parts("a")).unwrap();
+        drop((a2, a3, b1));
+        assert_eq!(limits.current(), 0);
+        let counts = limits.per_key.as_ref().unwrap().counts.lock().unwrap();
+        assert!(
+            counts.is_empty(),
+            "no key is kept once its requests are gone"
+        );
+    }
+
+    #[test]
+    fn unlimited_still_counts() {
+        let limits = Limits::new(None, None);
+        let slots: Vec<_> = (0..100)
+            .map(|_| limits.acquire(&parts("x")).unwrap())
+            .collect();
+        assert_eq!(limits.current(), 100);
+        drop(slots);
+        assert_eq!(limits.current(), 0);
+    }
+}

@@ -1,0 +1,191 @@
+//! One outstanding poll per client: a newer poll with the same client key answers the older one
+//! at once, so two answers for one client can never cross.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+
+use http::request::Parts;
+use pin_project_lite::pin_project;
+use tokio::sync::futures::OwnedNotified;
+use tokio::sync::Notify;
+
+use crate::limit::KeyFn;
+
+/// The polls in flight per client key.
+pub(crate) struct Supersede {
+    key: KeyFn,
+    clients: Mutex<HashMap<String, Arc<Client>>>,
+}
+
+struct Client {
+    // The generation of the newest poll of this client.
+    newest: AtomicU64,
+    // An `Arc` of its own so that waiting polls can hold an `OwnedNotified`.
+    notify: Arc<Notify>,
+}
+
+impl Supersede {
+    pub(crate) fn new(key: KeyFn) -> Self {
+        Self {
+            key,
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Registers a poll; any older poll of the same client resolves its [`Superseded`] future.
+    /// `None` when the request has no client key.
+    pub(crate) fn register(self: &Arc<Self>, parts: &Parts) -> Option<Superseded> {
+        let key = (self.key)(parts)?;
+        let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+        let client = clients
+            .entry(key.clone())
+            .or_insert_with(|| {
+                Arc::new(Client {
+                    newest: AtomicU64::new(0),
+                    notify: Arc::new(Notify::new()),
+                })
+            })
+            .clone();
+        let generation = client.newest.fetch_add(1, Ordering::AcqRel) + 1;
+        drop(clients);
+        client.notify.notify_waiters();
+        Some(Superseded {
+            registry: self.clone(),
+            key,
+            client,
+            generation,
+            notified: None,
+        })
+    }
+}
+
+impl fmt::Debug for Supersede {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let clients = self
+            .clients
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len();
+        f.debug_struct("Supersede")
+            .field("clients", &clients)
+            .finish()
+    }
+}
+
+pin_project! {
+    /// Resolves when a newer poll of the same client arrives. Dropping it forgets the client
+    /// once its newest poll is gone, so the registry holds only clients with a poll in flight.
+    pub(crate) struct Superseded {
+        registry: Arc<Supersede>,
+        key: String,
+        client: Arc<Client>,
+        generation: u64,
+        #[pin]
+        notified: Option<OwnedNotified>,
+    }
+
+    impl PinnedDrop for Superseded {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            let mut clients = this
+                .registry
+                .clients
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let newest = this.client.newest.load(Ordering::Acquire) == *this.generation;
+            let same = clients
+                .get(this.key.as_str())
+                .is_some_and(|client| Arc::ptr_eq(client, this.client));
+            if newest && same {
+                clients.remove(this.key.as_str());
+            }
+        }
+    }
+}
+
+impl Future for Superseded {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut this = self.project();
+        loop {
+            if this.notified.is_none() {
+                this.notified
+                    .set(Some(this.client.notify.clone().notified_owned()));
+            }
+            let mut notified = this.notified.as_mut().as_pin_mut().expect("set above");
+            notified.as_mut().enable();
+            if this.client.newest.load(Ordering::Acquire) != *this.generation {
+                return Poll::Ready(());
+            }
+            match notified.poll(cx) {
+                Poll::Ready(()) => this.notified.set(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Superseded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Superseded")
+            .field("key", &self.key)
+            .field("generation", &self.generation)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::Waker;
+
+    fn parts(client: &str) -> Parts {
+        http::Request::get("/")
+            .header("x-client", client)
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0
+    }
+
+    fn registry() -> Arc<Supersede> {
+        Arc::new(Supersede::new(Arc::new(|parts: &Parts| {
+            parts
+                .headers
+                .get("x-client")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        })))
+    }
+
+    #[test]
+    fn a_newer_poll_of_the_same_client_supersedes_the_older() {
+        let registry = registry();
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut first = Box::pin(registry.register(&parts("a")).unwrap());
+        let mut other = Box::pin(registry.register(&parts("b")).unwrap());
+        assert!(first.as_mut().poll(&mut cx).is_pending());
+        assert!(other.as_mut().poll(&mut cx).is_pending());
+        let mut second = Box::pin(registry.register(&parts("a")).unwrap());
+        assert!(first.as_mut().poll(&mut cx).is_ready());
+        assert!(second.as_mut().poll(&mut cx).is_pending());
+        assert!(other.as_mut().poll(&mut cx).is_pending());
+        drop(first);
+        assert_eq!(registry.clients.lock().unwrap().len(), 2);
+        drop((second, other));
+        assert!(registry.clients.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn requests_without_a_key_are_not_tracked() {
+        let registry = registry();
+        let parts = http::Request::get("/").body(()).unwrap().into_parts().0;
+        assert!(registry.register(&parts).is_none());
+    }
+}

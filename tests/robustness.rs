@@ -1,0 +1,312 @@
+//! Overload caps, jittered holds, one poll per client, slow consumers and hostile input, over
+//! real sockets.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{get, get_with, serve, RawResponse};
+use tokio::io::AsyncWriteExt;
+use tokio::time::{timeout, Instant};
+use tower::Layer;
+use tower_push::{ChunkedStreamLayer, Cursor, EventData, LongPollLayer, MemoryLog, Topic};
+
+const SECOND: Duration = Duration::from_secs(1);
+
+fn data(n: u64) -> EventData {
+    EventData::from_serialize(&serde_json::json!({ "n": n })).unwrap()
+}
+
+async fn parked(topic: &Topic, n: usize) {
+    timeout(Duration::from_secs(10), async {
+        while topic.waiting() != n {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("expected {n} parked, have {}", topic.waiting()));
+}
+
+fn topic_of(parts: &http::request::Parts) -> Option<String> {
+    parts.uri.path().strip_prefix("/t/").map(str::to_owned)
+}
+
+#[tokio::test]
+async fn polls_beyond_the_caps_get_503_overloaded() {
+    let topic = MemoryLog::new().topic("t");
+    let layer = LongPollLayer::builder()
+        .hold_timeout(Duration::from_secs(60))
+        .max_parked(3)
+        .max_parked_per_key(2, topic_of)
+        .build()
+        .unwrap();
+    let addr = serve(layer.layer(topic.clone())).await;
+    let head = topic.head();
+
+    let held: Vec<_> = ["/t/a", "/t/a", "/t/b"]
+        .into_iter()
+        .map(|path| tokio::spawn(async move { get(addr, &format!("{path}?after={head}")).await }))
+        .collect();
+    parked(&topic, 3).await;
+    assert_eq!(layer.parked(), 3);
+
+    for path in ["/t/a", "/t/c", "/other"] {
+        let reply = timeout(5 * SECOND, get(addr, &format!("{path}?after={head}")))
+            .await
+            .unwrap();
+        assert_eq!(reply.status, 503, "{path}");
+        reply.assert_push_headers();
+        assert_eq!(reply.json()["error"], "overloaded");
+        let retry: u64 = reply.header("retry-after").unwrap().parse().unwrap();
+        assert!((1..=5).contains(&retry));
+    }
+
+    topic.publish(data(1));
+    for poll in held {
+        assert_eq!(
+            timeout(5 * SECOND, poll).await.unwrap().unwrap().status,
+            200
+        );
+    }
+    assert_eq!(layer.parked(), 0, "every place was given back");
+    let reply = get(addr, &format!("/t/a?after={head}")).await;
+    assert_eq!(reply.status, 200, "room again");
+}
+
+#[tokio::test]
+async fn streams_beyond_the_caps_get_503_overloaded() {
+    let topic = MemoryLog::new().topic("t");
+    let layer = ChunkedStreamLayer::builder()
+        .max_streams(2)
+        .max_streams_per_key(1, topic_of)
+        .build()
+        .unwrap();
+    let addr = serve(layer.layer(topic.clone())).await;
+    let ndjson = [("accept", "application/x-ndjson")];
+
+    let first = RawResponse::get(addr, "/t/a", &ndjson).await;
+    assert_eq!(first.status, 200);
+    let same_key = RawResponse::get(addr, "/t/a", &ndjson).await;
+    assert_eq!(same_key.status, 503);
+    let second = RawResponse::get(addr, "/t/b", &ndjson).await;
+    assert_eq!(second.status, 200);
+    let over_total = RawResponse::get(addr, "/t/c", &ndjson).await;
+    assert_eq!(over_total.status, 503);
+    assert!(over_total.header("retry-after").is_some());
+    assert_eq!(layer.open_streams(), 2);
+
+    drop(first);
+    timeout(5 * SECOND, async {
+        while layer.open_streams() != 1 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("a disconnected stream gives its place back");
+    let again = RawResponse::get(addr, "/t/a", &ndjson).await;
+    assert_eq!(again.status, 200);
+}
+
+#[tokio::test(start_paused = true)]
+async fn jittered_holds_spread_the_204s() {
+    let topic = MemoryLog::new().topic("t");
+    let hold = Duration::from_secs(100);
+    let layer = LongPollLayer::builder()
+        .hold_timeout(hold)
+        .hold_jitter(0.5)
+        .build()
+        .unwrap();
+    let addr = serve(layer.layer(topic.clone())).await;
+    let head = topic.head();
+    let started = Instant::now();
+    let polls: Vec<_> = (0..10)
+        .map(|_| {
+            tokio::spawn(async move {
+                let reply = get(addr, &format!("/poll?after={head}")).await;
+                assert_eq!(reply.status, 204);
+                started.elapsed()
+            })
+        })
+        .collect();
+    let mut ends = Vec::new();
+    for poll in polls {
+        ends.push(poll.await.unwrap());
+    }
+    assert!(
+        ends.iter().all(|d| *d >= hold / 2 && *d <= hold),
+        "{ends:?}"
+    );
+    ends.sort();
+    ends.dedup();
+    assert!(ends.len() > 1, "every hold ended together: {ends:?}");
+}
+
+#[tokio::test]
+async fn a_second_poll_of_a_client_answers_the_first_at_once() {
+    let topic = MemoryLog::new().topic("t");
+    let layer = LongPollLayer::builder()
+        .hold_timeout(Duration::from_secs(60))
+        .one_poll_per_client(|parts| {
+            let id = parts.headers.get("x-client-id")?.to_str().ok()?;
+            Some(id.to_owned())
+        })
+        .build()
+        .unwrap();
+    let addr = serve(layer.layer(topic.clone())).await;
+    let cursor = topic.publish(data(1));
+    let path = format!("/poll?after={cursor}");
+
+    let poll = |client: &'static str| {
+        let path = path.clone();
+        tokio::spawn(
+            async move { get_with(addr, &path, &[("x-client-id", client.as_bytes())]).await },
+        )
+    };
+    let first = poll("alice");
+    let other = poll("bob");
+    parked(&topic, 2).await;
+    let second = poll("alice");
+
+    let reply = timeout(5 * SECOND, first)
+        .await
+        .expect("answered at once")
+        .unwrap();
+    assert_eq!(reply.status, 204);
+    assert_eq!(
+        reply.header("push-cursor"),
+        Some(cursor.to_string().as_str())
+    );
+    parked(&topic, 2).await;
+
+    let id = topic.publish(data(2));
+    for poll in [second, other] {
+        let reply = timeout(5 * SECOND, poll).await.unwrap().unwrap();
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.header("push-cursor"), Some(id.to_string().as_str()));
+    }
+}
+
+/// A client that stops reading costs the server a fixed amount: the stream asks its source for
+/// more only when the socket takes what it has, so when the client falls behind retention it
+/// gets the resync message instead of an ever-growing buffer.
+#[tokio::test]
+async fn a_client_that_stops_reading_falls_behind_and_gets_a_resync() {
+    let log = MemoryLog::builder().retention(50).build().unwrap();
+    let topic = log.topic("t");
+    let layer = ChunkedStreamLayer::builder()
+        .heartbeat_interval(Duration::from_secs(3600))
+        .max_events(10)
+        .build()
+        .unwrap();
+    let addr = serve(layer.layer(topic.clone())).await;
+    let mut stream = RawResponse::get(addr, "/s", &[("accept", "application/x-ndjson")]).await;
+    assert_eq!(stream.status, 200);
+
+    // 64 MiB of events, far more than the socket buffers hold, while the client reads nothing.
+    let payload = "x".repeat(64 * 1024);
+    for _ in 0..1024 {
+        topic.publish(EventData::from_serialize(&payload).unwrap());
+        tokio::task::yield_now().await;
+    }
+
+    let mut events = 0;
+    let last = loop {
+        let line = timeout(10 * SECOND, stream.message(b"\n"))
+            .await
+            .unwrap()
+            .expect("the stream ends with a message");
+        if line.starts_with("{\"id\"") {
+            events += 1;
+            continue;
+        }
+        break line;
+    };
+    let value: serde_json::Value = serde_json::from_str(&last).unwrap();
+    assert_eq!(value["error"], "cursor_expired", "{last}");
+    assert!(
+        events < 1024,
+        "the stream did not buffer everything: {events} events"
+    );
+    timeout(5 * SECOND, stream.assert_ended()).await.unwrap();
+    println!("the stalled client got {events} of 1024 events, then a resync");
+}
+
+#[tokio::test]
+async fn hostile_requests_get_4xx_and_never_hang() {
+    let topic = MemoryLog::new().topic("t");
+    let addr = serve(
+        LongPollLayer::builder()
+            .hold_timeout(Duration::from_secs(60))
+            .build()
+            .unwrap()
+            .layer(topic.clone()),
+    )
+    .await;
+    let epoch = topic.head().epoch();
+    let long_value = "9".repeat(10_000);
+    let many = (0..500).map(|_| format!("x=1&")).collect::<String>();
+    let malformed = Some("malformed_cursor");
+    let cases: Vec<(String, Vec<(&str, Vec<u8>)>, u16, Option<&str>)> = vec![
+        (format!("/poll?after={long_value}"), vec![], 400, malformed),
+        (
+            format!("/poll?{many}after={epoch}-0&after={epoch}-1"),
+            vec![],
+            400,
+            malformed,
+        ),
+        ("/poll?after=%00%01".to_owned(), vec![], 400, malformed),
+        ("/poll?after=%E2%82".to_owned(), vec![], 400, malformed),
+        (
+            "/poll".to_owned(),
+            vec![("last-event-id", vec![0xff; 100])],
+            400,
+            malformed,
+        ),
+        (
+            "/poll".to_owned(),
+            vec![("last-event-id", b"-".to_vec())],
+            400,
+            malformed,
+        ),
+        (
+            "/poll".to_owned(),
+            vec![(
+                "last-event-id",
+                format!("{epoch}-{}", u64::MAX).into_bytes(),
+            )],
+            400,
+            Some("cursor_ahead"),
+        ),
+        // hyper refuses a head over its limit itself.
+        (
+            "/poll".to_owned(),
+            vec![("x-huge", vec![b'a'; 1 << 20])],
+            431,
+            None,
+        ),
+    ];
+    for (path, headers, status, code) in cases {
+        let headers: Vec<(&str, &[u8])> = headers.iter().map(|(n, v)| (*n, &v[..])).collect();
+        let reply = timeout(5 * SECOND, get_with(addr, &path, &headers))
+            .await
+            .unwrap_or_else(|_| panic!("{path} hung"));
+        assert_eq!(reply.status, status, "{}", &path[..path.len().min(80)]);
+        if let Some(code) = code {
+            assert_eq!(reply.json()["error"], code);
+        }
+    }
+
+    // Garbage instead of HTTP closes the connection; the server keeps serving.
+    let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
+    raw.write_all(b"\x16\x03\x01 not http at all\r\n\r\n")
+        .await
+        .unwrap();
+    let reply = timeout(
+        5 * SECOND,
+        get(addr, &format!("/poll?after={}", Cursor::new(epoch, 99))),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.status, 400);
+    assert_eq!(topic.waiting(), 0);
+}
