@@ -244,9 +244,10 @@ async fn hostile_requests_get_4xx_and_never_hang() {
     .await;
     let epoch = topic.head().epoch();
     let long_value = "9".repeat(10_000);
-    let many = (0..500).map(|_| format!("x=1&")).collect::<String>();
+    let many = "x=1&".repeat(500);
     let malformed = Some("malformed_cursor");
-    let cases: Vec<(String, Vec<(&str, Vec<u8>)>, u16, Option<&str>)> = vec![
+    type Case<'a> = (String, Vec<(&'a str, Vec<u8>)>, u16, Option<&'a str>);
+    let cases: Vec<Case<'_>> = vec![
         (format!("/poll?after={long_value}"), vec![], 400, malformed),
         (
             format!("/poll?{many}after={epoch}-0&after={epoch}-1"),
