@@ -40,7 +40,10 @@ impl EventData {
         // `from_slice` does not check the UTF-8 of strings it skips, so check it first.
         let text = std::str::from_utf8(&json)
             .map_err(|err| InvalidJson(format!("not utf-8 at byte {}", err.valid_up_to())))?;
-        if let Err(err) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
+        // Parsed into a value, not merely skipped: that also refuses numbers no JSON parser can
+        // represent (`1e999`), which would make every answer carrying the event unreadable
+        // to strict clients.
+        if let Err(err) = serde_json::from_str::<serde_json::Value>(text) {
             return Err(InvalidJson(err.to_string()));
         }
         if json.iter().any(|&b| b == b'\n' || b == b'\r') {
@@ -264,7 +267,17 @@ mod tests {
 
     #[test]
     fn rejects_what_is_not_one_json_value() {
-        for json in ["", "{", "1 2", "nul", "{\"a\":1,}", "\u{0}", "'x'"] {
+        for json in [
+            "",
+            "{",
+            "1 2",
+            "nul",
+            "{\"a\":1,}",
+            "\u{0}",
+            "'x'",
+            "3.8999E88004888888",
+            "[-1e400]",
+        ] {
             let err = EventData::from_json(json).unwrap_err();
             assert!(err.to_string().starts_with("event data is not valid json"));
         }
