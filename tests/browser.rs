@@ -92,21 +92,25 @@ impl Driver {
                 .local_addr()
                 .unwrap()
                 .port();
-            let mut child = Command::new(chromedriver)
+            let child = Command::new(chromedriver)
                 .arg(format!("--port={port}"))
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("chromedriver starts");
+            // Owned from here on, so that it is killed whatever happens next.
+            let mut driver = Self {
+                child,
+                url: format!("http://127.0.0.1:{port}"),
+            };
             let deadline = Instant::now() + 10 * SECOND;
             loop {
-                if child.try_wait().unwrap().is_some() {
+                if driver.child.try_wait().unwrap().is_some() {
                     break; // the port was taken in between: try another
                 }
                 if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-                    let url = format!("http://127.0.0.1:{port}");
-                    return Self { child, url };
+                    return driver;
                 }
                 assert!(Instant::now() < deadline, "chromedriver did not listen");
                 sleep(Duration::from_millis(20)).await;

@@ -443,7 +443,7 @@ async fn without_x_accel_buffering_nginx_holds_the_events() {
             .layer(layer.layer(topic.clone()));
         let nginx = Nginx::start(&program, serve(service).await).await;
 
-        // Read in a task: nginx may hold even the response head.
+        // Read in a task: nginx holds even the response head.
         let (tx, mut rx) = mpsc::unbounded_channel();
         let addr = nginx.addr;
         let reader = tokio::spawn(async move {
