@@ -4,9 +4,12 @@
 //! ```text
 //! cargo run --example demo -- [--addr 127.0.0.1:3000] [--hold-ms 25000] [--retention 1024]
 //!                             [--heartbeat-ms 15000] [--max-stream-ms 300000]
+//!                             [--sse-retry-ms 1000]
 //! ```
 //!
 //! Routes:
+//! - `GET /`: a page that publishes from a form and shows the feed live in two panes, one fed
+//!   by `EventSource` on `/stream`, one by a long-poll loop on `/poll` (`examples/demo/index.html`).
 //! - `GET /poll[?after=<cursor>]`: long poll on the default topic.
 //! - `GET /stream[?after=<cursor>]`: a stream of the default topic, SSE when the request accepts
 //!   `text/event-stream`, NDJSON otherwise; resumes from `Last-Event-ID` too.
@@ -16,7 +19,7 @@
 //! final message, and the process exits once every connection has closed (or after a drain
 //! window of 10 seconds).
 //!
-//! Try it:
+//! Try it: open <http://localhost:3000/> in a browser, or
 //!
 //! ```text
 //! curl -i localhost:3000/poll                       # waits, then 204 with Push-Cursor
@@ -30,49 +33,29 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, Limited};
-use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use tower::{Layer, ServiceExt};
-use tower_push::{
-    ChunkedStream, ChunkedStreamLayer, EventData, LongPoll, LongPollLayer, MemoryLog, Shutdown,
-    Topic,
-};
+use tower_push::Shutdown;
 
-/// The largest event a client may publish.
-const MAX_EVENT_BYTES: usize = 64 * 1024;
+mod app;
+
+use app::{Demo, Settings};
 
 /// How long a shutdown waits for open connections to close.
 const DRAIN_WINDOW: Duration = Duration::from_secs(10);
-
-struct Args {
-    addr: SocketAddr,
-    hold: Duration,
-    retention: usize,
-    heartbeat: Duration,
-    max_stream: Duration,
-}
 
 fn usage(problem: &str) -> ! {
     eprintln!("error: {problem}");
     eprintln!(
         "usage: demo [--addr HOST:PORT] [--hold-ms MILLIS] [--retention EVENTS] \
-         [--heartbeat-ms MILLIS] [--max-stream-ms MILLIS]"
+         [--heartbeat-ms MILLIS] [--max-stream-ms MILLIS] [--sse-retry-ms MILLIS]"
     );
     std::process::exit(2)
 }
 
-fn parse_args() -> Args {
-    let mut args = Args {
-        addr: ([127, 0, 0, 1], 3000).into(),
-        hold: Duration::from_secs(25),
-        retention: 1024,
-        heartbeat: Duration::from_secs(15),
-        max_stream: Duration::from_secs(300),
-    };
+fn parse_args() -> (SocketAddr, Settings) {
+    let mut addr: SocketAddr = ([127, 0, 0, 1], 3000).into();
+    let mut settings = Settings::default();
     let mut argv = std::env::args().skip(1);
     while let Some(flag) = argv.next() {
         if flag == "--help" || flag == "-h" {
@@ -83,22 +66,23 @@ fn parse_args() -> Args {
         };
         match flag.as_str() {
             "--addr" => {
-                args.addr = value
+                addr = value
                     .parse()
                     .unwrap_or_else(|_| usage(&format!("--addr {value:?} is not HOST:PORT")));
             }
-            "--hold-ms" => args.hold = millis(&flag, &value),
-            "--heartbeat-ms" => args.heartbeat = millis(&flag, &value),
-            "--max-stream-ms" => args.max_stream = millis(&flag, &value),
+            "--hold-ms" => settings.hold = millis(&flag, &value),
+            "--heartbeat-ms" => settings.heartbeat = millis(&flag, &value),
+            "--max-stream-ms" => settings.max_stream = millis(&flag, &value),
+            "--sse-retry-ms" => settings.sse_retry = millis(&flag, &value),
             "--retention" => {
-                args.retention = value
+                settings.retention = value
                     .parse()
                     .unwrap_or_else(|_| usage(&format!("--retention {value:?} is not a number")));
             }
             _ => usage(&format!("unknown flag {flag}")),
         }
     }
-    args
+    (addr, settings)
 }
 
 fn millis(flag: &str, value: &str) -> Duration {
@@ -108,116 +92,20 @@ fn millis(flag: &str, value: &str) -> Duration {
     Duration::from_millis(ms)
 }
 
-type Body = UnsyncBoxBody<Bytes, Infallible>;
-
-#[derive(Clone)]
-struct Demo {
-    topic: Topic,
-    poll: LongPoll<Topic>,
-    stream: ChunkedStream<Topic>,
-}
-
-impl Demo {
-    async fn handle(self, req: Request<Incoming>) -> Response<Body> {
-        match (req.method(), req.uri().path()) {
-            (&Method::GET, "/poll") => {
-                let response = self.poll.oneshot(req).await.unwrap_or_else(|e| match e {});
-                response.map(|body| body.boxed_unsync())
-            }
-            (&Method::GET, "/stream") => {
-                let response = self
-                    .stream
-                    .oneshot(req)
-                    .await
-                    .unwrap_or_else(|e| match e {});
-                response.map(|body| body.boxed_unsync())
-            }
-            (&Method::POST, "/publish") => self.publish(req).await,
-            (_, "/poll" | "/stream" | "/publish") => error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "use GET /poll, GET /stream or POST /publish",
-            ),
-            _ => error(StatusCode::NOT_FOUND, "not_found", "no such route"),
-        }
-    }
-
-    async fn publish(self, req: Request<Incoming>) -> Response<Body> {
-        let body = match Limited::new(req.into_body(), MAX_EVENT_BYTES)
-            .collect()
-            .await
-        {
-            Ok(body) => body.to_bytes(),
-            Err(err) if err.is::<http_body_util::LengthLimitError>() => {
-                let message = format!("an event is at most {MAX_EVENT_BYTES} bytes");
-                return error(StatusCode::PAYLOAD_TOO_LARGE, "event_too_large", &message);
-            }
-            Err(_) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "body_error",
-                    "could not read the body",
-                )
-            }
-        };
-        match EventData::from_json(body) {
-            Ok(data) => {
-                let id = self.topic.publish(data);
-                json(StatusCode::OK, format!(r#"{{"id":"{id}"}}"#))
-            }
-            Err(err) => error(StatusCode::BAD_REQUEST, "invalid_json", &err.to_string()),
-        }
-    }
-}
-
-fn json(status: StatusCode, body: String) -> Response<Body> {
-    let mut response = Response::new(Full::from(body).boxed_unsync());
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
-fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
-    let body = serde_json::json!({ "error": code, "message": message });
-    json(status, body.to_string())
-}
-
 #[tokio::main]
 async fn main() {
-    let args = parse_args();
-    let log = MemoryLog::builder()
-        .retention(args.retention)
-        .build()
-        .unwrap_or_else(|err| usage(&err.to_string()));
+    let (addr, settings) = parse_args();
     let shutdown = Shutdown::new();
-    let poll = LongPollLayer::builder()
-        .hold_timeout(args.hold)
-        .shutdown(shutdown.clone())
-        .build()
-        .unwrap_or_else(|err| usage(&err.to_string()));
-    let stream = ChunkedStreamLayer::builder()
-        .heartbeat_interval(args.heartbeat)
-        .max_lifetime(args.max_stream)
-        .shutdown(shutdown.clone())
-        .build()
-        .unwrap_or_else(|err| usage(&err.to_string()));
-    let topic = log.topic("default");
-    let demo = Demo {
-        poll: poll.layer(topic.clone()),
-        stream: stream.layer(topic.clone()),
-        topic,
-    };
+    let demo = Demo::new(&settings, &shutdown).unwrap_or_else(|err| usage(&err.to_string()));
 
-    let listener = tokio::net::TcpListener::bind(args.addr)
+    let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .unwrap_or_else(|err| usage(&format!("cannot listen on {}: {err}", args.addr)));
+        .unwrap_or_else(|err| usage(&format!("cannot listen on {addr}: {err}")));
     println!(
-        "tower-push demo listening on http://{} (epoch {})",
+        "tower-push demo listening on http://{} (topic {}, epoch {})",
         listener.local_addr().expect("bound"),
-        log.epoch()
+        demo.topic().name(),
+        demo.log().epoch()
     );
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let builder = auto::Builder::new(TokioExecutor::new());

@@ -1,0 +1,189 @@
+//! The demo's routes: the page, long polling, streaming and publishing on one topic of the
+//! embedded log. `main.rs` serves them; the browser test serves the same routes in-process.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, Limited};
+use tower::{Layer, ServiceExt};
+use tower_push::format::{AutoFormat, Framing, SseFormat};
+use tower_push::{
+    ChunkedStream, ChunkedStreamLayer, ConfigError, EventData, LongPoll, LongPollLayer, MemoryLog,
+    Shutdown, Topic,
+};
+
+/// The page at `GET /`: a publish form and two live panes, one on `EventSource`, one on a
+/// long-poll loop.
+pub(crate) const PAGE: &str = include_str!("index.html");
+
+/// The largest event a client may publish.
+const MAX_EVENT_BYTES: usize = 64 * 1024;
+
+/// The demo's settings, with the command line's defaults.
+#[derive(Clone, Debug)]
+pub(crate) struct Settings {
+    /// How long a poll is held without events before it answers `204`.
+    pub(crate) hold: Duration,
+    /// How many events the log keeps.
+    pub(crate) retention: usize,
+    /// How long a stream may stay silent before it sends a heartbeat.
+    pub(crate) heartbeat: Duration,
+    /// How long a stream lives before it ends and the client reconnects.
+    pub(crate) max_stream: Duration,
+    /// The `retry:` hint of SSE streams: how long `EventSource` waits before it reconnects.
+    pub(crate) sse_retry: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            hold: Duration::from_secs(25),
+            retention: 1024,
+            heartbeat: Duration::from_secs(15),
+            max_stream: Duration::from_secs(300),
+            sse_retry: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The body of every demo answer.
+pub(crate) type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// The demo's routes over the `default` topic of one log.
+#[derive(Clone, Debug)]
+pub(crate) struct Demo {
+    log: MemoryLog,
+    topic: Topic,
+    poll: LongPoll<Topic>,
+    stream: ChunkedStream<Topic>,
+}
+
+impl Demo {
+    /// Builds the log and both layers from `settings`; `shutdown` drains them.
+    pub(crate) fn new(settings: &Settings, shutdown: &Shutdown) -> Result<Self, ConfigError> {
+        let log = MemoryLog::builder().retention(settings.retention).build()?;
+        let poll = LongPollLayer::builder()
+            .hold_timeout(settings.hold)
+            .shutdown(shutdown.clone())
+            .build()?;
+        let sse = SseFormat::new().retry(settings.sse_retry);
+        let stream = ChunkedStreamLayer::builder()
+            .heartbeat_interval(settings.heartbeat)
+            .max_lifetime(settings.max_stream)
+            .format(AutoFormat::new(Framing::Ndjson).sse(sse))
+            .shutdown(shutdown.clone())
+            .build()?;
+        let topic = log.topic("default");
+        Ok(Self {
+            poll: poll.layer(topic.clone()),
+            stream: stream.layer(topic.clone()),
+            topic,
+            log,
+        })
+    }
+
+    /// The log behind the routes.
+    pub(crate) fn log(&self) -> &MemoryLog {
+        &self.log
+    }
+
+    /// The topic the routes serve.
+    pub(crate) fn topic(&self) -> &Topic {
+        &self.topic
+    }
+
+    /// Answers one request.
+    pub(crate) async fn handle<B>(self, req: Request<B>) -> Response<Body>
+    where
+        B: http_body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        match (req.method(), req.uri().path()) {
+            (&Method::GET, "/") => page(),
+            (&Method::GET, "/poll") => {
+                let response = self.poll.oneshot(req).await.unwrap_or_else(|e| match e {});
+                response.map(|body| body.boxed_unsync())
+            }
+            (&Method::GET, "/stream") => {
+                let response = self
+                    .stream
+                    .oneshot(req)
+                    .await
+                    .unwrap_or_else(|e| match e {});
+                response.map(|body| body.boxed_unsync())
+            }
+            (&Method::POST, "/publish") => self.publish(req).await,
+            (_, "/") => error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "use GET /",
+            ),
+            (_, "/poll" | "/stream" | "/publish") => error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "use GET /poll, GET /stream or POST /publish",
+            ),
+            _ => error(StatusCode::NOT_FOUND, "not_found", "no such route"),
+        }
+    }
+
+    async fn publish<B>(self, req: Request<B>) -> Response<Body>
+    where
+        B: http_body::Body,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let body = match Limited::new(req.into_body(), MAX_EVENT_BYTES)
+            .collect()
+            .await
+        {
+            Ok(body) => body.to_bytes(),
+            Err(err) if err.is::<http_body_util::LengthLimitError>() => {
+                let message = format!("an event is at most {MAX_EVENT_BYTES} bytes");
+                return error(StatusCode::PAYLOAD_TOO_LARGE, "event_too_large", &message);
+            }
+            Err(_) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "body_error",
+                    "could not read the body",
+                )
+            }
+        };
+        match EventData::from_json(body) {
+            Ok(data) => {
+                let id = self.topic.publish(data);
+                json(StatusCode::OK, format!(r#"{{"id":"{id}"}}"#))
+            }
+            Err(err) => error(StatusCode::BAD_REQUEST, "invalid_json", &err.to_string()),
+        }
+    }
+}
+
+fn page() -> Response<Body> {
+    let mut response = Response::new(Full::from(PAGE).boxed_unsync());
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+fn json(status: StatusCode, body: String) -> Response<Body> {
+    let mut response = Response::new(Full::from(body).boxed_unsync());
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    let body = serde_json::json!({ "error": code, "message": message });
+    json(status, body.to_string())
+}

@@ -1,0 +1,410 @@
+//! The demo page in headless Chromium, driven over WebDriver by `chromedriver`.
+//!
+//! The test serves the demo's own routes and page (`examples/demo/app.rs` and `index.html`)
+//! in-process, with a short stream lifetime, opens the page, publishes through its form, and
+//! reads both panes. It records the `Last-Event-ID` of every `/stream` request the browser makes,
+//! so it sees `EventSource` resume where it left off. It writes a screenshot of the page to
+//! `target/browser-demo.png`.
+//!
+//! It needs `chromium` and `chromedriver`; without them it prints a notice and passes, except
+//! under `CI=true`, where their absence fails it.
+
+#[path = "../examples/demo/app.rs"]
+mod app;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use app::{Demo, Settings};
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use serde_json::{json, Value};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::{sleep, Instant};
+use tower_push::Shutdown;
+
+const SECOND: Duration = Duration::from_secs(1);
+
+/// A program from `PATH` (or the usual Debian place).
+fn program(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .chain([PathBuf::from("/usr/bin")])
+        .map(|dir| dir.join(name))
+        .find(|path| path.is_file())
+}
+
+/// The `Last-Event-ID` of each `/stream` request, in order of arrival.
+type StreamRequests = Arc<Mutex<Vec<Option<String>>>>;
+
+/// Serves the demo's routes on a fresh loopback port, recording `/stream` requests.
+async fn serve(demo: Demo, streams: StreamRequests) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            stream.set_nodelay(true).unwrap();
+            let (demo, streams) = (demo.clone(), streams.clone());
+            let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
+                if req.uri().path() == "/stream" {
+                    let last_event_id = req
+                        .headers()
+                        .get("last-event-id")
+                        .map(|v| v.to_str().unwrap().to_owned());
+                    streams.lock().unwrap().push(last_event_id);
+                }
+                let demo = demo.clone();
+                async move { Ok::<_, Infallible>(demo.handle(req).await) }
+            });
+            tokio::spawn(async move {
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A `chromedriver` child process; killed when dropped.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Driver {
+    async fn start(chromedriver: &PathBuf) -> Self {
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let child = Command::new(chromedriver)
+                .arg(format!("--port={port}"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("chromedriver starts");
+            // Owned from here on, so that it is killed whatever happens next.
+            let mut driver = Self {
+                child,
+                url: format!("http://127.0.0.1:{port}"),
+            };
+            let deadline = Instant::now() + 10 * SECOND;
+            loop {
+                if driver.child.try_wait().unwrap().is_some() {
+                    break; // the port was taken in between: try another
+                }
+                if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                    return driver;
+                }
+                assert!(Instant::now() < deadline, "chromedriver did not listen");
+                sleep(Duration::from_millis(20)).await;
+            }
+        }
+        panic!("chromedriver did not start");
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What the page shows, read in one script.
+#[derive(Debug)]
+struct Page {
+    /// `(id, text)` of each event in the SSE pane, top to bottom.
+    sse: Vec<(String, String)>,
+    /// The same for the long-poll pane.
+    poll: Vec<(String, String)>,
+    /// Events each pane received again and did not show.
+    duplicates: (u64, u64),
+    /// Resync notes on the page.
+    notes: u64,
+    /// The SSE pane's status line.
+    sse_status: String,
+    /// How many publishes the form completed, and the id of the last one.
+    published: (u64, Option<String>),
+}
+
+const READ_PAGE: &str = r##"
+const items = (pane) => [...document.querySelectorAll("#" + pane + " li[data-id]")]
+  .map((li) => [li.dataset.id, li.dataset.text]);
+const published = document.getElementById("published").dataset;
+return {
+  sse: items("sse"),
+  poll: items("poll"),
+  duplicates: [Number(document.getElementById("sse").dataset.duplicates),
+               Number(document.getElementById("poll").dataset.duplicates)],
+  notes: document.querySelectorAll("li.note").length,
+  sseStatus: document.querySelector("#sse .status").textContent,
+  published: [Number(published.count), published.id || null],
+};
+"##;
+
+async fn read_page(client: &Client) -> Page {
+    let value = client.execute(READ_PAGE, vec![]).await.unwrap();
+    let pairs = |v: &Value| -> Vec<(String, String)> {
+        serde_json::from_value(v.clone()).expect("pairs of strings")
+    };
+    Page {
+        sse: pairs(&value["sse"]),
+        poll: pairs(&value["poll"]),
+        duplicates: serde_json::from_value(value["duplicates"].clone()).unwrap(),
+        notes: value["notes"].as_u64().unwrap(),
+        sse_status: value["sseStatus"].as_str().unwrap().to_owned(),
+        published: serde_json::from_value(value["published"].clone()).unwrap(),
+    }
+}
+
+/// Polls the page until `ready` holds, for at most `within`.
+async fn wait_for_page(
+    client: &Client,
+    what: &str,
+    within: Duration,
+    ready: impl Fn(&Page) -> bool,
+) -> Page {
+    let deadline = Instant::now() + within;
+    loop {
+        let page = read_page(client).await;
+        if ready(&page) {
+            return page;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "waited {within:?} for {what}: {page:#?}"
+        );
+        sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Waits until `ready` holds, for at most `within`.
+async fn wait_until(what: &str, within: Duration, ready: impl Fn() -> bool) {
+    let deadline = Instant::now() + within;
+    while !ready() {
+        assert!(Instant::now() < deadline, "waited {within:?} for {what}");
+        sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Publishes `text` through the page's form; returns the id the server gave it.
+async fn publish(client: &Client, text: &str) -> String {
+    let before = read_page(client).await.published.0;
+    let input = client.find(Locator::Css("#message")).await.unwrap();
+    input.send_keys(text).await.unwrap();
+    client
+        .find(Locator::Css("#publish button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let page = wait_for_page(client, "the publish", 5 * SECOND, |page| {
+        page.published.0 == before + 1
+    })
+    .await;
+    page.published.1.unwrap()
+}
+
+/// Where the screenshot goes: `target/` of this crate, or `CARGO_TARGET_DIR` when set.
+fn screenshot_path() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
+    target.join("browser-demo.png")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_panes_show_every_event_once_in_order_across_stream_reconnects() {
+    let (Some(chromium), Some(chromedriver)) = (program("chromium"), program("chromedriver"))
+    else {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("chromium or chromedriver is not installed, and CI=true requires this test");
+        }
+        eprintln!(
+            "skipped: chromium or chromedriver is not installed (install the `chromium` and \
+             `chromium-driver` packages to run this test)"
+        );
+        return;
+    };
+
+    // The demo with short streams: each ends after at most 1.5 s and EventSource reconnects.
+    let settings = Settings {
+        hold: 2 * SECOND,
+        max_stream: Duration::from_millis(1500),
+        ..Settings::default()
+    };
+    let demo = Demo::new(&settings, &Shutdown::new()).unwrap();
+    let topic = demo.topic().clone();
+    let epoch = demo.log().epoch().to_string();
+    let streams = StreamRequests::default();
+    let addr = serve(demo, streams.clone()).await;
+
+    let driver = Driver::start(&chromedriver).await;
+    let profile = tempfile::tempdir().unwrap();
+    let capabilities = json!({
+        "goog:chromeOptions": {
+            "binary": chromium,
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync",
+                "--window-size=1100,900",
+                format!("--user-data-dir={}", profile.path().display()),
+            ],
+        }
+    });
+    let client = ClientBuilder::new(HttpConnector::new())
+        .capabilities(capabilities.as_object().unwrap().clone())
+        .connect(&driver.url)
+        .await
+        .expect("a WebDriver session");
+
+    // Run the scenario in a task so the browser session is closed even when it fails.
+    let scenario = tokio::spawn(scenario(client.clone(), addr, topic, epoch, streams));
+    let outcome = scenario.await;
+    let _ = client.close().await;
+    drop(driver);
+    if let Err(err) = outcome {
+        std::panic::resume_unwind(err.into_panic());
+    }
+}
+
+async fn scenario(
+    client: Client,
+    addr: SocketAddr,
+    topic: tower_push::Topic,
+    epoch: String,
+    streams: StreamRequests,
+) {
+    // Before any publish, the stream opens with the topic's head as its id.
+    let opening = topic.head().to_string();
+    client.goto(&format!("http://{addr}/")).await.unwrap();
+    assert_eq!(client.title().await.unwrap(), "tower-push demo");
+
+    // Both panes are connected once the stream and the poll are parked on the topic.
+    wait_until("the stream and the poll to park", 10 * SECOND, || {
+        topic.waiting() == 2
+    })
+    .await;
+
+    // Publish a few messages; both panes show all of them, in order.
+    let mut expected: Vec<(String, String)> = Vec::new();
+    for text in ["first", "second", "third"] {
+        let id = publish(&client, text).await;
+        expected.push((id, text.to_owned()));
+    }
+    let panes_show = |expected: &[(String, String)]| {
+        let expected = expected.to_vec();
+        move |page: &Page| page.sse.len() >= expected.len() && page.poll.len() >= expected.len()
+    };
+    let page = wait_for_page(&client, "both panes", 10 * SECOND, panes_show(&expected)).await;
+    assert_eq!(page.sse, expected);
+    assert_eq!(page.poll, expected);
+
+    // The stream ends (its lifetime is short) and EventSource comes back with the last id.
+    let last = expected.last().unwrap().0.clone();
+    wait_until("a reconnect with Last-Event-ID", 10 * SECOND, || {
+        streams.lock().unwrap().contains(&Some(last.clone()))
+    })
+    .await;
+
+    // Publish while the stream is down: after its end and before EventSource reconnects (the
+    // demo's retry hint is 1 s). The reconnect resumes from the last id the pane saw.
+    for text in ["while reconnecting", "again while reconnecting"] {
+        wait_for_page(&client, "the stream to end", 10 * SECOND, |page| {
+            page.sse_status.starts_with("stream ended")
+        })
+        .await;
+        let requests_before = streams.lock().unwrap().len();
+        let id = publish(&client, text).await;
+        assert_eq!(
+            streams.lock().unwrap().len(),
+            requests_before,
+            "published after EventSource had already reconnected"
+        );
+        let resume_from = expected.last().unwrap().0.clone();
+        expected.push((id, text.to_owned()));
+        wait_until("the reconnect", 10 * SECOND, || {
+            streams.lock().unwrap().len() > requests_before
+        })
+        .await;
+        assert_eq!(
+            streams.lock().unwrap()[requests_before],
+            Some(resume_from),
+            "EventSource resumes from the last event it showed"
+        );
+        wait_for_page(
+            &client,
+            "the event after the reconnect",
+            10 * SECOND,
+            |page| page.sse.len() >= expected.len(),
+        )
+        .await;
+    }
+
+    // A few more while streams come and go.
+    for text in ["fourth", "fifth", "sixth"] {
+        let id = publish(&client, text).await;
+        expected.push((id, text.to_owned()));
+    }
+    let page = wait_for_page(&client, "all events", 10 * SECOND, panes_show(&expected)).await;
+    assert_eq!(
+        page.sse, expected,
+        "SSE pane: nothing lost, nothing repeated"
+    );
+    assert_eq!(
+        page.poll, expected,
+        "long-poll pane: nothing lost, nothing repeated"
+    );
+    assert_eq!(page.duplicates, (0, 0), "no event was delivered twice");
+    assert_eq!(page.notes, 0, "no resync");
+    for (id, _) in &expected {
+        assert!(id.starts_with(&format!("{epoch}-")), "{id} is of this log");
+    }
+
+    // Every reconnect carried an id the server had sent: the opening id or an event's id.
+    let streams = streams.lock().unwrap().clone();
+    assert_eq!(
+        streams[0], None,
+        "the first stream request has no Last-Event-ID"
+    );
+    assert!(streams.len() >= 3, "{streams:?}");
+    for last_event_id in &streams[1..] {
+        let id = last_event_id
+            .as_ref()
+            .expect("every reconnect sends Last-Event-ID");
+        assert!(
+            *id == opening || expected.iter().any(|(event, _)| event == id),
+            "{id} is neither the opening id {opening} nor an event's id: {expected:?}"
+        );
+    }
+
+    let png = client.screenshot().await.unwrap();
+    let path = screenshot_path();
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, &png).unwrap();
+    let written = std::fs::read(&path).unwrap();
+    assert!(
+        written.starts_with(b"\x89PNG\r\n\x1a\n"),
+        "{path:?} is a PNG"
+    );
+    eprintln!("screenshot: {}", path.display());
+}
