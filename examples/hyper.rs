@@ -15,5 +15,7 @@ async fn main() {
         .await
         .unwrap_or_else(|err| panic!("cannot listen on {addr}: {err}"));
     println!("hyper example listening on http://{addr}");
-    common::serve_hyper(listener, common::App::new(), common::ctrl_c_or_sigterm()).await;
+    let shutdown = tower_push::Shutdown::new();
+    let demo = common::Demo::new(&common::Settings::default(), &shutdown).expect("valid settings");
+    common::serve_hyper(listener, demo, shutdown, common::ctrl_c_or_sigterm()).await;
 }

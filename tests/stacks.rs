@@ -158,7 +158,7 @@ async fn exercise(addr: SocketAddr, version: Version, prefix: &str) {
         assert_no_connection_headers(&response);
         let mut body = response.into_body();
         if accept == "text/event-stream" {
-            assert!(next_text(&mut body).await.starts_with("id: "));
+            assert!(next_text(&mut body).await.contains("id: "));
         }
         for n in 2..=3 {
             let (_, id) = publish(
@@ -174,12 +174,25 @@ async fn exercise(addr: SocketAddr, version: Version, prefix: &str) {
     }
 }
 
+/// The demo's routes with holds that end quickly.
+fn quick_demo(shutdown: &tower_push::Shutdown) -> app::Demo {
+    let settings = app::Settings {
+        hold: Duration::from_millis(300),
+        heartbeat: Duration::from_secs(3600),
+        ..app::Settings::default()
+    };
+    app::Demo::new(&settings, shutdown).unwrap()
+}
+
 #[tokio::test]
 async fn hyper_stack_over_http1_and_http2() {
     let (listener, addr) = listener().await;
+    let shutdown = tower_push::Shutdown::new();
+    let demo = quick_demo(&shutdown);
     tokio::spawn(app::serve_hyper(
         listener,
-        quick_app(),
+        demo,
+        shutdown,
         std::future::pending(),
     ));
     exercise(addr, Version::HTTP_11, "").await;
@@ -439,7 +452,7 @@ async fn trace_and_cors_layers_around_both_layers() {
         .await;
     assert_eq!(response.headers()["access-control-allow-origin"], "*");
     let mut body = response.into_body();
-    assert!(next_text(&mut body).await.starts_with("id: "));
+    assert!(next_text(&mut body).await.contains("id: "));
     publish(addr, "/publish", "{\"traced\":true}").await;
     assert!(next_text(&mut body).await.contains("traced"));
 }
@@ -456,6 +469,7 @@ async fn shutdown_drains_the_axum_and_tonic_stacks() {
         let stop = async move {
             let _ = stop_rx.await;
         };
+        let mut topic_of_stack = app.topic();
         let server = match stack {
             "axum" => tokio::spawn(app::serve_axum(
                 listener,
@@ -469,7 +483,17 @@ async fn shutdown_drains_the_axum_and_tonic_stacks() {
                 app.shutdown.clone(),
                 stop,
             )),
-            _ => tokio::spawn(app::serve_hyper(listener, app.clone(), stop)),
+            _ => {
+                let settings = app::Settings {
+                    hold: Duration::from_secs(3600),
+                    heartbeat: Duration::from_secs(3600),
+                    ..app::Settings::default()
+                };
+                let demo = app::Demo::new(&settings, &app.shutdown).unwrap();
+                // The hyper stack serves the demo's own log.
+                topic_of_stack = demo.topic().clone();
+                tokio::spawn(app::serve_hyper(listener, demo, app.shutdown.clone(), stop))
+            }
         };
         let mut client = Client::connect(addr, Version::HTTP_2).await;
         let stream = client
@@ -479,7 +503,7 @@ async fn shutdown_drains_the_axum_and_tonic_stacks() {
             let mut client = Client::connect(addr, Version::HTTP_11).await;
             client.get("/poll", &[]).await.status()
         });
-        let topic = app.topic();
+        let topic = topic_of_stack;
         timeout(5 * SECOND, async {
             while topic.waiting() < 2 {
                 tokio::time::sleep(Duration::from_millis(2)).await;

@@ -1,7 +1,7 @@
 //! What the `hyper`, `axum` and `tonic` examples share: the embedded log, both layers, the
-//! demo's routes (`/poll`, `/stream`, `/publish`), and one server function per stack. The
-//! integration tests start the same stacks from this file.
-#![allow(dead_code, unreachable_pub)]
+//! demo's routes (`/poll`, `/stream`, `/publish`, from the demo's own `app.rs`), and one server
+//! function per stack. The integration tests start the same stacks from this file.
+#![allow(dead_code, unreachable_pub, unused_imports)]
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -13,13 +13,17 @@ use axum::response::{IntoResponse, Response as AxumResponse};
 use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
-use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, Limited};
+use http::StatusCode;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tower::{Layer, ServiceExt};
-use tower_push::{ChunkedStreamLayer, EventData, LongPollLayer, MemoryLog, Shutdown, Topic};
+use tower_push::{ChunkedStreamLayer, LongPollLayer, MemoryLog, Shutdown, Topic};
+
+#[path = "../demo/app.rs"]
+pub mod demo;
+
+pub(crate) use self::demo::{Demo, Settings};
 
 /// The largest event a client may publish.
 pub const MAX_EVENT_BYTES: usize = 64 * 1024;
@@ -102,83 +106,6 @@ impl App {
             .layer(DefaultBodyLimit::max(MAX_EVENT_BYTES))
             .with_state(self.clone())
     }
-
-    /// The demo's routes for plain hyper, without a router crate.
-    pub async fn handle<B>(self, req: Request<B>) -> Response<UnsyncBoxBody<Bytes, Infallible>>
-    where
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: std::error::Error + Send + Sync + 'static,
-    {
-        let boxed = |r: Response<tower_push::PushBody>| r.map(BodyExt::boxed_unsync);
-        match (req.method(), req.uri().path()) {
-            (&Method::GET, "/poll") => {
-                let service = self.poll.layer(self.topic());
-                boxed(service.oneshot(req).await.unwrap_or_else(|e| match e {}))
-            }
-            (&Method::GET, "/stream") => {
-                let service = self.stream.layer(self.topic());
-                boxed(service.oneshot(req).await.unwrap_or_else(|e| match e {}))
-            }
-            (&Method::POST, "/publish") => {
-                let body = match Limited::new(req.into_body(), MAX_EVENT_BYTES)
-                    .collect()
-                    .await
-                {
-                    Ok(body) => body.to_bytes(),
-                    Err(_) => {
-                        let message = format!("an event is at most {MAX_EVENT_BYTES} bytes");
-                        let (status, json) =
-                            error(StatusCode::PAYLOAD_TOO_LARGE, "event_too_large", &message);
-                        return json_response(status, json);
-                    }
-                };
-                let (status, json) = publish(&self.topic(), body);
-                json_response(status, json)
-            }
-            (_, "/poll" | "/stream" | "/publish") => {
-                let (status, json) = error(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "method_not_allowed",
-                    "use GET /poll, GET /stream or POST /publish",
-                );
-                json_response(status, json)
-            }
-            _ => {
-                let (status, json) = error(StatusCode::NOT_FOUND, "not_found", "no such route");
-                json_response(status, json)
-            }
-        }
-    }
-}
-
-/// Publishes one event's JSON data; answers `{"id":"<cursor>"}`, or `400 invalid_json`.
-pub fn publish(topic: &Topic, body: Bytes) -> (StatusCode, String) {
-    match EventData::from_json(body) {
-        Ok(data) => (
-            StatusCode::OK,
-            format!(r#"{{"id":"{}"}}"#, topic.publish(data)),
-        ),
-        Err(err) => error(StatusCode::BAD_REQUEST, "invalid_json", &err.to_string()),
-    }
-}
-
-fn error(status: StatusCode, code: &str, message: &str) -> (StatusCode, String) {
-    let body = serde_json::json!({ "error": code, "message": message });
-    (status, body.to_string())
-}
-
-fn json_response(status: StatusCode, json: String) -> Response<UnsyncBoxBody<Bytes, Infallible>> {
-    let mut response = Response::new(Full::from(json).boxed_unsync());
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
-fn axum_json((status, json): (StatusCode, String)) -> AxumResponse {
-    (status, [(header::CONTENT_TYPE, "application/json")], json).into_response()
 }
 
 /// A topic name from a path: 1 to 64 of `A-Z a-z 0-9 _ -`.
@@ -191,11 +118,11 @@ fn valid_topic(name: &str) -> bool {
 
 fn unknown_topic(name: &str) -> AxumResponse {
     let message = format!("no topic named {name:?}: publish to it first");
-    axum_json(error(StatusCode::NOT_FOUND, "topic_not_found", &message))
+    demo::error(StatusCode::NOT_FOUND, "topic_not_found", &message).into_response()
 }
 
 async fn publish_default(State(app): State<App>, body: Bytes) -> AxumResponse {
-    axum_json(publish(&app.topic(), body))
+    demo::publish_to(&app.topic(), body).into_response()
 }
 
 async fn publish_topic(
@@ -205,10 +132,10 @@ async fn publish_topic(
 ) -> AxumResponse {
     if !valid_topic(&name) {
         let message = "a topic is 1 to 64 of A-Z a-z 0-9 _ -";
-        return axum_json(error(StatusCode::BAD_REQUEST, "invalid_topic", message));
+        return demo::error(StatusCode::BAD_REQUEST, "invalid_topic", message).into_response();
     }
     // Publishing is what creates a topic; subscribing never does.
-    axum_json(publish(&app.log.topic(&name), body))
+    demo::publish_to(&app.log.topic(&name), body).into_response()
 }
 
 async fn poll_topic(
@@ -233,10 +160,15 @@ async fn stream_topic(
     }
 }
 
-/// Serves `app` with plain hyper (HTTP/1.1 and HTTP/2 on one port) until `stop` resolves, then
-/// drains: the app's shutdown signal answers held polls and ends streams, and the function
+/// Serves the demo's routes with plain hyper (HTTP/1.1 and HTTP/2 on one port) until `stop`
+/// resolves, then drains: `shutdown` answers held polls and ends streams, and the function
 /// returns when every connection has closed.
-pub async fn serve_hyper(listener: TcpListener, app: App, stop: impl Future<Output = ()>) {
+pub async fn serve_hyper(
+    listener: TcpListener,
+    demo: Demo,
+    shutdown: Shutdown,
+    stop: impl Future<Output = ()>,
+) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let builder = auto::Builder::new(TokioExecutor::new());
     let mut stop = std::pin::pin!(stop);
@@ -252,10 +184,10 @@ pub async fn serve_hyper(listener: TcpListener, app: App, stop: impl Future<Outp
         // a push message can sit in the kernel for up to 40 ms. hyper has no server switch for
         // it: it is set on each accepted socket.
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
+        let demo = demo.clone();
         let service = hyper::service::service_fn(move |req| {
-            let app = app.clone();
-            async move { Ok::<_, Infallible>(app.handle(req).await) }
+            let demo = demo.clone();
+            async move { Ok::<_, Infallible>(demo.handle(req).await) }
         });
         let connection = builder
             .serve_connection(TokioIo::new(stream), service)
@@ -265,7 +197,7 @@ pub async fn serve_hyper(listener: TcpListener, app: App, stop: impl Future<Outp
             let _ = connection.await;
         });
     }
-    app.shutdown.trigger();
+    shutdown.trigger();
     drop(listener);
     let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
 }

@@ -152,13 +152,18 @@ impl Demo {
                 )
             }
         };
-        match EventData::from_json(body) {
-            Ok(data) => {
-                let id = self.topic.publish(data);
-                json(StatusCode::OK, format!(r#"{{"id":"{id}"}}"#))
-            }
-            Err(err) => error(StatusCode::BAD_REQUEST, "invalid_json", &err.to_string()),
-        }
+        publish_to(&self.topic, body)
+    }
+}
+
+/// Publishes one event's JSON data on `topic`: `{"id":"<cursor>"}`, or `400 invalid_json`.
+pub(crate) fn publish_to(topic: &Topic, body: Bytes) -> Response<Body> {
+    match EventData::from_json(body) {
+        Ok(data) => json(
+            StatusCode::OK,
+            format!(r#"{{"id":"{}"}}"#, topic.publish(data)),
+        ),
+        Err(err) => error(StatusCode::BAD_REQUEST, "invalid_json", &err.to_string()),
     }
 }
 
@@ -183,7 +188,8 @@ fn json(status: StatusCode, body: String) -> Response<Body> {
     response
 }
 
-fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+/// A JSON error answer: `{"error":"<code>","message":"<message>"}`.
+pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
     let body = serde_json::json!({ "error": code, "message": message });
     json(status, body.to_string())
 }
