@@ -492,7 +492,10 @@ async fn shutdown_drains_the_axum_and_tonic_stacks() {
                 let demo = app::Demo::new(&settings, &app.shutdown).unwrap();
                 // The hyper stack serves the demo's own log.
                 topic_of_stack = demo.topic().clone();
-                tokio::spawn(app::serve_hyper(listener, demo, app.shutdown.clone(), stop))
+                let shutdown = app.shutdown.clone();
+                tokio::spawn(async move {
+                    assert!(app::serve_hyper(listener, demo, shutdown, stop).await);
+                })
             }
         };
         let mut client = Client::connect(addr, Version::HTTP_2).await;

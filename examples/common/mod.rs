@@ -23,7 +23,7 @@ use tower_push::{ChunkedStreamLayer, LongPollLayer, MemoryLog, Shutdown, Topic};
 #[path = "../demo/app.rs"]
 pub mod demo;
 
-pub(crate) use self::demo::{Demo, Settings};
+pub(crate) use self::demo::{ctrl_c_or_sigterm, serve as serve_hyper, Demo, Settings};
 
 /// The largest event a client may publish.
 pub const MAX_EVENT_BYTES: usize = 64 * 1024;
@@ -160,48 +160,6 @@ async fn stream_topic(
     }
 }
 
-/// Serves the demo's routes with plain hyper (HTTP/1.1 and HTTP/2 on one port) until `stop`
-/// resolves, then drains: `shutdown` answers held polls and ends streams, and the function
-/// returns when every connection has closed.
-pub async fn serve_hyper(
-    listener: TcpListener,
-    demo: Demo,
-    shutdown: Shutdown,
-    stop: impl Future<Output = ()>,
-) {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let mut stop = std::pin::pin!(stop);
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(_) => continue,
-            },
-            () = &mut stop => break,
-        };
-        // Without TCP_NODELAY a small write waits for the ACK of the previous one (Nagle), and
-        // a push message can sit in the kernel for up to 40 ms. hyper has no server switch for
-        // it: it is set on each accepted socket.
-        let _ = stream.set_nodelay(true);
-        let demo = demo.clone();
-        let service = hyper::service::service_fn(move |req| {
-            let demo = demo.clone();
-            async move { Ok::<_, Infallible>(demo.handle(req).await) }
-        });
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-    }
-    shutdown.trigger();
-    drop(listener);
-    let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
-}
-
 /// Serves `router` with axum until `stop` resolves, then drains like [`serve_hyper`].
 pub async fn serve_axum(
     listener: TcpListener,
@@ -252,29 +210,4 @@ pub async fn serve_tonic(
         .serve_with_incoming_shutdown(incoming, drain)
         .await
         .expect("tonic server failed");
-}
-
-/// Resolves on Ctrl-C, or on SIGTERM where there is one.
-pub async fn ctrl_c_or_sigterm() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut sigterm) => {
-                sigterm.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
 }

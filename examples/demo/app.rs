@@ -1,5 +1,7 @@
 //! The demo's routes: the page, long polling, streaming and publishing on one topic of the
 //! embedded log. `main.rs` serves them; the browser test serves the same routes in-process.
+// Each includer uses a part.
+#![allow(dead_code)]
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -17,6 +19,9 @@ use tower_push::{
 /// The page at `GET /`: a publish form and two live panes, one on `EventSource`, one on a
 /// long-poll loop.
 pub(crate) const PAGE: &str = include_str!("index.html");
+
+/// How long a shutdown waits for open connections to close.
+pub(crate) const DRAIN_WINDOW: Duration = Duration::from_secs(10);
 
 /// The largest event a client may publish.
 const MAX_EVENT_BYTES: usize = 64 * 1024;
@@ -192,4 +197,79 @@ fn json(status: StatusCode, body: String) -> Response<Body> {
 pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
     let body = serde_json::json!({ "error": code, "message": message });
     json(status, body.to_string())
+}
+
+/// Serves `demo` with plain hyper (HTTP/1.1 and HTTP/2 on one port) until `stop` resolves, then
+/// drains: `shutdown` answers held polls and ends streams, and the function returns when every
+/// connection has closed (`true`) or the drain window has passed (`false`).
+pub(crate) async fn serve(
+    listener: tokio::net::TcpListener,
+    demo: Demo,
+    shutdown: Shutdown,
+    stop: impl std::future::Future<Output = ()>,
+) -> bool {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    eprintln!("accept failed: {err}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        // Without TCP_NODELAY a small write waits for the ACK of the previous one (Nagle), and
+        // a push message can sit in the kernel for up to 40 ms. hyper has no server switch for
+        // it: it is set on each accepted socket.
+        let _ = stream.set_nodelay(true);
+        let demo = demo.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let demo = demo.clone();
+            async move { Ok::<_, Infallible>(demo.handle(req).await) }
+        });
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+    }
+    // Held polls answer, streams send their final message, then connections close.
+    shutdown.trigger();
+    drop(listener);
+    tokio::time::timeout(DRAIN_WINDOW, graceful.shutdown())
+        .await
+        .is_ok()
+}
+
+/// Resolves on Ctrl-C, or on SIGTERM where there is one.
+pub(crate) async fn ctrl_c_or_sigterm() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut sigterm) => {
+                sigterm.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
 }

@@ -29,20 +29,14 @@
 //! curl -i 'localhost:3000/poll?after=<Push-Cursor>' # 200 with the event
 //! ```
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use tower_push::Shutdown;
 
 mod app;
 
 use app::{Demo, Settings};
-
-/// How long a shutdown waits for open connections to close.
-const DRAIN_WINDOW: Duration = Duration::from_secs(10);
 
 fn usage(problem: &str) -> ! {
     eprintln!("error: {problem}");
@@ -107,69 +101,12 @@ async fn main() {
         demo.topic().name(),
         demo.log().epoch()
     );
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let mut signal = std::pin::pin!(shutdown_signal());
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    eprintln!("accept failed: {err}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = &mut signal => break,
-        };
-        // Nagle's algorithm would hold a small answer back until the previous segment is
-        // acknowledged; push answers must leave at once.
-        let _ = stream.set_nodelay(true);
-        let demo = demo.clone();
-        let service = hyper::service::service_fn(move |req| {
-            let demo = demo.clone();
-            async move { Ok::<_, Infallible>(demo.handle(req).await) }
-        });
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-    }
-
-    // Held polls answer, streams send their final message, then connections close.
-    println!("shutting down: draining open requests");
-    shutdown.trigger();
-    drop(listener);
-    match tokio::time::timeout(DRAIN_WINDOW, graceful.shutdown()).await {
-        Ok(()) => println!("all connections closed"),
-        Err(_) => eprintln!("drain window of {DRAIN_WINDOW:?} passed; exiting anyway"),
-    }
-}
-
-/// Resolves on Ctrl-C, or on SIGTERM where there is one.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut sigterm) => {
-                sigterm.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
+    if app::serve(listener, demo, shutdown, app::ctrl_c_or_sigterm()).await {
+        println!("all connections closed");
+    } else {
+        eprintln!(
+            "drain window of {:?} passed; exiting anyway",
+            app::DRAIN_WINDOW
+        );
     }
 }
