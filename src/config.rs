@@ -76,6 +76,71 @@ impl ConfigError {
     }
 }
 
+/// Checks shared by the builders; each returns the error that names `setting`.
+pub(crate) mod check {
+    use super::ConfigError;
+    use std::time::Duration;
+
+    pub(crate) fn positive(setting: &'static str, value: Duration) -> Result<(), ConfigError> {
+        if value.is_zero() {
+            return Err(ConfigError::ZeroDuration { setting });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn at_least_one(setting: &'static str, value: usize) -> Result<(), ConfigError> {
+        if value == 0 {
+            return Err(ConfigError::ZeroCount { setting });
+        }
+        Ok(())
+    }
+
+    /// A cap, when set, is at least one.
+    pub(crate) fn cap(setting: &'static str, value: Option<usize>) -> Result<(), ConfigError> {
+        value.map_or(Ok(()), |value| at_least_one(setting, value))
+    }
+
+    pub(crate) fn fraction(setting: &'static str, value: f64) -> Result<(), ConfigError> {
+        if !(0.0..=1.0).contains(&value) {
+            return Err(ConfigError::InvalidJitter { setting, value });
+        }
+        Ok(())
+    }
+
+    /// The hold, when a proxy idle timeout is declared, is safely below it.
+    pub(crate) fn hold(hold: Duration, proxy_idle: Option<Duration>) -> Result<(), ConfigError> {
+        positive("hold timeout", hold)?;
+        match proxy_idle.map(|idle| (idle, ConfigError::max_below(idle))) {
+            Some((proxy_idle, max_hold)) if hold > max_hold => {
+                Err(ConfigError::HoldNotBelowProxyIdle {
+                    hold,
+                    proxy_idle,
+                    max_hold,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The heartbeat interval, when a proxy idle timeout is declared, is safely below it.
+    pub(crate) fn heartbeat(
+        heartbeat: Duration,
+        proxy_idle: Option<Duration>,
+    ) -> Result<(), ConfigError> {
+        positive("heartbeat interval", heartbeat)?;
+        match proxy_idle.map(|idle| (idle, ConfigError::max_below(idle))) {
+            Some((proxy_idle, max_heartbeat)) if heartbeat > max_heartbeat => {
+                Err(ConfigError::HeartbeatNotBelowProxyIdle {
+                    heartbeat,
+                    proxy_idle,
+                    max_heartbeat,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

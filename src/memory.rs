@@ -54,6 +54,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tower_service::Service;
 
+use crate::config::check;
 use crate::source::{Batch, Outcome, Position, Resync, ResyncReason, Subscribe};
 use crate::{ConfigError, Cursor, Epoch, Event, EventData, EventName};
 
@@ -235,13 +236,9 @@ impl MemoryLogBuilder {
     /// [`ConfigError::ZeroCount`] for a retention of zero events, and
     /// [`ConfigError::ZeroDuration`] for a zero maximum age.
     pub fn build(self) -> Result<MemoryLog, ConfigError> {
-        if self.retention == 0 {
-            return Err(ConfigError::ZeroCount {
-                setting: "retention",
-            });
-        }
-        if self.max_age == Some(Duration::ZERO) {
-            return Err(ConfigError::ZeroDuration { setting: "max age" });
+        check::at_least_one("retention", self.retention)?;
+        if let Some(max_age) = self.max_age {
+            check::positive("max age", max_age)?;
         }
         let settings = Settings {
             epoch: self.epoch.unwrap_or_else(Epoch::random),

@@ -5,6 +5,7 @@ use std::time::Duration;
 use tower_layer::Layer;
 
 use super::ChunkedStream;
+use crate::config::check;
 use crate::format::{AutoFormat, StreamFormat};
 use crate::limit::{KeyFn, Limits};
 use crate::request::{CursorParam, Start};
@@ -297,47 +298,15 @@ impl<F> ChunkedStreamBuilder<F> {
     /// - [`ConfigError::InvalidParamName`] for a query parameter name that is empty or would need
     ///   percent-encoding.
     pub fn build(self) -> Result<ChunkedStreamLayer<F>, ConfigError> {
-        if self.heartbeat.is_zero() {
-            return Err(ConfigError::ZeroDuration {
-                setting: "heartbeat interval",
-            });
-        }
-        if self.max_lifetime.is_zero() {
-            return Err(ConfigError::ZeroDuration {
-                setting: "max lifetime",
-            });
-        }
-        if let Some(proxy_idle) = self.proxy_idle {
-            let max_heartbeat = ConfigError::max_below(proxy_idle);
-            if self.heartbeat > max_heartbeat {
-                return Err(ConfigError::HeartbeatNotBelowProxyIdle {
-                    heartbeat: self.heartbeat,
-                    proxy_idle,
-                    max_heartbeat,
-                });
-            }
-        }
-        if !(0.0..=1.0).contains(&self.lifetime_jitter) {
-            return Err(ConfigError::InvalidJitter {
-                setting: "lifetime jitter",
-                value: self.lifetime_jitter,
-            });
-        }
-        if self.max_events == 0 {
-            return Err(ConfigError::ZeroCount {
-                setting: "max events",
-            });
-        }
-        if self.max_streams == Some(0) {
-            return Err(ConfigError::ZeroCount {
-                setting: "max streams",
-            });
-        }
-        if matches!(self.max_streams_per_key, Some((0, _))) {
-            return Err(ConfigError::ZeroCount {
-                setting: "max streams per key",
-            });
-        }
+        check::heartbeat(self.heartbeat, self.proxy_idle)?;
+        check::positive("max lifetime", self.max_lifetime)?;
+        check::fraction("lifetime jitter", self.lifetime_jitter)?;
+        check::at_least_one("max events", self.max_events)?;
+        check::cap("max streams", self.max_streams)?;
+        check::cap(
+            "max streams per key",
+            self.max_streams_per_key.as_ref().map(|(max, _)| *max),
+        )?;
         let config = Config {
             limits: Limits::new(self.max_streams, self.max_streams_per_key),
             heartbeat: self.heartbeat,

@@ -6,6 +6,7 @@ use tower_layer::Layer;
 
 use super::supersede::Supersede;
 use super::LongPoll;
+use crate::config::check;
 use crate::format::{JsonFormat, PollFormat};
 use crate::limit::{KeyFn, Limits};
 use crate::request::{CursorParam, Start};
@@ -331,42 +332,14 @@ impl<F> LongPollBuilder<F> {
     /// - [`ConfigError::InvalidParamName`] for a query parameter name that is empty or would need
     ///   percent-encoding.
     pub fn build(self) -> Result<LongPollLayer<F>, ConfigError> {
-        if self.hold.is_zero() {
-            return Err(ConfigError::ZeroDuration {
-                setting: "hold timeout",
-            });
-        }
-        if let Some(proxy_idle) = self.proxy_idle {
-            let max_hold = ConfigError::max_below(proxy_idle);
-            if self.hold > max_hold {
-                return Err(ConfigError::HoldNotBelowProxyIdle {
-                    hold: self.hold,
-                    proxy_idle,
-                    max_hold,
-                });
-            }
-        }
-        if self.max_events == 0 {
-            return Err(ConfigError::ZeroCount {
-                setting: "max events",
-            });
-        }
-        if !(0.0..=1.0).contains(&self.hold_jitter) {
-            return Err(ConfigError::InvalidJitter {
-                setting: "hold jitter",
-                value: self.hold_jitter,
-            });
-        }
-        if self.max_parked == Some(0) {
-            return Err(ConfigError::ZeroCount {
-                setting: "max parked",
-            });
-        }
-        if matches!(self.max_parked_per_key, Some((0, _))) {
-            return Err(ConfigError::ZeroCount {
-                setting: "max parked per key",
-            });
-        }
+        check::hold(self.hold, self.proxy_idle)?;
+        check::fraction("hold jitter", self.hold_jitter)?;
+        check::at_least_one("max events", self.max_events)?;
+        check::cap("max parked", self.max_parked)?;
+        check::cap(
+            "max parked per key",
+            self.max_parked_per_key.as_ref().map(|(max, _)| *max),
+        )?;
         let config = Config {
             hold: self.hold,
             hold_jitter: self.hold_jitter,
