@@ -30,6 +30,38 @@
 //! disconnects drops the response future and with it the source's future, which by the source
 //! contract loses nothing.
 //!
+//! # Overload
+//!
+//! Every held poll counts (see [`LongPollLayer::parked`]). Caps turn overload into a clear
+//! answer instead of exhausted memory or file descriptors: [`max_parked`] over all the layer's
+//! services and [`max_parked_per_key`] per topic or tenant answer `503 overloaded` with a
+//! `Retry-After` of 1 to 5 seconds, spread so that refused clients do not return together, and
+//! [`hold_jitter`] spreads the `204`s of clients that reconnected together.
+//!
+//! tower's `ConcurrencyLimit` and `LoadShed` compose too, with two differences to keep in mind:
+//! `ConcurrencyLimit` around this service holds its permit for the whole hold (so it caps
+//! parked polls), and `LoadShed` fails with an error instead of an answer, so the stack's error
+//! type is no longer `Infallible` and axum needs a `HandleErrorLayer` to turn it into a `503`
+//! (without a `Retry-After` unless you add one). The built-in caps need neither.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower::ServiceBuilder;
+//! use tower_push::{LongPollLayer, MemoryLog};
+//!
+//! let poll = ServiceBuilder::new()
+//!     .load_shed()
+//!     .concurrency_limit(10_000)
+//!     .layer(LongPollLayer::builder().hold_timeout(Duration::from_secs(20)).build()?)
+//!     .service(MemoryLog::new().topic("news"));
+//! # let _ = poll;
+//! # Ok::<(), tower_push::ConfigError>(())
+//! ```
+//!
+//! [`max_parked`]: LongPollBuilder::max_parked
+//! [`max_parked_per_key`]: LongPollBuilder::max_parked_per_key
+//! [`hold_jitter`]: LongPollBuilder::hold_jitter
+//!
 //! # Examples
 //!
 //! ```
