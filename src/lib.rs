@@ -115,6 +115,7 @@ mod rejection;
 mod request;
 pub mod shutdown;
 pub mod source;
+mod wake;
 
 pub use self::body::PushBody;
 pub use self::chunked_stream::{ChunkedStream, ChunkedStreamBuilder, ChunkedStreamLayer};

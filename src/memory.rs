@@ -518,33 +518,21 @@ impl Future for Subscription {
     type Output = Result<Outcome, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        loop {
-            if this.notified.is_none() {
-                // Register before checking, so a publish right after the check still wakes us.
-                this.notified
-                    .set(Some(this.topic.notify.clone().notified_owned()));
-            }
-            let mut notified = this.notified.as_mut().as_pin_mut().expect("set above");
-            notified.as_mut().enable();
-            if let Some(outcome) = this.topic.answer(*this.position, *this.limit) {
-                if std::mem::take(this.parked) {
-                    this.topic.waiting.fetch_sub(1, Ordering::Relaxed);
-                }
-                this.notified.set(None);
-                return Poll::Ready(Ok(outcome));
-            }
-            match notified.poll(cx) {
-                // A publish happened: look again with a fresh registration.
-                Poll::Ready(()) => this.notified.set(None),
-                Poll::Pending => {
-                    if !std::mem::replace(this.parked, true) {
-                        this.topic.waiting.fetch_add(1, Ordering::Relaxed);
-                    }
-                    return Poll::Pending;
-                }
+        let this = self.project();
+        let (topic, position, limit) = (&**this.topic, *this.position, *this.limit);
+        let answer = crate::wake::poll_check(this.notified, &topic.notify, cx, || {
+            topic.answer(position, limit)
+        });
+        // Count this subscription in `Topic::waiting` exactly while it is parked.
+        let parked = answer.is_pending();
+        if parked != std::mem::replace(this.parked, parked) {
+            if parked {
+                topic.waiting.fetch_add(1, Ordering::Relaxed);
+            } else {
+                topic.waiting.fetch_sub(1, Ordering::Relaxed);
             }
         }
+        answer.map(Ok)
     }
 }
 

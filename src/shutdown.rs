@@ -98,23 +98,11 @@ impl Future for Wait {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let mut this = self.project();
-        loop {
-            if this.notified.is_none() {
-                this.notified
-                    .set(Some(this.shared.notify.clone().notified_owned()));
-            }
-            let mut notified = this.notified.as_mut().as_pin_mut().expect("set above");
-            // Registered before the flag is read: a trigger in between still wakes us.
-            notified.as_mut().enable();
-            if this.shared.triggered.load(Ordering::SeqCst) {
-                return Poll::Ready(());
-            }
-            match notified.poll(cx) {
-                Poll::Ready(()) => this.notified.set(None),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
+        let this = self.project();
+        let shared = &**this.shared;
+        crate::wake::poll_check(this.notified, &shared.notify, cx, || {
+            shared.triggered.load(Ordering::SeqCst).then_some(())
+        })
     }
 }
 

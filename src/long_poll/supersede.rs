@@ -112,22 +112,11 @@ impl Future for Superseded {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let mut this = self.project();
-        loop {
-            if this.notified.is_none() {
-                this.notified
-                    .set(Some(this.client.notify.clone().notified_owned()));
-            }
-            let mut notified = this.notified.as_mut().as_pin_mut().expect("set above");
-            notified.as_mut().enable();
-            if this.client.newest.load(Ordering::Acquire) != *this.generation {
-                return Poll::Ready(());
-            }
-            match notified.poll(cx) {
-                Poll::Ready(()) => this.notified.set(None),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
+        let this = self.project();
+        let (client, generation) = (&**this.client, *this.generation);
+        crate::wake::poll_check(this.notified, &client.notify, cx, || {
+            (client.newest.load(Ordering::Acquire) != generation).then_some(())
+        })
     }
 }
 
