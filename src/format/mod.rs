@@ -90,6 +90,35 @@ pub enum StreamEnd {
     Rejected(Rejection),
 }
 
+impl StreamEnd {
+    /// The final message as a JSON object: `{"end":"lifetime"|"shutdown","cursor":"<cursor>"}`
+    /// for a clean end, and the body of [`Rejection::to_json`] otherwise.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_push::format::StreamEnd;
+    /// use tower_push::{Cursor, Epoch};
+    ///
+    /// let end = StreamEnd::Lifetime { cursor: Cursor::new(Epoch::new(1), 4) };
+    /// assert_eq!(end.to_json(), br#"{"end":"lifetime","cursor":"0000000000000001-4"}"#);
+    /// ```
+    pub fn to_json(&self) -> Vec<u8> {
+        let (kind, cursor) = match self {
+            Self::Lifetime { cursor } => ("lifetime", cursor),
+            Self::Shutdown { cursor } => ("shutdown", cursor),
+            Self::Rejected(rejection) => return rejection.to_json(),
+        };
+        let mut json = Vec::with_capacity(64);
+        json.extend_from_slice(b"{\"end\":\"");
+        json.extend_from_slice(kind.as_bytes());
+        json.extend_from_slice(b"\",\"cursor\":\"");
+        json::push_cursor(&mut json, *cursor);
+        json.extend_from_slice(b"\"}");
+        json
+    }
+}
+
 /// How a stream layer writes its messages.
 ///
 /// Every method appends complete messages to `out`; the stream sends what one call wrote (or

@@ -1,6 +1,6 @@
 use http::HeaderValue;
 
-use super::json::{push_cursor, push_event_object};
+use super::json::push_event_object;
 use super::{StreamEnd, StreamFormat};
 use crate::Event;
 
@@ -44,20 +44,8 @@ impl StreamFormat for NdjsonFormat {
     }
 
     fn end(&self, end: &StreamEnd, out: &mut Vec<u8>) {
-        let (kind, cursor) = match end {
-            StreamEnd::Lifetime { cursor } => ("lifetime", cursor),
-            StreamEnd::Shutdown { cursor } => ("shutdown", cursor),
-            StreamEnd::Rejected(rejection) => {
-                out.extend_from_slice(&rejection.to_json());
-                out.push(b'\n');
-                return;
-            }
-        };
-        out.extend_from_slice(b"{\"end\":\"");
-        out.extend_from_slice(kind.as_bytes());
-        out.extend_from_slice(b"\",\"cursor\":\"");
-        push_cursor(out, *cursor);
-        out.extend_from_slice(b"\"}\n");
+        out.extend_from_slice(&end.to_json());
+        out.push(b'\n');
     }
 }
 

@@ -122,27 +122,12 @@ impl StreamFormat for SseFormat {
     }
 
     fn end(&self, end: &StreamEnd, out: &mut Vec<u8>) {
-        let mut json = Vec::with_capacity(64);
         let name = match end {
-            StreamEnd::Lifetime { cursor } | StreamEnd::Shutdown { cursor } => {
-                let kind = match end {
-                    StreamEnd::Lifetime { .. } => "lifetime",
-                    _ => "shutdown",
-                };
-                json.extend_from_slice(format!("{{\"end\":\"{kind}\",\"cursor\":\"").as_bytes());
-                push_cursor(&mut json, *cursor);
-                json.extend_from_slice(b"\"}");
-                "end"
-            }
-            StreamEnd::Rejected(rejection) => {
-                json = rejection.to_json();
-                match rejection {
-                    Rejection::Resync(_) => "resync",
-                    _ => "failed",
-                }
-            }
+            StreamEnd::Lifetime { .. } | StreamEnd::Shutdown { .. } => "end",
+            StreamEnd::Rejected(Rejection::Resync(_)) => "resync",
+            StreamEnd::Rejected(_) => "failed",
         };
-        push_message(out, name, &json);
+        push_message(out, name, &end.to_json());
     }
 }
 
