@@ -18,6 +18,7 @@ pub struct Error {
 enum Kind {
     Config(String),
     Unavailable,
+    Refused,
     Timeout,
     Corrupt(String),
     NoRuntime,
@@ -39,8 +40,16 @@ impl Error {
     }
 
     pub(crate) fn redis(err: redis::RedisError) -> Self {
+        let unreachable = err.is_io_error()
+            || err.is_connection_refusal()
+            || err.is_connection_dropped()
+            || err.is_timeout();
         Self {
-            kind: Kind::Unavailable,
+            kind: if unreachable {
+                Kind::Unavailable
+            } else {
+                Kind::Refused
+            },
             source: Some(Box::new(err)),
         }
     }
@@ -73,10 +82,16 @@ impl Error {
         }
     }
 
-    /// Whether Redis could not be reached, failed a command, or did not answer in time: retrying
-    /// later may succeed.
+    /// Whether Redis could not be reached, lost the connection, or did not answer in time:
+    /// retrying later may succeed.
     pub fn is_unavailable(&self) -> bool {
         matches!(self.kind, Kind::Unavailable | Kind::Timeout)
+    }
+
+    /// Whether Redis answered a command with an error (a stream written by another program, a
+    /// server that does not understand a command, missing permissions).
+    pub fn is_refused(&self) -> bool {
+        matches!(self.kind, Kind::Refused)
     }
 
     /// Whether Redis did not answer within the source's timeout.
@@ -101,6 +116,7 @@ impl fmt::Display for Error {
         match &self.kind {
             Kind::Config(message) => write!(f, "invalid redis source setup: {message}"),
             Kind::Unavailable => f.write_str("redis is unavailable"),
+            Kind::Refused => f.write_str("redis refused a command"),
             Kind::Timeout => f.write_str("redis did not answer in time"),
             Kind::Corrupt(message) => write!(f, "unexpected data in redis: {message}"),
             Kind::NoRuntime => f.write_str("the redis source needs a tokio runtime"),

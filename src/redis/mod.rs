@@ -166,8 +166,8 @@ impl RedisSource {
     ///
     /// [`Error::is_unavailable`] if Redis cannot be reached or does not answer within the
     /// timeout (the event may or may not have been added), [`Error::is_config`] for a topic name
-    /// that [`topic`](Self::topic) refuses, and [`Error::is_corrupt`] if the stream holds entries
-    /// this crate did not write.
+    /// that [`topic`](Self::topic) refuses, and [`Error::is_refused`] if Redis refuses the write
+    /// (for example, because the stream holds entries that another program added).
     ///
     /// # Cancel safety
     ///
@@ -543,15 +543,28 @@ async fn subscribe(
             .spawn(reader::run(source.clone(), topic.clone()));
     }
     let _active = Active(&topic);
+    // A burst of subscriptions to a topic whose reader is starting waits for its first read
+    // instead of each asking Redis; but not for longer than one command may take.
+    let mut waited_for_reader = false;
     loop {
         // Register before checking, so an event the reader appends right after the check still
         // wakes this subscription.
         let notified = topic.notify.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        match topic.local(position, limit) {
+        let local = match topic.local(position, limit) {
+            Local::Syncing if !waited_for_reader => {
+                waited_for_reader = true;
+                let _parked = Parked::new(&topic);
+                let _ = tokio::time::timeout(source.settings.timeout, notified).await;
+                continue;
+            }
+            Local::Syncing => Local::Unknown,
+            local => local,
+        };
+        match local {
             Local::Ready(outcome) => return Ok(outcome),
-            Local::Wait => {}
+            Local::Wait | Local::Syncing => {}
             Local::Unknown => {
                 let mut manager = source.manager.clone();
                 let mode = match position {

@@ -62,6 +62,8 @@ pub(crate) enum Local {
     Wait,
     /// The window cannot tell: ask Redis.
     Unknown,
+    /// The reader has not read the stream yet (it just started, or lost its connection).
+    Syncing,
 }
 
 impl TopicShared {
@@ -85,7 +87,7 @@ impl TopicShared {
     pub(crate) fn local(&self, position: Position, limit: usize) -> Local {
         let state = self.lock();
         let (true, Some(epoch)) = (state.synced, state.epoch) else {
-            return Local::Unknown;
+            return Local::Syncing;
         };
         let cursor = match position {
             Position::Head => return Local::Ready(Outcome::Start(Cursor::new(epoch, state.head))),
