@@ -485,3 +485,49 @@ async fn bad_settings_and_names_are_errors() {
         .unwrap_err();
     assert!(err.is_corrupt(), "{err:?}");
 }
+
+#[tokio::test]
+async fn an_idle_reader_retires_and_a_new_subscription_restarts_it() {
+    let Some(redis) = Redis::start(false).await else {
+        return;
+    };
+    let source = RedisSource::builder(redis.url())
+        .reader_idle(2 * SECOND)
+        .build()
+        .await
+        .unwrap();
+    let topic = source.topic("feed").unwrap();
+    let addr = serve(poll_layer(SECOND).layer(topic.clone())).await;
+    let first = topic.publish(data(1)).await.unwrap();
+    let mut conn = redis.conn().await;
+    let mut clients = async || -> usize {
+        let list: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        list.lines().count()
+    };
+    let reply = get(addr, &format!("/poll?after={}", Cursor::start(first.epoch()))).await;
+    assert_eq!(reply.status, 200);
+    // The reader, the shared connection, and ours.
+    assert_eq!(clients().await, 3);
+    let deadline = Instant::now() + 10 * SECOND;
+    while clients().await != 2 {
+        assert!(Instant::now() < deadline, "the reader never retired");
+        sleep(Duration::from_millis(50)).await;
+    }
+    // A new poll starts a reader again and is answered when an event arrives.
+    let poll = tokio::spawn(async move { get(addr, &format!("/poll?after={first}")).await });
+    timeout(10 * SECOND, async {
+        while topic.waiting() == 0 {
+            sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap();
+    let second = topic.publish(data(2)).await.unwrap();
+    let reply = timeout(5 * SECOND, poll).await.unwrap().unwrap();
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.json()["cursor"], second.to_string());
+}
