@@ -149,6 +149,7 @@ mod bounds {
         clone::<LongPoll<redis::RedisTopic>>();
         send_static::<long_poll::future::ResponseFuture<redis::RedisTopic, format::JsonFormat>>();
         send_sync_static::<ChunkedStream<redis::RedisTopic>>();
-        send_static::<chunked_stream::future::ResponseFuture<redis::RedisTopic, format::AutoFormat>>();
+        send_static::<chunked_stream::future::ResponseFuture<redis::RedisTopic, format::AutoFormat>>(
+        );
     }
 }

@@ -49,10 +49,8 @@ impl Redis {
             .local_addr()
             .unwrap()
             .port();
-        let dir = std::env::temp_dir().join(format!(
-            "tower-push-redis-{}-{port}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("tower-push-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut redis = Self {
             child: None,
@@ -332,10 +330,16 @@ async fn ten_thousand_parked_polls_cost_one_blocking_read_per_topic() {
         let blocked = list
             .lines()
             .filter(|line| line.split(' ').any(|field| field == "cmd=xread"))
-            .filter(|line| line.split(' ').any(|f| f.starts_with("flags=") && f.contains('b')))
+            .filter(|line| {
+                line.split(' ')
+                    .any(|f| f.starts_with("flags=") && f.contains('b'))
+            })
             .count();
         println!("CLIENT LIST: {clients} clients, {blocked} blocked in XREAD");
-        assert!(clients <= 4, "{clients} clients for {POLLS} parked polls:\n{list}");
+        assert!(
+            clients <= 4,
+            "{clients} clients for {POLLS} parked polls:\n{list}"
+        );
         assert!(blocked <= 2, "{blocked} blocking reads:\n{list}");
         if blocked == 2 {
             break;
@@ -398,12 +402,17 @@ async fn a_deleted_and_recreated_stream_is_a_new_epoch() {
     assert_eq!(reply.status, 410, "{reply:?}");
     assert_eq!(reply.json()["error"], "epoch_mismatch");
     // And a new poll with the old cursor too, from any process.
-    let other = serve(poll_layer(10 * SECOND).layer(redis.source().await.topic("feed").unwrap())).await;
+    let other =
+        serve(poll_layer(10 * SECOND).layer(redis.source().await.topic("feed").unwrap())).await;
     let reply = get(other, &format!("/poll?after={old}")).await;
     assert_eq!(reply.status, 410);
     assert_eq!(reply.json()["head"], new.to_string());
     // The new epoch's cursors work.
-    let reply = get(other, &format!("/poll?after={}", Cursor::start(new.epoch()))).await;
+    let reply = get(
+        other,
+        &format!("/poll?after={}", Cursor::start(new.epoch())),
+    )
+    .await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.json()["cursor"], new.to_string());
 }
@@ -433,14 +442,20 @@ async fn redis_down_answers_503_within_the_hold() {
             .await
             .expect("a poll never hangs past the hold");
         if reply.status == 503 {
-            assert!(started.elapsed() < hold, "answered after {:?}", started.elapsed());
+            assert!(
+                started.elapsed() < hold,
+                "answered after {:?}",
+                started.elapsed()
+            );
             break;
         }
         assert_eq!(reply.status, 204, "{reply:?}");
         assert!(Instant::now() < deadline, "no 503 while redis is down");
     }
     // A poll without a cursor needs Redis at once.
-    let reply = timeout(hold + 2 * SECOND, get(addr, "/poll")).await.unwrap();
+    let reply = timeout(hold + 2 * SECOND, get(addr, "/poll"))
+        .await
+        .unwrap();
     assert_eq!(reply.status, 503);
     // Publishing fails clearly.
     let err = topic.publish(data(2)).await.unwrap_err();
@@ -476,7 +491,8 @@ async fn bad_settings_and_names_are_errors() {
     let err = source.publish("foreign", data(1)).await.unwrap_err();
     assert!(err.is_refused(), "{err:?}");
     let parts = Arc::new(http::Request::new(()).into_parts().0);
-    let subscribe = tower_push::source::Subscribe::new(tower_push::source::Position::Oldest, 10, parts);
+    let subscribe =
+        tower_push::source::Subscribe::new(tower_push::source::Position::Oldest, 10, parts);
     let err = source
         .topic("foreign")
         .unwrap()
@@ -508,7 +524,11 @@ async fn an_idle_reader_retires_and_a_new_subscription_restarts_it() {
             .unwrap();
         list.lines().count()
     };
-    let reply = get(addr, &format!("/poll?after={}", Cursor::start(first.epoch()))).await;
+    let reply = get(
+        addr,
+        &format!("/poll?after={}", Cursor::start(first.epoch())),
+    )
+    .await;
     assert_eq!(reply.status, 200);
     // The reader, the shared connection, and ours.
     assert_eq!(clients().await, 3);

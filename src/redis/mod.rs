@@ -23,7 +23,7 @@
 //! the topic's parked subscriptions with one [`tokio::sync::Notify`]. A parked subscription costs
 //! its future and nothing in Redis. A cursor that the window cannot answer (behind it, of another
 //! epoch, or beyond what this process has read so far) is answered by one atomic read on a shared
-//! [`ConnectionManager`](redis::aio::ConnectionManager): events with `XRANGE`, a resync with
+//! [`ConnectionManager`]: events with `XRANGE`, a resync with
 //! [`ResyncReason::Expired`] when the cursor is older than the stream's first retained entry,
 //! [`Outcome::Ahead`] when it is beyond the stream's newest id, a wait otherwise.
 //!
@@ -44,7 +44,7 @@
 //! # Examples
 //!
 //! ```no_run
-//! use tower::{Layer, ServiceExt};
+//! use tower::Layer;
 //! use tower_push::redis::RedisSource;
 //! use tower_push::{EventData, LongPollLayer};
 //!
@@ -56,7 +56,7 @@
 //!     .build()
 //!     .await?;
 //! let id = source.publish("feed", EventData::from_json(r#"{"text":"hi"}"#)?).await?;
-//! assert_eq!(id.seq() > 0, true);
+//! assert!(id.seq() > 0);
 //!
 //! // Serve it: the layer and the source are both cheap to clone.
 //! let poll = LongPollLayer::new().layer(source.topic("feed")?);
@@ -85,9 +85,9 @@ pub use self::error::Error;
 
 use self::reader::{Local, TopicShared};
 use self::wire::{ReadMode, Scripts, Snapshot};
-use crate::source::{Outcome, Position, Subscribe};
 #[cfg(doc)]
 use crate::source::ResyncReason;
+use crate::source::{Outcome, Position, Subscribe};
 use crate::{ConfigError, Cursor, Epoch, EventData, EventName};
 
 /// An event source on Redis Streams, shared by every process that uses the same Redis and key
@@ -314,7 +314,10 @@ impl RedisSourceBuilder {
     /// or a Redis older than 7.0; [`Error::is_unavailable`] if Redis cannot be reached.
     pub async fn build(self) -> Result<RedisSource, Error> {
         let Self { url, settings } = self;
-        for (setting, value) in [("retention", settings.retention), ("window", settings.window)] {
+        for (setting, value) in [
+            ("retention", settings.retention),
+            ("window", settings.window),
+        ] {
             if value == 0 {
                 return Err(Error::config_with(
                     format!("{setting} must be at least 1"),
@@ -449,7 +452,10 @@ impl RedisTopic {
                 .await
                 .map_err(|_| Error::timeout())?
                 .map_err(Error::redis)?;
-        Ok(Cursor::new(wire::parse_epoch(&epoch)?, wire::parse_id(&id)?))
+        Ok(Cursor::new(
+            wire::parse_epoch(&epoch)?,
+            wire::parse_id(&id)?,
+        ))
     }
 }
 

@@ -114,9 +114,7 @@ impl TopicShared {
             .take(limit)
             .cloned()
             .collect();
-        Batch::new(events).map_or(Local::Unknown, |batch| {
-            Local::Ready(Outcome::Events(batch))
-        })
+        Batch::new(events).map_or(Local::Unknown, |batch| Local::Ready(Outcome::Events(batch)))
     }
 
     /// Counts a subscription in; returns whether a reader task must be started.
@@ -135,9 +133,7 @@ impl TopicShared {
     /// Whether the reader should end: no subscription for `idle`. If so, forgets the window.
     fn retire(&self, idle: Duration) -> bool {
         let mut state = self.lock();
-        let quiet = state
-            .last_active
-            .is_none_or(|at| at.elapsed() >= idle);
+        let quiet = state.last_active.is_none_or(|at| at.elapsed() >= idle);
         if state.active > 0 || !quiet {
             return false;
         }

@@ -142,7 +142,9 @@ impl Snapshot {
             parts.next(),
             parts.next(),
         ) else {
-            return Err(Error::corrupt("the read script answered in an unknown shape"));
+            return Err(Error::corrupt(
+                "the read script answered in an unknown shape",
+            ));
         };
         let epoch = parse_epoch(&text(epoch, "epoch")?)?;
         let first = text(first, "first id")?;
@@ -169,7 +171,9 @@ impl Snapshot {
 
     /// The cursor that reads every retained event.
     pub(crate) fn oldest(&self) -> Cursor {
-        let seq = self.first.map_or(self.head, |first| first.saturating_sub(1));
+        let seq = self
+            .first
+            .map_or(self.head, |first| first.saturating_sub(1));
         Cursor::new(self.epoch, seq.min(self.head))
     }
 
