@@ -551,3 +551,67 @@ async fn an_idle_reader_retires_and_a_new_subscription_restarts_it() {
     assert_eq!(reply.status, 200);
     assert_eq!(reply.json()["cursor"], second.to_string());
 }
+
+#[tokio::test]
+async fn expired_and_ahead_cursors_get_explicit_answers() {
+    let Some(redis) = Redis::start(false).await else {
+        return;
+    };
+    let mut conn = redis.conn().await;
+    // Small stream nodes, so that `MAXLEN ~` can trim a short stream.
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("stream-node-max-entries")
+        .arg(4)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let source = RedisSource::builder(redis.url())
+        .retention(8)
+        .window(4)
+        .build()
+        .await
+        .unwrap();
+    let topic = source.topic("feed").unwrap();
+    let addr = serve(poll_layer(5 * SECOND).layer(topic.clone())).await;
+    let mut last = topic.publish(data(1)).await.unwrap();
+    for n in 2..=40 {
+        last = topic.publish(data(n)).await.unwrap();
+    }
+    let epoch = last.epoch();
+    let first: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
+        .arg("push:feed")
+        .arg("-")
+        .arg("+")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let first_seq: u64 = first[0].0.strip_prefix("0-").unwrap().parse().unwrap();
+    assert!(first_seq > 1, "the stream was trimmed");
+
+    let reply = get(addr, &format!("/poll?after={}", Cursor::start(epoch))).await;
+    assert_eq!(reply.status, 410, "{reply:?}");
+    let body = reply.json();
+    assert_eq!(body["error"], "cursor_expired");
+    assert_eq!(
+        body["oldest"],
+        Cursor::new(epoch, first_seq - 1).to_string()
+    );
+    assert_eq!(body["head"], last.to_string());
+
+    // The oldest retained cursor reads on from there, behind the reader's small window.
+    let reply = get(
+        addr,
+        &format!("/poll?after={}", Cursor::new(epoch, first_seq - 1)),
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    let events = reply.json()["events"].as_array().unwrap().clone();
+    assert_eq!(events[0]["data"]["n"], first_seq);
+
+    let reply = get(addr, &format!("/poll?after={}", Cursor::new(epoch, 41))).await;
+    assert_eq!(reply.status, 400, "{reply:?}");
+    assert_eq!(reply.json()["error"], "cursor_ahead");
+}

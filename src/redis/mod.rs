@@ -41,6 +41,14 @@
 //!
 //! A reader notices a stream that was deleted and recreated within about a second.
 //!
+//! # Limits
+//!
+//! The source talks to one Redis server (or a proxy in front of one), not to Redis Cluster: the
+//! scripts touch two keys per topic, which a cluster could place on different nodes. Ids can
+//! only be trusted as far as Redis keeps acknowledged writes: with `appendfsync everysec`, or a
+//! failover to a replica that lags, Redis may forget the newest events and reissue their ids
+//! under the same epoch. Each subscription allocates its future once.
+//!
 //! # Examples
 //!
 //! ```no_run
@@ -126,6 +134,10 @@ impl RedisSource {
     }
 
     /// The topic `name`: a handle to publish to it and to serve it as an event source.
+    ///
+    /// The source remembers every topic it was asked for (a few hundred bytes each) for as long
+    /// as it lives; a topic's reader runs only while it has subscriptions, and a while after.
+    /// Create topics from names your application controls, not directly from client input.
     ///
     /// # Errors
     ///

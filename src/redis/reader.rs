@@ -154,6 +154,15 @@ impl TopicShared {
         let mut state = self.lock();
         state.checked = Some(Instant::now());
         let same = state.epoch == Some(snap.epoch) && snap.head >= state.head;
+        if state.epoch == Some(snap.epoch) && snap.head < state.head {
+            tracing::error!(
+                topic = %self.name,
+                seen = state.head,
+                now = snap.head,
+                "stream went back under the same epoch (redis lost acknowledged writes?); \
+                 ids may be reissued"
+            );
+        }
         match mode {
             ReadMode::After(_) if !same => return true,
             ReadMode::After(_) => {
@@ -311,4 +320,72 @@ async fn step(
         topic.force_check();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::EventData;
+
+    fn event(epoch: Epoch, seq: u64) -> Event {
+        Event::new(
+            Cursor::new(epoch, seq),
+            EventData::from_serialize(&seq).unwrap(),
+        )
+    }
+
+    fn seqs(local: Local) -> Vec<u64> {
+        match local {
+            Local::Ready(Outcome::Events(batch)) => {
+                batch.events().iter().map(|e| e.id().seq()).collect()
+            }
+            _ => panic!("expected events"),
+        }
+    }
+
+    #[test]
+    fn the_window_answers_only_what_it_knows() {
+        let epoch = Epoch::new(7);
+        let topic = TopicShared::new(Arc::from("t"), "push:");
+        let at = |seq| Position::After(Cursor::new(epoch, seq));
+        assert!(matches!(topic.local(at(0), 10), Local::Syncing));
+        let snap = Snapshot {
+            epoch,
+            first: Some(3),
+            head: 10,
+            entries: (3..=10).map(|seq| event(epoch, seq)).collect(),
+        };
+        assert!(!topic.apply_snapshot(snap, ReadMode::Tail, 4));
+        // The window holds 7..=10.
+        assert_eq!(seqs(topic.local(at(6), 10)), vec![7, 8, 9, 10]);
+        assert_eq!(seqs(topic.local(at(8), 1)), vec![9]);
+        assert!(matches!(topic.local(at(10), 10), Local::Wait));
+        assert!(matches!(
+            topic.local(Position::Head, 10),
+            Local::Ready(Outcome::Start(head)) if head == Cursor::new(epoch, 10)
+        ));
+        // Behind the window, beyond the head, another epoch, the oldest: Redis decides.
+        assert!(matches!(topic.local(at(5), 10), Local::Unknown));
+        assert!(matches!(topic.local(at(11), 10), Local::Unknown));
+        let other = Position::After(Cursor::new(Epoch::new(8), 10));
+        assert!(matches!(topic.local(other, 10), Local::Unknown));
+        assert!(matches!(topic.local(Position::Oldest, 10), Local::Unknown));
+
+        // New events from XREAD extend the window; one of another epoch stops it.
+        assert!(topic.apply_events(vec![(event(epoch, 11), true)], 4));
+        assert_eq!(seqs(topic.local(at(10), 10)), vec![11]);
+        assert!(!topic.apply_events(vec![(event(Epoch::new(8), 1), false)], 4));
+        assert!(matches!(topic.local(at(11), 10), Local::Wait));
+
+        // A snapshot of a new epoch asks for the tail; a lost connection makes it unknown.
+        let newer = Snapshot {
+            epoch: Epoch::new(8),
+            first: Some(1),
+            head: 1,
+            entries: vec![],
+        };
+        assert!(topic.apply_snapshot(newer, ReadMode::After(11), 4));
+        topic.lost();
+        assert!(matches!(topic.local(at(11), 10), Local::Syncing));
+    }
 }
