@@ -16,6 +16,7 @@
 //! | [`Cursor`] | the opaque, URL-safe, ordered position that carries the log's epoch |
 //! | [`format`](mod@format) | how answers look on the wire: the JSON envelope by default, or your own |
 //! | [`headers`] | the anti-buffering headers every answer carries |
+//! | `redis` (feature `redis`) | an event source on Redis Streams: one feed for many server processes |
 //!
 //! # A complete server
 //!
@@ -111,6 +112,9 @@ mod limit;
 pub mod long_poll;
 mod memory;
 mod random;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod redis;
 mod rejection;
 mod request;
 pub mod shutdown;
@@ -163,5 +167,20 @@ mod bounds {
         send_sync_static::<ConfigError>();
         send_sync_static::<CursorError>();
         send_sync_static::<Rejection>();
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn redis_types_fit_hyper_axum_and_tonic() {
+        send_sync_static::<redis::RedisSource>();
+        send_sync_static::<redis::RedisTopic>();
+        send_sync_static::<redis::Error>();
+        send_static::<redis::Subscription>();
+        send_sync_static::<LongPoll<redis::RedisTopic>>();
+        clone::<LongPoll<redis::RedisTopic>>();
+        send_static::<long_poll::future::ResponseFuture<redis::RedisTopic, format::JsonFormat>>();
+        send_sync_static::<ChunkedStream<redis::RedisTopic>>();
+        send_static::<chunked_stream::future::ResponseFuture<redis::RedisTopic, format::AutoFormat>>(
+        );
     }
 }

@@ -1,0 +1,617 @@
+//! The Redis Streams source against a real `redis-server` started for each test on a free
+//! loopback port. Without `redis-server` on the `PATH` the tests are skipped with a notice, except
+//! under CI (`CI=true`), where they fail.
+#![cfg(feature = "redis")]
+
+mod common;
+
+use std::net::TcpListener as StdListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{get, serve, RawResponse};
+use http_body_util::{BodyExt, Empty};
+use tokio::time::{sleep, timeout, Instant};
+use tower::{Layer, ServiceExt};
+use tower_push::redis::{RedisSource, RedisTopic};
+use tower_push::{ChunkedStreamLayer, Cursor, EventData, LongPollLayer};
+
+const SECOND: Duration = Duration::from_secs(1);
+
+/// A `redis-server` child process, killed on drop.
+struct Redis {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+    persistent: bool,
+}
+
+impl Redis {
+    /// Starts a server, or returns `None` (after a notice) if `redis-server` is not installed.
+    async fn start(persistent: bool) -> Option<Self> {
+        if Command::new("redis-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_err()
+        {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("redis-server is not installed, and CI needs these tests to run");
+            }
+            eprintln!("notice: redis-server is not on the PATH; skipping this test");
+            return None;
+        }
+        let port = StdListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir =
+            std::env::temp_dir().join(format!("tower-push-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut redis = Self {
+            child: None,
+            port,
+            dir,
+            persistent,
+        };
+        redis.spawn().await;
+        Some(redis)
+    }
+
+    async fn spawn(&mut self) {
+        let mut command = Command::new("redis-server");
+        command
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", ""])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if self.persistent {
+            // Every write reaches the disk before it is acknowledged, so a kill loses nothing.
+            command.args(["--appendonly", "yes", "--appendfsync", "always"]);
+        } else {
+            command.args(["--appendonly", "no"]);
+        }
+        self.child = Some(command.spawn().expect("redis-server starts"));
+        let client = redis::Client::open(self.url()).unwrap();
+        let deadline = Instant::now() + 10 * SECOND;
+        loop {
+            if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
+                if redis::cmd("PING")
+                    .query_async::<String>(&mut conn)
+                    .await
+                    .is_ok()
+                {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "redis-server did not come up");
+            sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    async fn restart(&mut self) {
+        self.kill();
+        self.spawn().await;
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    async fn conn(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+
+    async fn source(&self) -> RedisSource {
+        RedisSource::builder(self.url()).build().await.unwrap()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn data(n: u64) -> EventData {
+    EventData::from_serialize(&serde_json::json!({ "n": n })).unwrap()
+}
+
+fn poll_layer(hold: Duration) -> LongPollLayer {
+    LongPollLayer::builder().hold_timeout(hold).build().unwrap()
+}
+
+/// Publishes, retrying while Redis is away, for at most 10 seconds.
+async fn publish_retrying(topic: &RedisTopic, n: u64) -> Cursor {
+    let deadline = Instant::now() + 10 * SECOND;
+    loop {
+        match topic.publish(data(n)).await {
+            Ok(id) => return id,
+            Err(err) => {
+                assert!(err.is_unavailable(), "{err:?}");
+                assert!(Instant::now() < deadline, "redis did not come back: {err}");
+                sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn two_servers_share_one_feed() {
+    let Some(redis) = Redis::start(false).await else {
+        return;
+    };
+    let (a, b) = (redis.source().await, redis.source().await);
+    let (topic_a, topic_b) = (a.topic("feed").unwrap(), b.topic("feed").unwrap());
+    let layer = poll_layer(5 * SECOND);
+    let addrs = [
+        serve(layer.layer(topic_a.clone())).await,
+        serve(layer.layer(topic_b.clone())).await,
+    ];
+    const N: u64 = 60;
+    let first = topic_a.publish(data(1)).await.unwrap();
+    assert_eq!(first.seq(), 1);
+
+    let publisher = tokio::spawn(async move {
+        for n in 2..=N {
+            let topic = if n % 2 == 0 { &topic_b } else { &topic_a };
+            let id = topic.publish(data(n)).await.unwrap();
+            assert_eq!(id.seq(), n);
+            if n % 5 == 0 {
+                sleep(Duration::from_millis(3)).await;
+            }
+        }
+    });
+
+    let mut cursor = Cursor::start(first.epoch()).to_string();
+    let mut seen = Vec::new();
+    let mut polls = 0;
+    timeout(30 * SECOND, async {
+        while (seen.len() as u64) < N {
+            let reply = get(addrs[polls % 2], &format!("/poll?after={cursor}")).await;
+            polls += 1;
+            if reply.status == 204 {
+                continue;
+            }
+            assert_eq!(reply.status, 200, "{reply:?}");
+            let body = reply.json();
+            for event in body["events"].as_array().unwrap() {
+                let id: Cursor = event["id"].as_str().unwrap().parse().unwrap();
+                seen.push((id.seq(), event["data"]["n"].as_u64().unwrap()));
+            }
+            cursor = body["cursor"].as_str().unwrap().to_owned();
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("only {} of {N} events arrived", seen.len()));
+    publisher.await.unwrap();
+    let expected: Vec<_> = (1..=N).map(|n| (n, n)).collect();
+    assert_eq!(seen, expected);
+    assert!(polls >= 2, "both servers answered");
+}
+
+#[tokio::test]
+async fn a_stream_survives_a_redis_restart_without_losing_events() {
+    let Some(mut redis) = Redis::start(true).await else {
+        return;
+    };
+    let source = redis.source().await;
+    let topic = source.topic("feed").unwrap();
+    let layer = ChunkedStreamLayer::builder()
+        .heartbeat_interval(3600 * SECOND)
+        .build()
+        .unwrap();
+    let addr = serve(layer.layer(topic.clone())).await;
+    let first = topic.publish(data(1)).await.unwrap();
+    let start = Cursor::start(first.epoch());
+    let mut stream = RawResponse::get(addr, &format!("/stream?after={start}"), &[]).await;
+    assert_eq!(stream.status, 200);
+
+    let mut ids = Vec::new();
+    for n in 2..=10 {
+        topic.publish(data(n)).await.unwrap();
+    }
+    read(&mut stream, &mut ids, 10).await;
+
+    // Every event is delivered, so the stream is parked at the head: restart Redis under it.
+    redis.restart().await;
+    for n in 11..=20 {
+        let id = publish_retrying(&topic, n).await;
+        assert_eq!(id, Cursor::new(first.epoch(), n), "same stream, same epoch");
+    }
+    read(&mut stream, &mut ids, 20).await;
+    let expected: Vec<_> = (1..=20).map(|n| Cursor::new(first.epoch(), n)).collect();
+    assert_eq!(ids, expected);
+}
+
+/// Reads NDJSON event lines until `ids` holds `upto` ids, checking each line's data.
+async fn read(stream: &mut RawResponse, ids: &mut Vec<Cursor>, upto: u64) {
+    while (ids.len() as u64) < upto {
+        let line = timeout(10 * SECOND, stream.message(b"\n"))
+            .await
+            .expect("events keep arriving")
+            .expect("the stream stays open");
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let Some(id) = value["id"].as_str() else {
+            panic!("unexpected line {line:?}");
+        };
+        let id: Cursor = id.parse().unwrap();
+        assert_eq!(value["data"]["n"].as_u64(), Some(id.seq()));
+        ids.push(id);
+    }
+}
+
+#[tokio::test]
+async fn the_reader_catches_up_after_a_restart_with_lost_data_as_a_new_epoch() {
+    let Some(mut redis) = Redis::start(false).await else {
+        return;
+    };
+    let source = redis.source().await;
+    let topic = source.topic("feed").unwrap();
+    let addr = serve(poll_layer(5 * SECOND).layer(topic.clone())).await;
+    let old = topic.publish(data(1)).await.unwrap();
+    // Without persistence the restart loses the stream: the old cursor is of another epoch now.
+    redis.restart().await;
+    let new = publish_retrying(&topic, 2).await;
+    assert_ne!(new.epoch(), old.epoch());
+    assert_eq!(new.seq(), 1);
+    let reply = timeout(10 * SECOND, get(addr, &format!("/poll?after={old}")))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 410, "{reply:?}");
+    assert_eq!(reply.json()["error"], "epoch_mismatch");
+}
+
+#[tokio::test]
+async fn ten_thousand_parked_polls_cost_one_blocking_read_per_topic() {
+    let Some(redis) = Redis::start(false).await else {
+        return;
+    };
+    let source = redis.source().await;
+    let topics = [source.topic("a").unwrap(), source.topic("b").unwrap()];
+    let layer = poll_layer(60 * SECOND);
+    const POLLS: usize = 10_000;
+    let mut heads = Vec::new();
+    for topic in &topics {
+        heads.push(topic.publish(data(0)).await.unwrap());
+    }
+    // Driven in-process: 10 000 sockets would exceed common file-descriptor limits, and the
+    // layer and source do the same work either way.
+    let mut polls = Vec::with_capacity(POLLS);
+    for i in 0..POLLS {
+        let service = layer.layer(topics[i % 2].clone());
+        let request = http::Request::get(format!("/poll?after={}", heads[i % 2]))
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        polls.push(tokio::spawn(service.oneshot(request)));
+    }
+    timeout(30 * SECOND, async {
+        while topics.iter().map(RedisTopic::waiting).sum::<usize>() < POLLS {
+            if let Some(done) = polls.iter().position(|poll| poll.is_finished()) {
+                let response = polls.swap_remove(done).await.unwrap().unwrap();
+                panic!("a poll was answered before any publish: {response:?}");
+            }
+            sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("every poll parks");
+    assert_eq!(topics[0].waiting(), POLLS / 2);
+
+    // Sample CLIENT LIST until both readers are caught blocked at once (each also runs a short
+    // script about once a second). Never more than: 2 readers, 1 shared connection, and ours.
+    let mut conn = redis.conn().await;
+    let deadline = Instant::now() + 10 * SECOND;
+    loop {
+        let list: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let clients = list.lines().count();
+        let blocked = list
+            .lines()
+            .filter(|line| line.split(' ').any(|field| field == "cmd=xread"))
+            .filter(|line| {
+                line.split(' ')
+                    .any(|f| f.starts_with("flags=") && f.contains('b'))
+            })
+            .count();
+        println!("CLIENT LIST: {clients} clients, {blocked} blocked in XREAD");
+        assert!(
+            clients <= 4,
+            "{clients} clients for {POLLS} parked polls:\n{list}"
+        );
+        assert!(blocked <= 2, "{blocked} blocking reads:\n{list}");
+        if blocked == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "readers never blocked:\n{list}");
+        sleep(Duration::from_millis(50)).await;
+    }
+
+    for topic in &topics {
+        topic.publish(data(1)).await.unwrap();
+    }
+    timeout(30 * SECOND, async {
+        for poll in polls {
+            let response = poll.await.unwrap().unwrap();
+            assert_eq!(response.status(), 200);
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(body["events"][0]["data"]["n"], 1);
+        }
+    })
+    .await
+    .expect("one publish answers every parked poll");
+    assert_eq!(topics[0].waiting() + topics[1].waiting(), 0);
+}
+
+#[tokio::test]
+async fn a_deleted_and_recreated_stream_is_a_new_epoch() {
+    let Some(redis) = Redis::start(false).await else {
+        return;
+    };
+    let source = redis.source().await;
+    let topic = source.topic("feed").unwrap();
+    let addr = serve(poll_layer(10 * SECOND).layer(topic.clone())).await;
+    for n in 1..=3 {
+        topic.publish(data(n)).await.unwrap();
+    }
+    let old = Cursor::new(topic.publish(data(4)).await.unwrap().epoch(), 4);
+    // A poll parked at the head when the stream goes away.
+    let parked = tokio::spawn(async move { get(addr, &format!("/poll?after={old}")).await });
+    timeout(10 * SECOND, async {
+        while topic.waiting() == 0 {
+            sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap();
+
+    let mut conn = redis.conn().await;
+    let _: () = redis::cmd("DEL")
+        .arg("push:feed")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let new = topic.publish(data(5)).await.unwrap();
+    assert_ne!(new.epoch(), old.epoch());
+    assert_eq!(new.seq(), 1);
+
+    // The parked poll learns it within the hold (the reader checks the epoch every second).
+    let reply = timeout(5 * SECOND, parked).await.unwrap().unwrap();
+    assert_eq!(reply.status, 410, "{reply:?}");
+    assert_eq!(reply.json()["error"], "epoch_mismatch");
+    // And a new poll with the old cursor too, from any process.
+    let other =
+        serve(poll_layer(10 * SECOND).layer(redis.source().await.topic("feed").unwrap())).await;
+    let reply = get(other, &format!("/poll?after={old}")).await;
+    assert_eq!(reply.status, 410);
+    assert_eq!(reply.json()["head"], new.to_string());
+    // The new epoch's cursors work.
+    let reply = get(
+        other,
+        &format!("/poll?after={}", Cursor::start(new.epoch())),
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.json()["cursor"], new.to_string());
+}
+
+#[tokio::test]
+async fn redis_down_answers_503_within_the_hold() {
+    let Some(mut redis) = Redis::start(false).await else {
+        return;
+    };
+    let source = RedisSource::builder(redis.url())
+        .timeout(Duration::from_millis(500))
+        .build()
+        .await
+        .unwrap();
+    let topic = source.topic("feed").unwrap();
+    let hold = 3 * SECOND;
+    let addr = serve(poll_layer(hold).layer(topic.clone())).await;
+    let head = topic.publish(data(1)).await.unwrap();
+    redis.kill();
+
+    // A poll that came in before the reader noticed may still hold (and answer 204); none may
+    // hang past the hold, and once the outage is known, polls answer 503.
+    let deadline = Instant::now() + 10 * SECOND;
+    loop {
+        let started = Instant::now();
+        let reply = timeout(hold + 2 * SECOND, get(addr, &format!("/poll?after={head}")))
+            .await
+            .expect("a poll never hangs past the hold");
+        if reply.status == 503 {
+            assert!(
+                started.elapsed() < hold,
+                "answered after {:?}",
+                started.elapsed()
+            );
+            break;
+        }
+        assert_eq!(reply.status, 204, "{reply:?}");
+        assert!(Instant::now() < deadline, "no 503 while redis is down");
+    }
+    // A poll without a cursor needs Redis at once.
+    let reply = timeout(hold + 2 * SECOND, get(addr, "/poll"))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 503);
+    // Publishing fails clearly.
+    let err = topic.publish(data(2)).await.unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+}
+
+#[tokio::test]
+async fn bad_settings_and_names_are_errors() {
+    let err = RedisSource::builder("not a url").build().await.unwrap_err();
+    assert!(err.is_config(), "{err:?}");
+    let err = RedisSource::builder("redis://127.0.0.1:1")
+        .retention(0)
+        .build()
+        .await
+        .unwrap_err();
+    assert!(err.is_config());
+    let Some(redis) = Redis::start(false).await else {
+        return;
+    };
+    let source = redis.source().await;
+    assert!(source.topic("").unwrap_err().is_config());
+    assert!(source.topic("x:epoch").unwrap_err().is_config());
+    // A stream written by someone else is an error, not a panic or a silent skip.
+    let mut conn = redis.conn().await;
+    let _: String = redis::cmd("XADD")
+        .arg("push:foreign")
+        .arg("*")
+        .arg("k")
+        .arg("v")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let err = source.publish("foreign", data(1)).await.unwrap_err();
+    assert!(err.is_refused(), "{err:?}");
+    let parts = Arc::new(http::Request::new(()).into_parts().0);
+    let subscribe =
+        tower_push::source::Subscribe::new(tower_push::source::Position::Oldest, 10, parts);
+    let err = source
+        .topic("foreign")
+        .unwrap()
+        .oneshot(subscribe)
+        .await
+        .unwrap_err();
+    assert!(err.is_corrupt(), "{err:?}");
+}
+
+#[tokio::test]
+async fn an_idle_reader_retires_and_a_new_subscription_restarts_it() {
+    let Some(redis) = Redis::start(false).await else {
+        return;
+    };
+    let source = RedisSource::builder(redis.url())
+        .reader_idle(2 * SECOND)
+        .build()
+        .await
+        .unwrap();
+    let topic = source.topic("feed").unwrap();
+    let addr = serve(poll_layer(SECOND).layer(topic.clone())).await;
+    let first = topic.publish(data(1)).await.unwrap();
+    let mut conn = redis.conn().await;
+    let mut clients = async || -> usize {
+        let list: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        list.lines().count()
+    };
+    let reply = get(
+        addr,
+        &format!("/poll?after={}", Cursor::start(first.epoch())),
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    // The reader, the shared connection, and ours.
+    assert_eq!(clients().await, 3);
+    let deadline = Instant::now() + 10 * SECOND;
+    while clients().await != 2 {
+        assert!(Instant::now() < deadline, "the reader never retired");
+        sleep(Duration::from_millis(50)).await;
+    }
+    // A new poll starts a reader again and is answered when an event arrives.
+    let poll = tokio::spawn(async move { get(addr, &format!("/poll?after={first}")).await });
+    timeout(10 * SECOND, async {
+        while topic.waiting() == 0 {
+            sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap();
+    let second = topic.publish(data(2)).await.unwrap();
+    let reply = timeout(5 * SECOND, poll).await.unwrap().unwrap();
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.json()["cursor"], second.to_string());
+}
+
+#[tokio::test]
+async fn expired_and_ahead_cursors_get_explicit_answers() {
+    let Some(redis) = Redis::start(false).await else {
+        return;
+    };
+    let mut conn = redis.conn().await;
+    // Small stream nodes, so that `MAXLEN ~` can trim a short stream.
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("stream-node-max-entries")
+        .arg(4)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let source = RedisSource::builder(redis.url())
+        .retention(8)
+        .window(4)
+        .build()
+        .await
+        .unwrap();
+    let topic = source.topic("feed").unwrap();
+    let addr = serve(poll_layer(5 * SECOND).layer(topic.clone())).await;
+    let mut last = topic.publish(data(1)).await.unwrap();
+    for n in 2..=40 {
+        last = topic.publish(data(n)).await.unwrap();
+    }
+    let epoch = last.epoch();
+    let first: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
+        .arg("push:feed")
+        .arg("-")
+        .arg("+")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let first_seq: u64 = first[0].0.strip_prefix("0-").unwrap().parse().unwrap();
+    assert!(first_seq > 1, "the stream was trimmed");
+
+    let reply = get(addr, &format!("/poll?after={}", Cursor::start(epoch))).await;
+    assert_eq!(reply.status, 410, "{reply:?}");
+    let body = reply.json();
+    assert_eq!(body["error"], "cursor_expired");
+    assert_eq!(
+        body["oldest"],
+        Cursor::new(epoch, first_seq - 1).to_string()
+    );
+    assert_eq!(body["head"], last.to_string());
+
+    // The oldest retained cursor reads on from there, behind the reader's small window.
+    let reply = get(
+        addr,
+        &format!("/poll?after={}", Cursor::new(epoch, first_seq - 1)),
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    let events = reply.json()["events"].as_array().unwrap().clone();
+    assert_eq!(events[0]["data"]["n"], first_seq);
+
+    let reply = get(addr, &format!("/poll?after={}", Cursor::new(epoch, 41))).await;
+    assert_eq!(reply.status, 400, "{reply:?}");
+    assert_eq!(reply.json()["error"], "cursor_ahead");
+}
