@@ -31,25 +31,18 @@
 //! curl -i 'localhost:3001/poll?after=<id>'          # waits on :3001 for the next event
 //! ```
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, Limited};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use tower::{Layer, ServiceExt};
 use tower_push::redis::{RedisSource, RedisTopic};
 use tower_push::{ChunkedStream, ChunkedStreamLayer, EventData, LongPoll, LongPollLayer, Shutdown};
 
 /// The largest event a client may publish.
 const MAX_EVENT_BYTES: usize = 64 * 1024;
-
-/// How long a shutdown waits for open connections to close.
-const DRAIN_WINDOW: Duration = Duration::from_secs(10);
 
 struct Args {
     addr: SocketAddr,
@@ -114,7 +107,10 @@ fn millis(flag: &str, value: &str) -> Duration {
     Duration::from_millis(ms)
 }
 
-type Body = UnsyncBoxBody<Bytes, Infallible>;
+#[path = "demo/app.rs"]
+mod app;
+
+use app::{error, json, Body};
 
 #[derive(Clone)]
 struct Demo {
@@ -183,21 +179,6 @@ impl Demo {
     }
 }
 
-fn json(status: StatusCode, body: String) -> Response<Body> {
-    let mut response = Response::new(Full::from(body).boxed_unsync());
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
-fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
-    let body = serde_json::json!({ "error": code, "message": message });
-    json(status, body.to_string())
-}
-
 #[tokio::main]
 async fn main() {
     let args = parse_args();
@@ -238,69 +219,13 @@ async fn main() {
         listener.local_addr().expect("bound"),
         args.redis
     );
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let mut signal = std::pin::pin!(shutdown_signal());
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    eprintln!("accept failed: {err}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = &mut signal => break,
-        };
-        // Nagle's algorithm would hold a small answer back until the previous segment is
-        // acknowledged; push answers must leave at once.
-        let _ = stream.set_nodelay(true);
-        let demo = demo.clone();
-        let service = hyper::service::service_fn(move |req| {
-            let demo = demo.clone();
-            async move { Ok::<_, Infallible>(demo.handle(req).await) }
-        });
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-    }
-
-    // Held polls answer, streams send their final message, then connections close.
-    println!("shutting down: draining open requests");
-    shutdown.trigger();
-    drop(listener);
-    match tokio::time::timeout(DRAIN_WINDOW, graceful.shutdown()).await {
-        Ok(()) => println!("all connections closed"),
-        Err(_) => eprintln!("drain window of {DRAIN_WINDOW:?} passed; exiting anyway"),
-    }
-}
-
-/// Resolves on Ctrl-C, or on SIGTERM where there is one.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut sigterm) => {
-                sigterm.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
+    let handle = move |req| demo.clone().handle(req);
+    if app::serve_with(listener, handle, shutdown, app::ctrl_c_or_sigterm()).await {
+        println!("all connections closed");
+    } else {
+        eprintln!(
+            "drain window of {:?} passed; exiting anyway",
+            app::DRAIN_WINDOW
+        );
     }
 }

@@ -183,7 +183,8 @@ fn page() -> Response<Body> {
     response
 }
 
-fn json(status: StatusCode, body: String) -> Response<Body> {
+/// A JSON answer.
+pub(crate) fn json(status: StatusCode, body: String) -> Response<Body> {
     let mut response = Response::new(Full::from(body).boxed_unsync());
     *response.status_mut() = status;
     response.headers_mut().insert(
@@ -208,6 +209,21 @@ pub(crate) async fn serve(
     shutdown: Shutdown,
     stop: impl std::future::Future<Output = ()>,
 ) -> bool {
+    let handle = move |req| demo.clone().handle(req);
+    serve_with(listener, handle, shutdown, stop).await
+}
+
+/// Like [`serve`], for any handler.
+pub(crate) async fn serve_with<H, F>(
+    listener: tokio::net::TcpListener,
+    handle: H,
+    shutdown: Shutdown,
+    stop: impl std::future::Future<Output = ()>,
+) -> bool
+where
+    H: Fn(Request<hyper::body::Incoming>) -> F + Clone + Send + 'static,
+    F: std::future::Future<Output = Response<Body>> + Send + 'static,
+{
     use hyper_util::rt::{TokioExecutor, TokioIo};
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -228,10 +244,10 @@ pub(crate) async fn serve(
         // a push message can sit in the kernel for up to 40 ms. hyper has no server switch for
         // it: it is set on each accepted socket.
         let _ = stream.set_nodelay(true);
-        let demo = demo.clone();
+        let handle = handle.clone();
         let service = hyper::service::service_fn(move |req| {
-            let demo = demo.clone();
-            async move { Ok::<_, Infallible>(demo.handle(req).await) }
+            let answer = handle(req);
+            async move { Ok::<_, Infallible>(answer.await) }
         });
         let connection = builder
             .serve_connection(TokioIo::new(stream), service)
