@@ -16,6 +16,7 @@
 //! | [`Cursor`] | the opaque, URL-safe, ordered position that carries the log's epoch |
 //! | [`format`](mod@format) | how answers look on the wire: the JSON envelope by default, or your own |
 //! | [`headers`] | the anti-buffering headers every answer carries |
+//! | [`compression`] | the predicate that keeps tower-http's compression off push responses |
 //! | `redis` (feature `redis`) | an event source on Redis Streams: one feed for many server processes |
 //!
 //! # A complete server
