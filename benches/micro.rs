@@ -14,7 +14,10 @@ use tower_push::{Cursor, Epoch, Event, EventData};
 /// A small event, like the ones the macro benchmarks publish.
 fn event() -> Event {
     let data = EventData::from_json(r#"{"n":42,"t":1700000000000000000}"#).expect("JSON");
-    Event::new(Cursor::new(Epoch::new(0x5eed_cafe_f00d_beef), 123_456), data)
+    Event::new(
+        Cursor::new(Epoch::new(0x5eed_cafe_f00d_beef), 123_456),
+        data,
+    )
 }
 
 fn cursor(c: &mut Criterion) {

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use axum::response::sse::{Event as SseEvent, Sse};
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Either, Full};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -190,9 +190,20 @@ fn text(body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     Response::new(Full::new(body.into()))
 }
 
-/// The servers under test. Each runs in its own process: `push serve tower-push` or
-/// `push serve baseline`. It prints its port on the first line of its output and exits when its
-/// standard input closes (the driver died) or it is killed.
+/// The servers under test. Each runs in its own process (`push serve <kind>`), with two
+/// listeners: the service under test alone on the first, so that nothing else shares its
+/// connection futures, and a control service (publish, stats) on the second. The process prints
+/// both ports on its first line and exits when its standard input closes (the driver died) or it
+/// is killed.
+///
+/// | kind | service under test |
+/// | --- | --- |
+/// | `tower-push-poll` | `LongPollLayer` over a `MemoryLog` topic |
+/// | `tower-push-stream` | `ChunkedStreamLayer` (SSE) over the same kind of topic |
+/// | `pending` | a hyper handler that never answers |
+/// | `notify` | a hyper handler that waits on a `Notify`, then answers the newest event from a shared `Mutex<Vec<Bytes>>` |
+/// | `ready` | a hyper handler that answers tower-push's bytes at once |
+/// | `axum-sse` | axum's `Sse` over a `tokio::sync::broadcast` receiver |
 mod server {
     use super::*;
 
@@ -208,28 +219,122 @@ mod server {
             .build()
             .expect("tokio runtime");
         runtime.block_on(async {
-            let socket = TcpSocket::new_v4().expect("socket");
-            socket
-                .bind("127.0.0.1:0".parse().expect("address"))
-                .expect("bind");
-            let listener = socket.listen(8192).expect("listen");
-            let port = listener.local_addr().expect("local address").port();
-            println!("{port}");
+            let main = listen();
+            let control = listen();
+            let port = |l: &TcpListener| l.local_addr().expect("local address").port();
+            println!("{} {}", port(&main), port(&control));
             std::io::stdout().flush().expect("stdout");
+            let state = State::new(kind == "axum-sse").await;
+            tokio::spawn(serve(control, {
+                let state = state.clone();
+                hyper::service::service_fn(move |req| {
+                    let state = state.clone();
+                    async move { Ok::<_, Infallible>(state.control(req)) }
+                })
+            }));
             match kind {
-                "tower-push" => tower_push_server(listener).await,
-                "baseline" => baseline_server(listener).await,
+                "tower-push-poll" => {
+                    let poll = LongPollLayer::builder()
+                        .hold_timeout(Duration::from_secs(600))
+                        .build()
+                        .expect("long-poll settings")
+                        .layer(state.topic.clone());
+                    serve(
+                        main,
+                        hyper::service::service_fn(move |req| poll.clone().oneshot(req)),
+                    )
+                    .await;
+                }
+                "tower-push-stream" => {
+                    let stream = ChunkedStreamLayer::builder()
+                        .format(SseFormat::new())
+                        .heartbeat_interval(Duration::from_secs(60))
+                        .max_lifetime(Duration::from_secs(3600))
+                        .build()
+                        .expect("stream settings")
+                        .layer(state.topic.clone());
+                    serve(
+                        main,
+                        hyper::service::service_fn(move |req| stream.clone().oneshot(req)),
+                    )
+                    .await;
+                }
+                "pending" => {
+                    let waiting = state.waiting.clone();
+                    serve(
+                        main,
+                        hyper::service::service_fn(move |req: Request<Incoming>| {
+                            drop(req);
+                            waiting.fetch_add(1, Ordering::Relaxed);
+                            std::future::pending::<Result<Response<Full<Bytes>>, Infallible>>()
+                        }),
+                    )
+                    .await;
+                }
+                "notify" => {
+                    serve(
+                        main,
+                        hyper::service::service_fn(move |req: Request<Incoming>| {
+                            drop(req);
+                            let state = state.clone();
+                            async move {
+                                let notified = state.notify.notified();
+                                let mut notified = std::pin::pin!(notified);
+                                notified.as_mut().enable();
+                                state.waiting.fetch_add(1, Ordering::Relaxed);
+                                notified.await;
+                                state.waiting.fetch_sub(1, Ordering::Relaxed);
+                                let latest = state.events.lock().expect("lock").last().cloned();
+                                Ok::<_, Infallible>(json(latest.unwrap_or_default()))
+                            }
+                        }),
+                    )
+                    .await;
+                }
+                "ready" => {
+                    let ready = ready_answer().await;
+                    serve(
+                        main,
+                        hyper::service::service_fn(move |_req: Request<Incoming>| {
+                            std::future::ready(Ok::<_, Infallible>(json(ready.clone())))
+                        }),
+                    )
+                    .await;
+                }
+                "axum-sse" => {
+                    let (sender, lagged) = (state.sender.clone(), state.lagged.clone());
+                    let router = axum::Router::new().route(
+                        "/stream",
+                        axum::routing::get(move || sse_handler(sender.subscribe(), lagged.clone())),
+                    );
+                    serve(
+                        main,
+                        hyper::service::service_fn(move |req| router.clone().oneshot(req)),
+                    )
+                    .await;
+                }
                 other => panic!("unknown server kind {other:?}"),
             }
         });
     }
 
-    /// Accepts connections forever and serves each with `handler` over HTTP/1.1, with
+    fn listen() -> TcpListener {
+        let socket = TcpSocket::new_v4().expect("socket");
+        socket
+            .bind("127.0.0.1:0".parse().expect("address"))
+            .expect("bind");
+        socket.listen(8192).expect("listen")
+    }
+
+    /// Accepts connections forever and serves each with `service` over HTTP/1.1, with
     /// TCP_NODELAY, the same way for every server.
-    async fn serve<H, Fut, B>(listener: TcpListener, handler: H)
+    async fn serve<S, B>(listener: TcpListener, service: S)
     where
-        H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-        Fut: std::future::Future<Output = Response<B>> + Send + 'static,
+        S: hyper::service::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+            + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
@@ -239,11 +344,7 @@ mod server {
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            let handler = handler.clone();
-            let service = hyper::service::service_fn(move |req| {
-                let response = handler(req);
-                async move { Ok::<_, Infallible>(response.await) }
-            });
+            let service = service.clone();
             tokio::spawn(async move {
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
@@ -252,70 +353,96 @@ mod server {
         }
     }
 
-    /// tower-push: `LongPollLayer` and `ChunkedStreamLayer` (SSE) over one `MemoryLog` topic.
-    async fn tower_push_server(listener: TcpListener) {
-        let log = MemoryLog::builder()
-            .epoch(Epoch::new(EPOCH))
-            .retention(262_144)
-            .build()
-            .expect("log settings");
-        let topic = log.topic("bench");
-        topic.publish(EventData::from_json(SEED).expect("seed is JSON"));
-        let poll = LongPollLayer::builder()
-            .hold_timeout(Duration::from_secs(600))
-            .build()
-            .expect("long-poll settings")
-            .layer(topic.clone());
-        let stream = ChunkedStreamLayer::builder()
-            .format(SseFormat::new())
-            .heartbeat_interval(Duration::from_secs(60))
-            .max_lifetime(Duration::from_secs(3600))
-            .build()
-            .expect("stream settings")
-            .layer(topic.clone());
-        serve(listener, move |req: Request<Incoming>| {
-            let (topic, poll, stream) = (topic.clone(), poll.clone(), stream.clone());
-            async move {
-                let publish = {
-                    let topic = topic.clone();
-                    move |_n: u64, data: String| {
-                        topic.publish(EventData::from_json(data).expect("JSON"));
+    /// What every server process holds: tower-push's topic and the baselines' state. Only
+    /// the part its kind uses is ever touched.
+    #[derive(Clone)]
+    struct State {
+        topic: tower_push::Topic,
+        waiting: Arc<AtomicUsize>,
+        lagged: Arc<AtomicU64>,
+        notify: Arc<Notify>,
+        events: Arc<Mutex<Vec<Bytes>>>,
+        sender: broadcast::Sender<(u64, String)>,
+        /// Whether streams read the broadcast channel (axum) rather than the topic.
+        broadcast_streams: bool,
+    }
+
+    impl State {
+        async fn new(broadcast_streams: bool) -> Self {
+            let log = MemoryLog::builder()
+                .epoch(Epoch::new(EPOCH))
+                .retention(262_144)
+                .build()
+                .expect("log settings");
+            let topic = log.topic("bench");
+            topic.publish(EventData::from_json(SEED).expect("seed is JSON"));
+            Self {
+                topic,
+                waiting: Arc::new(AtomicUsize::new(0)),
+                lagged: Arc::new(AtomicU64::new(0)),
+                notify: Arc::new(Notify::new()),
+                events: Arc::new(Mutex::new(vec![Bytes::from_static(SEED.as_bytes())])),
+                sender: broadcast::channel(262_144).0,
+                broadcast_streams,
+            }
+        }
+
+        /// Publishes one event to tower-push's topic and to every baseline.
+        fn publish(&self, n: u64, data: String) {
+            let bytes = Bytes::from(data.clone());
+            self.topic
+                .publish(EventData::from_json(bytes.clone()).expect("JSON"));
+            self.events.lock().expect("lock").push(bytes);
+            self.notify.notify_waiters();
+            let _ = self.sender.send((n, data));
+        }
+
+        /// The control service: `POST /publish` (one event), `POST /burst?n=` (as fast as
+        /// possible), `POST /steady?n=&rate=` (at a steady rate), `GET /stats`.
+        fn control(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+            // Streams publish to one side only: the other side's work must not slow it down.
+            let stream_publisher = |state: State| {
+                move |n: u64, data: String| {
+                    if !state.broadcast_streams {
+                        state
+                            .topic
+                            .publish(EventData::from_json(data).expect("JSON"));
+                    } else {
+                        let _ = state.sender.send((n, data));
                     }
-                };
-                match (req.method(), req.uri().path()) {
-                    (&Method::GET, "/poll") => {
-                        let response = poll.oneshot(req).await.unwrap_or_else(|e| match e {});
-                        response.map(Either::Left)
-                    }
-                    (&Method::GET, "/stream") => {
-                        let response = stream.oneshot(req).await.unwrap_or_else(|e| match e {});
-                        response.map(Either::Left)
-                    }
-                    (&Method::POST, "/publish") => {
-                        publish(1, event_json(1));
-                        text("ok").map(Either::Right)
-                    }
-                    (&Method::POST, "/burst") => {
-                        publish_on_thread(query_u64(&req, "n"), None, publish);
-                        text("ok").map(Either::Right)
-                    }
-                    (&Method::POST, "/steady") => {
-                        let count = query_u64(&req, "n");
-                        publish_on_thread(count, Some(query_u64(&req, "rate")), publish);
-                        text("ok").map(Either::Right)
-                    }
-                    (&Method::GET, "/stats") => {
-                        text(format!("{} 0", topic.waiting())).map(Either::Right)
-                    }
-                    _ => not_found().map(Either::Right),
+                }
+            };
+            match (req.method(), req.uri().path()) {
+                (&Method::POST, "/publish") => {
+                    self.publish(1, event_json(1));
+                    text("ok")
+                }
+                (&Method::POST, "/burst") => {
+                    let publish = stream_publisher(self.clone());
+                    publish_on_thread(query_u64(&req, "n"), None, publish);
+                    text("ok")
+                }
+                (&Method::POST, "/steady") => {
+                    let publish = stream_publisher(self.clone());
+                    let rate = Some(query_u64(&req, "rate"));
+                    publish_on_thread(query_u64(&req, "n"), rate, publish);
+                    text("ok")
+                }
+                (&Method::GET, "/stats") => {
+                    let waiting = self.topic.waiting() + self.waiting.load(Ordering::Relaxed);
+                    text(format!("{waiting} {}", self.lagged.load(Ordering::Relaxed)))
+                }
+                _ => {
+                    let mut response = text("not found");
+                    *response.status_mut() = StatusCode::NOT_FOUND;
+                    response
                 }
             }
-        })
-        .await;
+        }
     }
 
     /// What tower-push answers to `GET /poll?after=<epoch>-0` on a log holding the seed event:
-    /// the baseline answers with exactly these bytes.
+    /// the `ready` baseline answers with exactly these bytes.
     async fn ready_answer() -> Bytes {
         let log = MemoryLog::builder()
             .epoch(Epoch::new(EPOCH))
@@ -337,91 +464,6 @@ mod server {
             .await
             .unwrap_or_else(|e| match e {})
             .to_bytes()
-    }
-
-    /// The baselines, all plain hyper except the SSE one, which is axum:
-    ///
-    /// - `GET /pending`: a handler that never answers.
-    /// - `GET /notify`: waits on a `tokio::sync::Notify`, then answers the newest event from a
-    ///   shared `Mutex<Vec<Bytes>>`.
-    /// - `GET /ready`: answers fixed bytes at once (the same bytes as tower-push's answer).
-    /// - `GET /stream`: axum's `Sse` over a `tokio::sync::broadcast` receiver.
-    async fn baseline_server(listener: TcpListener) {
-        let waiting = Arc::new(AtomicUsize::new(0));
-        let lagged = Arc::new(AtomicU64::new(0));
-        let notify = Arc::new(Notify::new());
-        let events = Arc::new(Mutex::new(vec![Bytes::from_static(SEED.as_bytes())]));
-        let ready = ready_answer().await;
-        let (sender, _) = broadcast::channel::<(u64, String)>(262_144);
-        let sse = axum::Router::new().route(
-            "/stream",
-            axum::routing::get({
-                let (sender, lagged) = (sender.clone(), lagged.clone());
-                move || sse_handler(sender.subscribe(), lagged.clone())
-            }),
-        );
-        serve(listener, move |req: Request<Incoming>| {
-            let (waiting, lagged, notify, events, ready, sender, sse) = (
-                waiting.clone(),
-                lagged.clone(),
-                notify.clone(),
-                events.clone(),
-                ready.clone(),
-                sender.clone(),
-                sse.clone(),
-            );
-            async move {
-                match (req.method(), req.uri().path()) {
-                    (&Method::GET, "/pending") => {
-                        drop(req);
-                        waiting.fetch_add(1, Ordering::Relaxed);
-                        std::future::pending::<Response<_>>().await
-                    }
-                    (&Method::GET, "/notify") => {
-                        drop(req);
-                        let notified = notify.notified();
-                        let mut notified = std::pin::pin!(notified);
-                        notified.as_mut().enable();
-                        waiting.fetch_add(1, Ordering::Relaxed);
-                        notified.await;
-                        waiting.fetch_sub(1, Ordering::Relaxed);
-                        let latest = events.lock().expect("lock").last().cloned();
-                        json(latest.unwrap_or_default()).map(Either::Left)
-                    }
-                    (&Method::GET, "/ready") => json(ready).map(Either::Left),
-                    (&Method::GET, "/stream") => {
-                        let response = sse.oneshot(req).await.unwrap_or_else(|e| match e {});
-                        response.map(Either::Right)
-                    }
-                    (&Method::POST, "/publish") => {
-                        events
-                            .lock()
-                            .expect("lock")
-                            .push(Bytes::from(event_json(1)));
-                        notify.notify_waiters();
-                        text("ok").map(Either::Left)
-                    }
-                    (&Method::POST, "/burst" | "/steady") => {
-                        let count = query_u64(&req, "n");
-                        let rate = (req.uri().path() == "/steady").then(|| query_u64(&req, "rate"));
-                        publish_on_thread(count, rate, move |n, data| {
-                            let _ = sender.send((n, data));
-                        });
-                        text("ok").map(Either::Left)
-                    }
-                    (&Method::GET, "/stats") => {
-                        let stats = format!(
-                            "{} {}",
-                            waiting.load(Ordering::Relaxed),
-                            lagged.load(Ordering::Relaxed)
-                        );
-                        text(stats).map(Either::Left)
-                    }
-                    _ => not_found().map(Either::Left),
-                }
-            }
-        })
-        .await;
     }
 
     /// What a Rust user writes for SSE over a broadcast channel with axum.
@@ -457,18 +499,15 @@ mod server {
         );
         response
     }
-
-    fn not_found() -> Response<Full<Bytes>> {
-        let mut response = text("not found");
-        *response.status_mut() = StatusCode::NOT_FOUND;
-        response
-    }
 }
 
 /// A server child process.
 struct Server {
     child: Child,
+    /// The service under test.
     addr: SocketAddr,
+    /// The control service: publish, stats.
+    control: SocketAddr,
 }
 
 impl Server {
@@ -486,10 +525,15 @@ impl Server {
         BufReader::new(stdout)
             .read_line(&mut line)
             .expect("read the server's port");
-        let port: u16 = line.trim().parse().expect("the server prints its port");
+        let ports: Vec<u16> = line
+            .split_whitespace()
+            .map(|p| p.parse().expect("the server prints its ports"))
+            .collect();
+        let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
         Self {
             child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            addr: addr(ports[0]),
+            control: addr(ports[1]),
         }
     }
 
@@ -546,7 +590,10 @@ struct Head {
 fn parse_head(buf: &[u8]) -> Option<Head> {
     let end = find(buf, b"\r\n\r\n")? + 4;
     let head = std::str::from_utf8(&buf[..end]).expect("response head is text");
-    let status = head.get(9..12).and_then(|s| s.parse().ok()).expect("status");
+    let status = head
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
     let mut length = None;
     let mut chunked = false;
     for line in head.split("\r\n").skip(1) {
@@ -844,7 +891,7 @@ mod driver {
                     }
                     if n == settings.parked && settings.wants("memory") {
                         // The floor for memory: a handler that never answers.
-                        let rss = park(&settings, "baseline", "/pending", n, false).await;
+                        let rss = park("pending", "/poll", n).await;
                         table.add(
                             &format!("memory per parked poll, N={n}"),
                             "KiB",
@@ -889,12 +936,12 @@ mod driver {
     /// times every client's answer.
     async fn parked(settings: &Settings, table: &mut Table, n: usize, ours: bool) {
         let (kind, path) = if ours {
-            ("tower-push", format!("/poll?after={}", cursor(1)))
+            ("tower-push-poll", format!("/poll?after={}", cursor(1)))
         } else {
-            ("baseline", "/notify".to_owned())
+            ("notify", "/poll".to_owned())
         };
         let server = Server::start(kind);
-        let mut control = Conn::connect(server.addr).await.expect("connect");
+        let mut control = Conn::connect(server.control).await.expect("connect");
         control.stats().await.expect("stats");
         let before = server.rss_kib();
         let clients = spawn_clients(server.addr, get_request(&path, None), n);
@@ -943,7 +990,7 @@ mod driver {
         );
         table.add(&name("max"), "ms", None, ours, percentile(&latencies, 1.0));
         eprintln!(
-            "   {kind:10} fan-out N={n}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; {per_poll:.2} KiB per parked poll",
+            "   {kind:17} fan-out N={n}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; {per_poll:.2} KiB per parked poll",
             percentile(&latencies, 0.5),
             percentile(&latencies, 0.99),
             percentile(&latencies, 1.0)
@@ -951,16 +998,16 @@ mod driver {
     }
 
     /// Parks `n` polls on `path` and returns the server's memory growth per parked poll, in KiB.
-    async fn park(_settings: &Settings, kind: &str, path: &str, n: usize, _ours: bool) -> f64 {
+    async fn park(kind: &str, path: &str, n: usize) -> f64 {
         let server = Server::start(kind);
-        let mut control = Conn::connect(server.addr).await.expect("connect");
+        let mut control = Conn::connect(server.control).await.expect("connect");
         control.stats().await.expect("stats");
         let before = server.rss_kib();
         let clients = spawn_clients(server.addr, get_request(path, None), n);
         wait_parked(&mut control, n).await;
         let after = server.rss_kib();
         let per_poll = (after.saturating_sub(before)) as f64 / n as f64;
-        eprintln!("   {kind:10} {path}: {per_poll:.2} KiB per parked poll (N={n})");
+        eprintln!("   {kind:17} {path}: {per_poll:.2} KiB per parked poll (N={n})");
         drop(server);
         for client in clients {
             client.abort();
@@ -1017,9 +1064,9 @@ mod driver {
     /// Requests per second over keep-alive connections, every request answered at once.
     async fn throughput(settings: &Settings, ours: bool) -> f64 {
         let (kind, path) = if ours {
-            ("tower-push", format!("/poll?after={}", cursor(0)))
+            ("tower-push-poll", format!("/poll?after={}", cursor(0)))
         } else {
-            ("baseline", "/ready".to_owned())
+            ("ready", "/poll".to_owned())
         };
         let server = Server::start(kind);
         let request: Arc<[u8]> = get_request(&path, None).into();
@@ -1059,7 +1106,7 @@ mod driver {
             body = len;
         }
         let rps = total as f64 / settings.throughput_for.as_secs_f64();
-        eprintln!("   {kind:10} throughput: {rps:.0} req/s ({body}-byte bodies)");
+        eprintln!("   {kind:17} throughput: {rps:.0} req/s ({body}-byte bodies)");
         rps
     }
 
@@ -1091,7 +1138,10 @@ mod driver {
     fn published_at(data: &[u8]) -> Option<u64> {
         let at = find(data, b"\"t\":")? + 4;
         let digits = data[at..].iter().take_while(|b| b.is_ascii_digit()).count();
-        std::str::from_utf8(&data[at..at + digits]).ok()?.parse().ok()
+        std::str::from_utf8(&data[at..at + digits])
+            .ok()?
+            .parse()
+            .ok()
     }
 
     /// Reads `count` events from `conn`'s stream; returns the latencies in ms when `latency`.
@@ -1132,9 +1182,13 @@ mod driver {
 
     /// Stream latency at a steady rate, then throughput for a burst, over one SSE connection.
     async fn stream(settings: &Settings, table: &mut Table, ours: bool) {
-        let kind = if ours { "tower-push" } else { "baseline" };
+        let kind = if ours {
+            "tower-push-stream"
+        } else {
+            "axum-sse"
+        };
         let server = Server::start(kind);
-        let mut control = Conn::connect(server.addr).await.expect("connect");
+        let mut control = Conn::connect(server.control).await.expect("connect");
         let mut conn = Conn::connect(server.addr).await.expect("connect");
         conn.send(&get_request("/stream", Some("text/event-stream")))
             .await
@@ -1155,10 +1209,7 @@ mod driver {
             .expect("steady");
         let mut latencies = read_events(&mut conn, &mut reader, count, true).await;
         latencies.sort_by(f64::total_cmp);
-        let (p50, p99) = (
-            percentile(&latencies, 0.50),
-            percentile(&latencies, 0.99),
-        );
+        let (p50, p99) = (percentile(&latencies, 0.50), percentile(&latencies, 0.99));
         let name = |what: &str| {
             format!(
                 "stream latency at {} events/s, publish to receive, {what}",
@@ -1186,7 +1237,7 @@ mod driver {
         );
         let (_, lagged) = control.stats().await.expect("stats");
         eprintln!(
-            "   {kind:10} stream: p50 {p50:.3} ms, p99 {p99:.3} ms at {}/s; {eps:.0} events/s; lagged {lagged}",
+            "   {kind:17} stream: p50 {p50:.3} ms, p99 {p99:.3} ms at {}/s; {eps:.0} events/s; lagged {lagged}",
             settings.steady_rate
         );
         assert_eq!(lagged, 0, "the broadcast baseline lagged");
