@@ -120,6 +120,7 @@ impl Settings {
                     settings.parked = n;
                     settings.fanout = vec![n / 10, n];
                 }
+                "--probe" => settings.only = vec!["probe".to_owned()],
                 "--only" => {
                     settings.only = value()?.split(',').map(str::to_owned).collect();
                 }
@@ -267,6 +268,48 @@ mod server {
                             drop(req);
                             waiting.fetch_add(1, Ordering::Relaxed);
                             std::future::pending::<Result<Response<Full<Bytes>>, Infallible>>()
+                        }),
+                    )
+                    .await;
+                }
+                // Where a parked poll's memory goes: the pending handler plus one piece of
+                // what tower-push holds (`--probe`).
+                "pending-parts" | "pending-sleep" | "pending-subscription" => {
+                    let waiting = state.waiting.clone();
+                    let topic = state.topic.clone();
+                    let probe = kind.to_owned();
+                    serve(
+                        main,
+                        hyper::service::service_fn(move |req: Request<Incoming>| {
+                            let (parts, body) = req.into_parts();
+                            drop(body);
+                            let parts = Arc::new(parts);
+                            let waiting = waiting.clone();
+                            let mut topic = topic.clone();
+                            let probe = probe.clone();
+                            async move {
+                                match probe.as_str() {
+                                    "pending-parts" => {
+                                        waiting.fetch_add(1, Ordering::Relaxed);
+                                        std::future::pending::<()>().await;
+                                    }
+                                    "pending-sleep" => {
+                                        drop(parts);
+                                        waiting.fetch_add(1, Ordering::Relaxed);
+                                        tokio::time::sleep(Duration::from_secs(600)).await;
+                                    }
+                                    _ => {
+                                        use tower::Service as _;
+                                        let position =
+                                            tower_push::source::Position::After(cursor(1));
+                                        let subscribe = tower_push::source::Subscribe::new(
+                                            position, 256, parts,
+                                        );
+                                        let _ = topic.call(subscribe).await;
+                                    }
+                                }
+                                Ok::<_, Infallible>(json(Bytes::new()))
+                            }
                         }),
                     )
                     .await;
@@ -870,6 +913,20 @@ mod driver {
         println!("tower-push benchmarks (cargo bench --bench push)");
         machine();
         println!("settings: {settings:?}");
+        println!(
+            "size of a held poll's future: tower-push {} bytes (of which the layer's own {} and \
+             the topic's subscription {}); the hyper-util `http1` connection holds it boxed",
+            std::mem::size_of::<
+                tower::util::Oneshot<tower_push::LongPoll<tower_push::Topic>, Request<Incoming>>,
+            >(),
+            std::mem::size_of::<
+                tower_push::long_poll::future::ResponseFuture<
+                    tower_push::Topic,
+                    tower_push::format::JsonFormat,
+                >,
+            >(),
+            std::mem::size_of::<tower_push::Subscription>(),
+        );
         let mut table = Table::default();
         for run in 0..settings.runs {
             // Alternate which side goes first, so that drift on a shared machine favours
@@ -900,6 +957,17 @@ mod driver {
                             rss,
                         );
                     }
+                }
+            }
+            if settings.only.iter().any(|p| p == "probe") {
+                for kind in [
+                    "pending",
+                    "pending-parts",
+                    "pending-sleep",
+                    "pending-subscription",
+                ] {
+                    let path = format!("/poll?after={}", cursor(1));
+                    park(kind, &path, settings.parked).await;
                 }
             }
             if settings.wants("throughput") {
