@@ -920,11 +920,8 @@ mod driver {
         machine();
         println!("settings: {settings:?}");
         println!(
-            "size of a held poll's future: tower-push {} bytes (of which the layer's own {} and \
-             the topic's subscription {}); the hyper-util `http1` connection holds it boxed",
-            std::mem::size_of::<
-                tower::util::Oneshot<tower_push::LongPoll<tower_push::Topic>, Request<Incoming>>,
-            >(),
+            "size of a held poll's future: {} bytes, the topic's subscription inside it {}; \
+             hyper's `http1` connection holds it boxed",
             std::mem::size_of::<
                 tower_push::long_poll::future::ResponseFuture<
                     tower_push::Topic,
