@@ -1,13 +1,14 @@
 //! Keeping response compression away from push responses.
 //!
-//! A compression middleware buffers its output until it has enough to compress, which holds
-//! stream messages back for seconds, and an intermediary that sees a compressed stream may buffer
-//! it again. tower-http's `CompressionLayer` skips `text/event-stream` by default, but not
-//! `application/x-ndjson`, and it would also batch any custom stream format.
+//! A compressor is a buffer: it holds output back until it has enough to compress, keeps a
+//! window of hundreds of KiB per open stream, and makes every intermediary decode the stream
+//! incrementally. tower-http's `CompressionLayer` skips `text/event-stream` by default, but not
+//! `application/x-ndjson`, nor a custom stream format.
 //!
-//! Both layers mark every response they produce with the [`PushResponse`] extension. The
-//! predicate [`not_push`] is false for marked responses, so combined with tower-http's default
-//! predicate it keeps compression for everything else:
+//! Every response of both layers carries `X-Accel-Buffering: no` (see [`crate::headers`]): the
+//! standard way for a response to say "do not buffer me". The predicate [`not_push`] is false
+//! for such responses, so combined with tower-http's default predicate it keeps compression for
+//! everything else:
 //!
 //! ```
 //! use tower_http::compression::{predicate::DefaultPredicate, CompressionLayer, Predicate};
@@ -18,40 +19,30 @@
 //! ```
 //!
 //! `not_push` is a plain function with the signature tower-http accepts as a predicate, so this
-//! crate does not depend on tower-http.
+//! crate does not depend on tower-http, and reading a header costs nothing per response.
 
 use http::{Extensions, HeaderMap, StatusCode, Version};
 
-/// The response extension that marks a response of [`LongPollLayer`](crate::LongPollLayer) or
-/// [`ChunkedStreamLayer`](crate::ChunkedStreamLayer).
+use crate::headers::X_ACCEL_BUFFERING;
+
+/// A compression predicate that is `false` for responses that ask not to be buffered
+/// (`X-Accel-Buffering: no`, as every response of this crate's layers does) and `true` for all
+/// others; see the [module docs](self).
 ///
 /// # Examples
 ///
 /// ```
-/// use http::Request;
-/// use tower::{Layer, ServiceExt};
-/// use tower_push::compression::PushResponse;
-/// use tower_push::{ChunkedStreamLayer, MemoryLog};
+/// use http::{Extensions, HeaderMap, HeaderValue, StatusCode, Version};
+/// use tower_push::compression::not_push;
 ///
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let service = ChunkedStreamLayer::new().layer(MemoryLog::new().topic("t"));
-/// let response = service.oneshot(Request::get("/").body(())?).await?;
-/// assert!(response.extensions().get::<PushResponse>().is_some());
-/// # Ok(())
-/// # }
+/// let mut headers = HeaderMap::new();
+/// let plain = not_push(StatusCode::OK, Version::HTTP_11, &headers, &Extensions::new());
+/// headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+/// let push = not_push(StatusCode::OK, Version::HTTP_11, &headers, &Extensions::new());
+/// assert!(plain && !push);
 /// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct PushResponse;
-
-/// A compression predicate that is `false` for the responses of this crate's layers and `true`
-/// for all others; see the [module docs](self).
-pub fn not_push(_: StatusCode, _: Version, _: &HeaderMap, extensions: &Extensions) -> bool {
-    extensions.get::<PushResponse>().is_none()
-}
-
-/// Marks a response as a push response.
-pub(crate) fn mark(extensions: &mut Extensions) {
-    extensions.insert(PushResponse);
+pub fn not_push(_: StatusCode, _: Version, headers: &HeaderMap, _: &Extensions) -> bool {
+    headers
+        .get(X_ACCEL_BUFFERING)
+        .is_none_or(|value| !value.as_bytes().eq_ignore_ascii_case(b"no"))
 }

@@ -141,6 +141,37 @@ impl Subscribe {
         &self.parts
     }
 
+    /// Gives the request head storage of its own.
+    ///
+    /// hyper parses the URI and header values as slices of the connection's read buffer, so a
+    /// head kept for a whole hold or stream would keep that buffer (8 KiB or more) alive and
+    /// make hyper allocate another. A copy costs a few small allocations, once per parked
+    /// request; a head that is already unshared is left alone.
+    pub(crate) fn detach_parts(&mut self) {
+        let Some(parts) = Arc::get_mut(&mut self.parts) else {
+            // Someone else (a source that keeps the head) holds it too: copying would not free
+            // the buffer.
+            return;
+        };
+        let uri = match http::Uri::from_maybe_shared(bytes::Bytes::from(parts.uri.to_string())) {
+            Ok(uri) => uri,
+            Err(_) => return,
+        };
+        let mut headers = http::HeaderMap::with_capacity(parts.headers.len());
+        for (name, value) in &parts.headers {
+            let Ok(name) = http::HeaderName::from_bytes(name.as_str().as_bytes()) else {
+                return;
+            };
+            let Ok(mut copy) = http::HeaderValue::from_bytes(value.as_bytes()) else {
+                return;
+            };
+            copy.set_sensitive(value.is_sensitive());
+            headers.append(name, copy);
+        }
+        parts.uri = uri;
+        parts.headers = headers;
+    }
+
     /// The same subscription, after `cursor`.
     #[must_use]
     pub fn after(&self, cursor: Cursor) -> Self {
@@ -279,5 +310,50 @@ impl Resync {
     /// Send this cursor to read only events published from now on.
     pub fn head(&self) -> Cursor {
         self.head
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    #[test]
+    fn detached_parts_keep_everything_and_free_the_read_buffer() {
+        // A read buffer as hyper holds it, with the head parsed as slices of it.
+        let buffer = Bytes::from(b"/poll?after=1x-token".to_vec());
+        let mut request = http::Request::new(());
+        *request.uri_mut() = http::Uri::from_maybe_shared(buffer.slice(0..12)).unwrap();
+        let mut secret = http::HeaderValue::from_maybe_shared(buffer.slice(15..20)).unwrap();
+        secret.set_sensitive(true);
+        request.headers_mut().insert("x-token", secret);
+        request
+            .headers_mut()
+            .append("x-token", http::HeaderValue::from_static("two"));
+        request.extensions_mut().insert(7u8);
+        let parts = Arc::new(request.into_parts().0);
+        let mut subscribe = Subscribe::new(Position::Head, 10, parts);
+        assert!(!buffer.is_unique(), "the head points into the buffer");
+
+        subscribe.detach_parts();
+        assert!(
+            buffer.is_unique(),
+            "nothing points into the buffer any more"
+        );
+        let parts = subscribe.parts();
+        assert_eq!(parts.uri, "/poll?after=");
+        let values: Vec<_> = parts.headers.get_all("x-token").iter().collect();
+        let texts: Vec<_> = values.iter().map(|v| v.as_bytes()).collect();
+        assert_eq!(texts, [&b"token"[..], &b"two"[..]]);
+        assert!(values[0].is_sensitive());
+        assert_eq!(parts.extensions.get::<u8>(), Some(&7));
+    }
+
+    #[test]
+    fn shared_parts_are_left_alone() {
+        let parts = Arc::new(http::Request::get("/x").body(()).unwrap().into_parts().0);
+        let mut subscribe = Subscribe::new(Position::Head, 1, parts.clone());
+        subscribe.detach_parts();
+        assert!(Arc::ptr_eq(&subscribe.parts, &parts));
     }
 }

@@ -14,7 +14,7 @@ use super::stream::EventStream;
 use crate::format::StreamFormat;
 use crate::headers::{self, PUSH_CURSOR};
 use crate::source::{Outcome, Subscribe};
-use crate::{compression, BoxError, PushBody};
+use crate::{BoxError, PushBody};
 
 /// The response future of [`ChunkedStream`](super::ChunkedStream).
 ///
@@ -86,7 +86,6 @@ where
             }
         };
         headers::stream(response.headers_mut());
-        compression::mark(response.extensions_mut());
         Poll::Ready(Ok(response))
     }
 }

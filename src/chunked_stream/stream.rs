@@ -56,13 +56,15 @@ where
 {
     pub(crate) fn new(
         source: S,
-        subscribe: Subscribe,
+        mut subscribe: Subscribe,
         format: F,
         every: Duration,
         lifetime: Duration,
         shutdown: Option<&Shutdown>,
         slot: Slot,
     ) -> Self {
+        // A stream keeps its request head for its whole life: do not pin hyper's read buffer.
+        subscribe.detach_parts();
         let mut out = Vec::new();
         let start = match subscribe.position() {
             Position::After(cursor) => Some(cursor),

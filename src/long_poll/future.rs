@@ -17,7 +17,7 @@ use crate::format::PollFormat;
 use crate::limit::Slot;
 use crate::shutdown::{self, Shutdown};
 use crate::source::{Outcome, Position, Subscribe};
-use crate::{compression, headers, BoxError, Cursor, PushBody, Rejection};
+use crate::{headers, BoxError, Cursor, PushBody, Rejection};
 
 pin_project! {
     /// The response future of [`LongPoll`](super::LongPoll): holds the request until the event
@@ -61,6 +61,8 @@ pin_project! {
             superseded: Option<Superseded>,
             // The place under the layer's caps, given back when the answer is ready.
             slot: Slot,
+            // Whether the request head has storage of its own yet.
+            detached: bool,
         },
     }
 }
@@ -88,6 +90,7 @@ where
                 shutdown: hold.shutdown.map(Shutdown::wait),
                 superseded: hold.superseded,
                 slot: hold.slot,
+                detached: false,
             },
         }
     }
@@ -119,7 +122,6 @@ where
         // the server gets around to dropping this future.
         state.set(State::Rejected { response: None });
         headers::long_poll(response.headers_mut());
-        compression::mark(response.extensions_mut());
         Poll::Ready(Ok(response))
     }
 }
@@ -131,7 +133,7 @@ where
     F: PollFormat,
 {
     fn poll_answer(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response<PushBody>> {
-        let (source, subscribe, format, mut call, sleep, shutdown, superseded) =
+        let (source, subscribe, format, mut call, sleep, shutdown, superseded, detached) =
             match self.project() {
                 StateProj::Rejected { response } => {
                     return Poll::Ready(response.take().expect("polled after completion"));
@@ -145,7 +147,10 @@ where
                     shutdown,
                     superseded,
                     slot: _,
-                } => (source, subscribe, format, call, sleep, shutdown, superseded),
+                    detached,
+                } => (
+                    source, subscribe, format, call, sleep, shutdown, superseded, detached,
+                ),
             };
         let unavailable = |err: S::Error| {
             let err: BoxError = err.into();
@@ -187,8 +192,12 @@ where
         let replaced = superseded
             .as_pin_mut()
             .is_some_and(|wait| wait.poll(cx).is_ready());
-        if !(draining || replaced) {
-            ready!(sleep.poll(cx));
+        if !(draining || replaced) && sleep.poll(cx).is_pending() {
+            if !std::mem::replace(detached, true) {
+                // Parked for real: stop pinning hyper's read buffer for the rest of the hold.
+                subscribe.detach_parts();
+            }
+            return Poll::Pending;
         }
         Poll::Ready(match current(subscribe) {
             Some(cursor) => format.timeout(cursor),
