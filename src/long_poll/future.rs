@@ -57,8 +57,8 @@ pin_project! {
             sleep: Sleep,
             #[pin]
             shutdown: Option<shutdown::Wait>,
-            #[pin]
-            superseded: Option<Superseded>,
+            // Boxed: most layers do not track clients, and a parked poll should not pay for it.
+            superseded: Option<Pin<Box<Superseded>>>,
             // The place under the layer's caps, given back when the answer is ready.
             slot: Slot,
             // Whether the request head has storage of its own yet.
@@ -88,7 +88,7 @@ where
                 call: None,
                 sleep: tokio::time::sleep(hold.hold),
                 shutdown: hold.shutdown.map(Shutdown::wait),
-                superseded: hold.superseded,
+                superseded: hold.superseded.map(Box::pin),
                 slot: hold.slot,
                 detached: false,
             },
@@ -190,8 +190,8 @@ where
             .as_pin_mut()
             .is_some_and(|wait| wait.poll(cx).is_ready());
         let replaced = superseded
-            .as_pin_mut()
-            .is_some_and(|wait| wait.poll(cx).is_ready());
+            .as_mut()
+            .is_some_and(|wait| wait.as_mut().poll(cx).is_ready());
         if !(draining || replaced) && sleep.poll(cx).is_pending() {
             if !std::mem::replace(detached, true) {
                 // Parked for real: stop pinning hyper's read buffer for the rest of the hold.
