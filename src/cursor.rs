@@ -61,7 +61,17 @@ impl Epoch {
 
 impl fmt::Display for Epoch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}", self.0)
+        let mut hex = [0; 16];
+        write_hex(self.0, &mut hex);
+        f.write_str(std::str::from_utf8(&hex).expect("hex digits are ASCII"))
+    }
+}
+
+/// Writes `value` as 16 lowercase hexadecimal digits.
+fn write_hex(value: u64, out: &mut [u8; 16]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (i, digit) in out.iter_mut().enumerate() {
+        *digit = DIGITS[(value >> (60 - 4 * i)) as usize & 0xf];
     }
 }
 
@@ -143,6 +153,10 @@ impl Cursor {
         if input.len() > Self::MAX_LEN {
             return Err(CursorError::TooLong { len: input.len() });
         }
+        // Every cursor a server issued takes this single pass; the rest finds out what is wrong.
+        if let Some(cursor) = parse_canonical(input) {
+            return Ok(cursor);
+        }
         let text = std::str::from_utf8(input).map_err(|_| CursorError::NotUtf8)?;
         let (epoch, seq) = text.split_once('-').ok_or(CursorError::MissingSeparator)?;
         Ok(Self {
@@ -150,6 +164,32 @@ impl Cursor {
             seq: parse_seq(seq)?,
         })
     }
+}
+
+/// Parses the canonical text form in one pass, or gives up without saying why.
+fn parse_canonical(input: &[u8]) -> Option<Cursor> {
+    let (hex, rest) = input.split_at_checked(16)?;
+    let digits = rest.strip_prefix(b"-")?;
+    let mut epoch = 0u64;
+    for &b in hex {
+        let digit = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            _ => return None,
+        };
+        epoch = epoch << 4 | u64::from(digit);
+    }
+    if digits.is_empty() || (digits.len() > 1 && digits[0] == b'0') {
+        return None;
+    }
+    let mut seq = 0u64;
+    for &b in digits {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        seq = seq.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+    }
+    Some(Cursor::new(Epoch(epoch), seq))
 }
 
 fn parse_epoch(text: &str) -> Result<Epoch, CursorError> {
@@ -180,9 +220,52 @@ impl FromStr for Cursor {
     }
 }
 
+/// The text form of a cursor, written on the stack: formatting cursors is on the path of every
+/// answer, so it avoids the formatting machinery and any allocation.
+pub(crate) struct CursorText {
+    buf: [u8; 37],
+    len: usize,
+}
+
+impl CursorText {
+    pub(crate) fn as_str(&self) -> &str {
+        std::str::from_utf8(self.as_bytes()).expect("cursor text is ASCII")
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl Cursor {
+    /// The text form, without allocating.
+    pub(crate) fn text(self) -> CursorText {
+        let mut buf = [0; 37];
+        let mut hex = [0; 16];
+        write_hex(self.epoch.0, &mut hex);
+        buf[..16].copy_from_slice(&hex);
+        buf[16] = b'-';
+        // The sequence number's digits, from the end of a scratch buffer.
+        let mut digits = [0; 20];
+        let mut start = digits.len();
+        let mut seq = self.seq;
+        loop {
+            start -= 1;
+            digits[start] = b'0' + (seq % 10) as u8;
+            seq /= 10;
+            if seq == 0 {
+                break;
+            }
+        }
+        let len = 17 + digits.len() - start;
+        buf[17..len].copy_from_slice(&digits[start..]);
+        CursorText { buf, len }
+    }
+}
+
 impl fmt::Display for Cursor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", self.epoch, self.seq)
+        f.write_str(self.text().as_str())
     }
 }
 
@@ -338,6 +421,12 @@ mod tests {
             prop_assert!(text.len() <= Cursor::MAX_LEN);
             prop_assert!(text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
             prop_assert_eq!(text.parse::<Cursor>(), Ok(c));
+        }
+
+        #[test]
+        fn fast_text_matches_the_formatting_machinery(epoch: u64, seq: u64) {
+            let text = Cursor::new(Epoch::new(epoch), seq).text();
+            prop_assert_eq!(text.as_str(), format!("{epoch:016x}-{seq}"));
         }
 
         #[test]

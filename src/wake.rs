@@ -10,9 +10,11 @@ use tokio::sync::Notify;
 
 /// Resolves with what `check` finds, parking on `notify` while it finds nothing.
 ///
-/// The registration in `notified` is enabled *before* `check` runs, so a notification that
-/// lands between the check and the wait still wakes the task (the pattern of tokio's `Notify`
-/// docs). No allocation: the waiter lives in `notified`, which the caller keeps pinned.
+/// `check` runs once unregistered, since it usually finds something at once; if it does not, a
+/// registration in `notified` is enabled and `check` runs again *before* the task waits, so a
+/// notification that lands between a check and the wait still wakes the task (the pattern of
+/// tokio's `Notify` docs). No allocation: the waiter lives in `notified`, which the caller keeps
+/// pinned.
 pub(crate) fn poll_check<T>(
     mut notified: Pin<&mut Option<OwnedNotified>>,
     notify: &Arc<Notify>,
@@ -21,6 +23,10 @@ pub(crate) fn poll_check<T>(
 ) -> Poll<T> {
     loop {
         if notified.is_none() {
+            // Most checks find something at once: no need to register for those.
+            if let Some(found) = check() {
+                return Poll::Ready(found);
+            }
             notified.set(Some(notify.clone().notified_owned()));
         }
         let mut registered = notified.as_mut().as_pin_mut().expect("set above");

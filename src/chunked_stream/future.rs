@@ -6,11 +6,12 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use http::header::{HeaderValue, CONTENT_TYPE};
+use http::header::CONTENT_TYPE;
 use http::Response;
 use tower_service::Service;
 
 use super::stream::EventStream;
+use crate::format::json::cursor_header;
 use crate::format::StreamFormat;
 use crate::headers::{self, PUSH_CURSOR};
 use crate::source::{Outcome, Subscribe};
@@ -76,9 +77,7 @@ where
                         let headers = response.headers_mut();
                         headers.insert(CONTENT_TYPE, content_type);
                         if let Some(cursor) = cursor {
-                            let value = HeaderValue::try_from(cursor.to_string())
-                                .expect("cursor text is a valid header value");
-                            headers.insert(PUSH_CURSOR, value);
+                            headers.insert(PUSH_CURSOR, cursor_header(cursor));
                         }
                         response
                     }

@@ -67,12 +67,12 @@ pub(crate) fn push_event_object(out: &mut Vec<u8>, event: &Event) {
 
 /// Appends the text form of `cursor`, which never needs JSON escaping.
 pub(crate) fn push_cursor(out: &mut Vec<u8>, cursor: Cursor) {
-    use std::io::Write;
-    write!(out, "{cursor}").expect("writing to a Vec cannot fail");
+    out.extend_from_slice(cursor.text().as_bytes());
 }
 
-fn cursor_header(cursor: Cursor) -> HeaderValue {
-    HeaderValue::try_from(cursor.to_string()).expect("cursor text is a valid header value")
+/// The cursor as a `Push-Cursor` value.
+pub(crate) fn cursor_header(cursor: Cursor) -> HeaderValue {
+    HeaderValue::from_bytes(cursor.text().as_bytes()).expect("cursor text is a valid header value")
 }
 
 impl PollFormat for JsonFormat {

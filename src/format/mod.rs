@@ -11,7 +11,7 @@
 //! afterwards, so a format need not and cannot leave them out.
 
 mod auto;
-mod json;
+pub(crate) mod json;
 mod ndjson;
 mod sse;
 

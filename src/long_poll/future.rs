@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use http::Response;
 use pin_project_lite::pin_project;
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
 use super::supersede::Superseded;
@@ -53,8 +53,10 @@ pin_project! {
             // The source's future; `None` while the source is not ready yet.
             #[pin]
             call: Option<S::Future>,
+            // The hold timer, made only once the poll has to wait: most answers need none.
             #[pin]
-            sleep: Sleep,
+            sleep: Option<Sleep>,
+            deadline: Instant,
             #[pin]
             shutdown: Option<shutdown::Wait>,
             // Boxed: most layers do not track clients, and a parked poll should not pay for it.
@@ -86,7 +88,8 @@ where
                 subscribe: hold.subscribe,
                 format: hold.format,
                 call: None,
-                sleep: tokio::time::sleep(hold.hold),
+                sleep: None,
+                deadline: Instant::now() + hold.hold,
                 shutdown: hold.shutdown.map(Shutdown::wait),
                 superseded: hold.superseded.map(Box::pin),
                 slot: hold.slot,
@@ -133,25 +136,35 @@ where
     F: PollFormat,
 {
     fn poll_answer(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response<PushBody>> {
-        let (source, subscribe, format, mut call, sleep, shutdown, superseded, detached) =
-            match self.project() {
-                StateProj::Rejected { response } => {
-                    return Poll::Ready(response.take().expect("polled after completion"));
-                }
-                StateProj::Holding {
-                    source,
-                    subscribe,
-                    format,
-                    call,
-                    sleep,
-                    shutdown,
-                    superseded,
-                    slot: _,
-                    detached,
-                } => (
-                    source, subscribe, format, call, sleep, shutdown, superseded, detached,
-                ),
-            };
+        let (
+            source,
+            subscribe,
+            format,
+            mut call,
+            mut sleep,
+            deadline,
+            shutdown,
+            superseded,
+            detached,
+        ) = match self.project() {
+            StateProj::Rejected { response } => {
+                return Poll::Ready(response.take().expect("polled after completion"));
+            }
+            StateProj::Holding {
+                source,
+                subscribe,
+                format,
+                call,
+                sleep,
+                deadline,
+                shutdown,
+                superseded,
+                slot: _,
+                detached,
+            } => (
+                source, subscribe, format, call, sleep, *deadline, shutdown, superseded, detached,
+            ),
+        };
         let unavailable = |err: S::Error| {
             let err: BoxError = err.into();
             tracing::warn!(error = %err, "event source failed");
@@ -192,7 +205,13 @@ where
         let replaced = superseded
             .as_mut()
             .is_some_and(|wait| wait.as_mut().poll(cx).is_ready());
-        if !(draining || replaced) && sleep.poll(cx).is_pending() {
+        if sleep.is_none() {
+            sleep.set(Some(tokio::time::sleep_until(deadline)));
+        }
+        let expired = sleep
+            .as_pin_mut()
+            .is_some_and(|sleep| sleep.poll(cx).is_ready());
+        if !(draining || replaced || expired) {
             if !std::mem::replace(detached, true) {
                 // Parked for real: stop pinning hyper's read buffer for the rest of the hold.
                 subscribe.detach_parts();
