@@ -1,3 +1,4 @@
+use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Response, StatusCode};
 
@@ -30,8 +31,8 @@ use crate::{Cursor, Event, PushBody};
 pub struct JsonFormat;
 
 impl JsonFormat {
-    /// Writes the JSON envelope of `batch`.
-    pub(crate) fn envelope(batch: &Batch) -> Vec<u8> {
+    /// Writes the JSON envelope of `batch`; also says where the closing cursor's text is.
+    pub(crate) fn envelope(batch: &Batch) -> (Vec<u8>, std::ops::Range<usize>) {
         // Written by hand: the payloads are JSON already and are copied in as they are.
         const PER_EVENT: usize = r#"{"id":"","data":},"#.len() + Cursor::MAX_LEN;
         let events = batch.events();
@@ -45,9 +46,11 @@ impl JsonFormat {
             push_event_object(&mut out, event);
         }
         out.extend_from_slice(br#"],"cursor":""#);
+        let start = out.len();
         push_cursor(&mut out, batch.last());
+        let cursor = start..out.len();
         out.extend_from_slice(br#""}"#);
-        out
+        (out, cursor)
     }
 }
 
@@ -77,10 +80,15 @@ pub(crate) fn cursor_header(cursor: Cursor) -> HeaderValue {
 
 impl PollFormat for JsonFormat {
     fn events(&self, batch: &Batch) -> Response<PushBody> {
-        let mut response = Response::new(PushBody::full(Self::envelope(batch)));
+        let (envelope, cursor) = Self::envelope(batch);
+        let body = Bytes::from(envelope);
+        // `Push-Cursor` shares the body's bytes instead of formatting and copying them again.
+        let cursor = HeaderValue::from_maybe_shared(body.slice(cursor))
+            .expect("cursor text is a valid header value");
+        let mut response = Response::new(PushBody::full(body));
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        headers.insert(PUSH_CURSOR, cursor_header(batch.last()));
+        headers.insert(PUSH_CURSOR, cursor);
         response
     }
 
@@ -113,7 +121,8 @@ mod tests {
             })
             .collect();
         let batch = Batch::new(events).unwrap();
-        let bytes = JsonFormat::envelope(&batch);
+        let (bytes, cursor) = JsonFormat::envelope(&batch);
+        assert_eq!(&bytes[cursor], b"0000000000000002-3");
         assert_eq!(
             std::str::from_utf8(&bytes).unwrap(),
             r#"{"events":[{"id":"0000000000000002-1","data":{"a":"x\"y"}},{"id":"0000000000000002-2","data":[1,2]},{"id":"0000000000000002-3","data":null}],"cursor":"0000000000000002-3"}"#
