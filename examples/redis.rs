@@ -35,14 +35,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tower::{Layer, ServiceExt};
 use tower_push::redis::{RedisSource, RedisTopic};
 use tower_push::{ChunkedStream, ChunkedStreamLayer, EventData, LongPoll, LongPollLayer, Shutdown};
-
-/// The largest event a client may publish.
-const MAX_EVENT_BYTES: usize = 64 * 1024;
 
 struct Args {
     addr: SocketAddr,
@@ -145,22 +142,9 @@ impl Demo {
     }
 
     async fn publish(self, req: Request<Incoming>) -> Response<Body> {
-        let body = match Limited::new(req.into_body(), MAX_EVENT_BYTES)
-            .collect()
-            .await
-        {
-            Ok(body) => body.to_bytes(),
-            Err(err) if err.is::<http_body_util::LengthLimitError>() => {
-                let message = format!("an event is at most {MAX_EVENT_BYTES} bytes");
-                return error(StatusCode::PAYLOAD_TOO_LARGE, "event_too_large", &message);
-            }
-            Err(_) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "body_error",
-                    "could not read the body",
-                )
-            }
+        let body = match app::read_event(req).await {
+            Ok(body) => body,
+            Err(refused) => return refused,
         };
         match EventData::from_json(body) {
             Ok(data) => match self.topic.publish(data).await {

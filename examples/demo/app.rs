@@ -140,24 +140,37 @@ impl Demo {
         B: http_body::Body,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        let body = match Limited::new(req.into_body(), MAX_EVENT_BYTES)
-            .collect()
-            .await
-        {
-            Ok(body) => body.to_bytes(),
-            Err(err) if err.is::<http_body_util::LengthLimitError>() => {
-                let message = format!("an event is at most {MAX_EVENT_BYTES} bytes");
-                return error(StatusCode::PAYLOAD_TOO_LARGE, "event_too_large", &message);
-            }
-            Err(_) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "body_error",
-                    "could not read the body",
-                )
-            }
-        };
-        publish_to(&self.topic, body)
+        match read_event(req).await {
+            Ok(body) => publish_to(&self.topic, body),
+            Err(refused) => refused,
+        }
+    }
+}
+
+/// Reads the body of a publish request, at most [`MAX_EVENT_BYTES`]; the error is the answer.
+pub(crate) async fn read_event<B>(req: Request<B>) -> Result<Bytes, Response<Body>>
+where
+    B: http_body::Body,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    match Limited::new(req.into_body(), MAX_EVENT_BYTES)
+        .collect()
+        .await
+    {
+        Ok(body) => Ok(body.to_bytes()),
+        Err(err) if err.is::<http_body_util::LengthLimitError>() => {
+            let message = format!("an event is at most {MAX_EVENT_BYTES} bytes");
+            Err(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "event_too_large",
+                &message,
+            ))
+        }
+        Err(_) => Err(error(
+            StatusCode::BAD_REQUEST,
+            "body_error",
+            "could not read the body",
+        )),
     }
 }
 
