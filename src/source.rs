@@ -108,7 +108,9 @@ pub enum Position {
 /// A subscription request: what the layers ask an event source for.
 ///
 /// It carries the request's head ([`http::request::Parts`]) so a source can route by path, read
-/// headers, or read extensions that earlier layers set (an authenticated user, a topic).
+/// headers, or read extensions that earlier layers set (an authenticated user, a topic). A
+/// request that has to wait may get an equal copy of its head with storage of its own, so that a
+/// parked request does not keep the connection's read buffer alive.
 #[derive(Clone, Debug)]
 pub struct Subscribe {
     position: Position,
