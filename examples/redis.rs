@@ -4,11 +4,12 @@
 //!
 //! ```text
 //! cargo run --features redis --example redis -- [--addr 127.0.0.1:3000]
-//!     [--redis redis://127.0.0.1:6379] [--hold-ms 25000] [--retention 10000]
-//!     [--heartbeat-ms 15000] [--max-stream-ms 300000]
+//!     [--redis redis://127.0.0.1:6379] [--hold-ms 25000] [--retention 1024]
+//!     [--heartbeat-ms 15000] [--max-stream-ms 300000] [--sse-retry-ms 1000]
 //! ```
 //!
-//! Routes:
+//! Routes (the demo's, from `demo/app.rs`):
+//! - `GET /`: the demo page.
 //! - `GET /poll[?after=<cursor>]`: long poll on the default topic.
 //! - `GET /stream[?after=<cursor>]`: a stream of the default topic, SSE when the request accepts
 //!   `text/event-stream`, NDJSON otherwise; resumes from `Last-Event-ID` too.
@@ -31,179 +32,81 @@
 //! curl -i 'localhost:3001/poll?after=<id>'          # waits on :3001 for the next event
 //! ```
 
-use std::net::SocketAddr;
-use std::time::Duration;
-
-use http::{Method, Request, Response, StatusCode};
-use http_body_util::BodyExt;
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use tower::{Layer, ServiceExt};
+use tower::Layer;
 use tower_push::redis::{RedisSource, RedisTopic};
-use tower_push::{ChunkedStream, ChunkedStreamLayer, EventData, LongPoll, LongPollLayer, Shutdown};
-
-struct Args {
-    addr: SocketAddr,
-    redis: String,
-    hold: Duration,
-    retention: usize,
-    heartbeat: Duration,
-    max_stream: Duration,
-}
-
-fn usage(problem: &str) -> ! {
-    eprintln!("error: {problem}");
-    eprintln!(
-        "usage: redis [--addr HOST:PORT] [--redis URL] [--hold-ms MILLIS] [--retention EVENTS] \
-         [--heartbeat-ms MILLIS] [--max-stream-ms MILLIS]"
-    );
-    std::process::exit(2)
-}
-
-fn parse_args() -> Args {
-    let mut args = Args {
-        addr: ([127, 0, 0, 1], 3000).into(),
-        redis: "redis://127.0.0.1:6379".to_owned(),
-        hold: Duration::from_secs(25),
-        retention: 10_000,
-        heartbeat: Duration::from_secs(15),
-        max_stream: Duration::from_secs(300),
-    };
-    let mut argv = std::env::args().skip(1);
-    while let Some(flag) = argv.next() {
-        if flag == "--help" || flag == "-h" {
-            usage("help requested");
-        }
-        let Some(value) = argv.next() else {
-            usage(&format!("{flag} needs a value"));
-        };
-        match flag.as_str() {
-            "--addr" => {
-                args.addr = value
-                    .parse()
-                    .unwrap_or_else(|_| usage(&format!("--addr {value:?} is not HOST:PORT")));
-            }
-            "--redis" => args.redis = value,
-            "--hold-ms" => args.hold = millis(&flag, &value),
-            "--heartbeat-ms" => args.heartbeat = millis(&flag, &value),
-            "--max-stream-ms" => args.max_stream = millis(&flag, &value),
-            "--retention" => {
-                args.retention = value
-                    .parse()
-                    .unwrap_or_else(|_| usage(&format!("--retention {value:?} is not a number")));
-            }
-            _ => usage(&format!("unknown flag {flag}")),
-        }
-    }
-    args
-}
-
-fn millis(flag: &str, value: &str) -> Duration {
-    let ms: u64 = value
-        .parse()
-        .unwrap_or_else(|_| usage(&format!("{flag} {value:?} is not a number of milliseconds")));
-    Duration::from_millis(ms)
-}
+use tower_push::{EventData, Shutdown};
 
 #[path = "demo/app.rs"]
 mod app;
 
 use app::{error, json, Body};
 
-#[derive(Clone)]
-struct Demo {
-    topic: RedisTopic,
-    poll: LongPoll<RedisTopic>,
-    stream: ChunkedStream<RedisTopic>,
-}
+const CLI: app::Cli = app::Cli {
+    program: "redis",
+    extra: &[("--redis", "URL")],
+};
 
-impl Demo {
-    async fn handle(self, req: Request<Incoming>) -> Response<Body> {
-        match (req.method(), req.uri().path()) {
-            (&Method::GET, "/poll") => {
-                let response = self.poll.oneshot(req).await.unwrap_or_else(|e| match e {});
-                response.map(|body| body.boxed_unsync())
-            }
-            (&Method::GET, "/stream") => {
-                let response = self
-                    .stream
-                    .oneshot(req)
-                    .await
-                    .unwrap_or_else(|e| match e {});
-                response.map(|body| body.boxed_unsync())
-            }
-            (&Method::POST, "/publish") => self.publish(req).await,
-            (_, "/poll" | "/stream" | "/publish") => error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "use GET /poll, GET /stream or POST /publish",
-            ),
-            _ => error(StatusCode::NOT_FOUND, "not_found", "no such route"),
-        }
-    }
-
-    async fn publish(self, req: Request<Incoming>) -> Response<Body> {
-        let body = match app::read_event(req).await {
-            Ok(body) => body,
-            Err(refused) => return refused,
-        };
-        match EventData::from_json(body) {
-            Ok(data) => match self.topic.publish(data).await {
-                Ok(id) => json(StatusCode::OK, format!(r#"{{"id":"{id}"}}"#)),
-                Err(err) => {
-                    eprintln!("publish failed: {err}");
-                    error(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "source_unavailable",
-                        "the event store is unavailable; retry later",
-                    )
-                }
-            },
-            Err(err) => error(StatusCode::BAD_REQUEST, "invalid_json", &err.to_string()),
+/// Publishes one event's JSON data through Redis: `{"id":"<cursor>"}`, `400 invalid_json`, or
+/// `503` while Redis is unreachable.
+async fn publish(topic: RedisTopic, body: bytes::Bytes) -> Response<Body> {
+    let data = match EventData::from_json(body) {
+        Ok(data) => data,
+        Err(err) => return error(StatusCode::BAD_REQUEST, "invalid_json", &err.to_string()),
+    };
+    match topic.publish(data).await {
+        Ok(id) => json(StatusCode::OK, format!(r#"{{"id":"{id}"}}"#)),
+        Err(err) => {
+            eprintln!("publish failed: {err}");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "source_unavailable",
+                "the event store is unavailable; retry later",
+            )
         }
     }
 }
 
 #[tokio::main]
 async fn main() {
-    let args = parse_args();
-    let source = RedisSource::builder(args.redis.as_str())
-        .retention(args.retention)
+    let app::Parsed {
+        addr,
+        settings,
+        extra,
+    } = CLI.parse();
+    let url = extra
+        .get("--redis")
+        .map_or("redis://127.0.0.1:6379", String::as_str);
+    let source = RedisSource::builder(url)
+        .retention(settings.retention)
         .build()
         .await
         .unwrap_or_else(|err| {
             let cause = std::error::Error::source(&err).map(|cause| format!(": {cause}"));
-            usage(&format!("{err}{}", cause.unwrap_or_default()))
+            CLI.fail(&format!("{err}{}", cause.unwrap_or_default()))
         });
     let shutdown = Shutdown::new();
-    let poll = LongPollLayer::builder()
-        .hold_timeout(args.hold)
-        .shutdown(shutdown.clone())
-        .build()
-        .unwrap_or_else(|err| usage(&err.to_string()));
-    let stream = ChunkedStreamLayer::builder()
-        .heartbeat_interval(args.heartbeat)
-        .max_lifetime(args.max_stream)
-        .shutdown(shutdown.clone())
-        .build()
-        .unwrap_or_else(|err| usage(&err.to_string()));
+    let (poll, stream) =
+        app::layers(&settings, &shutdown).unwrap_or_else(|err| CLI.fail(&err.to_string()));
     let topic = source
         .topic("default")
-        .unwrap_or_else(|err| usage(&err.to_string()));
-    let demo = Demo {
-        poll: poll.layer(topic.clone()),
-        stream: stream.layer(topic.clone()),
-        topic,
-    };
+        .unwrap_or_else(|err| CLI.fail(&err.to_string()));
+    let (poll, stream) = (poll.layer(topic.clone()), stream.layer(topic.clone()));
 
-    let listener = tokio::net::TcpListener::bind(args.addr)
+    let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .unwrap_or_else(|err| usage(&format!("cannot listen on {}: {err}", args.addr)));
+        .unwrap_or_else(|err| CLI.fail(&format!("cannot listen on {addr}: {err}")));
     println!(
-        "tower-push redis demo listening on http://{} (feed on {})",
+        "tower-push redis demo listening on http://{} (feed on {url})",
         listener.local_addr().expect("bound"),
-        args.redis
     );
-    let handle = move |req| demo.clone().handle(req);
+    let handle = move |req: Request<Incoming>| {
+        let topic = topic.clone();
+        app::route(req, poll.clone(), stream.clone(), move |body| {
+            publish(topic, body)
+        })
+    };
     if app::serve_with(listener, handle, shutdown, app::ctrl_c_or_sigterm()).await {
         println!("all connections closed");
     } else {

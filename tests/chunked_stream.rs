@@ -4,13 +4,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::{get_with, serve, serve_until, RawResponse};
+use common::{get_with, parked, serve, serve_until, RawResponse};
 use futures_util::StreamExt;
 use tokio::time::{timeout, Instant};
 use tower::Layer;
 use tower_push::format::{AutoFormat, Framing, SseFormat};
 use tower_push::{
-    ChunkedStreamLayer, Cursor, EventData, EventName, LongPollLayer, MemoryLog, Shutdown, Topic,
+    ChunkedStreamLayer, Cursor, EventData, EventName, LongPollLayer, MemoryLog, Shutdown,
 };
 
 const SSE: (&str, &str) = ("accept", "text/event-stream");
@@ -48,16 +48,6 @@ fn assert_stream_headers(response: &RawResponse, content_type: &str) {
     assert!(response.header("connection").is_none());
     assert!(response.header("keep-alive").is_none());
     assert!(response.header("content-length").is_none());
-}
-
-async fn parked(topic: &Topic, n: usize) {
-    timeout(Duration::from_secs(10), async {
-        while topic.waiting() != n {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("expected {n} parked, have {}", topic.waiting()));
 }
 
 #[tokio::test]

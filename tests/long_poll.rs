@@ -8,12 +8,12 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use common::{get, get_with, serve};
+use common::{get, get_with, parked, serve};
 use tokio::io::AsyncWriteExt;
 use tokio::time::{timeout, Instant};
 use tower::Layer;
 use tower_push::source::{Outcome, Subscribe};
-use tower_push::{Cursor, EventData, LongPollLayer, MemoryLog, Topic};
+use tower_push::{Cursor, EventData, LongPollLayer, MemoryLog};
 
 fn data(n: u64) -> EventData {
     EventData::from_serialize(&serde_json::json!({ "n": n })).unwrap()
@@ -21,17 +21,6 @@ fn data(n: u64) -> EventData {
 
 fn layer(hold: Duration) -> LongPollLayer {
     LongPollLayer::builder().hold_timeout(hold).build().unwrap()
-}
-
-/// Waits (in real time) until `n` subscriptions are parked on `topic`.
-async fn parked(topic: &Topic, n: usize) {
-    timeout(Duration::from_secs(10), async {
-        while topic.waiting() != n {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("expected {n} parked, have {}", topic.waiting()));
 }
 
 #[tokio::test]

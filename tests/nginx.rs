@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::serve;
+use common::{parked, serve};
 use flate2::write::GzDecoder;
 use http::Response;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -24,9 +24,7 @@ use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
 use tower::Layer;
 use tower_push::headers::X_ACCEL_BUFFERING;
-use tower_push::{
-    ChunkedStreamLayer, EventData, LongPollLayer, MemoryLog, PushBody, Shutdown, Topic,
-};
+use tower_push::{ChunkedStreamLayer, EventData, LongPollLayer, MemoryLog, PushBody, Shutdown};
 
 /// nginx's `proxy_read_timeout` in these tests: how long it waits for the next bytes from the
 /// upstream before it gives up on the response.
@@ -335,17 +333,6 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 
 fn data(n: u64) -> EventData {
     EventData::from_serialize(&serde_json::json!({ "n": n })).unwrap()
-}
-
-/// Waits until `n` requests are parked on `topic`.
-async fn parked(topic: &Topic, n: usize) {
-    timeout(10 * SECOND, async {
-        while topic.waiting() != n {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("expected {n} parked, have {}", topic.waiting()));
 }
 
 fn stream_layer(heartbeat: Duration, shutdown: &Shutdown) -> ChunkedStreamLayer {

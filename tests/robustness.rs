@@ -5,26 +5,16 @@ mod common;
 
 use std::time::Duration;
 
-use common::{get, get_with, serve, RawResponse};
+use common::{get, get_with, parked, serve, RawResponse};
 use tokio::io::AsyncWriteExt;
 use tokio::time::{timeout, Instant};
 use tower::Layer;
-use tower_push::{ChunkedStreamLayer, Cursor, EventData, LongPollLayer, MemoryLog, Topic};
+use tower_push::{ChunkedStreamLayer, Cursor, EventData, LongPollLayer, MemoryLog};
 
 const SECOND: Duration = Duration::from_secs(1);
 
 fn data(n: u64) -> EventData {
     EventData::from_serialize(&serde_json::json!({ "n": n })).unwrap()
-}
-
-async fn parked(topic: &Topic, n: usize) {
-    timeout(Duration::from_secs(10), async {
-        while topic.waiting() != n {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("expected {n} parked, have {}", topic.waiting()));
 }
 
 fn topic_of(parts: &http::request::Parts) -> Option<String> {

@@ -11,9 +11,10 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, Limited};
 use tower::{Layer, ServiceExt};
 use tower_push::format::{AutoFormat, Framing, SseFormat};
+use tower_push::source::{Outcome, Subscribe};
 use tower_push::{
-    ChunkedStream, ChunkedStreamLayer, ConfigError, EventData, LongPoll, LongPollLayer, MemoryLog,
-    Shutdown, Topic,
+    BoxError, ChunkedStream, ChunkedStreamLayer, ConfigError, EventData, LongPoll, LongPollLayer,
+    MemoryLog, Shutdown, Topic,
 };
 
 /// The page at `GET /`: a publish form and two live panes, one on `EventSource`, one on a
@@ -53,6 +54,86 @@ impl Default for Settings {
     }
 }
 
+/// The demo's command line: `--addr` and the [`Settings`] flags, plus the flags a program adds.
+pub(crate) struct Cli {
+    /// The program's name, for the usage line.
+    pub(crate) program: &'static str,
+    /// Flags of the program's own, each with its value's name (`("--redis", "URL")`).
+    pub(crate) extra: &'static [(&'static str, &'static str)],
+}
+
+/// What [`Cli::parse`] read.
+pub(crate) struct Parsed {
+    pub(crate) addr: std::net::SocketAddr,
+    pub(crate) settings: Settings,
+    /// The values of the program's own flags, by flag.
+    pub(crate) extra: std::collections::HashMap<&'static str, String>,
+}
+
+impl Cli {
+    /// Prints `problem` and the usage line, and exits with status 2.
+    pub(crate) fn fail(&self, problem: &str) -> ! {
+        let mut line = format!(
+            "usage: {} [--addr HOST:PORT] [--hold-ms MILLIS] [--retention EVENTS] \
+             [--heartbeat-ms MILLIS] [--max-stream-ms MILLIS] [--sse-retry-ms MILLIS]",
+            self.program
+        );
+        for (flag, value) in self.extra {
+            line.push_str(&format!(" [{flag} {value}]"));
+        }
+        eprintln!("error: {problem}\n{line}");
+        std::process::exit(2)
+    }
+
+    /// Reads the command line, or exits with the usage line.
+    pub(crate) fn parse(&self) -> Parsed {
+        let mut parsed = Parsed {
+            addr: ([127, 0, 0, 1], 3000).into(),
+            settings: Settings::default(),
+            extra: std::collections::HashMap::new(),
+        };
+        let mut argv = std::env::args().skip(1);
+        while let Some(flag) = argv.next() {
+            if flag == "--help" || flag == "-h" {
+                self.fail("help requested");
+            }
+            let Some(value) = argv.next() else {
+                self.fail(&format!("{flag} needs a value"));
+            };
+            let millis = || -> Duration {
+                let ms = value.parse().unwrap_or_else(|_| {
+                    self.fail(&format!("{flag} {value:?} is not a number of milliseconds"))
+                });
+                Duration::from_millis(ms)
+            };
+            let settings = &mut parsed.settings;
+            match flag.as_str() {
+                "--addr" => {
+                    parsed.addr = value.parse().unwrap_or_else(|_| {
+                        self.fail(&format!("--addr {value:?} is not HOST:PORT"))
+                    });
+                }
+                "--hold-ms" => settings.hold = millis(),
+                "--heartbeat-ms" => settings.heartbeat = millis(),
+                "--max-stream-ms" => settings.max_stream = millis(),
+                "--sse-retry-ms" => settings.sse_retry = millis(),
+                "--retention" => {
+                    settings.retention = value.parse().unwrap_or_else(|_| {
+                        self.fail(&format!("--retention {value:?} is not a number"))
+                    });
+                }
+                _ => match self.extra.iter().find(|(known, _)| *known == flag) {
+                    Some((known, _)) => {
+                        parsed.extra.insert(known, value);
+                    }
+                    None => self.fail(&format!("unknown flag {flag}")),
+                },
+            }
+        }
+        parsed
+    }
+}
+
 /// The body of every demo answer.
 pub(crate) type Body = UnsyncBoxBody<Bytes, Infallible>;
 
@@ -69,17 +150,7 @@ impl Demo {
     /// Builds the log and both layers from `settings`; `shutdown` drains them.
     pub(crate) fn new(settings: &Settings, shutdown: &Shutdown) -> Result<Self, ConfigError> {
         let log = MemoryLog::builder().retention(settings.retention).build()?;
-        let poll = LongPollLayer::builder()
-            .hold_timeout(settings.hold)
-            .shutdown(shutdown.clone())
-            .build()?;
-        let sse = SseFormat::new().retry(settings.sse_retry);
-        let stream = ChunkedStreamLayer::builder()
-            .heartbeat_interval(settings.heartbeat)
-            .max_lifetime(settings.max_stream)
-            .format(AutoFormat::new(Framing::Ndjson).sse(sse))
-            .shutdown(shutdown.clone())
-            .build()?;
+        let (poll, stream) = layers(settings, shutdown)?;
         let topic = log.topic("default");
         Ok(Self {
             poll: poll.layer(topic.clone()),
@@ -106,44 +177,74 @@ impl Demo {
         B::Data: Send,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        match (req.method(), req.uri().path()) {
-            (&Method::GET, "/") => page(),
-            (&Method::GET, "/poll") => {
-                let response = self.poll.oneshot(req).await.unwrap_or_else(|e| match e {});
-                response.map(|body| body.boxed_unsync())
-            }
-            (&Method::GET, "/stream") => {
-                let response = self
-                    .stream
-                    .oneshot(req)
-                    .await
-                    .unwrap_or_else(|e| match e {});
-                response.map(|body| body.boxed_unsync())
-            }
-            (&Method::POST, "/publish") => self.publish(req).await,
-            (_, "/") => error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "use GET /",
-            ),
-            (_, "/poll" | "/stream" | "/publish") => error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "use GET /poll, GET /stream or POST /publish",
-            ),
-            _ => error(StatusCode::NOT_FOUND, "not_found", "no such route"),
-        }
+        let topic = self.topic;
+        let publish = move |body| std::future::ready(publish_to(&topic, body));
+        route(req, self.poll, self.stream, publish).await
     }
+}
 
-    async fn publish<B>(self, req: Request<B>) -> Response<Body>
-    where
-        B: http_body::Body,
-        B::Error: std::error::Error + Send + Sync + 'static,
-    {
-        match read_event(req).await {
-            Ok(body) => publish_to(&self.topic, body),
-            Err(refused) => refused,
+/// Both layers with the demo's settings, drained by `shutdown`.
+pub(crate) fn layers(
+    settings: &Settings,
+    shutdown: &Shutdown,
+) -> Result<(LongPollLayer, ChunkedStreamLayer), ConfigError> {
+    let poll = LongPollLayer::builder()
+        .hold_timeout(settings.hold)
+        .shutdown(shutdown.clone())
+        .build()?;
+    let sse = SseFormat::new().retry(settings.sse_retry);
+    let stream = ChunkedStreamLayer::builder()
+        .heartbeat_interval(settings.heartbeat)
+        .max_lifetime(settings.max_stream)
+        .format(AutoFormat::new(Framing::Ndjson).sse(sse))
+        .shutdown(shutdown.clone())
+        .build()?;
+    Ok((poll, stream))
+}
+
+/// The demo's routes over any event source: the page, `/poll`, `/stream`, and `/publish`, which
+/// reads the body and hands it to `publish`.
+pub(crate) async fn route<S, B, P, F>(
+    req: Request<B>,
+    poll: LongPoll<S>,
+    stream: ChunkedStream<S>,
+    publish: P,
+) -> Response<Body>
+where
+    S: tower::Service<Subscribe, Response = Outcome> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: std::error::Error + Send + Sync + 'static,
+    P: FnOnce(Bytes) -> F,
+    F: std::future::Future<Output = Response<Body>>,
+{
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/") => page(),
+        (&Method::GET, "/poll") => {
+            let response = poll.oneshot(req).await.unwrap_or_else(|e| match e {});
+            response.map(|body| body.boxed_unsync())
         }
+        (&Method::GET, "/stream") => {
+            let response = stream.oneshot(req).await.unwrap_or_else(|e| match e {});
+            response.map(|body| body.boxed_unsync())
+        }
+        (&Method::POST, "/publish") => match read_event(req).await {
+            Ok(body) => publish(body).await,
+            Err(refused) => refused,
+        },
+        (_, "/") => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "use GET /",
+        ),
+        (_, "/poll" | "/stream" | "/publish") => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "use GET /poll, GET /stream or POST /publish",
+        ),
+        _ => error(StatusCode::NOT_FOUND, "not_found", "no such route"),
     }
 }
 

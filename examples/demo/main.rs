@@ -29,72 +29,26 @@
 //! curl -i 'localhost:3000/poll?after=<Push-Cursor>' # 200 with the event
 //! ```
 
-use std::net::SocketAddr;
-use std::time::Duration;
-
 use tower_push::Shutdown;
 
 mod app;
 
-use app::{Demo, Settings};
+use app::Demo;
 
-fn usage(problem: &str) -> ! {
-    eprintln!("error: {problem}");
-    eprintln!(
-        "usage: demo [--addr HOST:PORT] [--hold-ms MILLIS] [--retention EVENTS] \
-         [--heartbeat-ms MILLIS] [--max-stream-ms MILLIS] [--sse-retry-ms MILLIS]"
-    );
-    std::process::exit(2)
-}
-
-fn parse_args() -> (SocketAddr, Settings) {
-    let mut addr: SocketAddr = ([127, 0, 0, 1], 3000).into();
-    let mut settings = Settings::default();
-    let mut argv = std::env::args().skip(1);
-    while let Some(flag) = argv.next() {
-        if flag == "--help" || flag == "-h" {
-            usage("help requested");
-        }
-        let Some(value) = argv.next() else {
-            usage(&format!("{flag} needs a value"));
-        };
-        match flag.as_str() {
-            "--addr" => {
-                addr = value
-                    .parse()
-                    .unwrap_or_else(|_| usage(&format!("--addr {value:?} is not HOST:PORT")));
-            }
-            "--hold-ms" => settings.hold = millis(&flag, &value),
-            "--heartbeat-ms" => settings.heartbeat = millis(&flag, &value),
-            "--max-stream-ms" => settings.max_stream = millis(&flag, &value),
-            "--sse-retry-ms" => settings.sse_retry = millis(&flag, &value),
-            "--retention" => {
-                settings.retention = value
-                    .parse()
-                    .unwrap_or_else(|_| usage(&format!("--retention {value:?} is not a number")));
-            }
-            _ => usage(&format!("unknown flag {flag}")),
-        }
-    }
-    (addr, settings)
-}
-
-fn millis(flag: &str, value: &str) -> Duration {
-    let ms: u64 = value
-        .parse()
-        .unwrap_or_else(|_| usage(&format!("{flag} {value:?} is not a number of milliseconds")));
-    Duration::from_millis(ms)
-}
+const CLI: app::Cli = app::Cli {
+    program: "demo",
+    extra: &[],
+};
 
 #[tokio::main]
 async fn main() {
-    let (addr, settings) = parse_args();
+    let app::Parsed { addr, settings, .. } = CLI.parse();
     let shutdown = Shutdown::new();
-    let demo = Demo::new(&settings, &shutdown).unwrap_or_else(|err| usage(&err.to_string()));
+    let demo = Demo::new(&settings, &shutdown).unwrap_or_else(|err| CLI.fail(&err.to_string()));
 
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .unwrap_or_else(|err| usage(&format!("cannot listen on {addr}: {err}")));
+        .unwrap_or_else(|err| CLI.fail(&format!("cannot listen on {addr}: {err}")));
     println!(
         "tower-push demo listening on http://{} (topic {}, epoch {})",
         listener.local_addr().expect("bound"),

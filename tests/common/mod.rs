@@ -269,3 +269,15 @@ impl RawResponse {
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
+
+/// Waits (in real time, at most 10 s) until `n` subscriptions are parked on `topic`.
+pub async fn parked(topic: &tower_push::Topic, n: usize) {
+    let wait = async {
+        while topic.waiting() != n {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), wait)
+        .await
+        .unwrap_or_else(|_| panic!("expected {n} parked, have {}", topic.waiting()));
+}
