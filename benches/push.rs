@@ -400,7 +400,7 @@ mod server {
     /// the part its kind uses is ever touched.
     #[derive(Clone)]
     struct State {
-        topic: tower_push::Topic,
+        topic: tower_push::memory::Topic,
         waiting: Arc<AtomicUsize>,
         lagged: Arc<AtomicU64>,
         notify: Arc<Notify>,
@@ -472,7 +472,8 @@ mod server {
                     text("ok")
                 }
                 (&Method::GET, "/stats") => {
-                    let waiting = self.topic.waiting() + self.waiting.load(Ordering::Relaxed);
+                    let waiting =
+                        self.topic.parked_subscriptions() + self.waiting.load(Ordering::Relaxed);
                     text(format!("{waiting} {}", self.lagged.load(Ordering::Relaxed)))
                 }
                 _ => {
@@ -924,11 +925,11 @@ mod driver {
              hyper's `http1` connection holds it boxed",
             std::mem::size_of::<
                 tower_push::long_poll::future::ResponseFuture<
-                    tower_push::Topic,
+                    tower_push::memory::Topic,
                     tower_push::format::JsonFormat,
                 >,
             >(),
-            std::mem::size_of::<tower_push::Subscription>(),
+            std::mem::size_of::<tower_push::memory::Subscription>(),
         );
         let mut table = Table::default();
         for run in 0..settings.runs {

@@ -112,8 +112,9 @@ impl Cursor {
         Self { epoch, seq }
     }
 
-    /// The cursor before the first event of `epoch`: sending it asks for everything retained.
-    pub const fn start(epoch: Epoch) -> Self {
+    /// The cursor before the first event of `epoch` (sequence 0): sending it asks for everything
+    /// retained.
+    pub const fn zero(epoch: Epoch) -> Self {
         Self { epoch, seq: 0 }
     }
 
@@ -394,7 +395,7 @@ mod tests {
         let a = Cursor::new(Epoch::new(1), 100);
         let b = Cursor::new(Epoch::new(2), 0);
         assert!(a < b);
-        assert!(Cursor::start(Epoch::new(1)) < a);
+        assert!(Cursor::zero(Epoch::new(1)) < a);
         assert_eq!(a.next().seq(), 101);
     }
 

@@ -111,7 +111,7 @@ pub mod format;
 pub mod headers;
 mod limit;
 pub mod long_poll;
-mod memory;
+pub mod memory;
 mod random;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
@@ -128,9 +128,8 @@ pub use self::config::ConfigError;
 pub use self::cursor::{Cursor, CursorError, Epoch};
 pub use self::event::{Event, EventData, EventName, InvalidEventName, InvalidJson};
 pub use self::long_poll::{LongPoll, LongPollBuilder, LongPollLayer};
-pub use self::memory::{MemoryLog, MemoryLogBuilder, Subscription, Topic};
+pub use self::memory::MemoryLog;
 pub use self::rejection::Rejection;
-pub use self::request::Start;
 pub use self::shutdown::Shutdown;
 
 #[cfg(doctest)]
@@ -143,6 +142,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[cfg(test)]
 mod bounds {
     use super::*;
+    use crate::memory::{Subscription, Topic};
 
     fn send_sync_static<T: Send + Sync + 'static>() {}
     fn send_static<T: Send + 'static>() {}

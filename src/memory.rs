@@ -375,7 +375,7 @@ impl Topic {
     }
 
     /// The number of subscriptions parked on this topic right now, waiting for its next event.
-    pub fn waiting(&self) -> usize {
+    pub fn parked_subscriptions(&self) -> usize {
         self.shared.waiting.load(Ordering::Relaxed)
     }
 }
@@ -385,7 +385,7 @@ impl fmt::Debug for Topic {
         f.debug_struct("Topic")
             .field("name", &self.shared.name)
             .field("head", &self.head())
-            .field("waiting", &self.waiting())
+            .field("parked_subscriptions", &self.parked_subscriptions())
             .finish()
     }
 }
@@ -410,7 +410,7 @@ impl TopicShared {
         let first = state.first_live(Instant::now(), max_age);
         let oldest = Cursor::new(epoch, first - 1);
         let after = match position {
-            Position::Head => return Some(Outcome::Start(head)),
+            Position::Head => return Some(Outcome::Head(head)),
             Position::Oldest => oldest,
             Position::After(cursor) if cursor.epoch() != epoch => {
                 let resync = Resync::new(ResyncReason::EpochMismatch, oldest, head);
@@ -427,7 +427,7 @@ impl TopicShared {
         }
         if after == head {
             return match position {
-                Position::Oldest => Some(Outcome::Start(head)),
+                Position::Oldest => Some(Outcome::Head(head)),
                 _ => None,
             };
         }
@@ -500,7 +500,7 @@ pin_project! {
         limit: usize,
         #[pin]
         notified: Option<OwnedNotified>,
-        // Whether this subscription is counted in `Topic::waiting`.
+        // Whether this subscription is counted in `Topic::parked_subscriptions`.
         parked: bool,
     }
 
@@ -523,7 +523,7 @@ impl Future for Subscription {
         let answer = crate::wake::poll_check(this.notified, &topic.notify, cx, || {
             topic.answer(position, limit)
         });
-        // Count this subscription in `Topic::waiting` exactly while it is parked.
+        // Count this subscription in `Topic::parked_subscriptions` exactly while it is parked.
         let parked = answer.is_pending();
         if parked != std::mem::replace(this.parked, parked) {
             if parked {
@@ -586,11 +586,11 @@ mod tests {
         let at = |seq| Position::After(Cursor::new(epoch, seq));
         assert_eq!(
             topic.clone().oneshot(sub(Position::Head, 10)).await,
-            Ok(Outcome::Start(Cursor::start(epoch)))
+            Ok(Outcome::Head(Cursor::zero(epoch)))
         );
         assert_eq!(
             topic.clone().oneshot(sub(Position::Oldest, 10)).await,
-            Ok(Outcome::Start(Cursor::start(epoch)))
+            Ok(Outcome::Head(Cursor::zero(epoch)))
         );
         for n in 1..=5 {
             assert_eq!(topic.publish(data(n)).seq(), n);
@@ -615,7 +615,7 @@ mod tests {
         );
         assert_eq!(
             topic.clone().oneshot(sub(Position::Head, 10)).await,
-            Ok(Outcome::Start(Cursor::new(epoch, 5)))
+            Ok(Outcome::Head(Cursor::new(epoch, 5)))
         );
         let expired = Resync::new(
             ResyncReason::Expired,
@@ -651,10 +651,10 @@ mod tests {
         let mut parked = tokio::spawn(topic.clone().oneshot(sub(Position::After(head), 10)));
         tokio::task::yield_now().await;
         assert!(!parked.is_finished());
-        assert_eq!(topic.waiting(), 1);
+        assert_eq!(topic.parked_subscriptions(), 1);
         topic.publish(data(2));
         assert_eq!((&mut parked).await.unwrap().map(seqs), Ok(vec![2]));
-        assert_eq!(topic.waiting(), 0);
+        assert_eq!(topic.parked_subscriptions(), 0);
     }
 
     #[tokio::test]
@@ -666,14 +666,14 @@ mod tests {
         let mut second = Box::pin(topic.clone().call(sub(at_head, 1)));
         assert!(first.as_mut().poll(&mut cx).is_pending());
         assert!(second.as_mut().poll(&mut cx).is_pending());
-        assert_eq!(topic.waiting(), 2);
+        assert_eq!(topic.parked_subscriptions(), 2);
         drop(first);
-        assert_eq!(topic.waiting(), 1);
+        assert_eq!(topic.parked_subscriptions(), 1);
         topic.publish(data(1));
         assert!(second.as_mut().poll(&mut cx).is_ready());
-        assert_eq!(topic.waiting(), 0);
+        assert_eq!(topic.parked_subscriptions(), 0);
         drop(second);
-        assert_eq!(topic.waiting(), 0);
+        assert_eq!(topic.parked_subscriptions(), 0);
     }
 
     #[tokio::test(start_paused = true)]
@@ -690,7 +690,7 @@ mod tests {
         tokio::time::advance(Duration::from_secs(6)).await;
         // Event 1 is 11 s old, event 2 is 6 s old.
         assert_eq!(topic.oldest().seq(), 1);
-        let start = Position::After(Cursor::start(Epoch::new(1)));
+        let start = Position::After(Cursor::zero(Epoch::new(1)));
         assert!(matches!(
             topic.clone().oneshot(sub(start, 10)).await,
             Ok(Outcome::Resync(r)) if r.reason() == ResyncReason::Expired
@@ -767,7 +767,7 @@ mod tests {
                 assert_eq!(seen, (1..=50).collect::<Vec<_>>(), "round {round}");
             }
             publisher.join().unwrap();
-            assert_eq!(topic.waiting(), 0);
+            assert_eq!(topic.parked_subscriptions(), 0);
         }
     }
 }

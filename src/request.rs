@@ -4,7 +4,7 @@
 //! reconnects) or in a query parameter (`after` by default). When both are present the header
 //! wins: a reconnecting `EventSource` keeps the URL it was opened with, so its header is newer.
 //! A cursor given twice in the same place (two parameters, two headers) is malformed. A request
-//! without a cursor starts where [`Start`] says.
+//! without a cursor starts where its layer's [`Origin`] says.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -12,31 +12,11 @@ use std::sync::Arc;
 use http::header::HeaderName;
 use http::request::Parts;
 
-use crate::source::Position;
+use crate::source::{Origin, Position};
 use crate::{ConfigError, Cursor, CursorError};
 
 /// `Last-Event-ID`, the header of the SSE standard that carries the last id a client received.
 pub(crate) const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
-
-/// Where a request that names no cursor starts.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Start {
-    /// At the newest event: the client gets only events published from now on.
-    #[default]
-    Head,
-    /// At the oldest retained event: the client gets everything the source still has.
-    Oldest,
-}
-
-impl From<Start> for Position {
-    fn from(start: Start) -> Self {
-        match start {
-            Start::Head => Position::Head,
-            Start::Oldest => Position::Oldest,
-        }
-    }
-}
 
 /// The name of the query parameter that carries the cursor; validated so that it never needs
 /// percent-encoding.
@@ -57,11 +37,11 @@ impl CursorParam {
         Ok(Self(Arc::from(name)))
     }
 
-    /// The position a request asks for: its cursor, or `start` if it names none.
-    pub(crate) fn position(&self, parts: &Parts, start: Start) -> Result<Position, CursorError> {
+    /// The position a request asks for: its cursor, or `origin` if it names none.
+    pub(crate) fn position(&self, parts: &Parts, origin: Origin) -> Result<Position, CursorError> {
         Ok(match self.cursor(parts)? {
             Some(cursor) => Position::After(cursor),
-            None => start.into(),
+            None => origin.into(),
         })
     }
 
@@ -199,11 +179,11 @@ mod tests {
     fn custom_names_and_start_positions() {
         let param = CursorParam::new("offset").unwrap();
         assert_eq!(
-            param.position(&parts(&format!("/?offset={C}"), &[]), Start::Head),
+            param.position(&parts(&format!("/?offset={C}"), &[]), Origin::Head),
             Ok(Position::After(cursor(5)))
         );
         assert_eq!(
-            param.position(&parts(&format!("/?after={C}"), &[]), Start::Oldest),
+            param.position(&parts(&format!("/?after={C}"), &[]), Origin::Oldest),
             Ok(Position::Oldest)
         );
         for bad in ["", "a b", "a&b", "a=b", "caf\u{e9}"] {

@@ -69,7 +69,28 @@ impl Shutdown {
     }
 
     /// A future that resolves once the signal is triggered (at once if it already was).
-    pub(crate) fn wait(&self) -> Wait {
+    ///
+    /// It owns what it needs (`'static`), costs no task, and wakes without polling: use it to
+    /// stop an accept loop or to start hyper's graceful shutdown when the layers start draining.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_push::Shutdown;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let shutdown = Shutdown::new();
+    /// let waiter = tokio::spawn(shutdown.wait());
+    /// shutdown.trigger();
+    /// waiter.await.unwrap();
+    /// # }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future unregisters it; nothing else is affected.
+    pub fn wait(&self) -> Wait {
         Wait {
             shared: self.shared.clone(),
             notified: None,
@@ -86,8 +107,9 @@ impl fmt::Debug for Shutdown {
 }
 
 pin_project! {
-    /// Resolves when the shutdown signal is triggered.
-    pub(crate) struct Wait {
+    /// Resolves when the shutdown signal is triggered: see [`Shutdown::wait`].
+    #[must_use = "futures do nothing unless polled"]
+    pub struct Wait {
         shared: Arc<Shared>,
         #[pin]
         notified: Option<OwnedNotified>,

@@ -6,9 +6,9 @@
 //! - For [`Position::After`], it resolves when it has **at least one event after the cursor**,
 //!   with [`Outcome::Events`]: the events after the cursor, oldest first, at most
 //!   [`Subscribe::limit`] of them, without gaps. Until then it stays pending, possibly forever.
-//! - For [`Position::Head`] it resolves at once with [`Outcome::Start`] and the cursor of the
+//! - For [`Position::Head`] it resolves at once with [`Outcome::Head`] and the cursor of the
 //!   newest event (the caller then subscribes after it). For [`Position::Oldest`] it resolves at
-//!   once with the oldest retained events, or with [`Outcome::Start`] if there are none.
+//!   once with the oldest retained events, or with [`Outcome::Head`] if there are none.
 //! - It resolves at once with [`Outcome::Resync`] when the cursor can no longer be served: the
 //!   events after it were dropped by retention, or it belongs to another [`Epoch`](crate::Epoch).
 //!   It resolves with [`Outcome::Ahead`] when the cursor is beyond the newest event, which no
@@ -57,13 +57,13 @@
 //!         let epoch = Epoch::new(1);
 //!         let head = Cursor::new(epoch, self.0.len() as u64);
 //!         let after = match req.position() {
-//!             Position::Head => return now(Outcome::Start(head)),
-//!             Position::Oldest => Cursor::start(epoch),
+//!             Position::Head => return now(Outcome::Head(head)),
+//!             Position::Oldest => Cursor::zero(epoch),
 //!             Position::After(cursor) => cursor,
 //!         };
 //!         if after.epoch() != epoch {
 //!             let reason = ResyncReason::EpochMismatch;
-//!             return now(Outcome::Resync(Resync::new(reason, Cursor::start(epoch), head)));
+//!             return now(Outcome::Resync(Resync::new(reason, Cursor::zero(epoch), head)));
 //!         }
 //!         if after > head {
 //!             return now(Outcome::Ahead { head });
@@ -71,7 +71,7 @@
 //!         let events = self.0.iter().filter(|e| e.id() > after).take(req.limit());
 //!         match Batch::new(events.cloned().collect()) {
 //!             Some(batch) => now(Outcome::Events(batch)),
-//!             None if req.position() == Position::Oldest => now(Outcome::Start(head)),
+//!             None if req.position() == Position::Oldest => now(Outcome::Head(head)),
 //!             // A real source waits here for the next publish; this one has no more events.
 //!             None => Box::pin(pending()),
 //!         }
@@ -84,7 +84,7 @@
 //!
 //! let parts = std::sync::Arc::new(http::Request::new(()).into_parts().0);
 //! let outcome = Fixed(vec![]).oneshot(Subscribe::new(Position::Head, 10, parts)).await;
-//! assert_eq!(outcome, Ok(Outcome::Start(Cursor::start(Epoch::new(1)))));
+//! assert_eq!(outcome, Ok(Outcome::Head(Cursor::zero(Epoch::new(1)))));
 //! # }
 //! ```
 
@@ -99,7 +99,7 @@ pub enum Position {
     /// After this cursor: the client has seen everything up to it.
     After(Cursor),
     /// At the newest event: only events published from now on. The source answers at once with
-    /// [`Outcome::Start`].
+    /// [`Outcome::Head`].
     Head,
     /// At the oldest retained event: everything the source still has.
     Oldest,
@@ -184,6 +184,27 @@ impl Subscribe {
     }
 }
 
+/// Where a request that names no cursor starts: a setting of both layers (their builders'
+/// `origin`), turned into the [`Position`] of its subscription.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Origin {
+    /// At the newest event: the client gets only events published from now on.
+    #[default]
+    Head,
+    /// At the oldest retained event: the client gets everything the source still has.
+    Oldest,
+}
+
+impl From<Origin> for Position {
+    fn from(origin: Origin) -> Self {
+        match origin {
+            Origin::Head => Position::Head,
+            Origin::Oldest => Position::Oldest,
+        }
+    }
+}
+
 /// What an event source answers to a [`Subscribe`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -191,8 +212,8 @@ pub enum Outcome {
     /// Events after the requested position, oldest first.
     Events(Batch),
     /// The subscription named no cursor ([`Position::Head`], or [`Position::Oldest`] on an empty
-    /// log): this is the cursor to continue after.
-    Start(Cursor),
+    /// log): this is the cursor of the newest event, to continue after.
+    Head(Cursor),
     /// The cursor can no longer be served; the client must resync.
     Resync(Resync),
     /// The cursor is beyond the newest event of its epoch.

@@ -290,7 +290,7 @@ async fn both_panes_show_every_event_once_in_order_across_stream_reconnects() {
 async fn scenario(
     client: Client,
     addr: SocketAddr,
-    topic: tower_push::Topic,
+    topic: tower_push::memory::Topic,
     epoch: String,
     streams: StreamRequests,
 ) {
@@ -301,7 +301,7 @@ async fn scenario(
 
     // Both panes are connected once the stream and the poll are parked on the topic.
     wait_until("the stream and the poll to park", 10 * SECOND, || {
-        topic.waiting() == 2
+        topic.parked_subscriptions() == 2
     })
     .await;
 

@@ -287,7 +287,7 @@ async fn streams_end_cleanly_at_their_lifetime() {
     );
     assert_eq!(opened.elapsed(), lifetime);
     stream.assert_ended().await;
-    assert_eq!(topic.waiting(), 0);
+    assert_eq!(topic.parked_subscriptions(), 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -399,7 +399,7 @@ async fn shutdown_drains_streams_and_parked_polls() {
         .await
         .expect("polls drained")
         .unwrap();
-    assert_eq!(topic.waiting(), 0);
+    assert_eq!(topic.parked_subscriptions(), 0);
 }
 
 #[tokio::test]

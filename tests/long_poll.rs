@@ -48,7 +48,7 @@ async fn held_poll_is_answered_when_an_event_is_published() {
             "cursor": id.to_string(),
         })
     );
-    assert_eq!(topic.waiting(), 0);
+    assert_eq!(topic.parked_subscriptions(), 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -95,7 +95,7 @@ async fn poll_without_cursor_starts_at_the_head_or_the_oldest() {
     assert_eq!(reply.status, 204, "only new events from the head");
 
     let oldest = LongPollLayer::builder()
-        .start(tower_push::Start::Oldest)
+        .origin(tower_push::source::Origin::Oldest)
         .build()
         .unwrap();
     let from_oldest = serve(oldest.layer(topic.clone())).await;
@@ -179,7 +179,7 @@ async fn no_gap_between_answers_under_a_full_speed_publisher() {
             .unwrap();
         assert_eq!(received, (1..=EVENTS).collect::<Vec<_>>());
     }
-    assert_eq!(topic.waiting(), 0);
+    assert_eq!(topic.parked_subscriptions(), 0);
 }
 
 #[tokio::test]
@@ -217,7 +217,7 @@ async fn malformed_cursors_get_400_with_a_code() {
     let reply = get_with(addr, "/poll", &[("last-event-id", b"\xff\xfe")]).await;
     assert_eq!(reply.status, 400);
     assert_eq!(reply.json()["error"], "malformed_cursor");
-    assert_eq!(topic.waiting(), 0);
+    assert_eq!(topic.parked_subscriptions(), 0);
 }
 
 #[tokio::test]

@@ -458,7 +458,11 @@ async fn without_x_accel_buffering_nginx_holds_the_events() {
             accept.1,
             held.unwrap()
         );
-        assert_eq!(topic.waiting(), 1, "the stream stays open upstream");
+        assert_eq!(
+            topic.parked_subscriptions(),
+            1,
+            "the stream stays open upstream"
+        );
 
         // The event was held, not lost: when the stream ends, nginx sends everything.
         shutdown.trigger();

@@ -181,7 +181,7 @@ async fn two_servers_share_one_feed() {
         }
     });
 
-    let mut cursor = Cursor::start(first.epoch()).to_string();
+    let mut cursor = Cursor::zero(first.epoch()).to_string();
     let mut seen = Vec::new();
     let mut polls = 0;
     timeout(30 * SECOND, async {
@@ -221,7 +221,7 @@ async fn a_stream_survives_a_redis_restart_without_losing_events() {
         .unwrap();
     let addr = serve(layer.layer(topic.clone())).await;
     let first = topic.publish(data(1)).await.unwrap();
-    let start = Cursor::start(first.epoch());
+    let start = Cursor::zero(first.epoch());
     let mut stream = RawResponse::get(addr, &format!("/stream?after={start}"), &[]).await;
     assert_eq!(stream.status, 200);
 
@@ -304,7 +304,12 @@ async fn ten_thousand_parked_polls_cost_one_blocking_read_per_topic() {
         polls.push(tokio::spawn(service.oneshot(request)));
     }
     timeout(30 * SECOND, async {
-        while topics.iter().map(RedisTopic::waiting).sum::<usize>() < POLLS {
+        while topics
+            .iter()
+            .map(RedisTopic::parked_subscriptions)
+            .sum::<usize>()
+            < POLLS
+        {
             if let Some(done) = polls.iter().position(|poll| poll.is_finished()) {
                 let response = polls.swap_remove(done).await.unwrap().unwrap();
                 panic!("a poll was answered before any publish: {response:?}");
@@ -314,7 +319,7 @@ async fn ten_thousand_parked_polls_cost_one_blocking_read_per_topic() {
     })
     .await
     .expect("every poll parks");
-    assert_eq!(topics[0].waiting(), POLLS / 2);
+    assert_eq!(topics[0].parked_subscriptions(), POLLS / 2);
 
     // Sample CLIENT LIST until both readers are caught blocked at once (each also runs a short
     // script about once a second). Never more than: 2 readers, 1 shared connection, and ours.
@@ -362,7 +367,10 @@ async fn ten_thousand_parked_polls_cost_one_blocking_read_per_topic() {
     })
     .await
     .expect("one publish answers every parked poll");
-    assert_eq!(topics[0].waiting() + topics[1].waiting(), 0);
+    assert_eq!(
+        topics[0].parked_subscriptions() + topics[1].parked_subscriptions(),
+        0
+    );
 }
 
 #[tokio::test]
@@ -380,7 +388,7 @@ async fn a_deleted_and_recreated_stream_is_a_new_epoch() {
     // A poll parked at the head when the stream goes away.
     let parked = tokio::spawn(async move { get(addr, &format!("/poll?after={old}")).await });
     timeout(10 * SECOND, async {
-        while topic.waiting() == 0 {
+        while topic.parked_subscriptions() == 0 {
             sleep(Duration::from_millis(5)).await;
         }
     })
@@ -408,11 +416,7 @@ async fn a_deleted_and_recreated_stream_is_a_new_epoch() {
     assert_eq!(reply.status, 410);
     assert_eq!(reply.json()["head"], new.to_string());
     // The new epoch's cursors work.
-    let reply = get(
-        other,
-        &format!("/poll?after={}", Cursor::start(new.epoch())),
-    )
-    .await;
+    let reply = get(other, &format!("/poll?after={}", Cursor::zero(new.epoch()))).await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.json()["cursor"], new.to_string());
 }
@@ -526,7 +530,7 @@ async fn an_idle_reader_retires_and_a_new_subscription_restarts_it() {
     };
     let reply = get(
         addr,
-        &format!("/poll?after={}", Cursor::start(first.epoch())),
+        &format!("/poll?after={}", Cursor::zero(first.epoch())),
     )
     .await;
     assert_eq!(reply.status, 200);
@@ -540,7 +544,7 @@ async fn an_idle_reader_retires_and_a_new_subscription_restarts_it() {
     // A new poll starts a reader again and is answered when an event arrives.
     let poll = tokio::spawn(async move { get(addr, &format!("/poll?after={first}")).await });
     timeout(10 * SECOND, async {
-        while topic.waiting() == 0 {
+        while topic.parked_subscriptions() == 0 {
             sleep(Duration::from_millis(5)).await;
         }
     })
@@ -591,7 +595,7 @@ async fn expired_and_ahead_cursors_get_explicit_answers() {
     let first_seq: u64 = first[0].0.strip_prefix("0-").unwrap().parse().unwrap();
     assert!(first_seq > 1, "the stream was trimmed");
 
-    let reply = get(addr, &format!("/poll?after={}", Cursor::start(epoch))).await;
+    let reply = get(addr, &format!("/poll?after={}", Cursor::zero(epoch))).await;
     assert_eq!(reply.status, 410, "{reply:?}");
     let body = reply.json();
     assert_eq!(body["error"], "cursor_expired");

@@ -38,7 +38,7 @@ async fn polls_beyond_the_caps_get_503_overloaded() {
         .map(|path| tokio::spawn(async move { get(addr, &format!("{path}?after={head}")).await }))
         .collect();
     parked(&topic, 3).await;
-    assert_eq!(layer.parked(), 3);
+    assert_eq!(layer.parked_polls(), 3);
 
     for path in ["/t/a", "/t/c", "/other"] {
         let reply = timeout(5 * SECOND, get(addr, &format!("{path}?after={head}")))
@@ -58,7 +58,7 @@ async fn polls_beyond_the_caps_get_503_overloaded() {
             200
         );
     }
-    assert_eq!(layer.parked(), 0, "every place was given back");
+    assert_eq!(layer.parked_polls(), 0, "every place was given back");
     let reply = get(addr, &format!("/t/a?after={head}")).await;
     assert_eq!(reply.status, 200, "room again");
 }
@@ -299,5 +299,5 @@ async fn hostile_requests_get_4xx_and_never_hang() {
     .await
     .unwrap();
     assert_eq!(reply.status, 400);
-    assert_eq!(topic.waiting(), 0);
+    assert_eq!(topic.parked_subscriptions(), 0);
 }

@@ -214,7 +214,10 @@ async fn soak_nothing_lost_nothing_reordered_nothing_left_parked() {
         let (peak, poll, stream) = (peak.clone(), app.poll.clone(), app.stream.clone());
         tokio::spawn(async move {
             loop {
-                peak.fetch_max(poll.parked() + stream.open_streams(), Ordering::Relaxed);
+                peak.fetch_max(
+                    poll.parked_polls() + stream.open_streams(),
+                    Ordering::Relaxed,
+                );
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         })
@@ -251,7 +254,8 @@ async fn soak_nothing_lost_nothing_reordered_nothing_left_parked() {
 
     // Nothing stays parked once the clients are gone.
     let settled = timeout(Duration::from_secs(10), async {
-        while app.poll.parked() + app.stream.open_streams() + topic.waiting() > 0 {
+        while app.poll.parked_polls() + app.stream.open_streams() + topic.parked_subscriptions() > 0
+        {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     })
@@ -267,7 +271,7 @@ async fn soak_nothing_lost_nothing_reordered_nothing_left_parked() {
         tallies.len(),
         sum(|t| t.disconnects),
         peak.load(Ordering::Relaxed),
-        app.poll.parked() + app.stream.open_streams() + topic.waiting(),
+        app.poll.parked_polls() + app.stream.open_streams() + topic.parked_subscriptions(),
         rss_before,
         rss_kib(),
     );
@@ -275,5 +279,5 @@ async fn soak_nothing_lost_nothing_reordered_nothing_left_parked() {
     assert_eq!(reordered, 0);
     assert!(tallies.iter().all(|t| t.received.len() as u64 == EVENTS));
     assert!(settled.is_ok(), "parked requests leaked");
-    assert_eq!(topic.waiting(), 0, "no waiter leaked");
+    assert_eq!(topic.parked_subscriptions(), 0, "no waiter leaked");
 }

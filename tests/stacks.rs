@@ -508,7 +508,7 @@ async fn shutdown_drains_the_axum_and_tonic_stacks() {
         });
         let topic = topic_of_stack;
         timeout(5 * SECOND, async {
-            while topic.waiting() < 2 {
+            while topic.parked_subscriptions() < 2 {
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
         })

@@ -18,7 +18,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tower::{Layer, ServiceExt};
-use tower_push::{ChunkedStreamLayer, LongPollLayer, MemoryLog, Shutdown, Topic};
+use tower_push::memory::Topic;
+use tower_push::{ChunkedStreamLayer, LongPollLayer, MemoryLog, Shutdown};
 
 #[path = "../demo/app.rs"]
 pub mod demo;

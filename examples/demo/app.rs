@@ -11,10 +11,11 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, Limited};
 use tower::{Layer, ServiceExt};
 use tower_push::format::{AutoFormat, Framing, SseFormat};
+use tower_push::memory::Topic;
 use tower_push::source::{Outcome, Subscribe};
 use tower_push::{
     BoxError, ChunkedStream, ChunkedStreamLayer, ConfigError, EventData, LongPoll, LongPollLayer,
-    MemoryLog, Shutdown, Topic,
+    MemoryLog, Shutdown,
 };
 
 /// The page at `GET /`: a publish form and two live panes, one on `EventSource`, one on a

@@ -8,7 +8,8 @@ use super::ChunkedStream;
 use crate::config::check;
 use crate::format::{AutoFormat, StreamFormat};
 use crate::limit::{KeyFn, Limits};
-use crate::request::{CursorParam, Start};
+use crate::request::CursorParam;
+use crate::source::Origin;
 use crate::{ConfigError, Shutdown};
 
 /// Settings shared by a layer and every service it builds.
@@ -20,7 +21,7 @@ pub(crate) struct Config {
     pub(crate) lifetime_jitter: f64,
     pub(crate) max_events: usize,
     pub(crate) param: CursorParam,
-    pub(crate) start: Start,
+    pub(crate) origin: Origin,
     pub(crate) shutdown: Option<Shutdown>,
 }
 
@@ -102,7 +103,7 @@ pub struct ChunkedStreamBuilder<F = AutoFormat> {
     lifetime_jitter: f64,
     max_events: usize,
     param: String,
-    start: Start,
+    origin: Origin,
     shutdown: Option<Shutdown>,
     format: F,
 }
@@ -119,7 +120,7 @@ impl ChunkedStreamBuilder {
             lifetime_jitter: 0.1,
             max_events: 256,
             param: CursorParam::DEFAULT.to_owned(),
-            start: Start::Head,
+            origin: Origin::Head,
             shutdown: None,
             format: AutoFormat::default(),
         }
@@ -140,7 +141,7 @@ impl<F: fmt::Debug> fmt::Debug for ChunkedStreamBuilder<F> {
             .field("lifetime_jitter", &self.lifetime_jitter)
             .field("max_events", &self.max_events)
             .field("param", &self.param)
-            .field("start", &self.start)
+            .field("origin", &self.origin)
             .field("shutdown", &self.shutdown)
             .field("format", &self.format)
             .finish()
@@ -248,10 +249,10 @@ impl<F> ChunkedStreamBuilder<F> {
 
     /// Where a stream without a start cursor starts.
     ///
-    /// Default is [`Start::Head`]: only events published from now on.
+    /// Default is [`Origin::Head`]: only events published from now on.
     #[must_use]
-    pub fn start(mut self, start: Start) -> Self {
-        self.start = start;
+    pub fn origin(mut self, origin: Origin) -> Self {
+        self.origin = origin;
         self
     }
 
@@ -280,7 +281,7 @@ impl<F> ChunkedStreamBuilder<F> {
             lifetime_jitter: self.lifetime_jitter,
             max_events: self.max_events,
             param: self.param,
-            start: self.start,
+            origin: self.origin,
             shutdown: self.shutdown,
             format,
         }
@@ -314,7 +315,7 @@ impl<F> ChunkedStreamBuilder<F> {
             lifetime_jitter: self.lifetime_jitter,
             max_events: self.max_events,
             param: CursorParam::new(&self.param)?,
-            start: self.start,
+            origin: self.origin,
             shutdown: self.shutdown,
         };
         Ok(ChunkedStreamLayer {
@@ -333,7 +334,7 @@ mod tests {
         let layer = ChunkedStreamLayer::new();
         assert_eq!(layer.config.heartbeat, Duration::from_secs(15));
         assert_eq!(layer.config.max_lifetime, Duration::from_secs(300));
-        assert_eq!(layer.config.start, Start::Head);
+        assert_eq!(layer.config.origin, Origin::Head);
         assert!(layer.config.shutdown.is_none());
     }
 

@@ -82,7 +82,7 @@ where
             let rejection = Rejection::ShuttingDown { retry_after };
             return ResponseFuture::rejected(format.rejection(&rejection));
         }
-        let position = match config.param.position(&parts, config.start) {
+        let position = match config.param.position(&parts, config.origin) {
             Ok(position) => position,
             Err(err) => {
                 let rejection = Rejection::MalformedCursor(err);

@@ -144,7 +144,7 @@ where
                     *this.subscribe = this.subscribe.after(batch.last());
                     return Poll::Ready(Ok(()));
                 }
-                Outcome::Start(cursor) => {
+                Outcome::Head(cursor) => {
                     *this.subscribe = this.subscribe.after(cursor);
                     *this.start = Some(cursor);
                     this.format.open(cursor, this.out);

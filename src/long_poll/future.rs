@@ -186,7 +186,7 @@ where
             };
             let rejection = match outcome {
                 Outcome::Events(batch) => return Poll::Ready(format.events(&batch)),
-                Outcome::Start(cursor) => {
+                Outcome::Head(cursor) => {
                     // The request named no cursor; now it has one. Wait after it, within the
                     // same hold.
                     *subscribe = subscribe.after(cursor);

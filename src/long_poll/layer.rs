@@ -9,7 +9,8 @@ use super::LongPoll;
 use crate::config::check;
 use crate::format::{JsonFormat, PollFormat};
 use crate::limit::{KeyFn, Limits};
-use crate::request::{CursorParam, Start};
+use crate::request::CursorParam;
+use crate::source::Origin;
 use crate::{ConfigError, Shutdown};
 
 /// Settings shared by a layer and every service it builds.
@@ -19,7 +20,7 @@ pub(crate) struct Config {
     pub(crate) hold_jitter: f64,
     pub(crate) max_events: usize,
     pub(crate) param: CursorParam,
-    pub(crate) start: Start,
+    pub(crate) origin: Origin,
     pub(crate) shutdown: Option<Shutdown>,
     pub(crate) limits: Limits,
     pub(crate) supersede: Option<Arc<Supersede>>,
@@ -68,7 +69,7 @@ impl LongPollLayer {
 
 impl<F> LongPollLayer<F> {
     /// How many polls of this layer's services are held right now.
-    pub fn parked(&self) -> usize {
+    pub fn parked_polls(&self) -> usize {
         self.config.limits.current()
     }
 }
@@ -100,7 +101,7 @@ pub struct LongPollBuilder<F = JsonFormat> {
     proxy_idle: Option<Duration>,
     max_events: usize,
     param: String,
-    start: Start,
+    origin: Origin,
     shutdown: Option<Shutdown>,
     format: F,
 }
@@ -117,7 +118,7 @@ impl LongPollBuilder {
             proxy_idle: None,
             max_events: 256,
             param: CursorParam::DEFAULT.to_owned(),
-            start: Start::Head,
+            origin: Origin::Head,
             shutdown: None,
             format: JsonFormat,
         }
@@ -138,7 +139,7 @@ impl<F: fmt::Debug> fmt::Debug for LongPollBuilder<F> {
             .field("proxy_idle", &self.proxy_idle)
             .field("max_events", &self.max_events)
             .field("param", &self.param)
-            .field("start", &self.start)
+            .field("origin", &self.origin)
             .field("shutdown", &self.shutdown)
             .field("format", &self.format)
             .finish()
@@ -180,7 +181,7 @@ impl<F> LongPollBuilder<F> {
     /// The most polls this layer holds at once, over all its services; more are refused with
     /// `503 overloaded` and a `Retry-After` of 1 to 5 seconds.
     ///
-    /// Default is no cap. The count is always kept: see [`LongPollLayer::parked`].
+    /// Default is no cap. The count is always kept: see [`LongPollLayer::parked_polls`].
     #[must_use]
     pub fn max_parked(mut self, max: usize) -> Self {
         self.max_parked = Some(max);
@@ -283,10 +284,10 @@ impl<F> LongPollBuilder<F> {
 
     /// Where a request without a cursor starts.
     ///
-    /// Default is [`Start::Head`]: only events published from now on.
+    /// Default is [`Origin::Head`]: only events published from now on.
     #[must_use]
-    pub fn start(mut self, start: Start) -> Self {
-        self.start = start;
+    pub fn origin(mut self, origin: Origin) -> Self {
+        self.origin = origin;
         self
     }
 
@@ -314,7 +315,7 @@ impl<F> LongPollBuilder<F> {
             proxy_idle: self.proxy_idle,
             max_events: self.max_events,
             param: self.param,
-            start: self.start,
+            origin: self.origin,
             shutdown: self.shutdown,
             format,
         }
@@ -347,7 +348,7 @@ impl<F> LongPollBuilder<F> {
             supersede: self.supersede.map(|key| Arc::new(Supersede::new(key))),
             max_events: self.max_events,
             param: CursorParam::new(&self.param)?,
-            start: self.start,
+            origin: self.origin,
             shutdown: self.shutdown,
         };
         Ok(LongPollLayer {
@@ -366,7 +367,7 @@ mod tests {
         let layer = LongPollLayer::new();
         assert_eq!(layer.config.hold, Duration::from_secs(25));
         assert_eq!(layer.config.max_events, 256);
-        assert_eq!(layer.config.start, Start::Head);
+        assert_eq!(layer.config.origin, Origin::Head);
     }
 
     #[test]

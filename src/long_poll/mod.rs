@@ -15,7 +15,7 @@
 //! | `410 cursor_expired` / `epoch_mismatch` | events after the cursor are gone, or the log restarted | resyncs from `oldest` or `head` in the body |
 //! | `503 source_unavailable` | the event source failed | retries after a back-off |
 //!
-//! A request without a cursor starts at the newest event (see [`Start`](crate::Start)), and its
+//! A request without a cursor starts at the newest event (see [`Origin`](crate::source::Origin)), and its
 //! answer still carries `Push-Cursor`, so the client knows where it stands from its first poll.
 //! Since every event published after a cursor is retained until retention drops it, no event
 //! falls between one answer and the next request: delivery is ordered and at-least-once, and a
@@ -32,7 +32,7 @@
 //!
 //! # Overload
 //!
-//! Every held poll counts (see [`LongPollLayer::parked`]). Caps turn overload into a clear
+//! Every held poll counts (see [`LongPollLayer::parked_polls`]). Caps turn overload into a clear
 //! answer instead of exhausted memory or file descriptors: [`max_parked`] over all the layer's
 //! services and [`max_parked_per_key`] per topic or tenant answer `503 overloaded` with a
 //! `Retry-After` of 1 to 5 seconds, spread so that refused clients do not return together, and

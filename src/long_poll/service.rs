@@ -41,7 +41,7 @@ impl<S, F> LongPoll<S, F> {
     }
 
     /// How many polls of this service's layer are held right now.
-    pub fn parked(&self) -> usize {
+    pub fn parked_polls(&self) -> usize {
         self.config.limits.current()
     }
 
@@ -86,7 +86,7 @@ where
             return ResponseFuture::rejected(self.format.rejection(&rejection));
         }
         let config = &*self.config;
-        let position = match config.param.position(&parts, config.start) {
+        let position = match config.param.position(&parts, config.origin) {
             Ok(position) => position,
             Err(err) => {
                 let rejection = Rejection::MalformedCursor(err);

@@ -421,7 +421,7 @@ impl RedisTopic {
     }
 
     /// The number of subscriptions of this process parked on this topic right now.
-    pub fn waiting(&self) -> usize {
+    pub fn parked_subscriptions(&self) -> usize {
         self.topic.waiting.load(Ordering::Relaxed)
     }
 
@@ -476,7 +476,7 @@ impl fmt::Debug for RedisTopic {
         f.debug_struct("RedisTopic")
             .field("name", &self.topic.name)
             .field("stream_key", &self.topic.stream_key)
-            .field("waiting", &self.waiting())
+            .field("parked_subscriptions", &self.parked_subscriptions())
             .finish()
     }
 }

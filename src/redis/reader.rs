@@ -90,7 +90,7 @@ impl TopicShared {
             return Local::Syncing;
         };
         let cursor = match position {
-            Position::Head => return Local::Ready(Outcome::Start(Cursor::new(epoch, state.head))),
+            Position::Head => return Local::Ready(Outcome::Head(Cursor::new(epoch, state.head))),
             Position::Oldest => return Local::Unknown,
             Position::After(cursor) => cursor,
         };
@@ -362,7 +362,7 @@ mod tests {
         assert!(matches!(topic.local(at(10), 10), Local::Wait));
         assert!(matches!(
             topic.local(Position::Head, 10),
-            Local::Ready(Outcome::Start(head)) if head == Cursor::new(epoch, 10)
+            Local::Ready(Outcome::Head(head)) if head == Cursor::new(epoch, 10)
         ));
         // Behind the window, beyond the head, another epoch, the oldest: Redis decides.
         assert!(matches!(topic.local(at(5), 10), Local::Unknown));

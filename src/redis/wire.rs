@@ -183,7 +183,7 @@ impl Snapshot {
         let head = Cursor::new(self.epoch, self.head);
         let oldest = self.oldest();
         let after = match position {
-            Position::Head => return Some(Outcome::Start(head)),
+            Position::Head => return Some(Outcome::Head(head)),
             Position::Oldest => oldest,
             Position::After(cursor) if cursor.epoch() != self.epoch => {
                 let resync = Resync::new(ResyncReason::EpochMismatch, oldest, head);
@@ -207,7 +207,7 @@ impl Snapshot {
             .collect();
         match Batch::new(events) {
             Some(batch) => Some(Outcome::Events(batch)),
-            None if matches!(position, Position::Oldest) => Some(Outcome::Start(head)),
+            None if matches!(position, Position::Oldest) => Some(Outcome::Head(head)),
             None => None,
         }
     }

@@ -271,13 +271,13 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// Waits (in real time, at most 10 s) until `n` subscriptions are parked on `topic`.
-pub async fn parked(topic: &tower_push::Topic, n: usize) {
+pub async fn parked(topic: &tower_push::memory::Topic, n: usize) {
     let wait = async {
-        while topic.waiting() != n {
+        while topic.parked_subscriptions() != n {
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
         }
     };
     tokio::time::timeout(std::time::Duration::from_secs(10), wait)
         .await
-        .unwrap_or_else(|_| panic!("expected {n} parked, have {}", topic.waiting()));
+        .unwrap_or_else(|_| panic!("expected {n} parked, have {}", topic.parked_subscriptions()));
 }
