@@ -1,7 +1,61 @@
-//! The error for settings that cannot work.
+//! Settings: the ones both layers share, with their defaults and checks, and the error for
+//! settings that cannot work.
 
 use std::fmt;
 use std::time::Duration;
+
+use crate::follow::Pipeline;
+use crate::limit::{KeyFn, Limits};
+use crate::request::CursorParam;
+use crate::source::Origin;
+use crate::Shutdown;
+
+/// The settings both builders share, with their defaults. Each builder keeps one and documents
+/// the setters in its own words; [`build`](Self::build) checks them once for both.
+#[derive(Clone, Debug)]
+pub(crate) struct Shared {
+    /// The cap on held requests (parked polls, open streams) over all of a layer's services.
+    pub(crate) max: Option<usize>,
+    /// The cap per key, and how a request's key is found.
+    pub(crate) max_per_key: Option<(usize, KeyFn)>,
+    /// The shortest idle timeout between the server and its clients, if declared.
+    pub(crate) proxy_idle: Option<Duration>,
+    pub(crate) max_events: usize,
+    /// The query parameter that carries the cursor.
+    pub(crate) param: String,
+    pub(crate) origin: Origin,
+    pub(crate) shutdown: Option<Shutdown>,
+}
+
+impl Shared {
+    /// The defaults both builders document.
+    pub(crate) fn new() -> Self {
+        Self {
+            max: None,
+            max_per_key: None,
+            proxy_idle: None,
+            max_events: 256,
+            param: CursorParam::DEFAULT.to_owned(),
+            origin: Origin::Head,
+            shutdown: None,
+        }
+    }
+
+    /// Checks the settings and builds the pipeline they configure; `caps` names the two caps in
+    /// errors, as the builder's setters call them (`["max parked", "max parked per key"]`).
+    pub(crate) fn build(self, caps: [&'static str; 2]) -> Result<Pipeline, ConfigError> {
+        check::at_least_one("max events", self.max_events)?;
+        check::cap(caps[0], self.max)?;
+        check::cap(caps[1], self.max_per_key.as_ref().map(|(max, _)| *max))?;
+        Ok(Pipeline {
+            limits: Limits::new(self.max, self.max_per_key),
+            max_events: self.max_events,
+            param: CursorParam::new(&self.param)?,
+            origin: self.origin,
+            shutdown: self.shutdown,
+        })
+    }
+}
 
 /// A setting that would break push in production, refused when the configuration is built.
 ///

@@ -101,12 +101,16 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
+#[macro_use]
+mod macros;
+
 mod body;
 pub mod chunked_stream;
 pub mod compression;
 mod config;
 mod cursor;
 mod event;
+mod follow;
 pub mod format;
 pub mod headers;
 mod limit;

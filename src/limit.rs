@@ -9,8 +9,31 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use http::request::Parts;
 
-/// Extracts the key a request is counted under, or `None` to count it under no key.
-pub(crate) type KeyFn = Arc<dyn Fn(&Parts) -> Option<String> + Send + Sync>;
+/// Extracts a key from a request head (a topic, a tenant, a client), or `None` for no key.
+#[derive(Clone)]
+pub(crate) struct KeyFn(Arc<Extract>);
+
+type Extract = dyn Fn(&Parts) -> Option<String> + Send + Sync;
+
+impl KeyFn {
+    pub(crate) fn new<K>(key: K) -> Self
+    where
+        K: Fn(&Parts) -> Option<String> + Send + Sync + 'static,
+    {
+        Self(Arc::new(key))
+    }
+
+    /// The key of the request with head `parts`.
+    pub(crate) fn key(&self, parts: &Parts) -> Option<String> {
+        (self.0)(parts)
+    }
+}
+
+impl fmt::Debug for KeyFn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("KeyFn")
+    }
+}
 
 /// The caps of one layer, shared by every service it builds.
 pub(crate) struct Limits {
@@ -59,6 +82,16 @@ impl Limits {
         }
     }
 
+    /// The cap over all requests, if any.
+    pub(crate) fn max(&self) -> Option<usize> {
+        (self.total.max != usize::MAX).then_some(self.total.max)
+    }
+
+    /// The cap per key, if any.
+    pub(crate) fn max_per_key(&self) -> Option<usize> {
+        self.per_key.as_ref().map(|gauge| gauge.max)
+    }
+
     /// How many requests hold a place now.
     pub(crate) fn current(&self) -> usize {
         self.total.count.load(Ordering::Relaxed)
@@ -80,7 +113,7 @@ impl Limits {
             keyed: None,
         };
         if let Some(gauge) = &self.per_key {
-            if let Some(key) = (gauge.key)(parts) {
+            if let Some(key) = gauge.key.key(parts) {
                 let mut counts = gauge.counts.lock().unwrap_or_else(PoisonError::into_inner);
                 let count = counts.entry(key.clone()).or_insert(0);
                 if *count >= gauge.max {
@@ -114,13 +147,11 @@ impl Drop for Slot {
 
 impl fmt::Debug for Limits {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut debug = f.debug_struct("Limits");
-        debug.field("current", &self.current());
-        debug.field("max", &self.total.max);
-        if let Some(gauge) = &self.per_key {
-            debug.field("max_per_key", &gauge.max);
-        }
-        debug.finish()
+        f.debug_struct("Limits")
+            .field("current", &self.current())
+            .field("max", &self.max())
+            .field("max_per_key", &self.max_per_key())
+            .finish()
     }
 }
 
@@ -145,7 +176,7 @@ mod tests {
     }
 
     fn by_path() -> KeyFn {
-        Arc::new(|parts: &Parts| Some(parts.uri.path().to_owned()))
+        KeyFn::new(|parts: &Parts| Some(parts.uri.path().to_owned()))
     }
 
     #[test]

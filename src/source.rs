@@ -174,6 +174,11 @@ impl Subscribe {
         parts.headers = headers;
     }
 
+    /// Moves the subscription after `cursor`, in place.
+    pub(crate) fn advance(&mut self, cursor: Cursor) {
+        self.position = Position::After(cursor);
+    }
+
     /// The same subscription, after `cursor`.
     #[must_use]
     pub fn after(&self, cursor: Cursor) -> Self {

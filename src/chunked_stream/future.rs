@@ -34,7 +34,7 @@ where
     S: Service<Subscribe>,
 {
     Rejected(Option<Response<PushBody>>),
-    Starting(Option<Pin<Box<EventStream<S, F>>>>),
+    Opening(Option<Pin<Box<EventStream<S, F>>>>),
 }
 
 impl<S, F> ResponseFuture<S, F>
@@ -47,9 +47,9 @@ where
         }
     }
 
-    pub(crate) fn starting(stream: Pin<Box<EventStream<S, F>>>) -> Self {
+    pub(crate) fn opening(stream: Pin<Box<EventStream<S, F>>>) -> Self {
         Self {
-            state: State::Starting(Some(stream)),
+            state: State::Opening(Some(stream)),
         }
     }
 }
@@ -66,13 +66,13 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut response = match &mut self.get_mut().state {
             State::Rejected(response) => response.take().expect("polled after completion"),
-            State::Starting(stream) => {
+            State::Opening(stream) => {
                 let mut stream = stream.take().expect("polled after completion");
-                match stream.as_mut().poll_start(cx) {
+                match stream.as_mut().poll_open(cx) {
                     Err(rejection) => stream.format().rejection(&rejection),
                     Ok(()) => {
                         let content_type = stream.format().content_type();
-                        let cursor = stream.start();
+                        let cursor = stream.opened_at();
                         let mut response = Response::new(PushBody::stream(stream));
                         let headers = response.headers_mut();
                         headers.insert(CONTENT_TYPE, content_type);
@@ -96,7 +96,7 @@ where
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
             State::Rejected(_) => "rejected",
-            State::Starting(_) => "starting",
+            State::Opening(_) => "opening",
         };
         f.debug_struct("ResponseFuture")
             .field("state", &state)

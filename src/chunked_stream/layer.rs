@@ -1,28 +1,23 @@
-use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tower_layer::Layer;
 
 use super::ChunkedStream;
-use crate::config::check;
+use crate::config::{check, Shared};
+use crate::follow::Pipeline;
 use crate::format::{AutoFormat, StreamFormat};
-use crate::limit::{KeyFn, Limits};
-use crate::request::CursorParam;
+use crate::limit::KeyFn;
 use crate::source::Origin;
 use crate::{ConfigError, Shutdown};
 
 /// Settings shared by a layer and every service it builds.
 #[derive(Debug)]
 pub(crate) struct Config {
-    pub(crate) limits: Limits,
+    pub(crate) pipeline: Pipeline,
     pub(crate) heartbeat: Duration,
     pub(crate) max_lifetime: Duration,
     pub(crate) lifetime_jitter: f64,
-    pub(crate) max_events: usize,
-    pub(crate) param: CursorParam,
-    pub(crate) origin: Origin,
-    pub(crate) shutdown: Option<Shutdown>,
 }
 
 /// Applies chunked streaming (NDJSON or SSE) to an event source: see the
@@ -72,7 +67,7 @@ impl ChunkedStreamLayer {
 impl<F> ChunkedStreamLayer<F> {
     /// How many streams of this layer's services are open right now.
     pub fn open_streams(&self) -> usize {
-        self.config.limits.current()
+        self.config.pipeline.held()
     }
 }
 
@@ -93,18 +88,12 @@ impl<S, F: Clone> Layer<S> for ChunkedStreamLayer<F> {
 /// Settings for a [`ChunkedStreamLayer`], checked once by [`build`](ChunkedStreamBuilder::build).
 ///
 /// `ChunkedStreamBuilder::new()` equals `Default::default()`.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct ChunkedStreamBuilder<F = AutoFormat> {
-    max_streams: Option<usize>,
-    max_streams_per_key: Option<(usize, KeyFn)>,
+    shared: Shared,
     heartbeat: Duration,
-    proxy_idle: Option<Duration>,
     max_lifetime: Duration,
     lifetime_jitter: f64,
-    max_events: usize,
-    param: String,
-    origin: Origin,
-    shutdown: Option<Shutdown>,
     format: F,
 }
 
@@ -112,39 +101,12 @@ impl ChunkedStreamBuilder {
     /// The default settings.
     pub fn new() -> Self {
         Self {
-            max_streams: None,
-            max_streams_per_key: None,
+            shared: Shared::new(),
             heartbeat: Duration::from_secs(15),
-            proxy_idle: None,
             max_lifetime: Duration::from_secs(300),
             lifetime_jitter: 0.1,
-            max_events: 256,
-            param: CursorParam::DEFAULT.to_owned(),
-            origin: Origin::Head,
-            shutdown: None,
             format: AutoFormat::default(),
         }
-    }
-}
-
-impl<F: fmt::Debug> fmt::Debug for ChunkedStreamBuilder<F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ChunkedStreamBuilder")
-            .field("max_streams", &self.max_streams)
-            .field(
-                "max_streams_per_key",
-                &self.max_streams_per_key.as_ref().map(|(max, _)| max),
-            )
-            .field("heartbeat", &self.heartbeat)
-            .field("proxy_idle", &self.proxy_idle)
-            .field("max_lifetime", &self.max_lifetime)
-            .field("lifetime_jitter", &self.lifetime_jitter)
-            .field("max_events", &self.max_events)
-            .field("param", &self.param)
-            .field("origin", &self.origin)
-            .field("shutdown", &self.shutdown)
-            .field("format", &self.format)
-            .finish()
     }
 }
 
@@ -160,9 +122,8 @@ impl<F> ChunkedStreamBuilder<F> {
     ///
     /// Default is no cap. The count is always kept: see [`ChunkedStreamLayer::open_streams`].
     #[must_use]
-    pub fn max_streams(mut self, max: usize) -> Self {
-        self.max_streams = Some(max);
-        self
+    pub fn max_streams(self, max: usize) -> Self {
+        self.shared(|s| s.max = Some(max))
     }
 
     /// The most streams open at once per key, where `key` extracts the key from the request head
@@ -171,12 +132,11 @@ impl<F> ChunkedStreamBuilder<F> {
     ///
     /// Default is no cap per key.
     #[must_use]
-    pub fn max_streams_per_key<K>(mut self, max: usize, key: K) -> Self
+    pub fn max_streams_per_key<K>(self, max: usize, key: K) -> Self
     where
         K: Fn(&http::request::Parts) -> Option<String> + Send + Sync + 'static,
     {
-        self.max_streams_per_key = Some((max, Arc::new(key)));
-        self
+        self.shared(|s| s.max_per_key = Some((max, KeyFn::new(key))))
     }
 
     /// How long a stream may stay silent before it sends a heartbeat. Every message restarts
@@ -200,9 +160,8 @@ impl<F> ChunkedStreamBuilder<F> {
     ///
     /// Default is none declared.
     #[must_use]
-    pub fn proxy_idle_timeout(mut self, idle: Duration) -> Self {
-        self.proxy_idle = Some(idle);
-        self
+    pub fn proxy_idle_timeout(self, idle: Duration) -> Self {
+        self.shared(|s| s.proxy_idle = Some(idle))
     }
 
     /// How long a stream lives at most. It then ends cleanly with a final `lifetime` message,
@@ -232,9 +191,8 @@ impl<F> ChunkedStreamBuilder<F> {
     ///
     /// Default is 256.
     #[must_use]
-    pub fn max_events(mut self, max: usize) -> Self {
-        self.max_events = max;
-        self
+    pub fn max_events(self, max: usize) -> Self {
+        self.shared(|s| s.max_events = max)
     }
 
     /// The query parameter that carries the start cursor. The `Last-Event-ID` header is read
@@ -242,18 +200,16 @@ impl<F> ChunkedStreamBuilder<F> {
     ///
     /// Default is `after`.
     #[must_use]
-    pub fn cursor_param(mut self, name: impl Into<String>) -> Self {
-        self.param = name.into();
-        self
+    pub fn cursor_param(self, name: impl Into<String>) -> Self {
+        self.shared(|s| s.param = name.into())
     }
 
     /// Where a stream without a start cursor starts.
     ///
     /// Default is [`Origin::Head`]: only events published from now on.
     #[must_use]
-    pub fn origin(mut self, origin: Origin) -> Self {
-        self.origin = origin;
-        self
+    pub fn origin(self, origin: Origin) -> Self {
+        self.shared(|s| s.origin = origin)
     }
 
     /// The shutdown signal: once triggered, open streams send a final `shutdown` message and end,
@@ -261,9 +217,8 @@ impl<F> ChunkedStreamBuilder<F> {
     ///
     /// Default is none.
     #[must_use]
-    pub fn shutdown(mut self, shutdown: Shutdown) -> Self {
-        self.shutdown = Some(shutdown);
-        self
+    pub fn shutdown(self, shutdown: Shutdown) -> Self {
+        self.shared(|s| s.shutdown = Some(shutdown))
     }
 
     /// The wire format of the stream.
@@ -272,17 +227,18 @@ impl<F> ChunkedStreamBuilder<F> {
     /// neither.
     #[must_use]
     pub fn format<G: StreamFormat>(self, format: G) -> ChunkedStreamBuilder<G> {
+        let Self {
+            shared,
+            heartbeat,
+            max_lifetime,
+            lifetime_jitter,
+            format: _,
+        } = self;
         ChunkedStreamBuilder {
-            max_streams: self.max_streams,
-            max_streams_per_key: self.max_streams_per_key,
-            heartbeat: self.heartbeat,
-            proxy_idle: self.proxy_idle,
-            max_lifetime: self.max_lifetime,
-            lifetime_jitter: self.lifetime_jitter,
-            max_events: self.max_events,
-            param: self.param,
-            origin: self.origin,
-            shutdown: self.shutdown,
+            shared,
+            heartbeat,
+            max_lifetime,
+            lifetime_jitter,
             format,
         }
     }
@@ -299,43 +255,58 @@ impl<F> ChunkedStreamBuilder<F> {
     /// - [`ConfigError::InvalidParamName`] for a query parameter name that is empty or would need
     ///   percent-encoding.
     pub fn build(self) -> Result<ChunkedStreamLayer<F>, ConfigError> {
-        check::heartbeat(self.heartbeat, self.proxy_idle)?;
+        check::heartbeat(self.heartbeat, self.shared.proxy_idle)?;
         check::positive("max lifetime", self.max_lifetime)?;
         check::fraction("lifetime jitter", self.lifetime_jitter)?;
-        check::at_least_one("max events", self.max_events)?;
-        check::cap("max streams", self.max_streams)?;
-        check::cap(
-            "max streams per key",
-            self.max_streams_per_key.as_ref().map(|(max, _)| *max),
-        )?;
         let config = Config {
-            limits: Limits::new(self.max_streams, self.max_streams_per_key),
+            pipeline: self.shared.build(["max streams", "max streams per key"])?,
             heartbeat: self.heartbeat,
             max_lifetime: self.max_lifetime,
             lifetime_jitter: self.lifetime_jitter,
-            max_events: self.max_events,
-            param: CursorParam::new(&self.param)?,
-            origin: self.origin,
-            shutdown: self.shutdown,
         };
         Ok(ChunkedStreamLayer {
             config: Arc::new(config),
             format: self.format,
         })
     }
+
+    fn shared(mut self, set: impl FnOnce(&mut Shared)) -> Self {
+        set(&mut self.shared);
+        self
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::Framing;
 
     #[test]
     fn defaults() {
-        let layer = ChunkedStreamLayer::new();
-        assert_eq!(layer.config.heartbeat, Duration::from_secs(15));
-        assert_eq!(layer.config.max_lifetime, Duration::from_secs(300));
-        assert_eq!(layer.config.origin, Origin::Head);
-        assert!(layer.config.shutdown.is_none());
+        let builder = ChunkedStreamBuilder::new();
+        assert_eq!(
+            format!("{builder:?}"),
+            format!("{:?}", ChunkedStreamBuilder::default())
+        );
+        assert_eq!(
+            builder.shared.proxy_idle, None,
+            "no proxy idle timeout declared"
+        );
+        let layer = builder.build().unwrap();
+        let config = &layer.config;
+        assert_eq!(config.heartbeat, Duration::from_secs(15));
+        assert_eq!(config.max_lifetime, Duration::from_secs(300));
+        assert_eq!(config.lifetime_jitter, 0.1);
+        config.pipeline.assert_shared_defaults();
+        assert_eq!(
+            layer.format.framing(),
+            Framing::Ndjson,
+            "NDJSON unless SSE is asked for"
+        );
+        assert_eq!(
+            format!("{:?}", ChunkedStreamLayer::new()),
+            format!("{layer:?}")
+        );
     }
 
     #[test]

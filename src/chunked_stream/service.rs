@@ -10,7 +10,7 @@ use super::layer::Config;
 use super::stream::EventStream;
 use crate::format::{AutoFormat, StreamFormat};
 use crate::source::{Outcome, Subscribe};
-use crate::{BoxError, PushBody, Rejection, Shutdown};
+use crate::{BoxError, PushBody};
 
 /// Chunked streaming over an event source `S`: see the [module docs](crate::chunked_stream).
 ///
@@ -31,24 +31,11 @@ impl<S, F> ChunkedStream<S, F> {
         }
     }
 
-    /// The event source.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The event source, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
+    define_inner_service_accessors!();
 
     /// How many streams of this service's layer are open right now.
     pub fn open_streams(&self) -> usize {
-        self.config.limits.current()
-    }
-
-    /// Consumes the service and returns the event source.
-    pub fn into_inner(self) -> S {
-        self.inner
+        self.config.pipeline.held()
     }
 }
 
@@ -77,34 +64,12 @@ where
         drop(body);
         let config = &*self.config;
         let format = self.format.negotiate(&parts);
-        if config.shutdown.as_ref().is_some_and(Shutdown::is_triggered) {
-            let retry_after = crate::random::retry_after();
-            let rejection = Rejection::ShuttingDown { retry_after };
-            return ResponseFuture::rejected(format.rejection(&rejection));
-        }
-        let position = match config.param.position(&parts, config.origin) {
-            Ok(position) => position,
-            Err(err) => {
-                let rejection = Rejection::MalformedCursor(err);
-                return ResponseFuture::rejected(format.rejection(&rejection));
-            }
+        let follow = match config.pipeline.admit(parts, &self.inner) {
+            Ok(follow) => follow,
+            Err(rejection) => return ResponseFuture::rejected(format.rejection(&rejection)),
         };
-        let Ok(slot) = config.limits.acquire(&parts) else {
-            let retry_after = crate::random::retry_after();
-            let rejection = Rejection::Overloaded { retry_after };
-            return ResponseFuture::rejected(format.rejection(&rejection));
-        };
-        let subscribe = Subscribe::new(position, config.max_events, Arc::new(parts));
         let lifetime = crate::random::shorten(config.max_lifetime, config.lifetime_jitter);
-        let stream = EventStream::new(
-            self.inner.clone(),
-            subscribe,
-            format,
-            config.heartbeat,
-            lifetime,
-            config.shutdown.as_ref(),
-            slot,
-        );
-        ResponseFuture::starting(Box::pin(stream))
+        let stream = EventStream::new(follow, format, config.heartbeat, lifetime);
+        ResponseFuture::opening(Box::pin(stream))
     }
 }

@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -11,10 +11,9 @@ use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
 use crate::body::Frames;
+use crate::follow::{Follow, Step};
 use crate::format::{StreamEnd, StreamFormat};
-use crate::limit::Slot;
-use crate::shutdown::{self, Shutdown};
-use crate::source::{Outcome, Position, Subscribe};
+use crate::source::{Outcome, Subscribe};
 use crate::{BoxError, Cursor, Rejection};
 
 pin_project! {
@@ -24,27 +23,20 @@ pin_project! {
     where
         S: Service<Subscribe>,
     {
-        source: S,
-        subscribe: Subscribe,
-        format: F,
-        // The source's future; `None` between calls.
         #[pin]
-        call: Option<S::Future>,
+        follow: Follow<S>,
+        format: F,
         // Reset, not recreated, by every frame.
         #[pin]
         heartbeat: Sleep,
         every: Duration,
         #[pin]
         lifetime: Sleep,
-        #[pin]
-        shutdown: Option<shutdown::Wait>,
-        // Where the stream started, once known.
-        start: Option<Cursor>,
+        // The cursor the stream opened at, once known.
+        opened_at: Option<Cursor>,
         // Bytes written and not yet handed to the body.
         out: Vec<u8>,
         ended: bool,
-        // The place under the layer's caps, given back when the stream ends.
-        slot: Option<Slot>,
     }
 }
 
@@ -54,38 +46,23 @@ where
     S::Error: Into<BoxError>,
     F: StreamFormat,
 {
-    pub(crate) fn new(
-        source: S,
-        mut subscribe: Subscribe,
-        format: F,
-        every: Duration,
-        lifetime: Duration,
-        shutdown: Option<&Shutdown>,
-        slot: Slot,
-    ) -> Self {
-        // A stream keeps its request head for its whole life: do not pin hyper's read buffer.
-        subscribe.detach_parts();
+    /// A stream admitted to `follow` its source, with a heartbeat `every` so often, ending after
+    /// `lifetime`.
+    pub(crate) fn new(follow: Follow<S>, format: F, every: Duration, lifetime: Duration) -> Self {
         let mut out = Vec::new();
-        let start = match subscribe.position() {
-            Position::After(cursor) => Some(cursor),
-            Position::Head | Position::Oldest => None,
-        };
-        if let Some(cursor) = start {
+        let opened_at = follow.cursor();
+        if let Some(cursor) = opened_at {
             format.open(cursor, &mut out);
         }
         Self {
-            source,
-            subscribe,
+            follow,
             format,
-            call: None,
             heartbeat: tokio::time::sleep(every),
             every,
             lifetime: tokio::time::sleep(lifetime),
-            shutdown: shutdown.map(Shutdown::wait),
-            start,
+            opened_at,
             out,
             ended: false,
-            slot: Some(slot),
         }
     }
 
@@ -93,22 +70,19 @@ where
         &self.format
     }
 
-    /// Where the stream started, once the source has said it.
-    pub(crate) fn start(&self) -> Option<Cursor> {
-        self.start
-    }
-
-    /// Where the stream stands, once the source has said it.
-    fn cursor(&self) -> Option<Cursor> {
-        match self.subscribe.position() {
-            Position::After(cursor) => Some(cursor),
-            Position::Head | Position::Oldest => None,
-        }
+    /// The cursor the stream opened at, once the request or the source has named it.
+    pub(crate) fn opened_at(&self) -> Option<Cursor> {
+        self.opened_at
     }
 
     /// Drives the source as far as it goes without waiting, so that a cursor the source refuses
     /// is answered with an error status before any byte of the stream is sent.
-    pub(crate) fn poll_start(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Result<(), Rejection> {
+    pub(crate) fn poll_open(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Result<(), Rejection> {
+        // A stream keeps its request head for its whole life: do not pin hyper's read buffer.
+        self.as_mut().project().follow.detach();
         match self.poll_events(cx) {
             Poll::Ready(Err(rejection)) => Err(rejection),
             Poll::Ready(Ok(())) | Poll::Pending => Ok(()),
@@ -119,39 +93,16 @@ where
     fn poll_events(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Rejection>> {
         let mut this = self.project();
         loop {
-            if this.call.is_none() {
-                match this.source.poll_ready(cx) {
-                    Poll::Ready(Ok(())) => {
-                        let call = this.source.call(this.subscribe.clone());
-                        this.call.set(Some(call));
-                    }
-                    Poll::Ready(Err(err)) => return Poll::Ready(Err(failed(err))),
-                    Poll::Pending => return Poll::Pending,
-                }
-            }
-            let call = this.call.as_mut().as_pin_mut().expect("set above");
-            let outcome = match call.poll(cx) {
-                Poll::Ready(Ok(outcome)) => outcome,
-                Poll::Ready(Err(err)) => return Poll::Ready(Err(failed(err))),
-                Poll::Pending => return Poll::Pending,
-            };
-            this.call.set(None);
-            match outcome {
-                Outcome::Events(batch) => {
+            match ready!(this.follow.as_mut().poll_step(cx))? {
+                Step::Events(batch) => {
                     for event in batch.events() {
                         this.format.event(event, this.out);
                     }
-                    *this.subscribe = this.subscribe.after(batch.last());
                     return Poll::Ready(Ok(()));
                 }
-                Outcome::Head(cursor) => {
-                    *this.subscribe = this.subscribe.after(cursor);
-                    *this.start = Some(cursor);
+                Step::Head(cursor) => {
+                    *this.opened_at = Some(cursor);
                     this.format.open(cursor, this.out);
-                }
-                Outcome::Resync(resync) => return Poll::Ready(Err(Rejection::Resync(resync))),
-                Outcome::Ahead { head } => {
-                    return Poll::Ready(Err(Rejection::CursorAhead { head }));
                 }
             }
         }
@@ -159,9 +110,8 @@ where
 
     /// Writes the final message for `end` and marks the stream ended.
     fn finish(self: Pin<&mut Self>, end: impl FnOnce(Cursor) -> StreamEnd) -> (Bytes, bool) {
-        let cursor = self.cursor();
-        let mut this = self.project();
-        let end = match cursor {
+        let this = self.project();
+        let end = match this.follow.cursor() {
             Some(cursor) => end(cursor),
             None => StreamEnd::Rejected(Rejection::SourceUnavailable),
         };
@@ -169,17 +119,9 @@ where
         *this.ended = true;
         // The stream is over; do not wait for the server to drop the body to free its place,
         // its source's future and its timers' registrations.
-        this.slot.take();
-        this.call.set(None);
-        this.shutdown.set(None);
+        this.follow.release();
         (Bytes::from(std::mem::take(this.out)), true)
     }
-}
-
-fn failed<E: Into<BoxError>>(err: E) -> Rejection {
-    let err: BoxError = err.into();
-    tracing::warn!(error = %err, "event source failed during a stream");
-    Rejection::SourceUnavailable
 }
 
 impl<S, F> Frames for EventStream<S, F>
@@ -193,8 +135,7 @@ where
         if self.ended {
             return Poll::Ready(None);
         }
-        let shutdown = self.as_mut().project().shutdown.as_pin_mut();
-        if shutdown.is_some_and(|wait| wait.poll(cx).is_ready()) {
+        if self.as_mut().project().follow.poll_shutdown(cx) {
             let end = self.finish(|cursor| StreamEnd::Shutdown { cursor });
             return Poll::Ready(Some(end));
         }

@@ -13,11 +13,10 @@ use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
 use super::supersede::Superseded;
+use crate::follow::{Follow, Step};
 use crate::format::PollFormat;
-use crate::limit::Slot;
-use crate::shutdown::{self, Shutdown};
-use crate::source::{Outcome, Position, Subscribe};
-use crate::{headers, BoxError, Cursor, PushBody, Rejection};
+use crate::source::{Outcome, Subscribe};
+use crate::{headers, BoxError, PushBody, Rejection};
 
 pin_project! {
     /// The response future of [`LongPoll`](super::LongPoll): holds the request until the event
@@ -47,24 +46,15 @@ pin_project! {
             response: Option<Response<PushBody>>,
         },
         Holding {
-            source: S,
-            subscribe: Subscribe,
-            format: F,
-            // The source's future; `None` while the source is not ready yet.
             #[pin]
-            call: Option<S::Future>,
+            follow: Follow<S>,
+            format: F,
             // The hold timer, made only once the poll has to wait: most answers need none.
             #[pin]
             sleep: Option<Sleep>,
             deadline: Instant,
-            #[pin]
-            shutdown: Option<shutdown::Wait>,
             // Boxed: most layers do not track clients, and a parked poll should not pay for it.
             superseded: Option<Pin<Box<Superseded>>>,
-            // The place under the layer's caps, given back when the answer is ready.
-            slot: Slot,
-            // Whether the request head has storage of its own yet.
-            detached: bool,
         },
     }
 }
@@ -81,33 +71,23 @@ where
         }
     }
 
-    pub(crate) fn hold(hold: Hold<'_, S, F>) -> Self {
+    /// A poll admitted to `follow` its source, held for at most `hold` unless `superseded`.
+    pub(crate) fn hold(
+        follow: Follow<S>,
+        format: F,
+        hold: Duration,
+        superseded: Option<Superseded>,
+    ) -> Self {
         Self {
             state: State::Holding {
-                source: hold.source,
-                subscribe: hold.subscribe,
-                format: hold.format,
-                call: None,
+                follow,
+                format,
                 sleep: None,
-                deadline: Instant::now() + hold.hold,
-                shutdown: hold.shutdown.map(Shutdown::wait),
-                superseded: hold.superseded.map(Box::pin),
-                slot: hold.slot,
-                detached: false,
+                deadline: Instant::now() + hold,
+                superseded: superseded.map(Box::pin),
             },
         }
     }
-}
-
-/// What a held poll is made of.
-pub(crate) struct Hold<'a, S, F> {
-    pub(crate) source: S,
-    pub(crate) subscribe: Subscribe,
-    pub(crate) hold: Duration,
-    pub(crate) shutdown: Option<&'a Shutdown>,
-    pub(crate) superseded: Option<Superseded>,
-    pub(crate) slot: Slot,
-    pub(crate) format: F,
 }
 
 impl<S, F> Future for ResponseFuture<S, F>
@@ -136,72 +116,30 @@ where
     F: PollFormat,
 {
     fn poll_answer(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response<PushBody>> {
-        let (
-            source,
-            subscribe,
-            format,
-            mut call,
-            mut sleep,
-            deadline,
-            shutdown,
-            superseded,
-            detached,
-        ) = match self.project() {
+        let (mut follow, format, mut sleep, deadline, superseded) = match self.project() {
             StateProj::Rejected { response } => {
                 return Poll::Ready(response.take().expect("polled after completion"));
             }
             StateProj::Holding {
-                source,
-                subscribe,
+                follow,
                 format,
-                call,
                 sleep,
                 deadline,
-                shutdown,
                 superseded,
-                slot: _,
-                detached,
-            } => (
-                source, subscribe, format, call, sleep, *deadline, shutdown, superseded, detached,
-            ),
-        };
-        let unavailable = |err: S::Error| {
-            let err: BoxError = err.into();
-            tracing::warn!(error = %err, "event source failed");
-            format.rejection(&Rejection::SourceUnavailable)
+            } => (follow, format, sleep, *deadline, superseded),
         };
         loop {
-            if call.is_none() {
-                match source.poll_ready(cx) {
-                    Poll::Ready(Ok(())) => call.set(Some(source.call(subscribe.clone()))),
-                    Poll::Ready(Err(err)) => return Poll::Ready(unavailable(err)),
-                    Poll::Pending => break,
-                }
-            }
-            let future = call.as_mut().as_pin_mut().expect("set above");
-            let outcome = match future.poll(cx) {
-                Poll::Ready(Ok(outcome)) => outcome,
-                Poll::Ready(Err(err)) => return Poll::Ready(unavailable(err)),
+            match follow.as_mut().poll_step(cx) {
+                Poll::Ready(Ok(Step::Events(batch))) => return Poll::Ready(format.events(&batch)),
+                // The request named no cursor; now it has one. Wait after it, within the same
+                // hold.
+                Poll::Ready(Ok(Step::Head(_))) => continue,
+                Poll::Ready(Err(rejection)) => return Poll::Ready(format.rejection(&rejection)),
                 Poll::Pending => break,
-            };
-            let rejection = match outcome {
-                Outcome::Events(batch) => return Poll::Ready(format.events(&batch)),
-                Outcome::Head(cursor) => {
-                    // The request named no cursor; now it has one. Wait after it, within the
-                    // same hold.
-                    *subscribe = subscribe.after(cursor);
-                    call.set(None);
-                    continue;
-                }
-                Outcome::Resync(resync) => Rejection::Resync(resync),
-                Outcome::Ahead { head } => Rejection::CursorAhead { head },
-            };
-            return Poll::Ready(format.rejection(&rejection));
+            }
         }
         // A shutdown, or a newer poll of the same client, answers like an expired hold, at once.
-        let draining = shutdown
-            .as_pin_mut()
-            .is_some_and(|wait| wait.poll(cx).is_ready());
+        let draining = follow.as_mut().poll_shutdown(cx);
         let replaced = superseded
             .as_mut()
             .is_some_and(|wait| wait.as_mut().poll(cx).is_ready());
@@ -212,25 +150,15 @@ where
             .as_pin_mut()
             .is_some_and(|sleep| sleep.poll(cx).is_ready());
         if !(draining || replaced || expired) {
-            if !std::mem::replace(detached, true) {
-                // Parked for real: stop pinning hyper's read buffer for the rest of the hold.
-                subscribe.detach_parts();
-            }
+            // Parked for real: stop pinning hyper's read buffer for the rest of the hold.
+            follow.detach();
             return Poll::Pending;
         }
-        Poll::Ready(match current(subscribe) {
+        Poll::Ready(match follow.cursor() {
             Some(cursor) => format.timeout(cursor),
             // The source did not even say where the head is within the whole hold.
             None => format.rejection(&Rejection::SourceUnavailable),
         })
-    }
-}
-
-/// The cursor a request stands at, once it has one.
-fn current(subscribe: &Subscribe) -> Option<Cursor> {
-    match subscribe.position() {
-        Position::After(cursor) => Some(cursor),
-        Position::Head | Position::Oldest => None,
     }
 }
 

@@ -1,4 +1,3 @@
-use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -6,23 +5,19 @@ use tower_layer::Layer;
 
 use super::supersede::Supersede;
 use super::LongPoll;
-use crate::config::check;
+use crate::config::{check, Shared};
+use crate::follow::Pipeline;
 use crate::format::{JsonFormat, PollFormat};
-use crate::limit::{KeyFn, Limits};
-use crate::request::CursorParam;
+use crate::limit::KeyFn;
 use crate::source::Origin;
 use crate::{ConfigError, Shutdown};
 
 /// Settings shared by a layer and every service it builds.
 #[derive(Debug)]
 pub(crate) struct Config {
+    pub(crate) pipeline: Pipeline,
     pub(crate) hold: Duration,
     pub(crate) hold_jitter: f64,
-    pub(crate) max_events: usize,
-    pub(crate) param: CursorParam,
-    pub(crate) origin: Origin,
-    pub(crate) shutdown: Option<Shutdown>,
-    pub(crate) limits: Limits,
     pub(crate) supersede: Option<Arc<Supersede>>,
 }
 
@@ -70,7 +65,7 @@ impl LongPollLayer {
 impl<F> LongPollLayer<F> {
     /// How many polls of this layer's services are held right now.
     pub fn parked_polls(&self) -> usize {
-        self.config.limits.current()
+        self.config.pipeline.held()
     }
 }
 
@@ -91,18 +86,12 @@ impl<S, F: Clone> Layer<S> for LongPollLayer<F> {
 /// Settings for a [`LongPollLayer`], checked once by [`build`](LongPollBuilder::build).
 ///
 /// `LongPollBuilder::new()` equals `Default::default()`.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct LongPollBuilder<F = JsonFormat> {
+    shared: Shared,
     hold: Duration,
     hold_jitter: f64,
-    max_parked: Option<usize>,
-    max_parked_per_key: Option<(usize, KeyFn)>,
     supersede: Option<KeyFn>,
-    proxy_idle: Option<Duration>,
-    max_events: usize,
-    param: String,
-    origin: Origin,
-    shutdown: Option<Shutdown>,
     format: F,
 }
 
@@ -110,39 +99,12 @@ impl LongPollBuilder {
     /// The default settings.
     pub fn new() -> Self {
         Self {
+            shared: Shared::new(),
             hold: Duration::from_secs(25),
             hold_jitter: 0.0,
-            max_parked: None,
-            max_parked_per_key: None,
             supersede: None,
-            proxy_idle: None,
-            max_events: 256,
-            param: CursorParam::DEFAULT.to_owned(),
-            origin: Origin::Head,
-            shutdown: None,
             format: JsonFormat,
         }
-    }
-}
-
-impl<F: fmt::Debug> fmt::Debug for LongPollBuilder<F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LongPollBuilder")
-            .field("hold", &self.hold)
-            .field("hold_jitter", &self.hold_jitter)
-            .field("max_parked", &self.max_parked)
-            .field(
-                "max_parked_per_key",
-                &self.max_parked_per_key.as_ref().map(|(max, _)| max),
-            )
-            .field("one_poll_per_client", &self.supersede.is_some())
-            .field("proxy_idle", &self.proxy_idle)
-            .field("max_events", &self.max_events)
-            .field("param", &self.param)
-            .field("origin", &self.origin)
-            .field("shutdown", &self.shutdown)
-            .field("format", &self.format)
-            .finish()
     }
 }
 
@@ -183,9 +145,8 @@ impl<F> LongPollBuilder<F> {
     ///
     /// Default is no cap. The count is always kept: see [`LongPollLayer::parked_polls`].
     #[must_use]
-    pub fn max_parked(mut self, max: usize) -> Self {
-        self.max_parked = Some(max);
-        self
+    pub fn max_parked(self, max: usize) -> Self {
+        self.shared(|s| s.max = Some(max))
     }
 
     /// The most polls held at once per key, where `key` extracts the key from the request head
@@ -209,12 +170,11 @@ impl<F> LongPollBuilder<F> {
     ///
     /// Default is no cap per key.
     #[must_use]
-    pub fn max_parked_per_key<K>(mut self, max: usize, key: K) -> Self
+    pub fn max_parked_per_key<K>(self, max: usize, key: K) -> Self
     where
         K: Fn(&http::request::Parts) -> Option<String> + Send + Sync + 'static,
     {
-        self.max_parked_per_key = Some((max, Arc::new(key)));
-        self
+        self.shared(|s| s.max_per_key = Some((max, KeyFn::new(key))))
     }
 
     /// Keeps one poll in flight per client: `client` extracts a client id from the request
@@ -244,7 +204,7 @@ impl<F> LongPollBuilder<F> {
     where
         K: Fn(&http::request::Parts) -> Option<String> + Send + Sync + 'static,
     {
-        self.supersede = Some(Arc::new(client));
+        self.supersede = Some(KeyFn::new(client));
         self
     }
 
@@ -257,9 +217,8 @@ impl<F> LongPollBuilder<F> {
     ///
     /// Default is none declared.
     #[must_use]
-    pub fn proxy_idle_timeout(mut self, idle: Duration) -> Self {
-        self.proxy_idle = Some(idle);
-        self
+    pub fn proxy_idle_timeout(self, idle: Duration) -> Self {
+        self.shared(|s| s.proxy_idle = Some(idle))
     }
 
     /// The most events one answer carries; a client that is further behind gets the rest on its
@@ -267,9 +226,8 @@ impl<F> LongPollBuilder<F> {
     ///
     /// Default is 256.
     #[must_use]
-    pub fn max_events(mut self, max: usize) -> Self {
-        self.max_events = max;
-        self
+    pub fn max_events(self, max: usize) -> Self {
+        self.shared(|s| s.max_events = max)
     }
 
     /// The query parameter that carries the cursor. The `Last-Event-ID` header is read too, and
@@ -277,18 +235,16 @@ impl<F> LongPollBuilder<F> {
     ///
     /// Default is `after`.
     #[must_use]
-    pub fn cursor_param(mut self, name: impl Into<String>) -> Self {
-        self.param = name.into();
-        self
+    pub fn cursor_param(self, name: impl Into<String>) -> Self {
+        self.shared(|s| s.param = name.into())
     }
 
     /// Where a request without a cursor starts.
     ///
     /// Default is [`Origin::Head`]: only events published from now on.
     #[must_use]
-    pub fn origin(mut self, origin: Origin) -> Self {
-        self.origin = origin;
-        self
+    pub fn origin(self, origin: Origin) -> Self {
+        self.shared(|s| s.origin = origin)
     }
 
     /// The shutdown signal: once triggered, held requests are answered at once as if their hold
@@ -296,9 +252,8 @@ impl<F> LongPollBuilder<F> {
     ///
     /// Default is none.
     #[must_use]
-    pub fn shutdown(mut self, shutdown: Shutdown) -> Self {
-        self.shutdown = Some(shutdown);
-        self
+    pub fn shutdown(self, shutdown: Shutdown) -> Self {
+        self.shared(|s| s.shutdown = Some(shutdown))
     }
 
     /// The wire format of the answers.
@@ -306,17 +261,18 @@ impl<F> LongPollBuilder<F> {
     /// Default is [`JsonFormat`].
     #[must_use]
     pub fn format<G: PollFormat>(self, format: G) -> LongPollBuilder<G> {
+        let Self {
+            shared,
+            hold,
+            hold_jitter,
+            supersede,
+            format: _,
+        } = self;
         LongPollBuilder {
-            hold: self.hold,
-            hold_jitter: self.hold_jitter,
-            max_parked: self.max_parked,
-            max_parked_per_key: self.max_parked_per_key,
-            supersede: self.supersede,
-            proxy_idle: self.proxy_idle,
-            max_events: self.max_events,
-            param: self.param,
-            origin: self.origin,
-            shutdown: self.shutdown,
+            shared,
+            hold,
+            hold_jitter,
+            supersede,
             format,
         }
     }
@@ -333,28 +289,23 @@ impl<F> LongPollBuilder<F> {
     /// - [`ConfigError::InvalidParamName`] for a query parameter name that is empty or would need
     ///   percent-encoding.
     pub fn build(self) -> Result<LongPollLayer<F>, ConfigError> {
-        check::hold(self.hold, self.proxy_idle)?;
+        check::hold(self.hold, self.shared.proxy_idle)?;
         check::fraction("hold jitter", self.hold_jitter)?;
-        check::at_least_one("max events", self.max_events)?;
-        check::cap("max parked", self.max_parked)?;
-        check::cap(
-            "max parked per key",
-            self.max_parked_per_key.as_ref().map(|(max, _)| *max),
-        )?;
         let config = Config {
+            pipeline: self.shared.build(["max parked", "max parked per key"])?,
             hold: self.hold,
             hold_jitter: self.hold_jitter,
-            limits: Limits::new(self.max_parked, self.max_parked_per_key),
             supersede: self.supersede.map(|key| Arc::new(Supersede::new(key))),
-            max_events: self.max_events,
-            param: CursorParam::new(&self.param)?,
-            origin: self.origin,
-            shutdown: self.shutdown,
         };
         Ok(LongPollLayer {
             config: Arc::new(config),
             format: self.format,
         })
+    }
+
+    fn shared(mut self, set: impl FnOnce(&mut Shared)) -> Self {
+        set(&mut self.shared);
+        self
     }
 }
 
@@ -364,10 +315,23 @@ mod tests {
 
     #[test]
     fn defaults() {
-        let layer = LongPollLayer::new();
-        assert_eq!(layer.config.hold, Duration::from_secs(25));
-        assert_eq!(layer.config.max_events, 256);
-        assert_eq!(layer.config.origin, Origin::Head);
+        let builder = LongPollBuilder::new();
+        assert_eq!(
+            format!("{builder:?}"),
+            format!("{:?}", LongPollBuilder::default())
+        );
+        assert_eq!(
+            builder.shared.proxy_idle, None,
+            "no proxy idle timeout declared"
+        );
+        let layer = builder.build().unwrap();
+        let config = &layer.config;
+        assert_eq!(config.hold, Duration::from_secs(25));
+        assert_eq!(config.hold_jitter, 0.0);
+        assert!(config.supersede.is_none(), "one poll per client is off");
+        config.pipeline.assert_shared_defaults();
+        let _: &JsonFormat = &layer.format;
+        assert_eq!(format!("{:?}", LongPollLayer::new()), format!("{layer:?}"));
     }
 
     #[test]

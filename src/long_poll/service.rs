@@ -5,11 +5,11 @@ use std::task::{Context, Poll};
 use http::{Request, Response};
 use tower_service::Service;
 
-use super::future::{Hold, ResponseFuture};
+use super::future::ResponseFuture;
 use super::layer::Config;
 use crate::format::{JsonFormat, PollFormat};
 use crate::source::{Outcome, Subscribe};
-use crate::{BoxError, PushBody, Rejection, Shutdown};
+use crate::{BoxError, PushBody};
 
 /// Long polling over an event source `S`: see the [module docs](crate::long_poll).
 ///
@@ -30,24 +30,11 @@ impl<S, F> LongPoll<S, F> {
         }
     }
 
-    /// The event source.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The event source, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
+    define_inner_service_accessors!();
 
     /// How many polls of this service's layer are held right now.
     pub fn parked_polls(&self) -> usize {
-        self.config.limits.current()
-    }
-
-    /// Consumes the service and returns the event source.
-    pub fn into_inner(self) -> S {
-        self.inner
+        self.config.pipeline.held()
     }
 }
 
@@ -75,46 +62,19 @@ where
         let (parts, body) = req.into_parts();
         // A poll carries nothing in its body; do not keep it alive for the whole hold.
         drop(body);
-        if self
-            .config
-            .shutdown
-            .as_ref()
-            .is_some_and(Shutdown::is_triggered)
-        {
-            let retry_after = crate::random::retry_after();
-            let rejection = Rejection::ShuttingDown { retry_after };
-            return ResponseFuture::rejected(self.format.rejection(&rejection));
-        }
         let config = &*self.config;
-        let position = match config.param.position(&parts, config.origin) {
-            Ok(position) => position,
-            Err(err) => {
-                let rejection = Rejection::MalformedCursor(err);
-                return ResponseFuture::rejected(self.format.rejection(&rejection));
-            }
+        let follow = match config.pipeline.admit(parts, &self.inner) {
+            Ok(follow) => follow,
+            Err(rejection) => return ResponseFuture::rejected(self.format.rejection(&rejection)),
         };
-        let Ok(slot) = config.limits.acquire(&parts) else {
-            let retry_after = crate::random::retry_after();
-            let rejection = Rejection::Overloaded { retry_after };
-            return ResponseFuture::rejected(self.format.rejection(&rejection));
-        };
-        let superseded = config.supersede.as_ref().and_then(|s| s.register(&parts));
+        let superseded = config
+            .supersede
+            .as_ref()
+            .and_then(|s| s.register(follow.parts()));
         let hold = match config.hold_jitter {
             0.0 => config.hold,
             jitter => crate::random::shorten(config.hold, jitter),
         };
-        // The clone that was made ready is the one to call (tower's usual swap): here the source
-        // is made ready in the future, so either copy will do; keep the original in `self`.
-        let source = self.inner.clone();
-        let subscribe = Subscribe::new(position, config.max_events, Arc::new(parts));
-        ResponseFuture::hold(Hold {
-            source,
-            subscribe,
-            hold,
-            shutdown: config.shutdown.as_ref(),
-            superseded,
-            slot,
-            format: self.format.clone(),
-        })
+        ResponseFuture::hold(follow, self.format.clone(), hold, superseded)
     }
 }

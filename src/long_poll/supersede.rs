@@ -40,7 +40,7 @@ impl Supersede {
     /// Registers a poll; any older poll of the same client resolves its [`Superseded`] future.
     /// `None` when the request has no client key.
     pub(crate) fn register(self: &Arc<Self>, parts: &Parts) -> Option<Superseded> {
-        let key = (self.key)(parts)?;
+        let key = self.key.key(parts)?;
         let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
         let client = clients
             .entry(key.clone())
@@ -144,7 +144,7 @@ mod tests {
     }
 
     fn registry() -> Arc<Supersede> {
-        Arc::new(Supersede::new(Arc::new(|parts: &Parts| {
+        Arc::new(Supersede::new(KeyFn::new(|parts: &Parts| {
             parts
                 .headers
                 .get("x-client")

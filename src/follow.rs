@@ -1,0 +1,210 @@
+//! The request pipeline both layers share: admitting a request, then following its event source.
+//!
+//! A layer hands every request to [`Pipeline::admit`], which refuses it while shutting down
+//! (`503 shutting_down`), reads its cursor (`400 malformed_cursor`) and takes a place under the
+//! caps (`503 overloaded`). An admitted request becomes a [`Follow`]: the source, the
+//! subscription, the place under the caps and the shutdown signal, driven one [`Step`] at a time.
+//! What a layer adds on top is only its own: a long poll races the steps against its hold timer
+//! and answers once; a stream writes every step as a frame until its lifetime ends.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use http::request::Parts;
+use pin_project_lite::pin_project;
+use tower_service::Service;
+
+use crate::limit::{Limits, Slot};
+use crate::request::CursorParam;
+use crate::shutdown::{self, Shutdown};
+use crate::source::{Batch, Origin, Outcome, Position, Subscribe};
+use crate::{BoxError, Cursor, Rejection};
+
+/// What a layer knows before any request: built from the builders' shared settings by
+/// [`Shared::build`](crate::config::Shared::build).
+#[derive(Debug)]
+pub(crate) struct Pipeline {
+    pub(crate) limits: Limits,
+    pub(crate) max_events: usize,
+    pub(crate) param: CursorParam,
+    pub(crate) origin: Origin,
+    pub(crate) shutdown: Option<Shutdown>,
+}
+
+impl Pipeline {
+    /// How many admitted requests hold a place now.
+    pub(crate) fn held(&self) -> usize {
+        self.limits.current()
+    }
+
+    /// Admits the request with head `parts` to follow `source`, or says why it is refused.
+    pub(crate) fn admit<S>(&self, parts: Parts, source: &S) -> Result<Follow<S>, Rejection>
+    where
+        S: Service<Subscribe> + Clone,
+    {
+        if self.shutdown.as_ref().is_some_and(Shutdown::is_triggered) {
+            let retry_after = crate::random::retry_after();
+            return Err(Rejection::ShuttingDown { retry_after });
+        }
+        let position = self
+            .param
+            .position(&parts, self.origin)
+            .map_err(Rejection::MalformedCursor)?;
+        let Ok(slot) = self.limits.acquire(&parts) else {
+            let retry_after = crate::random::retry_after();
+            return Err(Rejection::Overloaded { retry_after });
+        };
+        Ok(Follow {
+            // The clone that was made ready is the one to call (tower's usual swap): here the
+            // source is made ready in the follower, so either copy will do.
+            source: source.clone(),
+            subscribe: Subscribe::new(position, self.max_events, Arc::new(parts)),
+            call: None,
+            shutdown: self.shutdown.as_ref().map(Shutdown::wait),
+            slot: Some(slot),
+            detached: false,
+        })
+    }
+}
+
+/// One step of following a source.
+#[derive(Debug)]
+pub(crate) enum Step {
+    /// Events after the position; the follower now stands after the last of them.
+    Events(Batch),
+    /// The request named no cursor, and the source said where the head is; the follower now
+    /// stands there.
+    Head(Cursor),
+}
+
+pin_project! {
+    /// An admitted request following its source: asks for what comes after its position, one
+    /// call at a time, and moves the position on with every answer.
+    pub(crate) struct Follow<S>
+    where
+        S: Service<Subscribe>,
+    {
+        source: S,
+        subscribe: Subscribe,
+        // The source's future; `None` between calls and while the source is not ready.
+        #[pin]
+        call: Option<S::Future>,
+        #[pin]
+        shutdown: Option<shutdown::Wait>,
+        // The place under the layer's caps, given back by `release` or on drop.
+        slot: Option<Slot>,
+        // Whether the request head has storage of its own yet.
+        detached: bool,
+    }
+}
+
+impl<S> Follow<S>
+where
+    S: Service<Subscribe, Response = Outcome>,
+    S::Error: Into<BoxError>,
+{
+    /// The request's head.
+    pub(crate) fn parts(&self) -> &Parts {
+        self.subscribe.parts()
+    }
+
+    /// Where the request stands, once it or its source has named a cursor.
+    pub(crate) fn cursor(&self) -> Option<Cursor> {
+        match self.subscribe.position() {
+            Position::After(cursor) => Some(cursor),
+            Position::Head | Position::Oldest => None,
+        }
+    }
+
+    /// Gives the request head storage of its own, once, for a request that is going to wait:
+    /// see [`Subscribe::detach_parts`].
+    pub(crate) fn detach(self: Pin<&mut Self>) {
+        let this = self.project();
+        if !std::mem::replace(this.detached, true) {
+            this.subscribe.detach_parts();
+        }
+    }
+
+    /// Drives the source until it answers, and maps its answer: events and the head move the
+    /// position on; a cursor it cannot serve and a failure become the [`Rejection`] to answer
+    /// with (a failure is logged here, once).
+    pub(crate) fn poll_step(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Step, Rejection>> {
+        let mut this = self.project();
+        if this.call.is_none() {
+            match ready!(this.source.poll_ready(cx)) {
+                Ok(()) => this
+                    .call
+                    .set(Some(this.source.call(this.subscribe.clone()))),
+                Err(err) => return Poll::Ready(Err(failed(err))),
+            }
+        }
+        let call = this.call.as_mut().as_pin_mut().expect("set above");
+        let outcome = ready!(call.poll(cx));
+        this.call.set(None);
+        Poll::Ready(match outcome.map_err(failed)? {
+            Outcome::Events(batch) => {
+                this.subscribe.advance(batch.last());
+                Ok(Step::Events(batch))
+            }
+            Outcome::Head(cursor) => {
+                this.subscribe.advance(cursor);
+                Ok(Step::Head(cursor))
+            }
+            Outcome::Resync(resync) => Err(Rejection::Resync(resync)),
+            Outcome::Ahead { head } => Err(Rejection::CursorAhead { head }),
+        })
+    }
+
+    /// Whether the shutdown signal has been triggered; registers for it otherwise.
+    pub(crate) fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> bool {
+        let shutdown = self.project().shutdown.as_pin_mut();
+        shutdown.is_some_and(|wait| wait.poll(cx).is_ready())
+    }
+
+    /// Gives back the place under the caps and drops the source's future and the shutdown
+    /// registration at once, for a request that has its last answer, without waiting for the
+    /// server to drop it.
+    pub(crate) fn release(self: Pin<&mut Self>) {
+        let mut this = self.project();
+        this.slot.take();
+        this.call.set(None);
+        this.shutdown.set(None);
+    }
+}
+
+fn failed<E: Into<BoxError>>(err: E) -> Rejection {
+    let err: BoxError = err.into();
+    tracing::warn!(error = %err, "event source failed");
+    Rejection::SourceUnavailable
+}
+
+impl<S> fmt::Debug for Follow<S>
+where
+    S: Service<Subscribe>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Follow")
+            .field("position", &self.subscribe.position())
+            .field("calling", &self.call.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+impl Pipeline {
+    /// Checks the defaults both builders document for the settings they share.
+    pub(crate) fn assert_shared_defaults(&self) {
+        assert_eq!(self.limits.max(), None, "no cap");
+        assert_eq!(self.limits.max_per_key(), None, "no cap per key");
+        assert_eq!(self.max_events, 256);
+        assert_eq!(self.param, CursorParam::default());
+        assert_eq!(self.origin, Origin::Head);
+        assert!(self.shutdown.is_none());
+    }
+}
