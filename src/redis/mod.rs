@@ -93,10 +93,11 @@ pub use self::error::Error;
 
 use self::reader::{Local, TopicShared};
 use self::wire::{ReadMode, Scripts, Snapshot};
+use crate::config::check;
 #[cfg(doc)]
 use crate::source::ResyncReason;
 use crate::source::{Outcome, Position, Subscribe};
-use crate::{ConfigError, Cursor, Epoch, EventData, EventName};
+use crate::{Cursor, Epoch, EventData, EventName};
 
 /// An event source on Redis Streams, shared by every process that uses the same Redis and key
 /// prefix.
@@ -326,28 +327,11 @@ impl RedisSourceBuilder {
     /// or a Redis older than 7.0; [`Error::is_unavailable`] if Redis cannot be reached.
     pub async fn build(self) -> Result<RedisSource, Error> {
         let Self { url, settings } = self;
-        for (setting, value) in [
-            ("retention", settings.retention),
-            ("window", settings.window),
-        ] {
-            if value == 0 {
-                return Err(Error::config_with(
-                    format!("{setting} must be at least 1"),
-                    ConfigError::ZeroCount { setting },
-                ));
-            }
-        }
-        for (setting, value) in [
-            ("timeout", settings.timeout),
-            ("reader idle", settings.reader_idle),
-        ] {
-            if value.is_zero() {
-                return Err(Error::config_with(
-                    format!("{setting} must be positive"),
-                    ConfigError::ZeroDuration { setting },
-                ));
-            }
-        }
+        let checked = check::at_least_one("retention", settings.retention)
+            .and_then(|()| check::at_least_one("window", settings.window))
+            .and_then(|()| check::positive("timeout", settings.timeout))
+            .and_then(|()| check::positive("reader idle", settings.reader_idle));
+        checked.map_err(|err| Error::config_with(err.to_string(), err))?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::no_runtime())?;
         let client = redis::Client::open(url.as_str())
             .map_err(|err| Error::config_with(format!("invalid redis URL {url:?}"), err))?;
