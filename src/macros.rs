@@ -20,3 +20,69 @@ macro_rules! define_inner_service_accessors {
         }
     };
 }
+
+/// The setters of the settings both builders share (`crate::config::Shared`, in a field
+/// `shared`), each with the docs its builder gives it; the caps take the builder's own names.
+macro_rules! define_shared_setters {
+    (
+        $(#[$max_doc:meta])* fn $max:ident;
+        $(#[$per_key_doc:meta])* fn $max_per_key:ident;
+        $(#[$idle_doc:meta])* fn proxy_idle_timeout;
+        $(#[$events_doc:meta])* fn max_events;
+        $(#[$param_doc:meta])* fn cursor_param;
+        $(#[$origin_doc:meta])* fn origin;
+        $(#[$shutdown_doc:meta])* fn shutdown;
+    ) => {
+        $(#[$max_doc])*
+        #[must_use]
+        pub fn $max(mut self, max: usize) -> Self {
+            self.shared.max = Some(max);
+            self
+        }
+
+        $(#[$per_key_doc])*
+        #[must_use]
+        pub fn $max_per_key<K>(mut self, max: usize, key: K) -> Self
+        where
+            K: Fn(&http::request::Parts) -> Option<String> + Send + Sync + 'static,
+        {
+            self.shared.max_per_key = Some((max, crate::limit::KeyFn::new(key)));
+            self
+        }
+
+        $(#[$idle_doc])*
+        #[must_use]
+        pub fn proxy_idle_timeout(mut self, idle: std::time::Duration) -> Self {
+            self.shared.proxy_idle = Some(idle);
+            self
+        }
+
+        $(#[$events_doc])*
+        #[must_use]
+        pub fn max_events(mut self, max: usize) -> Self {
+            self.shared.max_events = max;
+            self
+        }
+
+        $(#[$param_doc])*
+        #[must_use]
+        pub fn cursor_param(mut self, name: impl Into<String>) -> Self {
+            self.shared.param = name.into();
+            self
+        }
+
+        $(#[$origin_doc])*
+        #[must_use]
+        pub fn origin(mut self, origin: crate::source::Origin) -> Self {
+            self.shared.origin = origin;
+            self
+        }
+
+        $(#[$shutdown_doc])*
+        #[must_use]
+        pub fn shutdown(mut self, shutdown: crate::Shutdown) -> Self {
+            self.shared.shutdown = Some(shutdown);
+            self
+        }
+    };
+}

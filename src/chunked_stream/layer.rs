@@ -7,9 +7,7 @@ use super::ChunkedStream;
 use crate::config::{check, Shared};
 use crate::follow::Pipeline;
 use crate::format::{AutoFormat, StreamFormat};
-use crate::limit::KeyFn;
-use crate::source::Origin;
-use crate::{ConfigError, Shutdown};
+use crate::ConfigError;
 
 /// Settings shared by a layer and every service it builds.
 #[derive(Debug)]
@@ -117,26 +115,52 @@ impl Default for ChunkedStreamBuilder {
 }
 
 impl<F> ChunkedStreamBuilder<F> {
-    /// The most streams this layer keeps open at once, over all its services; more are refused
-    /// with `503 overloaded` and a `Retry-After` of 1 to 5 seconds.
-    ///
-    /// Default is no cap. The count is always kept: see [`ChunkedStreamLayer::open_streams`].
-    #[must_use]
-    pub fn max_streams(self, max: usize) -> Self {
-        self.shared(|s| s.max = Some(max))
-    }
+    define_shared_setters! {
+        /// The most streams this layer keeps open at once, over all its services; more are refused
+        /// with `503 overloaded` and a `Retry-After` of 1 to 5 seconds.
+        ///
+        /// Default is no cap. The count is always kept: see [`ChunkedStreamLayer::open_streams`].
+        fn max_streams;
 
-    /// The most streams open at once per key, where `key` extracts the key from the request head
-    /// (a topic from the path, a tenant from a header); requests for which it returns `None` are
-    /// not counted per key.
-    ///
-    /// Default is no cap per key.
-    #[must_use]
-    pub fn max_streams_per_key<K>(self, max: usize, key: K) -> Self
-    where
-        K: Fn(&http::request::Parts) -> Option<String> + Send + Sync + 'static,
-    {
-        self.shared(|s| s.max_per_key = Some((max, KeyFn::new(key))))
+        /// The most streams open at once per key, where `key` extracts the key from the request head
+        /// (a topic from the path, a tenant from a header); requests for which it returns `None` are
+        /// not counted per key.
+        ///
+        /// Default is no cap per key.
+        fn max_streams_per_key;
+
+        /// The shortest idle timeout between this server and its clients (nginx's
+        /// `proxy_read_timeout`, a load balancer's idle timeout).
+        ///
+        /// [`build`](Self::build) then refuses a heartbeat interval that is not safely below it: at
+        /// most the idle timeout less a tenth of it, and less at least one second.
+        ///
+        /// Default is none declared.
+        fn proxy_idle_timeout;
+
+        /// The most events the stream asks its source for at once; events that are ready together
+        /// go out in one frame.
+        ///
+        /// Default is 256.
+        fn max_events;
+
+        /// The query parameter that carries the start cursor. The `Last-Event-ID` header is read
+        /// too, and wins when both are present (`EventSource` sends it when it reconnects).
+        ///
+        /// Default is `after`.
+        fn cursor_param;
+
+        /// Where a stream without a start cursor starts.
+        ///
+        /// Default is [`Origin::Head`](crate::source::Origin::Head): only events published from
+        /// now on.
+        fn origin;
+
+        /// The shutdown signal: once triggered, open streams send a final `shutdown` message and end,
+        /// and new requests get `503` with `Retry-After`.
+        ///
+        /// Default is none.
+        fn shutdown;
     }
 
     /// How long a stream may stay silent before it sends a heartbeat. Every message restarts
@@ -150,18 +174,6 @@ impl<F> ChunkedStreamBuilder<F> {
     pub fn heartbeat_interval(mut self, every: Duration) -> Self {
         self.heartbeat = every;
         self
-    }
-
-    /// The shortest idle timeout between this server and its clients (nginx's
-    /// `proxy_read_timeout`, a load balancer's idle timeout).
-    ///
-    /// [`build`](Self::build) then refuses a heartbeat interval that is not safely below it: at
-    /// most the idle timeout less a tenth of it, and less at least one second.
-    ///
-    /// Default is none declared.
-    #[must_use]
-    pub fn proxy_idle_timeout(self, idle: Duration) -> Self {
-        self.shared(|s| s.proxy_idle = Some(idle))
     }
 
     /// How long a stream lives at most. It then ends cleanly with a final `lifetime` message,
@@ -184,41 +196,6 @@ impl<F> ChunkedStreamBuilder<F> {
     pub fn lifetime_jitter(mut self, fraction: f64) -> Self {
         self.lifetime_jitter = fraction;
         self
-    }
-
-    /// The most events the stream asks its source for at once; events that are ready together
-    /// go out in one frame.
-    ///
-    /// Default is 256.
-    #[must_use]
-    pub fn max_events(self, max: usize) -> Self {
-        self.shared(|s| s.max_events = max)
-    }
-
-    /// The query parameter that carries the start cursor. The `Last-Event-ID` header is read
-    /// too, and wins when both are present (`EventSource` sends it when it reconnects).
-    ///
-    /// Default is `after`.
-    #[must_use]
-    pub fn cursor_param(self, name: impl Into<String>) -> Self {
-        self.shared(|s| s.param = name.into())
-    }
-
-    /// Where a stream without a start cursor starts.
-    ///
-    /// Default is [`Origin::Head`]: only events published from now on.
-    #[must_use]
-    pub fn origin(self, origin: Origin) -> Self {
-        self.shared(|s| s.origin = origin)
-    }
-
-    /// The shutdown signal: once triggered, open streams send a final `shutdown` message and end,
-    /// and new requests get `503` with `Retry-After`.
-    ///
-    /// Default is none.
-    #[must_use]
-    pub fn shutdown(self, shutdown: Shutdown) -> Self {
-        self.shared(|s| s.shutdown = Some(shutdown))
     }
 
     /// The wire format of the stream.
@@ -268,11 +245,6 @@ impl<F> ChunkedStreamBuilder<F> {
             config: Arc::new(config),
             format: self.format,
         })
-    }
-
-    fn shared(mut self, set: impl FnOnce(&mut Shared)) -> Self {
-        set(&mut self.shared);
-        self
     }
 }
 

@@ -9,8 +9,7 @@ use crate::config::{check, Shared};
 use crate::follow::Pipeline;
 use crate::format::{JsonFormat, PollFormat};
 use crate::limit::KeyFn;
-use crate::source::Origin;
-use crate::{ConfigError, Shutdown};
+use crate::ConfigError;
 
 /// Settings shared by a layer and every service it builds.
 #[derive(Debug)]
@@ -140,41 +139,68 @@ impl<F> LongPollBuilder<F> {
         self
     }
 
-    /// The most polls this layer holds at once, over all its services; more are refused with
-    /// `503 overloaded` and a `Retry-After` of 1 to 5 seconds.
-    ///
-    /// Default is no cap. The count is always kept: see [`LongPollLayer::parked_polls`].
-    #[must_use]
-    pub fn max_parked(self, max: usize) -> Self {
-        self.shared(|s| s.max = Some(max))
-    }
+    define_shared_setters! {
+        /// The most polls this layer holds at once, over all its services; more are refused with
+        /// `503 overloaded` and a `Retry-After` of 1 to 5 seconds.
+        ///
+        /// Default is no cap. The count is always kept: see [`LongPollLayer::parked_polls`].
+        fn max_parked;
 
-    /// The most polls held at once per key, where `key` extracts the key from the request head
-    /// (a topic from the path, a tenant from a header); requests for which it returns `None` are
-    /// not counted per key. More are refused like [`max_parked`](Self::max_parked) refuses them.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tower_push::LongPollLayer;
-    ///
-    /// let layer = LongPollLayer::builder()
-    ///     .max_parked(10_000)
-    ///     .max_parked_per_key(1_000, |parts| {
-    ///         parts.uri.path().strip_prefix("/topics/").map(str::to_owned)
-    ///     })
-    ///     .build()?;
-    /// # let _ = layer;
-    /// # Ok::<(), tower_push::ConfigError>(())
-    /// ```
-    ///
-    /// Default is no cap per key.
-    #[must_use]
-    pub fn max_parked_per_key<K>(self, max: usize, key: K) -> Self
-    where
-        K: Fn(&http::request::Parts) -> Option<String> + Send + Sync + 'static,
-    {
-        self.shared(|s| s.max_per_key = Some((max, KeyFn::new(key))))
+        /// The most polls held at once per key, where `key` extracts the key from the request head
+        /// (a topic from the path, a tenant from a header); requests for which it returns `None` are
+        /// not counted per key. More are refused like [`max_parked`](Self::max_parked) refuses them.
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// use tower_push::LongPollLayer;
+        ///
+        /// let layer = LongPollLayer::builder()
+        ///     .max_parked(10_000)
+        ///     .max_parked_per_key(1_000, |parts| {
+        ///         parts.uri.path().strip_prefix("/topics/").map(str::to_owned)
+        ///     })
+        ///     .build()?;
+        /// # let _ = layer;
+        /// # Ok::<(), tower_push::ConfigError>(())
+        /// ```
+        ///
+        /// Default is no cap per key.
+        fn max_parked_per_key;
+
+        /// The shortest idle timeout between this server and its clients (nginx's
+        /// `proxy_read_timeout`, a load balancer's idle timeout).
+        ///
+        /// [`build`](Self::build) then refuses a hold that is not safely below it: the hold may be at
+        /// most the idle timeout less a tenth of it, and less at least one second
+        /// (54 seconds under a 60 second idle timeout).
+        ///
+        /// Default is none declared.
+        fn proxy_idle_timeout;
+
+        /// The most events one answer carries; a client that is further behind gets the rest on its
+        /// next request, at once.
+        ///
+        /// Default is 256.
+        fn max_events;
+
+        /// The query parameter that carries the cursor. The `Last-Event-ID` header is read too, and
+        /// wins when both are present.
+        ///
+        /// Default is `after`.
+        fn cursor_param;
+
+        /// Where a request without a cursor starts.
+        ///
+        /// Default is [`Origin::Head`](crate::source::Origin::Head): only events published from
+        /// now on.
+        fn origin;
+
+        /// The shutdown signal: once triggered, held requests are answered at once as if their hold
+        /// had expired, and new requests get `503` with `Retry-After`.
+        ///
+        /// Default is none.
+        fn shutdown;
     }
 
     /// Keeps one poll in flight per client: `client` extracts a client id from the request
@@ -206,54 +232,6 @@ impl<F> LongPollBuilder<F> {
     {
         self.supersede = Some(KeyFn::new(client));
         self
-    }
-
-    /// The shortest idle timeout between this server and its clients (nginx's
-    /// `proxy_read_timeout`, a load balancer's idle timeout).
-    ///
-    /// [`build`](Self::build) then refuses a hold that is not safely below it: the hold may be at
-    /// most the idle timeout less a tenth of it, and less at least one second
-    /// (54 seconds under a 60 second idle timeout).
-    ///
-    /// Default is none declared.
-    #[must_use]
-    pub fn proxy_idle_timeout(self, idle: Duration) -> Self {
-        self.shared(|s| s.proxy_idle = Some(idle))
-    }
-
-    /// The most events one answer carries; a client that is further behind gets the rest on its
-    /// next request, at once.
-    ///
-    /// Default is 256.
-    #[must_use]
-    pub fn max_events(self, max: usize) -> Self {
-        self.shared(|s| s.max_events = max)
-    }
-
-    /// The query parameter that carries the cursor. The `Last-Event-ID` header is read too, and
-    /// wins when both are present.
-    ///
-    /// Default is `after`.
-    #[must_use]
-    pub fn cursor_param(self, name: impl Into<String>) -> Self {
-        self.shared(|s| s.param = name.into())
-    }
-
-    /// Where a request without a cursor starts.
-    ///
-    /// Default is [`Origin::Head`]: only events published from now on.
-    #[must_use]
-    pub fn origin(self, origin: Origin) -> Self {
-        self.shared(|s| s.origin = origin)
-    }
-
-    /// The shutdown signal: once triggered, held requests are answered at once as if their hold
-    /// had expired, and new requests get `503` with `Retry-After`.
-    ///
-    /// Default is none.
-    #[must_use]
-    pub fn shutdown(self, shutdown: Shutdown) -> Self {
-        self.shared(|s| s.shutdown = Some(shutdown))
     }
 
     /// The wire format of the answers.
@@ -301,11 +279,6 @@ impl<F> LongPollBuilder<F> {
             config: Arc::new(config),
             format: self.format,
         })
-    }
-
-    fn shared(mut self, set: impl FnOnce(&mut Shared)) -> Self {
-        set(&mut self.shared);
-        self
     }
 }
 
