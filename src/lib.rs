@@ -8,16 +8,20 @@
 //!
 //! | piece | what it does |
 //! | --- | --- |
-//! | [`LongPollLayer`] | holds `GET /poll?after=<cursor>` until events exist or the hold expires (`204`, cursor kept) |
-//! | [`ChunkedStreamLayer`] | streams NDJSON or SSE from a cursor: a frame per message, heartbeats, bounded lifetime, resync |
-//! | [`Shutdown`] | one signal that drains both layers: held polls answer, streams end, new requests get `503` |
-//! | [`source`] | the event-source contract: any `tower::Service<Subscribe>` feeds the layers |
-//! | [`MemoryLog`] | the embedded source: topics, sequence ids, an epoch, bounded retention, cheap waiting |
+//! | [`LongPollLayer`] ([`long_poll`]) | holds `GET /poll?after=<cursor>` until events exist or the hold expires (`204`, cursor kept) |
+//! | [`ChunkedStreamLayer`] ([`chunked_stream`]) | streams NDJSON or SSE from a cursor: a frame per message, heartbeats, bounded lifetime, resync |
+//! | [`Shutdown`] ([`shutdown`]) | one signal that drains both layers: held polls answer, streams end, new requests get `503` |
+//! | [`source`] | the event-source contract: any `tower::Service<Subscribe>` feeds the layers; where a request without a cursor starts ([`Origin`](source::Origin)) |
+//! | [`MemoryLog`] ([`memory`]) | the embedded source: topics, sequence ids, an epoch, bounded retention, cheap waiting |
+//! | `redis` (feature `redis`) | an event source on Redis Streams: one feed for many server processes |
 //! | [`Cursor`] | the opaque, URL-safe, ordered position that carries the log's epoch |
+//! | [`Event`], [`EventData`] | an event: its id, an optional SSE event name, and its JSON payload |
 //! | [`format`](mod@format) | how answers look on the wire: the JSON envelope by default, or your own |
+//! | [`Rejection`] | the answers without events (`400`, `410`, `503`) and their machine-readable codes |
+//! | [`ConfigError`] | a setting the builders refuse, with what to change |
+//! | [`PushBody`] | the body of every answer: one frame per message |
 //! | [`headers`] | the anti-buffering headers every answer carries |
 //! | [`compression`] | the predicate that keeps tower-http's compression off push responses |
-//! | `redis` (feature `redis`) | an event source on Redis Streams: one feed for many server processes |
 //!
 //! # A complete server
 //!
