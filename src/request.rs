@@ -60,7 +60,9 @@ impl CursorParam {
         let mut found = None;
         for pair in query.split('&') {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            if key != &*self.0 {
+            // Names are decoded like values: `aft%65r` is `after`, and ignoring it would start
+            // the request at its origin and silently skip events.
+            if *percent_decode(key) != *self.0.as_bytes() {
                 continue;
             }
             if found.is_some() {
@@ -150,6 +152,14 @@ mod tests {
             read(&format!("/poll?after={C}&after={C}")),
             Err(CursorError::Repeated)
         );
+        assert_eq!(read(&format!("/poll?aft%65r={C}")), Ok(Some(cursor(5))));
+        assert_eq!(read(&format!("/poll?%61fter={C}")), Ok(Some(cursor(5))));
+        assert_eq!(
+            read(&format!("/poll?after={C}&aft%65r={C}")),
+            Err(CursorError::Repeated),
+            "the same name, however it is spelled, twice"
+        );
+        assert_eq!(read(&format!("/poll?after%3D={C}")), Ok(None));
         assert_eq!(read("/poll?after=%FF"), Err(CursorError::NotUtf8));
         assert_eq!(read("/poll?after=%zz"), Err(CursorError::MissingSeparator));
         assert_eq!(
