@@ -6,41 +6,40 @@
 //! so it sees `EventSource` resume where it left off. It writes a screenshot of the page to
 //! `target/browser-demo.png`.
 //!
-//! It needs `chromium` and `chromedriver`; without them it prints a notice and passes, except
-//! under `CI=true`, where their absence fails it.
+//! It needs `chromium` and `chromedriver`: without them it is reported as ignored, and under
+//! `CI=true` as failed.
 
 #[path = "../examples/demo/app.rs"]
 mod app;
+mod common;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, ExitCode};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use app::{Demo, Settings};
+use common::external::{free_port, tests, Process, Program, Suite};
+use common::{parked, wait_until, SECOND};
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use serde_json::{json, Value};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{sleep, Instant};
 use tower_push::Shutdown;
 
-const SECOND: Duration = Duration::from_secs(1);
+const CHROMIUM: Program = Program::new("chromium", "chromium");
+const CHROMEDRIVER: Program = Program::new("chromedriver", "chromium-driver");
 
-/// A program from `PATH` (or the usual Debian place).
-fn program(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")
-        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .chain([PathBuf::from("/usr/bin")])
-        .map(|dir| dir.join(name))
-        .find(|path| path.is_file())
+fn main() -> ExitCode {
+    Suite::new()
+        .needing(
+            &[CHROMIUM, CHROMEDRIVER],
+            tests![both_panes_show_every_event_once_in_order_across_stream_reconnects],
+        )
+        .run()
 }
 
 /// The `Last-Event-ID` of each `/stream` request, in order of arrival.
@@ -48,82 +47,45 @@ type StreamRequests = Arc<Mutex<Vec<Option<String>>>>;
 
 /// Serves the demo's routes on a fresh loopback port, recording `/stream` requests.
 async fn serve(demo: Demo, streams: StreamRequests) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            stream.set_nodelay(true).unwrap();
-            let (demo, streams) = (demo.clone(), streams.clone());
-            let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
-                if req.uri().path() == "/stream" {
-                    let last_event_id = req
-                        .headers()
-                        .get("last-event-id")
-                        .map(|v| v.to_str().unwrap().to_owned());
-                    streams.lock().unwrap().push(last_event_id);
-                }
-                let demo = demo.clone();
-                async move { Ok::<_, Infallible>(demo.handle(req).await) }
-            });
-            tokio::spawn(async move {
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
+    common::serve(tower::service_fn(move |req: http::Request<Incoming>| {
+        if req.uri().path() == "/stream" {
+            let last_event_id = req
+                .headers()
+                .get("last-event-id")
+                .map(|v| v.to_str().unwrap().to_owned());
+            streams.lock().unwrap().push(last_event_id);
         }
-    });
-    addr
+        let demo = demo.clone();
+        async move { Ok::<_, Infallible>(demo.handle(req).await) }
+    }))
+    .await
 }
 
 /// A `chromedriver` child process; killed when dropped.
 struct Driver {
-    child: Child,
+    /// Held to be killed with the driver.
+    _process: Process,
     url: String,
 }
 
 impl Driver {
-    async fn start(chromedriver: &PathBuf) -> Self {
+    async fn start() -> Self {
+        let chromedriver = CHROMEDRIVER.path();
         for _ in 0..5 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let child = Command::new(chromedriver)
-                .arg(format!("--port={port}"))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("chromedriver starts");
-            // Owned from here on, so that it is killed whatever happens next.
-            let mut driver = Self {
-                child,
-                url: format!("http://127.0.0.1:{port}"),
-            };
-            let deadline = Instant::now() + 10 * SECOND;
-            loop {
-                if driver.child.try_wait().unwrap().is_some() {
-                    break; // the port was taken in between: try another
-                }
-                if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-                    return driver;
-                }
-                assert!(Instant::now() < deadline, "chromedriver did not listen");
-                sleep(Duration::from_millis(20)).await;
+            let port = free_port();
+            let mut process =
+                Process::spawn(Command::new(&chromedriver).arg(format!("--port={port}")));
+            let listening = process.listening(port, 10 * SECOND, || true).await;
+            if listening.expect("chromedriver did not listen") {
+                let url = format!("http://127.0.0.1:{port}");
+                return Self {
+                    _process: process,
+                    url,
+                };
             }
+            // The port was taken in between: try another.
         }
         panic!("chromedriver did not start");
-    }
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -195,15 +157,6 @@ async fn wait_for_page(
     }
 }
 
-/// Waits until `ready` holds, for at most `within`.
-async fn wait_until(what: &str, within: Duration, ready: impl Fn() -> bool) {
-    let deadline = Instant::now() + within;
-    while !ready() {
-        assert!(Instant::now() < deadline, "waited {within:?} for {what}");
-        sleep(Duration::from_millis(5)).await;
-    }
-}
-
 /// Publishes `text` through the page's form; returns the id the server gave it.
 async fn publish(client: &Client, text: &str) -> String {
     let before = read_page(client).await.published.0;
@@ -231,19 +184,9 @@ fn screenshot_path() -> PathBuf {
     target.join("browser-demo.png")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn both_panes_show_every_event_once_in_order_across_stream_reconnects() {
-    let (Some(chromium), Some(chromedriver)) = (program("chromium"), program("chromedriver"))
-    else {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("chromium or chromedriver is not installed, and CI=true requires this test");
-        }
-        eprintln!(
-            "skipped: chromium or chromedriver is not installed (install the `chromium` and \
-             `chromium-driver` packages to run this test)"
-        );
-        return;
-    };
+    let chromium = CHROMIUM.path();
 
     // The demo with short streams: each ends after at most 1.5 s and EventSource reconnects.
     let settings = Settings {
@@ -257,7 +200,7 @@ async fn both_panes_show_every_event_once_in_order_across_stream_reconnects() {
     let streams = StreamRequests::default();
     let addr = serve(demo, streams.clone()).await;
 
-    let driver = Driver::start(&chromedriver).await;
+    let driver = Driver::start().await;
     let profile = tempfile::tempdir().unwrap();
     let capabilities = json!({
         "goog:chromeOptions": {
@@ -300,10 +243,7 @@ async fn scenario(
     assert_eq!(client.title().await.unwrap(), "tower-push demo");
 
     // Both panes are connected once the stream and the poll are parked on the topic.
-    wait_until("the stream and the poll to park", 10 * SECOND, || {
-        topic.parked_subscriptions() == 2
-    })
-    .await;
+    parked(&topic, 2).await;
 
     // Publish a few messages; both panes show all of them, in order.
     let mut expected: Vec<(String, String)> = Vec::new();

@@ -4,7 +4,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{get_with, parked, serve, serve_until, RawResponse};
+use common::{
+    assert_spread, data, get_with, parked, serve, serve_until, RawResponse, NDJSON, SECOND, SSE,
+};
 use futures_util::StreamExt;
 use tokio::time::{timeout, Instant};
 use tower::Layer;
@@ -13,18 +15,20 @@ use tower_push::{
     ChunkedStreamLayer, Cursor, EventData, EventName, LongPollLayer, MemoryLog, Shutdown,
 };
 
-const SSE: (&str, &str) = ("accept", "text/event-stream");
-const NDJSON: (&str, &str) = ("accept", "application/x-ndjson");
-const SECOND: Duration = Duration::from_secs(1);
-
-fn data(n: u64) -> EventData {
-    EventData::from_serialize(&serde_json::json!({ "n": n })).unwrap()
-}
-
 fn quiet_layer() -> ChunkedStreamLayer {
     ChunkedStreamLayer::builder()
         .heartbeat_interval(Duration::from_secs(3600))
         .max_lifetime(Duration::from_secs(7200))
+        .build()
+        .unwrap()
+}
+
+/// Streams without heartbeats that end after `lifetime`, less up to `jitter` of it.
+fn lifetime_layer(lifetime: Duration, jitter: f64) -> ChunkedStreamLayer {
+    ChunkedStreamLayer::builder()
+        .heartbeat_interval(Duration::from_secs(3600))
+        .max_lifetime(lifetime)
+        .lifetime_jitter(jitter)
         .build()
         .unwrap()
 }
@@ -269,13 +273,7 @@ async fn refused_start_cursors_get_the_long_poll_answers() {
 async fn streams_end_cleanly_at_their_lifetime() {
     let topic = MemoryLog::new().topic("t");
     let lifetime = Duration::from_secs(120);
-    let layer = ChunkedStreamLayer::builder()
-        .heartbeat_interval(Duration::from_secs(3600))
-        .max_lifetime(lifetime)
-        .lifetime_jitter(0.0)
-        .build()
-        .unwrap();
-    let addr = serve(layer.layer(topic.clone())).await;
+    let addr = serve(lifetime_layer(lifetime, 0.0).layer(topic.clone())).await;
     let id = topic.publish(data(1));
 
     let opened = Instant::now();
@@ -294,13 +292,7 @@ async fn streams_end_cleanly_at_their_lifetime() {
 async fn lifetimes_are_spread_by_jitter() {
     let topic = MemoryLog::new().topic("t");
     let lifetime = Duration::from_secs(100);
-    let layer = ChunkedStreamLayer::builder()
-        .heartbeat_interval(Duration::from_secs(3600))
-        .max_lifetime(lifetime)
-        .lifetime_jitter(0.5)
-        .build()
-        .unwrap();
-    let addr = serve(layer.layer(topic.clone())).await;
+    let addr = serve(lifetime_layer(lifetime, 0.5).layer(topic.clone())).await;
     let opened = Instant::now();
     let streams: Vec<_> = (0..8)
         .map(|_| {
@@ -312,17 +304,7 @@ async fn lifetimes_are_spread_by_jitter() {
             })
         })
         .collect();
-    let mut ends = Vec::new();
-    for stream in streams {
-        ends.push(stream.await.unwrap());
-    }
-    assert!(
-        ends.iter().all(|d| *d >= lifetime / 2 && *d <= lifetime),
-        "{ends:?}"
-    );
-    ends.sort();
-    ends.dedup();
-    assert!(ends.len() > 1, "all streams ended together: {ends:?}");
+    assert_spread(streams, lifetime).await;
 }
 
 #[tokio::test]

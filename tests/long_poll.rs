@@ -8,25 +8,17 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use common::{get, get_with, parked, serve};
+use common::{data, get, get_with, parked, poll_layer, serve};
 use tokio::io::AsyncWriteExt;
 use tokio::time::{timeout, Instant};
 use tower::Layer;
 use tower_push::source::{Outcome, Subscribe};
-use tower_push::{Cursor, EventData, LongPollLayer, MemoryLog};
-
-fn data(n: u64) -> EventData {
-    EventData::from_serialize(&serde_json::json!({ "n": n })).unwrap()
-}
-
-fn layer(hold: Duration) -> LongPollLayer {
-    LongPollLayer::builder().hold_timeout(hold).build().unwrap()
-}
+use tower_push::{Cursor, LongPollLayer, MemoryLog};
 
 #[tokio::test]
 async fn held_poll_is_answered_when_an_event_is_published() {
     let topic = MemoryLog::new().topic("t");
-    let addr = serve(layer(Duration::from_secs(60)).layer(topic.clone())).await;
+    let addr = serve(poll_layer(Duration::from_secs(60)).layer(topic.clone())).await;
     let head = topic.head();
 
     let poll = tokio::spawn(async move { get(addr, &format!("/poll?after={head}")).await });
@@ -55,7 +47,7 @@ async fn held_poll_is_answered_when_an_event_is_published() {
 async fn empty_hold_answers_204_and_keeps_the_cursor() {
     let topic = MemoryLog::new().topic("t");
     let hold = Duration::from_secs(25);
-    let addr = serve(layer(hold).layer(topic.clone())).await;
+    let addr = serve(poll_layer(hold).layer(topic.clone())).await;
     let cursor = topic.publish(data(1));
 
     let started = Instant::now();
@@ -90,7 +82,7 @@ async fn poll_without_cursor_starts_at_the_head_or_the_oldest() {
     topic.publish(data(1));
     topic.publish(data(2));
 
-    let from_head = serve(layer(Duration::from_secs(5)).layer(topic.clone())).await;
+    let from_head = serve(poll_layer(Duration::from_secs(5)).layer(topic.clone())).await;
     let reply = get(from_head, "/poll").await;
     assert_eq!(reply.status, 204, "only new events from the head");
 
@@ -185,7 +177,7 @@ async fn no_gap_between_answers_under_a_full_speed_publisher() {
 #[tokio::test]
 async fn malformed_cursors_get_400_with_a_code() {
     let topic = MemoryLog::new().topic("t");
-    let addr = serve(layer(Duration::from_secs(60)).layer(topic.clone())).await;
+    let addr = serve(poll_layer(Duration::from_secs(60)).layer(topic.clone())).await;
     let epoch = topic.head().epoch();
     let long = "1".repeat(200);
     let repeated = format!("/poll?after={epoch}-0&after={epoch}-0");
@@ -223,7 +215,7 @@ async fn malformed_cursors_get_400_with_a_code() {
 #[tokio::test]
 async fn cursor_ahead_of_the_head_gets_400_cursor_ahead() {
     let topic = MemoryLog::new().topic("t");
-    let addr = serve(layer(Duration::from_secs(60)).layer(topic.clone())).await;
+    let addr = serve(poll_layer(Duration::from_secs(60)).layer(topic.clone())).await;
     let head = topic.publish(data(1));
     let ahead = Cursor::new(head.epoch(), 99);
     let reply = timeout(
@@ -246,7 +238,7 @@ async fn expired_cursor_gets_410_and_the_cursors_to_resync_from() {
         .build()
         .unwrap()
         .topic("t");
-    let addr = serve(layer(Duration::from_secs(60)).layer(topic.clone())).await;
+    let addr = serve(poll_layer(Duration::from_secs(60)).layer(topic.clone())).await;
     let first = topic.publish(data(1));
     for n in 2..=10 {
         topic.publish(data(n));
@@ -288,7 +280,7 @@ async fn cursor_from_before_a_restart_gets_410_not_a_hang() {
     // counted, so comparing numbers would hold the request forever.
     let after = MemoryLog::new().topic("t");
     after.publish(data(1));
-    let addr = serve(layer(Duration::from_secs(60)).layer(after.clone())).await;
+    let addr = serve(poll_layer(Duration::from_secs(60)).layer(after.clone())).await;
 
     for path in [format!("/poll?after={old_cursor}"), "/poll".to_owned()] {
         let headers: &[(&str, &[u8])] = if path == "/poll" {
@@ -334,7 +326,7 @@ impl tower::Service<Subscribe> for Broken {
 #[tokio::test]
 async fn failing_source_gets_503_with_a_code() {
     for in_ready in [false, true] {
-        let addr = serve(layer(Duration::from_secs(60)).layer(Broken { in_ready })).await;
+        let addr = serve(poll_layer(Duration::from_secs(60)).layer(Broken { in_ready })).await;
         let reply = timeout(Duration::from_secs(5), get(addr, "/poll"))
             .await
             .unwrap();
@@ -364,7 +356,7 @@ impl tower::Service<Subscribe> for Silent {
 
 #[tokio::test(start_paused = true)]
 async fn source_that_never_names_the_head_gets_503_after_the_hold() {
-    let addr = serve(layer(Duration::from_secs(10)).layer(Silent)).await;
+    let addr = serve(poll_layer(Duration::from_secs(10)).layer(Silent)).await;
     let reply = get(addr, "/poll").await;
     assert_eq!(reply.status, 503);
     reply.assert_push_headers();
@@ -373,7 +365,7 @@ async fn source_that_never_names_the_head_gets_503_after_the_hold() {
 #[tokio::test]
 async fn client_that_disconnects_mid_hold_leaves_no_waiter() {
     let topic = MemoryLog::new().topic("t");
-    let addr = serve(layer(Duration::from_secs(600)).layer(topic.clone())).await;
+    let addr = serve(poll_layer(Duration::from_secs(600)).layer(topic.clone())).await;
     let mut streams = Vec::new();
     for _ in 0..20 {
         let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();

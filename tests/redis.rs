@@ -1,83 +1,86 @@
 //! The Redis Streams source against a real `redis-server` started for each test on a free
-//! loopback port. Without `redis-server` on the `PATH` the tests are skipped with a notice, except
-//! under CI (`CI=true`), where they fail.
-#![cfg(feature = "redis")]
+//! loopback port. Without `redis-server` the tests that need it are reported as ignored, and
+//! under `CI=true` as failed.
 
 mod common;
 
-use std::net::TcpListener as StdListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, ExitCode};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{get, serve, RawResponse};
+use common::external::{free_port, tests, Process, Program, Suite};
+use common::{data, get, parked, poll_layer, serve, RawResponse, SECOND};
 use http_body_util::{BodyExt, Empty};
 use tokio::time::{sleep, timeout, Instant};
 use tower::{Layer, ServiceExt};
 use tower_push::redis::{RedisSource, RedisTopic};
-use tower_push::{ChunkedStreamLayer, Cursor, EventData, LongPollLayer};
+use tower_push::{ChunkedStreamLayer, Cursor};
 
-const SECOND: Duration = Duration::from_secs(1);
+const REDIS_SERVER: Program = Program::new("redis-server", "redis-server");
+
+fn main() -> ExitCode {
+    Suite::new()
+        .needing(
+            &[REDIS_SERVER],
+            tests![
+                two_servers_share_one_feed,
+                a_stream_survives_a_redis_restart_without_losing_events,
+                the_reader_catches_up_after_a_restart_with_lost_data_as_a_new_epoch,
+                ten_thousand_parked_polls_cost_one_blocking_read_per_topic,
+                a_deleted_and_recreated_stream_is_a_new_epoch,
+                redis_down_answers_503_within_the_hold,
+                bad_names_and_foreign_streams_are_errors,
+                an_idle_reader_retires_and_a_new_subscription_restarts_it,
+                expired_and_ahead_cursors_get_explicit_answers,
+            ],
+        )
+        .plain(tests![bad_settings_are_errors])
+        .run()
+}
 
 /// A `redis-server` child process, killed on drop.
 struct Redis {
-    child: Option<Child>,
+    process: Option<Process>,
+    program: PathBuf,
     port: u16,
     dir: PathBuf,
     persistent: bool,
 }
 
 impl Redis {
-    /// Starts a server, or returns `None` (after a notice) if `redis-server` is not installed.
-    async fn start(persistent: bool) -> Option<Self> {
-        if Command::new("redis-server")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .status()
-            .is_err()
-        {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("redis-server is not installed, and CI needs these tests to run");
-            }
-            eprintln!("notice: redis-server is not on the PATH; skipping this test");
-            return None;
-        }
-        let port = StdListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+    /// Starts a server on a free loopback port.
+    async fn start(persistent: bool) -> Self {
+        let port = free_port();
         let dir =
             std::env::temp_dir().join(format!("tower-push-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut redis = Self {
-            child: None,
+            process: None,
+            program: REDIS_SERVER.path(),
             port,
             dir,
             persistent,
         };
         redis.spawn().await;
-        Some(redis)
+        redis
     }
 
     async fn spawn(&mut self) {
-        let mut command = Command::new("redis-server");
+        let mut command = Command::new(&self.program);
         command
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", ""])
             .arg("--dir")
-            .arg(&self.dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .arg(&self.dir);
         if self.persistent {
             // Every write reaches the disk before it is acknowledged, so a kill loses nothing.
             command.args(["--appendonly", "yes", "--appendfsync", "always"]);
         } else {
             command.args(["--appendonly", "no"]);
         }
-        self.child = Some(command.spawn().expect("redis-server starts"));
+        self.process = Some(Process::spawn(&mut command));
         let client = redis::Client::open(self.url()).unwrap();
         let deadline = Instant::now() + 10 * SECOND;
         loop {
@@ -95,11 +98,9 @@ impl Redis {
         }
     }
 
+    /// Kills the server (and reaps it).
     fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.process = None;
     }
 
     async fn restart(&mut self) {
@@ -131,14 +132,6 @@ impl Drop for Redis {
     }
 }
 
-fn data(n: u64) -> EventData {
-    EventData::from_serialize(&serde_json::json!({ "n": n })).unwrap()
-}
-
-fn poll_layer(hold: Duration) -> LongPollLayer {
-    LongPollLayer::builder().hold_timeout(hold).build().unwrap()
-}
-
 /// Publishes, retrying while Redis is away, for at most 10 seconds.
 async fn publish_retrying(topic: &RedisTopic, n: u64) -> Cursor {
     let deadline = Instant::now() + 10 * SECOND;
@@ -154,11 +147,9 @@ async fn publish_retrying(topic: &RedisTopic, n: u64) -> Cursor {
     }
 }
 
-#[tokio::test]
+#[tokio::main(flavor = "current_thread")]
 async fn two_servers_share_one_feed() {
-    let Some(redis) = Redis::start(false).await else {
-        return;
-    };
+    let redis = Redis::start(false).await;
     let (a, b) = (redis.source().await, redis.source().await);
     let (topic_a, topic_b) = (a.topic("feed").unwrap(), b.topic("feed").unwrap());
     let layer = poll_layer(5 * SECOND);
@@ -208,11 +199,9 @@ async fn two_servers_share_one_feed() {
     assert!(polls >= 2, "both servers answered");
 }
 
-#[tokio::test]
+#[tokio::main(flavor = "current_thread")]
 async fn a_stream_survives_a_redis_restart_without_losing_events() {
-    let Some(mut redis) = Redis::start(true).await else {
-        return;
-    };
+    let mut redis = Redis::start(true).await;
     let source = redis.source().await;
     let topic = source.topic("feed").unwrap();
     let layer = ChunkedStreamLayer::builder()
@@ -259,11 +248,9 @@ async fn read(stream: &mut RawResponse, ids: &mut Vec<Cursor>, upto: u64) {
     }
 }
 
-#[tokio::test]
+#[tokio::main(flavor = "current_thread")]
 async fn the_reader_catches_up_after_a_restart_with_lost_data_as_a_new_epoch() {
-    let Some(mut redis) = Redis::start(false).await else {
-        return;
-    };
+    let mut redis = Redis::start(false).await;
     let source = redis.source().await;
     let topic = source.topic("feed").unwrap();
     let addr = serve(poll_layer(5 * SECOND).layer(topic.clone())).await;
@@ -280,11 +267,9 @@ async fn the_reader_catches_up_after_a_restart_with_lost_data_as_a_new_epoch() {
     assert_eq!(reply.json()["error"], "epoch_mismatch");
 }
 
-#[tokio::test]
+#[tokio::main(flavor = "current_thread")]
 async fn ten_thousand_parked_polls_cost_one_blocking_read_per_topic() {
-    let Some(redis) = Redis::start(false).await else {
-        return;
-    };
+    let redis = Redis::start(false).await;
     let source = redis.source().await;
     let topics = [source.topic("a").unwrap(), source.topic("b").unwrap()];
     let layer = poll_layer(60 * SECOND);
@@ -373,11 +358,9 @@ async fn ten_thousand_parked_polls_cost_one_blocking_read_per_topic() {
     );
 }
 
-#[tokio::test]
+#[tokio::main(flavor = "current_thread")]
 async fn a_deleted_and_recreated_stream_is_a_new_epoch() {
-    let Some(redis) = Redis::start(false).await else {
-        return;
-    };
+    let redis = Redis::start(false).await;
     let source = redis.source().await;
     let topic = source.topic("feed").unwrap();
     let addr = serve(poll_layer(10 * SECOND).layer(topic.clone())).await;
@@ -387,13 +370,7 @@ async fn a_deleted_and_recreated_stream_is_a_new_epoch() {
     let old = Cursor::new(topic.publish(data(4)).await.unwrap().epoch(), 4);
     // A poll parked at the head when the stream goes away.
     let parked = tokio::spawn(async move { get(addr, &format!("/poll?after={old}")).await });
-    timeout(10 * SECOND, async {
-        while topic.parked_subscriptions() == 0 {
-            sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .unwrap();
+    common::parked(&topic, 1).await;
 
     let mut conn = redis.conn().await;
     let _: () = redis::cmd("DEL")
@@ -421,11 +398,9 @@ async fn a_deleted_and_recreated_stream_is_a_new_epoch() {
     assert_eq!(reply.json()["cursor"], new.to_string());
 }
 
-#[tokio::test]
+#[tokio::main(flavor = "current_thread")]
 async fn redis_down_answers_503_within_the_hold() {
-    let Some(mut redis) = Redis::start(false).await else {
-        return;
-    };
+    let mut redis = Redis::start(false).await;
     let source = RedisSource::builder(redis.url())
         .timeout(Duration::from_millis(500))
         .build()
@@ -466,8 +441,8 @@ async fn redis_down_answers_503_within_the_hold() {
     assert!(err.is_unavailable(), "{err:?}");
 }
 
-#[tokio::test]
-async fn bad_settings_and_names_are_errors() {
+#[tokio::main(flavor = "current_thread")]
+async fn bad_settings_are_errors() {
     let err = RedisSource::builder("not a url").build().await.unwrap_err();
     assert!(err.is_config(), "{err:?}");
     let err = RedisSource::builder("redis://127.0.0.1:1")
@@ -476,9 +451,11 @@ async fn bad_settings_and_names_are_errors() {
         .await
         .unwrap_err();
     assert!(err.is_config());
-    let Some(redis) = Redis::start(false).await else {
-        return;
-    };
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn bad_names_and_foreign_streams_are_errors() {
+    let redis = Redis::start(false).await;
     let source = redis.source().await;
     assert!(source.topic("").unwrap_err().is_config());
     assert!(source.topic("x:epoch").unwrap_err().is_config());
@@ -506,11 +483,9 @@ async fn bad_settings_and_names_are_errors() {
     assert!(err.is_corrupt(), "{err:?}");
 }
 
-#[tokio::test]
+#[tokio::main(flavor = "current_thread")]
 async fn an_idle_reader_retires_and_a_new_subscription_restarts_it() {
-    let Some(redis) = Redis::start(false).await else {
-        return;
-    };
+    let redis = Redis::start(false).await;
     let source = RedisSource::builder(redis.url())
         .reader_idle(2 * SECOND)
         .build()
@@ -543,24 +518,16 @@ async fn an_idle_reader_retires_and_a_new_subscription_restarts_it() {
     }
     // A new poll starts a reader again and is answered when an event arrives.
     let poll = tokio::spawn(async move { get(addr, &format!("/poll?after={first}")).await });
-    timeout(10 * SECOND, async {
-        while topic.parked_subscriptions() == 0 {
-            sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .unwrap();
+    parked(&topic, 1).await;
     let second = topic.publish(data(2)).await.unwrap();
     let reply = timeout(5 * SECOND, poll).await.unwrap().unwrap();
     assert_eq!(reply.status, 200);
     assert_eq!(reply.json()["cursor"], second.to_string());
 }
 
-#[tokio::test]
+#[tokio::main(flavor = "current_thread")]
 async fn expired_and_ahead_cursors_get_explicit_answers() {
-    let Some(redis) = Redis::start(false).await else {
-        return;
-    };
+    let redis = Redis::start(false).await;
     let mut conn = redis.conn().await;
     // Small stream nodes, so that `MAXLEN ~` can trim a short stream.
     let _: () = redis::cmd("CONFIG")

@@ -5,17 +5,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{get, get_with, parked, serve, RawResponse};
+use common::{assert_spread, data, get, get_with, parked, serve, wait_until, RawResponse, SECOND};
 use tokio::io::AsyncWriteExt;
 use tokio::time::{timeout, Instant};
 use tower::Layer;
 use tower_push::{ChunkedStreamLayer, Cursor, EventData, LongPollLayer, MemoryLog};
-
-const SECOND: Duration = Duration::from_secs(1);
-
-fn data(n: u64) -> EventData {
-    EventData::from_serialize(&serde_json::json!({ "n": n })).unwrap()
-}
 
 fn topic_of(parts: &http::request::Parts) -> Option<String> {
     parts.uri.path().strip_prefix("/t/").map(str::to_owned)
@@ -86,13 +80,12 @@ async fn streams_beyond_the_caps_get_503_overloaded() {
     assert_eq!(layer.open_streams(), 2);
 
     drop(first);
-    timeout(5 * SECOND, async {
-        while layer.open_streams() != 1 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    })
-    .await
-    .expect("a disconnected stream gives its place back");
+    wait_until(
+        "a disconnected stream to give its place back",
+        5 * SECOND,
+        || layer.open_streams() == 1,
+    )
+    .await;
     let again = RawResponse::get(addr, "/t/a", &ndjson).await;
     assert_eq!(again.status, 200);
 }
@@ -118,17 +111,7 @@ async fn jittered_holds_spread_the_204s() {
             })
         })
         .collect();
-    let mut ends = Vec::new();
-    for poll in polls {
-        ends.push(poll.await.unwrap());
-    }
-    assert!(
-        ends.iter().all(|d| *d >= hold / 2 && *d <= hold),
-        "{ends:?}"
-    );
-    ends.sort();
-    ends.dedup();
-    assert!(ends.len() > 1, "every hold ended together: {ends:?}");
+    assert_spread(polls, hold).await;
 }
 
 #[tokio::test]

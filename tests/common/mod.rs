@@ -1,47 +1,103 @@
-//! A real hyper server on 127.0.0.1:0 and a small HTTP/1.1 client over real sockets.
+//! What the integration tests share: a real hyper server on 127.0.0.1:0, two HTTP/1.1 clients over
+//! real sockets (hyper's, and a raw one that shows exactly what went over the wire), waits, and
+//! the harness for tests that need an external program ([`external`]).
 #![allow(dead_code, unreachable_pub)]
 
 use std::convert::Infallible;
+use std::io::Write as _;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use bytes::Bytes;
+use flate2::write::GzDecoder;
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
 use tower::{Service, ServiceExt};
-use tower_push::PushBody;
+use tower_push::{EventData, LongPollLayer, Shutdown};
+
+pub const SECOND: Duration = Duration::from_secs(1);
+
+/// `Accept` headers that choose a stream's framing.
+pub const SSE: (&str, &str) = ("accept", "text/event-stream");
+pub const NDJSON: (&str, &str) = ("accept", "application/x-ndjson");
+
+/// The event the tests publish as number `n`: `{"n":n}`.
+pub fn data(n: u64) -> EventData {
+    EventData::from_serialize(&serde_json::json!({ "n": n })).unwrap()
+}
+
+/// A long-poll layer that holds a poll for `hold`, with every other setting at its default.
+pub fn poll_layer(hold: Duration) -> LongPollLayer {
+    LongPollLayer::builder().hold_timeout(hold).build().unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server
 
 /// Serves `service` on a fresh loopback port until the test's runtime ends.
-pub async fn serve<S>(service: S) -> SocketAddr
+pub async fn serve<S, B>(service: S) -> SocketAddr
 where
-    S: Service<Request<Incoming>, Response = Response<PushBody>, Error = Infallible>
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
         + Clone
         + Send
         + 'static,
     S::Future: Send,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    serve_until(service, Shutdown::new()).await.0
+}
+
+/// Serves `service` like [`serve`], and drains gracefully once `stop` is triggered: the returned
+/// handle finishes when every connection has closed.
+pub async fn serve_until<S, B>(service: S, stop: Shutdown) -> (SocketAddr, JoinHandle<()>)
+where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
+    let handle = tokio::spawn(async move {
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let builder = auto::Builder::new(TokioExecutor::new());
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = stop.wait() => break,
             };
+            let Ok((stream, _)) = accepted else { continue };
             stream.set_nodelay(true).unwrap();
             let service = service.clone();
             let hyper_service = hyper::service::service_fn(move |req| service.clone().oneshot(req));
+            let connection = builder
+                .serve_connection(TokioIo::new(stream), hyper_service)
+                .into_owned();
+            let connection = graceful.watch(connection);
             tokio::spawn(async move {
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), hyper_service)
-                    .await;
+                let _ = connection.await;
             });
         }
+        drop(listener);
+        graceful.shutdown().await;
     });
-    addr
+    (addr, handle)
 }
+
+// ---------------------------------------------------------------------------------------------
+// A client for complete answers
 
 /// A complete answer.
 #[derive(Debug)]
@@ -105,69 +161,36 @@ async fn send(addr: SocketAddr, request: Request<Empty<Bytes>>) -> Reply {
     }
 }
 
-/// Serves `service` like [`serve`], and drains gracefully once `stop` is triggered: the returned
-/// handle finishes when every connection has closed.
-pub async fn serve_until<S>(
-    service: S,
-    stop: tower_push::Shutdown,
-) -> (SocketAddr, tokio::task::JoinHandle<()>)
-where
-    S: Service<Request<Incoming>, Response = Response<PushBody>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
-{
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let handle = tokio::spawn(async move {
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-        let builder = auto::Builder::new(TokioExecutor::new());
-        loop {
-            let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
-                () = wait_for(&stop) => break,
-            };
-            let Ok((stream, _)) = accepted else { continue };
-            stream.set_nodelay(true).unwrap();
-            let service = service.clone();
-            let hyper_service = hyper::service::service_fn(move |req| service.clone().oneshot(req));
-            let connection = builder
-                .serve_connection(TokioIo::new(stream), hyper_service)
-                .into_owned();
-            let connection = graceful.watch(connection);
-            tokio::spawn(async move {
-                let _ = connection.await;
-            });
-        }
-        drop(listener);
-        graceful.shutdown().await;
-    });
-    (addr, handle)
+// ---------------------------------------------------------------------------------------------
+// A client that reads the wire
+
+/// How a response body ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    /// The terminating chunk arrived.
+    Complete,
+    /// The connection closed before it (a proxy gave up on the upstream, say).
+    Cut,
 }
 
-async fn wait_for(stop: &tower_push::Shutdown) {
-    while !stop.is_triggered() {
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
-}
-
-/// An HTTP/1.1 response read byte by byte from a raw socket, with its chunked framing decoded
-/// by hand, so tests see exactly what went over the wire and when.
+/// An HTTP/1.1 response read off a raw socket: its chunked framing (and gzip, when the response
+/// is gzip-encoded) is decoded by hand and incrementally, so tests see exactly what went over the
+/// wire, and each message as soon as its bytes arrive.
 pub struct RawResponse {
     stream: TcpStream,
+    /// Bytes read off the socket and not decoded yet.
     buf: Vec<u8>,
     pub status: u16,
     pub head: String,
+    gzip: Option<GzDecoder<Vec<u8>>>,
     /// Decoded body bytes not yet taken as messages.
     body: Vec<u8>,
-    pub ended: bool,
+    end: Option<End>,
 }
 
 impl RawResponse {
     /// Sends `GET path` with `headers` and reads the response head.
     pub async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Self {
-        use tokio::io::AsyncWriteExt;
         let mut stream = TcpStream::connect(addr).await.unwrap();
         let mut request = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\n");
         for (name, value) in headers {
@@ -180,8 +203,9 @@ impl RawResponse {
             buf: Vec::new(),
             status: 0,
             head: String::new(),
+            gzip: None,
             body: Vec::new(),
-            ended: false,
+            end: None,
         };
         let end = loop {
             if let Some(i) = find(&response.buf, b"\r\n\r\n") {
@@ -192,10 +216,13 @@ impl RawResponse {
         response.head = String::from_utf8(response.buf[..end].to_vec()).unwrap();
         response.buf.drain(..end + 4);
         response.status = response.head[9..12].parse().unwrap();
+        if response.header("content-encoding").as_deref() == Some("gzip") {
+            response.gzip = Some(GzDecoder::new(Vec::new()));
+        }
         response
     }
 
-    /// A header of the head, by lowercase name.
+    /// A header of the head, by name.
     pub fn header(&self, name: &str) -> Option<String> {
         self.head.lines().skip(1).find_map(|line| {
             let (n, v) = line.split_once(':')?;
@@ -203,61 +230,90 @@ impl RawResponse {
         })
     }
 
+    /// The bytes that arrived after the head and are not decoded yet.
+    pub fn unread(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Reads more off the socket; false when the connection closed (or broke).
     async fn fill(&mut self) -> bool {
-        use tokio::io::AsyncReadExt;
         let mut chunk = [0u8; 8192];
-        let n = self.stream.read(&mut chunk).await.unwrap();
+        let n = self.stream.read(&mut chunk).await.unwrap_or(0);
         self.buf.extend_from_slice(&chunk[..n]);
         n > 0
     }
 
-    /// Decodes one chunk of the chunked body into `body`; false at the terminating chunk.
-    async fn chunk(&mut self) -> bool {
+    /// Decodes the next chunk into `body`; sets `end` at the terminating chunk or a cut.
+    async fn chunk(&mut self) {
         let line = loop {
             if let Some(i) = find(&self.buf, b"\r\n") {
                 break i;
             }
-            assert!(
-                self.fill().await,
-                "connection closed inside chunked framing"
-            );
+            if !self.fill().await {
+                self.end = Some(End::Cut);
+                return;
+            }
         };
         let size_text = std::str::from_utf8(&self.buf[..line]).unwrap();
         let size = usize::from_str_radix(size_text.split(';').next().unwrap(), 16).unwrap();
         while self.buf.len() < line + 2 + size + 2 {
-            assert!(self.fill().await, "connection closed inside a chunk");
+            if !self.fill().await {
+                self.end = Some(End::Cut);
+                return;
+            }
         }
-        self.body
-            .extend_from_slice(&self.buf[line + 2..line + 2 + size]);
+        let data = &self.buf[line + 2..line + 2 + size];
+        match &mut self.gzip {
+            Some(gzip) => {
+                gzip.write_all(data).unwrap();
+                // Whatever the sender flushed through its gzip encoder decodes completely.
+                gzip.flush().unwrap();
+                self.body.append(gzip.get_mut());
+            }
+            None => self.body.extend_from_slice(data),
+        }
         self.buf.drain(..line + 2 + size + 2);
         if size == 0 {
-            self.ended = true;
+            self.end = Some(End::Complete);
         }
-        size > 0
     }
 
-    /// The next complete message ending in `delimiter` (`\n` for NDJSON, `\n\n` for SSE), or
-    /// `None` when the body ended.
-    pub async fn message(&mut self, delimiter: &[u8]) -> Option<String> {
+    /// The next complete message ending in `delimiter` (`\n` for NDJSON, `\n\n` for SSE), or how
+    /// the body ended.
+    pub async fn message(&mut self, delimiter: &[u8]) -> Result<String, End> {
         loop {
             if let Some(i) = find(&self.body, delimiter) {
                 let message: Vec<u8> = self.body.drain(..i + delimiter.len()).collect();
-                return Some(String::from_utf8(message).unwrap());
+                return Ok(String::from_utf8(message).unwrap());
             }
-            if self.ended || !self.chunk().await {
+            if let Some(end) = self.end {
                 assert!(
                     self.body.is_empty(),
                     "partial message at the end: {:?}",
-                    self.body
+                    String::from_utf8_lossy(&self.body)
                 );
-                return None;
+                return Err(end);
             }
+            self.chunk().await;
         }
     }
 
-    /// Whether the server closed the body: the terminating chunk arrived and nothing is left.
+    /// The whole rest of the body, which must end with the terminating chunk.
+    pub async fn body(&mut self) -> String {
+        while self.end.is_none() {
+            self.chunk().await;
+        }
+        assert_eq!(self.end, Some(End::Complete), "the body was cut");
+        String::from_utf8(std::mem::take(&mut self.body)).unwrap()
+    }
+
+    /// Asserts that the server closed the body: the next chunk is the terminating one, and no
+    /// message is left.
     pub async fn assert_ended(&mut self) {
-        assert!(self.ended || !self.chunk().await, "body did not end");
+        if self.end.is_none() {
+            self.chunk().await;
+        }
+        assert_eq!(self.end, Some(End::Complete), "body did not end");
         assert!(
             self.body.is_empty(),
             "left over: {:?}",
@@ -270,14 +326,282 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-/// Waits (in real time, at most 10 s) until `n` subscriptions are parked on `topic`.
-pub async fn parked(topic: &tower_push::memory::Topic, n: usize) {
+// ---------------------------------------------------------------------------------------------
+// Waits
+
+/// Waits in real time until `ready` holds, checking every millisecond; panics after `within`,
+/// naming `what` it waited for.
+pub async fn wait_until(what: &str, within: Duration, mut ready: impl FnMut() -> bool) {
     let wait = async {
-        while topic.parked_subscriptions() != n {
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        while !ready() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     };
-    tokio::time::timeout(std::time::Duration::from_secs(10), wait)
+    tokio::time::timeout(within, wait)
         .await
-        .unwrap_or_else(|_| panic!("expected {n} parked, have {}", topic.parked_subscriptions()));
+        .unwrap_or_else(|_| panic!("waited {within:?} for {what}"));
+}
+
+/// An event source that counts the subscriptions parked on it.
+pub trait Parked {
+    fn parked_subscriptions(&self) -> usize;
+}
+
+impl Parked for tower_push::memory::Topic {
+    fn parked_subscriptions(&self) -> usize {
+        self.parked_subscriptions()
+    }
+}
+
+#[cfg(feature = "redis")]
+impl Parked for tower_push::redis::RedisTopic {
+    fn parked_subscriptions(&self) -> usize {
+        self.parked_subscriptions()
+    }
+}
+
+/// Waits (in real time, at most 10 s) until `n` subscriptions are parked on `topic`.
+pub async fn parked(topic: &impl Parked, n: usize) {
+    let what = format!("{n} parked subscriptions");
+    wait_until(&what, 10 * SECOND, || topic.parked_subscriptions() == n).await;
+}
+
+/// Awaits `ends`, the times after which requests with a jittered `limit` (jitter 0.5) ended, and
+/// asserts that each ended between half the limit and the limit, and that they did not all end
+/// together.
+pub async fn assert_spread(ends: Vec<JoinHandle<Duration>>, limit: Duration) {
+    let mut ends = futures_util::future::try_join_all(ends).await.unwrap();
+    assert!(
+        ends.iter().all(|d| *d >= limit / 2 && *d <= limit),
+        "{ends:?}"
+    );
+    ends.sort();
+    ends.dedup();
+    assert!(ends.len() > 1, "all ended together: {ends:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests that need an external program
+
+/// The harness of test targets whose tests need an external program (nginx, a browser, Redis).
+///
+/// A target sets `harness = false` and lists its tests in `main` with [`Suite`]. A test whose
+/// program is missing is reported as ignored, never as passed; under `CI=true` it fails instead,
+/// naming the program and the Debian package that provides it. Each test is a plain `fn` that
+/// starts its own runtime: an `async fn` under `#[tokio::main(...)]` with the flavor (and
+/// `start_paused`) it would have had under `#[tokio::test(...)]`. Arguments are those of `cargo
+/// test`: a name filter, `--list`, `--ignored`, `--exact`, `--test-threads`.
+///
+/// ```ignore
+/// fn main() -> ExitCode {
+///     Suite::new().needing(&[NGINX], tests![first_test, second_test]).run()
+/// }
+/// ```
+pub mod external {
+    use std::net::SocketAddr;
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, ExitCode, Stdio};
+    use std::time::Duration;
+
+    use libtest_mimic::{Arguments, Failed, Trial};
+    use tokio::net::TcpStream;
+
+    /// A program that tests need, and the Debian package that provides it.
+    #[derive(Clone, Copy, Debug)]
+    pub struct Program {
+        pub name: &'static str,
+        pub package: &'static str,
+    }
+
+    impl Program {
+        pub const fn new(name: &'static str, package: &'static str) -> Self {
+            Self { name, package }
+        }
+
+        /// Where the program is installed: the first directory of `PATH` that holds it, or else
+        /// one of the usual system directories (`/usr/sbin` is not on every user's `PATH`).
+        pub fn find(&self) -> Option<PathBuf> {
+            let path = std::env::var_os("PATH").unwrap_or_default();
+            let usual = ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin"];
+            std::env::split_paths(&path)
+                .chain(usual.map(PathBuf::from))
+                .map(|dir| dir.join(self.name))
+                .find(|path| is_executable(path))
+        }
+
+        /// Where the program is installed; panics when it is not (the harness has ignored or
+        /// failed the tests that need it then).
+        pub fn path(&self) -> PathBuf {
+            self.find()
+                .unwrap_or_else(|| panic!("{}", not_installed(&[*self])))
+        }
+    }
+
+    fn is_executable(path: &Path) -> bool {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            path.metadata()
+                .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+        }
+        #[cfg(not(unix))]
+        {
+            path.is_file()
+        }
+    }
+
+    fn not_installed(programs: &[Program]) -> String {
+        let list: Vec<_> = programs
+            .iter()
+            .map(|p| format!("`{}` (Debian package `{}`)", p.name, p.package))
+            .collect();
+        format!("not installed: {}", list.join(", "))
+    }
+
+    /// Whether this is a CI run (`CI=true`), where a missing program fails the tests that need it.
+    fn ci() -> bool {
+        std::env::var("CI").as_deref() == Ok("true")
+    }
+
+    /// A test: its name and its body, which starts its own runtime.
+    pub type Test = (&'static str, fn());
+
+    /// Lists test functions as [`Test`]s, each named after its function.
+    #[allow(unused_macros)]
+    macro_rules! tests {
+        ($($test:ident),* $(,)?) => {
+            vec![$((stringify!($test), $test as fn())),*]
+        };
+    }
+    #[allow(unused_imports)]
+    pub(crate) use tests;
+
+    /// The tests of one target.
+    #[derive(Debug, Default)]
+    #[must_use]
+    pub struct Suite {
+        trials: Vec<Trial>,
+        /// A line for each group of tests ignored for a missing program.
+        notices: Vec<String>,
+    }
+
+    impl Suite {
+        pub fn new() -> Self {
+            Self::default()
+        }
+
+        /// Adds `tests`, which need all of `programs`.
+        pub fn needing(mut self, programs: &[Program], tests: Vec<Test>) -> Self {
+            let missing: Vec<Program> = programs
+                .iter()
+                .filter(|program| program.find().is_none())
+                .copied()
+                .collect();
+            let ignore = !missing.is_empty() && !ci();
+            if ignore {
+                let tests = match tests.len() {
+                    1 => "1 test".to_owned(),
+                    n => format!("{n} tests"),
+                };
+                let missing = not_installed(&missing);
+                self.notices.push(format!("{tests} ignored, {missing}"));
+            }
+            for (name, test) in tests {
+                let missing = missing.clone();
+                let trial = Trial::test(name, move || {
+                    if !missing.is_empty() {
+                        let why = if ci() {
+                            "; CI=true requires this test"
+                        } else {
+                            ""
+                        };
+                        return Err(Failed::from(format!("{}{why}", not_installed(&missing))));
+                    }
+                    test();
+                    Ok(())
+                });
+                self.trials.push(trial.with_ignored_flag(ignore));
+            }
+            self
+        }
+
+        /// Adds `tests`, which need no program.
+        pub fn plain(self, tests: Vec<Test>) -> Self {
+            self.needing(&[], tests)
+        }
+
+        /// Runs the tests chosen by the command line, and reports like `cargo test`.
+        pub fn run(self) -> ExitCode {
+            let args = Arguments::from_args();
+            if !args.list {
+                for notice in &self.notices {
+                    eprintln!("{notice}");
+                }
+            }
+            libtest_mimic::run(&args, self.trials).exit_code()
+        }
+    }
+
+    /// A child process, killed and reaped when dropped, so that a failing test leaves none
+    /// behind.
+    #[derive(Debug)]
+    pub struct Process(Child);
+
+    impl Process {
+        /// Starts `command` with its standard streams closed.
+        pub fn spawn(command: &mut Command) -> Self {
+            let child = command
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("{:?} does not start: {e}", command.get_program()));
+            Self(child)
+        }
+
+        /// Whether the process has exited.
+        pub fn exited(&mut self) -> bool {
+            self.0.try_wait().unwrap().is_some()
+        }
+
+        /// Waits until `port` on the loopback interface accepts connections and `ready` holds
+        /// (true), or the process exited first (false), for at most `within`.
+        pub async fn listening(
+            &mut self,
+            port: u16,
+            within: Duration,
+            ready: impl Fn() -> bool,
+        ) -> Result<bool, tokio::time::error::Elapsed> {
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            tokio::time::timeout(within, async {
+                loop {
+                    if self.exited() {
+                        return false;
+                    }
+                    if ready() && TcpStream::connect(addr).await.is_ok() {
+                        return true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+            .await
+        }
+    }
+
+    impl Drop for Process {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// A port on the loopback interface that is free now. Another process may take it before the
+    /// program meant for it binds it: then that program exits, and the test tries another port.
+    pub fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
 }
