@@ -399,3 +399,22 @@ async fn max_events_splits_a_backlog_over_answers() {
     }
     assert_eq!(sizes, [2, 2, 1]);
 }
+
+#[tokio::test]
+async fn a_percent_encoded_parameter_name_is_the_same_parameter() {
+    let topic = MemoryLog::new().topic("t");
+    let addr = serve(poll_layer(Duration::from_secs(60)).layer(topic.clone())).await;
+    let first = topic.publish(data(1));
+    let ids: Vec<_> = (2..=4).map(|n| topic.publish(data(n)).to_string()).collect();
+
+    // `aft%65r` is `after`: ignoring it would start at the head and skip events 2 to 4.
+    let reply = get(addr, &format!("/poll?aft%65r={first}")).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let answered: Vec<_> = reply.json()["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| event["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(answered, ids);
+}
