@@ -405,7 +405,9 @@ async fn a_percent_encoded_parameter_name_is_the_same_parameter() {
     let topic = MemoryLog::new().topic("t");
     let addr = serve(poll_layer(Duration::from_secs(60)).layer(topic.clone())).await;
     let first = topic.publish(data(1));
-    let ids: Vec<_> = (2..=4).map(|n| topic.publish(data(n)).to_string()).collect();
+    let ids: Vec<_> = (2..=4)
+        .map(|n| topic.publish(data(n)).to_string())
+        .collect();
 
     // `aft%65r` is `after`: ignoring it would start at the head and skip events 2 to 4.
     let reply = get(addr, &format!("/poll?aft%65r={first}")).await;
