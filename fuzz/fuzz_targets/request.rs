@@ -7,7 +7,8 @@ use std::sync::OnceLock;
 use http::{HeaderValue, Request, Uri};
 use libfuzzer_sys::fuzz_target;
 use tower::{Layer, ServiceExt};
-use tower_push::{ChunkedStreamLayer, EventData, LongPollLayer, MemoryLog, Topic};
+use tower_push::memory::Topic;
+use tower_push::{ChunkedStreamLayer, EventData, LongPollLayer, MemoryLog};
 
 fn topic() -> &'static Topic {
     static TOPIC: OnceLock<Topic> = OnceLock::new();
