@@ -30,7 +30,10 @@ use crate::Cursor;
 pub struct EventData(Bytes);
 
 impl EventData {
-    /// Checks that `json` is one valid JSON value and keeps it.
+    /// Checks that `json` is one valid JSON value and keeps a copy of it.
+    ///
+    /// The copy has storage of its own, exactly the size of the text, so an event never keeps a
+    /// larger buffer alive (a request body shares the connection's read buffer).
     ///
     /// # Errors
     ///
@@ -55,7 +58,9 @@ impl EventData {
                 .collect();
             return Ok(Self(flat.into()));
         }
-        Ok(Self(json))
+        // Keep only these bytes: a request body is a slice of the connection's read buffer, and
+        // a retained event must not pin kilobytes of it for as long as it is retained.
+        Ok(Self(Bytes::copy_from_slice(&json)))
     }
 
     /// Serializes `value` to JSON.
@@ -249,6 +254,17 @@ impl Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_event_does_not_keep_the_buffer_its_json_came_from() {
+        // A read buffer as hyper holds it, with a request body as a slice of it.
+        let mut read = bytes::BytesMut::from(&[b' '; 8192][..]);
+        read[100] = b'7';
+        let buffer = read.freeze();
+        let data = EventData::from_json(buffer.slice(100..101)).unwrap();
+        assert_eq!(data.as_bytes(), b"7");
+        assert!(buffer.is_unique(), "the event holds no part of the buffer");
+    }
 
     #[test]
     fn accepts_every_json_value_kind() {
