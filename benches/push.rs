@@ -150,8 +150,9 @@ fn unix_nanos() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
+/// A cursor of the bench's topic (`bench`), whose epoch the log derives from its own.
 fn cursor(seq: u64) -> Cursor {
-    Cursor::new(Epoch::new(EPOCH), seq)
+    Cursor::new(Epoch::new(EPOCH).derive("bench"), seq)
 }
 
 /// Calls `publish(n, data)` `count` times at `rate` per second (as fast as possible for `None`),

@@ -91,7 +91,9 @@ impl MemoryLog {
         MemoryLogBuilder::new()
     }
 
-    /// The log's epoch, carried by every cursor of its topics.
+    /// The log's epoch. Each topic's cursors carry an epoch derived from it and the topic's
+    /// name ([`Topic::epoch`]), so a cursor of one topic (or of another log) is answered with a
+    /// resync on every other topic, never read as a position there.
     pub fn epoch(&self) -> Epoch {
         self.shared.settings.epoch
     }
@@ -270,6 +272,8 @@ pub struct Topic {
 
 struct TopicShared {
     name: Arc<str>,
+    /// The log's epoch derived for this topic: what its cursors carry.
+    epoch: Epoch,
     settings: Settings,
     state: RwLock<TopicState>,
     // An `Arc` of its own so that parked subscriptions can hold an `OwnedNotified`.
@@ -295,6 +299,7 @@ impl Topic {
     fn new(name: Arc<str>, settings: Settings) -> Self {
         Self {
             shared: Arc::new(TopicShared {
+                epoch: settings.epoch.derive(&name),
                 name,
                 settings,
                 state: RwLock::new(TopicState::default()),
@@ -307,6 +312,12 @@ impl Topic {
     /// The topic's name.
     pub fn name(&self) -> &str {
         &self.shared.name
+    }
+
+    /// The epoch its cursors carry: the log's epoch derived for this topic's name (see
+    /// [`Epoch::derive`]).
+    pub fn epoch(&self) -> Epoch {
+        self.shared.epoch
     }
 
     /// Appends an event, wakes every parked subscription of this topic, and returns the event's
@@ -359,19 +370,19 @@ impl Topic {
             state.head
         };
         self.shared.notify.notify_waiters();
-        Cursor::new(settings.epoch, head)
+        Cursor::new(self.shared.epoch, head)
     }
 
     /// The id of the newest event, or the start cursor if nothing was published yet.
     pub fn head(&self) -> Cursor {
-        Cursor::new(self.shared.settings.epoch, self.shared.read().head)
+        Cursor::new(self.shared.epoch, self.shared.read().head)
     }
 
     /// The cursor that reads every retained event: the position just before the oldest one.
     pub fn oldest(&self) -> Cursor {
         let state = self.shared.read();
         let first = state.first_live(Instant::now(), self.shared.settings.max_age);
-        Cursor::new(self.shared.settings.epoch, first - 1)
+        Cursor::new(self.shared.epoch, first - 1)
     }
 
     /// The number of subscriptions parked on this topic right now, waiting for its next event.
@@ -404,7 +415,7 @@ impl TopicShared {
     /// Answers `position` from the retained events, or `None` if the caller must wait for the
     /// next publish.
     fn answer(&self, position: Position, limit: usize) -> Option<Outcome> {
-        let Settings { epoch, max_age, .. } = self.settings;
+        let (epoch, max_age) = (self.epoch, self.settings.max_age);
         let state = self.read();
         let head = Cursor::new(epoch, state.head);
         let first = state.first_live(Instant::now(), max_age);
@@ -582,7 +593,7 @@ mod tests {
     #[tokio::test]
     async fn answers_every_position() {
         let topic = log(3).topic("t");
-        let epoch = Epoch::new(9);
+        let epoch = Epoch::new(9).derive("t");
         let at = |seq| Position::After(Cursor::new(epoch, seq));
         assert_eq!(
             topic.clone().oneshot(sub(Position::Head, 10)).await,
@@ -676,6 +687,30 @@ mod tests {
         assert_eq!(topic.parked_subscriptions(), 0);
     }
 
+    #[tokio::test]
+    async fn a_cursor_of_another_topic_or_log_is_another_epoch() {
+        let log = log(10);
+        let (a, b) = (log.topic("a"), log.topic("b"));
+        for n in 1..=20 {
+            a.publish(data(n));
+            b.publish(data(n));
+        }
+        assert_ne!(a.epoch(), b.epoch());
+        assert_ne!(
+            a.head(),
+            b.head(),
+            "ids are unique across the topics of a log"
+        );
+        let other_log = MemoryLog::new().topic("b");
+        for foreign in [a.head(), a.oldest(), other_log.head()] {
+            let outcome = b.clone().oneshot(sub(Position::After(foreign), 10)).await;
+            assert!(
+                matches!(&outcome, Ok(Outcome::Resync(r)) if r.reason() == ResyncReason::EpochMismatch),
+                "{foreign} on topic b: {outcome:?}"
+            );
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn age_retention_expires_cursors_without_a_publish() {
         let log = MemoryLog::builder()
@@ -690,7 +725,7 @@ mod tests {
         tokio::time::advance(Duration::from_secs(6)).await;
         // Event 1 is 11 s old, event 2 is 6 s old.
         assert_eq!(topic.oldest().seq(), 1);
-        let start = Position::After(Cursor::zero(Epoch::new(1)));
+        let start = Position::After(Cursor::zero(topic.epoch()));
         assert!(matches!(
             topic.clone().oneshot(sub(start, 10)).await,
             Ok(Outcome::Resync(r)) if r.reason() == ResyncReason::Expired

@@ -196,7 +196,7 @@ async fn both_panes_show_every_event_once_in_order_across_stream_reconnects() {
     };
     let demo = Demo::new(&settings, &Shutdown::new()).unwrap();
     let topic = demo.topic().clone();
-    let epoch = demo.log().epoch().to_string();
+    let epoch = demo.topic().epoch().to_string();
     let streams = StreamRequests::default();
     let addr = serve(demo, streams.clone()).await;
 
@@ -317,7 +317,10 @@ async fn scenario(
     assert_eq!(page.duplicates, (0, 0), "no event was delivered twice");
     assert_eq!(page.notes, 0, "no resync");
     for (id, _) in &expected {
-        assert!(id.starts_with(&format!("{epoch}-")), "{id} is of this log");
+        assert!(
+            id.starts_with(&format!("{epoch}-")),
+            "{id} is of this topic"
+        );
     }
 
     // Every reconnect carried an id the server had sent: the opening id or an event's id.

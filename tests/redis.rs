@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::external::{free_port, tests, Process, Program, Suite};
-use common::{data, get, parked, poll_layer, serve, RawResponse, SECOND};
+use common::{
+    assert_foreign_cursors_resync, data, get, parked, poll_layer, serve, RawResponse, SECOND,
+};
 use http_body_util::{BodyExt, Empty};
 use tokio::time::{sleep, timeout, Instant};
 use tower::{Layer, ServiceExt};
@@ -34,6 +36,7 @@ fn main() -> ExitCode {
                 bad_names_and_foreign_streams_are_errors,
                 an_idle_reader_retires_and_a_new_subscription_restarts_it,
                 expired_and_ahead_cursors_get_explicit_answers,
+                a_cursor_of_another_topic_or_source_gets_a_resync_on_both_layers,
             ],
         )
         .plain(tests![bad_settings_are_errors])
@@ -585,4 +588,29 @@ async fn expired_and_ahead_cursors_get_explicit_answers() {
     let reply = get(addr, &format!("/poll?after={}", Cursor::new(epoch, 41))).await;
     assert_eq!(reply.status, 400, "{reply:?}");
     assert_eq!(reply.json()["error"], "cursor_ahead");
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn a_cursor_of_another_topic_or_source_gets_a_resync_on_both_layers() {
+    let redis = Redis::start(false).await;
+    let source = redis.source().await;
+    let (a, b) = (source.topic("a").unwrap(), source.topic("b").unwrap());
+    let mut a_head = None;
+    for n in 1..=20 {
+        a_head = Some(a.publish(data(n)).await.unwrap());
+        b.publish(data(n)).await.unwrap();
+    }
+    let a_head = a_head.unwrap();
+    let other = RedisSource::builder(redis.url())
+        .key_prefix("other:")
+        .build()
+        .await
+        .unwrap()
+        .topic("b")
+        .unwrap();
+    let other_head = other.publish(data(1)).await.unwrap();
+    let poll = serve(poll_layer(5 * SECOND).layer(b.clone())).await;
+    let stream = serve(ChunkedStreamLayer::new().layer(b)).await;
+    let foreign = [Cursor::new(a_head.epoch(), 11), a_head, other_head];
+    assert_foreign_cursors_resync(poll, stream, &foreign).await;
 }

@@ -5,7 +5,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{assert_spread, data, get, get_with, parked, serve, wait_until, RawResponse, SECOND};
+use common::{
+    assert_foreign_cursors_resync, assert_spread, data, get, get_with, parked, poll_layer, serve,
+    wait_until, RawResponse, SECOND,
+};
 use tokio::io::AsyncWriteExt;
 use tokio::time::{timeout, Instant};
 use tower::Layer;
@@ -283,4 +286,27 @@ async fn hostile_requests_get_4xx_and_never_hang() {
     .unwrap();
     assert_eq!(reply.status, 400);
     assert_eq!(topic.parked_subscriptions(), 0);
+}
+
+#[tokio::test]
+async fn a_cursor_of_another_topic_or_log_gets_a_resync_on_both_layers() {
+    let log = MemoryLog::new();
+    let (a, b) = (log.topic("a"), log.topic("b"));
+    for n in 1..=20 {
+        a.publish(data(n));
+        b.publish(data(n));
+    }
+    let poll = serve(poll_layer(60 * SECOND).layer(b.clone())).await;
+    let stream = serve(ChunkedStreamLayer::new().layer(b.clone())).await;
+    // Before cursors were bound to their topic, `a`'s cursor 11 on `b` answered `b`'s events
+    // 12 to 20 as if they followed, and silently skipped 1 to 11.
+    let other_log = MemoryLog::new().topic("b");
+    other_log.publish(data(1));
+    let foreign = [
+        Cursor::new(a.epoch(), 11),
+        a.head(),
+        Cursor::zero(a.epoch()),
+        other_log.head(),
+    ];
+    assert_foreign_cursors_resync(poll, stream, &foreign).await;
 }

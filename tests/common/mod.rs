@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tower::{Service, ServiceExt};
-use tower_push::{EventData, LongPollLayer, Shutdown};
+use tower_push::{Cursor, EventData, LongPollLayer, Shutdown};
 
 pub const SECOND: Duration = Duration::from_secs(1);
 
@@ -328,6 +328,39 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 
 // ---------------------------------------------------------------------------------------------
 // Waits
+
+/// Asserts that every cursor in `foreign` (of another topic, log or source) gets the resync
+/// answer, never events: `410 epoch_mismatch` from the long poll at `poll`; from the NDJSON
+/// stream at `stream` the same `410` or, when the source answers only after the stream has
+/// started (a source that asks a backend), a stream whose one message is that resync.
+pub async fn assert_foreign_cursors_resync(
+    poll: SocketAddr,
+    stream: SocketAddr,
+    foreign: &[Cursor],
+) {
+    for cursor in foreign {
+        let reply = get(poll, &format!("/poll?after={cursor}")).await;
+        assert_eq!(reply.status, 410, "{cursor} on /poll: {reply:?}");
+        assert_eq!(reply.json()["error"], "epoch_mismatch", "{cursor} on /poll");
+        let reply = get(stream, &format!("/stream?after={cursor}")).await;
+        assert!(
+            matches!(reply.status.as_u16(), 200 | 410),
+            "{cursor} on /stream: {reply:?}"
+        );
+        let lines: Vec<&[u8]> = reply
+            .body
+            .split(|&b| b == b'\n')
+            .filter(|line| !line.is_empty())
+            .collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "{cursor} on /stream: one message, no event: {reply:?}"
+        );
+        let message: serde_json::Value = serde_json::from_slice(lines[0]).unwrap();
+        assert_eq!(message["error"], "epoch_mismatch", "{cursor} on /stream");
+    }
+}
 
 /// Waits in real time until `ready` holds, checking every millisecond; panics after `within`,
 /// naming `what` it waited for.
