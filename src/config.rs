@@ -21,6 +21,10 @@ pub(crate) struct Shared {
     /// The shortest idle timeout between the server and its clients, if declared.
     pub(crate) proxy_idle: Option<Duration>,
     pub(crate) max_events: usize,
+    /// The most bytes of event data one answer or frame carries (at least one event).
+    pub(crate) max_bytes: usize,
+    /// The largest request head (URI and headers) a held request may keep.
+    pub(crate) max_head_bytes: usize,
     /// The query parameter that carries the cursor.
     pub(crate) param: String,
     pub(crate) origin: Origin,
@@ -35,6 +39,8 @@ impl Shared {
             max_per_key: None,
             proxy_idle: None,
             max_events: 256,
+            max_bytes: 256 * 1024,
+            max_head_bytes: 32 * 1024,
             param: CursorParam::DEFAULT.to_owned(),
             origin: Origin::Head,
             shutdown: None,
@@ -45,11 +51,15 @@ impl Shared {
     /// errors, as the builder's setters call them (`["max parked", "max parked per key"]`).
     pub(crate) fn build(self, caps: [&'static str; 2]) -> Result<Pipeline, ConfigError> {
         check::at_least_one("max events", self.max_events)?;
+        check::at_least_one("max bytes", self.max_bytes)?;
+        check::at_least_one("max head bytes", self.max_head_bytes)?;
         check::cap(caps[0], self.max)?;
         check::cap(caps[1], self.max_per_key.as_ref().map(|(max, _)| *max))?;
         Ok(Pipeline {
             limits: Limits::new(self.max, self.max_per_key),
             max_events: self.max_events,
+            max_bytes: self.max_bytes,
+            max_head_bytes: self.max_head_bytes,
             param: CursorParam::new(&self.param)?,
             origin: self.origin,
             shutdown: self.shutdown,

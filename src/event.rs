@@ -245,6 +245,11 @@ impl Event {
         self.name.as_ref()
     }
 
+    /// The bytes of the event's data and name: what it weighs in an answer before framing.
+    pub(crate) fn size(&self) -> usize {
+        self.data.as_bytes().len() + self.name.as_ref().map_or(0, |name| name.as_str().len())
+    }
+
     /// The event's payload.
     pub fn data(&self) -> &EventData {
         &self.data

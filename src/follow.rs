@@ -1,7 +1,8 @@
 //! The request pipeline both layers share: admitting a request, then following its event source.
 //!
-//! A layer hands every request to [`Pipeline::admit`], which refuses it while shutting down
-//! (`503 shutting_down`), reads its cursor (`400 malformed_cursor`) and takes a place under the
+//! A layer hands every request to [`Pipeline::admit`], which refuses a method other than `GET`
+//! and `HEAD` (`405`), a head larger than it keeps (`431`), any request while shutting down
+//! (`503 shutting_down`), reads the cursor (`400 malformed_cursor`) and takes a place under the
 //! caps (`503 overloaded`). An admitted request becomes a [`Follow`]: the source, the
 //! subscription, the place under the caps and the shutdown signal, driven one [`Step`] at a time.
 //! What a layer adds on top is only its own: a long poll races the steps against its hold timer
@@ -14,6 +15,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use http::request::Parts;
+use http::Method;
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
@@ -29,6 +31,8 @@ use crate::{BoxError, Cursor, Rejection};
 pub(crate) struct Pipeline {
     pub(crate) limits: Limits,
     pub(crate) max_events: usize,
+    pub(crate) max_bytes: usize,
+    pub(crate) max_head_bytes: usize,
     pub(crate) param: CursorParam,
     pub(crate) origin: Origin,
     pub(crate) shutdown: Option<Shutdown>,
@@ -45,6 +49,14 @@ impl Pipeline {
     where
         S: Service<Subscribe> + Clone,
     {
+        if parts.method != Method::GET && parts.method != Method::HEAD {
+            return Err(Rejection::MethodNotAllowed);
+        }
+        let size = head_size(&parts);
+        if size > self.max_head_bytes {
+            let max = self.max_head_bytes;
+            return Err(Rejection::HeadTooLarge { size, max });
+        }
         if self.shutdown.as_ref().is_some_and(Shutdown::is_triggered) {
             let retry_after = crate::random::retry_after();
             return Err(Rejection::ShuttingDown { retry_after });
@@ -58,6 +70,7 @@ impl Pipeline {
             return Err(Rejection::Overloaded { retry_after });
         };
         Ok(Follow {
+            max_bytes: self.max_bytes,
             // The clone that was made ready is the one to call (tower's usual swap): here the
             // source is made ready in the follower, so either copy will do.
             source: source.clone(),
@@ -98,6 +111,8 @@ pin_project! {
         slot: Option<Slot>,
         // Whether the request head has storage of its own yet.
         detached: bool,
+        // The most bytes of event data one step hands over.
+        max_bytes: usize,
     }
 }
 
@@ -148,7 +163,10 @@ where
         let outcome = ready!(call.poll(cx));
         this.call.set(None);
         Poll::Ready(match outcome.map_err(failed)? {
-            Outcome::Events(batch) => {
+            Outcome::Events(mut batch) => {
+                // Bytes bound what one answer or frame holds until the client reads it; the
+                // events left out come with the next step, from the advanced position.
+                batch.truncate_to_bytes(*this.max_bytes);
                 this.subscribe.advance(batch.last());
                 Ok(Step::Events(batch))
             }
@@ -178,6 +196,18 @@ where
     }
 }
 
+/// The bytes of a request head as a held request keeps it: the URI and every header.
+fn head_size(parts: &Parts) -> usize {
+    let uri = parts.uri.path_and_query().map_or(0, |pq| pq.as_str().len())
+        + parts.uri.authority().map_or(0, |a| a.as_str().len());
+    let headers: usize = parts
+        .headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    uri + headers
+}
+
 fn failed<E: Into<BoxError>>(err: E) -> Rejection {
     let err: BoxError = err.into();
     tracing::warn!(error = %err, "event source failed");
@@ -203,6 +233,8 @@ impl Pipeline {
         assert_eq!(self.limits.max(), None, "no cap");
         assert_eq!(self.limits.max_per_key(), None, "no cap per key");
         assert_eq!(self.max_events, 256);
+        assert_eq!(self.max_bytes, 256 * 1024);
+        assert_eq!(self.max_head_bytes, 32 * 1024);
         assert_eq!(self.param, CursorParam::default());
         assert_eq!(self.origin, Origin::Head);
         assert!(self.shutdown.is_none());

@@ -29,6 +29,8 @@ macro_rules! define_shared_setters {
         $(#[$per_key_doc:meta])* fn $max_per_key:ident;
         $(#[$idle_doc:meta])* fn proxy_idle_timeout;
         $(#[$events_doc:meta])* fn max_events;
+        $(#[$bytes_doc:meta])* fn max_bytes;
+        $(#[$head_doc:meta])* fn max_head_bytes;
         $(#[$param_doc:meta])* fn cursor_param;
         $(#[$origin_doc:meta])* fn origin;
         $(#[$shutdown_doc:meta])* fn shutdown;
@@ -61,6 +63,20 @@ macro_rules! define_shared_setters {
         #[must_use]
         pub fn max_events(mut self, max: usize) -> Self {
             self.shared.max_events = max;
+            self
+        }
+
+        $(#[$bytes_doc])*
+        #[must_use]
+        pub fn max_bytes(mut self, max: usize) -> Self {
+            self.shared.max_bytes = max;
+            self
+        }
+
+        $(#[$head_doc])*
+        #[must_use]
+        pub fn max_head_bytes(mut self, max: usize) -> Self {
+            self.shared.max_head_bytes = max;
             self
         }
 

@@ -17,6 +17,8 @@ use crate::{Cursor, CursorError, PushBody};
 ///
 /// | rejection | status | code |
 /// | --- | --- | --- |
+/// | [`MethodNotAllowed`](Rejection::MethodNotAllowed) | `405` with `Allow: GET, HEAD` | `method_not_allowed` |
+/// | [`HeadTooLarge`](Rejection::HeadTooLarge) | `431` | `head_too_large` |
 /// | [`MalformedCursor`](Rejection::MalformedCursor) | `400` | `malformed_cursor` |
 /// | [`CursorAhead`](Rejection::CursorAhead) | `400` | `cursor_ahead` |
 /// | [`Resync`](Rejection::Resync), cursor too old | `410` | `cursor_expired` |
@@ -27,6 +29,16 @@ use crate::{Cursor, CursorError, PushBody};
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Rejection {
+    /// The request's method is neither `GET` nor `HEAD`: push endpoints only read.
+    MethodNotAllowed,
+    /// The request's head (URI and headers) is larger than the layer keeps for a held request
+    /// (see the builders' `max_head_bytes`).
+    HeadTooLarge {
+        /// The size of the request's head, in bytes.
+        size: usize,
+        /// The largest head the layer accepts, in bytes.
+        max: usize,
+    },
     /// The request's cursor could not be parsed.
     MalformedCursor(CursorError),
     /// The request's cursor is beyond the newest event.
@@ -55,6 +67,8 @@ impl Rejection {
     /// The HTTP status of this rejection.
     pub fn status(&self) -> StatusCode {
         match self {
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::HeadTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::MalformedCursor(_) | Self::CursorAhead { .. } => StatusCode::BAD_REQUEST,
             Self::Resync(_) => StatusCode::GONE,
             Self::SourceUnavailable | Self::ShuttingDown { .. } | Self::Overloaded { .. } => {
@@ -66,6 +80,8 @@ impl Rejection {
     /// The machine-readable code of this rejection.
     pub fn code(&self) -> &'static str {
         match self {
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::HeadTooLarge { .. } => "head_too_large",
             Self::MalformedCursor(_) => "malformed_cursor",
             Self::CursorAhead { .. } => "cursor_ahead",
             Self::Resync(resync) => resync.reason().code(),
@@ -91,7 +107,9 @@ impl Rejection {
         let (oldest, head) = match self {
             Self::CursorAhead { head } => (None, Some(*head)),
             Self::Resync(resync) => (Some(resync.oldest()), Some(resync.head())),
-            Self::MalformedCursor(_)
+            Self::MethodNotAllowed
+            | Self::HeadTooLarge { .. }
+            | Self::MalformedCursor(_)
             | Self::SourceUnavailable
             | Self::ShuttingDown { .. }
             | Self::Overloaded { .. } => (None, None),
@@ -106,7 +124,9 @@ impl Rejection {
     }
 
     /// The rejection as a JSON response: the status, `Content-Type: application/json`,
-    /// `Retry-After` for [`ShuttingDown`](Rejection::ShuttingDown), and the body of
+    /// `Retry-After` for [`ShuttingDown`](Rejection::ShuttingDown) and
+    /// [`Overloaded`](Rejection::Overloaded), `Allow` for
+    /// [`MethodNotAllowed`](Rejection::MethodNotAllowed), and the body of
     /// [`to_json`](Rejection::to_json).
     ///
     /// # Examples
@@ -129,6 +149,9 @@ impl Rejection {
             let seconds = retry_after.as_secs().max(1);
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
+        if let Self::MethodNotAllowed = self {
+            headers.insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        }
         response
     }
 }
@@ -136,6 +159,11 @@ impl Rejection {
 impl fmt::Display for Rejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Self::MethodNotAllowed => f.write_str("only GET and HEAD are served here"),
+            Self::HeadTooLarge { size, max } => write!(
+                f,
+                "request head of {size} bytes is larger than the {max} bytes kept for a held request"
+            ),
             Self::MalformedCursor(err) => err.fmt(f),
             Self::CursorAhead { head } => {
                 write!(f, "cursor is beyond the newest event {head}")
@@ -216,5 +244,23 @@ mod tests {
         let (status, body) = json(shutting_down).await;
         assert_eq!(status, 503);
         assert_eq!(body["error"], "shutting_down");
+
+        let method = Rejection::MethodNotAllowed;
+        assert_eq!(
+            method.to_json_response().headers()[header::ALLOW],
+            "GET, HEAD"
+        );
+        let (status, body) = json(method).await;
+        assert_eq!(status, 405);
+        assert_eq!(body["error"], "method_not_allowed");
+
+        let (status, body) = json(Rejection::HeadTooLarge {
+            size: 9000,
+            max: 8192,
+        })
+        .await;
+        assert_eq!(status, 431);
+        assert_eq!(body["error"], "head_too_large");
+        assert!(body["message"].as_str().unwrap().contains("9000"));
     }
 }

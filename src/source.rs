@@ -271,6 +271,20 @@ impl Batch {
         self.events[self.events.len() - 1].id()
     }
 
+    /// Keeps the oldest events whose data adds up to at most `max` bytes, and always the first.
+    pub(crate) fn truncate_to_bytes(&mut self, max: usize) {
+        let mut total = 0;
+        let keep = self
+            .events
+            .iter()
+            .position(|event| {
+                total += event.size();
+                total > max
+            })
+            .map_or(self.events.len(), |over| over.max(1));
+        self.events.truncate(keep);
+    }
+
     /// The events, oldest first.
     pub fn into_events(self) -> Vec<Event> {
         self.events

@@ -6,12 +6,13 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    assert_foreign_cursors_resync, assert_spread, data, get, get_with, parked, poll_layer, serve,
-    wait_until, RawResponse, SECOND,
+    assert_foreign_cursors_resync, assert_spread, data, get, get_with, parked, poll_layer, request,
+    serve, wait_until, RawResponse, SECOND,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::time::{timeout, Instant};
-use tower::Layer;
+use http_body_util::BodyExt;
+use tower::{Layer, ServiceExt};
 use tower_push::{ChunkedStreamLayer, Cursor, EventData, LongPollLayer, MemoryLog};
 
 fn topic_of(parts: &http::request::Parts) -> Option<String> {
@@ -309,4 +310,99 @@ async fn a_cursor_of_another_topic_or_log_gets_a_resync_on_both_layers() {
         other_log.head(),
     ];
     assert_foreign_cursors_resync(poll, stream, &foreign).await;
+}
+
+/// One event of about `kib` KiB: a JSON string.
+fn heavy(kib: usize) -> EventData {
+    EventData::from_json(format!("\"{}\"", "x".repeat(kib * 1024 - 2))).unwrap()
+}
+
+#[tokio::test]
+async fn big_events_are_split_by_bytes_so_an_unread_answer_stays_bounded() {
+    let topic = MemoryLog::new().topic("t");
+    let start = topic.head();
+    for _ in 0..20 {
+        topic.publish(heavy(64));
+    }
+    // 20 events of 64 KiB: 1.25 MiB in one answer before, 256 KiB (four events) now.
+    let bound = 256 * 1024 + 4 * 100;
+    let poll = serve(poll_layer(60 * SECOND).layer(topic.clone())).await;
+    let mut cursor = start.to_string();
+    let mut counts = Vec::new();
+    while cursor != topic.head().to_string() {
+        let reply = get(poll, &format!("/poll?after={cursor}")).await;
+        assert_eq!(reply.status, 200);
+        assert!(reply.body.len() <= bound, "{} bytes", reply.body.len());
+        counts.push(reply.json()["events"].as_array().unwrap().len());
+        cursor = reply.header("push-cursor").unwrap().to_owned();
+    }
+    assert_eq!(counts, [4, 4, 4, 4, 4], "every event once, four per answer");
+
+    // A stream the client does not read holds at most one such frame at a time.
+    let stream = ChunkedStreamLayer::new().layer(topic.clone());
+    let request = http::Request::get(format!("/stream?after={start}"))
+        .body(())
+        .unwrap();
+    let mut body = stream.oneshot(request).await.unwrap().into_body();
+    let mut events = 0;
+    while events < 20 {
+        let frame = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert!(frame.len() <= bound, "{} bytes", frame.len());
+        events += frame
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .count();
+    }
+    assert_eq!(events, 20);
+
+    // An event larger than the bound still goes out, alone.
+    let big = topic.publish(heavy(300));
+    let reply = get(poll, &format!("/poll?after={cursor}")).await;
+    assert_eq!(reply.json()["events"][0]["id"], big.to_string());
+}
+
+#[tokio::test]
+async fn other_methods_get_405_with_allow_and_head_works() {
+    let topic = MemoryLog::new().topic("t");
+    let first = topic.publish(data(1));
+    topic.publish(data(2));
+    let poll = serve(poll_layer(60 * SECOND).layer(topic.clone())).await;
+    let stream = serve(ChunkedStreamLayer::new().layer(topic.clone())).await;
+    for addr in [poll, stream] {
+        for method in [http::Method::PUT, http::Method::POST, http::Method::DELETE] {
+            let reply = request(addr, method.clone(), "/", &[]).await;
+            assert_eq!(reply.status, 405, "{method}: {reply:?}");
+            assert_eq!(reply.header("allow"), Some("GET, HEAD"));
+            assert_eq!(reply.json()["error"], "method_not_allowed");
+        }
+    }
+    let path = format!("/?after={first}");
+    let head = request(poll, http::Method::HEAD, &path, &[]).await;
+    assert_eq!(head.status, 200, "{head:?}");
+    assert!(head.body.is_empty());
+    assert_eq!(
+        head.header("push-cursor"),
+        Some(topic.head().to_string().as_str())
+    );
+}
+
+#[tokio::test]
+async fn a_head_larger_than_kept_gets_431() {
+    let topic = MemoryLog::new().topic("t");
+    let layer = LongPollLayer::builder()
+        .hold_timeout(60 * SECOND)
+        .max_head_bytes(4096)
+        .build()
+        .unwrap();
+    let addr = serve(layer.layer(topic.clone())).await;
+    let big = vec![b'a'; 5000];
+    let reply = get_with(addr, "/", &[("x-big", &big)]).await;
+    assert_eq!(reply.status, 431, "{reply:?}");
+    assert_eq!(reply.json()["error"], "head_too_large");
+    assert_eq!(topic.parked_subscriptions(), 0, "nothing was held");
+    let small = vec![b'a'; 3000];
+    let cursor = topic.publish(data(1));
+    topic.publish(data(2));
+    let reply = get_with(addr, &format!("/?after={cursor}"), &[("x-big", &small)]).await;
+    assert_eq!(reply.status, 200);
 }

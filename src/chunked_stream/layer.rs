@@ -144,6 +144,22 @@ impl<F> ChunkedStreamBuilder<F> {
         /// Default is 256.
         fn max_events;
 
+        /// The most bytes of event data one frame carries, so that a stream the client does not
+        /// read holds a bounded amount of memory whatever the events weigh; the events left out
+        /// follow in the next frame. A frame always carries at least one event, so an event
+        /// larger than this still goes out, alone. Framing adds the id and about 20 bytes per
+        /// event.
+        ///
+        /// Default is 256 KiB.
+        fn max_bytes;
+
+        /// The largest request head (URI and headers, in bytes) a stream may have. A stream keeps
+        /// its head for its source for its whole life, so this bounds what each stream holds; a
+        /// larger head is answered `431 head_too_large`.
+        ///
+        /// Default is 32 KiB.
+        fn max_head_bytes;
+
         /// The query parameter that carries the start cursor. The `Last-Event-ID` header is read
         /// too, and wins when both are present (`EventSource` sends it when it reconnects).
         ///
@@ -227,7 +243,7 @@ impl<F> ChunkedStreamBuilder<F> {
     /// - [`ConfigError::HeartbeatNotBelowProxyIdle`] if the heartbeat interval is not safely below
     ///   the declared proxy idle timeout;
     /// - [`ConfigError::ZeroDuration`] for a zero heartbeat interval or lifetime;
-    /// - [`ConfigError::ZeroCount`] for zero maximum events or a zero cap;
+    /// - [`ConfigError::ZeroCount`] for zero maximum events, bytes or head bytes, or a zero cap;
     /// - [`ConfigError::InvalidJitter`] for a jitter outside `0.0..=1.0`;
     /// - [`ConfigError::InvalidParamName`] for a query parameter name that is empty or would need
     ///   percent-encoding.

@@ -143,9 +143,13 @@ where
             let end = self.finish(|cursor| StreamEnd::Lifetime { cursor });
             return Poll::Ready(Some(end));
         }
-        if let Poll::Ready(Err(rejection)) = self.as_mut().poll_events(cx) {
-            let end = self.finish(|_| StreamEnd::Rejected(rejection));
-            return Poll::Ready(Some(end));
+        // What the stream's opening already wrote goes out first, alone: one frame never holds
+        // more than one batch of events.
+        if self.out.is_empty() {
+            if let Poll::Ready(Err(rejection)) = self.as_mut().poll_events(cx) {
+                let end = self.finish(|_| StreamEnd::Rejected(rejection));
+                return Poll::Ready(Some(end));
+            }
         }
         let mut this = self.project();
         if this.out.is_empty() && this.heartbeat.as_mut().poll(cx).is_ready() {

@@ -184,6 +184,22 @@ impl<F> LongPollBuilder<F> {
         /// Default is 256.
         fn max_events;
 
+        /// The most bytes of event data one answer carries, so that an answer the client does not
+        /// read holds a bounded amount of memory whatever the events weigh; the events left out
+        /// come with the next request, at once. An answer always carries at least one event, so
+        /// an event larger than this still goes out, alone. JSON framing adds the id and about 20
+        /// bytes per event.
+        ///
+        /// Default is 256 KiB.
+        fn max_bytes;
+
+        /// The largest request head (URI and headers, in bytes) a poll may have. A held poll keeps
+        /// its head for its source, so this bounds what each parked poll holds; a larger head is
+        /// answered `431 head_too_large`.
+        ///
+        /// Default is 32 KiB.
+        fn max_head_bytes;
+
         /// The query parameter that carries the cursor. The `Last-Event-ID` header is read too, and
         /// wins when both are present.
         ///
@@ -262,7 +278,7 @@ impl<F> LongPollBuilder<F> {
     /// - [`ConfigError::HoldNotBelowProxyIdle`] if the hold is not safely below the declared
     ///   proxy idle timeout;
     /// - [`ConfigError::ZeroDuration`] for a zero hold timeout;
-    /// - [`ConfigError::ZeroCount`] for zero maximum events or a zero cap;
+    /// - [`ConfigError::ZeroCount`] for zero maximum events, bytes or head bytes, or a zero cap;
     /// - [`ConfigError::InvalidJitter`] for a hold jitter outside `0.0..=1.0`;
     /// - [`ConfigError::InvalidParamName`] for a query parameter name that is empty or would need
     ///   percent-encoding.

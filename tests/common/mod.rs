@@ -139,7 +139,20 @@ pub async fn get(addr: SocketAddr, path: &str) -> Reply {
 
 /// Sends one GET with extra headers over a new HTTP/1.1 connection.
 pub async fn get_with(addr: SocketAddr, path: &str, headers: &[(&str, &[u8])]) -> Reply {
-    let mut request = Request::get(path).header("host", addr.to_string());
+    request(addr, http::Method::GET, path, headers).await
+}
+
+/// Sends one request without a body over a new HTTP/1.1 connection.
+pub async fn request(
+    addr: SocketAddr,
+    method: http::Method,
+    path: &str,
+    headers: &[(&str, &[u8])],
+) -> Reply {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
     for (name, value) in headers {
         request = request.header(*name, http::HeaderValue::from_bytes(value).unwrap());
     }
