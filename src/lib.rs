@@ -22,6 +22,7 @@
 //! | [`PushBody`] | the body of every answer: one frame per message |
 //! | [`headers`] | the anti-buffering headers every answer carries |
 //! | [`compression`] | the predicate that keeps tower-http's compression off push responses |
+//! | [`io`] | a write-progress deadline for connections whose client stopped reading |
 //!
 //! # A complete server
 //!
@@ -117,6 +118,7 @@ mod event;
 mod follow;
 pub mod format;
 pub mod headers;
+pub mod io;
 mod limit;
 pub mod long_poll;
 pub mod memory;

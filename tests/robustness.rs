@@ -9,9 +9,9 @@ use common::{
     assert_foreign_cursors_resync, assert_spread, data, get, get_with, parked, poll_layer, request,
     serve, wait_until, RawResponse, SECOND,
 };
+use http_body_util::BodyExt;
 use tokio::io::AsyncWriteExt;
 use tokio::time::{timeout, Instant};
-use http_body_util::BodyExt;
 use tower::{Layer, ServiceExt};
 use tower_push::{ChunkedStreamLayer, Cursor, EventData, LongPollLayer, MemoryLog};
 
