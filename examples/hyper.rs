@@ -33,8 +33,8 @@ const MAX_EVENT_BYTES: usize = 64 * 1024;
 /// Long polling and streaming with plain hyper.
 #[derive(Parser)]
 struct Args {
-    /// Where to listen: HOST:PORT, where HOST may be a name such as `localhost`.
-    #[arg(long, default_value = "127.0.0.1:3000")]
+    /// Where to listen; HOST may be a name such as `localhost`.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:3000")]
     addr: String,
 }
 

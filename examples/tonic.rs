@@ -14,8 +14,8 @@
 
 use std::future::Future;
 
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
-use axum::http::StatusCode;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Request, State};
+use axum::http::{request::Parts, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -31,8 +31,8 @@ use tower_push::{ChunkedStreamLayer, EventData, LongPollLayer, MemoryLog, Shutdo
 /// gRPC, long polling and streaming with tonic.
 #[derive(Parser)]
 struct Args {
-    /// Where to listen: HOST:PORT, where HOST may be a name such as `localhost`.
-    #[arg(long, default_value = "127.0.0.1:3000")]
+    /// Where to listen; HOST may be a name such as `localhost`.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:3000")]
     addr: String,
 }
 
@@ -58,7 +58,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Held polls answer and streams end now, so that their connections can close.
         shutdown.trigger();
     });
-    Ok(serve(listener, router, stop).await?)
+    serve(listener, router, stop).await?;
+    Ok(())
 }
 
 /// What the per-topic handlers share.
@@ -93,22 +94,29 @@ pub fn router(log: &MemoryLog, poll: LongPollLayer, stream: ChunkedStreamLayer) 
         .with_state(push)
 }
 
-async fn poll_topic(State(push): State<Push>, Path(name): Path<String>, req: Request) -> Response {
-    match push.log.find_topic(&name) {
-        Some(topic) => push.poll.layer(topic).oneshot(req).await.into_response(),
-        None => unknown_topic(&name),
+/// A topic named in the path that exists: polling or streaming never creates one.
+struct Found(Topic);
+
+impl FromRequestParts<Push> for Found {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, push: &Push) -> Result<Self, Response> {
+        let Path(name) = Path::<String>::from_request_parts(parts, push)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        push.log.find_topic(&name).map(Found).ok_or_else(|| {
+            let message = format!("no topic named {name:?}: publish to it first");
+            error(StatusCode::NOT_FOUND, "topic_not_found", &message)
+        })
     }
 }
 
-async fn stream_topic(
-    State(push): State<Push>,
-    Path(name): Path<String>,
-    req: Request,
-) -> Response {
-    match push.log.find_topic(&name) {
-        Some(topic) => push.stream.layer(topic).oneshot(req).await.into_response(),
-        None => unknown_topic(&name),
-    }
+async fn poll_topic(State(push): State<Push>, Found(topic): Found, req: Request) -> Response {
+    push.poll.layer(topic).oneshot(req).await.into_response()
+}
+
+async fn stream_topic(State(push): State<Push>, Found(topic): Found, req: Request) -> Response {
+    push.stream.layer(topic).oneshot(req).await.into_response()
 }
 
 async fn publish_topic(
@@ -133,11 +141,6 @@ fn publish(topic: &Topic, body: Bytes) -> Response {
     }
 }
 
-fn unknown_topic(name: &str) -> Response {
-    let message = format!("no topic named {name:?}: publish to it first");
-    error(StatusCode::NOT_FOUND, "topic_not_found", &message)
-}
-
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
     (status, Json(json!({ "error": code, "message": message }))).into_response()
 }
@@ -149,7 +152,7 @@ pub async fn serve(
     router: Router,
     stop: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    // Reports the whole server (the service name "") as serving.
+    // The whole server (the service "") starts out serving; the reporter can change that.
     let (_reporter, health) = tonic_health::server::health_reporter();
     let routes = tonic::service::Routes::from(router).add_service(health);
     // tonic sets TCP_NODELAY on the sockets it accepts by default; say so, since a pushed event

@@ -85,6 +85,17 @@ async fn listener() -> (TcpListener, SocketAddr) {
     (listener, addr)
 }
 
+/// Serves `router` with the axum example's `serve` on a new port, for the rest of the test.
+async fn serve_axum(router: axum::Router) -> SocketAddr {
+    let (listener, addr) = listener().await;
+    tokio::spawn(axum_example::serve(
+        listener,
+        router,
+        std::future::pending(),
+    ));
+    addr
+}
+
 /// One connection, HTTP/1.1 or HTTP/2 with prior knowledge.
 enum Client {
     H1(hyper::client::conn::http1::SendRequest<Empty<Bytes>>),
@@ -238,13 +249,7 @@ async fn hyper_stack_over_http1_and_http2() {
 
 #[tokio::test]
 async fn axum_stack_with_topics_from_the_path() {
-    let (listener, addr) = listener().await;
-    let app = quick_app();
-    tokio::spawn(axum_example::serve(
-        listener,
-        app.router(),
-        std::future::pending(),
-    ));
+    let addr = serve_axum(quick_app().router()).await;
     exercise(addr, Version::HTTP_11, "").await;
     exercise(addr, Version::HTTP_11, "/topics/chat").await;
     exercise(addr, Version::HTTP_2, "/topics/other").await;
@@ -334,16 +339,11 @@ async fn stream_through_compression<P>(predicate: P, accept: &str) -> (Option<St
 where
     P: Predicate + Send + Sync + 'static,
 {
-    let (listener, addr) = listener().await;
     let app = quick_app();
     let router = app
         .router()
         .layer(CompressionLayer::new().compress_when(predicate));
-    tokio::spawn(axum_example::serve(
-        listener,
-        router,
-        std::future::pending(),
-    ));
+    let addr = serve_axum(router).await;
 
     let (_, first) = publish(addr, "/publish", "0").await;
     let first = first["id"].as_str().unwrap().to_owned();
@@ -417,7 +417,6 @@ async fn an_outer_timeout_shorter_than_the_hold_cuts_polls() {
         (Duration::from_millis(100), StatusCode::REQUEST_TIMEOUT),
         (Duration::from_secs(30), StatusCode::NO_CONTENT),
     ] {
-        let (listener, addr) = listener().await;
         let app = App::with(
             LongPollLayer::builder().hold_timeout(hold),
             ChunkedStreamLayer::builder(),
@@ -426,11 +425,7 @@ async fn an_outer_timeout_shorter_than_the_hold_cuts_polls() {
             StatusCode::REQUEST_TIMEOUT,
             outer,
         ));
-        tokio::spawn(axum_example::serve(
-            listener,
-            router,
-            std::future::pending(),
-        ));
+        let addr = serve_axum(router).await;
         let mut client = Client::connect(addr, Version::HTTP_11).await;
         let started = tokio::time::Instant::now();
         let response = client.get("/poll", &[]).await;
@@ -455,17 +450,12 @@ async fn an_outer_timeout_shorter_than_the_hold_cuts_polls() {
 async fn trace_and_cors_layers_around_both_layers() {
     use tower_http::cors::CorsLayer;
     use tower_http::trace::TraceLayer;
-    let (listener, addr) = listener().await;
     let app = quick_app();
     let router = app
         .router()
         .layer(TraceLayer::new_for_http())
         .layer(CorsLayer::permissive());
-    tokio::spawn(axum_example::serve(
-        listener,
-        router,
-        std::future::pending(),
-    ));
+    let addr = serve_axum(router).await;
     let mut client = Client::connect(addr, Version::HTTP_11).await;
     let (_, first) = publish(addr, "/publish", "1").await;
     let first = first["id"].as_str().unwrap().to_owned();
