@@ -2,8 +2,10 @@
 //! that disconnect mid-hold and mid-stream at random, and a fast publisher. Every client must end
 //! with every event, in order, and every parked request must be gone at the end.
 
-#[path = "../examples/common/mod.rs"]
-mod app;
+// The axum example itself, so that the soak runs the code a reader copies.
+#[allow(dead_code, unreachable_pub)]
+#[path = "../examples/axum.rs"]
+mod axum_example;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,7 +18,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
-use tower_push::{ChunkedStreamLayer, Cursor, EventData, LongPollLayer};
+use tower_push::{ChunkedStreamLayer, Cursor, EventData, LongPollLayer, MemoryLog};
 
 const EVENTS: u64 = 4000;
 const POLLERS: usize = 40;
@@ -167,29 +169,30 @@ fn rss_kib() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soak_nothing_lost_nothing_reordered_nothing_left_parked() {
-    let mut app = app::App::with(
-        LongPollLayer::builder()
-            .hold_timeout(Duration::from_millis(250))
-            .max_events(64),
-        ChunkedStreamLayer::builder()
-            .heartbeat_interval(Duration::from_millis(200))
-            .max_lifetime(Duration::from_millis(700))
-            .lifetime_jitter(0.5),
-    );
+    let poll = LongPollLayer::builder()
+        .hold_timeout(Duration::from_millis(250))
+        .max_events(64)
+        .build()
+        .unwrap();
+    let stream = ChunkedStreamLayer::builder()
+        .heartbeat_interval(Duration::from_millis(200))
+        .max_lifetime(Duration::from_millis(700))
+        .lifetime_jitter(0.5)
+        .build()
+        .unwrap();
     // Every event stays retained: a client here must never need to resync.
-    app.log = tower_push::MemoryLog::builder()
+    let log = MemoryLog::builder()
         .retention(EVENTS as usize)
         .build()
         .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(app::serve_axum(
+    tokio::spawn(axum_example::serve(
         listener,
-        app.router(),
-        app.shutdown.clone(),
+        axum_example::router(&log, poll.clone(), stream.clone()),
         std::future::pending(),
     ));
-    let topic = app.topic();
+    let topic = log.topic("default");
     let start = topic.head();
     let rss_before = rss_kib();
 
@@ -211,7 +214,7 @@ async fn soak_nothing_lost_nothing_reordered_nothing_left_parked() {
 
     let peak = Arc::new(AtomicUsize::new(0));
     let monitor = {
-        let (peak, poll, stream) = (peak.clone(), app.poll.clone(), app.stream.clone());
+        let (peak, poll, stream) = (peak.clone(), poll.clone(), stream.clone());
         tokio::spawn(async move {
             loop {
                 peak.fetch_max(
@@ -254,8 +257,7 @@ async fn soak_nothing_lost_nothing_reordered_nothing_left_parked() {
 
     // Nothing stays parked once the clients are gone.
     let settled = timeout(Duration::from_secs(10), async {
-        while app.poll.parked_polls() + app.stream.open_streams() + topic.parked_subscriptions() > 0
-        {
+        while poll.parked_polls() + stream.open_streams() + topic.parked_subscriptions() > 0 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     })
@@ -271,7 +273,7 @@ async fn soak_nothing_lost_nothing_reordered_nothing_left_parked() {
         tallies.len(),
         sum(|t| t.disconnects),
         peak.load(Ordering::Relaxed),
-        app.poll.parked_polls() + app.stream.open_streams() + topic.parked_subscriptions(),
+        poll.parked_polls() + stream.open_streams() + topic.parked_subscriptions(),
         rss_before,
         rss_kib(),
     );

@@ -2,13 +2,20 @@
 //! real gRPC service, and tower-http's compression, timeout, trace and CORS layers, each over
 //! real sockets.
 
-#[path = "../examples/common/mod.rs"]
-mod app;
+// The examples themselves, so that these tests run the code a reader copies.
+#[allow(dead_code, unreachable_pub)]
+#[path = "../examples/axum.rs"]
+mod axum_example;
+#[allow(dead_code, unreachable_pub)]
+#[path = "../examples/hyper.rs"]
+mod hyper_example;
+#[allow(dead_code, unreachable_pub)]
+#[path = "../examples/tonic.rs"]
+mod tonic_example;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use app::App;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Empty};
@@ -18,9 +25,51 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 use tower_http::compression::predicate::DefaultPredicate;
 use tower_http::compression::{CompressionLayer, Predicate};
-use tower_push::{ChunkedStreamLayer, LongPollLayer};
+use tower_push::memory::Topic;
+use tower_push::{
+    ChunkedStreamBuilder, ChunkedStreamLayer, LongPollBuilder, LongPollLayer, MemoryLog, Shutdown,
+};
 
 const SECOND: Duration = Duration::from_secs(1);
+
+/// What each example's `main` builds: the log, both layers, and the shutdown signal they share.
+struct App {
+    log: MemoryLog,
+    poll: LongPollLayer,
+    stream: ChunkedStreamLayer,
+    shutdown: Shutdown,
+}
+
+impl App {
+    fn with(poll: LongPollBuilder, stream: ChunkedStreamBuilder) -> Self {
+        let shutdown = Shutdown::new();
+        Self {
+            log: MemoryLog::new(),
+            poll: poll.shutdown(shutdown.clone()).build().unwrap(),
+            stream: stream.shutdown(shutdown.clone()).build().unwrap(),
+            shutdown,
+        }
+    }
+
+    /// The topic of the routes without a topic in the path.
+    fn topic(&self) -> Topic {
+        self.log.topic("default")
+    }
+
+    /// The router of the axum and tonic examples.
+    fn router(&self) -> axum::Router {
+        axum_example::router(&self.log, self.poll.clone(), self.stream.clone())
+    }
+
+    /// The routes of the hyper example.
+    fn hyper_routes(&self) -> hyper_example::Routes {
+        hyper_example::Routes {
+            topic: self.topic(),
+            poll: self.poll.clone(),
+            stream: self.stream.clone(),
+        }
+    }
+}
 
 /// An app whose holds end quickly, so 204s come in real time without slowing the suite.
 fn quick_app() -> App {
@@ -34,6 +83,17 @@ async fn listener() -> (TcpListener, SocketAddr) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     (listener, addr)
+}
+
+/// Serves `router` with the axum example's `serve` on a new port, for the rest of the test.
+async fn serve_axum(router: axum::Router) -> SocketAddr {
+    let (listener, addr) = listener().await;
+    tokio::spawn(axum_example::serve(
+        listener,
+        router,
+        std::future::pending(),
+    ));
+    addr
 }
 
 /// One connection, HTTP/1.1 or HTTP/2 with prior knowledge.
@@ -174,25 +234,13 @@ async fn exercise(addr: SocketAddr, version: Version, prefix: &str) {
     }
 }
 
-/// The demo's routes with holds that end quickly.
-fn quick_demo(shutdown: &tower_push::Shutdown) -> app::Demo {
-    let settings = app::Settings {
-        hold: Duration::from_millis(300),
-        heartbeat: Duration::from_secs(3600),
-        ..app::Settings::default()
-    };
-    app::Demo::new(&settings, shutdown).unwrap()
-}
-
 #[tokio::test]
 async fn hyper_stack_over_http1_and_http2() {
     let (listener, addr) = listener().await;
-    let shutdown = tower_push::Shutdown::new();
-    let demo = quick_demo(&shutdown);
-    tokio::spawn(app::serve_hyper(
+    let app = quick_app();
+    tokio::spawn(hyper_example::serve(
         listener,
-        demo,
-        shutdown,
+        app.hyper_routes(),
         std::future::pending(),
     ));
     exercise(addr, Version::HTTP_11, "").await;
@@ -201,14 +249,7 @@ async fn hyper_stack_over_http1_and_http2() {
 
 #[tokio::test]
 async fn axum_stack_with_topics_from_the_path() {
-    let (listener, addr) = listener().await;
-    let app = quick_app();
-    tokio::spawn(app::serve_axum(
-        listener,
-        app.router(),
-        app.shutdown.clone(),
-        std::future::pending(),
-    ));
+    let addr = serve_axum(quick_app().router()).await;
     exercise(addr, Version::HTTP_11, "").await;
     exercise(addr, Version::HTTP_11, "/topics/chat").await;
     exercise(addr, Version::HTTP_2, "/topics/other").await;
@@ -232,10 +273,9 @@ async fn tonic_stack_serves_grpc_health_beside_the_push_routes() {
 
     let (listener, addr) = listener().await;
     let app = quick_app();
-    tokio::spawn(app::serve_tonic(
+    tokio::spawn(tonic_example::serve(
         listener,
         app.router(),
-        app.shutdown.clone(),
         std::future::pending(),
     ));
 
@@ -299,17 +339,11 @@ async fn stream_through_compression<P>(predicate: P, accept: &str) -> (Option<St
 where
     P: Predicate + Send + Sync + 'static,
 {
-    let (listener, addr) = listener().await;
     let app = quick_app();
     let router = app
         .router()
         .layer(CompressionLayer::new().compress_when(predicate));
-    tokio::spawn(app::serve_axum(
-        listener,
-        router,
-        app.shutdown.clone(),
-        std::future::pending(),
-    ));
+    let addr = serve_axum(router).await;
 
     let (_, first) = publish(addr, "/publish", "0").await;
     let first = first["id"].as_str().unwrap().to_owned();
@@ -383,7 +417,6 @@ async fn an_outer_timeout_shorter_than_the_hold_cuts_polls() {
         (Duration::from_millis(100), StatusCode::REQUEST_TIMEOUT),
         (Duration::from_secs(30), StatusCode::NO_CONTENT),
     ] {
-        let (listener, addr) = listener().await;
         let app = App::with(
             LongPollLayer::builder().hold_timeout(hold),
             ChunkedStreamLayer::builder(),
@@ -392,12 +425,7 @@ async fn an_outer_timeout_shorter_than_the_hold_cuts_polls() {
             StatusCode::REQUEST_TIMEOUT,
             outer,
         ));
-        tokio::spawn(app::serve_axum(
-            listener,
-            router,
-            app.shutdown.clone(),
-            std::future::pending(),
-        ));
+        let addr = serve_axum(router).await;
         let mut client = Client::connect(addr, Version::HTTP_11).await;
         let started = tokio::time::Instant::now();
         let response = client.get("/poll", &[]).await;
@@ -422,18 +450,12 @@ async fn an_outer_timeout_shorter_than_the_hold_cuts_polls() {
 async fn trace_and_cors_layers_around_both_layers() {
     use tower_http::cors::CorsLayer;
     use tower_http::trace::TraceLayer;
-    let (listener, addr) = listener().await;
     let app = quick_app();
     let router = app
         .router()
         .layer(TraceLayer::new_for_http())
         .layer(CorsLayer::permissive());
-    tokio::spawn(app::serve_axum(
-        listener,
-        router,
-        app.shutdown.clone(),
-        std::future::pending(),
-    ));
+    let addr = serve_axum(router).await;
     let mut client = Client::connect(addr, Version::HTTP_11).await;
     let (_, first) = publish(addr, "/publish", "1").await;
     let first = first["id"].as_str().unwrap().to_owned();
@@ -465,38 +487,23 @@ async fn shutdown_drains_the_axum_and_tonic_stacks() {
             LongPollLayer::builder().hold_timeout(Duration::from_secs(3600)),
             ChunkedStreamLayer::builder().heartbeat_interval(Duration::from_secs(3600)),
         );
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let stop = async move {
-            let _ = stop_rx.await;
-        };
-        let mut topic_of_stack = app.topic();
+        let (topic, shutdown) = (app.topic(), app.shutdown.clone());
+        // As in each example's `main`: the server stops when the layers start draining.
+        let stop = shutdown.wait();
         let server = match stack {
-            "axum" => tokio::spawn(app::serve_axum(
-                listener,
-                app.router(),
-                app.shutdown.clone(),
-                stop,
-            )),
-            "tonic" => tokio::spawn(app::serve_tonic(
-                listener,
-                app.router(),
-                app.shutdown.clone(),
-                stop,
-            )),
-            _ => {
-                let settings = app::Settings {
-                    hold: Duration::from_secs(3600),
-                    heartbeat: Duration::from_secs(3600),
-                    ..app::Settings::default()
-                };
-                let demo = app::Demo::new(&settings, &app.shutdown).unwrap();
-                // The hyper stack serves the demo's own log.
-                topic_of_stack = demo.topic().clone();
-                let shutdown = app.shutdown.clone();
-                tokio::spawn(async move {
-                    assert!(app::serve_hyper(listener, demo, shutdown, stop).await);
-                })
-            }
+            "axum" => tokio::spawn(async move {
+                axum_example::serve(listener, app.router(), stop)
+                    .await
+                    .unwrap();
+            }),
+            "tonic" => tokio::spawn(async move {
+                tonic_example::serve(listener, app.router(), stop)
+                    .await
+                    .unwrap();
+            }),
+            _ => tokio::spawn(async move {
+                assert!(hyper_example::serve(listener, app.hyper_routes(), stop).await);
+            }),
         };
         let mut client = Client::connect(addr, Version::HTTP_2).await;
         let stream = client
@@ -506,7 +513,6 @@ async fn shutdown_drains_the_axum_and_tonic_stacks() {
             let mut client = Client::connect(addr, Version::HTTP_11).await;
             client.get("/poll", &[]).await.status()
         });
-        let topic = topic_of_stack;
         timeout(5 * SECOND, async {
             while topic.parked_subscriptions() < 2 {
                 tokio::time::sleep(Duration::from_millis(2)).await;
@@ -514,7 +520,7 @@ async fn shutdown_drains_the_axum_and_tonic_stacks() {
         })
         .await
         .expect("stream and poll parked");
-        stop_tx.send(()).unwrap();
+        shutdown.trigger();
         let mut body = stream.into_body();
         assert!(
             next_text(&mut body).await.contains("\"end\":\"shutdown\""),
