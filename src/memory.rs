@@ -43,7 +43,7 @@ use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -69,6 +69,8 @@ pub struct MemoryLog {
 struct LogShared {
     settings: Settings,
     topics: RwLock<HashMap<Arc<str>, Topic>>,
+    /// How many unused topics were dropped to make room for new ones.
+    dropped: AtomicU64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -76,6 +78,7 @@ struct Settings {
     epoch: Epoch,
     retention: usize,
     max_age: Option<Duration>,
+    max_topics: Option<usize>,
 }
 
 impl MemoryLog {
@@ -100,27 +103,96 @@ impl MemoryLog {
 
     /// The topic named `name`, created empty if it does not exist yet.
     ///
-    /// Topics live as long as the log. Create them from names your application controls, not
-    /// directly from client input.
+    /// Topics live as long as the log, and this creates one whatever
+    /// [`max_topics`](MemoryLogBuilder::max_topics) says: call it with names your application
+    /// controls. For names that come from clients, use [`try_topic`](Self::try_topic).
     pub fn topic(&self, name: &str) -> Topic {
-        let read = self
-            .shared
-            .topics
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(topic) = read.get(name) {
+        if let Some(topic) = self.find_topic(name) {
+            return topic;
+        }
+        let mut topics = self.topics_mut();
+        if let Some(topic) = topics.get(name) {
             return topic.clone();
         }
-        drop(read);
-        let mut write = self
-            .shared
+        self.insert(&mut topics, name)
+    }
+
+    /// The topic named `name`, created empty if it does not exist and the log holds fewer than
+    /// [`max_topics`](MemoryLogBuilder::max_topics) topics. To make room, topics that nobody
+    /// uses any more are dropped first: no handle to them outside the log, no parked
+    /// subscription, no retained event (with [`max_age`](MemoryLogBuilder::max_age), old
+    /// events expire). A topic made again after it was dropped has a new epoch, so cursors of
+    /// the old one get a resync answer.
+    ///
+    /// # Errors
+    ///
+    /// [`TooManyTopics`] if the log is full of topics in use.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_push::memory::TooManyTopics;
+    /// use tower_push::{EventData, MemoryLog};
+    ///
+    /// let log = MemoryLog::builder().max_topics(1).build()?;
+    /// let news = log.try_topic("news")?;
+    /// news.publish(EventData::from_json("1")?);
+    /// assert_eq!(log.try_topic("chat").unwrap_err(), TooManyTopics { max: 1 });
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_topic(&self, name: &str) -> Result<Topic, TooManyTopics> {
+        if let Some(topic) = self.find_topic(name) {
+            return Ok(topic);
+        }
+        let mut topics = self.topics_mut();
+        if let Some(topic) = topics.get(name) {
+            return Ok(topic.clone());
+        }
+        if let Some(max) = self.shared.settings.max_topics {
+            if topics.len() >= max {
+                let (now, max_age) = (Instant::now(), self.shared.settings.max_age);
+                let before = topics.len();
+                topics.retain(|_, topic| !topic.is_unused(now, max_age));
+                let dropped = before - topics.len();
+                self.shared
+                    .dropped
+                    .fetch_add(dropped as u64, Ordering::Relaxed);
+                if topics.len() >= max {
+                    return Err(TooManyTopics { max });
+                }
+            }
+        }
+        Ok(self.insert(&mut topics, name))
+    }
+
+    /// How many topics the log holds.
+    pub fn topic_count(&self) -> usize {
+        self.shared
+            .topics
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    fn topics_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Arc<str>, Topic>> {
+        self.shared
             .topics
             .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        write
-            .entry(Arc::from(name))
-            .or_insert_with_key(|name| Topic::new(name.clone(), self.shared.settings))
-            .clone()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Makes the topic `name`, which is not in `topics`.
+    fn insert(&self, topics: &mut HashMap<Arc<str>, Topic>, name: &str) -> Topic {
+        let mut epoch = self.shared.settings.epoch.derive(name);
+        let dropped = self.shared.dropped.load(Ordering::Relaxed);
+        if dropped > 0 {
+            // The name may be of a dropped topic: a new incarnation gets a new epoch.
+            epoch = epoch.derive(&dropped.to_string());
+        }
+        let name: Arc<str> = Arc::from(name);
+        let topic = Topic::new(name.clone(), epoch, self.shared.settings);
+        topics.insert(name, topic.clone());
+        topic
     }
 
     /// The topic named `name`, if it exists; unlike [`topic`](Self::topic) it never creates one,
@@ -183,12 +255,33 @@ impl fmt::Debug for MemoryLog {
     }
 }
 
+/// The error of [`MemoryLog::try_topic`]: the log already holds its
+/// [`max_topics`](MemoryLogBuilder::max_topics) topics, all in use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TooManyTopics {
+    /// The log's maximum.
+    pub max: usize,
+}
+
+impl fmt::Display for TooManyTopics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the log already holds its maximum of {} topics",
+            self.max
+        )
+    }
+}
+
+impl std::error::Error for TooManyTopics {}
+
 /// Settings for a [`MemoryLog`]. `MemoryLogBuilder::new()` equals `Default::default()`.
 #[derive(Clone, Debug)]
 pub struct MemoryLogBuilder {
     epoch: Option<Epoch>,
     retention: usize,
     max_age: Option<Duration>,
+    max_topics: Option<usize>,
 }
 
 impl MemoryLogBuilder {
@@ -198,6 +291,7 @@ impl MemoryLogBuilder {
             epoch: None,
             retention: 1024,
             max_age: None,
+            max_topics: None,
         }
     }
 
@@ -219,6 +313,16 @@ impl MemoryLogBuilder {
         self
     }
 
+    /// The most topics [`MemoryLog::try_topic`] lets the log hold: with names from clients, this
+    /// bounds the log's memory (each topic costs its retained events and about 200 bytes).
+    ///
+    /// Default is no limit.
+    #[must_use]
+    pub fn max_topics(mut self, max: usize) -> Self {
+        self.max_topics = Some(max);
+        self
+    }
+
     /// Uses `epoch` instead of a random one.
     ///
     /// Only for logs that are rebuilt with the same events (from a snapshot, say): two logs with
@@ -235,10 +339,11 @@ impl MemoryLogBuilder {
     ///
     /// # Errors
     ///
-    /// [`ConfigError::ZeroCount`] for a retention of zero events, and
+    /// [`ConfigError::ZeroCount`] for a retention of zero events or zero maximum topics, and
     /// [`ConfigError::ZeroDuration`] for a zero maximum age.
     pub fn build(self) -> Result<MemoryLog, ConfigError> {
         check::at_least_one("retention", self.retention)?;
+        check::cap("max topics", self.max_topics)?;
         if let Some(max_age) = self.max_age {
             check::positive("max age", max_age)?;
         }
@@ -246,11 +351,13 @@ impl MemoryLogBuilder {
             epoch: self.epoch.unwrap_or_else(Epoch::random),
             retention: self.retention,
             max_age: self.max_age,
+            max_topics: self.max_topics,
         };
         Ok(MemoryLog {
             shared: Arc::new(LogShared {
                 settings,
                 topics: RwLock::new(HashMap::new()),
+                dropped: AtomicU64::new(0),
             }),
         })
     }
@@ -296,10 +403,10 @@ struct Stored {
 }
 
 impl Topic {
-    fn new(name: Arc<str>, settings: Settings) -> Self {
+    fn new(name: Arc<str>, epoch: Epoch, settings: Settings) -> Self {
         Self {
             shared: Arc::new(TopicShared {
-                epoch: settings.epoch.derive(&name),
+                epoch,
                 name,
                 settings,
                 state: RwLock::new(TopicState::default()),
@@ -383,6 +490,14 @@ impl Topic {
         let state = self.shared.read();
         let first = state.first_live(Instant::now(), self.shared.settings.max_age);
         Cursor::new(self.shared.epoch, first - 1)
+    }
+
+    /// Whether only the log holds this topic and it retains no live event.
+    fn is_unused(&self, now: Instant, max_age: Option<Duration>) -> bool {
+        Arc::strong_count(&self.shared) == 1 && {
+            let state = self.shared.read();
+            state.first_live(now, max_age) > state.head
+        }
     }
 
     /// The number of subscriptions parked on this topic right now, waiting for its next event.
@@ -685,6 +800,43 @@ mod tests {
         assert_eq!(topic.parked_subscriptions(), 0);
         drop(second);
         assert_eq!(topic.parked_subscriptions(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn try_topic_keeps_within_max_topics_by_dropping_unused_ones() {
+        let log = MemoryLog::builder()
+            .max_topics(2)
+            .max_age(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let a = log.try_topic("a").unwrap();
+        let old = a.publish(data(1));
+        drop(a);
+        let b = log.try_topic("b").unwrap();
+        // `a` still retains an event and `b` is held: no room.
+        assert_eq!(log.try_topic("c").unwrap_err(), TooManyTopics { max: 2 });
+        assert_eq!(log.topic_count(), 2);
+        tokio::time::advance(Duration::from_secs(11)).await;
+        // `a`'s event expired and nobody holds `a`: it makes room for `c`.
+        let c = log.try_topic("c").unwrap();
+        assert_eq!(log.topic_count(), 2);
+        assert!(log.find_topic("a").is_none());
+        assert_eq!(log.try_topic("d").unwrap_err(), TooManyTopics { max: 2 });
+        drop((b, c));
+        // `a` again: unused `b` and `c` make room, and the new incarnation's epoch turns the
+        // old cursors into a resync.
+        let a = log.try_topic("a").unwrap();
+        assert_eq!(log.topic_count(), 1);
+        assert_ne!(a.epoch(), old.epoch());
+        let outcome = a.clone().oneshot(sub(Position::After(old), 10)).await;
+        assert!(matches!(
+            outcome,
+            Ok(Outcome::Resync(r)) if r.reason() == ResyncReason::EpochMismatch
+        ));
+        // `topic` is for names the application controls: it is never refused.
+        log.topic("e");
+        log.topic("f");
+        assert_eq!(log.topic_count(), 3);
     }
 
     #[tokio::test]
