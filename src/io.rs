@@ -20,12 +20,14 @@
 //! use hyper_util::rt::TokioIo;
 //! use tower_push::io::WriteTimeout;
 //!
-//! # async fn accept(listener: tokio::net::TcpListener) -> std::io::Result<()> {
+//! # #[tokio::main]
+//! # async fn main() -> std::io::Result<()> {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
 //! let (socket, _) = listener.accept().await?;
 //! socket.set_nodelay(true)?;
 //! let io = TokioIo::new(WriteTimeout::new(socket, Duration::from_secs(30)));
 //! // Serve `io` with hyper as usual.
-//! # let _ = io;
+//! # drop(io);
 //! # Ok(())
 //! # }
 //! ```
