@@ -26,7 +26,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{broadcast, Notify, Semaphore};
-use tower::{Layer, ServiceExt};
+use tower::ServiceExt;
 use tower_push::format::SseFormat;
 use tower_push::{ChunkedStreamLayer, Cursor, Epoch, EventData, LongPollLayer, MemoryLog};
 

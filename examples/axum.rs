@@ -24,7 +24,7 @@ use bytes::Bytes;
 use clap::{error::ErrorKind, Parser};
 use serde_json::json;
 use tokio::net::TcpListener;
-use tower::{Layer, ServiceExt};
+use tower::ServiceExt;
 use tower_push::memory::Topic;
 use tower_push::{ChunkedStreamLayer, EventData, LongPollLayer, MemoryLog, Shutdown};
 

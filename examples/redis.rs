@@ -34,7 +34,6 @@
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use tower::Layer;
 use tower_push::redis::{RedisSource, RedisTopic};
 use tower_push::{EventData, Shutdown};
 

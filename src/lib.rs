@@ -36,7 +36,7 @@
 //! use hyper::{Request, Response};
 //! use hyper_util::rt::{TokioExecutor, TokioIo};
 //! use hyper_util::server::conn::auto;
-//! use tower::{Layer, ServiceExt};
+//! use tower::ServiceExt;
 //! use tower_push::{EventData, LongPollLayer, MemoryLog};
 //!
 //! # #[tokio::main]
@@ -133,13 +133,17 @@ pub mod source;
 mod wake;
 
 pub use self::body::PushBody;
+#[doc(inline)]
 pub use self::chunked_stream::{ChunkedStream, ChunkedStreamBuilder, ChunkedStreamLayer};
 pub use self::config::ConfigError;
 pub use self::cursor::{Cursor, CursorError, Epoch};
 pub use self::event::{Event, EventData, EventName, InvalidEventName, InvalidJson};
+#[doc(inline)]
 pub use self::long_poll::{LongPoll, LongPollBuilder, LongPollLayer};
+#[doc(inline)]
 pub use self::memory::MemoryLog;
 pub use self::rejection::Rejection;
+#[doc(inline)]
 pub use self::shutdown::Shutdown;
 
 #[cfg(doctest)]

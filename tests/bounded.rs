@@ -13,7 +13,6 @@ use http::Request;
 use http_body_util::Empty;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
-use tower::Layer;
 use tower_push::memory::Topic;
 use tower_push::{ChunkedStreamLayer, Cursor, EventData, LongPollLayer, MemoryLog};
 

@@ -9,7 +9,6 @@ use common::{
 };
 use futures_util::StreamExt;
 use tokio::time::{timeout, Instant};
-use tower::Layer;
 use tower_push::format::{AutoFormat, Framing, SseFormat};
 use tower_push::{
     ChunkedStreamLayer, Cursor, EventData, EventName, LongPollLayer, MemoryLog, Shutdown,

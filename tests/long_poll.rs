@@ -11,7 +11,6 @@ use std::time::Duration;
 use common::{data, get, get_with, parked, poll_layer, serve};
 use tokio::io::AsyncWriteExt;
 use tokio::time::{timeout, Instant};
-use tower::Layer;
 use tower_push::source::{Outcome, Subscribe};
 use tower_push::{Cursor, LongPollLayer, MemoryLog};
 

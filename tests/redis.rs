@@ -16,7 +16,7 @@ use common::{
 };
 use http_body_util::{BodyExt, Empty};
 use tokio::time::{sleep, timeout, Instant};
-use tower::{Layer, ServiceExt};
+use tower::ServiceExt;
 use tower_push::redis::{RedisSource, RedisTopic};
 use tower_push::{ChunkedStreamLayer, Cursor};
 

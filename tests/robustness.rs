@@ -12,7 +12,7 @@ use common::{
 use http_body_util::BodyExt;
 use tokio::io::AsyncWriteExt;
 use tokio::time::{timeout, Instant};
-use tower::{Layer, ServiceExt};
+use tower::ServiceExt;
 use tower_push::{ChunkedStreamLayer, Cursor, EventData, LongPollLayer, MemoryLog};
 
 fn topic_of(parts: &http::request::Parts) -> Option<String> {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, Limited};
-use tower::{Layer, ServiceExt};
+use tower::ServiceExt;
 use tower_push::format::{AutoFormat, Framing, SseFormat};
 use tower_push::memory::Topic;
 use tower_push::source::{Outcome, Subscribe};

@@ -30,7 +30,6 @@ pub(crate) struct Config {
 /// use std::time::Duration;
 /// use tower_push::format::{AutoFormat, Framing};
 /// use tower_push::{ChunkedStreamLayer, MemoryLog};
-/// use tower_layer::Layer;
 ///
 /// let layer = ChunkedStreamLayer::builder()
 ///     .heartbeat_interval(Duration::from_secs(10))
@@ -75,11 +74,29 @@ impl Default for ChunkedStreamLayer {
     }
 }
 
+impl<F: Clone> ChunkedStreamLayer<F> {
+    /// Wraps the event source `source` in this layer's service: the same as
+    /// [`Layer::layer`](tower_layer::Layer::layer), without having to import the trait (or
+    /// depend on `tower`) to call it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_push::{ChunkedStreamLayer, MemoryLog};
+    ///
+    /// let service = ChunkedStreamLayer::new().layer(MemoryLog::new().topic("news"));
+    /// assert_eq!(service.open_streams(), 0);
+    /// ```
+    pub fn layer<S>(&self, source: S) -> ChunkedStream<S, F> {
+        ChunkedStream::from_parts(source, self.config.clone(), self.format.clone())
+    }
+}
+
 impl<S, F: Clone> Layer<S> for ChunkedStreamLayer<F> {
     type Service = ChunkedStream<S, F>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        ChunkedStream::from_parts(inner, self.config.clone(), self.format.clone())
+        ChunkedStreamLayer::layer(self, inner)
     }
 }
 

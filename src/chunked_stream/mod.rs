@@ -38,7 +38,7 @@
 //! ```
 //! use http::Request;
 //! use http_body_util::BodyExt;
-//! use tower::{Layer, ServiceExt};
+//! use tower::ServiceExt;
 //! use tower_push::{ChunkedStreamLayer, EventData, MemoryLog};
 //!
 //! # #[tokio::main(flavor = "current_thread")]

@@ -22,6 +22,23 @@ pub struct ChunkedStream<S, F = AutoFormat> {
     format: F,
 }
 
+impl<S> ChunkedStream<S> {
+    /// A service over the event source `source` with the default settings, like
+    /// `tower::timeout::Timeout::new`; build a [`ChunkedStreamLayer`](super::ChunkedStreamLayer) for others.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_push::{ChunkedStream, MemoryLog};
+    ///
+    /// let service = ChunkedStream::new(MemoryLog::new().topic("news"));
+    /// assert_eq!(service.get_ref().name(), "news");
+    /// ```
+    pub fn new(source: S) -> Self {
+        super::ChunkedStreamLayer::new().layer(source)
+    }
+}
+
 impl<S, F> ChunkedStream<S, F> {
     pub(crate) fn from_parts(inner: S, config: Arc<Config>, format: F) -> Self {
         Self {

@@ -30,7 +30,6 @@ pub(crate) struct Config {
 /// ```
 /// use std::time::Duration;
 /// use tower_push::{LongPollLayer, MemoryLog};
-/// use tower_layer::Layer;
 ///
 /// let layer = LongPollLayer::builder()
 ///     .hold_timeout(Duration::from_secs(20))
@@ -74,11 +73,29 @@ impl Default for LongPollLayer {
     }
 }
 
+impl<F: Clone> LongPollLayer<F> {
+    /// Wraps the event source `source` in this layer's service: the same as
+    /// [`Layer::layer`](tower_layer::Layer::layer), without having to import the trait (or
+    /// depend on `tower`) to call it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_push::{LongPollLayer, MemoryLog};
+    ///
+    /// let service = LongPollLayer::new().layer(MemoryLog::new().topic("news"));
+    /// assert_eq!(service.parked_polls(), 0);
+    /// ```
+    pub fn layer<S>(&self, source: S) -> LongPoll<S, F> {
+        LongPoll::from_parts(source, self.config.clone(), self.format.clone())
+    }
+}
+
 impl<S, F: Clone> Layer<S> for LongPollLayer<F> {
     type Service = LongPoll<S, F>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        LongPoll::from_parts(inner, self.config.clone(), self.format.clone())
+        LongPollLayer::layer(self, inner)
     }
 }
 

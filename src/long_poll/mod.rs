@@ -66,7 +66,7 @@
 //!
 //! ```
 //! use http::Request;
-//! use tower::{Layer, ServiceExt};
+//! use tower::ServiceExt;
 //! use tower_push::{EventData, LongPollLayer, MemoryLog};
 //!
 //! # #[tokio::main(flavor = "current_thread")]

@@ -21,6 +21,23 @@ pub struct LongPoll<S, F = JsonFormat> {
     format: F,
 }
 
+impl<S> LongPoll<S> {
+    /// A service over the event source `source` with the default settings, like
+    /// `tower::timeout::Timeout::new`; build a [`LongPollLayer`](super::LongPollLayer) for others.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_push::{LongPoll, MemoryLog};
+    ///
+    /// let service = LongPoll::new(MemoryLog::new().topic("news"));
+    /// assert_eq!(service.get_ref().name(), "news");
+    /// ```
+    pub fn new(source: S) -> Self {
+        super::LongPollLayer::new().layer(source)
+    }
+}
+
 impl<S, F> LongPoll<S, F> {
     pub(crate) fn from_parts(inner: S, config: Arc<Config>, format: F) -> Self {
         Self {

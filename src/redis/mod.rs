@@ -52,7 +52,6 @@
 //! # Examples
 //!
 //! ```no_run
-//! use tower::Layer;
 //! use tower_push::redis::RedisSource;
 //! use tower_push::{EventData, LongPollLayer};
 //!
