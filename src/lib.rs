@@ -103,6 +103,9 @@
 //! - **TCP_NODELAY** is a listener setting: without it a small write waits for the ACK of the
 //!   previous one, delaying a message by up to 40 ms. Set it on every accepted socket (hyper,
 //!   axum's `ListenerExt::tap_io`); tonic sets it by default.
+//! - **A client that stops reading** would keep an answer in memory: wrap each accepted socket
+//!   in [`io::WriteTimeout`], and set HTTP/2's `max_concurrent_streams`, since each stream may
+//!   hold one answer of [`max_bytes`](LongPollBuilder::max_bytes).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
