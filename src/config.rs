@@ -29,6 +29,8 @@ pub(crate) struct Shared {
     pub(crate) param: String,
     pub(crate) origin: Origin,
     pub(crate) shutdown: Option<Shutdown>,
+    /// The window over which clients are told to spread their return after a shutdown.
+    pub(crate) reconnect_window: Duration,
 }
 
 impl Shared {
@@ -44,6 +46,7 @@ impl Shared {
             param: CursorParam::DEFAULT.to_owned(),
             origin: Origin::Head,
             shutdown: None,
+            reconnect_window: Duration::from_secs(5),
         }
     }
 
@@ -63,6 +66,7 @@ impl Shared {
             param: CursorParam::new(&self.param)?,
             origin: self.origin,
             shutdown: self.shutdown,
+            reconnect_window: self.reconnect_window,
         })
     }
 }

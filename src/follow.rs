@@ -13,6 +13,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use http::request::Parts;
 use http::Method;
@@ -36,6 +37,7 @@ pub(crate) struct Pipeline {
     pub(crate) param: CursorParam,
     pub(crate) origin: Origin,
     pub(crate) shutdown: Option<Shutdown>,
+    pub(crate) reconnect_window: Duration,
 }
 
 impl Pipeline {
@@ -71,6 +73,7 @@ impl Pipeline {
         };
         Ok(Follow {
             max_bytes: self.max_bytes,
+            reconnect_window: self.reconnect_window,
             // The clone that was made ready is the one to call (tower's usual swap): here the
             // source is made ready in the follower, so either copy will do.
             source: source.clone(),
@@ -113,6 +116,7 @@ pin_project! {
         detached: bool,
         // The most bytes of event data one step hands over.
         max_bytes: usize,
+        reconnect_window: Duration,
     }
 }
 
@@ -185,6 +189,12 @@ where
         shutdown.is_some_and(|wait| wait.poll(cx).is_ready())
     }
 
+    /// A delay drawn at random from the reconnect window: when the client of a request that a
+    /// shutdown ends should come back, so that clients ended together do not return together.
+    pub(crate) fn reconnect_delay(&self) -> Duration {
+        crate::random::within(self.reconnect_window)
+    }
+
     /// Gives back the place under the caps and drops the source's future and the shutdown
     /// registration at once, for a request that has its last answer, without waiting for the
     /// server to drop it.
@@ -238,5 +248,6 @@ impl Pipeline {
         assert_eq!(self.param, CursorParam::default());
         assert_eq!(self.origin, Origin::Head);
         assert!(self.shutdown.is_none());
+        assert_eq!(self.reconnect_window, Duration::from_secs(5));
     }
 }

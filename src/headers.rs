@@ -18,6 +18,12 @@ use http::header::{HeaderMap, HeaderName, HeaderValue, CACHE_CONTROL};
 /// long-poll answer that has one (`200` and `204`).
 pub const PUSH_CURSOR: HeaderName = HeaderName::from_static("push-cursor");
 
+/// `Push-Retry-Ms`: how long a client should wait before its next request, in milliseconds.
+/// Set with `Retry-After` (whole seconds, rounded up) on the long-poll answers of a shutdown,
+/// each drawn at random from the layer's reconnect window so that clients do not all come back
+/// at the same moment.
+pub const PUSH_RETRY_MS: HeaderName = HeaderName::from_static("push-retry-ms");
+
 /// `X-Accel-Buffering`, honoured by nginx per response.
 pub const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
 

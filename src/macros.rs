@@ -34,6 +34,7 @@ macro_rules! define_shared_setters {
         $(#[$param_doc:meta])* fn cursor_param;
         $(#[$origin_doc:meta])* fn origin;
         $(#[$shutdown_doc:meta])* fn shutdown;
+        $(#[$reconnect_doc:meta])* fn reconnect_window;
     ) => {
         $(#[$max_doc])*
         #[must_use]
@@ -98,6 +99,13 @@ macro_rules! define_shared_setters {
         #[must_use]
         pub fn shutdown(mut self, shutdown: crate::Shutdown) -> Self {
             self.shared.shutdown = Some(shutdown);
+            self
+        }
+
+        $(#[$reconnect_doc])*
+        #[must_use]
+        pub fn reconnect_window(mut self, window: std::time::Duration) -> Self {
+            self.shared.reconnect_window = window;
             self
         }
     };

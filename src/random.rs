@@ -26,6 +26,11 @@ pub(crate) fn shorten(duration: Duration, fraction: f64) -> Duration {
     duration.mul_f64(1.0 - fraction.clamp(0.0, 1.0) * random_unit())
 }
 
+/// A delay uniform in `[0, window]`: when one client of many should come back.
+pub(crate) fn within(window: Duration) -> Duration {
+    shorten(window, 1.0)
+}
+
 /// A whole number of seconds, uniform in `range`.
 pub(crate) fn seconds(range: RangeInclusive<u64>) -> u64 {
     let (low, high) = (*range.start(), *range.end());

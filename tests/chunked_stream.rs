@@ -340,18 +340,31 @@ async fn shutdown_drains_streams_and_parked_polls() {
         .await
         .unwrap()
         .unwrap();
+    // Each end carries its own reconnection delay, drawn from the 5 s reconnect window.
+    let end: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let retry_ms = end["retry_ms"].as_u64().unwrap();
+    assert!(retry_ms <= 5000, "{line}");
     assert_eq!(
         line,
-        format!("{{\"end\":\"shutdown\",\"cursor\":\"{cursor}\"}}\n")
+        format!("{{\"end\":\"shutdown\",\"cursor\":\"{cursor}\",\"retry_ms\":{retry_ms}}}\n")
     );
     timeout(5 * SECOND, ndjson.assert_ended()).await.unwrap();
     let message = timeout(5 * SECOND, sse.message(b"\n\n"))
         .await
         .unwrap()
         .unwrap();
+    let retry_ms: u64 = message
+        .strip_prefix("retry: ")
+        .and_then(|rest| rest.split('\n').next())
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or_else(|| panic!("no retry field first: {message:?}"));
+    assert!(retry_ms <= 5000, "{message}");
     assert_eq!(
         message,
-        format!("event: end\ndata: {{\"end\":\"shutdown\",\"cursor\":\"{cursor}\"}}\n\n")
+        format!(
+            "retry: {retry_ms}\nevent: end\ndata: \
+             {{\"end\":\"shutdown\",\"cursor\":\"{cursor}\",\"retry_ms\":{retry_ms}}}\n\n"
+        )
     );
     timeout(5 * SECOND, sse.assert_ended()).await.unwrap();
     let reply = timeout(5 * SECOND, poll).await.unwrap().unwrap();
@@ -360,6 +373,10 @@ async fn shutdown_drains_streams_and_parked_polls() {
         reply.header("push-cursor"),
         Some(cursor.to_string().as_str())
     );
+    let retry_ms: u64 = reply.header("push-retry-ms").unwrap().parse().unwrap();
+    assert!(retry_ms <= 5000);
+    let retry_after: u64 = reply.header("retry-after").unwrap().parse().unwrap();
+    assert_eq!(retry_after, retry_ms.div_ceil(1000));
 
     // New requests are refused with a spread Retry-After while the server drains.
     for addr in [stream_addr, poll_addr] {

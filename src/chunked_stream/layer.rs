@@ -194,6 +194,15 @@ impl<F> ChunkedStreamBuilder<F> {
         ///
         /// Default is none.
         fn shutdown;
+
+        /// The window over which the clients of open streams spread their return after a
+        /// shutdown: each stream's final `shutdown` message carries a delay drawn at random from
+        /// zero to this (SSE: a `retry:` field, which `EventSource` follows by itself; NDJSON:
+        /// `retry_ms`), so that ten thousand clients do not reconnect to the next process in the
+        /// same millisecond.
+        ///
+        /// Default is 5 seconds.
+        fn reconnect_window;
     }
 
     /// How long a stream may stay silent before it sends a heartbeat. Every message restarts

@@ -136,7 +136,8 @@ where
             return Poll::Ready(None);
         }
         if self.as_mut().project().follow.poll_shutdown(cx) {
-            let end = self.finish(|cursor| StreamEnd::Shutdown { cursor });
+            let retry = self.follow.reconnect_delay();
+            let end = self.finish(|cursor| StreamEnd::Shutdown { cursor, retry });
             return Poll::Ready(Some(end));
         }
         if self.as_mut().project().lifetime.poll(cx).is_ready() {

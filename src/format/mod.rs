@@ -20,6 +20,8 @@ pub use self::json::JsonFormat;
 pub use self::ndjson::NdjsonFormat;
 pub use self::sse::SseFormat;
 
+use std::time::Duration;
+
 use http::request::Parts;
 use http::{HeaderValue, Response};
 
@@ -63,6 +65,28 @@ pub trait PollFormat: Clone + Send + Sync + 'static {
     /// The answer when the hold expired without events; `cursor` is where the client stands.
     fn timeout(&self, cursor: Cursor) -> Response<PushBody>;
 
+    /// The answer to a held poll that the server's shutdown ends: `cursor` is where the client
+    /// stands, and `retry` how long it should wait before it polls again, drawn at random from
+    /// the layer's [reconnect window](crate::LongPollBuilder::reconnect_window) so that the
+    /// clients of one shutdown do not all return at once.
+    ///
+    /// The default is the [`timeout`](Self::timeout) answer (`204` with `Push-Cursor` in
+    /// [`JsonFormat`]: nothing happened, nothing is lost) with
+    /// [`Push-Retry-Ms`](crate::headers::PUSH_RETRY_MS) and `Retry-After` (whole seconds,
+    /// rounded up). A `204`, not a `503`: the poll was answered, and a client that ignores the
+    /// hint still behaves correctly; the new requests of a draining server get `503` anyway.
+    fn shutdown(&self, cursor: Cursor, retry: Duration) -> Response<PushBody> {
+        let mut response = self.timeout(cursor);
+        let headers = response.headers_mut();
+        headers.insert(
+            crate::headers::PUSH_RETRY_MS,
+            HeaderValue::from(retry.as_millis() as u64),
+        );
+        let seconds = retry.as_millis().div_ceil(1000) as u64;
+        headers.insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
+        response
+    }
+
     /// The answer to a request that gets an error status.
     ///
     /// The default writes [`Rejection::to_json_response`].
@@ -80,10 +104,14 @@ pub enum StreamEnd {
         /// The cursor to resume from: the last event sent, or where the stream started.
         cursor: Cursor,
     },
-    /// The server is shutting down. The client reconnects from `cursor` after a pause.
+    /// The server is shutting down. The client reconnects from `cursor` after `retry`.
     Shutdown {
         /// The cursor to resume from.
         cursor: Cursor,
+        /// How long the client should wait before it reconnects: drawn at random from the
+        /// layer's [reconnect window](crate::ChunkedStreamBuilder::reconnect_window), so that
+        /// the clients of one shutdown do not all return at once.
+        retry: Duration,
     },
     /// The stream cannot go on: the client fell behind retention
     /// ([`Rejection::Resync`]), or the source failed.
@@ -91,8 +119,9 @@ pub enum StreamEnd {
 }
 
 impl StreamEnd {
-    /// The final message as a JSON object: `{"end":"lifetime"|"shutdown","cursor":"<cursor>"}`
-    /// for a clean end, and the body of [`Rejection::to_json`] otherwise.
+    /// The final message as a JSON object: `{"end":"lifetime","cursor":"<cursor>"}` or
+    /// `{"end":"shutdown","cursor":"<cursor>","retry_ms":<delay>}` for a clean end, and the body
+    /// of [`Rejection::to_json`] otherwise.
     ///
     /// # Examples
     ///
@@ -104,17 +133,21 @@ impl StreamEnd {
     /// assert_eq!(end.to_json(), br#"{"end":"lifetime","cursor":"0000000000000001-4"}"#);
     /// ```
     pub fn to_json(&self) -> Vec<u8> {
-        let (kind, cursor) = match self {
-            Self::Lifetime { cursor } => ("lifetime", cursor),
-            Self::Shutdown { cursor } => ("shutdown", cursor),
+        let (kind, cursor, retry) = match self {
+            Self::Lifetime { cursor } => ("lifetime", cursor, None),
+            Self::Shutdown { cursor, retry } => ("shutdown", cursor, Some(retry)),
             Self::Rejected(rejection) => return rejection.to_json(),
         };
-        let mut json = Vec::with_capacity(64);
+        let mut json = Vec::with_capacity(80);
         json.extend_from_slice(b"{\"end\":\"");
         json.extend_from_slice(kind.as_bytes());
         json.extend_from_slice(b"\",\"cursor\":\"");
         json::push_cursor(&mut json, *cursor);
-        json.extend_from_slice(b"\"}");
+        json.push(b'"');
+        if let Some(retry) = retry {
+            json.extend_from_slice(format!(",\"retry_ms\":{}", retry.as_millis()).as_bytes());
+        }
+        json.push(b'}');
         json
     }
 }

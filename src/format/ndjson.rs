@@ -79,8 +79,17 @@ mod tests {
             "{\"end\":\"lifetime\",\"cursor\":\"0000000000000003-4\"}\n"
         );
         assert_eq!(
-            text(|out| NdjsonFormat.end(&StreamEnd::Shutdown { cursor: c(4) }, out)),
-            "{\"end\":\"shutdown\",\"cursor\":\"0000000000000003-4\"}\n"
+            text(|out| {
+                let retry = std::time::Duration::from_millis(2345);
+                NdjsonFormat.end(
+                    &StreamEnd::Shutdown {
+                        cursor: c(4),
+                        retry,
+                    },
+                    out,
+                )
+            }),
+            "{\"end\":\"shutdown\",\"cursor\":\"0000000000000003-4\",\"retry_ms\":2345}\n"
         );
         let resync = Rejection::Resync(Resync::new(ResyncReason::Expired, c(5), c(9)));
         let line = text(|out| NdjsonFormat.end(&StreamEnd::Rejected(resync), out));

@@ -122,6 +122,11 @@ impl StreamFormat for SseFormat {
     }
 
     fn end(&self, end: &StreamEnd, out: &mut Vec<u8>) {
+        if let StreamEnd::Shutdown { retry, .. } = end {
+            // `EventSource` waits this long before it reconnects: the clients of one shutdown
+            // come back spread over the reconnect window.
+            out.extend_from_slice(format!("retry: {}\n", retry.as_millis()).as_bytes());
+        }
         let name = match end {
             StreamEnd::Lifetime { .. } | StreamEnd::Shutdown { .. } => "end",
             StreamEnd::Rejected(Rejection::Resync(_)) => "resync",
@@ -171,8 +176,18 @@ mod tests {
             "event: end\ndata: {\"end\":\"lifetime\",\"cursor\":\"0000000000000003-1\"}\n\n"
         );
         assert_eq!(
-            text(|out| sse.end(&StreamEnd::Shutdown { cursor: c(1) }, out)),
-            "event: end\ndata: {\"end\":\"shutdown\",\"cursor\":\"0000000000000003-1\"}\n\n"
+            text(|out| {
+                let retry = Duration::from_millis(2345);
+                sse.end(
+                    &StreamEnd::Shutdown {
+                        cursor: c(1),
+                        retry,
+                    },
+                    out,
+                )
+            }),
+            "retry: 2345\nevent: end\ndata: \
+             {\"end\":\"shutdown\",\"cursor\":\"0000000000000003-1\",\"retry_ms\":2345}\n\n"
         );
         let resync = Rejection::Resync(Resync::new(ResyncReason::Expired, c(5), c(9)));
         let message = text(|out| sse.end(&StreamEnd::Rejected(resync), out));

@@ -155,6 +155,7 @@ where
             return Poll::Pending;
         }
         Poll::Ready(match follow.cursor() {
+            Some(cursor) if draining => format.shutdown(cursor, follow.reconnect_delay()),
             Some(cursor) => format.timeout(cursor),
             // The source did not even say where the head is within the whole hold.
             None => format.rejection(&Rejection::SourceUnavailable),

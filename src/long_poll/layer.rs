@@ -234,6 +234,15 @@ impl<F> LongPollBuilder<F> {
         ///
         /// Default is none.
         fn shutdown;
+
+        /// The window over which the clients of held polls spread their return after a shutdown:
+        /// each poll the shutdown answers carries a delay drawn at random from zero to this, in
+        /// `Push-Retry-Ms` (and `Retry-After`, rounded up to whole seconds), so that ten thousand
+        /// clients do not reconnect to the next process in the same millisecond. Zero answers
+        /// without a delay.
+        ///
+        /// Default is 5 seconds.
+        fn reconnect_window;
     }
 
     /// Keeps one poll in flight per client: `client` extracts a client id from the request
