@@ -107,12 +107,13 @@ async fn main() {
             publish(topic, body)
         })
     };
-    if app::serve_with(listener, handle, shutdown, app::ctrl_c_or_sigterm()).await {
+    let stop = app::ctrl_c_or_sigterm();
+    if app::serve_with(listener, handle, &settings, shutdown, stop).await {
         println!("all connections closed");
     } else {
         eprintln!(
             "drain window of {:?} passed; exiting anyway",
-            app::DRAIN_WINDOW
+            settings.drain
         );
     }
 }

@@ -55,12 +55,13 @@ async fn main() {
         demo.topic().name(),
         demo.log().epoch()
     );
-    if app::serve(listener, demo, shutdown, app::ctrl_c_or_sigterm()).await {
+    let stop = app::ctrl_c_or_sigterm();
+    if app::serve(listener, demo, &settings, shutdown, stop).await {
         println!("all connections closed");
     } else {
         eprintln!(
             "drain window of {:?} passed; exiting anyway",
-            app::DRAIN_WINDOW
+            settings.drain
         );
     }
 }
