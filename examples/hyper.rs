@@ -235,16 +235,13 @@ pub async fn serve(
         let service = hyper::service::service_fn(move |req| routes.clone().handle(req));
         let (builder, watcher) = (builder.clone(), graceful.watcher());
         tokio::spawn(async move {
-            // The auto builder reads the first bytes to tell HTTP/1 from HTTP/2, and the
-            // header-read timeout starts after them: a client that sends nothing is closed here.
-            if timeout(deadlines.header_read, socket.readable())
-                .await
-                .is_err()
-            {
-                return;
+            // The auto builder waits for the first bytes to tell HTTP/1 from HTTP/2, and the
+            // header-read timeout starts only after them: a client that sends none is closed here.
+            let first_byte = timeout(deadlines.header_read, socket.peek(&mut [0; 1])).await;
+            if first_byte.is_ok() {
+                let io = TokioIo::new(WriteTimeout::new(socket, deadlines.write));
+                let _ = watcher.watch(builder.serve_connection(io, service)).await;
             }
-            let io = TokioIo::new(WriteTimeout::new(socket, deadlines.write));
-            let _ = watcher.watch(builder.serve_connection(io, service)).await;
         });
     }
     drop(listener);

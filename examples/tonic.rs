@@ -245,7 +245,8 @@ pub async fn serve(
     // The whole server (the service "") starts out serving; the reporter can change that.
     let (_reporter, health) = tonic_health::server::health_reporter();
     let routes = tonic::service::Routes::from(router).add_service(health);
-    // The drain deadline starts when `stop` resolves, which tonic awaits.
+    // tonic waits for as long as connections stay open; the drain deadline starts when `stop`,
+    // which tonic awaits, resolves.
     let (stopped, drain) = tokio::sync::oneshot::channel();
     let stop = async move {
         stop.await;
@@ -261,12 +262,16 @@ pub async fn serve(
         .max_concurrent_streams(100)
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming(listener, deadlines.write), stop);
+    let deadline = async {
+        match drain.await {
+            Ok(()) => tokio::time::sleep(deadlines.drain).await,
+            // tonic dropped `stop` unresolved: it returned.
+            Err(_) => std::future::pending().await,
+        }
+    };
     tokio::select! {
         served = server => served.map(|()| true),
-        Ok(()) = drain => {
-            tokio::time::sleep(deadlines.drain).await;
-            Ok(false)
-        }
+        () = deadline => Ok(false),
     }
 }
 
