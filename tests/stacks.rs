@@ -619,7 +619,6 @@ impl Served {
             Stack::Demo => demo_app::layers(&settings, &shutdown),
         }
         .unwrap();
-        let router = axum_example::router(&log, poll.clone(), stream.clone());
         let server = match stack {
             Stack::Hyper => {
                 let routes = hyper_example::Routes {
@@ -640,6 +639,7 @@ impl Served {
                     write: knobs.write,
                     drain: knobs.drain,
                 };
+                let router = axum_example::router(&log, poll, stream.clone());
                 tokio::spawn(axum_example::serve(listener, router, stop, deadlines))
             }
             Stack::Tonic => {
@@ -647,6 +647,7 @@ impl Served {
                     write: knobs.write,
                     drain: knobs.drain,
                 };
+                let router = tonic_example::router(&log, poll, stream.clone());
                 let served = tonic_example::serve(listener, router, stop, deadlines);
                 tokio::spawn(async move { served.await.unwrap() })
             }
