@@ -756,7 +756,10 @@ async fn tonic_closes_a_slowloris_connection_after_30_seconds() {
     let served = Served::start(Stack::Tonic, Knobs::default()).await;
     let mut half = half_a_head(served.addr).await;
     let closed = closed_within(&mut half, 31 * SECOND).await;
-    assert_eq!(closed, Some(30 * SECOND));
+    assert!(
+        closed.is_some_and(|closed| closed >= 30 * SECOND),
+        "{closed:?}"
+    );
 }
 
 #[tokio::test]
@@ -784,11 +787,10 @@ async fn the_stop_returns_within_the_drain_deadline_whatever_clients_do() {
             ..Knobs::default()
         };
         let served = Served::start(stack, knobs).await;
-        // Neither closes by itself: the stream's final message cannot be written, and the head
-        // never completes.
-        let _unread = unread_stream(&served).await;
+        // Neither closes by itself: the head never completes, and the stream's final message
+        // cannot be written. The server accepted the first when the second opened.
         let _half = half_a_head(served.addr).await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let _unread = unread_stream(&served).await;
         let stopped = tokio::time::Instant::now();
         served.shutdown.trigger();
         let drained = timeout(drain + 5 * SECOND, served.server)
@@ -814,17 +816,12 @@ async fn beyond_the_caps_polls_and_streams_are_answered_overloaded() {
         };
         let served = Served::start(stack, knobs).await;
         let addr = served.addr;
-        let mut held = Vec::new();
+        let (mut polls, mut streams) = (Vec::new(), Vec::new());
         for _ in 0..2 {
-            held.push(tokio::spawn(
-                async move { common::get(addr, "/poll").await },
-            ));
+            polls.push(tokio::spawn(common::get(addr, "/poll")));
             let stream = common::RawResponse::get(addr, "/stream", &[common::NDJSON]).await;
             assert_eq!(stream.status, 200, "{stack:?}");
-            held.push(tokio::spawn(async move {
-                let _stream = stream;
-                std::future::pending().await
-            }));
+            streams.push(stream);
         }
         common::parked(&served.topic, 4).await;
         let poll = timeout(5 * SECOND, common::get(addr, "/poll"))
@@ -844,21 +841,23 @@ async fn beyond_the_caps_polls_and_streams_are_answered_overloaded() {
                 "{stack:?}: {reply:?}"
             );
         }
-        for task in held {
-            task.abort();
-        }
+        polls.iter().for_each(tokio::task::JoinHandle::abort);
     }
 }
 
 #[tokio::test]
 async fn publishing_to_more_topics_than_the_log_holds_is_refused() {
-    // The examples' own log, full of topics in use (each held here).
-    let log = axum_example::log().unwrap();
-    let topics: Vec<Topic> = (1..1_000)
-        .map(|n| log.try_topic(&format!("t{n}")).unwrap())
-        .collect();
     for stack in [Stack::Axum, Stack::Tonic] {
-        // The router adds `default`, the thousandth.
+        // The example's own log, full of topics in use (each held here); the router adds
+        // `default`, the thousandth.
+        let log = match stack {
+            Stack::Axum => axum_example::log(),
+            _ => tonic_example::log(),
+        }
+        .unwrap();
+        let _topics: Vec<Topic> = (1..1_000)
+            .map(|n| log.try_topic(&format!("t{n}")).unwrap())
+            .collect();
         let served = Served::start_with(stack, Knobs::default(), log.clone()).await;
         let (status, _) = publish(served.addr, "/topics/t1/publish", "1").await;
         assert_eq!(status, 200, "{stack:?}: an existing topic takes events");
@@ -867,5 +866,4 @@ async fn publishing_to_more_topics_than_the_log_holds_is_refused() {
         assert_eq!(body["error"], "too_many_topics", "{stack:?}");
         assert!(log.find_topic("one-more").is_none(), "{stack:?}");
     }
-    drop(topics);
 }
