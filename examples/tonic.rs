@@ -13,10 +13,10 @@
 //! Publishing creates a topic, up to 1,000 of them. Ctrl-C or SIGTERM answers held polls, ends
 //! streams, and exits once the connections close, or after ten seconds.
 //!
-//! Against slow, stalled or greedy clients it sets a write-progress timeout, caps on held polls,
-//! open streams and topics, a limit of concurrent HTTP/2 streams per connection, and a back-off
-//! when accepting fails: see [`Deadlines`], [`layers`], [`log`] and [`serve`]. tonic itself
-//! closes a connection whose request head takes longer than 30 s.
+//! Against slow, stalled or greedy clients it sets a first-byte and a write-progress timeout,
+//! caps on held polls, open streams and topics, a limit of concurrent HTTP/2 streams per
+//! connection, and a back-off when accepting fails: see [`Deadlines`], [`layers`], [`log`] and
+//! [`serve`]. tonic itself closes a connection whose request head takes longer than 30 s.
 
 use std::future::Future;
 use std::io;
@@ -35,6 +35,7 @@ use futures_util::Stream;
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Sleep;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 use tonic::transport::Server;
 use tower::{Layer, ServiceExt};
@@ -215,6 +216,10 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
 /// halfway, is closed after those 30 s.
 #[derive(Clone, Copy, Debug)]
 pub struct Deadlines {
+    /// How long a client may take to send its first byte. tonic reads the first bytes to tell
+    /// HTTP/1 from HTTP/2 before hyper's header-read timeout starts, and would wait for them
+    /// forever. 10 s: a real client sends its request as soon as it connects.
+    pub first_byte: Duration,
     /// How long a write may make no progress: a client that stopped reading would otherwise
     /// keep the answer or frames waiting for it in memory. 30 s: longer than the stalls of a
     /// client that still reads; parked polls and quiet streams write nothing and are never cut.
@@ -228,6 +233,7 @@ pub struct Deadlines {
 impl Default for Deadlines {
     fn default() -> Self {
         Self {
+            first_byte: Duration::from_secs(10),
             write: Duration::from_secs(30),
             drain: Duration::from_secs(10),
         }
@@ -247,10 +253,10 @@ pub async fn serve(
     let routes = tonic::service::Routes::from(router).add_service(health);
     // tonic waits for as long as connections stay open; the drain deadline starts when `stop`,
     // which tonic awaits, resolves.
-    let (stopped, drain) = tokio::sync::oneshot::channel();
+    let (stopping, stopped) = tokio::sync::oneshot::channel();
     let stop = async move {
         stop.await;
-        let _ = stopped.send(());
+        let _ = stopping.send(());
     };
     let server = Server::builder()
         // The push routes are plain HTTP: let HTTP/1.1 clients in too.
@@ -261,9 +267,9 @@ pub async fn serve(
         // the requests beyond its limit rather than refusing them.
         .max_concurrent_streams(100)
         .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming(listener, deadlines.write), stop);
+        .serve_with_incoming_shutdown(incoming(listener, deadlines), stop);
     let deadline = async {
-        match drain.await {
+        match stopped.await {
             Ok(()) => tokio::time::sleep(deadlines.drain).await,
             // tonic dropped `stop` unresolved: it returned.
             Err(_) => std::future::pending().await,
@@ -275,13 +281,16 @@ pub async fn serve(
     }
 }
 
-/// The accepted connections, with TCP_NODELAY and a write-progress deadline of `write`.
+/// The accepted connections, with TCP_NODELAY and the first-byte and write deadlines.
 ///
 /// tonic's own `TcpIncoming` cannot wrap its sockets, and tonic tries again at once when
 /// accepting fails. This stream waits instead: 100 ms and then twice as long each time up to
 /// 1 s, with one log line per wait, for open connections to close (out of file descriptors,
 /// say), rather than failing again in a busy loop.
-fn incoming(listener: TcpListener, write: Duration) -> impl Stream<Item = io::Result<Connection>> {
+fn incoming(
+    listener: TcpListener,
+    deadlines: Deadlines,
+) -> impl Stream<Item = io::Result<Connection>> {
     futures_util::stream::unfold(listener, move |listener| async move {
         let mut backoff = Duration::from_millis(100);
         let socket = loop {
@@ -297,21 +306,28 @@ fn incoming(listener: TcpListener, write: Duration) -> impl Stream<Item = io::Re
         // Without TCP_NODELAY a small write waits for the ACK of the one before (Nagle's
         // algorithm), and a pushed event can sit in the kernel for up to 40 ms.
         let _ = socket.set_nodelay(true);
-        let connection = Connection(WriteTimeout::new(socket, write));
+        let connection = Connection {
+            io: WriteTimeout::new(socket, deadlines.write),
+            first_byte: Some(Box::pin(tokio::time::sleep(deadlines.first_byte))),
+        };
         Some((Ok(connection), listener))
     })
 }
 
-/// An accepted socket whose writes time out when they make no progress. tonic needs its
-/// `Connected` trait on what it serves, and neither the trait nor `WriteTimeout` is this
-/// program's: hence this wrapper, which only forwards.
-struct Connection(WriteTimeout<TcpStream>);
+/// An accepted socket whose writes time out when they make no progress, and whose reads fail
+/// when the first byte is late. tonic needs its `Connected` trait on what it serves, and neither
+/// the trait nor `WriteTimeout` is this program's: hence this wrapper.
+struct Connection {
+    io: WriteTimeout<TcpStream>,
+    /// When the client's first byte must have arrived, until it has.
+    first_byte: Option<Pin<Box<Sleep>>>,
+}
 
 impl Connected for Connection {
     type ConnectInfo = TcpConnectInfo;
 
     fn connect_info(&self) -> TcpConnectInfo {
-        self.0.get_ref().connect_info()
+        self.io.get_ref().connect_info()
     }
 }
 
@@ -321,7 +337,16 @@ impl AsyncRead for Connection {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        if polled.is_ready() {
+            self.first_byte = None;
+        } else if let Some(deadline) = &mut self.first_byte {
+            if deadline.as_mut().poll(cx).is_ready() {
+                let late = "no request from the client in time";
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, late)));
+            }
+        }
+        polled
     }
 }
 
@@ -331,7 +356,7 @@ impl AsyncWrite for Connection {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
+        Pin::new(&mut self.io).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -339,19 +364,19 @@ impl AsyncWrite for Connection {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
+        self.io.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
+        Pin::new(&mut self.io).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 
