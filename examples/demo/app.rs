@@ -6,12 +6,11 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
-use tokio::time::timeout;
-
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, Limited};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::timeout;
 use tower::{Layer, ServiceExt};
 use tower_push::format::{AutoFormat, Framing, SseFormat};
 use tower_push::io::WriteTimeout;
