@@ -560,6 +560,10 @@ enum Stack {
     Demo,
 }
 
+impl Stack {
+    const ALL: [Stack; 4] = [Stack::Hyper, Stack::Axum, Stack::Tonic, Stack::Demo];
+}
+
 /// What a test sets of a stack: its deadlines and the open-files limit its caps come from. tonic
 /// has no header-read setting, and takes `header_read` as the deadline of the first byte.
 #[derive(Clone, Copy, Debug)]
@@ -580,6 +584,17 @@ impl Default for Knobs {
             open_files: 1024,
         }
     }
+}
+
+/// `knobs` as the `Deadlines` of the hyper or the axum example, which are alike.
+macro_rules! deadlines {
+    ($example:ident, $knobs:expr) => {
+        $example::Deadlines {
+            header_read: $knobs.header_read,
+            write: $knobs.write,
+            drain: $knobs.drain,
+        }
+    };
 }
 
 /// A stack serving the topic `default` on a fresh port, built with its example's own layers and
@@ -626,19 +641,11 @@ impl Served {
                     poll,
                     stream: stream.clone(),
                 };
-                let deadlines = hyper_example::Deadlines {
-                    header_read: knobs.header_read,
-                    write: knobs.write,
-                    drain: knobs.drain,
-                };
+                let deadlines = deadlines!(hyper_example, knobs);
                 tokio::spawn(hyper_example::serve(listener, routes, stop, deadlines))
             }
             Stack::Axum => {
-                let deadlines = axum_example::Deadlines {
-                    header_read: knobs.header_read,
-                    write: knobs.write,
-                    drain: knobs.drain,
-                };
+                let deadlines = deadlines!(axum_example, knobs);
                 let router = axum_example::router(&log, poll, stream.clone());
                 tokio::spawn(axum_example::serve(listener, router, stop, deadlines))
             }
@@ -729,11 +736,11 @@ async fn unread_stream(served: &Served) -> TcpStream {
 
 #[tokio::test]
 async fn a_slowloris_connection_is_closed_after_the_header_read_timeout() {
-    for stack in [Stack::Hyper, Stack::Axum, Stack::Tonic, Stack::Demo] {
-        let knobs = Knobs {
-            header_read: Duration::from_millis(300),
-            ..Knobs::default()
-        };
+    let knobs = Knobs {
+        header_read: Duration::from_millis(300),
+        ..Knobs::default()
+    };
+    for stack in Stack::ALL {
         let served = Served::start(stack, knobs).await;
         // Sends nothing at all: the `auto` builders wait for the first bytes to tell HTTP/1
         // from HTTP/2 before the header-read timeout starts.
@@ -770,11 +777,11 @@ async fn tonic_closes_a_slowloris_connection_after_30_seconds() {
 
 #[tokio::test]
 async fn a_client_that_stops_reading_is_cut_after_the_write_timeout() {
-    for stack in [Stack::Hyper, Stack::Axum, Stack::Tonic, Stack::Demo] {
-        let knobs = Knobs {
-            write: Duration::from_millis(300),
-            ..Knobs::default()
-        };
+    let knobs = Knobs {
+        write: Duration::from_millis(300),
+        ..Knobs::default()
+    };
+    for stack in Stack::ALL {
         let served = Served::start(stack, knobs).await;
         let _unread = unread_stream(&served).await;
         // The stream held what was waiting for the client until the connection closed.
@@ -787,11 +794,11 @@ async fn a_client_that_stops_reading_is_cut_after_the_write_timeout() {
 #[tokio::test]
 async fn the_stop_returns_within_the_drain_deadline_whatever_clients_do() {
     let drain = Duration::from_millis(500);
-    for stack in [Stack::Hyper, Stack::Axum, Stack::Tonic, Stack::Demo] {
-        let knobs = Knobs {
-            drain,
-            ..Knobs::default()
-        };
+    let knobs = Knobs {
+        drain,
+        ..Knobs::default()
+    };
+    for stack in Stack::ALL {
         let served = Served::start(stack, knobs).await;
         // Neither closes by itself: the head never completes, and the stream's final message
         // cannot be written. The server accepted the first when the second opened.
@@ -815,11 +822,11 @@ async fn the_stop_returns_within_the_drain_deadline_whatever_clients_do() {
 #[tokio::test]
 async fn beyond_the_caps_polls_and_streams_are_answered_overloaded() {
     // An open-files limit of 8: each example caps polls and streams at a quarter of it, 2.
-    for stack in [Stack::Hyper, Stack::Axum, Stack::Tonic, Stack::Demo] {
-        let knobs = Knobs {
-            open_files: 8,
-            ..Knobs::default()
-        };
+    let knobs = Knobs {
+        open_files: 8,
+        ..Knobs::default()
+    };
+    for stack in Stack::ALL {
         let served = Served::start(stack, knobs).await;
         let addr = served.addr;
         let (mut polls, mut streams) = (Vec::new(), Vec::new());
