@@ -1,6 +1,7 @@
 //! Long polling and streaming in an axum `Router`: the layered services on `/poll` and `/stream`
 //! for the topic `default`, and per-topic routes whose handlers layer the topic named in the
-//! path. Publishing creates a topic; polling or streaming one that does not exist is a `404`.
+//! path. Publishing creates a topic, up to 1,000 of them; polling or streaming one that does
+//! not exist is a `404`.
 //!
 //! ```text
 //! cargo run --example axum -- --addr 127.0.0.1:3000
@@ -10,23 +11,33 @@
 //! curl -N localhost:3000/stream                                  # NDJSON, topic `default`
 //! ```
 //!
-//! Ctrl-C or SIGTERM answers held polls, ends streams, and exits once the connections close.
+//! Ctrl-C or SIGTERM answers held polls, ends streams, and exits once the connections close, or
+//! after ten seconds.
+//!
+//! Against slow, stalled or greedy clients it sets a header-read timeout, a write-progress
+//! timeout, caps on held polls, open streams and topics, a limit of concurrent HTTP/2 streams
+//! per connection, and a back-off when accepting fails: see [`Deadlines`], [`layers`],
+//! [`log`] and [`serve`].
 
 use std::future::Future;
+use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Request, State};
 use axum::http::{request::Parts, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use bytes::Bytes;
 use clap::{error::ErrorKind, Parser};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::{conn::auto, graceful::GracefulShutdown};
 use serde_json::json;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::timeout;
 use tower::ServiceExt;
+use tower_push::io::WriteTimeout;
 use tower_push::memory::Topic;
-use tower_push::{ChunkedStreamLayer, EventData, LongPollLayer, MemoryLog, Shutdown};
+use tower_push::{ChunkedStreamLayer, ConfigError, EventData, LongPollLayer, MemoryLog, Shutdown};
 
 /// Long polling and streaming with axum.
 #[derive(Parser)]
@@ -40,13 +51,8 @@ struct Args {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let shutdown = Shutdown::new();
-    let poll = LongPollLayer::builder()
-        .shutdown(shutdown.clone())
-        .build()?;
-    let stream = ChunkedStreamLayer::builder()
-        .shutdown(shutdown.clone())
-        .build()?;
-    let router = router(&MemoryLog::new(), poll, stream);
+    let (poll, stream) = layers(&shutdown, open_files())?;
+    let router = router(&log()?, poll, stream);
     let listener = TcpListener::bind(&args.addr).await.unwrap_or_else(|err| {
         let message = format!("cannot listen on {}: {err}\n", args.addr);
         clap::Error::raw(ErrorKind::Io, message).exit()
@@ -58,8 +64,55 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Held polls answer and streams end now, so that their connections can close.
         shutdown.trigger();
     });
-    serve(listener, router, stop).await?;
+    if !serve(listener, router, stop, Deadlines::default()).await {
+        eprintln!("some connections were still open after the drain deadline");
+    }
     Ok(())
+}
+
+/// The soft limit on open files of this process, which bounds its connections; 1024, the usual
+/// default, where it cannot be read.
+fn open_files() -> u64 {
+    #[cfg(unix)]
+    let limit = rlimit::Resource::NOFILE.get_soft().ok();
+    #[cfg(not(unix))]
+    let limit = None;
+    limit.unwrap_or(1024)
+}
+
+/// Both layers, drained by `shutdown`, with caps for a process that may open `open_files` files.
+///
+/// A parked poll or an open stream over HTTP/1.1 keeps its connection, and so a file descriptor:
+/// each kind may take a quarter of them (256 each under the usual limit of 1024), and the other
+/// half is left for requests that answer at once, publishers and the listener. Beyond a cap a
+/// request is answered `503 overloaded` with a `Retry-After`, instead of the server running out
+/// of descriptors and failing to accept anyone.
+pub fn layers(
+    shutdown: &Shutdown,
+    open_files: u64,
+) -> Result<(LongPollLayer, ChunkedStreamLayer), ConfigError> {
+    let cap = usize::try_from(open_files / 4).unwrap_or(usize::MAX);
+    let poll = LongPollLayer::builder()
+        .max_parked(cap)
+        .shutdown(shutdown.clone())
+        .build()?;
+    let stream = ChunkedStreamLayer::builder()
+        .max_streams(cap)
+        .shutdown(shutdown.clone())
+        .build()?;
+    Ok((poll, stream))
+}
+
+/// The log, whose topic names come from clients: at most 1,000 topics (each costs about 200
+/// bytes and its retained events), so that a client publishing to ever new names cannot grow it
+/// without bound. A topic nobody polls, streams or holds events in is dropped to make room, and
+/// events expire after 10 minutes so that abandoned topics free their places (a client away for
+/// longer resumes with a resync answer).
+pub fn log() -> Result<MemoryLog, ConfigError> {
+    MemoryLog::builder()
+        .max_topics(1_000)
+        .max_age(Duration::from_secs(600))
+        .build()
 }
 
 /// What the per-topic handlers share.
@@ -124,13 +177,20 @@ async fn publish_topic(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Response {
-    // Names come from clients, and topics live as long as the log: keep them short and plain.
+    // Names come from clients: keep them short and plain, and their number bounded (`log`).
     let valid = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
     if !(1..=64).contains(&name.len()) || !name.bytes().all(valid) {
         let message = "a topic is 1 to 64 of A-Z a-z 0-9 _ -";
         return error(StatusCode::BAD_REQUEST, "invalid_topic", message);
     }
-    publish(&push.log.topic(&name), body)
+    match push.log.try_topic(&name) {
+        Ok(topic) => publish(&topic, body),
+        Err(full) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_topics",
+            &full.to_string(),
+        ),
+    }
 }
 
 /// Publishes one event's JSON data: `{"id":"<cursor>"}`.
@@ -145,21 +205,97 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
     (status, Json(json!({ "error": code, "message": message }))).into_response()
 }
 
-/// Serves `router` until `stop` resolves, then waits for open connections to close.
+/// How long [`serve`] waits on a client; `Deadlines::default()` is what `main` uses.
+#[derive(Clone, Copy, Debug)]
+pub struct Deadlines {
+    /// How long a client may take to send a request head: a slowloris client, which sends its
+    /// head a byte at a time or stops halfway, is closed then. 10 s: a real client sends its
+    /// head at once, even on a slow network.
+    pub header_read: Duration,
+    /// How long a write may make no progress: a client that stopped reading would otherwise
+    /// keep the answer or frames waiting for it in memory. 30 s: longer than the stalls of a
+    /// client that still reads; parked polls and quiet streams write nothing and are never cut.
+    pub write: Duration,
+    /// How long open connections get to close once `stop` resolves: 10 s, enough to write the
+    /// answered polls and ended streams, and well within the 30 s an orchestrator usually waits
+    /// between SIGTERM and SIGKILL.
+    pub drain: Duration,
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Self {
+            header_read: Duration::from_secs(10),
+            write: Duration::from_secs(30),
+            drain: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Serves `router` until `stop` resolves, then lets open connections finish: whether they all
+/// closed within the drain deadline.
+///
+/// `axum::serve` has no header-read timeout, no way to wrap the sockets it accepts (`tap_io`
+/// only inspects them) and no drain deadline, so the router is served with hyper-util's `auto`
+/// builder here, HTTP/1.1 and HTTP/2 on one port as `axum::serve` does.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
-    stop: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    // Without TCP_NODELAY a small write waits for the ACK of the one before (Nagle's
-    // algorithm), and a pushed event can sit in the kernel for up to 40 ms. axum leaves it on,
-    // so it is turned off on each accepted socket.
-    let listener = listener.tap_io(|socket| {
+    stop: impl Future<Output = ()>,
+    deadlines: Deadlines,
+) -> bool {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // hyper enforces the header-read timeout only with a timer.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(deadlines.header_read);
+    // An HTTP/2 client multiplexes its polls and streams over one connection: at most 100 at a
+    // time (hyper's default is 200), so that one connection cannot take a large share of the
+    // caps of the layers.
+    builder.http2().max_concurrent_streams(100);
+    let graceful = GracefulShutdown::new();
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let socket = tokio::select! {
+            socket = accept(&listener) => socket,
+            () = &mut stop => break,
+        };
+        // Without TCP_NODELAY a small write waits for the ACK of the one before (Nagle's
+        // algorithm), and a pushed event can sit in the kernel for up to 40 ms.
         let _ = socket.set_nodelay(true);
-    });
-    axum::serve(listener, router)
-        .with_graceful_shutdown(stop)
-        .await
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |req| router.clone().oneshot(req));
+        let (builder, watcher) = (builder.clone(), graceful.watcher());
+        tokio::spawn(async move {
+            // The auto builder waits for the first bytes to tell HTTP/1 from HTTP/2, and the
+            // header-read timeout starts only after them: a client that sends none is closed here.
+            let first_byte = timeout(deadlines.header_read, socket.peek(&mut [0; 1])).await;
+            if first_byte.is_ok() {
+                let io = TokioIo::new(WriteTimeout::new(socket, deadlines.write));
+                let _ = watcher.watch(builder.serve_connection(io, service)).await;
+            }
+        });
+    }
+    drop(listener);
+    timeout(deadlines.drain, graceful.shutdown()).await.is_ok()
+}
+
+/// The next connection. When accepting fails (out of file descriptors, say), waits for open
+/// connections to close before trying again, 100 ms and then twice as long each time up to 1 s,
+/// with one log line per wait, rather than failing again at once in a busy loop.
+async fn accept(listener: &TcpListener) -> TcpStream {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match listener.accept().await {
+            Ok((socket, _)) => return socket,
+            Err(err) => {
+                eprintln!("accept failed: {err}; trying again in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
 }
 
 /// Resolves on Ctrl-C, or on SIGTERM where there is one.

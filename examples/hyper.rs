@@ -11,6 +11,10 @@
 //!
 //! Ctrl-C or SIGTERM answers held polls, ends streams, and waits up to ten seconds for the
 //! connections to close.
+//!
+//! Against slow, stalled or greedy clients it sets a header-read timeout, a write-progress
+//! timeout, caps on held polls and open streams, a limit of concurrent HTTP/2 streams per
+//! connection, and a back-off when accepting fails: see [`Deadlines`], [`layers`] and [`serve`].
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -20,12 +24,16 @@ use clap::{error::ErrorKind, Parser};
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::{conn::auto, graceful::GracefulShutdown};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::timeout;
 use tower::ServiceExt;
+use tower_push::io::WriteTimeout;
 use tower_push::memory::Topic;
-use tower_push::{ChunkedStreamLayer, EventData, LongPollLayer, MemoryLog, PushBody, Shutdown};
+use tower_push::{
+    ChunkedStreamLayer, ConfigError, EventData, LongPollLayer, MemoryLog, PushBody, Shutdown,
+};
 
 /// The largest event a client may publish.
 const MAX_EVENT_BYTES: usize = 64 * 1024;
@@ -42,14 +50,11 @@ struct Args {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let shutdown = Shutdown::new();
+    let (poll, stream) = layers(&shutdown, open_files())?;
     let routes = Routes {
         topic: MemoryLog::new().topic("default"),
-        poll: LongPollLayer::builder()
-            .shutdown(shutdown.clone())
-            .build()?,
-        stream: ChunkedStreamLayer::builder()
-            .shutdown(shutdown.clone())
-            .build()?,
+        poll,
+        stream,
     };
     let listener = TcpListener::bind(&args.addr).await.unwrap_or_else(|err| {
         let message = format!("cannot listen on {}: {err}\n", args.addr);
@@ -62,10 +67,43 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Held polls answer and streams end now, so that their connections can close.
         shutdown.trigger();
     });
-    if !serve(listener, routes, stop).await {
+    if !serve(listener, routes, stop, Deadlines::default()).await {
         eprintln!("some connections were still open after the drain deadline");
     }
     Ok(())
+}
+
+/// The soft limit on open files of this process, which bounds its connections; 1024, the usual
+/// default, where it cannot be read.
+fn open_files() -> u64 {
+    #[cfg(unix)]
+    let limit = rlimit::Resource::NOFILE.get_soft().ok();
+    #[cfg(not(unix))]
+    let limit = None;
+    limit.unwrap_or(1024)
+}
+
+/// Both layers, drained by `shutdown`, with caps for a process that may open `open_files` files.
+///
+/// A parked poll or an open stream over HTTP/1.1 keeps its connection, and so a file descriptor:
+/// each kind may take a quarter of them (256 each under the usual limit of 1024), and the other
+/// half is left for requests that answer at once, publishers and the listener. Beyond a cap a
+/// request is answered `503 overloaded` with a `Retry-After`, instead of the server running out
+/// of descriptors and failing to accept anyone.
+pub fn layers(
+    shutdown: &Shutdown,
+    open_files: u64,
+) -> Result<(LongPollLayer, ChunkedStreamLayer), ConfigError> {
+    let cap = usize::try_from(open_files / 4).unwrap_or(usize::MAX);
+    let poll = LongPollLayer::builder()
+        .max_parked(cap)
+        .shutdown(shutdown.clone())
+        .build()?;
+    let stream = ChunkedStreamLayer::builder()
+        .max_streams(cap)
+        .shutdown(shutdown.clone())
+        .build()?;
+    Ok((poll, stream))
 }
 
 /// `GET /poll`, `GET /stream` and `POST /publish` on one topic.
@@ -137,22 +175,56 @@ fn json(status: StatusCode, body: serde_json::Value) -> Response<PushBody> {
         .expect("a valid response")
 }
 
+/// How long [`serve`] waits on a client; `Deadlines::default()` is what `main` uses.
+#[derive(Clone, Copy, Debug)]
+pub struct Deadlines {
+    /// How long a client may take to send a request head: a slowloris client, which sends its
+    /// head a byte at a time or stops halfway, is closed then. 10 s: a real client sends its
+    /// head at once, even on a slow network.
+    pub header_read: Duration,
+    /// How long a write may make no progress: a client that stopped reading would otherwise
+    /// keep the answer or frames waiting for it in memory. 30 s: longer than the stalls of a
+    /// client that still reads; parked polls and quiet streams write nothing and are never cut.
+    pub write: Duration,
+    /// How long open connections get to close once `stop` resolves: 10 s, enough to write the
+    /// answered polls and ended streams, and well within the 30 s an orchestrator usually waits
+    /// between SIGTERM and SIGKILL.
+    pub drain: Duration,
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Self {
+            header_read: Duration::from_secs(10),
+            write: Duration::from_secs(30),
+            drain: Duration::from_secs(10),
+        }
+    }
+}
+
 /// Serves `routes` until `stop` resolves, then lets open connections finish: whether they all
-/// closed within ten seconds.
-pub async fn serve(listener: TcpListener, routes: Routes, stop: impl Future<Output = ()>) -> bool {
-    let builder = auto::Builder::new(TokioExecutor::new());
+/// closed within the drain deadline.
+pub async fn serve(
+    listener: TcpListener,
+    routes: Routes,
+    stop: impl Future<Output = ()>,
+    deadlines: Deadlines,
+) -> bool {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // hyper enforces the header-read timeout only with a timer.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(deadlines.header_read);
+    // An HTTP/2 client multiplexes its polls and streams over one connection: at most 100 at a
+    // time (hyper's default is 200), so that one connection cannot take a large share of the
+    // caps of the layers.
+    builder.http2().max_concurrent_streams(100);
     let graceful = GracefulShutdown::new();
     let mut stop = std::pin::pin!(stop);
     loop {
         let socket = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((socket, _)) => socket,
-                // Out of file descriptors, say: give open connections a moment to close.
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+            socket = accept(&listener) => socket,
             () = &mut stop => break,
         };
         // Without TCP_NODELAY a small write waits for the ACK of the one before (Nagle's
@@ -161,14 +233,36 @@ pub async fn serve(listener: TcpListener, routes: Routes, stop: impl Future<Outp
         let _ = socket.set_nodelay(true);
         let routes = routes.clone();
         let service = hyper::service::service_fn(move |req| routes.clone().handle(req));
-        let connection = builder.serve_connection(TokioIo::new(socket), service);
-        tokio::spawn(graceful.watch(connection.into_owned()));
+        let (builder, watcher) = (builder.clone(), graceful.watcher());
+        tokio::spawn(async move {
+            // The auto builder waits for the first bytes to tell HTTP/1 from HTTP/2, and the
+            // header-read timeout starts only after them: a client that sends none is closed here.
+            let first_byte = timeout(deadlines.header_read, socket.peek(&mut [0; 1])).await;
+            if first_byte.is_ok() {
+                let io = TokioIo::new(WriteTimeout::new(socket, deadlines.write));
+                let _ = watcher.watch(builder.serve_connection(io, service)).await;
+            }
+        });
     }
     drop(listener);
-    let drained = graceful.shutdown();
-    tokio::time::timeout(Duration::from_secs(10), drained)
-        .await
-        .is_ok()
+    timeout(deadlines.drain, graceful.shutdown()).await.is_ok()
+}
+
+/// The next connection. When accepting fails (out of file descriptors, say), waits for open
+/// connections to close before trying again, 100 ms and then twice as long each time up to 1 s,
+/// with one log line per wait, rather than failing again at once in a busy loop.
+async fn accept(listener: &TcpListener) -> TcpStream {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match listener.accept().await {
+            Ok((socket, _)) => return socket,
+            Err(err) => {
+                eprintln!("accept failed: {err}; trying again in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
 }
 
 /// Resolves on Ctrl-C, or on SIGTERM where there is one.

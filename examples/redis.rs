@@ -19,6 +19,10 @@
 //! final message, and the process exits once every connection has closed (or after a drain
 //! window of 10 seconds).
 //!
+//! Slow and stalled clients are cut off (a request head must arrive within 10 s, a write must
+//! make progress within 30 s), and beyond a quarter of the open-files limit each, polls and
+//! streams are answered `503 overloaded`: see `Settings` in `demo/app.rs`.
+//!
 //! When Redis is unreachable, publishing answers `503` and so do polls that need Redis; the
 //! server reconnects by itself.
 //!
@@ -106,12 +110,13 @@ async fn main() {
             publish(topic, body)
         })
     };
-    if app::serve_with(listener, handle, shutdown, app::ctrl_c_or_sigterm()).await {
+    let stop = app::ctrl_c_or_sigterm();
+    if app::serve_with(listener, handle, &settings, shutdown, stop).await {
         println!("all connections closed");
     } else {
         eprintln!(
             "drain window of {:?} passed; exiting anyway",
-            app::DRAIN_WINDOW
+            settings.drain
         );
     }
 }

@@ -191,6 +191,7 @@ async fn soak_nothing_lost_nothing_reordered_nothing_left_parked() {
         listener,
         axum_example::router(&log, poll.clone(), stream.clone()),
         std::future::pending(),
+        axum_example::Deadlines::default(),
     ));
     let topic = log.topic("default");
     let start = topic.head();

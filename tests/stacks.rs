@@ -1,11 +1,16 @@
 //! Both layers in the stacks users run: plain hyper (HTTP/1.1 and HTTP/2), axum, tonic beside a
-//! real gRPC service, and tower-http's compression, timeout, trace and CORS layers, each over
-//! real sockets.
+//! real gRPC service, the demo's server loop, and tower-http's compression, timeout, trace and
+//! CORS layers, each over real sockets; and what each example promises against a hostile or
+//! careless client.
+
+mod common;
 
 // The examples themselves, so that these tests run the code a reader copies.
 #[allow(dead_code, unreachable_pub)]
 #[path = "../examples/axum.rs"]
 mod axum_example;
+#[path = "../examples/demo/app.rs"]
+mod demo_app;
 #[allow(dead_code, unreachable_pub)]
 #[path = "../examples/hyper.rs"]
 mod hyper_example;
@@ -21,6 +26,7 @@ use http::{Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 use tower_http::compression::predicate::DefaultPredicate;
@@ -92,6 +98,7 @@ async fn serve_axum(router: axum::Router) -> SocketAddr {
         listener,
         router,
         std::future::pending(),
+        axum_example::Deadlines::default(),
     ));
     addr
 }
@@ -242,6 +249,7 @@ async fn hyper_stack_over_http1_and_http2() {
         listener,
         app.hyper_routes(),
         std::future::pending(),
+        hyper_example::Deadlines::default(),
     ));
     exercise(addr, Version::HTTP_11, "").await;
     exercise(addr, Version::HTTP_2, "").await;
@@ -277,6 +285,7 @@ async fn tonic_stack_serves_grpc_health_beside_the_push_routes() {
         listener,
         app.router(),
         std::future::pending(),
+        tonic_example::Deadlines::default(),
     ));
 
     let channel = tonic::transport::Endpoint::new(format!("http://{addr}"))
@@ -490,19 +499,20 @@ async fn shutdown_drains_the_axum_and_tonic_stacks() {
         let (topic, shutdown) = (app.topic(), app.shutdown.clone());
         // As in each example's `main`: the server stops when the layers start draining.
         let stop = shutdown.wait();
+        // Every connection closes before the drain deadline.
         let server = match stack {
             "axum" => tokio::spawn(async move {
-                axum_example::serve(listener, app.router(), stop)
-                    .await
-                    .unwrap();
+                let deadlines = axum_example::Deadlines::default();
+                assert!(axum_example::serve(listener, app.router(), stop, deadlines).await);
             }),
             "tonic" => tokio::spawn(async move {
-                tonic_example::serve(listener, app.router(), stop)
-                    .await
-                    .unwrap();
+                let deadlines = tonic_example::Deadlines::default();
+                let served = tonic_example::serve(listener, app.router(), stop, deadlines);
+                assert!(served.await.unwrap());
             }),
             _ => tokio::spawn(async move {
-                assert!(hyper_example::serve(listener, app.hyper_routes(), stop).await);
+                let deadlines = hyper_example::Deadlines::default();
+                assert!(hyper_example::serve(listener, app.hyper_routes(), stop, deadlines).await);
             }),
         };
         let mut client = Client::connect(addr, Version::HTTP_2).await;
@@ -533,9 +543,340 @@ async fn shutdown_drains_the_axum_and_tonic_stacks() {
         );
         drop(body);
         drop(client);
-        timeout(5 * SECOND, server)
+        timeout(5 * SECOND, server).await.expect(stack).unwrap();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Against hostile and careless clients
+
+/// The stacks whose examples serve the push routes.
+#[derive(Clone, Copy, Debug)]
+enum Stack {
+    Hyper,
+    Axum,
+    Tonic,
+    /// The demo's server loop, with the routes it serves for the `redis` example too.
+    Demo,
+}
+
+impl Stack {
+    const ALL: [Stack; 4] = [Stack::Hyper, Stack::Axum, Stack::Tonic, Stack::Demo];
+}
+
+/// What a test sets of a stack: its deadlines and the open-files limit its caps come from. tonic
+/// has no header-read setting, and takes `header_read` as the deadline of the first byte.
+#[derive(Clone, Copy, Debug)]
+struct Knobs {
+    header_read: Duration,
+    write: Duration,
+    drain: Duration,
+    open_files: u64,
+}
+
+impl Default for Knobs {
+    /// Long deadlines, none of which a test meets unless it shortens it.
+    fn default() -> Self {
+        Self {
+            header_read: 60 * SECOND,
+            write: 60 * SECOND,
+            drain: 60 * SECOND,
+            open_files: 1024,
+        }
+    }
+}
+
+/// `knobs` as the `Deadlines` of the hyper or the axum example, which are alike.
+macro_rules! deadlines {
+    ($example:ident, $knobs:expr) => {
+        $example::Deadlines {
+            header_read: $knobs.header_read,
+            write: $knobs.write,
+            drain: $knobs.drain,
+        }
+    };
+}
+
+/// A stack serving the topic `default` on a fresh port, built with its example's own layers and
+/// `serve` function.
+struct Served {
+    addr: SocketAddr,
+    topic: Topic,
+    stream: ChunkedStreamLayer,
+    shutdown: Shutdown,
+    /// The serve function: whether every connection closed within the drain deadline.
+    server: tokio::task::JoinHandle<bool>,
+}
+
+impl Served {
+    async fn start(stack: Stack, knobs: Knobs) -> Self {
+        Self::start_with(stack, knobs, MemoryLog::new()).await
+    }
+
+    /// Like [`start`](Self::start), with the log of the axum and tonic routers.
+    async fn start_with(stack: Stack, knobs: Knobs, log: MemoryLog) -> Self {
+        let (listener, addr) = listener().await;
+        let shutdown = Shutdown::new();
+        // As in each example's `main`: the server stops when the layers start draining.
+        let stop = shutdown.wait();
+        let topic = log.topic("default");
+        let settings = demo_app::Settings {
+            max_held: usize::try_from(knobs.open_files / 4).unwrap(),
+            header_read: knobs.header_read,
+            write_stall: knobs.write,
+            drain: knobs.drain,
+            ..demo_app::Settings::default()
+        };
+        let (poll, stream) = match stack {
+            Stack::Hyper => hyper_example::layers(&shutdown, knobs.open_files),
+            Stack::Axum => axum_example::layers(&shutdown, knobs.open_files),
+            Stack::Tonic => tonic_example::layers(&shutdown, knobs.open_files),
+            Stack::Demo => demo_app::layers(&settings, &shutdown),
+        }
+        .unwrap();
+        let server = match stack {
+            Stack::Hyper => {
+                let routes = hyper_example::Routes {
+                    topic: topic.clone(),
+                    poll,
+                    stream: stream.clone(),
+                };
+                let deadlines = deadlines!(hyper_example, knobs);
+                tokio::spawn(hyper_example::serve(listener, routes, stop, deadlines))
+            }
+            Stack::Axum => {
+                let deadlines = deadlines!(axum_example, knobs);
+                let router = axum_example::router(&log, poll, stream.clone());
+                tokio::spawn(axum_example::serve(listener, router, stop, deadlines))
+            }
+            Stack::Tonic => {
+                let deadlines = tonic_example::Deadlines {
+                    first_byte: knobs.header_read,
+                    write: knobs.write,
+                    drain: knobs.drain,
+                };
+                let router = tonic_example::router(&log, poll, stream.clone());
+                let served = tonic_example::serve(listener, router, stop, deadlines);
+                tokio::spawn(async move { served.await.unwrap() })
+            }
+            Stack::Demo => {
+                // As the `redis` example builds its routes, over the memory log here.
+                let (poll, stream) = (
+                    tower::Layer::layer(&poll, topic.clone()),
+                    tower::Layer::layer(&stream, topic.clone()),
+                );
+                let publish_to = topic.clone();
+                let handle = move |req| {
+                    let topic = publish_to.clone();
+                    let publish =
+                        move |body| std::future::ready(demo_app::publish_to(&topic, body));
+                    demo_app::route(req, poll.clone(), stream.clone(), publish)
+                };
+                let shutdown = shutdown.clone();
+                tokio::spawn(async move {
+                    demo_app::serve_with(listener, handle, &settings, shutdown, stop).await
+                })
+            }
+        };
+        Self {
+            addr,
+            topic,
+            stream,
+            shutdown,
+            server,
+        }
+    }
+}
+
+/// A connection that sends half a request head, and then nothing.
+async fn half_a_head(addr: SocketAddr) -> TcpStream {
+    let mut socket = TcpStream::connect(addr).await.unwrap();
+    socket
+        .write_all(b"GET /poll HTTP/1.1\r\nhost: test\r\nx-slow: ")
+        .await
+        .unwrap();
+    socket
+}
+
+/// Reads until the server closes `socket`; how long that took, or `None` after `wait`.
+async fn closed_within(socket: &mut TcpStream, wait: Duration) -> Option<Duration> {
+    let started = tokio::time::Instant::now();
+    let read_all = async {
+        let mut sink = [0; 1024];
+        while matches!(socket.read(&mut sink).await, Ok(n) if n > 0) {}
+    };
+    timeout(wait, read_all)
+        .await
+        .ok()
+        .map(|()| started.elapsed())
+}
+
+/// A stream request whose client reads nothing, not even the head, with a receive buffer of a
+/// few KiB; and the events published on `topic` after it started, 12 MiB of them, more than the
+/// socket buffers of both ends hold, so that the server's writes stall.
+async fn unread_stream(served: &Served) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut socket = socket.connect(served.addr).await.unwrap();
+    socket
+        .write_all(b"GET /stream HTTP/1.1\r\nhost: test\r\naccept: application/x-ndjson\r\n\r\n")
+        .await
+        .unwrap();
+    let stream = served.stream.clone();
+    common::wait_until("the stream to open", 5 * SECOND, || {
+        stream.open_streams() == 1
+    })
+    .await;
+    let big = tower_push::EventData::from_serialize(&"x".repeat(96 * 1024)).unwrap();
+    for _ in 0..128 {
+        served.topic.publish(big.clone());
+    }
+    socket
+}
+
+#[tokio::test]
+async fn a_slowloris_connection_is_closed_after_the_header_read_timeout() {
+    let knobs = Knobs {
+        header_read: Duration::from_millis(300),
+        ..Knobs::default()
+    };
+    for stack in Stack::ALL {
+        let served = Served::start(stack, knobs).await;
+        // Sends nothing at all: the `auto` builders wait for the first bytes to tell HTTP/1
+        // from HTTP/2 before the header-read timeout starts.
+        let mut silent = TcpStream::connect(served.addr).await.unwrap();
+        let mut half = half_a_head(served.addr).await;
+        let mut slowloris = vec![("nothing", &mut silent)];
+        // tonic's timeout for half a head is fixed: see the next test.
+        if !matches!(stack, Stack::Tonic) {
+            slowloris.push(("half a head", &mut half));
+        }
+        for (what, socket) in slowloris {
+            let closed = closed_within(socket, 5 * SECOND).await;
+            let closed = closed.unwrap_or_else(|| panic!("{stack:?}: {what} still open"));
+            assert!(
+                closed < 3 * SECOND,
+                "{stack:?}: {what} closed after {closed:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn tonic_closes_a_slowloris_connection_after_30_seconds() {
+    // tonic has no setting for the header-read timeout, and enforces hyper's default of 30 s;
+    // the paused clock jumps to it once the server waits only for the head.
+    let served = Served::start(Stack::Tonic, Knobs::default()).await;
+    let mut half = half_a_head(served.addr).await;
+    let closed = closed_within(&mut half, 31 * SECOND).await;
+    assert!(
+        closed.is_some_and(|closed| closed >= 30 * SECOND),
+        "{closed:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_after_the_write_timeout() {
+    let knobs = Knobs {
+        write: Duration::from_millis(300),
+        ..Knobs::default()
+    };
+    for stack in Stack::ALL {
+        let served = Served::start(stack, knobs).await;
+        let _unread = unread_stream(&served).await;
+        // The stream held what was waiting for the client until the connection closed.
+        let stream = served.stream.clone();
+        let what = format!("{stack:?}: the stalled stream to end");
+        common::wait_until(&what, 10 * SECOND, || stream.open_streams() == 0).await;
+    }
+}
+
+#[tokio::test]
+async fn the_stop_returns_within_the_drain_deadline_whatever_clients_do() {
+    let drain = Duration::from_millis(500);
+    let knobs = Knobs {
+        drain,
+        ..Knobs::default()
+    };
+    for stack in Stack::ALL {
+        let served = Served::start(stack, knobs).await;
+        // Neither closes by itself: the head never completes, and the stream's final message
+        // cannot be written. The server accepted the first when the second opened.
+        let _half = half_a_head(served.addr).await;
+        let _unread = unread_stream(&served).await;
+        let stopped = tokio::time::Instant::now();
+        served.shutdown.trigger();
+        let drained = timeout(drain + 5 * SECOND, served.server)
             .await
-            .expect("server drained")
+            .unwrap_or_else(|_| panic!("{stack:?}: still draining"))
             .unwrap();
+        let took = stopped.elapsed();
+        assert!(!drained, "{stack:?}: the connections could not have closed");
+        assert!(
+            took >= drain && took < drain + SECOND,
+            "{stack:?}: {took:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn beyond_the_caps_polls_and_streams_are_answered_overloaded() {
+    // An open-files limit of 8: each example caps polls and streams at a quarter of it, 2.
+    let knobs = Knobs {
+        open_files: 8,
+        ..Knobs::default()
+    };
+    for stack in Stack::ALL {
+        let served = Served::start(stack, knobs).await;
+        let addr = served.addr;
+        let (mut polls, mut streams) = (Vec::new(), Vec::new());
+        for _ in 0..2 {
+            polls.push(tokio::spawn(common::get(addr, "/poll")));
+            let stream = common::RawResponse::get(addr, "/stream", &[common::NDJSON]).await;
+            assert_eq!(stream.status, 200, "{stack:?}");
+            streams.push(stream);
+        }
+        common::parked(&served.topic, 4).await;
+        let poll = timeout(5 * SECOND, common::get(addr, "/poll"))
+            .await
+            .unwrap_or_else(|_| panic!("{stack:?}: a third poll was held"));
+        let stream = timeout(
+            5 * SECOND,
+            common::get_with(addr, "/stream", &[("accept", b"application/x-ndjson")]),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{stack:?}: a third stream was opened"));
+        for reply in [poll, stream] {
+            assert_eq!(reply.status, 503, "{stack:?}: {reply:?}");
+            assert_eq!(reply.json()["error"], "overloaded", "{stack:?}");
+            assert!(
+                reply.header("retry-after").is_some(),
+                "{stack:?}: {reply:?}"
+            );
+        }
+        polls.iter().for_each(tokio::task::JoinHandle::abort);
+    }
+}
+
+#[tokio::test]
+async fn publishing_to_more_topics_than_the_log_holds_is_refused() {
+    for stack in [Stack::Axum, Stack::Tonic] {
+        // The example's own log, full of topics in use (each held here); the router adds
+        // `default`, the thousandth.
+        let log = match stack {
+            Stack::Axum => axum_example::log(),
+            _ => tonic_example::log(),
+        }
+        .unwrap();
+        let _topics: Vec<Topic> = (1..1_000)
+            .map(|n| log.try_topic(&format!("t{n}")).unwrap())
+            .collect();
+        let served = Served::start_with(stack, Knobs::default(), log.clone()).await;
+        let (status, _) = publish(served.addr, "/topics/t1/publish", "1").await;
+        assert_eq!(status, 200, "{stack:?}: an existing topic takes events");
+        let (status, body) = publish(served.addr, "/topics/one-more/publish", "1").await;
+        assert_eq!(status, 503, "{stack:?}: {body}");
+        assert_eq!(body["error"], "too_many_topics", "{stack:?}");
+        assert!(log.find_topic("one-more").is_none(), "{stack:?}");
     }
 }

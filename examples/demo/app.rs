@@ -9,8 +9,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, Limited};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::timeout;
 use tower::ServiceExt;
 use tower_push::format::{AutoFormat, Framing, SseFormat};
+use tower_push::io::WriteTimeout;
 use tower_push::memory::Topic;
 use tower_push::source::{Outcome, Subscribe};
 use tower_push::{
@@ -21,9 +24,6 @@ use tower_push::{
 /// The page at `GET /`: a publish form and two live panes, one on `EventSource`, one on a
 /// long-poll loop.
 pub(crate) const PAGE: &str = include_str!("index.html");
-
-/// How long a shutdown waits for open connections to close.
-pub(crate) const DRAIN_WINDOW: Duration = Duration::from_secs(10);
 
 /// The largest event a client may publish.
 const MAX_EVENT_BYTES: usize = 64 * 1024;
@@ -41,6 +41,24 @@ pub(crate) struct Settings {
     pub(crate) max_stream: Duration,
     /// The `retry:` hint of SSE streams: how long `EventSource` waits before it reconnects.
     pub(crate) sse_retry: Duration,
+    /// The most polls held at once, and the most streams open at once; beyond, `503 overloaded`
+    /// with a `Retry-After`. Over HTTP/1.1 each keeps its connection, and so a file descriptor:
+    /// each kind may take a quarter of the open-files limit (256 each under the usual 1024), and
+    /// the other half is left for requests that answer at once, publishers and the listener, so
+    /// that the server never runs out of descriptors and fails to accept anyone.
+    pub(crate) max_held: usize,
+    /// How long a client may take to send a request head: a slowloris client, which sends its
+    /// head a byte at a time or stops halfway, is closed then. 10 s: a real client sends its
+    /// head at once, even on a slow network.
+    pub(crate) header_read: Duration,
+    /// How long a write may make no progress: a client that stopped reading would otherwise
+    /// keep the answer or frames waiting for it in memory. 30 s: longer than the stalls of a
+    /// client that still reads; parked polls and quiet streams write nothing and are never cut.
+    pub(crate) write_stall: Duration,
+    /// How long open connections get to close after the stop: 10 s, enough to write the
+    /// answered polls and ended streams, and well within the 30 s an orchestrator usually waits
+    /// between SIGTERM and SIGKILL.
+    pub(crate) drain: Duration,
 }
 
 impl Default for Settings {
@@ -51,8 +69,22 @@ impl Default for Settings {
             heartbeat: Duration::from_secs(15),
             max_stream: Duration::from_secs(300),
             sse_retry: Duration::from_secs(1),
+            max_held: usize::try_from(open_files() / 4).unwrap_or(usize::MAX),
+            header_read: Duration::from_secs(10),
+            write_stall: Duration::from_secs(30),
+            drain: Duration::from_secs(10),
         }
     }
+}
+
+/// The soft limit on open files of this process, which bounds its connections; 1024, the usual
+/// default, where it cannot be read.
+fn open_files() -> u64 {
+    #[cfg(unix)]
+    let limit = rlimit::Resource::NOFILE.get_soft().ok();
+    #[cfg(not(unix))]
+    let limit = None;
+    limit.unwrap_or(1024)
 }
 
 /// The demo's command line: `--addr` and the [`Settings`] flags, plus the flags a program adds.
@@ -191,12 +223,14 @@ pub(crate) fn layers(
 ) -> Result<(LongPollLayer, ChunkedStreamLayer), ConfigError> {
     let poll = LongPollLayer::builder()
         .hold_timeout(settings.hold)
+        .max_parked(settings.max_held)
         .shutdown(shutdown.clone())
         .build()?;
     let sse = SseFormat::new().retry(settings.sse_retry);
     let stream = ChunkedStreamLayer::builder()
         .heartbeat_interval(settings.heartbeat)
         .max_lifetime(settings.max_stream)
+        .max_streams(settings.max_held)
         .format(AutoFormat::new(Framing::Ndjson).sse(sse))
         .shutdown(shutdown.clone())
         .build()?;
@@ -317,21 +351,23 @@ pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response<B
 
 /// Serves `demo` with plain hyper (HTTP/1.1 and HTTP/2 on one port) until `stop` resolves, then
 /// drains: `shutdown` answers held polls and ends streams, and the function returns when every
-/// connection has closed (`true`) or the drain window has passed (`false`).
+/// connection has closed (`true`) or the drain window of `settings` has passed (`false`).
 pub(crate) async fn serve(
-    listener: tokio::net::TcpListener,
+    listener: TcpListener,
     demo: Demo,
+    settings: &Settings,
     shutdown: Shutdown,
     stop: impl std::future::Future<Output = ()>,
 ) -> bool {
     let handle = move |req| demo.clone().handle(req);
-    serve_with(listener, handle, shutdown, stop).await
+    serve_with(listener, handle, settings, shutdown, stop).await
 }
 
 /// Like [`serve`], for any handler.
 pub(crate) async fn serve_with<H, F>(
-    listener: tokio::net::TcpListener,
+    listener: TcpListener,
     handle: H,
+    settings: &Settings,
     shutdown: Shutdown,
     stop: impl std::future::Future<Output = ()>,
 ) -> bool
@@ -339,20 +375,23 @@ where
     H: Fn(Request<hyper::body::Incoming>) -> F + Clone + Send + 'static,
     F: std::future::Future<Output = Response<Body>> + Send + 'static,
 {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // hyper enforces the header-read timeout only with a timer.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read);
+    // An HTTP/2 client multiplexes its polls and streams over one connection: at most 100 at a
+    // time (hyper's default is 200), so that one connection cannot take a large share of the
+    // caps of the layers.
+    builder.http2().max_concurrent_streams(100);
+    let (header_read, write_stall) = (settings.header_read, settings.write_stall);
     let mut stop = std::pin::pin!(stop);
     loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    eprintln!("accept failed: {err}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+        let stream = tokio::select! {
+            stream = accept(&listener) => stream,
             () = &mut stop => break,
         };
         // Without TCP_NODELAY a small write waits for the ACK of the previous one (Nagle), and
@@ -364,20 +403,38 @@ where
             let answer = handle(req);
             async move { Ok::<_, Infallible>(answer.await) }
         });
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let (builder, watcher) = (builder.clone(), graceful.watcher());
         tokio::spawn(async move {
-            let _ = connection.await;
+            // The auto builder waits for the first bytes to tell HTTP/1 from HTTP/2, and the
+            // header-read timeout starts only after them: a client that sends none is closed here.
+            let first_byte = timeout(header_read, stream.peek(&mut [0; 1])).await;
+            if first_byte.is_ok() {
+                let io = TokioIo::new(WriteTimeout::new(stream, write_stall));
+                let _ = watcher.watch(builder.serve_connection(io, service)).await;
+            }
         });
     }
     // Held polls answer, streams send their final message, then connections close.
     shutdown.trigger();
     drop(listener);
-    tokio::time::timeout(DRAIN_WINDOW, graceful.shutdown())
-        .await
-        .is_ok()
+    timeout(settings.drain, graceful.shutdown()).await.is_ok()
+}
+
+/// The next connection. When accepting fails (out of file descriptors, say), waits for open
+/// connections to close before trying again, 100 ms and then twice as long each time up to 1 s,
+/// with one log line per wait, rather than failing again at once in a busy loop.
+async fn accept(listener: &TcpListener) -> TcpStream {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => return stream,
+            Err(err) => {
+                eprintln!("accept failed: {err}; trying again in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
 }
 
 /// Resolves on Ctrl-C, or on SIGTERM where there is one.

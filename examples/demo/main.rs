@@ -19,6 +19,10 @@
 //! final message, and the process exits once every connection has closed (or after a drain
 //! window of 10 seconds).
 //!
+//! Slow and stalled clients are cut off (a request head must arrive within 10 s, a write must
+//! make progress within 30 s), and beyond a quarter of the open-files limit each, polls and
+//! streams are answered `503 overloaded`: see `Settings` in `demo/app.rs`.
+//!
 //! Try it: open <http://localhost:3000/> in a browser, or
 //!
 //! ```text
@@ -55,12 +59,13 @@ async fn main() {
         demo.topic().name(),
         demo.log().epoch()
     );
-    if app::serve(listener, demo, shutdown, app::ctrl_c_or_sigterm()).await {
+    let stop = app::ctrl_c_or_sigterm();
+    if app::serve(listener, demo, &settings, shutdown, stop).await {
         println!("all connections closed");
     } else {
         eprintln!(
             "drain window of {:?} passed; exiting anyway",
-            app::DRAIN_WINDOW
+            settings.drain
         );
     }
 }
