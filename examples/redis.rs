@@ -44,12 +44,19 @@ use tower_push::{EventData, Shutdown};
 #[path = "demo/app.rs"]
 mod app;
 
-use app::{error, json, Body};
+use app::{error, exit_usage, json, Body};
+use clap::Parser;
 
-const CLI: app::Cli = app::Cli {
-    program: "redis",
-    extra: &[("--redis", "URL")],
-};
+/// The demo's routes on Redis Streams: several of these processes serve one feed.
+#[derive(Parser)]
+#[command(name = "redis")]
+struct Cli {
+    #[command(flatten)]
+    flags: app::Flags,
+    /// The Redis server that holds the feed
+    #[arg(long, value_name = "URL", default_value = "redis://127.0.0.1:6379")]
+    redis: String,
+}
 
 /// Publishes one event's JSON data through Redis: `{"id":"<cursor>"}`, `400 invalid_json`, or
 /// `503` while Redis is unreachable.
@@ -73,33 +80,28 @@ async fn publish(topic: RedisTopic, body: bytes::Bytes) -> Response<Body> {
 
 #[tokio::main]
 async fn main() {
-    let app::Parsed {
-        addr,
-        settings,
-        extra,
-    } = CLI.parse();
-    let url = extra
-        .get("--redis")
-        .map_or("redis://127.0.0.1:6379", String::as_str);
+    let cli = Cli::parse();
+    let settings = cli.flags.settings();
+    let (addr, url) = (&cli.flags.addr, cli.redis.as_str());
     let source = RedisSource::builder(url)
         .retention(settings.retention)
         .build()
         .await
         .unwrap_or_else(|err| {
             let cause = std::error::Error::source(&err).map(|cause| format!(": {cause}"));
-            CLI.fail(&format!("{err}{}", cause.unwrap_or_default()))
+            exit_usage::<Cli>(format!("{err}{}", cause.unwrap_or_default()))
         });
     let shutdown = Shutdown::new();
     let (poll, stream) =
-        app::layers(&settings, &shutdown).unwrap_or_else(|err| CLI.fail(&err.to_string()));
+        app::layers(&settings, &shutdown).unwrap_or_else(|err| exit_usage::<Cli>(err));
     let topic = source
         .topic("default")
-        .unwrap_or_else(|err| CLI.fail(&err.to_string()));
+        .unwrap_or_else(|err| exit_usage::<Cli>(err));
     let (poll, stream) = (poll.layer(topic.clone()), stream.layer(topic.clone()));
 
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .unwrap_or_else(|err| CLI.fail(&format!("cannot listen on {addr}: {err}")));
+        .unwrap_or_else(|err| exit_usage::<Cli>(format!("cannot listen on {addr}: {err}")));
     println!(
         "tower-push redis demo listening on http://{} (feed on {url})",
         listener.local_addr().expect("bound"),

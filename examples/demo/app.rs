@@ -87,84 +87,56 @@ fn open_files() -> u64 {
     limit.unwrap_or(1024)
 }
 
-/// The demo's command line: `--addr` and the [`Settings`] flags, plus the flags a program adds.
-pub(crate) struct Cli {
-    /// The program's name, for the usage line.
-    pub(crate) program: &'static str,
-    /// Flags of the program's own, each with its value's name (`("--redis", "URL")`).
-    pub(crate) extra: &'static [(&'static str, &'static str)],
+/// The demo's command line: where to listen, and the [`Settings`] a user may change. The
+/// programs flatten it into their own `clap` parser, beside their own flags.
+#[derive(clap::Args, Debug)]
+pub(crate) struct Flags {
+    /// Where to listen; HOST may be a name such as `localhost`
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:3000")]
+    pub(crate) addr: String,
+    /// How long a poll without events is held before it answers 204, in milliseconds
+    #[arg(long, value_name = "MILLIS", default_value_t = millis(Settings::default().hold))]
+    hold_ms: u64,
+    /// How many events the log keeps per topic
+    #[arg(long, value_name = "EVENTS", default_value_t = Settings::default().retention)]
+    retention: usize,
+    /// How long a quiet stream waits before it sends a heartbeat, in milliseconds
+    #[arg(long, value_name = "MILLIS", default_value_t = millis(Settings::default().heartbeat))]
+    heartbeat_ms: u64,
+    /// How long a stream lives before it ends and the client resumes, in milliseconds
+    #[arg(long, value_name = "MILLIS", default_value_t = millis(Settings::default().max_stream))]
+    max_stream_ms: u64,
+    /// The `retry:` hint of SSE streams: how long EventSource waits before it reconnects, in
+    /// milliseconds
+    #[arg(long, value_name = "MILLIS", default_value_t = millis(Settings::default().sse_retry))]
+    sse_retry_ms: u64,
 }
 
-/// What [`Cli::parse`] read.
-pub(crate) struct Parsed {
-    pub(crate) addr: std::net::SocketAddr,
-    pub(crate) settings: Settings,
-    /// The values of the program's own flags, by flag.
-    pub(crate) extra: std::collections::HashMap<&'static str, String>,
+impl Flags {
+    /// The settings the flags give, the others at their defaults.
+    pub(crate) fn settings(&self) -> Settings {
+        Settings {
+            hold: Duration::from_millis(self.hold_ms),
+            retention: self.retention,
+            heartbeat: Duration::from_millis(self.heartbeat_ms),
+            max_stream: Duration::from_millis(self.max_stream_ms),
+            sse_retry: Duration::from_millis(self.sse_retry_ms),
+            ..Settings::default()
+        }
+    }
 }
 
-impl Cli {
-    /// Prints `problem` and the usage line, and exits with status 2.
-    pub(crate) fn fail(&self, problem: &str) -> ! {
-        let mut line = format!(
-            "usage: {} [--addr HOST:PORT] [--hold-ms MILLIS] [--retention EVENTS] \
-             [--heartbeat-ms MILLIS] [--max-stream-ms MILLIS] [--sse-retry-ms MILLIS]",
-            self.program
-        );
-        for (flag, value) in self.extra {
-            line.push_str(&format!(" [{flag} {value}]"));
-        }
-        eprintln!("error: {problem}\n{line}");
-        std::process::exit(2)
-    }
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
 
-    /// Reads the command line, or exits with the usage line.
-    pub(crate) fn parse(&self) -> Parsed {
-        let mut parsed = Parsed {
-            addr: ([127, 0, 0, 1], 3000).into(),
-            settings: Settings::default(),
-            extra: std::collections::HashMap::new(),
-        };
-        let mut argv = std::env::args().skip(1);
-        while let Some(flag) = argv.next() {
-            if flag == "--help" || flag == "-h" {
-                self.fail("help requested");
-            }
-            let Some(value) = argv.next() else {
-                self.fail(&format!("{flag} needs a value"));
-            };
-            let millis = || -> Duration {
-                let ms = value.parse().unwrap_or_else(|_| {
-                    self.fail(&format!("{flag} {value:?} is not a number of milliseconds"))
-                });
-                Duration::from_millis(ms)
-            };
-            let settings = &mut parsed.settings;
-            match flag.as_str() {
-                "--addr" => {
-                    parsed.addr = value.parse().unwrap_or_else(|_| {
-                        self.fail(&format!("--addr {value:?} is not HOST:PORT"))
-                    });
-                }
-                "--hold-ms" => settings.hold = millis(),
-                "--heartbeat-ms" => settings.heartbeat = millis(),
-                "--max-stream-ms" => settings.max_stream = millis(),
-                "--sse-retry-ms" => settings.sse_retry = millis(),
-                "--retention" => {
-                    settings.retention = value.parse().unwrap_or_else(|_| {
-                        self.fail(&format!("--retention {value:?} is not a number"))
-                    });
-                }
-                _ => match self.extra.iter().find(|(known, _)| *known == flag) {
-                    Some((known, _)) => {
-                        parsed.extra.insert(known, value);
-                    }
-                    None => self.fail(&format!("unknown flag {flag}")),
-                },
-            }
-        }
-        parsed
-    }
+/// Exits as `clap` does for a bad command line, for a problem found after parsing (a setting
+/// the layers refuse, an address that cannot be bound): the message and the usage on stderr,
+/// status 2.
+pub(crate) fn exit_usage<P: clap::CommandFactory>(problem: impl std::fmt::Display) -> ! {
+    P::command()
+        .error(clap::error::ErrorKind::ValueValidation, problem)
+        .exit()
 }
 
 /// The body of every demo answer.

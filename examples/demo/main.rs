@@ -2,9 +2,8 @@
 //! hyper (HTTP/1.1 and HTTP/2 on one port).
 //!
 //! ```text
-//! cargo run --example demo -- [--addr 127.0.0.1:3000] [--hold-ms 25000] [--retention 1024]
-//!                             [--heartbeat-ms 15000] [--max-stream-ms 300000]
-//!                             [--sse-retry-ms 1000]
+//! cargo run --example demo -- --help          # every flag, with its default
+//! cargo run --example demo -- --addr localhost:3000 --hold-ms 25000
 //! ```
 //!
 //! Routes:
@@ -26,38 +25,44 @@
 //! Try it: open <http://localhost:3000/> in a browser, or
 //!
 //! ```text
-//! curl -i localhost:3000/poll                       # waits, then 204 with Push-Cursor
+//! curl -i localhost:3000/poll                       # waits 25 s (the hold), then 204 with Push-Cursor
 //! curl -N localhost:3000/stream                     # NDJSON lines as events arrive
 //! curl -N -H 'accept: text/event-stream' localhost:3000/stream
 //! curl -d '{"text":"hi"}' localhost:3000/publish    # {"id":"…-1"}
 //! curl -i 'localhost:3000/poll?after=<Push-Cursor>' # 200 with the event
 //! ```
 
+use clap::Parser;
 use tower_push::Shutdown;
 
 mod app;
 
-use app::Demo;
+use app::{exit_usage, Demo};
 
-const CLI: app::Cli = app::Cli {
-    program: "demo",
-    extra: &[],
-};
+/// The tower-push demo: long polling and streaming on the embedded in-memory log.
+#[derive(Parser)]
+#[command(name = "demo")]
+struct Cli {
+    #[command(flatten)]
+    flags: app::Flags,
+}
 
 #[tokio::main]
 async fn main() {
-    let app::Parsed { addr, settings, .. } = CLI.parse();
+    let cli = Cli::parse();
+    let settings = cli.flags.settings();
     let shutdown = Shutdown::new();
-    let demo = Demo::new(&settings, &shutdown).unwrap_or_else(|err| CLI.fail(&err.to_string()));
+    let demo = Demo::new(&settings, &shutdown).unwrap_or_else(|err| exit_usage::<Cli>(err));
 
+    let addr = &cli.flags.addr;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .unwrap_or_else(|err| CLI.fail(&format!("cannot listen on {addr}: {err}")));
+        .unwrap_or_else(|err| exit_usage::<Cli>(format!("cannot listen on {addr}: {err}")));
     println!(
         "tower-push demo listening on http://{} (topic {}, epoch {})",
         listener.local_addr().expect("bound"),
         demo.topic().name(),
-        demo.log().epoch()
+        demo.topic().epoch()
     );
     let stop = app::ctrl_c_or_sigterm();
     if app::serve(listener, demo, &settings, shutdown, stop).await {
