@@ -204,13 +204,25 @@ pub struct RawResponse {
 impl RawResponse {
     /// Sends `GET path` with `headers` and reads the response head.
     pub async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Self {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
+        Self::try_get(addr, path, headers)
+            .await
+            .unwrap_or_else(|err| panic!("GET {path}: {err}"))
+    }
+
+    /// Like [`get`](Self::get), but a connection that is refused, breaks or closes before the
+    /// head is an error, as a reconnecting client sees it, not a panic.
+    pub async fn try_get(
+        addr: SocketAddr,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> std::io::Result<Self> {
+        let mut stream = TcpStream::connect(addr).await?;
         let mut request = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\n");
         for (name, value) in headers {
             request.push_str(&format!("{name}: {value}\r\n"));
         }
         request.push_str("\r\n");
-        stream.write_all(request.as_bytes()).await.unwrap();
+        stream.write_all(request.as_bytes()).await?;
         let mut response = Self {
             stream,
             buf: Vec::new(),
@@ -224,7 +236,13 @@ impl RawResponse {
             if let Some(i) = find(&response.buf, b"\r\n\r\n") {
                 break i;
             }
-            assert!(response.fill().await, "connection closed before the head");
+            if !response.fill().await {
+                let closed = std::io::ErrorKind::UnexpectedEof;
+                return Err(std::io::Error::new(
+                    closed,
+                    "connection closed before the head",
+                ));
+            }
         };
         response.head = String::from_utf8(response.buf[..end].to_vec()).unwrap();
         response.buf.drain(..end + 4);
@@ -232,7 +250,21 @@ impl RawResponse {
         if response.header("content-encoding").as_deref() == Some("gzip") {
             response.gzip = Some(GzDecoder::new(Vec::new()));
         }
-        response
+        Ok(response)
+    }
+
+    /// The body of an answer with a `Content-Length` (a long poll's), or `None` if the
+    /// connection closed before all of it arrived.
+    pub async fn content(&mut self) -> Option<String> {
+        let length: usize = self
+            .header("content-length")
+            .map_or(0, |l| l.parse().unwrap());
+        while self.buf.len() < length {
+            if !self.fill().await {
+                return None;
+            }
+        }
+        Some(String::from_utf8(self.buf.drain(..length).collect()).unwrap())
     }
 
     /// A header of the head, by name.
