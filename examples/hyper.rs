@@ -122,14 +122,21 @@ impl Routes {
     /// does this.
     pub async fn handle(self, req: Request<Incoming>) -> Result<Response<PushBody>, Infallible> {
         match (req.method(), req.uri().path()) {
-            (&Method::GET, "/poll") => self.poll.layer(self.topic).oneshot(req).await,
-            (&Method::GET, "/stream") => self.stream.layer(self.topic).oneshot(req).await,
+            // Any method: the layers answer GET and HEAD, and 405 with `Allow` otherwise.
+            (_, "/poll") => self.poll.layer(self.topic).oneshot(req).await,
+            (_, "/stream") => self.stream.layer(self.topic).oneshot(req).await,
             (&Method::POST, "/publish") => Ok(publish(&self.topic, req.into_body()).await),
-            (_, "/poll" | "/stream" | "/publish") => Ok(error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "use GET /poll, GET /stream or POST /publish",
-            )),
+            (_, "/publish") => {
+                let message = "use POST /publish";
+                let mut refused = error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    message,
+                );
+                let allow = http::HeaderValue::from_static("POST");
+                refused.headers_mut().insert(header::ALLOW, allow);
+                Ok(refused)
+            }
             _ => Ok(error(StatusCode::NOT_FOUND, "not_found", "no such route")),
         }
     }

@@ -147,6 +147,15 @@ pub fn router(log: &MemoryLog, poll: LongPollLayer, stream: ChunkedStreamLayer) 
         .route("/topics/{topic}/poll", get(poll_topic))
         .route("/topics/{topic}/stream", get(stream_topic))
         .route("/topics/{topic}/publish", post(publish_topic))
+        // A JSON body for a method a route does not take; axum adds the `Allow` header.
+        .method_not_allowed_fallback(|| async {
+            let message = "this route does not take that method: see the Allow header";
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                message,
+            )
+        })
         .layer(DefaultBodyLimit::max(64 * 1024))
         .with_state(push)
 }

@@ -880,3 +880,24 @@ async fn publishing_to_more_topics_than_the_log_holds_is_refused() {
         assert!(log.find_topic("one-more").is_none(), "{stack:?}");
     }
 }
+
+#[tokio::test]
+async fn other_methods_on_the_push_routes_get_405_with_allow() {
+    for stack in Stack::ALL {
+        let served = Served::start(stack, Knobs::default()).await;
+        for (method, path, allow) in [
+            (http::Method::PUT, "/poll", "GET, HEAD"),
+            (http::Method::DELETE, "/stream", "GET, HEAD"),
+            (http::Method::GET, "/publish", "POST"),
+        ] {
+            let reply = common::request(served.addr, method.clone(), path, &[]).await;
+            assert_eq!(reply.status, 405, "{stack:?} {method} {path}: {reply:?}");
+            assert_eq!(
+                reply.header("allow"),
+                Some(allow),
+                "{stack:?} {method} {path}"
+            );
+            assert_eq!(reply.json()["error"], "method_not_allowed", "{stack:?}");
+        }
+    }
+}

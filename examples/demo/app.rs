@@ -228,12 +228,13 @@ where
     F: std::future::Future<Output = Response<Body>>,
 {
     match (req.method(), req.uri().path()) {
-        (&Method::GET, "/") => page(),
-        (&Method::GET, "/poll") => {
+        (&Method::GET | &Method::HEAD, "/") => page(),
+        // Any method: the layers answer GET and HEAD, and 405 with `Allow` otherwise.
+        (_, "/poll") => {
             let response = poll.oneshot(req).await.unwrap_or_else(|e| match e {});
             response.map(|body| body.boxed_unsync())
         }
-        (&Method::GET, "/stream") => {
+        (_, "/stream") => {
             let response = stream.oneshot(req).await.unwrap_or_else(|e| match e {});
             response.map(|body| body.boxed_unsync())
         }
@@ -241,18 +242,22 @@ where
             Ok(body) => publish(body).await,
             Err(refused) => refused,
         },
-        (_, "/") => error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "use GET /",
-        ),
-        (_, "/poll" | "/stream" | "/publish") => error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "use GET /poll, GET /stream or POST /publish",
-        ),
+        (_, "/") => not_allowed("GET, HEAD", "use GET /"),
+        (_, "/publish") => not_allowed("POST", "use POST /publish"),
         _ => error(StatusCode::NOT_FOUND, "not_found", "no such route"),
     }
+}
+
+/// `405 method_not_allowed` with the `Allow` header the status requires.
+fn not_allowed(allow: &'static str, message: &str) -> Response<Body> {
+    let mut refused = error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        message,
+    );
+    let allow = HeaderValue::from_static(allow);
+    refused.headers_mut().insert(header::ALLOW, allow);
+    refused
 }
 
 /// Reads the body of a publish request, at most [`MAX_EVENT_BYTES`]; the error is the answer.
