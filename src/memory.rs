@@ -55,7 +55,7 @@ use tokio::time::Instant;
 use tower_service::Service;
 
 use crate::config::check;
-use crate::source::{Batch, Outcome, Position, Resync, ResyncReason, Subscribe};
+use crate::source::{Batch, Outcome, Position, Subscribe};
 use crate::{ConfigError, Cursor, Epoch, Event, EventData, EventName};
 
 /// An in-memory log of events, split into topics.
@@ -535,22 +535,10 @@ impl TopicShared {
         let head = Cursor::new(epoch, state.head);
         let first = state.first_live(Instant::now(), max_age);
         let oldest = Cursor::new(epoch, first - 1);
-        let after = match position {
-            Position::Head => return Some(Outcome::Head(head)),
-            Position::Oldest => oldest,
-            Position::After(cursor) if cursor.epoch() != epoch => {
-                let resync = Resync::new(ResyncReason::EpochMismatch, oldest, head);
-                return Some(Outcome::Resync(resync));
-            }
-            Position::After(cursor) => cursor,
+        let after = match crate::source::read_after(position, oldest, head) {
+            Ok(after) => after,
+            Err(outcome) => return Some(outcome),
         };
-        if after > head {
-            return Some(Outcome::Ahead { head });
-        }
-        if after < oldest {
-            let resync = Resync::new(ResyncReason::Expired, oldest, head);
-            return Some(Outcome::Resync(resync));
-        }
         if after == head {
             return match position {
                 Position::Oldest => Some(Outcome::Head(head)),
@@ -676,6 +664,7 @@ impl fmt::Debug for Subscription {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::{Resync, ResyncReason};
     use tower::ServiceExt;
 
     fn data(n: u64) -> EventData {

@@ -291,6 +291,37 @@ impl Batch {
     }
 }
 
+/// Where a source whose retained events of `head`'s epoch lie after `oldest` and up to `head`
+/// reads from for `position`: the cursor to read after, or the outcome to answer at once (the
+/// head for [`Position::Head`], a resync for another epoch or a cursor before `oldest`,
+/// [`Outcome::Ahead`] beyond `head`). Shared by the sources so that they answer alike.
+pub(crate) fn read_after(
+    position: Position,
+    oldest: Cursor,
+    head: Cursor,
+) -> Result<Cursor, Outcome> {
+    let after = match position {
+        Position::Head => return Err(Outcome::Head(head)),
+        Position::Oldest => oldest,
+        Position::After(cursor) if cursor.epoch() != head.epoch() => {
+            let resync = Resync::new(ResyncReason::EpochMismatch, oldest, head);
+            return Err(Outcome::Resync(resync));
+        }
+        Position::After(cursor) => cursor,
+    };
+    if after > head {
+        return Err(Outcome::Ahead { head });
+    }
+    if after < oldest {
+        return Err(Outcome::Resync(Resync::new(
+            ResyncReason::Expired,
+            oldest,
+            head,
+        )));
+    }
+    Ok(after)
+}
+
 /// Why a cursor must be given up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]

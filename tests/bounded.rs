@@ -1,6 +1,6 @@
 //! What a client that does not read costs: unread answers and streams of large events, over
 //! HTTP/1.1 and over one HTTP/2 connection with a one-byte window, measured as this process's
-//! memory. Alone in its file so that no other test allocates in the same process meanwhile.
+//! memory. One test alone in its file, so that nothing else allocates in the process meanwhile.
 
 mod common;
 
@@ -116,42 +116,4 @@ async fn unread_answers_and_streams_stay_bounded_over_http1_and_http2() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_bounded("HTTP/2, one-byte window", before);
     drop(unread);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_parked_poll_with_a_large_head_costs_a_bounded_amount() {
-    const POLLS: usize = 200;
-    let topic = MemoryLog::new().topic("t");
-    let (poll, _) = servers(&topic).await;
-    let path = format!("/poll?after={}", topic.head());
-    // Just under the default `max_head_bytes` of 32 KiB; a larger head gets `431`.
-    let big: &'static str = "x".repeat(30 * 1024).leak();
-    let too_big = "x".repeat(40 * 1024);
-    let refused = RawResponse::get(poll, &path, &[("x-big", &too_big)]).await;
-    assert_eq!(refused.status, 431);
-
-    let before = rss();
-    let mut held = Vec::new();
-    for _ in 0..POLLS {
-        let path = path.clone();
-        // A raw client: it keeps nothing of its request once sent.
-        held.push(tokio::spawn(async move {
-            RawResponse::get(poll, &path, &[("x-big", big)])
-                .await
-                .status
-        }));
-    }
-    common::parked(&topic, POLLS).await;
-    let each = rss().saturating_sub(before) / POLLS;
-    println!(
-        "a parked poll with a 30 KiB header: {} KiB, server and client",
-        each / 1024
-    );
-    // The head's copy, hyper's read buffer grown to hold it, the poll itself, and the client's
-    // socket; a 400 KB head cost 523 KB per parked poll before heads were bounded.
-    assert!(each < 160 * 1024, "{} KiB per parked poll", each / 1024);
-    topic.publish(data(1));
-    for poll in held {
-        assert_eq!(poll.await.unwrap(), 200);
-    }
 }

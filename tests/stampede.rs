@@ -18,9 +18,6 @@ use std::time::Duration;
 use common::{data, RawResponse, SECOND};
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, timeout, Instant};
@@ -65,46 +62,23 @@ impl Server {
             .unwrap()
             .layer(topic);
         let started = Instant::now();
-        let stop = shutdown.wait();
-        let task = tokio::spawn(async move {
-            let graceful = GracefulShutdown::new();
-            let builder = auto::Builder::new(TokioExecutor::new());
-            tokio::pin!(stop);
-            loop {
-                let accepted = tokio::select! {
-                    accepted = listener.accept() => accepted,
-                    () = &mut stop => break,
-                };
-                let Ok((socket, _)) = accepted else { continue };
-                let (poll, stream, arrivals) = (poll.clone(), stream.clone(), arrivals.clone());
-                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    if let Some(client) = req.headers().get("x-client") {
-                        let client = client.to_str().unwrap().to_owned();
-                        let mut arrivals = arrivals.lock().unwrap();
-                        arrivals.entry(client).or_insert_with(|| started.elapsed());
-                    }
-                    let (poll, stream) = (poll.clone(), stream.clone());
-                    async move {
-                        let response: Response<PushBody> = if req.uri().path() == "/stream" {
-                            stream.oneshot(req).await?
-                        } else {
-                            poll.oneshot(req).await?
-                        };
-                        Ok::<_, Infallible>(response)
-                    }
-                });
-                let connection = builder
-                    .serve_connection(TokioIo::new(socket), service)
-                    .into_owned();
-                let connection = graceful.watch(connection);
-                tokio::spawn(async move {
-                    let _ = connection.await;
-                });
+        let service = tower::service_fn(move |req: Request<Incoming>| {
+            if let Some(client) = req.headers().get("x-client") {
+                let client = client.to_str().unwrap().to_owned();
+                let mut arrivals = arrivals.lock().unwrap();
+                arrivals.entry(client).or_insert_with(|| started.elapsed());
             }
-            // The port is free for the next process as soon as this one stops accepting.
-            drop(listener);
-            let _ = timeout(10 * SECOND, graceful.shutdown()).await;
+            let (poll, stream) = (poll.clone(), stream.clone());
+            async move {
+                let response: Response<PushBody> = if req.uri().path() == "/stream" {
+                    stream.oneshot(req).await?
+                } else {
+                    poll.oneshot(req).await?
+                };
+                Ok::<_, Infallible>(response)
+            }
         });
+        let task = common::serve_on(listener, service, shutdown.clone());
         Self { shutdown, task }
     }
 }

@@ -15,7 +15,7 @@
 use redis::{Script, Value};
 
 use super::Error;
-use crate::source::{Batch, Outcome, Position, Resync, ResyncReason};
+use crate::source::{Batch, Outcome, Position};
 use crate::{Cursor, Epoch, Event, EventData, EventName};
 
 /// Shared by both scripts: the stream's epoch, creating or repairing the epoch key as needed.
@@ -182,22 +182,10 @@ impl Snapshot {
     pub(crate) fn answer(&self, position: Position, limit: usize) -> Option<Outcome> {
         let head = Cursor::new(self.epoch, self.head);
         let oldest = self.oldest();
-        let after = match position {
-            Position::Head => return Some(Outcome::Head(head)),
-            Position::Oldest => oldest,
-            Position::After(cursor) if cursor.epoch() != self.epoch => {
-                let resync = Resync::new(ResyncReason::EpochMismatch, oldest, head);
-                return Some(Outcome::Resync(resync));
-            }
-            Position::After(cursor) => cursor,
+        let after = match crate::source::read_after(position, oldest, head) {
+            Ok(after) => after,
+            Err(outcome) => return Some(outcome),
         };
-        if after > head {
-            return Some(Outcome::Ahead { head });
-        }
-        if after < oldest {
-            let resync = Resync::new(ResyncReason::Expired, oldest, head);
-            return Some(Outcome::Resync(resync));
-        }
         let events: Vec<Event> = self
             .entries
             .iter()
@@ -336,6 +324,7 @@ fn text(value: Value, what: &str) -> Result<String, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::ResyncReason;
 
     fn bulk(text: &str) -> Value {
         Value::BulkString(text.as_bytes().to_vec())

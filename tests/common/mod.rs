@@ -70,7 +70,24 @@ where
 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let handle = tokio::spawn(async move {
+    (addr, serve_on(listener, service, stop))
+}
+
+/// Serves `service` on `listener` until `stop` is triggered; then stops accepting at once
+/// (the port is free again) and drains gracefully: the handle finishes when every connection
+/// has closed.
+pub fn serve_on<S, B>(listener: TcpListener, service: S, stop: Shutdown) -> JoinHandle<()>
+where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    tokio::spawn(async move {
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let builder = auto::Builder::new(TokioExecutor::new());
         loop {
@@ -92,8 +109,7 @@ where
         }
         drop(listener);
         graceful.shutdown().await;
-    });
-    (addr, handle)
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
