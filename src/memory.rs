@@ -15,7 +15,8 @@
 //!
 //! A topic keeps at most [`MemoryLogBuilder::retention`] events, and with
 //! [`MemoryLogBuilder::max_age`] none older than that. A cursor whose next event was dropped gets
-//! [`Outcome::Resync`] with [`ResyncReason::Expired`]: resuming it would silently skip events.
+//! [`Outcome::Resync`] with [`ResyncReason::Expired`](crate::source::ResyncReason::Expired):
+//! resuming it would silently skip events.
 //!
 //! # Waiting
 //!
