@@ -8,6 +8,7 @@ use crate::follow::Pipeline;
 use crate::limit::{KeyFn, Limits};
 use crate::request::CursorParam;
 use crate::source::Origin;
+use crate::telemetry::Kind;
 use crate::Shutdown;
 
 /// The settings both builders share, with their defaults. Each builder keeps one and documents
@@ -50,16 +51,18 @@ impl Shared {
         }
     }
 
-    /// Checks the settings and builds the pipeline they configure; `caps` names the two caps in
-    /// errors, as the builder's setters call them (`["max parked", "max parked per key"]`).
-    pub(crate) fn build(self, caps: [&'static str; 2]) -> Result<Pipeline, ConfigError> {
+    /// Checks the settings and builds the pipeline they configure for `kind`'s layer; `caps`
+    /// names the two caps in errors, as the builder's setters call them (`["max parked", "max
+    /// parked per key"]`).
+    pub(crate) fn build(self, kind: Kind, caps: [&'static str; 2]) -> Result<Pipeline, ConfigError> {
         check::at_least_one("max events", self.max_events)?;
         check::at_least_one("max bytes", self.max_bytes)?;
         check::at_least_one("max head bytes", self.max_head_bytes)?;
         check::cap(caps[0], self.max)?;
         check::cap(caps[1], self.max_per_key.as_ref().map(|(max, _)| *max))?;
         Ok(Pipeline {
-            limits: Limits::new(self.max, self.max_per_key),
+            kind,
+            limits: Limits::new(kind, self.max, self.max_per_key),
             max_events: self.max_events,
             max_bytes: self.max_bytes,
             max_head_bytes: self.max_head_bytes,

@@ -1,6 +1,7 @@
 //! Events and their JSON payloads.
 
 use std::fmt;
+use std::time::SystemTime;
 
 use bytes::Bytes;
 
@@ -211,12 +212,23 @@ impl std::error::Error for InvalidEventName {}
 /// assert_eq!(named.name().map(EventName::as_str), Some("flag"));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Event {
     id: Cursor,
     name: Option<EventName>,
     data: EventData,
+    published_at: Option<SystemTime>,
 }
+
+/// Two events are equal when their ids, names and payloads are: when they were published is
+/// what a source knows about them, not part of the event.
+impl PartialEq for Event {
+    fn eq(&self, other: &Self) -> bool {
+        (self.id, &self.name, &self.data) == (other.id, &other.name, &other.data)
+    }
+}
+
+impl Eq for Event {}
 
 impl Event {
     /// An unnamed event with the given id and payload.
@@ -225,7 +237,22 @@ impl Event {
             id,
             name: None,
             data,
+            published_at: None,
         }
+    }
+
+    /// The same event, stamped with the moment it was published: the layers measure from it
+    /// how long the event took to reach its client (feature `metrics`). The built-in sources
+    /// stamp every event.
+    #[must_use]
+    pub fn with_published_at(mut self, at: SystemTime) -> Self {
+        self.published_at = Some(at);
+        self
+    }
+
+    /// When the event was published, if its source stamped it.
+    pub fn published_at(&self) -> Option<SystemTime> {
+        self.published_at
     }
 
     /// The same event with a name.

@@ -24,12 +24,15 @@ use crate::limit::{Limits, Slot};
 use crate::request::CursorParam;
 use crate::shutdown::{self, Shutdown};
 use crate::source::{Batch, Origin, Outcome, Position, Subscribe};
+use crate::telemetry::{self, Kind, Telemetry};
 use crate::{BoxError, Cursor, Rejection};
 
 /// What a layer knows before any request: built from the builders' shared settings by
 /// [`Shared::build`](crate::config::Shared::build).
 #[derive(Debug)]
 pub(crate) struct Pipeline {
+    /// Which layer it serves, for metrics.
+    pub(crate) kind: Kind,
     pub(crate) limits: Limits,
     pub(crate) max_events: usize,
     pub(crate) max_bytes: usize,
@@ -48,6 +51,17 @@ impl Pipeline {
 
     /// Admits the request with head `parts` to follow `source`, or says why it is refused.
     pub(crate) fn admit<S>(&self, parts: Parts, source: &S) -> Result<Follow<S>, Rejection>
+    where
+        S: Service<Subscribe> + Clone,
+    {
+        let admitted = self.try_admit(parts, source);
+        if let Err(rejection) = &admitted {
+            telemetry::rejected(self.kind, rejection);
+        }
+        admitted
+    }
+
+    fn try_admit<S>(&self, parts: Parts, source: &S) -> Result<Follow<S>, Rejection>
     where
         S: Service<Subscribe> + Clone,
     {
@@ -71,7 +85,12 @@ impl Pipeline {
             let retry_after = crate::random::retry_after();
             return Err(Rejection::Overloaded { retry_after });
         };
+        let cursor = match position {
+            Position::After(cursor) => Some(cursor),
+            Position::Head | Position::Oldest => None,
+        };
         Ok(Follow {
+            telemetry: Telemetry::admitted(self.kind, cursor),
             max_bytes: self.max_bytes,
             reconnect_window: self.reconnect_window,
             // The clone that was made ready is the one to call (tower's usual swap): here the
@@ -117,6 +136,26 @@ pin_project! {
         // The most bytes of event data one step hands over.
         max_bytes: usize,
         reconnect_window: Duration,
+        // Metrics and the request's span; nothing without the `metrics` feature.
+        telemetry: Telemetry,
+    }
+}
+
+impl<S> Follow<S>
+where
+    S: Service<Subscribe>,
+{
+    /// What the request records.
+    pub(crate) fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
+    }
+
+    /// Where the request stands, once it or its source has named a cursor.
+    pub(crate) fn cursor(&self) -> Option<Cursor> {
+        match self.subscribe.position() {
+            Position::After(cursor) => Some(cursor),
+            Position::Head | Position::Oldest => None,
+        }
     }
 }
 
@@ -128,14 +167,6 @@ where
     /// The request's head.
     pub(crate) fn parts(&self) -> &Parts {
         self.subscribe.parts()
-    }
-
-    /// Where the request stands, once it or its source has named a cursor.
-    pub(crate) fn cursor(&self) -> Option<Cursor> {
-        match self.subscribe.position() {
-            Position::After(cursor) => Some(cursor),
-            Position::Head | Position::Oldest => None,
-        }
     }
 
     /// Gives the request head storage of its own, once, for a request that is going to wait:
@@ -171,6 +202,7 @@ where
                 // Bytes bound what one answer or frame holds until the client reads it; the
                 // events left out come with the next step, from the advanced position.
                 batch.truncate_to_bytes(*this.max_bytes);
+                this.telemetry.delivered(batch.events());
                 this.subscribe.advance(batch.last());
                 Ok(Step::Events(batch))
             }

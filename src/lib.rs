@@ -14,6 +14,7 @@
 //! | [`source`] | the event-source contract: any `tower::Service<Subscribe>` feeds the layers; where a request without a cursor starts ([`Origin`](source::Origin)) |
 //! | [`MemoryLog`] ([`memory`]) | the embedded source: topics, sequence ids, an epoch, bounded retention, cheap waiting |
 //! | `redis` (feature `redis`) | an event source on Redis Streams: one feed for many server processes |
+//! | `metrics` (feature `metrics`) | metrics through the `metrics` facade and a span per request |
 //! | [`Cursor`] | the opaque, URL-safe, ordered position that carries the log's epoch |
 //! | [`Event`], [`EventData`] | an event: its id, an optional SSE event name, and its JSON payload |
 //! | [`format`](mod@format) | how answers look on the wire: the JSON envelope by default, or your own |
@@ -123,6 +124,9 @@ pub mod format;
 pub mod headers;
 pub mod io;
 mod limit;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
 pub mod long_poll;
 pub mod memory;
 mod random;
@@ -133,6 +137,7 @@ mod rejection;
 mod request;
 pub mod shutdown;
 pub mod source;
+mod telemetry;
 mod wake;
 
 pub use self::body::PushBody;

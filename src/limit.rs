@@ -9,6 +9,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use http::request::Parts;
 
+use crate::telemetry::{self, Kind};
+
 /// Extracts a key from a request head (a topic, a tenant, a client), or `None` for no key.
 #[derive(Clone)]
 pub(crate) struct KeyFn(Arc<Extract>);
@@ -44,6 +46,8 @@ pub(crate) struct Limits {
 struct Gauge {
     count: AtomicUsize,
     max: usize,
+    /// Which layer's requests it counts, for the `metrics` gauge.
+    kind: Kind,
 }
 
 struct KeyedGauge {
@@ -66,11 +70,12 @@ pub(crate) enum Full {
 }
 
 impl Limits {
-    pub(crate) fn new(max: Option<usize>, per_key: Option<(usize, KeyFn)>) -> Self {
+    pub(crate) fn new(kind: Kind, max: Option<usize>, per_key: Option<(usize, KeyFn)>) -> Self {
         Self {
             total: Arc::new(Gauge {
                 count: AtomicUsize::new(0),
                 max: max.unwrap_or(usize::MAX),
+                kind,
             }),
             per_key: per_key.map(|(max, key)| {
                 Arc::new(KeyedGauge {
@@ -108,6 +113,7 @@ impl Limits {
         if taken.is_err() {
             return Err(Full::Total);
         }
+        telemetry::held(self.total.kind, 1.0);
         let mut slot = Slot {
             total: self.total.clone(),
             keyed: None,
@@ -133,6 +139,7 @@ impl Limits {
 impl Drop for Slot {
     fn drop(&mut self) {
         self.total.count.fetch_sub(1, Ordering::AcqRel);
+        telemetry::held(self.total.kind, -1.0);
         if let Some((gauge, key)) = self.keyed.take() {
             let mut counts = gauge.counts.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(count) = counts.get_mut(&key) {
@@ -181,7 +188,7 @@ mod tests {
 
     #[test]
     fn caps_in_all_and_per_key_and_gives_places_back() {
-        let limits = Limits::new(Some(3), Some((2, by_path())));
+        let limits = Limits::new(Kind::LongPoll, Some(3), Some((2, by_path())));
         let a1 = limits.acquire(&parts("a")).unwrap();
         let a2 = limits.acquire(&parts("a")).unwrap();
         assert_eq!(limits.acquire(&parts("a")).unwrap_err(), Full::Key);
@@ -201,7 +208,7 @@ mod tests {
 
     #[test]
     fn unlimited_still_counts() {
-        let limits = Limits::new(None, None);
+        let limits = Limits::new(Kind::Stream, None, None);
         let slots: Vec<_> = (0..100)
             .map(|_| limits.acquire(&parts("x")).unwrap())
             .collect();

@@ -401,6 +401,9 @@ struct Stored {
     data: EventData,
     name: Option<EventName>,
     at: Instant,
+    /// When it was published, by the wall clock, for the layers' latency metrics.
+    #[cfg(feature = "metrics")]
+    published: std::time::SystemTime,
 }
 
 impl Topic {
@@ -468,6 +471,8 @@ impl Topic {
                 data,
                 name,
                 at: now,
+                #[cfg(feature = "metrics")]
+                published: std::time::SystemTime::now(),
             });
             let excess = state.events.len().saturating_sub(settings.retention);
             state.events.drain(..excess);
@@ -557,6 +562,8 @@ impl TopicShared {
             .zip(after.seq() + 1..)
             .map(|(stored, seq)| {
                 let event = Event::new(Cursor::new(epoch, seq), stored.data.clone());
+                #[cfg(feature = "metrics")]
+                let event = event.with_published_at(stored.published);
                 match &stored.name {
                     Some(name) => event.with_name(name.clone()),
                     None => event,

@@ -69,8 +69,12 @@ where
             State::Opening(stream) => {
                 let mut stream = stream.take().expect("polled after completion");
                 match stream.as_mut().poll_open(cx) {
-                    Err(rejection) => stream.format().rejection(&rejection),
+                    Err(rejection) => {
+                        stream.as_mut().refused(&rejection);
+                        stream.format().rejection(&rejection)
+                    }
                     Ok(()) => {
+                        stream.opened();
                         let content_type = stream.format().content_type();
                         let cursor = stream.opened_at();
                         let mut response = Response::new(PushBody::stream(stream));

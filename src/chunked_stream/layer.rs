@@ -6,6 +6,7 @@ use tower_layer::Layer;
 use super::ChunkedStream;
 use crate::config::{check, Shared};
 use crate::follow::Pipeline;
+use crate::telemetry::Kind;
 use crate::format::{AutoFormat, StreamFormat};
 use crate::ConfigError;
 
@@ -278,7 +279,7 @@ impl<F> ChunkedStreamBuilder<F> {
         check::positive("max lifetime", self.max_lifetime)?;
         check::fraction("lifetime jitter", self.lifetime_jitter)?;
         let config = Config {
-            pipeline: self.shared.build(["max streams", "max streams per key"])?,
+            pipeline: self.shared.build(Kind::Stream, ["max streams", "max streams per key"])?,
             heartbeat: self.heartbeat,
             max_lifetime: self.max_lifetime,
             lifetime_jitter: self.lifetime_jitter,

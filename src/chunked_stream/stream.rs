@@ -14,6 +14,7 @@ use crate::body::Frames;
 use crate::follow::{Follow, Step};
 use crate::format::{StreamEnd, StreamFormat};
 use crate::source::{Outcome, Subscribe};
+use crate::telemetry::{self, Kind};
 use crate::{BoxError, Cursor, Rejection};
 
 pin_project! {
@@ -36,7 +37,20 @@ pin_project! {
         opened_at: Option<Cursor>,
         // Bytes written and not yet handed to the body.
         out: Vec<u8>,
+        // Whether the stream has ended (or was refused before it started): a stream dropped
+        // before that lost its client.
         ended: bool,
+    }
+
+    impl<S, F> PinnedDrop for EventStream<S, F>
+    where
+        S: Service<Subscribe>,
+    {
+        fn drop(this: Pin<&mut Self>) {
+            if !this.ended {
+                this.follow.telemetry().finished("client_gone", this.follow.cursor());
+            }
+        }
     }
 }
 
@@ -108,13 +122,32 @@ where
         }
     }
 
+    /// The stream is refused before it starts, with `rejection` as the answer.
+    pub(crate) fn refused(self: Pin<&mut Self>, rejection: &Rejection) {
+        *self.project().ended = true;
+        telemetry::rejected(Kind::Stream, rejection);
+    }
+
+    /// The stream starts: its response head goes out.
+    pub(crate) fn opened(&self) {
+        telemetry::answered(Kind::Stream, "stream");
+    }
+
     /// Writes the final message for `end` and marks the stream ended.
     fn finish(self: Pin<&mut Self>, end: impl FnOnce(Cursor) -> StreamEnd) -> (Bytes, bool) {
         let this = self.project();
-        let end = match this.follow.cursor() {
+        let cursor = this.follow.cursor();
+        let end = match cursor {
             Some(cursor) => end(cursor),
             None => StreamEnd::Rejected(Rejection::SourceUnavailable),
         };
+        let reason = match &end {
+            StreamEnd::Lifetime { .. } => "lifetime",
+            StreamEnd::Shutdown { .. } => "shutdown",
+            StreamEnd::Rejected(Rejection::Resync(_)) => "resync",
+            StreamEnd::Rejected(_) => "failed",
+        };
+        this.follow.telemetry().finished(reason, cursor);
         this.format.end(&end, this.out);
         *this.ended = true;
         // The stream is over; do not wait for the server to drop the body to free its place,
@@ -153,12 +186,14 @@ where
             }
         }
         let mut this = self.project();
-        if this.out.is_empty() && this.heartbeat.as_mut().poll(cx).is_ready() {
+        let heartbeat = this.out.is_empty() && this.heartbeat.as_mut().poll(cx).is_ready();
+        if heartbeat {
             this.format.heartbeat(this.out);
         }
         if this.out.is_empty() {
             return Poll::Pending;
         }
+        this.follow.telemetry().frame(heartbeat);
         // Any message restarts the heartbeat interval.
         this.heartbeat.reset(Instant::now() + *this.every);
         Poll::Ready(Some((Bytes::from(std::mem::take(this.out)), false)))

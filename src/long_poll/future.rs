@@ -128,38 +128,54 @@ where
                 superseded,
             } => (follow, format, sleep, *deadline, superseded),
         };
-        loop {
+        let (response, outcome) = loop {
             match follow.as_mut().poll_step(cx) {
-                Poll::Ready(Ok(Step::Events(batch))) => return Poll::Ready(format.events(&batch)),
+                Poll::Ready(Ok(Step::Events(batch))) => break (format.events(&batch), "events"),
                 // The request named no cursor; now it has one. Wait after it, within the same
                 // hold.
                 Poll::Ready(Ok(Step::Head(_))) => continue,
-                Poll::Ready(Err(rejection)) => return Poll::Ready(format.rejection(&rejection)),
-                Poll::Pending => break,
+                Poll::Ready(Err(rejection)) => {
+                    break (format.rejection(&rejection), rejection.code());
+                }
+                Poll::Pending => {
+                    // A shutdown, or a newer poll of the same client, answers like an expired
+                    // hold, at once.
+                    let draining = follow.as_mut().poll_shutdown(cx);
+                    let replaced = superseded
+                        .as_mut()
+                        .is_some_and(|wait| wait.as_mut().poll(cx).is_ready());
+                    if sleep.is_none() {
+                        sleep.set(Some(tokio::time::sleep_until(deadline)));
+                    }
+                    let expired = sleep
+                        .as_pin_mut()
+                        .is_some_and(|sleep| sleep.poll(cx).is_ready());
+                    if !(draining || replaced || expired) {
+                        // Parked for real: stop pinning hyper's read buffer for the rest of the
+                        // hold.
+                        follow.detach();
+                        return Poll::Pending;
+                    }
+                    break match follow.cursor() {
+                        Some(cursor) if draining => {
+                            (format.shutdown(cursor, follow.reconnect_delay()), "shutdown")
+                        }
+                        Some(cursor) if replaced => (format.timeout(cursor), "superseded"),
+                        Some(cursor) => (format.timeout(cursor), "timeout"),
+                        // The source did not even say where the head is within the whole hold.
+                        None => {
+                            let rejection = Rejection::SourceUnavailable;
+                            (format.rejection(&rejection), rejection.code())
+                        }
+                    };
+                }
             }
+        };
+        follow.telemetry().finished(outcome, follow.cursor());
+        if let Some(superseded) = superseded {
+            superseded.answered();
         }
-        // A shutdown, or a newer poll of the same client, answers like an expired hold, at once.
-        let draining = follow.as_mut().poll_shutdown(cx);
-        let replaced = superseded
-            .as_mut()
-            .is_some_and(|wait| wait.as_mut().poll(cx).is_ready());
-        if sleep.is_none() {
-            sleep.set(Some(tokio::time::sleep_until(deadline)));
-        }
-        let expired = sleep
-            .as_pin_mut()
-            .is_some_and(|sleep| sleep.poll(cx).is_ready());
-        if !(draining || replaced || expired) {
-            // Parked for real: stop pinning hyper's read buffer for the rest of the hold.
-            follow.detach();
-            return Poll::Pending;
-        }
-        Poll::Ready(match follow.cursor() {
-            Some(cursor) if draining => format.shutdown(cursor, follow.reconnect_delay()),
-            Some(cursor) => format.timeout(cursor),
-            // The source did not even say where the head is within the whole hold.
-            None => format.rejection(&Rejection::SourceUnavailable),
-        })
+        Poll::Ready(response)
     }
 }
 

@@ -7,6 +7,7 @@ use super::supersede::Supersede;
 use super::LongPoll;
 use crate::config::{check, Shared};
 use crate::follow::Pipeline;
+use crate::telemetry::Kind;
 use crate::format::{JsonFormat, PollFormat};
 use crate::limit::KeyFn;
 use crate::ConfigError;
@@ -312,7 +313,7 @@ impl<F> LongPollBuilder<F> {
         check::hold(self.hold, self.shared.proxy_idle)?;
         check::fraction("hold jitter", self.hold_jitter)?;
         let config = Config {
-            pipeline: self.shared.build(["max parked", "max parked per key"])?,
+            pipeline: self.shared.build(Kind::LongPoll, ["max parked", "max parked per key"])?,
             hold: self.hold,
             hold_jitter: self.hold_jitter,
             supersede: self.supersede.map(|key| Arc::new(Supersede::new(key))),

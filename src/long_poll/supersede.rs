@@ -20,7 +20,14 @@ use crate::limit::KeyFn;
 pub(crate) struct Supersede {
     key: KeyFn,
     clients: Mutex<HashMap<String, Arc<Client>>>,
+    /// When each client got its last answer, until its next poll: the poll gap of the metrics.
+    #[cfg(feature = "metrics")]
+    answered: Mutex<HashMap<String, std::time::Instant>>,
 }
+
+/// How long an answer's time is kept for the poll gap: a client that comes back later left.
+#[cfg(feature = "metrics")]
+const GAP_MEMORY: std::time::Duration = std::time::Duration::from_secs(300);
 
 struct Client {
     // The generation of the newest poll of this client.
@@ -34,6 +41,8 @@ impl Supersede {
         Self {
             key,
             clients: Mutex::new(HashMap::new()),
+            #[cfg(feature = "metrics")]
+            answered: Mutex::new(HashMap::new()),
         }
     }
 
@@ -41,6 +50,13 @@ impl Supersede {
     /// `None` when the request has no client key.
     pub(crate) fn register(self: &Arc<Self>, parts: &Parts) -> Option<Superseded> {
         let key = self.key.key(parts)?;
+        #[cfg(feature = "metrics")]
+        {
+            let mut answered = self.answered.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(at) = answered.remove(&key) {
+                crate::telemetry::poll_gap(at.elapsed());
+            }
+        }
         let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
         let client = clients
             .entry(key.clone())
@@ -104,6 +120,22 @@ pin_project! {
             if newest && same {
                 clients.remove(this.key.as_str());
             }
+        }
+    }
+}
+
+impl Superseded {
+    /// This client's poll was answered now: the start of its poll gap (feature `metrics`).
+    pub(crate) fn answered(&self) {
+        #[cfg(feature = "metrics")]
+        {
+            let now = std::time::Instant::now();
+            let registry = &self.registry;
+            let mut answered = registry.answered.lock().unwrap_or_else(PoisonError::into_inner);
+            if answered.len() >= 4096 && answered.len().is_power_of_two() {
+                answered.retain(|_, at| now.duration_since(*at) < GAP_MEMORY);
+            }
+            answered.insert(self.key.clone(), now);
         }
     }
 }

@@ -4,7 +4,8 @@
 //! Per topic there are two keys:
 //!
 //! - the stream `<prefix><topic>`, whose entries have ids `0-<seq>` (dense, from 1) and the
-//!   fields `d` (the JSON data), `e` (the epoch, 16 hex digits) and, for named events, `n`;
+//!   fields `d` (the JSON data), `e` (the epoch, 16 hex digits), `t` (the publish time by Redis's
+//!   clock, milliseconds since the Unix epoch) and, for named events, `n`;
 //! - the epoch key `<prefix><topic>:epoch`, holding the epoch of the stream. While no stream
 //!   exists it may hold `~<epoch>`: an epoch reserved by a reader, which the next publish adopts,
 //!   so that cursors handed out for an empty topic stay valid after its first event.
@@ -59,11 +60,13 @@ end
 /// Returns `{epoch, id}`.
 const PUBLISH: &str = r#"
 local epoch = epoch_of(KEYS[1], KEYS[2], ARGV[1], false)
+local now = redis.call('TIME')
+local t = tostring(now[1] * 1000 + math.floor(now[2] / 1000))
 local id
 if ARGV[4] then
-  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '0-*', 'd', ARGV[3], 'e', epoch, 'n', ARGV[4])
+  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '0-*', 'd', ARGV[3], 'e', epoch, 't', t, 'n', ARGV[4])
 else
-  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '0-*', 'd', ARGV[3], 'e', epoch)
+  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '0-*', 'd', ARGV[3], 'e', epoch, 't', t)
 end
 return {epoch, id}
 "#;
@@ -240,13 +243,16 @@ fn parse_entries(value: Value, epoch: Epoch) -> Result<Vec<(Event, bool)>, Error
                 Value::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
                 other => array(other, "entry fields")?,
             };
-            let (mut data, mut name, mut stamped) = (None, None, None);
+            let (mut data, mut name, mut stamped, mut published) = (None, None, None, None);
             let mut fields = fields.into_iter();
             while let (Some(field), Some(value)) = (fields.next(), fields.next()) {
                 match bytes(field, "field name")?.as_slice() {
                     b"d" => data = Some(bytes(value, "data")?),
                     b"n" => name = Some(text(value, "event name")?),
                     b"e" => stamped = Some(parse_epoch(&text(value, "entry epoch")?)?),
+                    // The publish time by Redis's clock, in milliseconds since the Unix epoch;
+                    // entries written before it was stamped have none.
+                    b"t" => published = text(value, "publish time")?.parse::<u64>().ok(),
                     _ => {}
                 }
             }
@@ -257,6 +263,10 @@ fn parse_entries(value: Value, epoch: Epoch) -> Result<Vec<(Event, bool)>, Error
             let stamped =
                 stamped.ok_or_else(|| Error::corrupt(format!("entry {id} has no epoch")))?;
             let mut event = Event::new(Cursor::new(stamped, seq), data);
+            if let Some(ms) = published {
+                let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+                event = event.with_published_at(at);
+            }
             if let Some(name) = name {
                 let name = EventName::new(&name).map_err(|err| {
                     Error::corrupt_with(format!("entry {id} has an invalid event name"), err)

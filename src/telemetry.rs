@@ -1,0 +1,170 @@
+//! What the layers record about each request: metrics through the `metrics` facade and a
+//! tracing span, both only with the `metrics` feature. Without it every function here is empty
+//! and [`Telemetry`] has no size, so a held request costs nothing more.
+
+use std::time::Duration;
+
+use crate::{Cursor, Event, Rejection};
+
+/// Which layer a request came through: the `layer` label of the metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    LongPoll,
+    Stream,
+}
+
+impl Kind {
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    fn label(self) -> &'static str {
+        match self {
+            Self::LongPoll => "long_poll",
+            Self::Stream => "stream",
+        }
+    }
+
+    /// The gauge of this layer's held requests.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    fn gauge(self) -> &'static str {
+        match self {
+            Self::LongPoll => names::PARKED_POLLS,
+            Self::Stream => names::OPEN_STREAMS,
+        }
+    }
+}
+
+#[cfg(feature = "metrics")]
+use crate::metrics as names;
+
+#[cfg(not(feature = "metrics"))]
+mod names {
+    pub(super) const PARKED_POLLS: &str = "";
+    pub(super) const OPEN_STREAMS: &str = "";
+}
+
+/// One more (or one less) request holds a place in `kind`'s layer.
+pub(crate) fn held(kind: Kind, delta: f64) {
+    #[cfg(feature = "metrics")]
+    metrics::gauge!(kind.gauge()).increment(delta);
+    #[cfg(not(feature = "metrics"))]
+    let _ = (kind, delta);
+}
+
+/// A request of `kind`'s layer got an answer of kind `what`: `events`, `timeout`, `shutdown`,
+/// `superseded`, `stream` (a stream opened), or a rejection's code.
+pub(crate) fn answered(kind: Kind, what: &'static str) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!(names::ANSWERS, "layer" => kind.label(), "kind" => what).increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = (kind, what);
+}
+
+/// A request of `kind`'s layer was refused with `rejection` before it was held.
+pub(crate) fn rejected(kind: Kind, rejection: &Rejection) {
+    answered(kind, rejection.code());
+}
+
+/// A client polled again `gap` after its previous answer.
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+pub(crate) fn poll_gap(gap: Duration) {
+    #[cfg(feature = "metrics")]
+    metrics::histogram!(names::POLL_GAP).record(gap.as_secs_f64());
+    #[cfg(not(feature = "metrics"))]
+    let _ = gap;
+}
+
+/// What one admitted request keeps for its metrics and its span.
+#[derive(Debug)]
+pub(crate) struct Telemetry {
+    #[cfg(feature = "metrics")]
+    kind: Kind,
+    #[cfg(feature = "metrics")]
+    admitted: std::time::Instant,
+    #[cfg(feature = "metrics")]
+    span: tracing::Span,
+}
+
+impl Telemetry {
+    /// A request admitted to `kind`'s layer, from `cursor` if it named one.
+    pub(crate) fn admitted(kind: Kind, cursor: Option<Cursor>) -> Self {
+        #[cfg(feature = "metrics")]
+        {
+            let span = tracing::debug_span!(
+                "push",
+                layer = kind.label(),
+                cursor_in = cursor.map(tracing::field::display),
+                cursor_out = tracing::field::Empty,
+                outcome = tracing::field::Empty,
+                held_ms = tracing::field::Empty,
+            );
+            Self {
+                kind,
+                admitted: std::time::Instant::now(),
+                span,
+            }
+        }
+        #[cfg(not(feature = "metrics"))]
+        {
+            let _ = (kind, cursor);
+            Self {}
+        }
+    }
+
+    /// `events` go to the client now: counted, and their publish-to-write latency recorded.
+    pub(crate) fn delivered(&self, events: &[Event]) {
+        #[cfg(feature = "metrics")]
+        {
+            let layer = self.kind.label();
+            metrics::counter!(names::EVENTS_DELIVERED, "layer" => layer)
+                .increment(events.len() as u64);
+            let latency = metrics::histogram!(names::PUBLISH_TO_WRITE, "layer" => layer);
+            let now = std::time::SystemTime::now();
+            for published in events.iter().filter_map(Event::published_at) {
+                let age = now.duration_since(published).unwrap_or_default();
+                latency.record(age.as_secs_f64());
+            }
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = events;
+    }
+
+    /// The request ends with `outcome` (`events`, `timeout`, `shutdown`, `superseded`, or a
+    /// rejection's code; for streams `lifetime`, `shutdown`, `resync`, `failed`, `client_gone`)
+    /// standing at `cursor`: recorded in the span, and for a long poll its hold time and kind of
+    /// answer.
+    pub(crate) fn finished(&self, outcome: &'static str, cursor: Option<Cursor>) {
+        #[cfg(feature = "metrics")]
+        {
+            let held = self.admitted.elapsed();
+            self.span.record("outcome", outcome);
+            self.span.record("held_ms", held.as_millis() as u64);
+            if let Some(cursor) = cursor {
+                self.span.record("cursor_out", tracing::field::display(cursor));
+            }
+            let _entered = self.span.enter();
+            tracing::debug!("answered");
+            match self.kind {
+                Kind::LongPoll => {
+                    answered(Kind::LongPoll, outcome);
+                    metrics::histogram!(names::POLL_HOLD).record(held.as_secs_f64());
+                }
+                Kind::Stream => {
+                    metrics::counter!(names::STREAM_ENDS, "reason" => outcome).increment(1);
+                }
+            }
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = (outcome, cursor);
+    }
+
+    /// A stream frame went out: one with events, or a heartbeat.
+    pub(crate) fn frame(&self, heartbeat: bool) {
+        #[cfg(feature = "metrics")]
+        if heartbeat {
+            metrics::counter!(names::STREAM_HEARTBEATS).increment(1);
+        } else {
+            metrics::counter!(names::STREAM_FRAMES).increment(1);
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = heartbeat;
+    }
+}
