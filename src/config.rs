@@ -54,7 +54,11 @@ impl Shared {
     /// Checks the settings and builds the pipeline they configure for `kind`'s layer; `caps`
     /// names the two caps in errors, as the builder's setters call them (`["max parked", "max
     /// parked per key"]`).
-    pub(crate) fn build(self, kind: Kind, caps: [&'static str; 2]) -> Result<Pipeline, ConfigError> {
+    pub(crate) fn build(
+        self,
+        kind: Kind,
+        caps: [&'static str; 2],
+    ) -> Result<Pipeline, ConfigError> {
         check::at_least_one("max events", self.max_events)?;
         check::at_least_one("max bytes", self.max_bytes)?;
         check::at_least_one("max head bytes", self.max_head_bytes)?;

@@ -73,7 +73,11 @@ pub fn describe() {
         Unit::Seconds,
         "From an event's publish to its answer or frame."
     );
-    describe_histogram!(POLL_HOLD, Unit::Seconds, "How long answered polls were held.");
+    describe_histogram!(
+        POLL_HOLD,
+        Unit::Seconds,
+        "How long answered polls were held."
+    );
     describe_histogram!(
         POLL_GAP,
         Unit::Seconds,

@@ -138,7 +138,8 @@ impl Telemetry {
             self.span.record("outcome", outcome);
             self.span.record("held_ms", held.as_millis() as u64);
             if let Some(cursor) = cursor {
-                self.span.record("cursor_out", tracing::field::display(cursor));
+                self.span
+                    .record("cursor_out", tracing::field::display(cursor));
             }
             let _entered = self.span.enter();
             tracing::debug!("answered");

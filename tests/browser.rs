@@ -194,7 +194,10 @@ async fn both_panes_show_every_event_once_in_order_across_stream_reconnects() {
         max_stream: Duration::from_millis(1500),
         ..Settings::default()
     };
+    app::metrics::install();
     let demo = Demo::new(&settings, &Shutdown::new()).unwrap();
+    // The page's live panel follows the server's own numbers, a sample every 300 ms here.
+    let _stats = demo.spawn_stats(Duration::from_millis(300));
     let topic = demo.topic().clone();
     let epoch = demo.topic().epoch().to_string();
     let streams = StreamRequests::default();
@@ -338,6 +341,53 @@ async fn scenario(
             *id == opening || expected.iter().any(|(event, _)| event == id),
             "{id} is neither the opening id {opening} nor an event's id: {expected:?}"
         );
+    }
+
+    // The live panel drew the server's numbers while the events were published: samples keep
+    // coming, the page's own poll and streams show, and so does the publish rate and, with the
+    // `metrics` feature, the p99 from publish to client.
+    let panel = r##"
+        const chart = (id) => document.getElementById(id).dataset;
+        return {
+            samples: Number(document.getElementById("server").dataset.samples),
+            parked: Number(chart("parked_polls").last),
+            streams: Number(chart("open_streams").last),
+            rate: Number(chart("events_per_second").max),
+            p99: chart("p99_ms").last,
+            points: document.querySelectorAll("#server polyline[points*=',']").length,
+        };
+    "##;
+    let read_panel = || async { client.execute(panel, vec![]).await.unwrap() };
+    let first = read_panel().await;
+    let started = std::time::Instant::now();
+    let panel = loop {
+        let panel = read_panel().await;
+        if panel["samples"].as_u64() > first["samples"].as_u64() {
+            break panel;
+        }
+        assert!(
+            started.elapsed() < 10 * SECOND,
+            "the panel stopped updating: {panel}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(panel["samples"].as_u64().unwrap() >= 3, "{panel}");
+    assert!(
+        panel["parked"].as_f64().unwrap() >= 1.0,
+        "the page's poll is parked: {panel}"
+    );
+    assert!(
+        panel["streams"].as_f64().unwrap() >= 2.0,
+        "/stream and /stats: {panel}"
+    );
+    assert!(
+        panel["rate"].as_f64().unwrap() >= 1.0,
+        "publishes showed: {panel}"
+    );
+    assert_eq!(panel["points"], 4, "every chart has a line: {panel}");
+    if cfg!(feature = "metrics") {
+        let p99: f64 = panel["p99"].as_str().unwrap().parse().unwrap();
+        assert!(p99 > 0.0, "{panel}");
     }
 
     let png = client.screenshot().await.unwrap();

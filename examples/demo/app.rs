@@ -149,6 +149,9 @@ pub(crate) struct Demo {
     topic: Topic,
     poll: LongPoll<Topic>,
     stream: ChunkedStream<Topic>,
+    /// The `stats` topic: one snapshot of the server's numbers a second, for the page's panel.
+    stats: Topic,
+    stats_stream: ChunkedStream<Topic>,
 }
 
 impl Demo {
@@ -157,11 +160,40 @@ impl Demo {
         let log = MemoryLog::builder().retention(settings.retention).build()?;
         let (poll, stream) = layers(settings, shutdown)?;
         let topic = log.topic("default");
+        let stats = log.topic("stats");
         Ok(Self {
             poll: poll.layer(topic.clone()),
+            stats_stream: stream.layer(stats.clone()),
             stream: stream.layer(topic.clone()),
             topic,
+            stats,
             log,
+        })
+    }
+
+    /// Publishes a snapshot of the server's numbers on the `stats` topic every `every`, for as
+    /// long as the returned task runs: held polls, open streams, events published per second,
+    /// and (with the `metrics` feature) the p99 from publish to client.
+    pub(crate) fn spawn_stats(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        let demo = self.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            let mut last = demo.topic.head().seq();
+            loop {
+                ticks.tick().await;
+                let head = demo.topic.head().seq();
+                let per_second = (head - last) as f64 / every.as_secs_f64();
+                last = head;
+                let snapshot = serde_json::json!({
+                    "parked_polls": demo.poll.parked_polls(),
+                    "open_streams": demo.stream.open_streams(),
+                    "events_per_second": per_second,
+                    "p99_ms": metrics::p99_publish_to_write_ms(),
+                });
+                let data = EventData::from_serialize(&snapshot).expect("a JSON object");
+                demo.stats.publish(data);
+            }
         })
     }
 
@@ -182,9 +214,87 @@ impl Demo {
         B::Data: Send,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
+        match req.uri().path() {
+            "/stats" => {
+                let response = self.stats_stream.oneshot(req).await;
+                let response = response.unwrap_or_else(|e| match e {});
+                return response.map(|body| body.boxed_unsync());
+            }
+            "/metrics" => return metrics::scrape(),
+            _ => {}
+        }
         let topic = self.topic;
         let publish = move |body| std::future::ready(publish_to(&topic, body));
         route(req, self.poll, self.stream, publish).await
+    }
+}
+
+/// The demo's metrics: a Prometheus recorder installed once per process, with the `metrics`
+/// feature; without it, `/metrics` says how to get them.
+pub(crate) mod metrics {
+    use super::Body;
+    use http::Response;
+
+    #[cfg(feature = "metrics")]
+    fn handle() -> &'static metrics_exporter_prometheus::PrometheusHandle {
+        static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+            std::sync::OnceLock::new();
+        HANDLE.get_or_init(|| {
+            let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+                .install_recorder()
+                .expect("no other metrics recorder in this process");
+            tower_push::metrics::describe();
+            handle
+        })
+    }
+
+    /// Installs the recorder (at start, so that nothing recorded before it is lost).
+    pub(crate) fn install() {
+        #[cfg(feature = "metrics")]
+        handle();
+    }
+
+    /// `GET /metrics`: every metric in Prometheus's text format.
+    pub(crate) fn scrape() -> Response<Body> {
+        #[cfg(feature = "metrics")]
+        {
+            use http_body_util::BodyExt;
+            let text = handle().render();
+            let mut response = Response::new(http_body_util::Full::from(text).boxed_unsync());
+            response.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            response
+        }
+        #[cfg(not(feature = "metrics"))]
+        {
+            let message =
+                "built without the `metrics` feature: cargo run --example demo --features metrics";
+            super::error(http::StatusCode::NOT_FOUND, "metrics_off", message)
+        }
+    }
+
+    /// The p99 from publish to client over both layers, in milliseconds, from the recorder's
+    /// summaries; `None` without the feature or before any event was delivered.
+    pub(crate) fn p99_publish_to_write_ms() -> Option<f64> {
+        #[cfg(feature = "metrics")]
+        {
+            let handle = handle();
+            handle.run_upkeep();
+            let quantile = r#"quantile="0.99""#;
+            handle
+                .render()
+                .lines()
+                .filter(|line| line.starts_with(tower_push::metrics::PUBLISH_TO_WRITE))
+                .filter(|line| line.contains(quantile))
+                .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+                .filter(|seconds| seconds.is_finite())
+                .reduce(f64::max)
+                .map(|seconds| seconds * 1000.0)
+        }
+        #[cfg(not(feature = "metrics"))]
+        None
     }
 }
 

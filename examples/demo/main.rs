@@ -50,6 +50,7 @@ struct Cli {
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
+    app::metrics::install();
     let settings = cli.flags.settings();
     let shutdown = Shutdown::new();
     let demo = Demo::new(&settings, &shutdown).unwrap_or_else(|err| exit_usage::<Cli>(err));
@@ -64,6 +65,7 @@ async fn main() {
         demo.topic().name(),
         demo.topic().epoch()
     );
+    let _stats = demo.spawn_stats(std::time::Duration::from_secs(1));
     let stop = app::ctrl_c_or_sigterm();
     if app::serve(listener, demo, &settings, shutdown, stop).await {
         println!("all connections closed");

@@ -6,8 +6,8 @@ use tower_layer::Layer;
 use super::ChunkedStream;
 use crate::config::{check, Shared};
 use crate::follow::Pipeline;
-use crate::telemetry::Kind;
 use crate::format::{AutoFormat, StreamFormat};
+use crate::telemetry::Kind;
 use crate::ConfigError;
 
 /// Settings shared by a layer and every service it builds.
@@ -279,7 +279,9 @@ impl<F> ChunkedStreamBuilder<F> {
         check::positive("max lifetime", self.max_lifetime)?;
         check::fraction("lifetime jitter", self.lifetime_jitter)?;
         let config = Config {
-            pipeline: self.shared.build(Kind::Stream, ["max streams", "max streams per key"])?,
+            pipeline: self
+                .shared
+                .build(Kind::Stream, ["max streams", "max streams per key"])?,
             heartbeat: self.heartbeat,
             max_lifetime: self.max_lifetime,
             lifetime_jitter: self.lifetime_jitter,

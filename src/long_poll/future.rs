@@ -157,9 +157,10 @@ where
                         return Poll::Pending;
                     }
                     break match follow.cursor() {
-                        Some(cursor) if draining => {
-                            (format.shutdown(cursor, follow.reconnect_delay()), "shutdown")
-                        }
+                        Some(cursor) if draining => (
+                            format.shutdown(cursor, follow.reconnect_delay()),
+                            "shutdown",
+                        ),
                         Some(cursor) if replaced => (format.timeout(cursor), "superseded"),
                         Some(cursor) => (format.timeout(cursor), "timeout"),
                         // The source did not even say where the head is within the whole hold.

@@ -7,9 +7,9 @@ use super::supersede::Supersede;
 use super::LongPoll;
 use crate::config::{check, Shared};
 use crate::follow::Pipeline;
-use crate::telemetry::Kind;
 use crate::format::{JsonFormat, PollFormat};
 use crate::limit::KeyFn;
+use crate::telemetry::Kind;
 use crate::ConfigError;
 
 /// Settings shared by a layer and every service it builds.
@@ -313,7 +313,9 @@ impl<F> LongPollBuilder<F> {
         check::hold(self.hold, self.shared.proxy_idle)?;
         check::fraction("hold jitter", self.hold_jitter)?;
         let config = Config {
-            pipeline: self.shared.build(Kind::LongPoll, ["max parked", "max parked per key"])?,
+            pipeline: self
+                .shared
+                .build(Kind::LongPoll, ["max parked", "max parked per key"])?,
             hold: self.hold,
             hold_jitter: self.hold_jitter,
             supersede: self.supersede.map(|key| Arc::new(Supersede::new(key))),

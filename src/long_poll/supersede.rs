@@ -131,7 +131,10 @@ impl Superseded {
         {
             let now = std::time::Instant::now();
             let registry = &self.registry;
-            let mut answered = registry.answered.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut answered = registry
+                .answered
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             if answered.len() >= 4096 && answered.len().is_power_of_two() {
                 answered.retain(|_, at| now.duration_since(*at) < GAP_MEMORY);
             }

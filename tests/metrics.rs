@@ -1,0 +1,163 @@
+//! The metrics, scraped from the demo's `/metrics` over a real socket after a scenario whose
+//! every count is known: polls parked and answered, streams, a resync, an overload. One test
+//! alone in its file: the recorder is global to the process.
+#![cfg(feature = "metrics")]
+
+mod common;
+
+#[path = "../examples/demo/app.rs"]
+mod app;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use app::{Demo, Settings};
+use common::{get, get_with, parked, serve, RawResponse, NDJSON, SECOND};
+use tower_push::{Cursor, Epoch, Shutdown};
+
+/// The scraped samples, by name with labels as Prometheus writes them
+/// (`tower_push_answers_total{layer="long_poll",kind="events"}`).
+async fn scrape(addr: std::net::SocketAddr) -> HashMap<String, f64> {
+    let reply = get(addr, "/metrics").await;
+    assert_eq!(reply.status, 200);
+    assert!(reply
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/plain"));
+    std::str::from_utf8(&reply.body)
+        .unwrap()
+        .lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .map(|line| {
+            let (name, value) = line.rsplit_once(' ').unwrap();
+            (name.to_owned(), value.parse().unwrap())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scraped_metrics_count_what_happened() {
+    app::metrics::install();
+    let settings = Settings {
+        hold: 60 * SECOND,
+        heartbeat: 3600 * SECOND,
+        max_held: 4,
+        ..Settings::default()
+    };
+    let demo = Demo::new(&settings, &Shutdown::new()).unwrap();
+    let topic = demo.topic().clone();
+    let addr = serve(tower::service_fn(move |req| {
+        let demo = demo.clone();
+        async move { Ok::<_, std::convert::Infallible>(demo.handle(req).await) }
+    }))
+    .await;
+    let head = topic.head();
+
+    // Two streams and three polls wait at the head; one publish answers them all.
+    let mut streams = Vec::new();
+    for _ in 0..2 {
+        let path = format!("/stream?after={head}");
+        streams.push(RawResponse::get(addr, &path, &[NDJSON]).await);
+    }
+    let poll_at = |cursor: Cursor| {
+        let path = format!("/poll?after={cursor}");
+        tokio::spawn(async move { get(addr, &path).await })
+    };
+    let polls: Vec<_> = (0..3).map(|_| poll_at(head)).collect();
+    parked(&topic, 5).await;
+    let published = topic.publish(common::data(1));
+    for poll in polls {
+        assert_eq!(poll.await.unwrap().status, 200);
+    }
+    for stream in &mut streams {
+        let line = stream.message(b"\n").await.unwrap();
+        assert!(line.contains(&published.to_string()), "{line}");
+    }
+
+    // A cursor of another log: one resync answer.
+    let foreign = Cursor::new(Epoch::new(7), 1);
+    assert_eq!(
+        get(addr, &format!("/poll?after={foreign}")).await.status,
+        410
+    );
+
+    // Four polls fill the cap of four; a fifth is refused.
+    let held: Vec<_> = (0..4).map(|_| poll_at(published)).collect();
+    parked(&topic, 2 + 4).await;
+    let refused = get_with(addr, &format!("/poll?after={published}"), &[]).await;
+    assert_eq!(refused.status, 503);
+
+    let metrics = scrape(addr).await;
+    let value = |name: &str| {
+        metrics
+            .get(name)
+            .copied()
+            .unwrap_or_else(|| panic!("no {name} in {metrics:#?}"))
+    };
+    let expected = [
+        ("tower_push_parked_polls", 4.0),
+        ("tower_push_open_streams", 2.0),
+        (
+            r#"tower_push_answers_total{layer="long_poll",kind="events"}"#,
+            3.0,
+        ),
+        (
+            r#"tower_push_answers_total{layer="long_poll",kind="epoch_mismatch"}"#,
+            1.0,
+        ),
+        (
+            r#"tower_push_answers_total{layer="long_poll",kind="overloaded"}"#,
+            1.0,
+        ),
+        (
+            r#"tower_push_answers_total{layer="stream",kind="stream"}"#,
+            2.0,
+        ),
+        (
+            r#"tower_push_events_delivered_total{layer="long_poll"}"#,
+            3.0,
+        ),
+        (r#"tower_push_events_delivered_total{layer="stream"}"#, 2.0),
+        ("tower_push_stream_frames_total", 2.0),
+        (
+            r#"tower_push_publish_to_write_seconds_count{layer="long_poll"}"#,
+            3.0,
+        ),
+        (
+            r#"tower_push_publish_to_write_seconds_count{layer="stream"}"#,
+            2.0,
+        ),
+        // The three answered with events and the resync.
+        ("tower_push_poll_hold_seconds_count", 4.0),
+    ];
+    for (name, count) in expected {
+        assert_eq!(value(name), count, "{name}");
+    }
+    let latency = value(r#"tower_push_publish_to_write_seconds{layer="stream",quantile="1"}"#);
+    assert!(latency > 0.0 && latency < 5.0, "{latency} s");
+    assert!(
+        !metrics
+            .keys()
+            .any(|name| name.starts_with("tower_push_stream_heartbeats_total")),
+        "no heartbeat in an hour-long interval"
+    );
+
+    // The streams' clients leave: their ends are counted once the server notices.
+    drop(streams);
+    let ends = r#"tower_push_stream_ends_total{reason="client_gone"}"#;
+    let noticed = async {
+        loop {
+            let metrics = scrape(addr).await;
+            if metrics.get(ends) == Some(&2.0) && metrics["tower_push_open_streams"] == 0.0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(10 * SECOND, noticed)
+        .await
+        .expect("both ends counted");
+    for poll in held {
+        poll.abort();
+    }
+}
