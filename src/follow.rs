@@ -50,7 +50,11 @@ impl Pipeline {
     }
 
     /// Admits the request with head `parts` to follow `source`, or says why it is refused.
-    pub(crate) fn admit<S>(&self, parts: Parts, source: &S) -> Result<Follow<S>, Rejection>
+    pub(crate) fn admit<S>(
+        self: &Arc<Self>,
+        parts: Parts,
+        source: &S,
+    ) -> Result<Follow<S>, Rejection>
     where
         S: Service<Subscribe> + Clone,
     {
@@ -61,7 +65,7 @@ impl Pipeline {
         admitted
     }
 
-    fn try_admit<S>(&self, parts: Parts, source: &S) -> Result<Follow<S>, Rejection>
+    fn try_admit<S>(self: &Arc<Self>, parts: Parts, source: &S) -> Result<Follow<S>, Rejection>
     where
         S: Service<Subscribe> + Clone,
     {
@@ -91,8 +95,7 @@ impl Pipeline {
         };
         Ok(Follow {
             telemetry: Telemetry::admitted(self.kind, cursor),
-            max_bytes: self.max_bytes,
-            reconnect_window: self.reconnect_window,
+            pipeline: self.clone(),
             // The clone that was made ready is the one to call (tower's usual swap): here the
             // source is made ready in the follower, so either copy will do.
             source: source.clone(),
@@ -134,8 +137,8 @@ pin_project! {
         // Whether the request head has storage of its own yet.
         detached: bool,
         // The most bytes of event data one step hands over.
-        max_bytes: usize,
-        reconnect_window: Duration,
+        // The layer's settings: the byte bound of a step, the reconnect window.
+        pipeline: Arc<Pipeline>,
         // Metrics and the request's span; nothing without the `metrics` feature.
         telemetry: Telemetry,
     }
@@ -201,7 +204,7 @@ where
             Outcome::Events(mut batch) => {
                 // Bytes bound what one answer or frame holds until the client reads it; the
                 // events left out come with the next step, from the advanced position.
-                batch.truncate_to_bytes(*this.max_bytes);
+                batch.truncate_to_bytes(this.pipeline.max_bytes);
                 this.telemetry.delivered(batch.events());
                 this.subscribe.advance(batch.last());
                 Ok(Step::Events(batch))
@@ -224,7 +227,7 @@ where
     /// A delay drawn at random from the reconnect window: when the client of a request that a
     /// shutdown ends should come back, so that clients ended together do not return together.
     pub(crate) fn reconnect_delay(&self) -> Duration {
-        crate::random::within(self.reconnect_window)
+        crate::random::within(self.pipeline.reconnect_window)
     }
 
     /// Gives back the place under the caps and drops the source's future and the shutdown

@@ -13,7 +13,7 @@ use crate::ConfigError;
 /// Settings shared by a layer and every service it builds.
 #[derive(Debug)]
 pub(crate) struct Config {
-    pub(crate) pipeline: Pipeline,
+    pub(crate) pipeline: Arc<Pipeline>,
     pub(crate) heartbeat: Duration,
     pub(crate) max_lifetime: Duration,
     pub(crate) lifetime_jitter: f64,
@@ -279,9 +279,10 @@ impl<F> ChunkedStreamBuilder<F> {
         check::positive("max lifetime", self.max_lifetime)?;
         check::fraction("lifetime jitter", self.lifetime_jitter)?;
         let config = Config {
-            pipeline: self
-                .shared
-                .build(Kind::Stream, ["max streams", "max streams per key"])?,
+            pipeline: Arc::new(
+                self.shared
+                    .build(Kind::Stream, ["max streams", "max streams per key"])?,
+            ),
             heartbeat: self.heartbeat,
             max_lifetime: self.max_lifetime,
             lifetime_jitter: self.lifetime_jitter,

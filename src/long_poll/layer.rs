@@ -15,7 +15,7 @@ use crate::ConfigError;
 /// Settings shared by a layer and every service it builds.
 #[derive(Debug)]
 pub(crate) struct Config {
-    pub(crate) pipeline: Pipeline,
+    pub(crate) pipeline: Arc<Pipeline>,
     pub(crate) hold: Duration,
     pub(crate) hold_jitter: f64,
     pub(crate) supersede: Option<Arc<Supersede>>,
@@ -313,9 +313,10 @@ impl<F> LongPollBuilder<F> {
         check::hold(self.hold, self.shared.proxy_idle)?;
         check::fraction("hold jitter", self.hold_jitter)?;
         let config = Config {
-            pipeline: self
-                .shared
-                .build(Kind::LongPoll, ["max parked", "max parked per key"])?,
+            pipeline: Arc::new(
+                self.shared
+                    .build(Kind::LongPoll, ["max parked", "max parked per key"])?,
+            ),
             hold: self.hold,
             hold_jitter: self.hold_jitter,
             supersede: self.supersede.map(|key| Arc::new(Supersede::new(key))),
