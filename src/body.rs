@@ -67,6 +67,15 @@ impl PushBody {
 }
 
 impl PushBody {
+    /// The bytes of a body of one frame that has not been sent, to share them with another
+    /// answer; `None` for a stream.
+    pub(crate) fn shared_bytes(&self) -> Option<Bytes> {
+        match &self.kind {
+            Kind::Full(bytes) => Some(bytes.clone().unwrap_or_default()),
+            Kind::Stream(_) => None,
+        }
+    }
+
     pub(crate) fn stream(frames: Pin<Box<dyn Frames>>) -> Self {
         Self {
             kind: Kind::Stream(SyncWrapper::new(frames)),

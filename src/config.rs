@@ -74,6 +74,7 @@ impl Shared {
             origin: self.origin,
             shutdown: self.shutdown,
             reconnect_window: self.reconnect_window,
+            shared_answer: std::sync::Mutex::new(None),
         })
     }
 }

@@ -11,12 +11,13 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use http::request::Parts;
 use http::Method;
+use http::Response;
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
@@ -25,7 +26,7 @@ use crate::request::CursorParam;
 use crate::shutdown::{self, Shutdown};
 use crate::source::{Batch, Origin, Outcome, Position, Subscribe};
 use crate::telemetry::{self, Kind, Telemetry};
-use crate::{BoxError, Cursor, Rejection};
+use crate::{BoxError, Cursor, PushBody, Rejection};
 
 /// What a layer knows before any request: built from the builders' shared settings by
 /// [`Shared::build`](crate::config::Shared::build).
@@ -41,6 +42,26 @@ pub(crate) struct Pipeline {
     pub(crate) origin: Origin,
     pub(crate) shutdown: Option<Shutdown>,
     pub(crate) reconnect_window: Duration,
+    /// The last answer encoded for a batch, for the other polls answered with the same batch.
+    pub(crate) shared_answer: Mutex<Option<SharedAnswer>>,
+}
+
+/// An answer encoded once for a batch: what each poll answered with that batch gets a copy of.
+#[derive(Debug)]
+pub(crate) struct SharedAnswer {
+    batch: Batch,
+    status: http::StatusCode,
+    headers: http::HeaderMap,
+    body: bytes::Bytes,
+}
+
+impl SharedAnswer {
+    fn response(&self) -> Response<PushBody> {
+        let mut response = Response::new(PushBody::full(self.body.clone()));
+        *response.status_mut() = self.status;
+        *response.headers_mut() = self.headers.clone();
+        response
+    }
 }
 
 impl Pipeline {
@@ -228,6 +249,33 @@ where
     /// shutdown ends should come back, so that clients ended together do not return together.
     pub(crate) fn reconnect_delay(&self) -> Duration {
         crate::random::within(self.pipeline.reconnect_window)
+    }
+
+    /// The answer for `batch`: a copy of the one already encoded for this very batch, or what
+    /// `encode` writes, kept for the next poll answered with it.
+    pub(crate) fn shared_answer(
+        &self,
+        batch: &Batch,
+        encode: impl FnOnce() -> Response<PushBody>,
+    ) -> Response<PushBody> {
+        let mut shared = self
+            .pipeline
+            .shared_answer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(answer) = shared.as_ref().filter(|answer| answer.batch.same(batch)) {
+            return answer.response();
+        }
+        let response = encode();
+        if let Some(body) = response.body().shared_bytes() {
+            *shared = Some(SharedAnswer {
+                batch: batch.clone(),
+                status: response.status(),
+                headers: response.headers().clone(),
+                body,
+            });
+        }
+        response
     }
 
     /// Gives back the place under the caps and drops the source's future and the shutdown

@@ -45,7 +45,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -387,6 +387,9 @@ struct TopicShared {
     // An `Arc` of its own so that parked subscriptions can hold an `OwnedNotified`.
     notify: Arc<Notify>,
     waiting: AtomicUsize,
+    /// The last batch built, with the cursor it follows: what the next subscription at the same
+    /// cursor gets, unless the topic moved on.
+    shared_batch: Mutex<Option<(Cursor, Batch)>>,
 }
 
 #[derive(Default)]
@@ -416,6 +419,7 @@ impl Topic {
                 state: RwLock::new(TopicState::default()),
                 notify: Arc::new(Notify::new()),
                 waiting: AtomicUsize::new(0),
+                shared_batch: Mutex::new(None),
             }),
         }
     }
@@ -551,7 +555,18 @@ impl TopicShared {
                 _ => None,
             };
         }
-        // `oldest <= after < head`: the next event is retained.
+        // `oldest <= after < head`: the next event is retained. Every subscription waiting at
+        // `after` gets the same batch, built once (and so encoded once by the layers).
+        let end = state.head.min(after.seq().saturating_add(limit as u64));
+        let mut shared = self
+            .shared_batch
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some((at, batch)) = &*shared {
+            if *at == after && batch.last().seq() == end {
+                return Some(Outcome::Events(batch.clone()));
+            }
+        }
         let first_stored = state.head + 1 - state.events.len() as u64;
         let skip = (after.seq() + 1 - first_stored) as usize;
         let events = state
@@ -570,7 +585,9 @@ impl TopicShared {
                 }
             })
             .collect();
-        Batch::new(events).map(Outcome::Events)
+        let batch = Batch::new(events)?;
+        *shared = Some((after, batch.clone()));
+        Some(Outcome::Events(batch))
     }
 }
 

@@ -245,7 +245,9 @@ pub enum Outcome {
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Batch {
-    events: Vec<Event>,
+    // Shared: a source may hand the same batch to every subscription waiting at one position,
+    // and the layers then encode it once for all of them (see `Batch::same`).
+    events: Arc<[Event]>,
 }
 
 impl Batch {
@@ -257,7 +259,9 @@ impl Batch {
         let ordered = events
             .windows(2)
             .all(|pair| pair[0].id() < pair[1].id() && pair[1].id().epoch() == epoch);
-        ordered.then_some(Self { events })
+        ordered.then(|| Self {
+            events: events.into(),
+        })
     }
 
     /// The events, oldest first.
@@ -271,23 +275,27 @@ impl Batch {
         self.events[self.events.len() - 1].id()
     }
 
+    /// Whether `other` is a clone of this very batch (not merely equal): what a source handed to
+    /// several subscriptions, whose answers can then share one encoding.
+    pub(crate) fn same(&self, other: &Batch) -> bool {
+        Arc::ptr_eq(&self.events, &other.events)
+    }
+
     /// Keeps the oldest events whose data adds up to at most `max` bytes, and always the first.
     pub(crate) fn truncate_to_bytes(&mut self, max: usize) {
         let mut total = 0;
-        let keep = self
-            .events
-            .iter()
-            .position(|event| {
-                total += event.size();
-                total > max
-            })
-            .map_or(self.events.len(), |over| over.max(1));
-        self.events.truncate(keep);
+        let keep = self.events.iter().position(|event| {
+            total += event.size();
+            total > max
+        });
+        if let Some(over) = keep {
+            self.events = self.events[..over.max(1)].into();
+        }
     }
 
     /// The events, oldest first.
     pub fn into_events(self) -> Vec<Event> {
-        self.events
+        self.events.to_vec()
     }
 }
 

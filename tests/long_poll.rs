@@ -419,3 +419,36 @@ async fn a_percent_encoded_parameter_name_is_the_same_parameter() {
         .collect();
     assert_eq!(answered, ids);
 }
+
+#[tokio::test]
+async fn polls_woken_by_one_publish_share_one_encoded_answer() {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    let topic = MemoryLog::new().topic("t");
+    let service = LongPollLayer::new().layer(topic.clone());
+    let head = topic.head();
+    let polls: Vec<_> = (0..50)
+        .map(|_| {
+            let request = http::Request::get(format!("/poll?after={head}"))
+                .body(())
+                .unwrap();
+            tokio::spawn(service.clone().oneshot(request))
+        })
+        .collect();
+    parked(&topic, 50).await;
+    topic.publish(data(1));
+    let mut bodies = Vec::new();
+    for poll in polls {
+        let response = poll.await.unwrap().unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["push-cursor"], topic.head().to_string());
+        let mut body = response.into_body();
+        bodies.push(body.frame().await.unwrap().unwrap().into_data().unwrap());
+    }
+    // The same bytes, and the same buffer: encoded once for all fifty.
+    assert!(bodies.iter().all(|body| body == &bodies[0]));
+    assert!(bodies
+        .iter()
+        .all(|body| body.as_ptr() == bodies[0].as_ptr()));
+}

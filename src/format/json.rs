@@ -92,6 +92,10 @@ impl PollFormat for JsonFormat {
         response
     }
 
+    fn shares_answers(&self) -> bool {
+        true
+    }
+
     fn timeout(&self, cursor: Cursor) -> Response<PushBody> {
         let mut response = Response::new(PushBody::empty());
         *response.status_mut() = StatusCode::NO_CONTENT;

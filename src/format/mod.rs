@@ -65,6 +65,17 @@ pub trait PollFormat: Clone + Send + Sync + 'static {
     /// The answer when the hold expired without events; `cursor` is where the client stands.
     fn timeout(&self, cursor: Cursor) -> Response<PushBody>;
 
+    /// Whether [`events`](Self::events) depends on the batch alone (not on the request, nor on
+    /// anything else that changes). Then the polls a publish wakes share one answer: a source
+    /// hands the same batch to every poll waiting at one cursor, and the layer encodes it once,
+    /// however many polls it wakes, and gives each a copy of the status, headers and body bytes.
+    ///
+    /// The default is `false`: every answer is written by [`events`](Self::events). The
+    /// built-in [`JsonFormat`] says `true`.
+    fn shares_answers(&self) -> bool {
+        false
+    }
+
     /// The answer to a held poll that the server's shutdown ends: `cursor` is where the client
     /// stands, and `retry` how long it should wait before it polls again, drawn at random from
     /// the layer's [reconnect window](crate::LongPollBuilder::reconnect_window) so that the

@@ -130,7 +130,14 @@ where
         };
         let (response, outcome) = loop {
             match follow.as_mut().poll_step(cx) {
-                Poll::Ready(Ok(Step::Events(batch))) => break (format.events(&batch), "events"),
+                Poll::Ready(Ok(Step::Events(batch))) => {
+                    let response = if format.shares_answers() {
+                        follow.shared_answer(&batch, || format.events(&batch))
+                    } else {
+                        format.events(&batch)
+                    };
+                    break (response, "events");
+                }
                 // The request named no cursor; now it has one. Wait after it, within the same
                 // hold.
                 Poll::Ready(Ok(Step::Head(_))) => continue,
