@@ -8,10 +8,16 @@
 //! process and speaks HTTP/1.1 over raw TCP, which costs the same against every server. All
 //! traffic stays on 127.0.0.1. Each figure is set against a baseline measured in the same run,
 //! alternating which one goes first, because absolute times on a shared machine mean little.
+//!
+//! Two parts set tower-push against a peer rather than a baseline: `--only nchan` measures nginx
+//! with its Nchan module (when installed) the same way, and `--only scaling` parks 1,000, 10,000
+//! and 50,000 polls on tower-push and Nchan and writes the curve to `push-scaling.csv` in the
+//! target directory, which `benches/plot.py` draws.
 
 use std::convert::Infallible;
 use std::io::{BufRead, BufReader, Write as _};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -42,14 +48,14 @@ fn main() {
         .skip(1)
         .filter(|a| a != "--bench")
         .collect();
-    if let Ok((soft, hard)) = rlimit::getrlimit(rlimit::Resource::NOFILE) {
-        if soft < hard {
-            let _ = rlimit::setrlimit(rlimit::Resource::NOFILE, hard, hard);
-        }
-    }
+    let open_files = raise_open_files();
     if args.first().map(String::as_str) == Some("serve") {
         let kind = args.get(1).cloned().unwrap_or_default();
-        server::run(&kind);
+        if kind == "nginx" {
+            nchan::serve(&args[2..]);
+        } else {
+            server::run(&kind);
+        }
         return;
     }
     let settings = match Settings::from_args(&args) {
@@ -57,7 +63,9 @@ fn main() {
         Err(message) => {
             eprintln!("{message}");
             eprintln!(
-                "usage: cargo bench --bench push [-- --quick] [--runs N] [--parked N] [--only memory,fanout,throughput,stream]"
+                "usage: cargo bench --bench push [-- --quick] [--runs N] [--parked N] \
+                 [--scaling N,N,...] [--csv PATH] \
+                 [--only memory,fanout,throughput,stream,nchan,scaling]"
             );
             std::process::exit(2);
         }
@@ -66,7 +74,41 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    runtime.block_on(driver::run(settings));
+    runtime.block_on(driver::run(settings, open_files));
+}
+
+/// The open-files limit every bench process asks for: 50,000 parked polls need a little over
+/// 50,000 descriptors in the client and as many in the server (nginx's worker inherits it).
+/// Where the hard limit is lower and cannot be raised, the sizes that do not fit are skipped.
+const OPEN_FILES: u64 = 262_144;
+
+/// The open-files limit (soft, hard) before and after [`raise_open_files`].
+#[derive(Clone, Copy, Debug)]
+struct OpenFiles {
+    at_start: (u64, u64),
+    now: (u64, u64),
+}
+
+/// Raises the open-files limit of this process (and so of the servers it starts): the hard
+/// limit to [`OPEN_FILES`] where the process may (it needs `CAP_SYS_RESOURCE`, and the kernel's
+/// `fs.nr_open` caps it), and the soft limit to the hard one.
+fn raise_open_files() -> OpenFiles {
+    const NOFILE: rlimit::Resource = rlimit::Resource::NOFILE;
+    let at_start = rlimit::getrlimit(NOFILE).unwrap_or((0, 0));
+    let (soft, hard) = at_start;
+    let ceiling = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(OPEN_FILES);
+    let wanted = OPEN_FILES.min(ceiling);
+    let raised = hard < wanted && rlimit::setrlimit(NOFILE, wanted, wanted).is_ok();
+    if !raised && soft < hard {
+        let _ = rlimit::setrlimit(NOFILE, hard, hard);
+    }
+    OpenFiles {
+        at_start,
+        now: rlimit::getrlimit(NOFILE).unwrap_or(at_start),
+    }
 }
 
 /// What the driver measures, and how much.
@@ -80,6 +122,10 @@ struct Settings {
     burst: usize,
     steady_rate: u64,
     steady_for: Duration,
+    /// The numbers of parked polls of the scaling curve (`--only scaling`).
+    scaling: Vec<usize>,
+    /// Where the scaling curve is written; by default `push-scaling.csv` in the target directory.
+    csv: Option<PathBuf>,
     only: Vec<String>,
 }
 
@@ -94,6 +140,8 @@ impl Settings {
             burst: 200_000,
             steady_rate: 2_000,
             steady_for: Duration::from_secs(3),
+            scaling: vec![1_000, 10_000, 50_000],
+            csv: None,
             only: Vec::new(),
         };
         let mut args = args.iter();
@@ -111,6 +159,7 @@ impl Settings {
                     settings.throughput_for = Duration::from_secs(1);
                     settings.burst = 20_000;
                     settings.steady_for = Duration::from_secs(1);
+                    settings.scaling = vec![1_000, 5_000];
                 }
                 "--runs" => {
                     settings.runs = value()?.parse().map_err(|e| format!("--runs: {e}"))?;
@@ -124,6 +173,13 @@ impl Settings {
                 "--only" => {
                     settings.only = value()?.split(',').map(str::to_owned).collect();
                 }
+                "--scaling" => {
+                    settings.scaling = value()?
+                        .split(',')
+                        .map(|n| n.trim().parse().map_err(|e| format!("--scaling: {e}")))
+                        .collect::<Result<_, _>>()?;
+                }
+                "--csv" => settings.csv = Some(PathBuf::from(value()?)),
                 other => return Err(format!("unknown argument {other:?}")),
             }
         }
@@ -201,6 +257,7 @@ fn text(body: impl Into<Bytes>) -> Response<Full<Bytes>> {
 /// | kind | service under test |
 /// | --- | --- |
 /// | `tower-push-poll` | `LongPollLayer` over a `MemoryLog` topic |
+/// | `tower-push-poll-1-thread` | the same on one runtime worker thread (nginx: one worker) |
 /// | `tower-push-stream` | `ChunkedStreamLayer` (SSE) over the same kind of topic |
 /// | `pending` | a hyper handler that never answers |
 /// | `notify` | a hyper handler that waits on a `Notify`, then answers the newest event from a shared `Mutex<Vec<Bytes>>` |
@@ -216,10 +273,15 @@ mod server {
             let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
             std::process::exit(0);
         });
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
+        let mut runtime = tokio::runtime::Builder::new_multi_thread();
+        let kind = match kind.strip_suffix("-1-thread") {
+            Some(kind) => {
+                runtime.worker_threads(1);
+                kind
+            }
+            None => kind,
+        };
+        let runtime = runtime.enable_all().build().expect("tokio runtime");
         runtime.block_on(async {
             let main = listen();
             let control = listen();
@@ -584,15 +646,40 @@ impl Server {
 
     /// Resident memory in KiB, from `/proc/<pid>/status`.
     fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("read /proc/<pid>/status");
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|kib| kib.parse().ok())
-            .expect("VmRSS in /proc/<pid>/status")
+        rss_kib(self.child.id())
     }
+}
+
+/// The resident memory of process `pid` in KiB, from `/proc/<pid>/status`.
+fn rss_kib(pid: u32) -> u64 {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/<pid>/status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .expect("VmRSS in /proc/<pid>/status")
+}
+
+/// The processes whose parent is `pid`, from `/proc/<n>/stat`.
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            // `<pid> (<comm>) <state> <ppid> ...`, where comm may hold spaces and parentheses.
+            std::fs::read_to_string(format!("/proc/{child}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let rest = &stat[stat.rfind(')')? + 1..];
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(pid)
+        })
+        .collect()
 }
 
 impl Drop for Server {
@@ -621,6 +708,16 @@ fn get_request(path: &str, accept: Option<&str>) -> Vec<u8> {
 
 fn post_request(path: &str) -> Vec<u8> {
     format!("POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: 0\r\n\r\n").into_bytes()
+}
+
+/// Where the parked clients of `--only nchan` and `--only scaling` connect from: 127.0.0.2 to
+/// 127.0.0.9 in turn (all of 127.0.0.0/8 is loopback on Linux), so that no source address needs
+/// more than N/8 ephemeral ports: 6,250 each at 50,000 polls, of the 28,232 in Linux's default
+/// `ip_local_port_range`.
+const SOURCES: usize = 8;
+
+fn source(i: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + (i % SOURCES) as u8))
 }
 
 /// A response head: status, and how its body is framed.
@@ -690,6 +787,23 @@ impl Conn {
         })
     }
 
+    /// Connects from `source` (port chosen by the kernel) and closes with a reset
+    /// (`SO_LINGER` 0), so that tens of thousands of clients leave no `TIME_WAIT` behind to
+    /// hold the ports of the next round.
+    async fn connect_from(addr: SocketAddr, source: IpAddr) -> std::io::Result<Self> {
+        let socket = TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::new(source, 0))?;
+        // A zero linger never blocks (the deprecation is about other values).
+        #[allow(deprecated)]
+        socket.set_linger(Some(Duration::ZERO))?;
+        let stream = socket.connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Self {
+            stream,
+            buf: Vec::with_capacity(1024),
+        })
+    }
+
     async fn send(&mut self, request: &[u8]) -> std::io::Result<()> {
         self.stream.write_all(request).await
     }
@@ -715,6 +829,22 @@ impl Conn {
 
     /// Reads one whole response and returns its status and body length.
     async fn response(&mut self) -> std::io::Result<(u16, usize)> {
+        let (head, body_len) = self.whole_response().await?;
+        self.buf.drain(..head.end + body_len);
+        Ok((head.status, body_len))
+    }
+
+    /// Reads one whole response and returns its status and body as sent (with its chunk
+    /// framing, if chunked).
+    async fn response_body(&mut self) -> std::io::Result<(u16, Vec<u8>)> {
+        let (head, body_len) = self.whole_response().await?;
+        let body = self.buf[head.end..head.end + body_len].to_vec();
+        self.buf.drain(..head.end + body_len);
+        Ok((head.status, body))
+    }
+
+    /// Reads until the buffer holds one whole response; returns its head and body length.
+    async fn whole_response(&mut self) -> std::io::Result<(Head, usize)> {
         let head = self.head().await?;
         let body_len = loop {
             let body = &self.buf[head.end..];
@@ -732,8 +862,7 @@ impl Conn {
             }
             self.fill().await?;
         };
-        self.buf.drain(..head.end + body_len);
-        Ok((head.status, body_len))
+        Ok((head, body_len))
     }
 
     async fn post(&mut self, path: &str) -> std::io::Result<()> {
@@ -757,6 +886,364 @@ impl Conn {
         let waiting = parts.next().and_then(|w| w.parse().ok()).unwrap_or(0);
         let lagged = parts.next().and_then(|l| l.parse().ok()).unwrap_or(0);
         Ok((waiting, lagged))
+    }
+}
+
+/// nginx with its Nchan module, the peer of `--only nchan` and `--only scaling`.
+///
+/// The driver starts `push serve nginx <nginx> <module> <connections>`: that process writes a
+/// configuration into a temporary directory, runs nginx in the foreground (`daemon off;`, a
+/// master and one worker process) on a free loopback port, prints the port and the master's
+/// pid, and stops nginx when its standard input closes, like every other server here, so that
+/// no nginx outlives the bench. The driver reads the memory of the master and its worker, and
+/// talks to Nchan over HTTP only: `/poll` is a long-poll subscriber location whose cursor is
+/// Nchan's message id (`?last_event_id=<time>:<tag>`), `/publish` a publisher location on the
+/// same channel, which also answers the channel's subscriber count.
+mod nchan {
+    use super::*;
+
+    /// Where the Debian package `libnginx-mod-nchan` puts the module.
+    const MODULE: &str = "ngx_nchan_module.so";
+
+    /// An nginx program that can load Nchan.
+    #[derive(Clone, Debug)]
+    pub(super) struct Program {
+        nginx: PathBuf,
+        /// `None` when Nchan is built into nginx.
+        module: Option<PathBuf>,
+        /// nginx's version and the module's path, for the report.
+        pub(super) description: String,
+    }
+
+    /// Finds nginx and the Nchan module (`NGINX` and `NCHAN_MODULE` override where), and checks
+    /// with `nginx -t` that the configuration the bench writes loads; the error says why not.
+    pub(super) fn find() -> Result<Program, String> {
+        const SBIN: [&str; 3] = ["/usr/sbin", "/usr/local/sbin", "/usr/local/nginx/sbin"];
+        const MODULES: [&str; 2] = ["/usr/lib/nginx/modules", "/usr/local/nginx/modules"];
+        let nginx = match std::env::var_os("NGINX") {
+            Some(path) => PathBuf::from(path),
+            None => {
+                let path = std::env::var_os("PATH").unwrap_or_default();
+                std::env::split_paths(&path)
+                    .chain(SBIN.map(PathBuf::from))
+                    .map(|dir| dir.join("nginx"))
+                    .find(|candidate| candidate.is_file())
+                    .ok_or("nginx not found in PATH or /usr/sbin (Debian package `nginx`)")?
+            }
+        };
+        let version = Command::new(&nginx)
+            .arg("-V")
+            .output()
+            .map_err(|e| format!("{} -V: {e}", nginx.display()))?;
+        // nginx prints its version and build settings on stderr.
+        let version = String::from_utf8_lossy(&version.stderr).into_owned();
+        let modules_path = version
+            .split_whitespace()
+            .find_map(|arg| arg.strip_prefix("--modules-path="))
+            .map(PathBuf::from);
+        let module = match std::env::var_os("NCHAN_MODULE") {
+            Some(path) => Some(PathBuf::from(path)),
+            None => modules_path
+                .into_iter()
+                .chain(MODULES.map(PathBuf::from))
+                .map(|dir| dir.join(MODULE))
+                .find(|candidate| candidate.is_file()),
+        };
+        // Compiled in with `--add-module=<path to nchan>`, it needs no `load_module`.
+        let built_in = version
+            .split_whitespace()
+            .any(|arg| arg.starts_with("--add-module=") && arg.contains("nchan"));
+        if module.is_none() && !built_in {
+            return Err(format!(
+                "the Nchan module not found ({MODULE} in nginx's modules path; \
+                 Debian package `libnginx-mod-nchan`)"
+            ));
+        }
+        let program = Program {
+            description: format!(
+                "{}, {}",
+                version.lines().next().unwrap_or("nginx").trim(),
+                module
+                    .as_ref()
+                    .map_or("Nchan built in".to_owned(), |m| m.display().to_string()),
+            ),
+            nginx,
+            module: if built_in { None } else { module },
+        };
+        let dir = tempfile::tempdir().map_err(|e| format!("a temporary directory: {e}"))?;
+        let conf = program.write_config(dir.path(), free_port(), 64)?;
+        let test = program
+            .command(dir.path(), &conf)
+            .arg("-t")
+            .output()
+            .map_err(|e| format!("{} -t: {e}", program.nginx.display()))?;
+        if !test.status.success() {
+            let said = String::from_utf8_lossy(&test.stderr);
+            let reason = said
+                .lines()
+                .find(|l| l.contains("[emerg]"))
+                .unwrap_or_else(|| said.lines().next().unwrap_or("no output"));
+            return Err(format!("nginx -t failed: {}", reason.trim()));
+        }
+        Ok(program)
+    }
+
+    impl Program {
+        fn command(&self, dir: &Path, conf: &Path) -> Command {
+            let mut command = Command::new(&self.nginx);
+            command
+                .arg("-p")
+                .arg(dir)
+                .arg("-e")
+                .arg(dir.join("error.log"))
+                .arg("-c")
+                .arg(conf)
+                .args(["-g", "daemon off;"]);
+            command
+        }
+
+        /// The configuration: one worker process with room for `connections` (its open-files
+        /// limit is the bench's, inherited), no access log, keep-alive without a request limit
+        /// (nginx closes a connection after 1,000 requests by default, which the throughput
+        /// clients would see as an error), and the two locations.
+        fn write_config(
+            &self,
+            dir: &Path,
+            port: u16,
+            connections: usize,
+        ) -> Result<PathBuf, String> {
+            let load = self
+                .module
+                .as_ref()
+                .map_or(String::new(), |m| format!("load_module {};\n", m.display()));
+            let d = dir.display();
+            let config = format!(
+                r#"{load}worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections {connections}; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000000;
+    client_body_temp_path {d}/client_body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    server {{
+        listen 127.0.0.1:{port} backlog=8192;
+        location = /poll {{
+            nchan_subscriber longpoll;
+            nchan_channel_id bench;
+            nchan_subscriber_timeout 600s;
+        }}
+        location = /publish {{
+            nchan_publisher;
+            nchan_channel_id bench;
+        }}
+    }}
+}}
+"#
+            );
+            let conf = dir.join("nginx.conf");
+            std::fs::write(&conf, config).map_err(|e| format!("write {}: {e}", conf.display()))?;
+            Ok(conf)
+        }
+    }
+
+    /// A loopback port that was free a moment ago.
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port")
+    }
+
+    /// `push serve nginx <nginx> <module or -> <connections>`: runs nginx until standard input
+    /// closes; prints `<port> <master pid>` once it listens, or `error <reason>`.
+    pub(super) fn serve(args: &[String]) {
+        let program = Program {
+            nginx: PathBuf::from(&args[0]),
+            module: (args[1] != "-").then(|| PathBuf::from(&args[1])),
+            description: String::new(),
+        };
+        let connections: usize = args[2].parse().expect("connections");
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let error_log =
+            || std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
+        let mut started = None;
+        for _ in 0..5 {
+            let port = free_port();
+            let conf = program
+                .write_config(dir.path(), port, connections)
+                .expect("write the configuration");
+            let _ = std::fs::remove_file(dir.path().join("nginx.pid"));
+            let mut child = program
+                .command(dir.path(), &conf)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start nginx");
+            // nginx writes its pid file once it has bound its port.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let listening = loop {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break false;
+                }
+                if dir.path().join("nginx.pid").exists()
+                    && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+                {
+                    break true;
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break false;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            };
+            if listening {
+                started = Some((child, port, conf));
+                break;
+            }
+            if !error_log().contains("Address already in use") {
+                break;
+            }
+        }
+        let Some((mut child, port, conf)) = started else {
+            let log = error_log();
+            println!(
+                "error {}",
+                log.lines().last().unwrap_or("nginx did not start")
+            );
+            return;
+        };
+        println!("{port} {}", child.id());
+        std::io::stdout().flush().expect("stdout");
+        // The driver holds our stdin; when it goes away, nginx goes too.
+        let mut sink = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+        let workers = children(child.id());
+        let _ = program
+            .command(dir.path(), &conf)
+            .args(["-s", "stop"])
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if matches!(child.try_wait(), Ok(None)) {
+            // A worker outlives a killed master, so it goes first.
+            for worker in workers {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &worker.to_string()])
+                    .status();
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// A running nginx with Nchan, seeded with two messages on the bench channel.
+    pub(super) struct Nginx {
+        wrapper: Child,
+        master: u32,
+        pub(super) addr: SocketAddr,
+        /// The id of the first message: polls after it are answered at once, with the second.
+        pub(super) older: String,
+        /// The id of the newest message: polls after it park.
+        pub(super) newest: String,
+    }
+
+    impl Nginx {
+        /// Starts nginx with room for `connections` and publishes the two seed messages.
+        pub(super) async fn start(program: &Program, connections: usize) -> Self {
+            let exe = std::env::current_exe().expect("own executable");
+            let module = program
+                .module
+                .as_ref()
+                .map_or("-".to_owned(), |m| m.display().to_string());
+            let mut wrapper = Command::new(exe)
+                .arg("serve")
+                .arg("nginx")
+                .arg(&program.nginx)
+                .arg(module)
+                .arg(connections.to_string())
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("start the nginx process");
+            let stdout = wrapper.stdout.take().expect("piped stdout");
+            let mut line = String::new();
+            BufReader::new(stdout)
+                .read_line(&mut line)
+                .expect("read nginx's port");
+            if let Some(reason) = line.strip_prefix("error ") {
+                panic!("nginx did not start: {}", reason.trim());
+            }
+            let mut words = line.split_whitespace();
+            let port: u16 = words.next().and_then(|p| p.parse().ok()).expect("port");
+            let master: u32 = words.next().and_then(|p| p.parse().ok()).expect("pid");
+            let mut nginx = Self {
+                wrapper,
+                master,
+                addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                older: String::new(),
+                newest: String::new(),
+            };
+            let mut control = Conn::connect(nginx.addr).await.expect("connect to nginx");
+            nginx.older = publish(&mut control, r#"{"n":-1,"t":0}"#).await;
+            nginx.newest = publish(&mut control, SEED).await;
+            nginx
+        }
+
+        /// The resident memory of the master and its workers, in KiB.
+        pub(super) fn rss_kib(&self) -> u64 {
+            rss_kib(self.master) + children(self.master).into_iter().map(rss_kib).sum::<u64>()
+        }
+    }
+
+    impl Drop for Nginx {
+        fn drop(&mut self) {
+            // Closing the wrapper's stdin stops nginx; the wrapper exits once nginx has.
+            drop(self.wrapper.stdin.take());
+            let _ = self.wrapper.wait();
+        }
+    }
+
+    /// The channel information Nchan's publisher location answers, as JSON.
+    async fn channel(conn: &mut Conn, request: &[u8]) -> serde_json::Value {
+        conn.send(request).await.expect("send to nginx");
+        let (status, body) = conn.response_body().await.expect("nginx answers");
+        assert!(
+            (200..300).contains(&status),
+            "Nchan's publisher answered {status}"
+        );
+        serde_json::from_slice(&body).expect("Nchan's channel information is JSON")
+    }
+
+    /// Publishes `data` and returns its message id.
+    pub(super) async fn publish(conn: &mut Conn, data: &str) -> String {
+        let request = format!(
+            "POST /publish HTTP/1.1\r\nhost: 127.0.0.1\r\naccept: text/json\r\n\
+             content-type: application/json\r\ncontent-length: {}\r\n\r\n{data}",
+            data.len()
+        );
+        let info = channel(conn, request.as_bytes()).await;
+        info["last_message_id"]
+            .as_str()
+            .expect("last_message_id")
+            .to_owned()
+    }
+
+    /// The subscribers parked on the channel.
+    pub(super) async fn subscribers(conn: &mut Conn) -> usize {
+        let request = "GET /publish HTTP/1.1\r\nhost: 127.0.0.1\r\naccept: text/json\r\n\r\n";
+        let info = channel(conn, request.as_bytes()).await;
+        info["subscribers"].as_u64().expect("subscribers") as usize
     }
 }
 
@@ -797,12 +1284,23 @@ mod driver {
         target: Option<(f64, bool)>,
     }
 
-    #[derive(Default)]
     struct Table {
+        /// What tower-push is set against: the column's name.
+        against: &'static str,
         rows: Vec<Row>,
+        /// Why the other side was not measured, if it was not.
+        skipped: Option<String>,
     }
 
     impl Table {
+        fn new(against: &'static str) -> Self {
+            Self {
+                against,
+                rows: Vec::new(),
+                skipped: None,
+            }
+        }
+
         fn row(&mut self, name: &str, unit: &'static str, target: Option<(f64, bool)>) -> usize {
             if let Some(at) = self.rows.iter().position(|r| r.name == name) {
                 return at;
@@ -835,13 +1333,17 @@ mod driver {
 
         fn print(&self, runs: usize) {
             println!();
+            let against = self.against;
             println!(
-                "Medians of {runs} runs; ratio: the median over runs of tower-push / baseline \
+                "Medians of {runs} runs; ratio: the median over runs of tower-push / {against} \
                  measured in the same run."
             );
             println!();
-            println!("| measurement | unit | tower-push | baseline | ratio | target | met |");
+            println!("| measurement | unit | tower-push | {against} | ratio | target | met |");
             println!("| --- | --- | ---: | ---: | ---: | --- | --- |");
+            if let Some(reason) = &self.skipped {
+                println!("| {against} peer | skipped: {reason} | | | | | |");
+            }
             for row in &self.rows {
                 let (ours, base) = (median(&row.pair.ours), median(&row.pair.base));
                 let ratios: Vec<f64> = (row.pair.ours.iter().zip(&row.pair.base))
@@ -916,11 +1418,29 @@ mod driver {
             .unwrap_or_default()
     }
 
-    pub(super) async fn run(settings: Settings) {
+    pub(super) async fn run(settings: Settings, open_files: OpenFiles) {
         let started = Instant::now();
         println!("tower-push benchmarks (cargo bench --bench push)");
         machine();
         println!("settings: {settings:?}");
+        println!(
+            "open files: soft {}, hard {} (at start: soft {}, hard {})",
+            open_files.now.0, open_files.now.1, open_files.at_start.0, open_files.at_start.1
+        );
+        let peers = settings.wants("nchan") || settings.wants("scaling");
+        let mut against_nchan = Table::new("Nchan");
+        let nchan = match peers.then(nchan::find) {
+            Some(Ok(program)) => {
+                println!("Nchan peer: {}", program.description);
+                Some(program)
+            }
+            Some(Err(reason)) => {
+                println!("Nchan peer skipped: {reason}");
+                against_nchan.skipped = Some(reason);
+                None
+            }
+            None => None,
+        };
         println!(
             "size of a held poll's future: {} bytes, the topic's subscription inside it {}; \
              hyper's `http1` connection holds it boxed",
@@ -932,7 +1452,8 @@ mod driver {
             >(),
             std::mem::size_of::<tower_push::memory::Subscription>(),
         );
-        let mut table = Table::default();
+        let mut table = Table::new("baseline");
+        let mut curve = Vec::new();
         for run in 0..settings.runs {
             // Alternate which side goes first, so that drift on a shared machine favours
             // neither.
@@ -995,8 +1516,30 @@ mod driver {
                     stream(&settings, &mut table, ours).await;
                 }
             }
+            if peers {
+                let first = if run % 2 == 0 {
+                    Peer::TowerPush
+                } else {
+                    Peer::Nchan
+                };
+                let sides = Sides {
+                    nchan: nchan.as_ref(),
+                    first,
+                    limit: open_files.now.0,
+                };
+                compare(&settings, &sides, run, &mut against_nchan, &mut curve).await;
+            }
         }
-        table.print(settings.runs);
+        let ours_only = ["memory", "fanout", "throughput", "stream", "probe"];
+        if ours_only.iter().any(|part| settings.wants(part)) {
+            table.print(settings.runs);
+        }
+        if settings.wants("nchan") {
+            against_nchan.print(settings.runs);
+        }
+        if settings.wants("scaling") {
+            print_curve(&settings, &curve, nchan.is_some(), open_files.now.0);
+        }
         println!();
         println!(
             "load average at end: {}; total time {:.0} s",
@@ -1017,7 +1560,7 @@ mod driver {
         let mut control = Conn::connect(server.control).await.expect("connect");
         control.stats().await.expect("stats");
         let before = server.rss_kib();
-        let clients = spawn_clients(server.addr, get_request(&path, None), n);
+        let clients = spawn_clients(server.addr, get_request(&path, None), n, false);
         wait_parked(&mut control, n).await;
         let after = server.rss_kib();
         let per_poll = (after.saturating_sub(before)) as f64 / n as f64;
@@ -1076,7 +1619,7 @@ mod driver {
         let mut control = Conn::connect(server.control).await.expect("connect");
         control.stats().await.expect("stats");
         let before = server.rss_kib();
-        let clients = spawn_clients(server.addr, get_request(path, None), n);
+        let clients = spawn_clients(server.addr, get_request(path, None), n, false);
         wait_parked(&mut control, n).await;
         let after = server.rss_kib();
         let per_poll = (after.saturating_sub(before)) as f64 / n as f64;
@@ -1089,21 +1632,27 @@ mod driver {
     }
 
     /// Opens `n` connections, each sending `request` and waiting for the whole answer; each
-    /// task resolves with the instant the answer was complete.
+    /// task resolves with the instant the answer was complete. With `spread`, the connections
+    /// come from the [`SOURCES`] addresses in turn and close with a reset.
     fn spawn_clients(
         addr: SocketAddr,
         request: Vec<u8>,
         n: usize,
+        spread: bool,
     ) -> Vec<tokio::task::JoinHandle<std::io::Result<Instant>>> {
         // Connect in waves, so that the listen backlog never overflows.
         let gate = Arc::new(Semaphore::new(256));
         let request: Arc<[u8]> = request.into();
         (0..n)
-            .map(|_| {
+            .map(|i| {
                 let (gate, request) = (gate.clone(), request.clone());
                 tokio::spawn(async move {
                     let permit = gate.acquire_owned().await.expect("semaphore");
-                    let mut conn = Conn::connect(addr).await?;
+                    let mut conn = if spread {
+                        Conn::connect_from(addr, source(i)).await?
+                    } else {
+                        Conn::connect(addr).await?
+                    };
                     conn.send(&request).await?;
                     drop(permit);
                     let (status, _) = conn.response().await?;
@@ -1142,14 +1691,18 @@ mod driver {
             ("ready", "/poll".to_owned())
         };
         let server = Server::start(kind);
-        let request: Arc<[u8]> = get_request(&path, None).into();
+        throughput_at(settings, kind, server.addr, &path).await
+    }
+
+    /// Requests per second to `addr` over keep-alive connections, each sending `GET path`.
+    async fn throughput_at(settings: &Settings, kind: &str, addr: SocketAddr, path: &str) -> f64 {
+        let request: Arc<[u8]> = get_request(path, None).into();
         let warm_up = Duration::from_millis(500);
         let start = Instant::now() + warm_up;
         let end = start + settings.throughput_for;
         let tasks: Vec<_> = (0..settings.connections)
             .map(|_| {
                 let request = request.clone();
-                let addr = server.addr;
                 tokio::spawn(async move {
                     let mut conn = Conn::connect(addr).await.expect("connect");
                     let mut counted = 0u64;
@@ -1181,6 +1734,407 @@ mod driver {
         let rps = total as f64 / settings.throughput_for.as_secs_f64();
         eprintln!("   {kind:17} throughput: {rps:.0} req/s ({body}-byte bodies)");
         rps
+    }
+
+    /// The long-poll servers of `--only nchan` and `--only scaling`.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    enum Peer {
+        TowerPush,
+        /// tower-push on a runtime with one worker thread, as nginx has one worker process:
+        /// the info rows of `--only nchan`.
+        TowerPushOneThread,
+        Nchan,
+    }
+
+    impl Peer {
+        fn name(self) -> &'static str {
+            match self {
+                Self::TowerPush => "tower-push",
+                Self::TowerPushOneThread => "tower-push-1-thread",
+                Self::Nchan => "nchan",
+            }
+        }
+    }
+
+    /// A running long-poll server of the peer comparison, and a connection to where it takes
+    /// publishes: tower-push's control listener, or Nchan's publisher location.
+    enum Target {
+        TowerPush(Server),
+        Nchan(nchan::Nginx),
+    }
+
+    impl Target {
+        /// Starts `peer`; nginx gets room for `connections`.
+        async fn start(
+            peer: Peer,
+            program: Option<&nchan::Program>,
+            connections: usize,
+        ) -> (Self, Conn) {
+            match peer {
+                Peer::TowerPush | Peer::TowerPushOneThread => {
+                    let kind = if peer == Peer::TowerPush {
+                        "tower-push-poll"
+                    } else {
+                        "tower-push-poll-1-thread"
+                    };
+                    let server = Server::start(kind);
+                    let mut control = Conn::connect(server.control).await.expect("connect");
+                    control.stats().await.expect("stats");
+                    (Self::TowerPush(server), control)
+                }
+                Peer::Nchan => {
+                    let program = program.expect("Nchan is installed");
+                    let nginx = nchan::Nginx::start(program, connections).await;
+                    let control = Conn::connect(nginx.addr).await.expect("connect");
+                    (Self::Nchan(nginx), control)
+                }
+            }
+        }
+
+        fn addr(&self) -> SocketAddr {
+            match self {
+                Self::TowerPush(server) => server.addr,
+                Self::Nchan(nginx) => nginx.addr,
+            }
+        }
+
+        /// A poll after the newest event: it parks.
+        fn parked_path(&self) -> String {
+            match self {
+                Self::TowerPush(_) => format!("/poll?after={}", cursor(1)),
+                Self::Nchan(nginx) => format!("/poll?last_event_id={}", nginx.newest),
+            }
+        }
+
+        /// A poll after the event before the newest: answered at once with one event.
+        fn ready_path(&self) -> String {
+            match self {
+                Self::TowerPush(_) => format!("/poll?after={}", cursor(0)),
+                Self::Nchan(nginx) => format!("/poll?last_event_id={}", nginx.older),
+            }
+        }
+
+        /// Resident memory in KiB: the server process, or nginx's master and worker.
+        fn rss_kib(&self) -> u64 {
+            match self {
+                Self::TowerPush(server) => server.rss_kib(),
+                Self::Nchan(nginx) => nginx.rss_kib(),
+            }
+        }
+
+        async fn waiting(&self, control: &mut Conn) -> usize {
+            match self {
+                Self::TowerPush(_) => control.stats().await.expect("stats").0,
+                Self::Nchan(_) => nchan::subscribers(control).await,
+            }
+        }
+
+        async fn publish(&self, control: &mut Conn) {
+            match self {
+                Self::TowerPush(_) => control.post("/publish").await.expect("publish"),
+                Self::Nchan(_) => {
+                    nchan::publish(control, &event_json(1)).await;
+                }
+            }
+        }
+    }
+
+    /// Who takes part in one run of the peer comparison.
+    struct Sides<'a> {
+        /// `None` when Nchan is not installed: tower-push is then measured alone.
+        nchan: Option<&'a nchan::Program>,
+        /// Who goes first at each size, alternating between runs.
+        first: Peer,
+        /// The open-files limit of every process: sizes above it are skipped.
+        limit: u64,
+    }
+
+    impl Sides<'_> {
+        /// The order of this run: tower-push and Nchan (when installed) alternate, and with
+        /// `one_thread` tower-push on one thread comes first or last, around Nchan.
+        fn order(&self, one_thread: bool) -> Vec<Peer> {
+            let mut order = if self.first == Peer::TowerPush {
+                vec![Peer::TowerPush, Peer::Nchan]
+            } else {
+                vec![Peer::Nchan, Peer::TowerPush]
+            };
+            if self.nchan.is_none() {
+                order.retain(|&peer| peer != Peer::Nchan);
+            } else if one_thread && self.first == Peer::TowerPush {
+                order.push(Peer::TowerPushOneThread);
+            } else if one_thread {
+                order.insert(0, Peer::TowerPushOneThread);
+            }
+            order
+        }
+    }
+
+    /// What one round of parked polls measured.
+    #[derive(Clone, Copy, Debug)]
+    struct Parked {
+        rss_before: u64,
+        rss_after: u64,
+        per_poll: f64,
+        p50: f64,
+        p99: f64,
+        max: f64,
+    }
+
+    /// One point of the scaling curve: a peer, a number of parked polls, a run.
+    #[derive(Clone, Copy, Debug)]
+    struct Point {
+        peer: Peer,
+        n: usize,
+        run: usize,
+        parked: Parked,
+    }
+
+    /// `--only nchan` and `--only scaling`, one run: parks polls on both peers at every size
+    /// either part asks for (each size measured once and shared), then, for `nchan`, measures
+    /// ready-poll throughput on both.
+    async fn compare(
+        settings: &Settings,
+        sides: &Sides<'_>,
+        run: usize,
+        table: &mut Table,
+        curve: &mut Vec<Point>,
+    ) {
+        let versus = settings.wants("nchan") && sides.nchan.is_some();
+        let mut sizes = Vec::new();
+        if versus {
+            sizes.extend(&settings.fanout);
+            sizes.push(settings.parked);
+        }
+        if settings.wants("scaling") {
+            sizes.extend(&settings.scaling);
+        }
+        sizes.sort_unstable();
+        sizes.dedup();
+        for n in sizes {
+            // One process of each side (the client, the server, nginx's worker) holds the n
+            // connections, plus a few descriptors of its own.
+            if n as u64 + 512 > sides.limit {
+                eprintln!(
+                    "   N={n} skipped: the open-files limit is {}, too few for {n} connections",
+                    sides.limit
+                );
+                continue;
+            }
+            for peer in sides.order(versus && n == settings.parked) {
+                let parked = parked_peer(peer, sides.nchan, n).await;
+                if peer != Peer::TowerPush && versus && n == settings.parked {
+                    // Nchan's figure is also the other side of the one-thread row.
+                    table.add(
+                        &format!(
+                            "fan-out N={n}, publish to last byte, p99, \
+                             tower-push on one runtime thread (info)"
+                        ),
+                        "ms",
+                        None,
+                        peer == Peer::TowerPushOneThread,
+                        parked.p99,
+                    );
+                }
+                if peer == Peer::TowerPushOneThread {
+                    continue;
+                }
+                let ours = peer == Peer::TowerPush;
+                if versus && n == settings.parked {
+                    table.add(
+                        &format!("memory per parked poll, N={n}"),
+                        "KiB",
+                        Some((1.0, false)),
+                        ours,
+                        parked.per_poll,
+                    );
+                }
+                if versus && settings.fanout.contains(&n) {
+                    let name = |what: &str| format!("fan-out N={n}, publish to last byte, {what}");
+                    let target = (n == settings.parked).then_some((1.0, false));
+                    table.add(&name("p50"), "ms", None, ours, parked.p50);
+                    table.add(&name("p99"), "ms", target, ours, parked.p99);
+                    table.add(&name("max"), "ms", None, ours, parked.max);
+                }
+                if settings.wants("scaling") && settings.scaling.contains(&n) {
+                    curve.push(Point {
+                        peer,
+                        n,
+                        run,
+                        parked,
+                    });
+                }
+            }
+        }
+        if versus {
+            let connections = settings.connections;
+            let name = format!("ready-poll throughput, {connections} connections");
+            let one_thread = format!("{name}, tower-push on one runtime thread (info)");
+            for peer in sides.order(true) {
+                let (target, _control) = Target::start(peer, sides.nchan, connections + 64).await;
+                let path = target.ready_path();
+                let rps = throughput_at(settings, peer.name(), target.addr(), &path).await;
+                if peer != Peer::TowerPush {
+                    let ours = peer == Peer::TowerPushOneThread;
+                    table.add(&one_thread, "req/s", None, ours, rps);
+                }
+                if peer != Peer::TowerPushOneThread {
+                    let ours = peer == Peer::TowerPush;
+                    table.add(&name, "req/s", Some((1.0, true)), ours, rps);
+                }
+            }
+        }
+    }
+
+    /// Parks `n` polls on `peer`, each on its own connection, reads the memory growth, then
+    /// publishes one event and times every client's answer.
+    async fn parked_peer(peer: Peer, program: Option<&nchan::Program>, n: usize) -> Parked {
+        // nginx closes idle keep-alive connections (the control connection) once fewer than a
+        // 16th of its connection slots are free: give it room above n.
+        let (target, mut control) = Target::start(peer, program, n + n / 8 + 512).await;
+        let rss_before = target.rss_kib();
+        let request = get_request(&target.parked_path(), None);
+        let clients = spawn_clients(target.addr(), request, n, true);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let waiting = target.waiting(&mut control).await;
+            if waiting >= n {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: only {waiting} of {n} polls parked after 120 s",
+                peer.name()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Let the last allocations settle before memory is read.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let rss_after = target.rss_kib();
+        let per_poll = rss_after.saturating_sub(rss_before) as f64 / n as f64;
+        let published = Instant::now();
+        target.publish(&mut control).await;
+        let mut latencies = Vec::with_capacity(n);
+        for client in clients {
+            match client.await.expect("client task") {
+                Ok(done) => latencies.push(done.duration_since(published).as_secs_f64() * 1e3),
+                Err(err) => panic!("{}: a parked client failed: {err}", peer.name()),
+            }
+        }
+        latencies.sort_by(f64::total_cmp);
+        let parked = Parked {
+            rss_before,
+            rss_after,
+            per_poll,
+            p50: percentile(&latencies, 0.50),
+            p99: percentile(&latencies, 0.99),
+            max: percentile(&latencies, 1.0),
+        };
+        eprintln!(
+            "   {:17} N={n}: fan-out p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; \
+             {per_poll:.2} KiB per parked poll (RSS {rss_before} to {rss_after} KiB)",
+            peer.name(),
+            parked.p50,
+            parked.p99,
+            parked.max,
+        );
+        parked
+    }
+
+    /// Prints the scaling curve (medians over runs) and writes every run's figures as CSV.
+    fn print_curve(settings: &Settings, curve: &[Point], with_nchan: bool, limit: u64) {
+        let median_of = |peer: Peer, n: usize, value: fn(&Parked) -> f64| {
+            let values: Vec<f64> = curve
+                .iter()
+                .filter(|p| p.peer == peer && p.n == n)
+                .map(|p| value(&p.parked))
+                .collect();
+            median(&values)
+        };
+        // The median over runs of the per-run ratio tower-push / Nchan.
+        let ratio_of = |n: usize, value: fn(&Parked) -> f64| {
+            let ratios: Vec<f64> = curve
+                .iter()
+                .filter(|p| p.peer == Peer::TowerPush && p.n == n)
+                .filter_map(|ours| {
+                    let theirs = curve
+                        .iter()
+                        .find(|p| p.peer == Peer::Nchan && p.n == n && p.run == ours.run)?;
+                    Some(value(&ours.parked) / value(&theirs.parked))
+                })
+                .collect();
+            median(&ratios)
+        };
+        let p50: fn(&Parked) -> f64 = |p| p.p50;
+        let p99: fn(&Parked) -> f64 = |p| p.p99;
+        let memory: fn(&Parked) -> f64 = |p| p.per_poll;
+        println!();
+        println!(
+            "How cost grows with the number of parked polls: fan-out after one publish (ms, \
+             publish to last byte) and memory per parked poll (KiB, RSS growth / N); medians of \
+             {} runs, ratios tower-push / Nchan as above.",
+            settings.runs
+        );
+        println!();
+        println!(
+            "| N | tower-push p50 | p99 | KiB/poll | Nchan p50 | p99 | KiB/poll | \
+             p99 ratio | memory ratio |"
+        );
+        println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+        if !with_nchan {
+            println!("| Nchan peer skipped (see above) | | | | | | | | |");
+        }
+        for &n in &settings.scaling {
+            if !curve.iter().any(|p| p.n == n) {
+                println!(
+                    "| {n} | skipped: the open-files limit is {limit}, too few for {n} \
+                     connections in one process | | | | | | | |"
+                );
+                continue;
+            }
+            let mut line = format!("| {n} ");
+            for value in [p50, p99, memory] {
+                line += &format!("| {} ", figure(median_of(Peer::TowerPush, n, value)));
+            }
+            if with_nchan {
+                for value in [p50, p99, memory] {
+                    line += &format!("| {} ", figure(median_of(Peer::Nchan, n, value)));
+                }
+                for value in [p99, memory] {
+                    line += &format!("| {:.2}x ", ratio_of(n, value));
+                }
+            } else {
+                line += "| | | | | ";
+            }
+            println!("{line}|");
+        }
+        let path = settings.csv.clone().unwrap_or_else(|| {
+            // `<target>/release/deps/push-<hash>`
+            let exe = std::env::current_exe().expect("own executable");
+            let target = exe.ancestors().nth(3).unwrap_or(Path::new("target"));
+            target.join("push-scaling.csv")
+        });
+        let mut csv = String::from(
+            "peer,n,run,p50_ms,p99_ms,max_ms,kib_per_poll,rss_before_kib,rss_after_kib\n",
+        );
+        for point in curve {
+            let p = &point.parked;
+            csv += &format!(
+                "{},{},{},{:.3},{:.3},{:.3},{:.3},{},{}\n",
+                point.peer.name(),
+                point.n,
+                point.run + 1,
+                p.p50,
+                p.p99,
+                p.max,
+                p.per_poll,
+                p.rss_before,
+                p.rss_after,
+            );
+        }
+        match std::fs::write(&path, csv) {
+            Ok(()) => println!("\nscaling curve written to {}", path.display()),
+            Err(err) => eprintln!("could not write {}: {err}", path.display()),
+        }
     }
 
     /// Reads an SSE stream's lines and hands every `data:` payload to `on_data`.
