@@ -282,6 +282,12 @@ mod server {
             None => kind,
         };
         let runtime = runtime.enable_all().build().expect("tokio runtime");
+        // With the `metrics` feature the servers record into a Prometheus recorder, as a
+        // deployment would, so that the table shows what recording costs.
+        #[cfg(feature = "metrics")]
+        let _prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .expect("the only recorder of this process");
         runtime.block_on(async {
             let main = listen();
             let control = listen();
