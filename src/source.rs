@@ -247,7 +247,7 @@ pub enum Outcome {
 pub struct Batch {
     // Shared: a source may hand the same batch to every subscription waiting at one position,
     // and the layers then encode it once for all of them (see `Batch::same`).
-    events: Arc<[Event]>,
+    events: Arc<Vec<Event>>,
 }
 
 impl Batch {
@@ -260,7 +260,7 @@ impl Batch {
             .windows(2)
             .all(|pair| pair[0].id() < pair[1].id() && pair[1].id().epoch() == epoch);
         ordered.then(|| Self {
-            events: events.into(),
+            events: Arc::new(events),
         })
     }
 
@@ -289,13 +289,13 @@ impl Batch {
             total > max
         });
         if let Some(over) = keep {
-            self.events = self.events[..over.max(1)].into();
+            Arc::make_mut(&mut self.events).truncate(over.max(1));
         }
     }
 
     /// The events, oldest first.
     pub fn into_events(self) -> Vec<Event> {
-        self.events.to_vec()
+        Arc::try_unwrap(self.events).unwrap_or_else(|shared| shared.as_ref().clone())
     }
 }
 
