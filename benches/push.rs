@@ -263,6 +263,10 @@ fn text(body: impl Into<Bytes>) -> Response<Full<Bytes>> {
 /// | `notify` | a hyper handler that waits on a `Notify`, then answers the newest event from a shared `Mutex<Vec<Bytes>>` |
 /// | `ready` | a hyper handler that answers tower-push's bytes at once |
 /// | `axum-sse` | axum's `Sse` over a `tokio::sync::broadcast` receiver |
+/// The demo's server loop, measured as one of the connection stacks (`--only stacks`).
+#[path = "../examples/demo/app.rs"]
+mod demo_app;
+
 mod server {
     use super::*;
 
@@ -281,6 +285,8 @@ mod server {
             }
             None => kind,
         };
+        let (kind, stack) = kind.split_once('@').unwrap_or((kind, "http1"));
+        let stack = stack.to_owned();
         let runtime = runtime.enable_all().build().expect("tokio runtime");
         // With the `metrics` feature the servers record into a Prometheus recorder, as a
         // deployment would, so that the table shows what recording costs.
@@ -309,11 +315,7 @@ mod server {
                         .build()
                         .expect("long-poll settings")
                         .layer(state.topic.clone());
-                    serve(
-                        main,
-                        hyper::service::service_fn(move |req| poll.clone().oneshot(req)),
-                    )
-                    .await;
+                    serve_on_stack(&stack, main, poll).await;
                 }
                 "tower-push-stream" => {
                     let stream = ChunkedStreamLayer::builder()
@@ -462,6 +464,73 @@ mod server {
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
             });
+        }
+    }
+
+    /// Serves the long-poll service `poll` on one of the connection stacks a user might pick:
+    /// `http1` (hyper's `http1::Builder`, as every other server here), `auto` and `auto-http1`
+    /// (hyper-util's `auto` builder, and with `http1_only`), `axum` (`axum::serve` with the
+    /// service at `/poll`), and `demo` (the demo's server loop: the protocol told from the
+    /// first bytes, hyper's own builder for it, a write timeout and graceful shutdown).
+    async fn serve_on_stack(
+        stack: &str,
+        listener: TcpListener,
+        poll: tower_push::LongPoll<tower_push::memory::Topic>,
+    ) {
+        use hyper_util::rt::TokioExecutor;
+        use hyper_util::server::conn::auto;
+        match stack {
+            "http1" => {
+                serve(
+                    listener,
+                    hyper::service::service_fn(move |req| poll.clone().oneshot(req)),
+                )
+                .await;
+            }
+            "auto" | "auto-http1" => {
+                let mut builder = auto::Builder::new(TokioExecutor::new());
+                if stack == "auto-http1" {
+                    builder = builder.http1_only();
+                }
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let (builder, poll) = (builder.clone(), poll.clone());
+                    tokio::spawn(async move {
+                        let service =
+                            hyper::service::service_fn(move |req| poll.clone().oneshot(req));
+                        let _ = builder
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+            }
+            "axum" => {
+                let router = axum::Router::new().route_service("/poll", poll);
+                axum::serve(listener, router).await.expect("axum");
+            }
+            "demo" => {
+                let handle = move |req: Request<Incoming>| {
+                    let poll = poll.clone();
+                    async move {
+                        let response = poll.oneshot(req).await.unwrap_or_else(|e| match e {});
+                        response.map(|body| body.boxed_unsync())
+                    }
+                };
+                let settings = demo_app::Settings::default();
+                let shutdown = tower_push::Shutdown::new();
+                demo_app::serve_with(
+                    listener,
+                    handle,
+                    &settings,
+                    shutdown,
+                    std::future::pending(),
+                )
+                .await;
+            }
+            other => panic!("unknown connection stack {other:?}"),
         }
     }
 
@@ -1489,6 +1558,18 @@ mod driver {
                             rss,
                         );
                     }
+                }
+            }
+            if settings.only.iter().any(|p| p == "stacks") {
+                let path = format!("/poll?after={}", cursor(1));
+                let http1 = park("tower-push-poll", &path, settings.parked).await;
+                for stack in ["auto", "auto-http1", "axum", "demo"] {
+                    let kind = format!("tower-push-poll@{stack}");
+                    let kib = park(&kind, &path, settings.parked).await;
+                    eprintln!(
+                        "   stack {stack:10} {kib:.2} KiB per parked poll, {:.2}x hyper's http1::Builder ({http1:.2})",
+                        kib / http1
+                    );
                 }
             }
             if settings.only.iter().any(|p| p == "probe") {

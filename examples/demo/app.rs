@@ -462,18 +462,18 @@ where
     H: Fn(Request<hyper::body::Incoming>) -> F + Clone + Send + 'static,
     F: std::future::Future<Output = Response<Body>> + Send + 'static,
 {
+    use hyper::server::conn::{http1, http2};
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut h1 = http1::Builder::new();
     // hyper enforces the header-read timeout only with a timer.
-    builder
-        .http1()
-        .timer(TokioTimer::new())
+    h1.timer(TokioTimer::new())
         .header_read_timeout(settings.header_read);
+    let mut h2 = http2::Builder::new(TokioExecutor::new());
     // An HTTP/2 client multiplexes its polls and streams over one connection: at most 100 at a
     // time (hyper's default is 200), so that one connection cannot take a large share of the
     // caps of the layers.
-    builder.http2().max_concurrent_streams(100);
+    h2.timer(TokioTimer::new()).max_concurrent_streams(100);
     let (header_read, write_stall) = (settings.header_read, settings.write_stall);
     let mut stop = std::pin::pin!(stop);
     loop {
@@ -490,21 +490,67 @@ where
             let answer = handle(req);
             async move { Ok::<_, Infallible>(answer.await) }
         });
-        let (builder, watcher) = (builder.clone(), graceful.watcher());
+        let (h1, h2, watcher) = (h1.clone(), h2.clone(), graceful.watcher());
         tokio::spawn(async move {
-            // The auto builder waits for the first bytes to tell HTTP/1 from HTTP/2, and the
-            // header-read timeout starts only after them: a client that sends none is closed here.
-            let first_byte = timeout(header_read, stream.peek(&mut [0; 1])).await;
-            if first_byte.is_ok() {
-                let io = TokioIo::new(WriteTimeout::new(stream, write_stall));
-                let _ = watcher.watch(builder.serve_connection(io, service)).await;
-            }
+            // Which protocol, told from the first bytes without reading them, so that each
+            // connection gets only its own protocol's machinery (hyper-util's `auto` builder
+            // reads them into a buffer of its own, about 7 KB more per connection). A client
+            // that sends nothing, or a part of the HTTP/2 preface, within the header-read
+            // timeout is closed here.
+            let Some(protocol) = sniff(&stream, header_read).await else {
+                return;
+            };
+            let io = TokioIo::new(WriteTimeout::new(stream, write_stall));
+            let _ = match protocol {
+                Protocol::Http1 => watcher.watch(h1.serve_connection(io, service)).await,
+                Protocol::Http2 => watcher.watch(h2.serve_connection(io, service)).await,
+            };
         });
     }
     // Held polls answer, streams send their final message, then connections close.
     shutdown.trigger();
     drop(listener);
     timeout(settings.drain, graceful.shutdown()).await.is_ok()
+}
+
+/// The protocol of a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    Http1,
+    /// HTTP/2 with prior knowledge.
+    Http2,
+}
+
+/// Tells a connection's protocol from its first bytes, without reading them: HTTP/2 with prior
+/// knowledge opens with its 24-byte preface, anything else is HTTP/1. `None` when the client
+/// closes, or has sent nothing but a part of the preface, within `within`.
+pub(crate) async fn sniff(stream: &TcpStream, within: Duration) -> Option<Protocol> {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let deadline = tokio::time::Instant::now() + within;
+    let mut first = [0; PREFACE.len()];
+    loop {
+        let n = tokio::time::timeout_at(deadline, stream.peek(&mut first))
+            .await
+            .ok()?
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        if first[..n] != PREFACE[..n] {
+            return Some(Protocol::Http1);
+        }
+        if n == PREFACE.len() {
+            return Some(Protocol::Http2);
+        }
+        // A part of the preface: the rest is on its way (peeking again at once would spin).
+        tokio::time::sleep_until(
+            deadline.min(tokio::time::Instant::now() + Duration::from_millis(5)),
+        )
+        .await;
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+    }
 }
 
 /// The next connection. When accepting fails (out of file descriptors, say), waits for open
