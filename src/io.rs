@@ -52,9 +52,10 @@ pin_project! {
         #[pin]
         inner: T,
         timeout: Duration,
-        // Armed when a write first returns `Pending`, disarmed by any progress. Boxed so that the
-        // wrapper is `Unpin`, as hyper's connections need their I/O to be.
-        stalled: Pin<Box<Sleep>>,
+        // Armed when a write first returns `Pending`, disarmed by any progress. Made at the first
+        // stall only (most connections never stall: a parked poll costs no timer here), and
+        // boxed so that the wrapper is `Unpin`, as hyper's connections need their I/O to be.
+        stalled: Option<Pin<Box<Sleep>>>,
         armed: bool,
     }
 }
@@ -64,12 +65,13 @@ impl<T> WriteTimeout<T> {
     ///
     /// # Panics
     ///
-    /// Panics when called outside a tokio runtime with the time driver enabled.
+    /// Its writes panic when a write stalls outside a tokio runtime with the time driver
+    /// enabled.
     pub fn new(inner: T, timeout: Duration) -> Self {
         Self {
             inner,
             timeout,
-            stalled: Box::pin(tokio::time::sleep(timeout)),
+            stalled: None,
             armed: false,
         }
     }
@@ -108,11 +110,15 @@ impl<T: AsyncWrite> WriteTimeout<T> {
             *this.armed = false;
             return polled;
         }
+        let deadline = Instant::now() + *this.timeout;
+        let stalled = this
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
         if !*this.armed {
             *this.armed = true;
-            this.stalled.as_mut().reset(Instant::now() + *this.timeout);
+            stalled.as_mut().reset(deadline);
         }
-        match this.stalled.as_mut().poll(cx) {
+        match stalled.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 format!(
