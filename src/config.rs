@@ -75,6 +75,7 @@ impl Shared {
             shutdown: self.shutdown,
             reconnect_window: self.reconnect_window,
             shared_answer: std::sync::Mutex::new(None),
+            no_head: std::sync::Arc::new(http::Request::new(()).into_parts().0),
         })
     }
 }

@@ -44,6 +44,8 @@ pub(crate) struct Pipeline {
     pub(crate) reconnect_window: Duration,
     /// The last answer encoded for a batch, for the other polls answered with the same batch.
     pub(crate) shared_answer: Mutex<Option<SharedAnswer>>,
+    /// An empty request head, shared by the waiting requests that need theirs no more.
+    pub(crate) no_head: Arc<Parts>,
 }
 
 /// An answer encoded once for a batch: what each poll answered with that batch gets a copy of.
@@ -199,6 +201,22 @@ where
         let this = self.project();
         if !std::mem::replace(this.detached, true) {
             this.subscribe.detach_parts();
+        }
+    }
+
+    /// Lets go of the request head, once, for a request that waits for the answer to a call it
+    /// has already made and will make no other (a long poll after a cursor): the source had the
+    /// head when it was called, and keeps its own clone if it needs it later. The request then
+    /// holds no head at all while it waits. Anything else gets [`detach`](Self::detach).
+    pub(crate) fn release_head(self: Pin<&mut Self>) {
+        let last_call = self.call.is_some()
+            && matches!(self.subscribe.position(), Position::After(_));
+        if !last_call {
+            return self.detach();
+        }
+        let this = self.project();
+        if !std::mem::replace(this.detached, true) {
+            this.subscribe.replace_parts(this.pipeline.no_head.clone());
         }
     }
 

@@ -108,9 +108,11 @@ pub enum Position {
 /// A subscription request: what the layers ask an event source for.
 ///
 /// It carries the request's head ([`http::request::Parts`]) so a source can route by path, read
-/// headers, or read extensions that earlier layers set (an authenticated user, a topic). A
-/// request that has to wait may get an equal copy of its head with storage of its own, so that a
-/// parked request does not keep the connection's read buffer alive.
+/// headers, or read extensions that earlier layers set (an authenticated user, a topic): read it
+/// in `call`, and keep a clone of what you need later. A request that has to wait may get an
+/// equal copy of its head with storage of its own, so that a parked request does not keep the
+/// connection's read buffer alive; a long poll that waits for the answer to a call it has made
+/// lets go of its own reference to the head (the source's clone, if it keeps one, stays valid).
 #[derive(Clone, Debug)]
 pub struct Subscribe {
     position: Position,
@@ -172,6 +174,11 @@ impl Subscribe {
         }
         parts.uri = uri;
         parts.headers = headers;
+    }
+
+    /// Replaces the request head, for a request that needs its own no more.
+    pub(crate) fn replace_parts(&mut self, parts: Arc<http::request::Parts>) {
+        self.parts = parts;
     }
 
     /// Moves the subscription after `cursor`, in place.

@@ -158,9 +158,9 @@ where
                         .as_pin_mut()
                         .is_some_and(|sleep| sleep.poll(cx).is_ready());
                     if !(draining || replaced || expired) {
-                        // Parked for real: stop pinning hyper's read buffer for the rest of the
-                        // hold.
-                        follow.detach();
+                        // Parked for real: hold no request head (or at least not hyper's read
+                        // buffer) for the rest of the hold.
+                        follow.release_head();
                         return Poll::Pending;
                     }
                     break match follow.cursor() {
