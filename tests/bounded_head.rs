@@ -48,8 +48,9 @@ async fn a_parked_poll_with_a_large_head_costs_a_bounded_amount() {
         "a parked poll with a 30 KiB header: {} KiB, server and client",
         each / 1024
     );
-    // The head's copy, hyper's read buffer grown to hold it, the poll itself, and the client's
-    // socket; a 400 KB head cost 523 KB per parked poll before heads were bounded.
+    // hyper's read buffer grown to hold the head, the poll itself (which keeps no head while it
+    // waits), and the client's side; a 400 KB head cost 523 KB per parked poll before heads
+    // were bounded.
     assert!(each < 160 * 1024, "{} KiB per parked poll", each / 1024);
     topic.publish(data(1));
     for poll in held {
