@@ -29,13 +29,14 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use clap::{error::ErrorKind, Parser};
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::{conn::auto, graceful::GracefulShutdown};
+use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 use tower::ServiceExt;
-use tower_push::io::WriteTimeout;
+use tower_push::io::{Protocol, WriteTimeout};
 use tower_push::memory::Topic;
 use tower_push::{ChunkedStreamLayer, ConfigError, EventData, LongPollLayer, MemoryLog, Shutdown};
 
@@ -253,16 +254,18 @@ pub async fn serve(
     stop: impl Future<Output = ()>,
     deadlines: Deadlines,
 ) -> bool {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // hyper's own builder for each protocol, chosen from the connection's first bytes: leaner
+    // than hyper-util's `auto` builder (which `axum::serve` uses), which copies them into a
+    // buffer of its own.
+    let mut h1 = http1::Builder::new();
     // hyper enforces the header-read timeout only with a timer.
-    builder
-        .http1()
-        .timer(TokioTimer::new())
+    h1.timer(TokioTimer::new())
         .header_read_timeout(deadlines.header_read);
+    let mut h2 = http2::Builder::new(TokioExecutor::new());
     // An HTTP/2 client multiplexes its polls and streams over one connection: at most 100 at a
     // time (hyper's default is 200), so that one connection cannot take a large share of the
     // caps of the layers.
-    builder.http2().max_concurrent_streams(100);
+    h2.timer(TokioTimer::new()).max_concurrent_streams(100);
     let graceful = GracefulShutdown::new();
     let mut stop = std::pin::pin!(stop);
     loop {
@@ -275,15 +278,18 @@ pub async fn serve(
         let _ = socket.set_nodelay(true);
         let router = router.clone();
         let service = hyper::service::service_fn(move |req| router.clone().oneshot(req));
-        let (builder, watcher) = (builder.clone(), graceful.watcher());
+        let (h1, h2, watcher) = (h1.clone(), h2.clone(), graceful.watcher());
         tokio::spawn(async move {
-            // The auto builder waits for the first bytes to tell HTTP/1 from HTTP/2, and the
-            // header-read timeout starts only after them: a client that sends none is closed here.
-            let first_byte = timeout(deadlines.header_read, socket.peek(&mut [0; 1])).await;
-            if first_byte.is_ok() {
-                let io = TokioIo::new(WriteTimeout::new(socket, deadlines.write));
-                let _ = watcher.watch(builder.serve_connection(io, service)).await;
-            }
+            // A client that sends nothing, or a part of HTTP/2's preface, within the header-read
+            // timeout is closed here.
+            let Some(protocol) = Protocol::sniff(&socket, deadlines.header_read).await else {
+                return;
+            };
+            let io = TokioIo::new(WriteTimeout::new(socket, deadlines.write));
+            let _ = match protocol {
+                Protocol::Http2 => watcher.watch(h2.serve_connection(io, service)).await,
+                _ => watcher.watch(h1.serve_connection(io, service)).await,
+            };
         });
     }
     drop(listener);

@@ -209,8 +209,8 @@ where
     /// head when it was called, and keeps its own clone if it needs it later. The request then
     /// holds no head at all while it waits. Anything else gets [`detach`](Self::detach).
     pub(crate) fn release_head(self: Pin<&mut Self>) {
-        let last_call = self.call.is_some()
-            && matches!(self.subscribe.position(), Position::After(_));
+        let last_call =
+            self.call.is_some() && matches!(self.subscribe.position(), Position::After(_));
         if !last_call {
             return self.detach();
         }

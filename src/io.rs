@@ -12,6 +12,14 @@
 //! The timer runs only while a write is pending: idle connections, parked polls and quiet
 //! streams are never cut by it.
 //!
+//! # One port, both protocols, no `auto` builder
+//!
+//! hyper-util's `auto` builder serves HTTP/1.1 and HTTP/2 on one port by reading each
+//! connection's first bytes into a buffer of its own, which costs a parked poll about half as
+//! much again as hyper's `http1` builder does (the bench's `--only stacks`). [`Protocol::sniff`]
+//! tells the protocol from the first bytes without reading them, so that each connection can be
+//! served by hyper's own `http1` or `http2` builder.
+//!
 //! # Examples
 //!
 //! ```no_run
@@ -40,6 +48,7 @@ use std::time::Duration;
 
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 pin_project! {
@@ -174,10 +183,112 @@ impl<T: AsyncWrite> AsyncWrite for WriteTimeout<T> {
     }
 }
 
+/// The protocol a connection speaks, told by [`Protocol::sniff`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Protocol {
+    /// HTTP/1.x.
+    Http1,
+    /// HTTP/2 with prior knowledge: the connection opened with HTTP/2's preface.
+    Http2,
+}
+
+impl Protocol {
+    /// The 24 bytes an HTTP/2 connection with prior knowledge opens with.
+    const PREFACE: &'static [u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+    /// Tells the protocol of `stream` from its first bytes, without reading them: HTTP/2's
+    /// preface, or anything else for HTTP/1. `None` when the client closes, or sends nothing
+    /// (or only a part of the preface) within `within`: close such a connection, as a
+    /// header-read timeout would.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    ///
+    /// use hyper::server::conn::{http1, http2};
+    /// use hyper_util::rt::{TokioExecutor, TokioIo};
+    /// use tower_push::io::Protocol;
+    ///
+    /// # async fn serve(listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    /// let service = hyper::service::service_fn(|_req| async {
+    ///     Ok::<_, std::convert::Infallible>(http::Response::new(String::from("hi")))
+    /// });
+    /// let (socket, _) = listener.accept().await?;
+    /// match Protocol::sniff(&socket, Duration::from_secs(10)).await {
+    ///     Some(Protocol::Http2) => {
+    ///         let connection = http2::Builder::new(TokioExecutor::new())
+    ///             .serve_connection(TokioIo::new(socket), service);
+    ///         let _ = connection.await;
+    ///     }
+    ///     Some(_) => {
+    ///         let connection = http1::Builder::new().serve_connection(TokioIo::new(socket), service);
+    ///         let _ = connection.await;
+    ///     }
+    ///     None => {}
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn sniff(stream: &TcpStream, within: Duration) -> Option<Self> {
+        let deadline = Instant::now() + within;
+        let mut first = [0; 24];
+        loop {
+            let n = tokio::time::timeout_at(deadline, stream.peek(&mut first))
+                .await
+                .ok()?
+                .ok()?;
+            if n == 0 {
+                return None;
+            }
+            if first[..n] != Self::PREFACE[..n] {
+                return Some(Self::Http1);
+            }
+            if n == Self::PREFACE.len() {
+                return Some(Self::Http2);
+            }
+            // A part of the preface: the rest is on its way, and peeking again at once would
+            // spin, since the bytes already there keep the socket readable.
+            let retry = Instant::now() + Duration::from_millis(5);
+            tokio::time::sleep_until(retry.min(deadline)).await;
+            if Instant::now() >= deadline {
+                return None;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn sniffing_tells_the_preface_from_anything_else_and_reads_nothing() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let within = Duration::from_secs(5);
+        for (sent, expected) in [
+            (&b"GET / HTTP/1.1\r\n"[..], Some(Protocol::Http1)),
+            (Protocol::PREFACE, Some(Protocol::Http2)),
+            (b"P", None),
+        ] {
+            let mut client = TcpStream::connect(addr).await.unwrap();
+            client.write_all(sent).await.unwrap();
+            let (server, _) = listener.accept().await.unwrap();
+            let within = if expected.is_none() {
+                Duration::from_millis(50)
+            } else {
+                within
+            };
+            assert_eq!(Protocol::sniff(&server, within).await, expected, "{sent:?}");
+            // Nothing was read: the bytes are still there for the connection's protocol.
+            let mut peeked = vec![0; sent.len()];
+            let n = server.peek(&mut peeked).await.unwrap();
+            assert_eq!(&peeked[..n], sent);
+        }
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_write_without_progress_fails_after_the_timeout() {

@@ -23,7 +23,7 @@
 //! | [`PushBody`] | the body of every answer: one frame per message |
 //! | [`headers`] | the anti-buffering headers every answer carries |
 //! | [`compression`] | the predicate that keeps tower-http's compression off push responses |
-//! | [`io`] | a write-progress deadline for connections whose client stopped reading |
+//! | [`io`] | a write-progress deadline for connections whose client stopped reading, and telling HTTP/2 from HTTP/1 without hyper-util's `auto` builder |
 //!
 //! # A complete server
 //!

@@ -903,24 +903,28 @@ async fn other_methods_on_the_push_routes_get_405_with_allow() {
 }
 
 #[tokio::test]
-async fn the_demo_tells_http2_from_http1_by_the_preface_and_closes_a_partial_one() {
+async fn the_stacks_tell_http2_from_http1_by_the_preface_and_close_a_partial_one() {
     let knobs = Knobs {
         header_read: Duration::from_millis(300),
         ..Knobs::default()
     };
-    let served = Served::start(Stack::Demo, knobs).await;
-    // HTTP/2 with prior knowledge and HTTP/1.1 on the same port.
-    let cursor = served.topic.publish(common::data(1));
-    served.topic.publish(common::data(2));
-    for version in [Version::HTTP_2, Version::HTTP_11] {
-        let mut client = Client::connect(served.addr, version).await;
-        let response = client.get(&format!("/poll?after={cursor}"), &[]).await;
-        assert_eq!(response.status(), StatusCode::OK, "{version:?}");
-        assert_eq!(response.version(), version);
+    // tonic serves through its own stack; the others tell the protocol from the first bytes.
+    for stack in [Stack::Hyper, Stack::Axum, Stack::Demo] {
+        let served = Served::start(stack, knobs).await;
+        // HTTP/2 with prior knowledge and HTTP/1.1 on the same port.
+        let cursor = served.topic.publish(common::data(1));
+        served.topic.publish(common::data(2));
+        for version in [Version::HTTP_2, Version::HTTP_11] {
+            let mut client = Client::connect(served.addr, version).await;
+            let response = client.get(&format!("/poll?after={cursor}"), &[]).await;
+            assert_eq!(response.status(), StatusCode::OK, "{stack:?} {version:?}");
+            assert_eq!(response.version(), version);
+        }
+        // The first bytes of the preface, and then nothing: closed after the header-read
+        // timeout.
+        let mut partial = TcpStream::connect(served.addr).await.unwrap();
+        partial.write_all(b"PRI * HTTP/2").await.unwrap();
+        let closed = closed_within(&mut partial, 5 * SECOND).await;
+        assert!(closed.is_some(), "{stack:?}: a partial preface is held");
     }
-    // The first bytes of the preface, and then nothing: closed after the header-read timeout.
-    let mut partial = TcpStream::connect(served.addr).await.unwrap();
-    partial.write_all(b"PRI * HTTP/2").await.unwrap();
-    let closed = closed_within(&mut partial, 5 * SECOND).await;
-    assert!(closed.is_some(), "a partial preface is held");
 }

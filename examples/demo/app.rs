@@ -13,7 +13,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 use tower::ServiceExt;
 use tower_push::format::{AutoFormat, Framing, SseFormat};
-use tower_push::io::WriteTimeout;
+use tower_push::io::{Protocol, WriteTimeout};
 use tower_push::memory::Topic;
 use tower_push::source::{Outcome, Subscribe};
 use tower_push::{
@@ -497,13 +497,13 @@ where
             // reads them into a buffer of its own, about 7 KB more per connection). A client
             // that sends nothing, or a part of the HTTP/2 preface, within the header-read
             // timeout is closed here.
-            let Some(protocol) = sniff(&stream, header_read).await else {
+            let Some(protocol) = Protocol::sniff(&stream, header_read).await else {
                 return;
             };
             let io = TokioIo::new(WriteTimeout::new(stream, write_stall));
             let _ = match protocol {
-                Protocol::Http1 => watcher.watch(h1.serve_connection(io, service)).await,
                 Protocol::Http2 => watcher.watch(h2.serve_connection(io, service)).await,
+                _ => watcher.watch(h1.serve_connection(io, service)).await,
             };
         });
     }
@@ -511,46 +511,6 @@ where
     shutdown.trigger();
     drop(listener);
     timeout(settings.drain, graceful.shutdown()).await.is_ok()
-}
-
-/// The protocol of a connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Protocol {
-    Http1,
-    /// HTTP/2 with prior knowledge.
-    Http2,
-}
-
-/// Tells a connection's protocol from its first bytes, without reading them: HTTP/2 with prior
-/// knowledge opens with its 24-byte preface, anything else is HTTP/1. `None` when the client
-/// closes, or has sent nothing but a part of the preface, within `within`.
-pub(crate) async fn sniff(stream: &TcpStream, within: Duration) -> Option<Protocol> {
-    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-    let deadline = tokio::time::Instant::now() + within;
-    let mut first = [0; PREFACE.len()];
-    loop {
-        let n = tokio::time::timeout_at(deadline, stream.peek(&mut first))
-            .await
-            .ok()?
-            .ok()?;
-        if n == 0 {
-            return None;
-        }
-        if first[..n] != PREFACE[..n] {
-            return Some(Protocol::Http1);
-        }
-        if n == PREFACE.len() {
-            return Some(Protocol::Http2);
-        }
-        // A part of the preface: the rest is on its way (peeking again at once would spin).
-        tokio::time::sleep_until(
-            deadline.min(tokio::time::Instant::now() + Duration::from_millis(5)),
-        )
-        .await;
-        if tokio::time::Instant::now() >= deadline {
-            return None;
-        }
-    }
 }
 
 /// The next connection. When accepting fails (out of file descriptors, say), waits for open
