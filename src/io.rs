@@ -211,7 +211,9 @@ impl Protocol {
     /// use hyper_util::rt::{TokioExecutor, TokioIo};
     /// use tower_push::io::Protocol;
     ///
-    /// # async fn serve(listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    /// # #[tokio::main]
+    /// # async fn main() -> std::io::Result<()> {
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
     /// let service = hyper::service::service_fn(|_req| async {
     ///     Ok::<_, std::convert::Infallible>(http::Response::new(String::from("hi")))
     /// });
