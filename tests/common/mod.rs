@@ -40,17 +40,41 @@ pub fn poll_layer(hold: Duration) -> LongPollLayer {
 // ---------------------------------------------------------------------------------------------
 // The server
 
+/// What the servers here serve: any HTTP service that never fails, as the layers are.
+pub trait TestService<B>:
+    Service<Request<Incoming>, Response = Response<B>, Error = Infallible, Future: Send>
+    + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S, B> TestService<B> for S where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible, Future: Send>
+        + Clone
+        + Send
+        + 'static
+{
+}
+
+/// The bodies they answer with.
+pub trait TestBody:
+    http_body::Body<Data: Send, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send + 'static
+{
+}
+
+impl<B> TestBody for B where
+    B: http_body::Body<Data: Send, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+        + Send
+        + 'static
+{
+}
+
 /// Serves `service` on a fresh loopback port until the test's runtime ends.
 pub async fn serve<S, B>(service: S) -> SocketAddr
 where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: TestService<B>,
+    B: TestBody,
 {
     serve_until(service, Shutdown::new()).await.0
 }
@@ -59,14 +83,8 @@ where
 /// handle finishes when every connection has closed.
 pub async fn serve_until<S, B>(service: S, stop: Shutdown) -> (SocketAddr, JoinHandle<()>)
 where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: TestService<B>,
+    B: TestBody,
 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -78,14 +96,8 @@ where
 /// has closed.
 pub fn serve_on<S, B>(listener: TcpListener, service: S, stop: Shutdown) -> JoinHandle<()>
 where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: TestService<B>,
+    B: TestBody,
 {
     tokio::spawn(async move {
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
