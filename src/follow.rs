@@ -44,6 +44,9 @@ pub(crate) struct Pipeline {
     pub(crate) reconnect_window: Duration,
     /// The last answer encoded for a batch, for the other polls answered with the same batch.
     pub(crate) shared_answer: Mutex<Option<SharedAnswer>>,
+    /// The last stream frame encoded for a batch, per format key (a handful of keys at most:
+    /// one per framing in use).
+    pub(crate) shared_frame: Mutex<Vec<(Batch, u64, bytes::Bytes)>>,
     /// An empty request head, shared by the waiting requests that need theirs no more.
     pub(crate) no_head: Arc<Parts>,
 }
@@ -294,6 +297,36 @@ where
             });
         }
         response
+    }
+
+    /// The frame of `batch` in the format of `key`: the bytes already encoded for this very batch
+    /// and key, or what `encode` writes, kept for the next stream that sends it.
+    pub(crate) fn shared_frame(
+        &self,
+        batch: &Batch,
+        key: u64,
+        encode: impl FnOnce() -> bytes::Bytes,
+    ) -> bytes::Bytes {
+        let mut shared = self
+            .pipeline
+            .shared_frame
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let slot = shared.iter().position(|(_, shared_key, _)| *shared_key == key);
+        if let Some((shared_batch, _, frame)) = slot.map(|i| &shared[i]) {
+            if shared_batch.same(batch) {
+                return frame.clone();
+            }
+        }
+        let frame = encode();
+        let entry = (batch.clone(), key, frame.clone());
+        match slot {
+            Some(i) => shared[i] = entry,
+            // A new key: keep at most a few, so that formats with ever-new keys cannot grow it.
+            None if shared.len() < 4 => shared.push(entry),
+            None => shared[0] = entry,
+        }
+        frame
     }
 
     /// Gives back the place under the caps and drops the source's future and the shutdown

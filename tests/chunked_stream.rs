@@ -448,3 +448,59 @@ async fn an_independent_sse_parser_reads_the_same_ids_and_data() {
         assert_eq!(event.event, expected);
     }
 }
+
+#[tokio::test]
+async fn streams_woken_by_one_publish_share_one_encoded_frame() {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    let topic = MemoryLog::new().topic("t");
+    let service = ChunkedStreamLayer::new().layer(topic.clone());
+    let head = topic.head();
+    let mut bodies = Vec::new();
+    for i in 0..20 {
+        // Half NDJSON, half SSE: each framing is encoded once.
+        let accept = if i % 2 == 0 {
+            "application/x-ndjson"
+        } else {
+            "text/event-stream"
+        };
+        let request = http::Request::get(format!("/stream?after={head}"))
+            .header("accept", accept)
+            .body(())
+            .unwrap();
+        let response = service.clone().oneshot(request).await.unwrap();
+        let mut body = response.into_body();
+        if i % 2 == 1 {
+            // SSE opens with the start cursor, a frame of its own.
+            body.frame().await.unwrap().unwrap();
+        }
+        bodies.push(body);
+    }
+    let reading: Vec<_> = bodies
+        .into_iter()
+        .map(|mut body| {
+            tokio::spawn(async move {
+                let frame = body.frame().await.unwrap().unwrap().into_data().unwrap();
+                (frame, body)
+            })
+        })
+        .collect();
+    parked(&topic, 20).await;
+    let id = topic.publish(data(1));
+    let mut frames = Vec::new();
+    for read in reading {
+        frames.push(read.await.unwrap().0);
+    }
+    let (ndjson, sse): (Vec<_>, Vec<_>) = frames.iter().enumerate().partition(|(i, _)| i % 2 == 0);
+    for framing in [ndjson, sse] {
+        let first = framing[0].1;
+        assert!(std::str::from_utf8(first)
+            .unwrap()
+            .contains(&id.to_string()));
+        for (_, frame) in &framing {
+            assert_eq!(frame, &first);
+            assert_eq!(frame.as_ptr(), first.as_ptr(), "one encoding per framing");
+        }
+    }
+}

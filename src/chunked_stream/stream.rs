@@ -37,6 +37,8 @@ pin_project! {
         opened_at: Option<Cursor>,
         // Bytes written and not yet handed to the body.
         out: Vec<u8>,
+        // A frame encoded once for every stream at the same cursor, not yet handed to the body.
+        shared: Option<Bytes>,
         // Whether the stream has ended (or was refused before it started): a stream dropped
         // before that lost its client.
         ended: bool,
@@ -76,6 +78,7 @@ where
             lifetime: tokio::time::sleep(lifetime),
             opened_at,
             out,
+            shared: None,
             ended: false,
         }
     }
@@ -109,8 +112,25 @@ where
         loop {
             match ready!(this.follow.as_mut().poll_step(cx))? {
                 Step::Events(batch) => {
-                    for event in batch.events() {
-                        this.format.event(event, this.out);
+                    let format = &*this.format;
+                    match format.frame_key() {
+                        // Nothing else in this frame: it can be the frame every stream at this
+                        // cursor sends.
+                        Some(key) if this.out.is_empty() => {
+                            let frame = this.follow.shared_frame(&batch, key, || {
+                                let mut out = Vec::new();
+                                for event in batch.events() {
+                                    format.event(event, &mut out);
+                                }
+                                Bytes::from(out)
+                            });
+                            *this.shared = Some(frame);
+                        }
+                        _ => {
+                            for event in batch.events() {
+                                format.event(event, this.out);
+                            }
+                        }
                     }
                     return Poll::Ready(Ok(()));
                 }
@@ -148,6 +168,10 @@ where
             StreamEnd::Rejected(_) => "failed",
         };
         this.follow.telemetry().finished(reason, cursor);
+        // Events not sent yet go out first, in the final frame: the end's cursor is after them.
+        if let Some(frame) = this.shared.take() {
+            this.out.splice(0..0, frame.iter().copied());
+        }
         this.format.end(&end, this.out);
         *this.ended = true;
         // The stream is over; do not wait for the server to drop the body to free its place,
@@ -179,13 +203,18 @@ where
         }
         // What the stream's opening already wrote goes out first, alone: one frame never holds
         // more than one batch of events.
-        if self.out.is_empty() {
+        if self.out.is_empty() && self.shared.is_none() {
             if let Poll::Ready(Err(rejection)) = self.as_mut().poll_events(cx) {
                 let end = self.finish(|_| StreamEnd::Rejected(rejection));
                 return Poll::Ready(Some(end));
             }
         }
         let mut this = self.project();
+        if let Some(frame) = this.shared.take() {
+            this.heartbeat.reset(Instant::now() + *this.every);
+            this.follow.telemetry().frame(false);
+            return Poll::Ready(Some((frame, false)));
+        }
         let heartbeat = this.out.is_empty() && this.heartbeat.as_mut().poll(cx).is_ready();
         if heartbeat {
             this.format.heartbeat(this.out);

@@ -128,6 +128,10 @@ impl StreamFormat for AutoFormat {
         dispatch!(self, f => f.content_type())
     }
 
+    fn frame_key(&self) -> Option<u64> {
+        dispatch!(self, f => f.frame_key())
+    }
+
     fn open(&self, cursor: Cursor, out: &mut Vec<u8>) {
         dispatch!(self, f => f.open(cursor, out))
     }

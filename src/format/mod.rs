@@ -224,6 +224,17 @@ pub trait StreamFormat: Clone + Send + Sync + 'static {
     /// Writes one event.
     fn event(&self, event: &Event, out: &mut Vec<u8>);
 
+    /// A key for sharing encoded events: formats with the same key write the same bytes for the
+    /// same event, whatever else they hold. The streams a publish wakes at one cursor then share
+    /// one encoding of its events (a source hands them the same batch): the first writes the
+    /// frame, the others send the same bytes.
+    ///
+    /// The default is `None`: every stream writes its own. The built-in formats give one key
+    /// per framing (NDJSON, SSE).
+    fn frame_key(&self) -> Option<u64> {
+        None
+    }
+
     /// Writes a heartbeat. It must write at least one byte: hyper drops empty frames, and an
     /// idle proxy only sees bytes.
     fn heartbeat(&self, out: &mut Vec<u8>);

@@ -33,6 +33,10 @@ impl StreamFormat for NdjsonFormat {
         HeaderValue::from_static("application/x-ndjson")
     }
 
+    fn frame_key(&self) -> Option<u64> {
+        Some(1)
+    }
+
     fn event(&self, event: &Event, out: &mut Vec<u8>) {
         // Payloads are single-line JSON by construction (`EventData`).
         push_event_object(out, event);

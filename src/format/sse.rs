@@ -95,6 +95,12 @@ impl StreamFormat for SseFormat {
         HeaderValue::from_static("text/event-stream")
     }
 
+    /// Events are written the same whatever `retry` is: it only goes into the opening and the
+    /// shutdown message.
+    fn frame_key(&self) -> Option<u64> {
+        Some(2)
+    }
+
     fn open(&self, cursor: Cursor, out: &mut Vec<u8>) {
         if let Some(retry) = self.retry {
             out.extend_from_slice(format!("retry: {}\n", retry.as_millis()).as_bytes());
