@@ -312,7 +312,9 @@ where
             .shared_frame
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let slot = shared.iter().position(|(_, shared_key, _)| *shared_key == key);
+        let slot = shared
+            .iter()
+            .position(|(_, shared_key, _)| *shared_key == key);
         if let Some((shared_batch, _, frame)) = slot.map(|i| &shared[i]) {
             if shared_batch.same(batch) {
                 return frame.clone();
