@@ -74,7 +74,7 @@ impl Shared {
             origin: self.origin,
             shutdown: self.shutdown,
             reconnect_window: self.reconnect_window,
-            shared_answer: std::sync::Mutex::new(None),
+            shared_answer: std::sync::Mutex::default(),
             shared_frame: std::sync::Mutex::new(Vec::new()),
             no_head: std::sync::Arc::new(http::Request::new(()).into_parts().0),
         })

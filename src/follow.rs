@@ -43,12 +43,22 @@ pub(crate) struct Pipeline {
     pub(crate) shutdown: Option<Shutdown>,
     pub(crate) reconnect_window: Duration,
     /// The last answer encoded for a batch, for the other polls answered with the same batch.
-    pub(crate) shared_answer: Mutex<Option<SharedAnswer>>,
+    pub(crate) shared_answer: Mutex<SharedAnswers>,
     /// The last stream frame encoded for a batch, per format key (a handful of keys at most:
     /// one per framing in use).
     pub(crate) shared_frame: Mutex<Vec<(Batch, u64, bytes::Bytes)>>,
     /// An empty request head, shared by the waiting requests that need theirs no more.
     pub(crate) no_head: Arc<Parts>,
+}
+
+/// What a layer remembers to share answers: the batch the last poll was answered with, and the
+/// answer encoded for a batch that more than one poll got.
+#[derive(Debug, Default)]
+pub(crate) struct SharedAnswers {
+    /// The last batch answered, kept only to notice the second poll answered with it; its
+    /// answer is not kept, so that polls at cursors of their own pay for nothing more.
+    last: Option<Batch>,
+    answer: Option<SharedAnswer>,
 }
 
 /// An answer encoded once for a batch: what each poll answered with that batch gets a copy of.
@@ -284,17 +294,22 @@ where
             .shared_answer
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(answer) = shared.as_ref().filter(|answer| answer.batch.same(batch)) {
+        if let Some(answer) = shared.answer.as_ref().filter(|a| a.batch.same(batch)) {
             return answer.response();
         }
         let response = encode();
-        if let Some(body) = response.body().shared_bytes() {
-            *shared = Some(SharedAnswer {
-                batch: batch.clone(),
-                status: response.status(),
-                headers: response.headers().clone(),
-                body,
-            });
+        // The second poll answered with this batch: keep its answer for the others.
+        let repeated = shared.last.as_ref().is_some_and(|last| last.same(batch));
+        match response.body().shared_bytes() {
+            Some(body) if repeated => {
+                shared.answer = Some(SharedAnswer {
+                    batch: batch.clone(),
+                    status: response.status(),
+                    headers: response.headers().clone(),
+                    body,
+                });
+            }
+            _ => shared.last = Some(batch.clone()),
         }
         response
     }

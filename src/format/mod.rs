@@ -67,8 +67,9 @@ pub trait PollFormat: Clone + Send + Sync + 'static {
 
     /// Whether [`events`](Self::events) depends on the batch alone (not on the request, nor on
     /// anything else that changes). Then the polls a publish wakes share one answer: a source
-    /// hands the same batch to every poll waiting at one cursor, and the layer encodes it once,
-    /// however many polls it wakes, and gives each a copy of the status, headers and body bytes.
+    /// hands the same batch to every poll waiting at one cursor, and the layer encodes it for
+    /// the second poll answered with it and gives every later one a copy of the status, headers
+    /// and body bytes (a poll at a cursor of its own keeps nothing for others).
     ///
     /// The default is `false`: every answer is written by [`events`](Self::events). The
     /// built-in [`JsonFormat`] says `true`.
