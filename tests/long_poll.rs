@@ -446,9 +446,14 @@ async fn polls_woken_by_one_publish_share_one_encoded_answer() {
         let mut body = response.into_body();
         bodies.push(body.frame().await.unwrap().unwrap().into_data().unwrap());
     }
-    // The same bytes, and the same buffer: encoded once for all fifty.
+    // The same bytes, in at most two buffers: the first poll answered with the batch encodes
+    // it alone (a poll at a cursor of its own keeps nothing for others), the second encodes it
+    // for all the others.
     assert!(bodies.iter().all(|body| body == &bodies[0]));
-    assert!(bodies
-        .iter()
-        .all(|body| body.as_ptr() == bodies[0].as_ptr()));
+    let buffers: std::collections::HashSet<_> = bodies.iter().map(|body| body.as_ptr()).collect();
+    assert!(
+        buffers.len() <= 2,
+        "{} encodings for 50 polls",
+        buffers.len()
+    );
 }
