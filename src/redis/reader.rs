@@ -53,6 +53,10 @@ struct TopicState {
     window: VecDeque<Event>,
     /// When the reader last ran the read script (which also checks the epoch).
     checked: Option<Instant>,
+    /// The last batch answered from the window, with the cursor it follows: what the next
+    /// subscription at the same cursor gets (so that the layers encode it once), until the
+    /// window is replaced.
+    shared: Option<(Cursor, Batch)>,
 }
 
 /// What the local window says about a subscription.
@@ -85,7 +89,7 @@ impl TopicShared {
 
     /// Answers from the window, without Redis.
     pub(crate) fn local(&self, position: Position, limit: usize) -> Local {
-        let state = self.lock();
+        let mut state = self.lock();
         let (true, Some(epoch)) = (state.synced, state.epoch) else {
             return Local::Syncing;
         };
@@ -107,6 +111,14 @@ impl TopicShared {
             // Behind the window: a range read, or an expired cursor.
             _ => return Local::Unknown,
         }
+        // The window only grows at its end until it is replaced: a batch after `cursor` that
+        // ends where one would end now holds the same events.
+        let end = state.head.min(cursor.seq().saturating_add(limit as u64));
+        if let Some((at, batch)) = &state.shared {
+            if *at == cursor && batch.last().seq() == end {
+                return Local::Ready(Outcome::Events(batch.clone()));
+            }
+        }
         let events = state
             .window
             .iter()
@@ -114,7 +126,11 @@ impl TopicShared {
             .take(limit)
             .cloned()
             .collect();
-        Batch::new(events).map_or(Local::Unknown, |batch| Local::Ready(Outcome::Events(batch)))
+        let Some(batch) = Batch::new(events) else {
+            return Local::Unknown;
+        };
+        state.shared = Some((cursor, batch.clone()));
+        Local::Ready(Outcome::Events(batch))
     }
 
     /// Counts a subscription in; returns whether a reader task must be started.
@@ -184,6 +200,7 @@ impl TopicShared {
                 state.epoch = Some(snap.epoch);
                 state.head = snap.head;
                 state.window = snap.entries.into();
+                state.shared = None;
             }
         }
         trim(&mut state.window, window);
@@ -371,8 +388,18 @@ mod tests {
         assert!(matches!(topic.local(other, 10), Local::Unknown));
         assert!(matches!(topic.local(Position::Oldest, 10), Local::Unknown));
 
+        // Subscriptions at one cursor get the very same batch, built once, while nothing new
+        // arrives after it.
+        let batch = |local| match local {
+            Local::Ready(Outcome::Events(batch)) => batch,
+            _ => panic!("expected events"),
+        };
+        let (first, second) = (batch(topic.local(at(7), 10)), batch(topic.local(at(7), 10)));
+        assert!(first.same(&second));
+
         // New events from XREAD extend the window; one of another epoch stops it.
         assert!(topic.apply_events(vec![(event(epoch, 11), true)], 4));
+        assert_eq!(seqs(topic.local(at(7), 10)), vec![8, 9, 10, 11], "not the earlier batch");
         assert_eq!(seqs(topic.local(at(10), 10)), vec![11]);
         assert!(!topic.apply_events(vec![(event(Epoch::new(8), 1), false)], 4));
         assert!(matches!(topic.local(at(11), 10), Local::Wait));
