@@ -399,7 +399,11 @@ mod tests {
 
         // New events from XREAD extend the window; one of another epoch stops it.
         assert!(topic.apply_events(vec![(event(epoch, 11), true)], 4));
-        assert_eq!(seqs(topic.local(at(7), 10)), vec![8, 9, 10, 11], "not the earlier batch");
+        assert_eq!(
+            seqs(topic.local(at(7), 10)),
+            vec![8, 9, 10, 11],
+            "not the earlier batch"
+        );
         assert_eq!(seqs(topic.local(at(10), 10)), vec![11]);
         assert!(!topic.apply_events(vec![(event(Epoch::new(8), 1), false)], 4));
         assert!(matches!(topic.local(at(11), 10), Local::Wait));
