@@ -74,7 +74,7 @@ where
                         stream.format().rejection(&rejection)
                     }
                     Ok(()) => {
-                        stream.opened();
+                        stream.as_mut().opened();
                         let content_type = stream.format().content_type();
                         let cursor = stream.opened_at();
                         let mut response = Response::new(PushBody::stream(stream));

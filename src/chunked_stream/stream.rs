@@ -39,8 +39,9 @@ pin_project! {
         out: Vec<u8>,
         // A frame encoded once for every stream at the same cursor, not yet handed to the body.
         shared: Option<Bytes>,
-        // Whether the stream has ended (or was refused before it started): a stream dropped
-        // before that lost its client.
+        // Whether the stream's head went out, and whether it has ended since: a stream dropped
+        // in between lost its client.
+        opened: bool,
         ended: bool,
     }
 
@@ -49,7 +50,7 @@ pin_project! {
         S: Service<Subscribe>,
     {
         fn drop(this: Pin<&mut Self>) {
-            if !this.ended {
+            if this.opened && !this.ended {
                 this.follow.telemetry().finished("client_gone", this.follow.cursor());
             }
         }
@@ -79,6 +80,7 @@ where
             opened_at,
             out,
             shared: None,
+            opened: false,
             ended: false,
         }
     }
@@ -149,7 +151,8 @@ where
     }
 
     /// The stream starts: its response head goes out.
-    pub(crate) fn opened(&self) {
+    pub(crate) fn opened(self: Pin<&mut Self>) {
+        *self.project().opened = true;
         telemetry::answered(Kind::Stream, "stream");
     }
 
