@@ -13,8 +13,8 @@ pub(crate) enum Kind {
     Stream,
 }
 
+#[cfg(feature = "metrics")]
 impl Kind {
-    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     fn label(self) -> &'static str {
         match self {
             Self::LongPoll => "long_poll",
@@ -23,7 +23,6 @@ impl Kind {
     }
 
     /// The gauge of this layer's held requests.
-    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     fn gauge(self) -> &'static str {
         match self {
             Self::LongPoll => names::PARKED_POLLS,
@@ -34,12 +33,6 @@ impl Kind {
 
 #[cfg(feature = "metrics")]
 use crate::metrics as names;
-
-#[cfg(not(feature = "metrics"))]
-mod names {
-    pub(super) const PARKED_POLLS: &str = "";
-    pub(super) const OPEN_STREAMS: &str = "";
-}
 
 /// One more (or one less) request holds a place in `kind`'s layer.
 pub(crate) fn held(kind: Kind, delta: f64) {
