@@ -9,6 +9,7 @@ use crate::limit::{KeyFn, Limits};
 use crate::request::CursorParam;
 use crate::source::Origin;
 use crate::telemetry::Kind;
+use crate::topics::TopicsParam;
 use crate::Shutdown;
 
 /// The settings both builders share, with their defaults. Each builder keeps one and documents
@@ -32,6 +33,10 @@ pub(crate) struct Shared {
     pub(crate) shutdown: Option<Shutdown>,
     /// The window over which clients are told to spread their return after a shutdown.
     pub(crate) reconnect_window: Duration,
+    /// The query parameter that names a multiplexed request's topics.
+    pub(crate) topics_param: String,
+    /// How many topics one multiplexed request may name; `0` turns multiplexing off.
+    pub(crate) max_topics: usize,
 }
 
 impl Shared {
@@ -48,6 +53,8 @@ impl Shared {
             origin: Origin::Head,
             shutdown: None,
             reconnect_window: Duration::from_secs(5),
+            topics_param: TopicsParam::DEFAULT.to_owned(),
+            max_topics: TopicsParam::DEFAULT_MAX,
         }
     }
 
@@ -71,6 +78,7 @@ impl Shared {
             max_bytes: self.max_bytes,
             max_head_bytes: self.max_head_bytes,
             param: CursorParam::new(&self.param)?,
+            topics: TopicsParam::new(&self.topics_param, self.max_topics)?,
             origin: self.origin,
             shutdown: self.shutdown,
             reconnect_window: self.reconnect_window,
@@ -142,6 +150,13 @@ pub enum ConfigError {
     InvalidParamName {
         /// The rejected name.
         name: String,
+    },
+    /// More topics per multiplexed request than any layer follows at once.
+    TooManyTopics {
+        /// The configured maximum.
+        max: usize,
+        /// The highest maximum allowed.
+        limit: usize,
     },
 }
 
@@ -249,6 +264,11 @@ impl fmt::Display for ConfigError {
                 f,
                 "query parameter name {name:?} must be non-empty and use only letters, digits, \
                  '-', '_', '.' or '~'"
+            ),
+            Self::TooManyTopics { max, limit } => write!(
+                f,
+                "max topics of {max} is above the limit of {limit}: a parked request holds one \
+                 subscription per topic"
             ),
         }
     }

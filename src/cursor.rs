@@ -319,6 +319,129 @@ impl<'de> serde::Deserialize<'de> for Cursor {
     }
 }
 
+/// What a client sends back to get what comes next: the [`Cursor`] of a request that follows
+/// one topic, or the composite cursor of a multiplexed request, which holds one position per
+/// topic the request names.
+///
+/// Formats write it where a client reads its cursor (the `cursor` of an answer, `Push-Cursor`,
+/// an SSE `id:`). A composite cursor is opaque to clients: its text is the positions of the
+/// topics, in the order the request names them, joined by `.`; a composite of one topic is that
+/// topic's cursor.
+///
+/// # Examples
+///
+/// ```
+/// use tower_push::{Cursor, Epoch, Resume};
+///
+/// let cursor = Cursor::new(Epoch::new(1), 4);
+/// let resume = Resume::from(cursor);
+/// assert_eq!(resume.cursor(), Some(cursor));
+/// assert_eq!(resume.to_string(), "0000000000000001-4");
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Resume(ResumeRepr);
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum ResumeRepr {
+    One(Cursor),
+    Composite(std::sync::Arc<str>),
+}
+
+impl Resume {
+    /// The composite cursor of `positions`, one per topic of a multiplexed request.
+    pub(crate) fn composite(positions: impl IntoIterator<Item = Cursor>) -> Self {
+        let mut text = String::new();
+        for (i, cursor) in positions.into_iter().enumerate() {
+            if i > 0 {
+                text.push('.');
+            }
+            text.push_str(cursor.text().as_str());
+        }
+        Self(ResumeRepr::Composite(text.into()))
+    }
+
+    /// The cursor of a request that follows one topic; `None` for a composite cursor.
+    pub fn cursor(&self) -> Option<Cursor> {
+        match &self.0 {
+            ResumeRepr::One(cursor) => Some(*cursor),
+            ResumeRepr::Composite(_) => None,
+        }
+    }
+
+    /// Whether this is the composite cursor of a multiplexed request.
+    pub fn is_composite(&self) -> bool {
+        matches!(self.0, ResumeRepr::Composite(_))
+    }
+
+    /// Appends the text form, which never needs escaping in JSON, a header or a URL.
+    pub(crate) fn push(&self, out: &mut Vec<u8>) {
+        match &self.0 {
+            ResumeRepr::One(cursor) => out.extend_from_slice(cursor.text().as_bytes()),
+            ResumeRepr::Composite(text) => out.extend_from_slice(text.as_bytes()),
+        }
+    }
+
+    /// The text form as a header value (`Push-Cursor`).
+    pub fn to_header_value(&self) -> http::HeaderValue {
+        let value = match &self.0 {
+            ResumeRepr::One(cursor) => http::HeaderValue::from_bytes(cursor.text().as_bytes()),
+            ResumeRepr::Composite(text) => http::HeaderValue::from_str(text),
+        };
+        value.expect("cursor text is a valid header value")
+    }
+}
+
+impl From<Cursor> for Resume {
+    fn from(cursor: Cursor) -> Self {
+        Self(ResumeRepr::One(cursor))
+    }
+}
+
+impl PartialEq<Cursor> for Resume {
+    fn eq(&self, other: &Cursor) -> bool {
+        self.cursor() == Some(*other)
+    }
+}
+
+impl fmt::Display for Resume {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            ResumeRepr::One(cursor) => cursor.fmt(f),
+            ResumeRepr::Composite(text) => f.write_str(text),
+        }
+    }
+}
+
+impl fmt::Debug for Resume {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Resume({self})")
+    }
+}
+
+impl serde::Serialize for Resume {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// Parses the composite cursor of a request for `topics` topics: one cursor per topic, joined
+/// by `.` (for one topic, that topic's cursor).
+pub(crate) fn parse_composite(input: &[u8], topics: usize) -> Result<Vec<Cursor>, CursorError> {
+    if input.is_empty() {
+        return Err(CursorError::Empty);
+    }
+    // Each position is checked for its length by the cursor parser; the request head's bound
+    // limits the whole.
+    let positions = input.split(|&b| b == b'.').count();
+    if positions != topics {
+        return Err(CursorError::TopicCount { topics, positions });
+    }
+    input
+        .split(|&b| b == b'.')
+        .map(Cursor::parse_bytes)
+        .collect()
+}
+
 /// Why a cursor could not be parsed.
 ///
 /// The layers answer every one of these with `400 Bad Request` and the body
@@ -345,6 +468,14 @@ pub enum CursorError {
     SequenceOverflow,
     /// The cursor was given more than once (a repeated query parameter).
     Repeated,
+    /// A multiplexed request's composite cursor does not hold one position per topic the
+    /// request names.
+    TopicCount {
+        /// How many topics the request names.
+        topics: usize,
+        /// How many positions the cursor holds.
+        positions: usize,
+    },
 }
 
 impl fmt::Display for CursorError {
@@ -366,6 +497,11 @@ impl fmt::Display for CursorError {
             }
             Self::SequenceOverflow => f.write_str("cursor sequence does not fit in 64 bits"),
             Self::Repeated => f.write_str("cursor is given more than once"),
+            Self::TopicCount { topics, positions } => write!(
+                f,
+                "cursor holds {positions} positions for {topics} topics: send the cursor of a \
+                 request for the same topics, in the same order"
+            ),
         }
     }
 }

@@ -1,11 +1,12 @@
 //! Events and their JSON payloads.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
 
-use crate::Cursor;
+use crate::{Cursor, Resume};
 
 /// The payload of an event: one JSON value, checked once when it is made.
 ///
@@ -218,13 +219,23 @@ pub struct Event {
     name: Option<EventName>,
     data: EventData,
     published_at: Option<SystemTime>,
+    // Set in the answer to a multiplexed request only.
+    tag: Option<Arc<Tag>>,
+}
+
+/// What an event of a multiplexed answer carries besides itself.
+#[derive(Debug)]
+struct Tag {
+    topic: Arc<str>,
+    resume: Resume,
 }
 
 /// Two events are equal when their ids, names and payloads are: when they were published is
 /// what a source knows about them, not part of the event.
 impl PartialEq for Event {
     fn eq(&self, other: &Self) -> bool {
-        (self.id, &self.name, &self.data) == (other.id, &other.name, &other.data)
+        (self.id, &self.name, &self.data, self.topic())
+            == (other.id, &other.name, &other.data, other.topic())
     }
 }
 
@@ -238,6 +249,38 @@ impl Event {
             name: None,
             data,
             published_at: None,
+            tag: None,
+        }
+    }
+
+    /// The same event, as the answer to a multiplexed request carries it: from `topic`, with
+    /// `resume` the composite cursor after it.
+    pub(crate) fn tagged(mut self, topic: Arc<str>, resume: Resume) -> Self {
+        self.tag = Some(Arc::new(Tag { topic, resume }));
+        self
+    }
+
+    /// The topic the event comes from, in the answer to a multiplexed request; `None`
+    /// otherwise.
+    pub fn topic(&self) -> Option<&str> {
+        self.tag.as_ref().map(|tag| &*tag.topic)
+    }
+
+    /// What a client sends back to get what follows this event: its [`id`](Self::id), or in
+    /// the answer to a multiplexed request the composite cursor after it (which holds the
+    /// positions of all the request's topics).
+    pub fn resume(&self) -> Resume {
+        match &self.tag {
+            Some(tag) => tag.resume.clone(),
+            None => Resume::from(self.id),
+        }
+    }
+
+    /// Appends the text of [`resume`](Self::resume) without copying it first.
+    pub(crate) fn push_resume(&self, out: &mut Vec<u8>) {
+        match &self.tag {
+            Some(tag) => tag.resume.push(out),
+            None => out.extend_from_slice(self.id.text().as_bytes()),
         }
     }
 

@@ -26,7 +26,8 @@ use crate::request::CursorParam;
 use crate::shutdown::{self, Shutdown};
 use crate::source::{Batch, Origin, Outcome, Position, Subscribe};
 use crate::telemetry::{self, Kind, Telemetry};
-use crate::{BoxError, Cursor, PushBody, Rejection};
+use crate::topics::TopicsParam;
+use crate::{BoxError, Cursor, Event, PushBody, Rejection, Resume};
 
 /// What a layer knows before any request: built from the builders' shared settings by
 /// [`Shared::build`](crate::config::Shared::build).
@@ -39,6 +40,8 @@ pub(crate) struct Pipeline {
     pub(crate) max_bytes: usize,
     pub(crate) max_head_bytes: usize,
     pub(crate) param: CursorParam,
+    /// Where a multiplexed request names its topics, and how many it may name.
+    pub(crate) topics: TopicsParam,
     pub(crate) origin: Origin,
     pub(crate) shutdown: Option<Shutdown>,
     pub(crate) reconnect_window: Duration,
@@ -117,17 +120,29 @@ impl Pipeline {
             let retry_after = crate::random::retry_after();
             return Err(Rejection::ShuttingDown { retry_after });
         }
-        let position = self
-            .param
-            .position(&parts, self.origin)
-            .map_err(Rejection::MalformedCursor)?;
+        let topics = self.topics.topics(&parts).map_err(Rejection::Topics)?;
+        let (position, positions) = match &topics {
+            None => {
+                let position = self.param.position(&parts, self.origin);
+                (position.map_err(Rejection::MalformedCursor)?, None)
+            }
+            Some(topics) => {
+                let positions = self.param.positions(&parts, topics.len());
+                (
+                    self.origin.into(),
+                    positions.map_err(Rejection::MalformedCursor)?,
+                )
+            }
+        };
         let Ok(slot) = self.limits.acquire(&parts) else {
             let retry_after = crate::random::retry_after();
             return Err(Rejection::Overloaded { retry_after });
         };
+        let subscribe = Subscribe::new(position, self.max_events, Arc::new(parts));
+        let many = topics.map(|topics| Box::new(Many::new(topics, positions, &subscribe)));
         let cursor = match position {
-            Position::After(cursor) => Some(cursor),
-            Position::Head | Position::Oldest => None,
+            Position::After(cursor) if many.is_none() => Some(cursor),
+            _ => None,
         };
         Ok(Follow {
             telemetry: Telemetry::admitted(self.kind, cursor),
@@ -135,8 +150,9 @@ impl Pipeline {
             // The clone that was made ready is the one to call (tower's usual swap): here the
             // source is made ready in the follower, so either copy will do.
             source: source.clone(),
-            subscribe: Subscribe::new(position, self.max_events, Arc::new(parts)),
+            subscribe,
             call: None,
+            many,
             shutdown: self.shutdown.as_ref().map(Shutdown::wait),
             slot: Some(slot),
             detached: false,
@@ -149,9 +165,129 @@ impl Pipeline {
 pub(crate) enum Step {
     /// Events after the position; the follower now stands after the last of them.
     Events(Batch),
-    /// The request named no cursor, and the source said where the head is; the follower now
-    /// stands there.
-    Head(Cursor),
+    /// The request named no cursor, and the source said where the head is (for a multiplexed
+    /// request: where every topic stands); the follower now stands there.
+    Head(Resume),
+}
+
+/// The topics of a multiplexed request, each followed by a subscription of its own.
+struct Many<S>
+where
+    S: Service<Subscribe>,
+{
+    lanes: Vec<Lane<S>>,
+    // The lane that goes first in the next answer. It turns round, so that a busy topic cannot
+    // crowd the others out of answers bounded in events and bytes.
+    next: usize,
+    // Whether every lane has a cursor: until then there is no composite cursor to write.
+    positioned: bool,
+}
+
+/// One topic of a multiplexed request.
+struct Lane<S>
+where
+    S: Service<Subscribe>,
+{
+    topic: Arc<str>,
+    subscribe: Subscribe,
+    // Boxed: a request holds one per topic, and the source's futures need not be `Unpin`.
+    call: Option<Pin<Box<S::Future>>>,
+    // Events that came with the lane's first position (a request from the oldest event), kept
+    // for the first answer.
+    ready: Option<Batch>,
+}
+
+impl<S> Many<S>
+where
+    S: Service<Subscribe>,
+{
+    /// The lanes of `topics`, after `positions` if the request named them, else from where
+    /// `subscribe` starts.
+    fn new(topics: Vec<Arc<str>>, positions: Option<Vec<Cursor>>, subscribe: &Subscribe) -> Self {
+        let positioned = positions.is_some();
+        let mut positions = positions.into_iter().flatten();
+        let lanes = topics
+            .into_iter()
+            .map(|topic| {
+                let subscribe = match positions.next() {
+                    Some(cursor) => subscribe.after(cursor),
+                    None => subscribe.clone(),
+                };
+                Lane {
+                    subscribe: subscribe.for_topic(topic.clone()),
+                    topic,
+                    call: None,
+                    ready: None,
+                }
+            })
+            .collect();
+        Self {
+            lanes,
+            next: 0,
+            positioned,
+        }
+    }
+
+    /// The composite cursor of where every lane stands, with lane `moved` at `at` if given;
+    /// `None` while a lane has no cursor yet.
+    fn resume(&self, moved: Option<(usize, Cursor)>) -> Option<Resume> {
+        let mut positions = Vec::with_capacity(self.lanes.len());
+        for (i, lane) in self.lanes.iter().enumerate() {
+            positions.push(match (moved, lane.subscribe.position()) {
+                (Some((j, at)), _) if i == j => at,
+                (_, Position::After(cursor)) => cursor,
+                (_, Position::Head | Position::Oldest) => return None,
+            });
+        }
+        Some(Resume::composite(positions))
+    }
+
+    /// The rejection for lane `i`'s `outcome`, one that is neither events nor a head.
+    fn refusal(&self, i: usize, outcome: Outcome) -> Rejection {
+        let topic = self.lanes[i].topic.clone();
+        let moved = |cursor| self.resume(Some((i, cursor)));
+        match outcome {
+            Outcome::Resync(resync) => match (moved(resync.oldest()), moved(resync.head())) {
+                (Some(oldest), Some(head)) => Rejection::TopicResync {
+                    topic,
+                    resync,
+                    oldest,
+                    head,
+                },
+                _ => Rejection::SourceUnavailable,
+            },
+            Outcome::Ahead { head } => match moved(head) {
+                Some(head) => Rejection::TopicAhead { topic, head },
+                None => Rejection::SourceUnavailable,
+            },
+            Outcome::UnknownTopic => Rejection::UnknownTopic { topic: Some(topic) },
+            Outcome::Events(_) | Outcome::Head(_) => Rejection::SourceUnavailable,
+        }
+    }
+}
+
+impl<S> Lane<S>
+where
+    S: Service<Subscribe, Response = Outcome>,
+{
+    /// Calls `source` for this lane if it has no call in flight, and polls the call.
+    fn poll(&mut self, source: &mut S, cx: &mut Context<'_>) -> Poll<Result<Outcome, S::Error>> {
+        let call = match &mut self.call {
+            Some(call) => call,
+            None => {
+                ready!(source.poll_ready(cx))?;
+                self.call
+                    .insert(Box::pin(source.call(self.subscribe.clone())))
+            }
+        };
+        let outcome = ready!(call.as_mut().poll(cx));
+        self.call = None;
+        Poll::Ready(outcome)
+    }
+
+    fn positioned(&self) -> bool {
+        matches!(self.subscribe.position(), Position::After(_))
+    }
 }
 
 pin_project! {
@@ -166,6 +302,8 @@ pin_project! {
         // The source's future; `None` between calls and while the source is not ready.
         #[pin]
         call: Option<S::Future>,
+        // The topics of a multiplexed request, which `subscribe` and `call` then do not follow.
+        many: Option<Box<Many<S>>>,
         #[pin]
         shutdown: Option<shutdown::Wait>,
         // The place under the layer's caps, given back by `release` or on drop.
@@ -189,11 +327,21 @@ where
         &self.telemetry
     }
 
-    /// Where the request stands, once it or its source has named a cursor.
+    /// Where a request for one topic stands, once it or its source has named a cursor; `None`
+    /// for a multiplexed request.
     pub(crate) fn cursor(&self) -> Option<Cursor> {
         match self.subscribe.position() {
-            Position::After(cursor) => Some(cursor),
-            Position::Head | Position::Oldest => None,
+            Position::After(cursor) if self.many.is_none() => Some(cursor),
+            _ => None,
+        }
+    }
+
+    /// What the client sends back to resume from where the request stands, once known: its
+    /// cursor, or the composite cursor of a multiplexed request.
+    pub(crate) fn resume(&self) -> Option<Resume> {
+        match &self.many {
+            Some(many) => many.resume(None),
+            None => self.cursor().map(Resume::from),
         }
     }
 }
@@ -212,8 +360,22 @@ where
     /// see [`Subscribe::detach_parts`].
     pub(crate) fn detach(self: Pin<&mut Self>) {
         let this = self.project();
-        if !std::mem::replace(this.detached, true) {
-            this.subscribe.detach_parts();
+        if std::mem::replace(this.detached, true) {
+            return;
+        }
+        match this.many {
+            None => this.subscribe.detach_parts(),
+            // The lanes share the head: copy it once, for all of them.
+            Some(many) => {
+                let mut copy = this.subscribe.clone();
+                copy.replace_parts(Arc::new(this.subscribe.parts().clone()));
+                copy.detach_parts();
+                let parts = copy.shared_parts();
+                for lane in &mut many.lanes {
+                    lane.subscribe.replace_parts(parts.clone());
+                }
+                this.subscribe.replace_parts(parts);
+            }
         }
     }
 
@@ -222,14 +384,23 @@ where
     /// head when it was called, and keeps its own clone if it needs it later. The request then
     /// holds no head at all while it waits. Anything else gets [`detach`](Self::detach).
     pub(crate) fn release_head(self: Pin<&mut Self>) {
-        let last_call =
-            self.call.is_some() && matches!(self.subscribe.position(), Position::After(_));
+        let last_call = match &self.many {
+            None => self.call.is_some() && matches!(self.subscribe.position(), Position::After(_)),
+            Some(many) => many
+                .lanes
+                .iter()
+                .all(|lane| lane.call.is_some() && lane.positioned() && lane.ready.is_none()),
+        };
         if !last_call {
             return self.detach();
         }
         let this = self.project();
         if !std::mem::replace(this.detached, true) {
-            this.subscribe.replace_parts(this.pipeline.no_head.clone());
+            let none = &this.pipeline.no_head;
+            for lane in this.many.iter_mut().flat_map(|many| &mut many.lanes) {
+                lane.subscribe.replace_parts(none.clone());
+            }
+            this.subscribe.replace_parts(none.clone());
         }
     }
 
@@ -241,6 +412,13 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Result<Step, Rejection>> {
         let mut this = self.project();
+        if let Some(many) = this.many {
+            let step = ready!(poll_many(many, this.source, this.pipeline, cx))?;
+            if let Step::Events(batch) = &step {
+                this.telemetry.delivered(batch.events());
+            }
+            return Poll::Ready(Ok(step));
+        }
         if this.call.is_none() {
             match ready!(this.source.poll_ready(cx)) {
                 Ok(()) => this
@@ -263,10 +441,11 @@ where
             }
             Outcome::Head(cursor) => {
                 this.subscribe.advance(cursor);
-                Ok(Step::Head(cursor))
+                Ok(Step::Head(cursor.into()))
             }
             Outcome::Resync(resync) => Err(Rejection::Resync(resync)),
             Outcome::Ahead { head } => Err(Rejection::CursorAhead { head }),
+            Outcome::UnknownTopic => Err(Rejection::UnknownTopic { topic: None }),
         })
     }
 
@@ -289,6 +468,10 @@ where
         batch: &Batch,
         encode: impl FnOnce() -> Response<PushBody>,
     ) -> Response<PushBody> {
+        if batch.is_merged() {
+            // The answer of one multiplexed request: nobody else gets this batch.
+            return encode();
+        }
         let mut shared = self
             .pipeline
             .shared_answer
@@ -322,6 +505,9 @@ where
         key: u64,
         encode: impl FnOnce() -> bytes::Bytes,
     ) -> bytes::Bytes {
+        if batch.is_merged() {
+            return encode();
+        }
         let mut shared = self
             .pipeline
             .shared_frame
@@ -353,8 +539,101 @@ where
         let mut this = self.project();
         this.slot.take();
         this.call.set(None);
+        this.many.take();
         this.shutdown.set(None);
     }
+}
+
+/// One step of a multiplexed request: first a position in every topic (reported once, as a
+/// [`Step::Head`], if the request named no cursor), then the events of the topics that have
+/// some, each tagged with its topic and the composite cursor after it, within the pipeline's
+/// bounds on events and bytes for the whole answer.
+fn poll_many<S>(
+    many: &mut Many<S>,
+    source: &mut S,
+    pipeline: &Pipeline,
+    cx: &mut Context<'_>,
+) -> Poll<Result<Step, Rejection>>
+where
+    S: Service<Subscribe, Response = Outcome>,
+    S::Error: Into<BoxError>,
+{
+    if !many.positioned {
+        let mut waiting = false;
+        for i in 0..many.lanes.len() {
+            let lane = &mut many.lanes[i];
+            if lane.positioned() {
+                continue;
+            }
+            match lane.poll(source, cx) {
+                Poll::Pending => waiting = true,
+                Poll::Ready(Err(err)) => return Poll::Ready(Err(failed(err))),
+                Poll::Ready(Ok(Outcome::Head(cursor))) => lane.subscribe.advance(cursor),
+                Poll::Ready(Ok(Outcome::Events(batch))) => {
+                    // From the oldest event: the lane stands just before the batch, which is
+                    // the first answer for that position.
+                    let first = batch.events()[0].id();
+                    let before = Cursor::new(first.epoch(), first.seq().saturating_sub(1));
+                    lane.subscribe.advance(before);
+                    lane.ready = Some(batch);
+                }
+                Poll::Ready(Ok(outcome)) => return Poll::Ready(Err(many.refusal(i, outcome))),
+            }
+        }
+        if waiting {
+            return Poll::Pending;
+        }
+        many.positioned = true;
+        let resume = many.resume(None).expect("every lane has a cursor");
+        return Poll::Ready(Ok(Step::Head(resume)));
+    }
+    let count = many.lanes.len();
+    let mut events: Vec<Event> = Vec::new();
+    let mut bytes = 0;
+    'lanes: for turn in 0..count {
+        let i = (many.next + turn) % count;
+        let lane = &mut many.lanes[i];
+        let batch = loop {
+            let outcome = match lane.ready.take() {
+                Some(batch) => Outcome::Events(batch),
+                None => match lane.poll(source, cx) {
+                    Poll::Pending => continue 'lanes,
+                    Poll::Ready(Err(err)) => return Poll::Ready(Err(failed(err))),
+                    Poll::Ready(Ok(outcome)) => outcome,
+                },
+            };
+            match outcome {
+                Outcome::Events(batch) => break batch,
+                // Not what a source answers a cursor, but harmless: wait after it.
+                Outcome::Head(cursor) => lane.subscribe.advance(cursor),
+                outcome => return Poll::Ready(Err(many.refusal(i, outcome))),
+            }
+        };
+        for event in batch.events() {
+            let full =
+                events.len() >= pipeline.max_events || bytes + event.size() > pipeline.max_bytes;
+            if full && !events.is_empty() {
+                // The rest comes with the next answer, read again from where the lane stands.
+                break;
+            }
+            bytes += event.size();
+            many.lanes[i].subscribe.advance(event.id());
+            let resume = many.resume(None).expect("every lane has a cursor");
+            let topic = many.lanes[i].topic.clone();
+            events.push(event.clone().tagged(topic, resume));
+        }
+        if events.len() >= pipeline.max_events || bytes >= pipeline.max_bytes {
+            // Full: the lanes not polled yet come first in the next answer.
+            many.next = (i + 1) % count;
+            return Poll::Ready(Ok(Step::Events(Batch::merged(events))));
+        }
+    }
+    if events.is_empty() {
+        // Every lane waits for its source, registered to be woken.
+        return Poll::Pending;
+    }
+    many.next = (many.next + 1) % count;
+    Poll::Ready(Ok(Step::Events(Batch::merged(events))))
 }
 
 /// The bytes of a request head as a held request keeps it: the URI and every header.
@@ -397,6 +676,8 @@ impl Pipeline {
         assert_eq!(self.max_bytes, 256 * 1024);
         assert_eq!(self.max_head_bytes, 32 * 1024);
         assert_eq!(self.param, CursorParam::default());
+        assert_eq!(self.topics, TopicsParam::default());
+        assert_eq!(self.topics.max(), 16);
         assert_eq!(self.origin, Origin::Head);
         assert!(self.shutdown.is_none());
         assert_eq!(self.reconnect_window, Duration::from_secs(5));

@@ -138,13 +138,14 @@ mod request;
 pub mod shutdown;
 pub mod source;
 mod telemetry;
+mod topics;
 mod wake;
 
 pub use self::body::PushBody;
 #[doc(inline)]
 pub use self::chunked_stream::{ChunkedStream, ChunkedStreamBuilder, ChunkedStreamLayer};
 pub use self::config::ConfigError;
-pub use self::cursor::{Cursor, CursorError, Epoch};
+pub use self::cursor::{Cursor, CursorError, Epoch, Resume};
 pub use self::event::{Event, EventData, EventName, InvalidEventName, InvalidJson};
 #[doc(inline)]
 pub use self::long_poll::{LongPoll, LongPollBuilder, LongPollLayer};
@@ -153,6 +154,7 @@ pub use self::memory::MemoryLog;
 pub use self::rejection::Rejection;
 #[doc(inline)]
 pub use self::shutdown::Shutdown;
+pub use self::topics::TopicsError;
 
 // The README's code blocks compile as they are shown; one of them needs the `metrics` feature.
 #[cfg(all(doctest, feature = "metrics"))]

@@ -35,6 +35,8 @@ macro_rules! define_shared_setters {
         $(#[$origin_doc:meta])* fn origin;
         $(#[$shutdown_doc:meta])* fn shutdown;
         $(#[$reconnect_doc:meta])* fn reconnect_window;
+        $(#[$topics_doc:meta])* fn topics_param;
+        $(#[$max_topics_doc:meta])* fn max_topics;
     ) => {
         $(#[$max_doc])*
         #[must_use]
@@ -106,6 +108,20 @@ macro_rules! define_shared_setters {
         #[must_use]
         pub fn reconnect_window(mut self, window: std::time::Duration) -> Self {
             self.shared.reconnect_window = window;
+            self
+        }
+
+        $(#[$topics_doc])*
+        #[must_use]
+        pub fn topics_param(mut self, name: impl Into<String>) -> Self {
+            self.shared.topics_param = name.into();
+            self
+        }
+
+        $(#[$max_topics_doc])*
+        #[must_use]
+        pub fn max_topics(mut self, max: usize) -> Self {
+            self.shared.max_topics = max;
             self
         }
     };

@@ -606,6 +606,8 @@ impl TopicState {
     }
 }
 
+/// Serves subscriptions to this topic; one that names another topic ([`Subscribe::topic`]) is
+/// answered with [`Outcome::UnknownTopic`].
 impl Service<Subscribe> for Topic {
     type Response = Outcome;
     type Error = Infallible;
@@ -616,13 +618,41 @@ impl Service<Subscribe> for Topic {
     }
 
     fn call(&mut self, req: Subscribe) -> Self::Future {
-        Subscription {
-            topic: self.shared.clone(),
-            position: req.position(),
-            limit: req.limit(),
-            notified: None,
-            parked: false,
-        }
+        let ours = req.topic().is_none_or(|name| name == &*self.shared.name);
+        Subscription::new(ours.then(|| self.shared.clone()), &req)
+    }
+}
+
+/// Serves the topics of a multiplexed request (see [Several topics](crate#several-topics)): a
+/// subscription naming a topic that exists follows it, any other is answered with
+/// [`Outcome::UnknownTopic`] (and so `400 unknown_topic`). Subscribing never creates a topic:
+/// create the topics clients may follow with [`topic`](MemoryLog::topic) or
+/// [`try_topic`](MemoryLog::try_topic), or by publishing.
+///
+/// # Examples
+///
+/// ```
+/// use tower_push::{LongPollLayer, MemoryLog};
+///
+/// let log = MemoryLog::new();
+/// log.topic("inbox");
+/// log.topic("presence");
+/// // `GET /poll?topics=inbox,presence` follows both with one request.
+/// let poll = LongPollLayer::new().layer(log.clone());
+/// # let _ = poll;
+/// ```
+impl Service<Subscribe> for MemoryLog {
+    type Response = Outcome;
+    type Error = Infallible;
+    type Future = Subscription;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Subscribe) -> Self::Future {
+        let topic = req.topic().and_then(|name| self.find_topic(name));
+        Subscription::new(topic.map(|topic| topic.shared), &req)
     }
 }
 
@@ -634,7 +664,8 @@ pin_project! {
     /// Dropping it at any point loses nothing and unregisters its waiter.
     #[must_use = "futures do nothing unless polled"]
     pub struct Subscription {
-        topic: Arc<TopicShared>,
+        // `None`: the subscription names no topic served here.
+        topic: Option<Arc<TopicShared>>,
         position: Position,
         limit: usize,
         #[pin]
@@ -646,8 +677,8 @@ pin_project! {
     impl PinnedDrop for Subscription {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            if *this.parked {
-                this.topic.waiting.fetch_sub(1, Ordering::Relaxed);
+            if let (true, Some(topic)) = (*this.parked, this.topic) {
+                topic.waiting.fetch_sub(1, Ordering::Relaxed);
             }
         }
     }
@@ -658,7 +689,10 @@ impl Future for Subscription {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let (topic, position, limit) = (&**this.topic, *this.position, *this.limit);
+        let Some(topic) = this.topic.as_deref() else {
+            return Poll::Ready(Ok(Outcome::UnknownTopic));
+        };
+        let (position, limit) = (*this.position, *this.limit);
         let answer = crate::wake::poll_check(this.notified, &topic.notify, cx, || {
             topic.answer(position, limit)
         });
@@ -675,10 +709,22 @@ impl Future for Subscription {
     }
 }
 
+impl Subscription {
+    fn new(topic: Option<Arc<TopicShared>>, req: &Subscribe) -> Self {
+        Self {
+            topic,
+            position: req.position(),
+            limit: req.limit(),
+            notified: None,
+            parked: false,
+        }
+    }
+}
+
 impl fmt::Debug for Subscription {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Subscription")
-            .field("topic", &self.topic.name)
+            .field("topic", &self.topic.as_ref().map(|topic| &topic.name))
             .field("position", &self.position)
             .field("limit", &self.limit)
             .field("parked", &self.parked)

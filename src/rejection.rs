@@ -1,12 +1,13 @@
 //! Requests the layers answer without events, and the error body they share.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{header, HeaderValue, Response, StatusCode};
 
 use crate::source::Resync;
-use crate::{Cursor, CursorError, PushBody};
+use crate::{Cursor, CursorError, PushBody, Resume, TopicsError};
 
 /// Why a request is answered with an error status instead of events.
 ///
@@ -23,6 +24,10 @@ use crate::{Cursor, CursorError, PushBody};
 /// | [`CursorAhead`](Rejection::CursorAhead) | `400` | `cursor_ahead` |
 /// | [`Resync`](Rejection::Resync), cursor too old | `410` | `cursor_expired` |
 /// | [`Resync`](Rejection::Resync), other epoch | `410` | `epoch_mismatch` |
+/// | [`Topics`](Rejection::Topics) | `400` | `too_many_topics` or `invalid_topics` |
+/// | [`UnknownTopic`](Rejection::UnknownTopic) | `400` | `unknown_topic` |
+/// | [`TopicAhead`](Rejection::TopicAhead) | `400` | `cursor_ahead` |
+/// | [`TopicResync`](Rejection::TopicResync) | `410` | `cursor_expired` or `epoch_mismatch` |
 /// | [`SourceUnavailable`](Rejection::SourceUnavailable) | `503` | `source_unavailable` |
 /// | [`ShuttingDown`](Rejection::ShuttingDown) | `503` with `Retry-After` | `shutting_down` |
 /// | [`Overloaded`](Rejection::Overloaded) | `503` with `Retry-After` | `overloaded` |
@@ -48,6 +53,34 @@ pub enum Rejection {
     },
     /// The request's cursor can no longer be served.
     Resync(Resync),
+    /// The topics of a multiplexed request are refused.
+    Topics(TopicsError),
+    /// The event source serves no topic of this name (`None`: the request names no topic, and
+    /// the source serves topics by name only).
+    UnknownTopic {
+        /// The topic's name.
+        topic: Option<Arc<str>>,
+    },
+    /// A multiplexed request's position in `topic` is beyond that topic's newest event.
+    TopicAhead {
+        /// The topic.
+        topic: Arc<str>,
+        /// The request's composite cursor with `topic` at its newest event.
+        head: Resume,
+    },
+    /// A multiplexed request's position in `topic` can no longer be served: that topic must
+    /// resync, and only that one. `oldest` and `head` are the request's composite cursor with
+    /// `topic`'s position moved, so the other topics resume exactly where they were.
+    TopicResync {
+        /// The topic that must resync.
+        topic: Arc<str>,
+        /// Why, and that topic's own oldest and head cursors.
+        resync: Resync,
+        /// The composite cursor that reads every retained event of `topic`.
+        oldest: Resume,
+        /// The composite cursor that reads only new events of `topic`.
+        head: Resume,
+    },
     /// The event source failed or did not answer.
     SourceUnavailable,
     /// The server is shutting down (see [`Shutdown`](crate::Shutdown)) and takes no new
@@ -69,8 +102,12 @@ impl Rejection {
         match self {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::HeadTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            Self::MalformedCursor(_) | Self::CursorAhead { .. } => StatusCode::BAD_REQUEST,
-            Self::Resync(_) => StatusCode::GONE,
+            Self::MalformedCursor(_)
+            | Self::CursorAhead { .. }
+            | Self::Topics(_)
+            | Self::UnknownTopic { .. }
+            | Self::TopicAhead { .. } => StatusCode::BAD_REQUEST,
+            Self::Resync(_) | Self::TopicResync { .. } => StatusCode::GONE,
             Self::SourceUnavailable | Self::ShuttingDown { .. } | Self::Overloaded { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -83,8 +120,10 @@ impl Rejection {
             Self::MethodNotAllowed => "method_not_allowed",
             Self::HeadTooLarge { .. } => "head_too_large",
             Self::MalformedCursor(_) => "malformed_cursor",
-            Self::CursorAhead { .. } => "cursor_ahead",
-            Self::Resync(resync) => resync.reason().code(),
+            Self::CursorAhead { .. } | Self::TopicAhead { .. } => "cursor_ahead",
+            Self::Resync(resync) | Self::TopicResync { resync, .. } => resync.reason().code(),
+            Self::Topics(err) => err.code(),
+            Self::UnknownTopic { .. } => "unknown_topic",
             Self::SourceUnavailable => "source_unavailable",
             Self::ShuttingDown { .. } => "shutting_down",
             Self::Overloaded { .. } => "overloaded",
@@ -100,23 +139,39 @@ impl Rejection {
             error: &'a str,
             message: String,
             #[serde(skip_serializing_if = "Option::is_none")]
-            oldest: Option<Cursor>,
+            topic: Option<&'a str>,
             #[serde(skip_serializing_if = "Option::is_none")]
-            head: Option<Cursor>,
+            oldest: Option<Resume>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            head: Option<Resume>,
         }
-        let (oldest, head) = match self {
-            Self::CursorAhead { head } => (None, Some(*head)),
-            Self::Resync(resync) => (Some(resync.oldest()), Some(resync.head())),
+        let (topic, oldest, head) = match self {
+            Self::CursorAhead { head } => (None, None, Some(Resume::from(*head))),
+            Self::Resync(resync) => (
+                None,
+                Some(resync.oldest().into()),
+                Some(resync.head().into()),
+            ),
+            Self::UnknownTopic { topic } => (topic.as_deref(), None, None),
+            Self::TopicAhead { topic, head } => (Some(&**topic), None, Some(head.clone())),
+            Self::TopicResync {
+                topic,
+                oldest,
+                head,
+                ..
+            } => (Some(&**topic), Some(oldest.clone()), Some(head.clone())),
             Self::MethodNotAllowed
             | Self::HeadTooLarge { .. }
             | Self::MalformedCursor(_)
+            | Self::Topics(_)
             | Self::SourceUnavailable
             | Self::ShuttingDown { .. }
-            | Self::Overloaded { .. } => (None, None),
+            | Self::Overloaded { .. } => (None, None, None),
         };
         let body = Body {
             error: self.code(),
             message: self.to_string(),
+            topic,
             oldest,
             head,
         };
@@ -172,6 +227,22 @@ impl fmt::Display for Rejection {
                 f,
                 "{}: resume from 'oldest' to read every retained event, or from 'head' for new \
                  ones only",
+                resync.reason()
+            ),
+            Self::Topics(err) => err.fmt(f),
+            Self::UnknownTopic { topic: Some(topic) } => {
+                write!(f, "no topic {topic:?} is served here")
+            }
+            Self::UnknownTopic { topic: None } => {
+                f.write_str("request names no topic, and topics are served by name only")
+            }
+            Self::TopicAhead { topic, .. } => {
+                write!(f, "cursor of topic {topic:?} is beyond its newest event")
+            }
+            Self::TopicResync { topic, resync, .. } => write!(
+                f,
+                "topic {topic:?}: {}: resume from 'oldest' to read every retained event of it, \
+                 or from 'head' for its new ones only; the other topics keep their positions",
                 resync.reason()
             ),
             Self::SourceUnavailable => f.write_str("event source is unavailable, try again later"),

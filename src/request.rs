@@ -27,13 +27,7 @@ impl CursorParam {
     pub(crate) const DEFAULT: &'static str = "after";
 
     pub(crate) fn new(name: &str) -> Result<Self, ConfigError> {
-        let unreserved =
-            |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~');
-        if name.is_empty() || !name.bytes().all(unreserved) {
-            return Err(ConfigError::InvalidParamName {
-                name: name.to_owned(),
-            });
-        }
+        check_param_name(name)?;
         Ok(Self(Arc::from(name)))
     }
 
@@ -47,33 +41,70 @@ impl CursorParam {
 
     /// The request's cursor, if it names one.
     pub(crate) fn cursor(&self, parts: &Parts) -> Result<Option<Cursor>, CursorError> {
+        self.read(parts, Cursor::parse_bytes)
+    }
+
+    /// The positions of a multiplexed request for `topics` topics, one per topic, if it names a
+    /// (composite) cursor.
+    pub(crate) fn positions(
+        &self,
+        parts: &Parts,
+        topics: usize,
+    ) -> Result<Option<Vec<Cursor>>, CursorError> {
+        self.read(parts, |text| crate::cursor::parse_composite(text, topics))
+    }
+
+    /// Reads the cursor's text from where the request names it, with `parse`.
+    fn read<T>(
+        &self,
+        parts: &Parts,
+        parse: impl FnOnce(&[u8]) -> Result<T, CursorError>,
+    ) -> Result<Option<T>, CursorError> {
         let mut headers = parts.headers.get_all(LAST_EVENT_ID).iter();
         if let Some(value) = headers.next() {
             if headers.next().is_some() {
                 return Err(CursorError::Repeated);
             }
-            return Cursor::parse_bytes(value.as_bytes()).map(Some);
+            return parse(value.as_bytes()).map(Some);
         }
         let Some(query) = parts.uri.query() else {
             return Ok(None);
         };
-        let mut found = None;
-        for pair in query.split('&') {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            // Names are decoded like values: `aft%65r` is `after`, and ignoring it would start
-            // the request at its origin and silently skip events.
-            if *percent_decode(key) != *self.0.as_bytes() {
-                continue;
-            }
-            if found.is_some() {
-                return Err(CursorError::Repeated);
-            }
-            found = Some(value);
+        match query_value(query, &self.0) {
+            Ok(found) => found.map(|value| parse(&percent_decode(value))).transpose(),
+            Err(()) => Err(CursorError::Repeated),
         }
-        found
-            .map(|value| Cursor::parse_bytes(&percent_decode(value)))
-            .transpose()
     }
+}
+
+/// Checks that a query parameter's name never needs percent-encoding.
+pub(crate) fn check_param_name(name: &str) -> Result<(), ConfigError> {
+    let unreserved = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~');
+    if name.is_empty() || !name.bytes().all(unreserved) {
+        return Err(ConfigError::InvalidParamName {
+            name: name.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// The raw value of the query parameter `name` in `query`, or `Err` if it is given more than
+/// once.
+pub(crate) fn query_value<'a>(query: &'a str, name: &str) -> Result<Option<&'a str>, ()> {
+    let mut found = None;
+    for pair in query.split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        // Names are decoded like values: `aft%65r` is `after`, and ignoring it would start the
+        // request at its origin and silently skip events.
+        if *percent_decode(key) != *name.as_bytes() {
+            continue;
+        }
+        if found.is_some() {
+            return Err(());
+        }
+        found = Some(value);
+    }
+    Ok(found)
 }
 
 impl Default for CursorParam {
@@ -84,7 +115,7 @@ impl Default for CursorParam {
 
 /// Decodes `%XX` escapes and `+` (a space in form encoding). Invalid escapes are kept as they
 /// are, for the cursor parser to reject.
-fn percent_decode(value: &str) -> Cow<'_, [u8]> {
+pub(crate) fn percent_decode(value: &str) -> Cow<'_, [u8]> {
     if !value.bytes().any(|b| b == b'%' || b == b'+') {
         return Cow::Borrowed(value.as_bytes());
     }

@@ -118,6 +118,7 @@ pub struct Subscribe {
     position: Position,
     limit: usize,
     parts: Arc<http::request::Parts>,
+    topic: Option<Arc<str>>,
 }
 
 impl Subscribe {
@@ -127,7 +128,27 @@ impl Subscribe {
             position,
             limit: limit.max(1),
             parts,
+            topic: None,
         }
+    }
+
+    /// The same subscription for the topic `topic`: what a layer asks for each topic of a
+    /// multiplexed request.
+    #[must_use]
+    pub fn for_topic(mut self, topic: impl Into<Arc<str>>) -> Self {
+        self.topic = Some(topic.into());
+        self
+    }
+
+    /// The topic this subscription follows, for a multiplexed request (see
+    /// [Several topics](crate#several-topics)); `None` for a request that follows one topic,
+    /// which a source routes as it likes (by path, by an extension an earlier layer set).
+    ///
+    /// A source that serves topics by name answers for this one; a source that serves one
+    /// topic must answer [`Outcome::UnknownTopic`] for any other name, never its own events:
+    /// the built-in [`Topic`](crate::memory::Topic) and `RedisTopic` do.
+    pub fn topic(&self) -> Option<&str> {
+        self.topic.as_deref()
     }
 
     /// Where the subscription starts.
@@ -174,6 +195,11 @@ impl Subscribe {
         }
         parts.uri = uri;
         parts.headers = headers;
+    }
+
+    /// The request head, to share with other subscriptions of the same request.
+    pub(crate) fn shared_parts(&self) -> Arc<http::request::Parts> {
+        self.parts.clone()
     }
 
     /// Replaces the request head, for a request that needs its own no more.
@@ -233,9 +259,15 @@ pub enum Outcome {
         /// The cursor of the newest event.
         head: Cursor,
     },
+    /// The source serves no topic of the name the subscription gives in
+    /// [`Subscribe::topic`] (or, for a source that serves topics by name, the subscription
+    /// names none). The layers answer `400 unknown_topic`.
+    UnknownTopic,
 }
 
-/// A non-empty run of consecutive-in-order events of one epoch, oldest first.
+/// A non-empty run of consecutive-in-order events of one epoch, oldest first; in the answer to a
+/// multiplexed request, the events of several topics, each tagged with its topic and in order
+/// within it.
 ///
 /// # Examples
 ///
@@ -277,9 +309,37 @@ impl Batch {
     }
 
     /// The id of the newest event: the cursor to continue after.
+    ///
+    /// In the answer to a multiplexed request, the id of the last event in the batch, in its
+    /// own topic: continue after [`resume`](Self::resume) instead.
     pub fn last(&self) -> Cursor {
+        self.last_event().id()
+    }
+
+    /// What the client sends back to continue after this batch: the cursor of its last event,
+    /// or in the answer to a multiplexed request the composite cursor after it (see
+    /// [`Event::resume`]).
+    pub fn resume(&self) -> crate::Resume {
+        self.last_event().resume()
+    }
+
+    fn last_event(&self) -> &Event {
         // A batch is never empty.
-        self.events[self.events.len() - 1].id()
+        &self.events[self.events.len() - 1]
+    }
+
+    /// The answer to a multiplexed request: events of several topics, each in order within its
+    /// topic and tagged with it. `events` is not empty.
+    pub(crate) fn merged(events: Vec<Event>) -> Self {
+        debug_assert!(!events.is_empty());
+        Self {
+            events: Arc::new(events),
+        }
+    }
+
+    /// Whether this batch answers a multiplexed request, and so belongs to that request alone.
+    pub(crate) fn is_merged(&self) -> bool {
+        self.events[0].topic().is_some()
     }
 
     /// Whether `other` is a clone of this very batch (not merely equal): what a source handed to

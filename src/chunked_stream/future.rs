@@ -11,7 +11,6 @@ use http::Response;
 use tower_service::Service;
 
 use super::stream::EventStream;
-use crate::format::json::cursor_header;
 use crate::format::StreamFormat;
 use crate::headers::{self, PUSH_CURSOR};
 use crate::source::{Outcome, Subscribe};
@@ -81,7 +80,7 @@ where
                         let headers = response.headers_mut();
                         headers.insert(CONTENT_TYPE, content_type);
                         if let Some(cursor) = cursor {
-                            headers.insert(PUSH_CURSOR, cursor_header(cursor));
+                            headers.insert(PUSH_CURSOR, cursor.to_header_value());
                         }
                         response
                     }

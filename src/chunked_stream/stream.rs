@@ -15,7 +15,7 @@ use crate::follow::{Follow, Step};
 use crate::format::{StreamEnd, StreamFormat};
 use crate::source::{Outcome, Subscribe};
 use crate::telemetry::{self, Kind};
-use crate::{BoxError, Cursor, Rejection};
+use crate::{BoxError, Rejection, Resume};
 
 pin_project! {
     /// Follows an event source for as long as a stream lives, writing each batch of events as one
@@ -34,7 +34,7 @@ pin_project! {
         #[pin]
         lifetime: Sleep,
         // The cursor the stream opened at, once known.
-        opened_at: Option<Cursor>,
+        opened_at: Option<Resume>,
         // Bytes written and not yet handed to the body.
         out: Vec<u8>,
         // A frame encoded once for every stream at the same cursor, not yet handed to the body.
@@ -67,8 +67,8 @@ where
     /// `lifetime`.
     pub(crate) fn new(follow: Follow<S>, format: F, every: Duration, lifetime: Duration) -> Self {
         let mut out = Vec::new();
-        let opened_at = follow.cursor();
-        if let Some(cursor) = opened_at {
+        let opened_at = follow.resume();
+        if let Some(cursor) = &opened_at {
             format.open(cursor, &mut out);
         }
         Self {
@@ -90,8 +90,8 @@ where
     }
 
     /// The cursor the stream opened at, once the request or the source has named it.
-    pub(crate) fn opened_at(&self) -> Option<Cursor> {
-        self.opened_at
+    pub(crate) fn opened_at(&self) -> Option<Resume> {
+        self.opened_at.clone()
     }
 
     /// Drives the source as far as it goes without waiting, so that a cursor the source refuses
@@ -137,8 +137,8 @@ where
                     return Poll::Ready(Ok(()));
                 }
                 Step::Head(cursor) => {
+                    this.format.open(&cursor, this.out);
                     *this.opened_at = Some(cursor);
-                    this.format.open(cursor, this.out);
                 }
             }
         }
@@ -157,17 +157,17 @@ where
     }
 
     /// Writes the final message for `end` and marks the stream ended.
-    fn finish(self: Pin<&mut Self>, end: impl FnOnce(Cursor) -> StreamEnd) -> (Bytes, bool) {
+    fn finish(self: Pin<&mut Self>, end: impl FnOnce(Resume) -> StreamEnd) -> (Bytes, bool) {
         let this = self.project();
         let cursor = this.follow.cursor();
-        let end = match cursor {
-            Some(cursor) => end(cursor),
+        let end = match this.follow.resume() {
+            Some(resume) => end(resume),
             None => StreamEnd::Rejected(Rejection::SourceUnavailable),
         };
         let reason = match &end {
             StreamEnd::Lifetime { .. } => "lifetime",
             StreamEnd::Shutdown { .. } => "shutdown",
-            StreamEnd::Rejected(Rejection::Resync(_)) => "resync",
+            StreamEnd::Rejected(Rejection::Resync(_) | Rejection::TopicResync { .. }) => "resync",
             StreamEnd::Rejected(_) => "failed",
         };
         this.follow.telemetry().finished(reason, cursor);

@@ -5,7 +5,7 @@ use http::{Response, StatusCode};
 use super::PollFormat;
 use crate::headers::PUSH_CURSOR;
 use crate::source::Batch;
-use crate::{Cursor, Event, PushBody};
+use crate::{Cursor, Event, PushBody, Resume};
 
 /// The default long-poll format: a JSON envelope, `204` on an empty hold, and the cursor in a
 /// `Push-Cursor` header on both.
@@ -23,7 +23,7 @@ use crate::{Cursor, Event, PushBody};
 /// use tower_push::format::{JsonFormat, PollFormat};
 /// use tower_push::{Cursor, Epoch};
 ///
-/// let response = JsonFormat.timeout(Cursor::new(Epoch::new(1), 5));
+/// let response = JsonFormat.timeout(&Cursor::new(Epoch::new(1), 5).into());
 /// assert_eq!(response.status(), 204);
 /// assert_eq!(response.headers()["push-cursor"], "0000000000000001-5");
 /// ```
@@ -47,7 +47,7 @@ impl JsonFormat {
         }
         out.extend_from_slice(br#"],"cursor":""#);
         let start = out.len();
-        push_cursor(&mut out, batch.last());
+        batch.resume().push(&mut out);
         let cursor = start..out.len();
         out.extend_from_slice(br#""}"#);
         (out, cursor)
@@ -55,10 +55,15 @@ impl JsonFormat {
 }
 
 /// Appends `{"id":"<cursor>","event":"<name>","data":<payload>}`, without `event` when the event
-/// has no name. Neither cursors nor names ever need JSON escaping.
+/// has no name; in the answer to a multiplexed request with `"topic":"<topic>"` after the id.
+/// Neither cursors nor names nor topics ever need JSON escaping.
 pub(crate) fn push_event_object(out: &mut Vec<u8>, event: &Event) {
     out.extend_from_slice(br#"{"id":""#);
     push_cursor(out, event.id());
+    if let Some(topic) = event.topic() {
+        out.extend_from_slice(br#"","topic":""#);
+        out.extend_from_slice(topic.as_bytes());
+    }
     if let Some(name) = event.name() {
         out.extend_from_slice(br#"","event":""#);
         out.extend_from_slice(name.as_str().as_bytes());
@@ -71,11 +76,6 @@ pub(crate) fn push_event_object(out: &mut Vec<u8>, event: &Event) {
 /// Appends the text form of `cursor`, which never needs JSON escaping.
 pub(crate) fn push_cursor(out: &mut Vec<u8>, cursor: Cursor) {
     out.extend_from_slice(cursor.text().as_bytes());
-}
-
-/// The cursor as a `Push-Cursor` value.
-pub(crate) fn cursor_header(cursor: Cursor) -> HeaderValue {
-    HeaderValue::from_bytes(cursor.text().as_bytes()).expect("cursor text is a valid header value")
 }
 
 impl PollFormat for JsonFormat {
@@ -96,12 +96,12 @@ impl PollFormat for JsonFormat {
         true
     }
 
-    fn timeout(&self, cursor: Cursor) -> Response<PushBody> {
+    fn timeout(&self, cursor: &Resume) -> Response<PushBody> {
         let mut response = Response::new(PushBody::empty());
         *response.status_mut() = StatusCode::NO_CONTENT;
         response
             .headers_mut()
-            .insert(PUSH_CURSOR, cursor_header(cursor));
+            .insert(PUSH_CURSOR, cursor.to_header_value());
         response
     }
 }

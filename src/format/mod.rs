@@ -26,7 +26,7 @@ use http::request::Parts;
 use http::{HeaderValue, Response};
 
 use crate::source::Batch;
-use crate::{Cursor, Event, PushBody, Rejection};
+use crate::{Event, PushBody, Rejection, Resume};
 
 /// How a long-poll layer writes its answers.
 ///
@@ -39,7 +39,7 @@ use crate::{Cursor, Event, PushBody, Rejection};
 /// use http::Response;
 /// use tower_push::format::{JsonFormat, PollFormat};
 /// use tower_push::source::Batch;
-/// use tower_push::{Cursor, LongPollLayer, PushBody};
+/// use tower_push::{LongPollLayer, PushBody, Resume};
 ///
 /// #[derive(Clone, Debug)]
 /// struct AlwaysOk;
@@ -49,7 +49,7 @@ use crate::{Cursor, Event, PushBody, Rejection};
 ///         JsonFormat.events(batch)
 ///     }
 ///
-///     fn timeout(&self, cursor: Cursor) -> Response<PushBody> {
+///     fn timeout(&self, cursor: &Resume) -> Response<PushBody> {
 ///         Response::new(PushBody::full(format!(r#"{{"events":[],"cursor":"{cursor}"}}"#)))
 ///     }
 /// }
@@ -62,8 +62,9 @@ pub trait PollFormat: Clone + Send + Sync + 'static {
     /// The answer carrying `batch`, the events after the request's cursor.
     fn events(&self, batch: &Batch) -> Response<PushBody>;
 
-    /// The answer when the hold expired without events; `cursor` is where the client stands.
-    fn timeout(&self, cursor: Cursor) -> Response<PushBody>;
+    /// The answer when the hold expired without events; `cursor` is where the client stands
+    /// (for a multiplexed request, its composite cursor).
+    fn timeout(&self, cursor: &Resume) -> Response<PushBody>;
 
     /// Whether [`events`](Self::events) depends on the batch alone (not on the request, nor on
     /// anything else that changes). Then the polls a publish wakes share one answer: a source
@@ -87,7 +88,7 @@ pub trait PollFormat: Clone + Send + Sync + 'static {
     /// [`Push-Retry-Ms`](crate::headers::PUSH_RETRY_MS) and `Retry-After` (whole seconds,
     /// rounded up). A `204`, not a `503`: the poll was answered, and a client that ignores the
     /// hint still behaves correctly; the new requests of a draining server get `503` anyway.
-    fn shutdown(&self, cursor: Cursor, retry: Duration) -> Response<PushBody> {
+    fn shutdown(&self, cursor: &Resume, retry: Duration) -> Response<PushBody> {
         let mut response = self.timeout(cursor);
         let headers = response.headers_mut();
         headers.insert(
@@ -114,12 +115,12 @@ pub enum StreamEnd {
     /// The stream reached its maximum lifetime. The client reconnects from `cursor`.
     Lifetime {
         /// The cursor to resume from: the last event sent, or where the stream started.
-        cursor: Cursor,
+        cursor: Resume,
     },
     /// The server is shutting down. The client reconnects from `cursor` after `retry`.
     Shutdown {
         /// The cursor to resume from.
-        cursor: Cursor,
+        cursor: Resume,
         /// How long the client should wait before it reconnects: drawn at random from the
         /// layer's [reconnect window](crate::ChunkedStreamBuilder::reconnect_window), so that
         /// the clients of one shutdown do not all return at once.
@@ -141,7 +142,7 @@ impl StreamEnd {
     /// use tower_push::format::StreamEnd;
     /// use tower_push::{Cursor, Epoch};
     ///
-    /// let end = StreamEnd::Lifetime { cursor: Cursor::new(Epoch::new(1), 4) };
+    /// let end = StreamEnd::Lifetime { cursor: Cursor::new(Epoch::new(1), 4).into() };
     /// assert_eq!(end.to_json(), br#"{"end":"lifetime","cursor":"0000000000000001-4"}"#);
     /// ```
     pub fn to_json(&self) -> Vec<u8> {
@@ -154,7 +155,7 @@ impl StreamEnd {
         json.extend_from_slice(b"{\"end\":\"");
         json.extend_from_slice(kind.as_bytes());
         json.extend_from_slice(b"\",\"cursor\":\"");
-        json::push_cursor(&mut json, *cursor);
+        cursor.push(&mut json);
         json.push(b'"');
         if let Some(retry) = retry {
             json.extend_from_slice(format!(",\"retry_ms\":{}", retry.as_millis()).as_bytes());
@@ -215,14 +216,16 @@ pub trait StreamFormat: Clone + Send + Sync + 'static {
     /// The `Content-Type` of the stream.
     fn content_type(&self) -> HeaderValue;
 
-    /// Writes what opens a stream that starts after `cursor`, before any event.
+    /// Writes what opens a stream that starts after `cursor` (for a multiplexed request, its
+    /// composite cursor), before any event.
     ///
     /// The default writes nothing.
-    fn open(&self, cursor: Cursor, out: &mut Vec<u8>) {
+    fn open(&self, cursor: &Resume, out: &mut Vec<u8>) {
         let _ = (cursor, out);
     }
 
-    /// Writes one event.
+    /// Writes one event. In the answer to a multiplexed request, [`Event::topic`] names its
+    /// topic and [`Event::resume`] is the composite cursor to resume after it.
     fn event(&self, event: &Event, out: &mut Vec<u8>);
 
     /// A key for sharing encoded events: formats with the same key write the same bytes for the

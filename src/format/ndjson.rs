@@ -9,6 +9,7 @@ use crate::Event;
 /// | line | meaning |
 /// | --- | --- |
 /// | `{"id":"<cursor>","data":<event JSON>}` | an event (with `"event":"<name>"` if it has a name) |
+/// | `{"id":"<cursor>","topic":"<topic>","data":<event JSON>,"cursor":"<composite>"}` | an event of a multiplexed stream: its topic, its cursor in that topic, and the composite cursor to resume after it |
 /// | `{"heartbeat":true}` | nothing new; keeps proxies from closing an idle stream |
 /// | `{"end":"lifetime","cursor":"<cursor>"}` | the stream reached its lifetime: reconnect from `cursor` |
 /// | `{"end":"shutdown","cursor":"<cursor>"}` | the server is shutting down: reconnect from `cursor` after a pause |
@@ -40,6 +41,13 @@ impl StreamFormat for NdjsonFormat {
     fn event(&self, event: &Event, out: &mut Vec<u8>) {
         // Payloads are single-line JSON by construction (`EventData`).
         push_event_object(out, event);
+        if event.topic().is_some() {
+            // A multiplexed stream resumes from the composite cursor, not from the event's own.
+            out.pop();
+            out.extend_from_slice(b",\"cursor\":\"");
+            event.push_resume(out);
+            out.extend_from_slice(b"\"}");
+        }
         out.push(b'\n');
     }
 
@@ -79,7 +87,12 @@ mod tests {
             "{\"id\":\"0000000000000003-1\",\"event\":\"x\",\"data\":{\"a\": [1]}}\n"
         );
         assert_eq!(
-            text(|out| NdjsonFormat.end(&StreamEnd::Lifetime { cursor: c(4) }, out)),
+            text(|out| NdjsonFormat.end(
+                &StreamEnd::Lifetime {
+                    cursor: c(4).into()
+                },
+                out
+            )),
             "{\"end\":\"lifetime\",\"cursor\":\"0000000000000003-4\"}\n"
         );
         assert_eq!(
@@ -87,7 +100,7 @@ mod tests {
                 let retry = std::time::Duration::from_millis(2345);
                 NdjsonFormat.end(
                     &StreamEnd::Shutdown {
-                        cursor: c(4),
+                        cursor: c(4).into(),
                         retry,
                     },
                     out,

@@ -2,9 +2,9 @@ use std::time::Duration;
 
 use http::HeaderValue;
 
-use super::json::push_cursor;
+use super::json::push_event_object;
 use super::{StreamEnd, StreamFormat};
-use crate::{Cursor, Event, Rejection};
+use crate::{Event, Rejection, Resume};
 
 /// Server-sent events (`text/event-stream`), as the WHATWG HTML standard defines them, readable
 /// by a browser's `EventSource`.
@@ -13,6 +13,7 @@ use crate::{Cursor, Event, Rejection};
 /// | --- | --- |
 /// | `retry: <ms>` then `id: <cursor>` | opens the stream: the reconnection delay if one is set, and the start cursor, so a client that reconnects before any event still resumes without a gap (an `id` without `data` sets `lastEventId` and dispatches nothing) |
 /// | `id: <cursor>`, optional `event: <name>`, `data: <event JSON>` | an event; `EventSource` sends the id back as `Last-Event-ID` when it reconnects |
+/// | `id: <composite>`, optional `event: <name>`, `data: {"id":"<cursor>","topic":"<topic>","data":<event JSON>}` | an event of a multiplexed stream: the id is the composite cursor after it, so that `Last-Event-ID` resumes every topic |
 /// | `: heartbeat` | a comment that keeps proxies from closing an idle stream; `EventSource` ignores it |
 /// | `event: end`, `data: {"end":"lifetime"\|"shutdown","cursor":"..."}` | the stream ends cleanly; `EventSource` reconnects by itself |
 /// | `event: resync`, `data: {"error":"cursor_expired",...}` | the client fell behind retention: close the `EventSource`, reload state, open a new one without `Last-Event-ID` |
@@ -101,25 +102,32 @@ impl StreamFormat for SseFormat {
         Some(2)
     }
 
-    fn open(&self, cursor: Cursor, out: &mut Vec<u8>) {
+    fn open(&self, cursor: &Resume, out: &mut Vec<u8>) {
         if let Some(retry) = self.retry {
             out.extend_from_slice(format!("retry: {}\n", retry.as_millis()).as_bytes());
         }
         out.extend_from_slice(b"id: ");
-        push_cursor(out, cursor);
+        cursor.push(out);
         out.extend_from_slice(b"\n\n");
     }
 
     fn event(&self, event: &Event, out: &mut Vec<u8>) {
         out.extend_from_slice(b"id: ");
-        push_cursor(out, event.id());
+        event.push_resume(out);
         out.push(b'\n');
         if let Some(name) = event.name() {
             out.extend_from_slice(b"event: ");
             out.extend_from_slice(name.as_str().as_bytes());
             out.push(b'\n');
         }
-        push_data(out, event.data().as_bytes());
+        if event.topic().is_some() {
+            // A multiplexed stream: the data says which topic the event comes from.
+            let mut object = Vec::with_capacity(event.data().as_bytes().len() + 80);
+            push_event_object(&mut object, event);
+            push_data(out, &object);
+        } else {
+            push_data(out, event.data().as_bytes());
+        }
         out.push(b'\n');
     }
 
@@ -135,7 +143,7 @@ impl StreamFormat for SseFormat {
         }
         let name = match end {
             StreamEnd::Lifetime { .. } | StreamEnd::Shutdown { .. } => "end",
-            StreamEnd::Rejected(Rejection::Resync(_)) => "resync",
+            StreamEnd::Rejected(Rejection::Resync(_) | Rejection::TopicResync { .. }) => "resync",
             StreamEnd::Rejected(_) => "failed",
         };
         push_message(out, name, &end.to_json());
@@ -146,7 +154,7 @@ impl StreamFormat for SseFormat {
 mod tests {
     use super::*;
     use crate::source::{Resync, ResyncReason};
-    use crate::{Epoch, EventData, EventName};
+    use crate::{Cursor, Epoch, EventData, EventName};
     use proptest::prelude::*;
 
     fn text(write: impl FnOnce(&mut Vec<u8>)) -> String {
@@ -163,11 +171,11 @@ mod tests {
     fn fields_are_exact() {
         let sse = SseFormat::new().retry(Duration::from_millis(1500));
         assert_eq!(
-            text(|out| sse.open(c(0), out)),
+            text(|out| sse.open(&c(0).into(), out)),
             "retry: 1500\nid: 0000000000000003-0\n\n"
         );
         assert_eq!(
-            text(|out| SseFormat::new().open(c(0), out)),
+            text(|out| SseFormat::new().open(&c(0).into(), out)),
             "id: 0000000000000003-0\n\n"
         );
         let event = Event::new(c(1), EventData::from_json("{\"a\":1}").unwrap())
@@ -178,7 +186,12 @@ mod tests {
         );
         assert_eq!(text(|out| sse.heartbeat(out)), ": heartbeat\n\n");
         assert_eq!(
-            text(|out| sse.end(&StreamEnd::Lifetime { cursor: c(1) }, out)),
+            text(|out| sse.end(
+                &StreamEnd::Lifetime {
+                    cursor: c(1).into()
+                },
+                out
+            )),
             "event: end\ndata: {\"end\":\"lifetime\",\"cursor\":\"0000000000000003-1\"}\n\n"
         );
         assert_eq!(
@@ -186,7 +199,7 @@ mod tests {
                 let retry = Duration::from_millis(2345);
                 sse.end(
                     &StreamEnd::Shutdown {
-                        cursor: c(1),
+                        cursor: c(1).into(),
                         retry,
                     },
                     out,

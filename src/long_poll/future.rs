@@ -163,13 +163,13 @@ where
                         follow.release_head();
                         return Poll::Pending;
                     }
-                    break match follow.cursor() {
+                    break match follow.resume() {
                         Some(cursor) if draining => (
-                            format.shutdown(cursor, follow.reconnect_delay()),
+                            format.shutdown(&cursor, follow.reconnect_delay()),
                             "shutdown",
                         ),
-                        Some(cursor) if replaced => (format.timeout(cursor), "superseded"),
-                        Some(cursor) => (format.timeout(cursor), "timeout"),
+                        Some(cursor) if replaced => (format.timeout(&cursor), "superseded"),
+                        Some(cursor) => (format.timeout(&cursor), "timeout"),
                         // The source did not even say where the head is within the whole hold.
                         None => {
                             let rejection = Rejection::SourceUnavailable;

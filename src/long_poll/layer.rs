@@ -244,6 +244,42 @@ impl<F> LongPollBuilder<F> {
         ///
         /// Default is 5 seconds.
         fn reconnect_window;
+
+        /// The query parameter that names the topics of a multiplexed request (see
+        /// [Several topics](crate#several-topics)): `GET /poll?topics=inbox,presence` follows
+        /// both topics with one request and one composite cursor. The inner service gets one
+        /// [`Subscribe`](crate::source::Subscribe) per topic, each naming its topic.
+        ///
+        /// Default is `topics`.
+        fn topics_param;
+
+        /// How many topics one multiplexed request may name; a request naming more gets `400
+        /// too_many_topics`. `0` turns multiplexing off: the topics parameter is then read as
+        /// nothing special.
+        ///
+        /// A parked request holds one subscription per topic (a few hundred bytes each with the
+        /// in-memory log), and its composite cursor, sent back in every SSE `id:`, grows by up
+        /// to 38 bytes per topic. 16 covers what one screen of an application follows (an
+        /// inbox, notifications, presence, a few open documents) while a parked request stays
+        /// near the cost of one that follows a single topic, and a cursor stays under 600
+        /// bytes. At most 256.
+        ///
+        /// Default is 16.
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// use tower_push::{ConfigError, LongPollLayer};
+        ///
+        /// let layer = LongPollLayer::builder().max_topics(64).build()?;
+        /// # let _ = layer;
+        /// assert!(matches!(
+        ///     LongPollLayer::builder().max_topics(1000).build(),
+        ///     Err(ConfigError::TooManyTopics { .. })
+        /// ));
+        /// # Ok::<(), ConfigError>(())
+        /// ```
+        fn max_topics;
     }
 
     /// Keeps one poll in flight per client: `client` extracts a client id from the request

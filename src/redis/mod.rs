@@ -172,6 +172,20 @@ impl RedisSource {
         })
     }
 
+    /// The topic `name` if this source was asked for it with [`topic`](Self::topic); unlike
+    /// `topic` it never remembers a new one, so it is safe to call with a name from a request.
+    pub fn find_topic(&self, name: &str) -> Option<RedisTopic> {
+        let topics = self
+            .shared
+            .topics
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        topics.get(name).map(|topic| RedisTopic {
+            source: self.shared.clone(),
+            topic: topic.clone(),
+        })
+    }
+
     /// Publishes `data` on the topic `name` and returns the new event's id.
     ///
     /// # Errors
@@ -464,6 +478,8 @@ impl fmt::Debug for RedisTopic {
     }
 }
 
+/// Serves subscriptions to this topic; one that names another topic ([`Subscribe::topic`]) is
+/// answered with [`Outcome::UnknownTopic`].
 impl Service<Subscribe> for RedisTopic {
     type Response = Outcome;
     type Error = Error;
@@ -474,10 +490,43 @@ impl Service<Subscribe> for RedisTopic {
     }
 
     fn call(&mut self, req: Subscribe) -> Self::Future {
+        if req.topic().is_some_and(|name| name != &*self.topic.name) {
+            return Subscription::unknown();
+        }
         let source = self.source.clone();
         let topic = self.topic.clone();
         Subscription {
             inner: Box::pin(subscribe(source, topic, req.position(), req.limit())),
+        }
+    }
+}
+
+/// Serves the topics of a multiplexed request (see [Several topics](crate#several-topics)): a
+/// subscription naming a topic this source was asked for with [`topic`](RedisSource::topic)
+/// follows it, any other is answered with [`Outcome::UnknownTopic`] (and so `400
+/// unknown_topic`), so that client input never makes the source remember new topics.
+impl Service<Subscribe> for RedisSource {
+    type Response = Outcome;
+    type Error = Error;
+    type Future = Subscription;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Subscribe) -> Self::Future {
+        match req.topic().and_then(|name| self.find_topic(name)) {
+            Some(mut topic) => topic.call(req),
+            None => Subscription::unknown(),
+        }
+    }
+}
+
+impl Subscription {
+    /// The answer to a subscription for a topic that is not served here.
+    fn unknown() -> Self {
+        Self {
+            inner: Box::pin(std::future::ready(Ok(Outcome::UnknownTopic))),
         }
     }
 }
