@@ -606,6 +606,9 @@ where
                 Outcome::Events(batch) => break batch,
                 // Not what a source answers a cursor, but harmless: wait after it.
                 Outcome::Head(cursor) => lane.subscribe.advance(cursor),
+                // Events of other topics go out first: the refusal's composite cursors must not
+                // hold positions the client has not been given. The lane asks again next time.
+                _ if !events.is_empty() => break 'lanes,
                 outcome => return Poll::Ready(Err(many.refusal(i, outcome))),
             }
         };
