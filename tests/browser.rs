@@ -48,7 +48,9 @@ type StreamRequests = Arc<Mutex<Vec<Option<String>>>>;
 /// Serves the demo's routes on a fresh loopback port, recording `/stream` requests.
 async fn serve(demo: Demo, streams: StreamRequests) -> SocketAddr {
     common::serve(tower::service_fn(move |req: http::Request<Incoming>| {
-        if req.uri().path() == "/stream" {
+        // The `EventSource` of the single-topic pane; the two-topic pane's names its topics.
+        let topics = req.uri().query().is_some_and(|q| q.contains("topics="));
+        if req.uri().path() == "/stream" && !topics {
             let last_event_id = req
                 .headers()
                 .get("last-event-id")
@@ -102,6 +104,8 @@ struct Page {
     notes: u64,
     /// The SSE pane's status line.
     sse_status: String,
+    /// `(topic, text)` of each event in the two-topic pane.
+    topics: Vec<(String, String)>,
     /// How many publishes the form completed, and the id of the last one.
     published: (u64, Option<String>),
 }
@@ -117,6 +121,8 @@ return {
                Number(document.getElementById("poll").dataset.duplicates)],
   notes: document.querySelectorAll("li.note").length,
   sseStatus: document.querySelector("#sse .status").textContent,
+  topics: [...document.querySelectorAll("#topics li[data-id]")]
+    .map((li) => [li.dataset.topic, li.dataset.text]),
   published: [Number(published.count), published.id || null],
 };
 "##;
@@ -132,6 +138,7 @@ async fn read_page(client: &Client) -> Page {
         duplicates: serde_json::from_value(value["duplicates"].clone()).unwrap(),
         notes: value["notes"].as_u64().unwrap(),
         sse_status: value["sseStatus"].as_str().unwrap().to_owned(),
+        topics: pairs(&value["topics"]),
         published: serde_json::from_value(value["published"].clone()).unwrap(),
     }
 }
@@ -245,8 +252,9 @@ async fn scenario(
     client.goto(&format!("http://{addr}/")).await.unwrap();
     assert_eq!(client.title().await.unwrap(), "tower-push demo");
 
-    // Both panes are connected once the stream and the poll are parked on the topic.
-    parked(&topic, 2).await;
+    // The panes are connected once the stream, the poll and the two-topic stream are parked on
+    // the topic.
+    parked(&topic, 3).await;
 
     // Publish a few messages; both panes show all of them, in order.
     let mut expected: Vec<(String, String)> = Vec::new();
@@ -319,6 +327,32 @@ async fn scenario(
     );
     assert_eq!(page.duplicates, (0, 0), "no event was delivered twice");
     assert_eq!(page.notes, 0, "no resync");
+
+    // The two-topic pane showed every event of `default` on its one connection; an event on
+    // `news`, published through the form's topic choice, joins it there and nowhere else.
+    client
+        .execute(
+            r#"document.getElementById("topic").value = "news";"#,
+            vec![],
+        )
+        .await
+        .unwrap();
+    publish(&client, "news flash").await;
+    let page = wait_for_page(&client, "the news event", 10 * SECOND, |page| {
+        page.topics.len() > expected.len()
+    })
+    .await;
+    let mut want: Vec<(String, String)> = expected
+        .iter()
+        .map(|(_, text)| ("default".to_owned(), text.clone()))
+        .collect();
+    want.push(("news".to_owned(), "news flash".to_owned()));
+    assert_eq!(page.topics, want, "two topics, one pane, in order");
+    assert_eq!(
+        page.sse, expected,
+        "the news event is not on the default topic"
+    );
+    assert_eq!(page.poll, expected);
     for (id, _) in &expected {
         assert!(
             id.starts_with(&format!("{epoch}-")),

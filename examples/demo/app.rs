@@ -1,5 +1,6 @@
-//! The demo's routes: the page, long polling, streaming and publishing on one topic of the
-//! embedded log. `main.rs` serves them; the browser test serves the same routes in-process.
+//! The demo's routes: the page, long polling, streaming and publishing on the topics of the
+//! embedded log (`default` unless a request names others). `main.rs` serves them; the browser
+//! test serves the same routes in-process.
 // Each includer uses a part.
 #![allow(dead_code)]
 
@@ -142,13 +143,20 @@ pub(crate) fn exit_usage<P: clap::CommandFactory>(problem: impl std::fmt::Displa
 /// The body of every demo answer.
 pub(crate) type Body = UnsyncBoxBody<Bytes, Infallible>;
 
-/// The demo's routes over the `default` topic of one log.
+/// The most topics clients may create by publishing.
+const MAX_TOPICS: usize = 256;
+
+/// The demo's routes over one log: the `default` topic, and any topics a request names.
 #[derive(Clone, Debug)]
 pub(crate) struct Demo {
     log: MemoryLog,
     topic: Topic,
     poll: LongPoll<Topic>,
     stream: ChunkedStream<Topic>,
+    /// The same layers over the whole log, for requests that name their topics
+    /// (`?topics=a,b`): one request, several topics, one composite cursor.
+    many_poll: LongPoll<MemoryLog>,
+    many_stream: ChunkedStream<MemoryLog>,
     /// The `stats` topic: one snapshot of the server's numbers a second, for the page's panel.
     stats: Topic,
     stats_stream: ChunkedStream<Topic>,
@@ -157,11 +165,18 @@ pub(crate) struct Demo {
 impl Demo {
     /// Builds the log and both layers from `settings`; `shutdown` drains them.
     pub(crate) fn new(settings: &Settings, shutdown: &Shutdown) -> Result<Self, ConfigError> {
-        let log = MemoryLog::builder().retention(settings.retention).build()?;
+        let log = MemoryLog::builder()
+            .retention(settings.retention)
+            .max_topics(MAX_TOPICS)
+            .build()?;
         let (poll, stream) = layers(settings, shutdown)?;
         let topic = log.topic("default");
+        // The page's third pane follows `default` and `news`; subscribing creates no topic.
+        log.topic("news");
         let stats = log.topic("stats");
         Ok(Self {
+            many_poll: poll.layer(log.clone()),
+            many_stream: stream.layer(log.clone()),
             poll: poll.layer(topic.clone()),
             stats_stream: stream.layer(stats.clone()),
             stream: stream.layer(topic.clone()),
@@ -223,10 +238,48 @@ impl Demo {
             "/metrics" => return metrics::scrape(),
             _ => {}
         }
-        let topic = self.topic;
-        let publish = move |body| std::future::ready(publish_to(&topic, body));
-        route(req, self.poll, self.stream, publish).await
+        // `POST /publish?topic=NAME` publishes on that topic, created if needed.
+        let target = match query_param(req.uri(), "topic") {
+            Some(name) if req.uri().path() == "/publish" => self.publish_topic(name),
+            _ => Ok(self.topic.clone()),
+        };
+        let publish = move |body| {
+            std::future::ready(match target {
+                Ok(topic) => publish_to(&topic, body),
+                Err(refused) => refused,
+            })
+        };
+        if query_param(req.uri(), "topics").is_some() {
+            route(req, self.many_poll, self.many_stream, publish).await
+        } else {
+            route(req, self.poll, self.stream, publish).await
+        }
     }
+
+    /// The topic `name` to publish on: created if it does not exist yet, within [`MAX_TOPICS`].
+    fn publish_topic(&self, name: &str) -> Result<Topic, Response<Body>> {
+        let allowed =
+            |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'~');
+        if name.is_empty() || name.len() > 128 || !name.bytes().all(allowed) {
+            let message = "a topic is 1 to 128 ASCII letters, digits or -_.:~";
+            return Err(error(StatusCode::BAD_REQUEST, "invalid_topic", message));
+        }
+        self.log.try_topic(name).map_err(|err| {
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "topics_full",
+                &err.to_string(),
+            )
+        })
+    }
+}
+
+/// The raw value of the query parameter `name`, if the request has one.
+fn query_param<'a>(uri: &'a http::Uri, name: &str) -> Option<&'a str> {
+    uri.query()?.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (key == name).then_some(value)
+    })
 }
 
 /// The demo's metrics: a Prometheus recorder installed once per process, with the `metrics`
