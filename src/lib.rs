@@ -16,6 +16,7 @@
 //! | `redis` (feature `redis`) | an event source on Redis Streams: one feed for many server processes |
 //! | `metrics` (feature `metrics`) | metrics through the `metrics` facade and a span per request |
 //! | [`Cursor`] | the opaque, URL-safe, ordered position that carries the log's epoch |
+//! | [`Resume`] | what a client sends back: a cursor, or the composite cursor of a request on [several topics](#several-topics) |
 //! | [`Event`], [`EventData`] | an event: its id, an optional SSE event name, and its JSON payload |
 //! | [`format`](mod@format) | how answers look on the wire: the JSON envelope by default, or your own |
 //! | [`Rejection`] | the answers without events (`400`, `410`, `503`) and their machine-readable codes |
@@ -76,6 +77,47 @@
 //!
 //! The `demo` example is the same server with streaming, flags, graceful shutdown and error
 //! handling: `cargo run --example demo`.
+//!
+//! # Several topics
+//!
+//! One request may follow several topics: `GET /poll?topics=inbox,presence` (or a stream with
+//! the same parameter) holds one request, not one per topic, and one **composite cursor** with a
+//! position per topic ([`Resume`]). Serve it with a source that serves topics by name: a
+//! [`MemoryLog`] (or `redis::RedisSource`) itself rather than one of its topics; each topic
+//! gets its own subscription ([`Subscribe::topic`](source::Subscribe::topic)), and a publish
+//! wakes only the requests that follow its topic.
+//!
+//! - Each event carries its topic: `{"id":"<cursor in its topic>","topic":"inbox","data":...}`
+//!   in the poll's `events` and in NDJSON lines (which add `"cursor"`, the composite cursor after
+//!   the event); SSE writes that object as `data:` and the composite cursor as `id:`, so that
+//!   `Last-Event-ID` resumes every topic.
+//! - The answer's `cursor` (and `Push-Cursor`) is the composite cursor: send it back as `after`
+//!   with the same topics in the same order. A `204` carries it unchanged.
+//! - **Order**: within a topic, events come in order, without gaps or repeats. Across topics no
+//!   order is promised: an answer holds the events of the topics that had some, topic by topic,
+//!   and the topic that goes first turns round from answer to answer, so that a busy topic cannot
+//!   crowd the others out of answers bounded by `max_events` and `max_bytes`.
+//! - **Per-topic resync**: when one topic's position can no longer be served, the answer is
+//!   `410` ([`Rejection::TopicResync`]) naming that `topic`, with composite `oldest` and `head`
+//!   cursors in which only that topic's position moved: reload that topic's state and go on from
+//!   either; the others lose nothing. Events of other topics that were ready go out first, in
+//!   an answer of their own. A stream ends with the same body as its final message.
+//! - Refused: more topics than [`max_topics`](LongPollBuilder::max_topics) (16 by default),
+//!   `400 too_many_topics`; a name that is not 1 to 128 of `A-Z a-z 0-9 - _ . : ~`, or named
+//!   twice, `400 invalid_topics`; a topic the source does not serve, `400 unknown_topic`; a
+//!   cursor without one position per topic, `400 malformed_cursor`.
+//!
+//! ```
+//! use tower_push::{ChunkedStreamLayer, LongPollLayer, MemoryLog};
+//!
+//! let log = MemoryLog::new();
+//! for name in ["inbox", "presence"] {
+//!     log.topic(name); // subscribing never creates a topic
+//! }
+//! let poll = LongPollLayer::new().layer(log.clone()); // GET /poll?topics=inbox,presence
+//! let stream = ChunkedStreamLayer::new().layer(log); // GET /stream?topics=inbox,presence
+//! # let _ = (poll, stream);
+//! ```
 //!
 //! # In your stack
 //!

@@ -37,6 +37,7 @@ fn main() -> ExitCode {
                 an_idle_reader_retires_and_a_new_subscription_restarts_it,
                 expired_and_ahead_cursors_get_explicit_answers,
                 a_cursor_of_another_topic_or_source_gets_a_resync_on_both_layers,
+                one_request_follows_several_topics_of_one_source,
             ],
         )
         .plain(tests![bad_settings_are_errors])
@@ -613,4 +614,84 @@ async fn a_cursor_of_another_topic_or_source_gets_a_resync_on_both_layers() {
     let stream = serve(ChunkedStreamLayer::new().layer(b)).await;
     let foreign = [Cursor::new(a_head.epoch(), 11), a_head, other_head];
     assert_foreign_cursors_resync(poll, stream, &foreign).await;
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn one_request_follows_several_topics_of_one_source() {
+    let redis = Redis::start(false).await;
+    let source = redis.source().await;
+    let (inbox, presence) = (
+        source.topic("inbox").unwrap(),
+        source.topic("presence").unwrap(),
+    );
+    let poll = serve(poll_layer(5 * SECOND).layer(source.clone())).await;
+    let stream = serve(ChunkedStreamLayer::new().layer(source.clone())).await;
+
+    // Both topics' heads, as one composite cursor.
+    let first = inbox.publish(data(1)).await.unwrap();
+    presence.publish(data(1)).await.unwrap();
+    let reply = get(poll, "/poll?topics=inbox,presence&after=x").await;
+    assert_eq!(reply.status, 400, "{reply:?}");
+    // The source answers heads after a round trip: the stream's opening message names them.
+    let sse = [("accept", "text/event-stream")];
+    let mut opened = RawResponse::get(stream, "/stream?topics=inbox,presence", &sse).await;
+    let message = opened.message(b"\n\n").await.unwrap();
+    let cursor = message
+        .strip_prefix("id: ")
+        .and_then(|rest| rest.strip_suffix("\n\n"))
+        .unwrap_or_else(|| panic!("{message:?}"))
+        .to_owned();
+    drop(opened);
+    assert_eq!(cursor.split('.').next().unwrap(), first.to_string());
+
+    // A poll parked on both is woken by either, and resumes each where it was.
+    let mut received: Vec<(String, u64)> = Vec::new();
+    let mut cursor = cursor;
+    let publisher = {
+        let (inbox, presence) = (inbox.clone(), presence.clone());
+        tokio::spawn(async move {
+            for n in 2..=11 {
+                let topic = if n % 3 == 0 { &presence } else { &inbox };
+                topic.publish(data(n)).await.unwrap();
+                sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    timeout(30 * SECOND, async {
+        while received.len() < 10 {
+            let path = format!("/poll?topics=inbox,presence&after={cursor}");
+            let reply = get(poll, &path).await;
+            if reply.status == 204 {
+                continue;
+            }
+            assert_eq!(reply.status, 200, "{reply:?}");
+            let body = reply.json();
+            for event in body["events"].as_array().unwrap() {
+                let topic = event["topic"].as_str().unwrap().to_owned();
+                received.push((topic, event["data"]["n"].as_u64().unwrap()));
+            }
+            cursor = body["cursor"].as_str().unwrap().to_owned();
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("only {received:?} arrived"));
+    publisher.await.unwrap();
+    for (topic, want) in [
+        ("inbox", [2, 4, 5, 7, 8, 10, 11].as_slice()),
+        ("presence", &[3, 6, 9]),
+    ] {
+        let got: Vec<u64> = received
+            .iter()
+            .filter(|(t, _)| t == topic)
+            .map(|(_, n)| *n)
+            .collect();
+        assert_eq!(got, want, "{topic}: in order, nothing lost or repeated");
+    }
+
+    // A topic this source was never asked for is refused, and never remembered.
+    let reply = get(poll, "/poll?topics=inbox,elsewhere").await;
+    assert_eq!(reply.status, 400);
+    assert_eq!(reply.json()["error"], "unknown_topic");
+    assert_eq!(reply.json()["topic"], "elsewhere");
+    assert!(source.find_topic("elsewhere").is_none());
 }
