@@ -246,7 +246,7 @@ impl Demo {
         let publish = move |body| {
             std::future::ready(match target {
                 Ok(topic) => publish_to(&topic, body),
-                Err(refused) => refused,
+                Err((status, code, message)) => error(status, code, &message),
             })
         };
         if query_param(req.uri(), "topics").is_some() {
