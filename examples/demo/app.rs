@@ -257,20 +257,19 @@ impl Demo {
     }
 
     /// The topic `name` to publish on: created if it does not exist yet, within [`MAX_TOPICS`].
-    fn publish_topic(&self, name: &str) -> Result<Topic, Response<Body>> {
+    /// On refusal, the status, code and message of the answer.
+    fn publish_topic(&self, name: &str) -> Result<Topic, (StatusCode, &'static str, String)> {
         let allowed =
             |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'~');
         if name.is_empty() || name.len() > 128 || !name.bytes().all(allowed) {
             let message = "a topic is 1 to 128 ASCII letters, digits or -_.:~";
-            return Err(error(StatusCode::BAD_REQUEST, "invalid_topic", message));
+            return Err((StatusCode::BAD_REQUEST, "invalid_topic", message.to_owned()));
         }
-        self.log.try_topic(name).map_err(|err| {
-            error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "topics_full",
-                &err.to_string(),
-            )
-        })
+        let full = |err: tower_push::memory::TooManyTopics| {
+            let status = StatusCode::SERVICE_UNAVAILABLE;
+            (status, "topics_full", err.to_string())
+        };
+        self.log.try_topic(name).map_err(full)
     }
 }
 
