@@ -65,7 +65,7 @@ fn main() {
             eprintln!(
                 "usage: cargo bench --bench push [-- --quick] [--runs N] [--parked N] \
                  [--scaling N,N,...] [--csv PATH] \
-                 [--only memory,fanout,throughput,stream,nchan,scaling]"
+                 [--only memory,fanout,throughput,stream,nchan,scaling,stacks,topics]"
             );
             std::process::exit(2);
         }
@@ -317,6 +317,15 @@ mod server {
                         .layer(state.topic.clone());
                     serve_on_stack(&stack, main, poll).await;
                 }
+                "tower-push-topics" => {
+                    let poll = LongPollLayer::builder()
+                        .hold_timeout(Duration::from_secs(600))
+                        .max_topics(64)
+                        .build()
+                        .expect("long-poll settings")
+                        .layer(state.log.clone());
+                    serve_on_stack(&stack, main, poll).await;
+                }
                 "tower-push-stream" => {
                     let stream = ChunkedStreamLayer::builder()
                         .format(SseFormat::new())
@@ -472,11 +481,18 @@ mod server {
     /// (hyper-util's `auto` builder, and with `http1_only`), `axum` (`axum::serve` with the
     /// service at `/poll`), and `demo` (the demo's server loop: the protocol told from the
     /// first bytes, hyper's own builder for it, a write timeout and graceful shutdown).
-    async fn serve_on_stack(
-        stack: &str,
-        listener: TcpListener,
-        poll: tower_push::LongPoll<tower_push::memory::Topic>,
-    ) {
+    async fn serve_on_stack<S>(stack: &str, listener: TcpListener, poll: tower_push::LongPoll<S>)
+    where
+        S: tower::Service<
+                tower_push::source::Subscribe,
+                Response = tower_push::source::Outcome,
+                Error = Infallible,
+            > + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
         use hyper_util::rt::TokioExecutor;
         use hyper_util::server::conn::auto;
         match stack {
@@ -538,6 +554,8 @@ mod server {
     /// the part its kind uses is ever touched.
     #[derive(Clone)]
     struct State {
+        /// The log of `topic`, with 63 quiet topics `t1` to `t63` beside it.
+        log: MemoryLog,
         topic: tower_push::memory::Topic,
         waiting: Arc<AtomicUsize>,
         lagged: Arc<AtomicU64>,
@@ -557,7 +575,11 @@ mod server {
                 .expect("log settings");
             let topic = log.topic("bench");
             topic.publish(EventData::from_json(SEED).expect("seed is JSON"));
+            for i in 1..64 {
+                log.topic(&format!("t{i}"));
+            }
             Self {
+                log,
                 topic,
                 waiting: Arc::new(AtomicUsize::new(0)),
                 lagged: Arc::new(AtomicU64::new(0)),
@@ -1529,6 +1551,7 @@ mod driver {
         );
         let mut table = Table::new("baseline");
         let mut curve = Vec::new();
+        let mut topic_rows = Vec::new();
         for run in 0..settings.runs {
             // Alternate which side goes first, so that drift on a shared machine favours
             // neither.
@@ -1571,6 +1594,9 @@ mod driver {
                         kib / http1
                     );
                 }
+            }
+            if settings.only.iter().any(|p| p == "topics") {
+                topics(&settings, &mut topic_rows).await;
             }
             if settings.only.iter().any(|p| p == "probe") {
                 for kind in [
@@ -1624,6 +1650,9 @@ mod driver {
         if settings.wants("nchan") {
             against_nchan.print(settings.runs);
         }
+        if !topic_rows.is_empty() {
+            print_topics(&settings, &topic_rows);
+        }
         if settings.wants("scaling") {
             print_curve(&settings, &curve, nchan.is_some(), open_files.now.0);
         }
@@ -1643,14 +1672,8 @@ mod driver {
         } else {
             ("notify", "/poll".to_owned())
         };
-        let server = Server::start(kind);
-        let mut control = Conn::connect(server.control).await.expect("connect");
-        control.stats().await.expect("stats");
-        let before = server.rss_kib();
-        let clients = spawn_clients(server.addr, get_request(&path, None), n, false);
-        wait_parked(&mut control, n).await;
-        let after = server.rss_kib();
-        let per_poll = (after.saturating_sub(before)) as f64 / n as f64;
+        let fanout = settings.wants("fanout") && settings.fanout.contains(&n);
+        let (per_poll, latencies) = park_then_publish(kind, &path, n, fanout).await;
         if n == settings.parked && ours && settings.wants("memory") {
             table.add(
                 &format!("memory per parked poll, N={n}"),
@@ -1669,19 +1692,9 @@ mod driver {
                 per_poll,
             );
         }
-        if !settings.wants("fanout") || !settings.fanout.contains(&n) {
+        if !fanout {
             return;
         }
-        let published = Instant::now();
-        control.post("/publish").await.expect("publish");
-        let mut latencies = Vec::with_capacity(n);
-        for client in clients {
-            match client.await.expect("client task") {
-                Ok(done) => latencies.push(done.duration_since(published).as_secs_f64() * 1e3),
-                Err(err) => panic!("{kind}: a parked client failed: {err}"),
-            }
-        }
-        latencies.sort_by(f64::total_cmp);
         let name = |what: &str| format!("fan-out N={n}, publish to last byte, {what}");
         table.add(&name("p50"), "ms", None, ours, percentile(&latencies, 0.50));
         table.add(
@@ -1698,6 +1711,132 @@ mod driver {
             percentile(&latencies, 0.99),
             percentile(&latencies, 1.0)
         );
+    }
+
+    /// Parks `n` polls of `path` on a `kind` server and measures its memory growth per parked
+    /// poll, in KiB; then, if `publish`, publishes one event and returns how long each client
+    /// waited for it, in milliseconds, sorted.
+    async fn park_then_publish(kind: &str, path: &str, n: usize, publish: bool) -> (f64, Vec<f64>) {
+        let server = Server::start(kind);
+        let mut control = Conn::connect(server.control).await.expect("connect");
+        control.stats().await.expect("stats");
+        let before = server.rss_kib();
+        let clients = spawn_clients(server.addr, get_request(path, None), n, false);
+        wait_parked(&mut control, n).await;
+        let after = server.rss_kib();
+        let per_poll = (after.saturating_sub(before)) as f64 / n as f64;
+        let mut latencies = Vec::with_capacity(n);
+        if !publish {
+            for client in clients {
+                client.abort();
+            }
+            return (per_poll, latencies);
+        }
+        let published = Instant::now();
+        control.post("/publish").await.expect("publish");
+        for client in clients {
+            match client.await.expect("client task") {
+                Ok(done) => latencies.push(done.duration_since(published).as_secs_f64() * 1e3),
+                Err(err) => panic!("{kind}: a parked client failed: {err}"),
+            }
+        }
+        latencies.sort_by(f64::total_cmp);
+        (per_poll, latencies)
+    }
+
+    /// `--only topics`: polls that follow K topics (K = 1, 10, 64; the bench topic and K - 1
+    /// quiet ones) against polls of the bench topic alone, in the same run: memory per parked
+    /// poll, and the fan-out of one publish on the bench topic.
+    async fn topics(settings: &Settings, rows: &mut Vec<TopicsRow>) {
+        let n = settings.parked;
+        let single = format!("/poll?after={}", cursor(1));
+        let (kib, latencies) = park_then_publish("tower-push-poll", &single, n, true).await;
+        let base = TopicsRow::new(0, kib, &latencies);
+        eprintln!("   one topic          {base:?}");
+        for k in [1, 10, 64] {
+            let names: Vec<String> = std::iter::once("bench".to_owned())
+                .chain((1..k).map(|i| format!("t{i}")))
+                .collect();
+            let positions: Vec<String> = std::iter::once(cursor(1).to_string())
+                .chain(
+                    names[1..]
+                        .iter()
+                        .map(|name| Cursor::zero(Epoch::new(EPOCH).derive(name)).to_string()),
+                )
+                .collect();
+            let path = format!(
+                "/poll?topics={}&after={}",
+                names.join(","),
+                positions.join(".")
+            );
+            let (kib, latencies) = park_then_publish("tower-push-topics", &path, n, true).await;
+            let row = TopicsRow::new(k, kib, &latencies);
+            eprintln!("   K={k:<3}             {row:?}");
+            rows.push(TopicsRow {
+                single: Some(Box::new(base.clone())),
+                ..row
+            });
+        }
+    }
+
+    /// One measurement of `--only topics`, with the single-topic one of the same run.
+    #[derive(Clone, Debug)]
+    struct TopicsRow {
+        topics: usize,
+        kib: f64,
+        p50: f64,
+        p99: f64,
+        single: Option<Box<TopicsRow>>,
+    }
+
+    impl TopicsRow {
+        fn new(topics: usize, kib: f64, latencies: &[f64]) -> Self {
+            Self {
+                topics,
+                kib,
+                p50: percentile(latencies, 0.5),
+                p99: percentile(latencies, 0.99),
+                single: None,
+            }
+        }
+    }
+
+    /// Prints the medians of `--only topics` over the runs, as ratios to the single-topic
+    /// polls of the same runs.
+    fn print_topics(settings: &Settings, rows: &[TopicsRow]) {
+        println!();
+        println!(
+            "Several topics per poll (N = {} parked polls; K topics each, one publish on one of them)",
+            settings.parked
+        );
+        println!(
+            "| K | KiB per parked poll | x one topic | fan-out p50 ms | x | fan-out p99 ms | x |"
+        );
+        println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+        for k in [1, 10, 64] {
+            let of_k: Vec<&TopicsRow> = rows.iter().filter(|r| r.topics == k).collect();
+            let median = |value: &dyn Fn(&TopicsRow) -> f64| {
+                let mut values: Vec<f64> = of_k.iter().map(|r| value(r)).collect();
+                values.sort_by(f64::total_cmp);
+                percentile(&values, 0.5)
+            };
+            let single = |value: fn(&TopicsRow) -> f64| {
+                median(&|r: &TopicsRow| r.single.as_deref().map_or(f64::NAN, value))
+            };
+            let ratio = |value: fn(&TopicsRow) -> f64| {
+                median(&|r: &TopicsRow| value(r) / r.single.as_deref().map_or(f64::NAN, value))
+            };
+            println!(
+                "| {k} | {:.2} (one topic {:.2}) | {:.2}x | {:.2} | {:.2}x | {:.2} | {:.2}x |",
+                median(&|r| r.kib),
+                single(|r| r.kib),
+                ratio(|r| r.kib),
+                median(&|r| r.p50),
+                ratio(|r| r.p50),
+                median(&|r| r.p99),
+                ratio(|r| r.p99),
+            );
+        }
     }
 
     /// Parks `n` polls on `path` and returns the server's memory growth per parked poll, in KiB.
