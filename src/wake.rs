@@ -14,7 +14,10 @@ use tokio::sync::Notify;
 /// registration in `notified` is enabled and `check` runs again *before* the task waits, so a
 /// notification that lands between a check and the wait still wakes the task (the pattern of
 /// tokio's `Notify` docs). No allocation: the waiter lives in `notified`, which the caller keeps
-/// pinned.
+/// pinned. While the registration has not fired, nothing changed since the last check (every
+/// change notifies after it is made), so a poll without a notification does not check again:
+/// a request that follows several topics polls all of them when one wakes it, and the others
+/// cost it a look at their registration, not a look at their topic.
 pub(crate) fn poll_check<T>(
     mut notified: Pin<&mut Option<OwnedNotified>>,
     notify: &Arc<Notify>,
@@ -22,13 +25,18 @@ pub(crate) fn poll_check<T>(
     mut check: impl FnMut() -> Option<T>,
 ) -> Poll<T> {
     loop {
-        if notified.is_none() {
-            // Most checks find something at once: no need to register for those.
-            if let Some(found) = check() {
-                return Poll::Ready(found);
+        if let Some(registered) = notified.as_mut().as_pin_mut() {
+            match registered.poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                // Notified: look again, with a fresh registration.
+                Poll::Ready(()) => notified.set(None),
             }
-            notified.set(Some(notify.clone().notified_owned()));
         }
+        // Most checks find something at once: no need to register for those.
+        if let Some(found) = check() {
+            return Poll::Ready(found);
+        }
+        notified.set(Some(notify.clone().notified_owned()));
         let mut registered = notified.as_mut().as_pin_mut().expect("set above");
         registered.as_mut().enable();
         if let Some(found) = check() {
@@ -36,7 +44,6 @@ pub(crate) fn poll_check<T>(
             return Poll::Ready(found);
         }
         match registered.poll(cx) {
-            // Notified: look again, with a fresh registration.
             Poll::Ready(()) => notified.set(None),
             Poll::Pending => return Poll::Pending,
         }
