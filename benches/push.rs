@@ -1841,19 +1841,8 @@ mod driver {
 
     /// Parks `n` polls on `path` and returns the server's memory growth per parked poll, in KiB.
     async fn park(kind: &str, path: &str, n: usize) -> f64 {
-        let server = Server::start(kind);
-        let mut control = Conn::connect(server.control).await.expect("connect");
-        control.stats().await.expect("stats");
-        let before = server.rss_kib();
-        let clients = spawn_clients(server.addr, get_request(path, None), n, false);
-        wait_parked(&mut control, n).await;
-        let after = server.rss_kib();
-        let per_poll = (after.saturating_sub(before)) as f64 / n as f64;
+        let (per_poll, _) = park_then_publish(kind, path, n, false).await;
         eprintln!("   {kind:17} {path}: {per_poll:.2} KiB per parked poll (N={n})");
-        drop(server);
-        for client in clients {
-            client.abort();
-        }
         per_poll
     }
 
