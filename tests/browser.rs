@@ -219,7 +219,7 @@ async fn both_panes_show_every_event_once_in_order_across_stream_reconnects() {
                 "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                 "--no-first-run", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync",
-                "--window-size=1100,900",
+                "--window-size=1100,1300",
                 format!("--user-data-dir={}", profile.path().display()),
             ],
         }
