@@ -2,6 +2,8 @@
 //! `MemoryLog` with one composite cursor, through both layers.
 
 mod common;
+#[path = "../examples/demo/app.rs"]
+mod demo_app;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -444,4 +446,58 @@ async fn an_sse_stream_opens_with_the_composite_cursor_and_tags_every_event() {
             a.head()
         )
     );
+}
+
+#[tokio::test]
+async fn the_demo_publishes_on_named_topics_and_serves_several_on_one_request() {
+    let settings = demo_app::Settings {
+        hold: Duration::from_millis(50),
+        ..demo_app::Settings::default()
+    };
+    let demo = demo_app::Demo::new(&settings, &tower_push::Shutdown::new()).unwrap();
+    let addr = serve(tower::service_fn(move |req| {
+        let demo = demo.clone();
+        async move { Ok::<_, std::convert::Infallible>(demo.handle(req).await) }
+    }))
+    .await;
+
+    let (status, body) = common::post_json(addr, "/publish?topic=bad%20name", "1").await;
+    assert_eq!(
+        (status.as_u16(), &body["error"]),
+        (400, &"invalid_topic".into())
+    );
+    let (status, body) = common::post_json(addr, "/publish?topic=news", "{nope").await;
+    assert_eq!(
+        (status.as_u16(), &body["error"]),
+        (400, &"invalid_json".into())
+    );
+
+    // Both topics' heads, then one event on each, in one answer.
+    let reply = get(addr, "/poll?topics=default,news").await;
+    assert_eq!(reply.status, 204);
+    let cursor = reply.header("push-cursor").unwrap().to_owned();
+    let (status, news) = common::post_json(addr, "/publish?topic=news", r#"{"n":1}"#).await;
+    assert_eq!(status, 200);
+    let (_, default) = common::post_json(addr, "/publish", r#"{"n":2}"#).await;
+    let reply = get(addr, &format!("/poll?topics=default,news&after={cursor}")).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    let events = reply.json()["events"].clone();
+    let tagged: Vec<(&str, &str)> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["topic"].as_str().unwrap(), e["id"].as_str().unwrap()))
+        .collect();
+    let (news, default) = (
+        news["id"].as_str().unwrap(),
+        default["id"].as_str().unwrap(),
+    );
+    assert!(tagged.contains(&("news", news)) && tagged.contains(&("default", default)));
+    assert_eq!(reply.json()["cursor"], format!("{default}.{news}"));
+
+    // The single-topic routes are the default topic's, as before.
+    let reply = get(addr, "/poll?after=").await;
+    assert_eq!(reply.status, 400);
+    let reply = get(addr, "/poll?topics=default,elsewhere").await;
+    assert_eq!(reply.json()["error"], "unknown_topic");
 }

@@ -22,6 +22,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::post_json as publish;
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
@@ -137,20 +138,6 @@ impl Client {
         };
         response.unwrap()
     }
-}
-
-async fn publish(addr: SocketAddr, path: &str, json: &str) -> (StatusCode, serde_json::Value) {
-    let io = TokioIo::new(TcpStream::connect(addr).await.unwrap());
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
-    tokio::spawn(conn);
-    let request = Request::post(path)
-        .header("host", "test")
-        .body(http_body_util::Full::new(Bytes::from(json.to_owned())))
-        .unwrap();
-    let response = sender.send_request(request).await.unwrap();
-    let status = response.status();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&body).unwrap())
 }
 
 /// No connection-specific headers on HTTP/2; on HTTP/1.1 only hyper's own chunked framing.

@@ -202,6 +202,25 @@ async fn send(addr: SocketAddr, request: Request<Empty<Bytes>>) -> Reply {
     }
 }
 
+/// POSTs `json` to `path` over a new HTTP/1.1 connection: the status and the JSON body.
+pub async fn post_json(
+    addr: SocketAddr,
+    path: &str,
+    json: &str,
+) -> (StatusCode, serde_json::Value) {
+    let io = TokioIo::new(TcpStream::connect(addr).await.unwrap());
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+    tokio::spawn(conn);
+    let request = Request::post(path)
+        .header("host", "test")
+        .body(http_body_util::Full::new(Bytes::from(json.to_owned())))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&body).unwrap())
+}
+
 // ---------------------------------------------------------------------------------------------
 // A client that reads the wire
 
