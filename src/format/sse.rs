@@ -119,7 +119,7 @@ impl StreamFormat for SseFormat {
             out.extend_from_slice(name.as_str().as_bytes());
             out.push(b'\n');
         }
-        push_data(out, event.data().as_bytes());
+        push_data(out, &event.data().to_json());
         out.push(b'\n');
     }
 
