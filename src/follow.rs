@@ -152,6 +152,9 @@ pub(crate) enum Step {
     /// The request named no cursor, and the source said where the head is; the follower now
     /// stands there.
     Head(Cursor),
+    /// The source's log has ended at this cursor, where the follower stands: nothing more will
+    /// come.
+    Closed(Cursor),
 }
 
 pin_project! {
@@ -267,6 +270,10 @@ where
             }
             Outcome::Resync(resync) => Err(Rejection::Resync(resync)),
             Outcome::Ahead { head } => Err(Rejection::CursorAhead { head }),
+            Outcome::Closed { head } => {
+                this.subscribe.advance(head);
+                Ok(Step::Closed(head))
+            }
         })
     }
 

@@ -13,6 +13,11 @@
 //!   events after it were dropped by retention, or it belongs to another [`Epoch`](crate::Epoch).
 //!   It resolves with [`Outcome::Ahead`] when the cursor is beyond the newest event, which no
 //!   well-behaved client can hold.
+//! - A source whose log can end (a stream that its writer closed) resolves with
+//!   [`Outcome::Closed`] once the cursor is at the end: nothing will ever come after it. A long
+//!   poll answers at once, and a stream sends its final message and ends.
+//! - A source that knows it may mark a batch as [reaching the head](Batch::reaching_head): the
+//!   events up to the newest one, so that a format can tell the client it is caught up.
 //! - It fails (`Err`) only when it cannot answer at all (a backend is unreachable). The layers
 //!   turn that into `503 Service Unavailable`.
 //!
@@ -233,6 +238,11 @@ pub enum Outcome {
         /// The cursor of the newest event.
         head: Cursor,
     },
+    /// The log has ended and the cursor is at its end: no event will ever follow `head`.
+    Closed {
+        /// The cursor of the last event, where the log ended.
+        head: Cursor,
+    },
 }
 
 /// A non-empty run of consecutive-in-order events of one epoch, oldest first.
@@ -249,12 +259,18 @@ pub enum Outcome {
 ///
 /// assert!(Batch::new(vec![]).is_none());
 /// assert!(Batch::new(vec![event(4), event(3)]).is_none());
+///
+/// let last = Batch::new(vec![event(5)]).unwrap().reaching_head(true);
+/// assert!(last.reaches_head() && last.closes());
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Batch {
     // Shared: a source may hand the same batch to every subscription waiting at one position,
     // and the layers then encode it once for all of them (see `Batch::same`).
     events: Arc<Vec<Event>>,
+    // Whether the last event is the newest the source had, and whether the log has ended there.
+    reaches_head: bool,
+    closes: bool,
 }
 
 impl Batch {
@@ -268,7 +284,32 @@ impl Batch {
             .all(|pair| pair[0].id() < pair[1].id() && pair[1].id().epoch() == epoch);
         ordered.then(|| Self {
             events: Arc::new(events),
+            reaches_head: false,
+            closes: false,
         })
+    }
+
+    /// The same batch, marked as reaching the newest event the source has when it answered,
+    /// and, if `closed`, the end of a log that will never have another event. A format can then
+    /// tell its client that it is caught up (or that the log is over) with the same answer.
+    ///
+    /// Unmarked batches say nothing either way. A layer that sends only part of a batch (to
+    /// bound the bytes of one answer) drops the marks.
+    #[must_use]
+    pub fn reaching_head(mut self, closed: bool) -> Self {
+        self.reaches_head = true;
+        self.closes = closed;
+        self
+    }
+
+    /// Whether the source marked the batch as reaching its newest event.
+    pub fn reaches_head(&self) -> bool {
+        self.reaches_head
+    }
+
+    /// Whether the source marked the batch as reaching the end of a closed log.
+    pub fn closes(&self) -> bool {
+        self.closes
     }
 
     /// The events, oldest first.
@@ -296,7 +337,13 @@ impl Batch {
             total > max
         });
         if let Some(over) = keep {
-            Arc::make_mut(&mut self.events).truncate(over.max(1));
+            let events = Arc::make_mut(&mut self.events);
+            if over.max(1) < events.len() {
+                events.truncate(over.max(1));
+                // The events left out come later: this part reaches neither head nor end.
+                self.reaches_head = false;
+                self.closes = false;
+            }
         }
     }
 

@@ -134,7 +134,9 @@ impl StreamFormat for SseFormat {
             out.extend_from_slice(format!("retry: {}\n", retry.as_millis()).as_bytes());
         }
         let name = match end {
-            StreamEnd::Lifetime { .. } | StreamEnd::Shutdown { .. } => "end",
+            StreamEnd::Lifetime { .. } | StreamEnd::Shutdown { .. } | StreamEnd::Closed { .. } => {
+                "end"
+            }
             StreamEnd::Rejected(Rejection::Resync(_)) => "resync",
             StreamEnd::Rejected(_) => "failed",
         };
