@@ -24,7 +24,7 @@ use tower_service::Service;
 use crate::limit::{Limits, Slot};
 use crate::request::CursorParam;
 use crate::shutdown::{self, Shutdown};
-use crate::source::{Batch, Origin, Outcome, Position, Subscribe};
+use crate::source::{Batch, Origin, Outcome, Position, StartAt, Subscribe};
 use crate::telemetry::{self, Kind, Telemetry};
 use crate::{BoxError, Cursor, PushBody, Rejection};
 
@@ -117,10 +117,13 @@ impl Pipeline {
             let retry_after = crate::random::retry_after();
             return Err(Rejection::ShuttingDown { retry_after });
         }
-        let position = self
-            .param
-            .position(&parts, self.origin)
-            .map_err(Rejection::MalformedCursor)?;
+        let position = match parts.extensions.get::<StartAt>() {
+            Some(start) => start.position(),
+            None => self
+                .param
+                .position(&parts, self.origin)
+                .map_err(Rejection::MalformedCursor)?,
+        };
         let Ok(slot) = self.limits.acquire(&parts) else {
             let retry_after = crate::random::retry_after();
             return Err(Rejection::Overloaded { retry_after });
