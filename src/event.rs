@@ -17,6 +17,11 @@ use crate::{Cursor, Resume};
 ///
 /// Cloning is cheap: the bytes are reference counted.
 ///
+/// A payload may also hold raw bytes ([`EventData::from_bytes`]), for formats of protocols that
+/// carry bytes rather than JSON. The built-in JSON, NDJSON and SSE formats write a raw payload as
+/// a JSON string of its text (invalid UTF-8 replaced by U+FFFD), so that it never breaks their
+/// framing: see [`EventData::to_json`].
+///
 /// # Examples
 ///
 /// ```
@@ -29,7 +34,16 @@ use crate::{Cursor, Resume};
 /// # Ok::<(), tower_push::InvalidJson>(())
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct EventData(Bytes);
+pub struct EventData(Bytes, Kind);
+
+/// What the bytes of an [`EventData`] are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Kind {
+    /// One checked, single-line JSON value.
+    Json,
+    /// Bytes as they are.
+    Raw,
+}
 
 impl EventData {
     /// Checks that `json` is one valid JSON value and keeps a copy of it.
@@ -58,11 +72,11 @@ impl EventData {
                 .iter()
                 .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b })
                 .collect();
-            return Ok(Self(flat.into()));
+            return Ok(Self(flat.into(), Kind::Json));
         }
         // Keep only these bytes: a request body is a slice of the connection's read buffer, and
         // a retained event must not pin kilobytes of it for as long as it is retained.
-        Ok(Self(Bytes::copy_from_slice(&json)))
+        Ok(Self(Bytes::copy_from_slice(&json), Kind::Json))
     }
 
     /// Serializes `value` to JSON.
@@ -83,25 +97,66 @@ impl EventData {
     /// ```
     pub fn from_serialize<T: serde::Serialize + ?Sized>(value: &T) -> Result<Self, InvalidJson> {
         serde_json::to_vec(value)
-            .map(|json| Self(json.into()))
+            .map(|json| Self(json.into(), Kind::Json))
             .map_err(|err| InvalidJson(err.to_string()))
     }
 
-    /// The JSON text.
+    /// Raw bytes, kept as they are: a payload for formats that carry bytes (a protocol of byte
+    /// streams, binary messages). It is not checked, and not copied: pass bytes with storage of
+    /// their own (not a slice of a larger buffer) when the event is retained.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_push::EventData;
+    ///
+    /// let data = EventData::from_bytes(&b"\x00\xffline\n"[..]);
+    /// assert!(data.is_raw());
+    /// assert_eq!(data.as_bytes(), b"\x00\xffline\n");
+    /// // What the JSON formats write for it: a JSON string of its text.
+    /// let text: String = serde_json::from_slice(&data.to_json()).unwrap();
+    /// assert_eq!(text, "\0\u{fffd}line\n");
+    /// ```
+    pub fn from_bytes(bytes: impl Into<Bytes>) -> Self {
+        Self(bytes.into(), Kind::Raw)
+    }
+
+    /// Whether the payload holds raw bytes ([`from_bytes`](Self::from_bytes)) rather than JSON.
+    pub fn is_raw(&self) -> bool {
+        self.1 == Kind::Raw
+    }
+
+    /// The bytes: the JSON text, or the raw bytes.
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
 
-    /// The JSON text as shared bytes.
+    /// The bytes as shared bytes: the JSON text, or the raw bytes.
     pub fn to_bytes(&self) -> Bytes {
         self.0.clone()
+    }
+
+    /// The payload as JSON text: the JSON itself, or for raw bytes a JSON string of their text
+    /// (invalid UTF-8 replaced by U+FFFD). Always valid, single-line JSON.
+    pub fn to_json(&self) -> std::borrow::Cow<'_, [u8]> {
+        match self.1 {
+            Kind::Json => std::borrow::Cow::Borrowed(&self.0),
+            Kind::Raw => {
+                let text = String::from_utf8_lossy(&self.0);
+                let json = serde_json::to_vec(&*text).expect("a string serializes");
+                std::borrow::Cow::Owned(json)
+            }
+        }
     }
 }
 
 impl fmt::Debug for EventData {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Valid JSON is valid UTF-8.
-        f.debug_tuple("EventData")
+        let name = match self.1 {
+            Kind::Json => "EventData",
+            Kind::Raw => "EventData::Raw",
+        };
+        f.debug_tuple(name)
             .field(&String::from_utf8_lossy(&self.0))
             .finish()
     }
@@ -317,7 +372,7 @@ impl Event {
 
     /// The bytes of the event's data and name: what it weighs in an answer before framing.
     pub(crate) fn size(&self) -> usize {
-        self.data.as_bytes().len() + self.name.as_ref().map_or(0, |name| name.as_str().len())
+        self.data.0.len() + self.name.as_ref().map_or(0, |name| name.as_str().len())
     }
 
     /// The event's payload.
@@ -399,6 +454,25 @@ mod tests {
             let err = EventName::new(bad).unwrap_err();
             assert!(err.to_string().starts_with("event name"), "{bad}");
         }
+    }
+
+    #[test]
+    fn raw_bytes_are_kept_and_written_as_a_json_string() {
+        let data = EventData::from_bytes(&b"a\r\n\"b\"\xfe"[..]);
+        assert!(data.is_raw());
+        assert_eq!(data.as_bytes(), b"a\r\n\"b\"\xfe");
+        let json = data.to_json();
+        let value: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(value, "a\r\n\"b\"\u{fffd}");
+        assert!(!json.contains(&b'\n') && !json.contains(&b'\r'));
+        assert_ne!(data, EventData::from_json("1").unwrap());
+        let json_data = EventData::from_json("\"x\"").unwrap();
+        assert!(!json_data.is_raw());
+        assert_eq!(&*json_data.to_json(), b"\"x\"");
+        assert_ne!(
+            EventData::from_bytes("1"),
+            EventData::from_json("1").unwrap()
+        );
     }
 
     #[test]

@@ -24,7 +24,7 @@ use tower_service::Service;
 use crate::limit::{Limits, Slot};
 use crate::request::CursorParam;
 use crate::shutdown::{self, Shutdown};
-use crate::source::{Batch, Origin, Outcome, Position, Subscribe};
+use crate::source::{Batch, Origin, Outcome, Position, StartAt, Subscribe};
 use crate::telemetry::{self, Kind, Telemetry};
 use crate::topics::TopicsParam;
 use crate::{BoxError, Cursor, Event, PushBody, Rejection, Resume};
@@ -120,13 +120,19 @@ impl Pipeline {
             let retry_after = crate::random::retry_after();
             return Err(Rejection::ShuttingDown { retry_after });
         }
-        let topics = self.topics.topics(&parts).map_err(Rejection::Topics)?;
-        let (position, positions) = match &topics {
-            None => {
+        // A service in front of the layer may have decided where the request starts.
+        let start = parts.extensions.get::<StartAt>().map(StartAt::position);
+        let topics = match start {
+            Some(_) => None,
+            None => self.topics.topics(&parts).map_err(Rejection::Topics)?,
+        };
+        let (position, positions) = match (&topics, start) {
+            (None, Some(position)) => (position, None),
+            (None, None) => {
                 let position = self.param.position(&parts, self.origin);
                 (position.map_err(Rejection::MalformedCursor)?, None)
             }
-            Some(topics) => {
+            (Some(topics), _) => {
                 let positions = self.param.positions(&parts, topics.len());
                 (
                     self.origin.into(),
@@ -168,6 +174,9 @@ pub(crate) enum Step {
     /// The request named no cursor, and the source said where the head is (for a multiplexed
     /// request: where every topic stands); the follower now stands there.
     Head(Resume),
+    /// The source's log has ended where the follower stands (for a multiplexed request: every
+    /// topic's log): nothing more will come.
+    Closed(Resume),
 }
 
 /// The topics of a multiplexed request, each followed by a subscription of its own.
@@ -195,6 +204,8 @@ where
     // Events that came with the lane's first position (a request from the oldest event), kept
     // for the first answer.
     ready: Option<Batch>,
+    // Whether the topic's log has ended where the lane stands: it is not asked again.
+    closed: bool,
 }
 
 impl<S> Many<S>
@@ -218,6 +229,7 @@ where
                     topic,
                     call: None,
                     ready: None,
+                    closed: false,
                 }
             })
             .collect();
@@ -261,7 +273,9 @@ where
                 None => Rejection::SourceUnavailable,
             },
             Outcome::UnknownTopic => Rejection::UnknownTopic { topic: Some(topic) },
-            Outcome::Events(_) | Outcome::Head(_) => Rejection::SourceUnavailable,
+            Outcome::Events(_) | Outcome::Head(_) | Outcome::Closed { .. } => {
+                Rejection::SourceUnavailable
+            }
         }
     }
 }
@@ -446,6 +460,10 @@ where
             Outcome::Resync(resync) => Err(Rejection::Resync(resync)),
             Outcome::Ahead { head } => Err(Rejection::CursorAhead { head }),
             Outcome::UnknownTopic => Err(Rejection::UnknownTopic { topic: None }),
+            Outcome::Closed { head } => {
+                this.subscribe.advance(head);
+                Ok(Step::Closed(head.into()))
+            }
         })
     }
 
@@ -569,6 +587,10 @@ where
                 Poll::Pending => waiting = true,
                 Poll::Ready(Err(err)) => return Poll::Ready(Err(failed(err))),
                 Poll::Ready(Ok(Outcome::Head(cursor))) => lane.subscribe.advance(cursor),
+                Poll::Ready(Ok(Outcome::Closed { head })) => {
+                    lane.subscribe.advance(head);
+                    lane.closed = true;
+                }
                 Poll::Ready(Ok(Outcome::Events(batch))) => {
                     // From the oldest event: the lane stands just before the batch, which is
                     // the first answer for that position.
@@ -593,6 +615,9 @@ where
     'lanes: for turn in 0..count {
         let i = (many.next + turn) % count;
         let lane = &mut many.lanes[i];
+        if lane.closed {
+            continue;
+        }
         let batch = loop {
             let outcome = match lane.ready.take() {
                 Some(batch) => Outcome::Events(batch),
@@ -606,6 +631,11 @@ where
                 Outcome::Events(batch) => break batch,
                 // Not what a source answers a cursor, but harmless: wait after it.
                 Outcome::Head(cursor) => lane.subscribe.advance(cursor),
+                Outcome::Closed { head } => {
+                    lane.subscribe.advance(head);
+                    lane.closed = true;
+                    continue 'lanes;
+                }
                 // Events of other topics go out first: the refusal's composite cursors must not
                 // hold positions the client has not been given. The lane asks again next time.
                 _ if !events.is_empty() => break 'lanes,
@@ -632,6 +662,10 @@ where
         }
     }
     if events.is_empty() {
+        if many.lanes.iter().all(|lane| lane.closed) {
+            let resume = many.resume(None).expect("every lane has a cursor");
+            return Poll::Ready(Ok(Step::Closed(resume)));
+        }
         // Every lane waits for its source, registered to be woken.
         return Poll::Pending;
     }

@@ -13,6 +13,7 @@
 //! | [`Shutdown`] ([`shutdown`]) | one signal that drains both layers: held polls answer, streams end, new requests get `503` |
 //! | [`source`] | the event-source contract: any `tower::Service<Subscribe>` feeds the layers; where a request without a cursor starts ([`Origin`](source::Origin)) |
 //! | [`MemoryLog`] ([`memory`]) | the embedded source: topics, sequence ids, an epoch, bounded retention, cheap waiting |
+//! | `durable` (feature `durable`) | the Durable Streams protocol (create, append, read, follow live, fork) over a store, on the same pipeline |
 //! | `redis` (feature `redis`) | an event source on Redis Streams: one feed for many server processes |
 //! | `metrics` (feature `metrics`) | metrics through the `metrics` facade and a span per request |
 //! | [`Cursor`] | the opaque, URL-safe, ordered position that carries the log's epoch |
@@ -160,6 +161,9 @@ pub mod chunked_stream;
 pub mod compression;
 mod config;
 mod cursor;
+#[cfg(feature = "durable")]
+#[cfg_attr(docsrs, doc(cfg(feature = "durable")))]
+pub mod durable;
 mod event;
 mod follow;
 pub mod format;

@@ -13,6 +13,11 @@
 //!   events after it were dropped by retention, or it belongs to another [`Epoch`](crate::Epoch).
 //!   It resolves with [`Outcome::Ahead`] when the cursor is beyond the newest event, which no
 //!   well-behaved client can hold.
+//! - A source whose log can end (a stream that its writer closed) resolves with
+//!   [`Outcome::Closed`] once the cursor is at the end: nothing will ever come after it. A long
+//!   poll answers at once, and a stream sends its final message and ends.
+//! - A source that knows it may mark a batch as [reaching the head](Batch::reaching_head): the
+//!   events up to the newest one, so that a format can tell the client it is caught up.
 //! - It fails (`Err`) only when it cannot answer at all (a backend is unreachable). The layers
 //!   turn that into `503 Service Unavailable`.
 //!
@@ -222,6 +227,44 @@ impl Subscribe {
     }
 }
 
+/// Where a request starts, decided before the layers see it: put it in the request's extensions
+/// and the layers subscribe from it instead of reading the request's cursor (`after`,
+/// `Last-Event-ID`) themselves.
+///
+/// This is how a protocol with positions of its own (another query parameter, another text
+/// form) reuses the layers: a service in front of them reads and checks the position, answers
+/// malformed ones itself, and hands the rest on with a `StartAt`. Clients cannot set extensions;
+/// only the server's own services can.
+///
+/// # Examples
+///
+/// ```
+/// use tower_push::source::{Position, StartAt};
+/// use tower_push::{Cursor, Epoch};
+///
+/// let mut request = http::Request::new(());
+/// let cursor = Cursor::new(Epoch::new(1), 4);
+/// request.extensions_mut().insert(StartAt::new(Position::After(cursor)));
+/// assert_eq!(
+///     request.extensions().get::<StartAt>().map(StartAt::position),
+///     Some(Position::After(cursor))
+/// );
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StartAt(Position);
+
+impl StartAt {
+    /// Start the request's subscription at `position`.
+    pub fn new(position: Position) -> Self {
+        Self(position)
+    }
+
+    /// Where the request starts.
+    pub fn position(&self) -> Position {
+        self.0
+    }
+}
+
 /// Where a request that names no cursor starts: a setting of both layers (their builders'
 /// `origin`), turned into the [`Position`] of its subscription.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -263,6 +306,11 @@ pub enum Outcome {
     /// [`Subscribe::topic`] (or, for a source that serves topics by name, the subscription
     /// names none). The layers answer `400 unknown_topic`.
     UnknownTopic,
+    /// The log has ended and the cursor is at its end: no event will ever follow `head`.
+    Closed {
+        /// The cursor of the last event, where the log ended.
+        head: Cursor,
+    },
 }
 
 /// A non-empty run of consecutive-in-order events of one epoch, oldest first; in the answer to a
@@ -281,12 +329,18 @@ pub enum Outcome {
 ///
 /// assert!(Batch::new(vec![]).is_none());
 /// assert!(Batch::new(vec![event(4), event(3)]).is_none());
+///
+/// let last = Batch::new(vec![event(5)]).unwrap().reaching_head(true);
+/// assert!(last.reaches_head() && last.closes());
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Batch {
     // Shared: a source may hand the same batch to every subscription waiting at one position,
     // and the layers then encode it once for all of them (see `Batch::same`).
     events: Arc<Vec<Event>>,
+    // Whether the last event is the newest the source had, and whether the log has ended there.
+    reaches_head: bool,
+    closes: bool,
 }
 
 impl Batch {
@@ -300,7 +354,32 @@ impl Batch {
             .all(|pair| pair[0].id() < pair[1].id() && pair[1].id().epoch() == epoch);
         ordered.then(|| Self {
             events: Arc::new(events),
+            reaches_head: false,
+            closes: false,
         })
+    }
+
+    /// The same batch, marked as reaching the newest event the source has when it answered,
+    /// and, if `closed`, the end of a log that will never have another event. A format can then
+    /// tell its client that it is caught up (or that the log is over) with the same answer.
+    ///
+    /// Unmarked batches say nothing either way. A layer that sends only part of a batch (to
+    /// bound the bytes of one answer) drops the marks.
+    #[must_use]
+    pub fn reaching_head(mut self, closed: bool) -> Self {
+        self.reaches_head = true;
+        self.closes = closed;
+        self
+    }
+
+    /// Whether the source marked the batch as reaching its newest event.
+    pub fn reaches_head(&self) -> bool {
+        self.reaches_head
+    }
+
+    /// Whether the source marked the batch as reaching the end of a closed log.
+    pub fn closes(&self) -> bool {
+        self.closes
     }
 
     /// The events, oldest first.
@@ -334,6 +413,8 @@ impl Batch {
         debug_assert!(!events.is_empty());
         Self {
             events: Arc::new(events),
+            reaches_head: false,
+            closes: false,
         }
     }
 
@@ -356,7 +437,13 @@ impl Batch {
             total > max
         });
         if let Some(over) = keep {
-            Arc::make_mut(&mut self.events).truncate(over.max(1));
+            let events = Arc::make_mut(&mut self.events);
+            if over.max(1) < events.len() {
+                events.truncate(over.max(1));
+                // The events left out come later: this part reaches neither head nor end.
+                self.reaches_head = false;
+                self.closes = false;
+            }
         }
     }
 

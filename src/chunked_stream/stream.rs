@@ -43,6 +43,8 @@ pin_project! {
         // in between lost its client.
         opened: bool,
         ended: bool,
+        // Whether the source said its log has ended where the stream stands.
+        closed: bool,
     }
 
     impl<S, F> PinnedDrop for EventStream<S, F>
@@ -82,6 +84,7 @@ where
             shared: None,
             opened: false,
             ended: false,
+            closed: false,
         }
     }
 
@@ -121,19 +124,21 @@ where
                         Some(key) if this.out.is_empty() => {
                             let frame = this.follow.shared_frame(&batch, key, || {
                                 let mut out = Vec::new();
-                                for event in batch.events() {
-                                    format.event(event, &mut out);
-                                }
+                                format.batch(&batch, &mut out);
                                 Bytes::from(out)
                             });
                             *this.shared = Some(frame);
                         }
-                        _ => {
-                            for event in batch.events() {
-                                format.event(event, this.out);
-                            }
-                        }
+                        _ => format.batch(&batch, this.out),
                     }
+                    return Poll::Ready(Ok(()));
+                }
+                Step::Closed(cursor) => {
+                    if this.opened_at.is_none() {
+                        this.format.open(&cursor, this.out);
+                        *this.opened_at = Some(cursor);
+                    }
+                    *this.closed = true;
                     return Poll::Ready(Ok(()));
                 }
                 Step::Head(cursor) => {
@@ -166,6 +171,7 @@ where
         };
         let reason = match &end {
             StreamEnd::Lifetime { .. } => "lifetime",
+            StreamEnd::Closed { .. } => "closed",
             StreamEnd::Shutdown { .. } => "shutdown",
             StreamEnd::Rejected(Rejection::Resync(_) | Rejection::TopicResync { .. }) => "resync",
             StreamEnd::Rejected(_) => "failed",
@@ -206,11 +212,16 @@ where
         }
         // What the stream's opening already wrote goes out first, alone: one frame never holds
         // more than one batch of events.
-        if self.out.is_empty() && self.shared.is_none() {
+        if self.out.is_empty() && self.shared.is_none() && !self.closed {
             if let Poll::Ready(Err(rejection)) = self.as_mut().poll_events(cx) {
                 let end = self.finish(|_| StreamEnd::Rejected(rejection));
                 return Poll::Ready(Some(end));
             }
+        }
+        if self.closed {
+            // The log is over: what is left goes out with the final message.
+            let end = self.finish(|cursor| StreamEnd::Closed { cursor });
+            return Poll::Ready(Some(end));
         }
         let mut this = self.project();
         if let Some(frame) = this.shared.take() {

@@ -69,7 +69,7 @@ pub(crate) fn push_event_object(out: &mut Vec<u8>, event: &Event) {
         out.extend_from_slice(name.as_str().as_bytes());
     }
     out.extend_from_slice(br#"","data":"#);
-    out.extend_from_slice(event.data().as_bytes());
+    out.extend_from_slice(&event.data().to_json());
     out.push(b'}');
 }
 
@@ -148,5 +148,28 @@ mod tests {
             std::str::from_utf8(&out).unwrap(),
             r#"{"id":"0000000000000002-1","event":"tick","data":1}"#
         );
+    }
+
+    #[test]
+    fn raw_payloads_are_json_strings_in_every_json_framing() {
+        use crate::format::{NdjsonFormat, SseFormat, StreamFormat};
+        let event = Event::new(
+            Cursor::new(Epoch::new(2), 1),
+            EventData::from_bytes(&b"line\n\"two\"\r\n\x00"[..]),
+        );
+        let mut out = Vec::new();
+        push_event_object(&mut out, &event);
+        let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(value["data"], "line\n\"two\"\r\n\u{0}");
+        let mut line = Vec::new();
+        NdjsonFormat.event(&event, &mut line);
+        assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1, "one line");
+        let mut sse = Vec::new();
+        SseFormat::new().event(&event, &mut sse);
+        let text = String::from_utf8(sse).unwrap();
+        assert!(text.ends_with("\n\n") && text.matches("\n\n").count() == 1);
+        let data = text.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+        let value: serde_json::Value = serde_json::from_str(data).unwrap();
+        assert_eq!(value, "line\n\"two\"\r\n\u{0}");
     }
 }

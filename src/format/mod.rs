@@ -66,6 +66,14 @@ pub trait PollFormat: Clone + Send + Sync + 'static {
     /// (for a multiplexed request, its composite cursor).
     fn timeout(&self, cursor: &Resume) -> Response<PushBody>;
 
+    /// The answer at once when the source's log has ended at `cursor`, where the client stands
+    /// ([`Outcome::Closed`](crate::source::Outcome::Closed)): no event will ever come.
+    ///
+    /// The default is the [`timeout`](Self::timeout) answer.
+    fn closed(&self, cursor: &Resume) -> Response<PushBody> {
+        self.timeout(cursor)
+    }
+
     /// Whether [`events`](Self::events) depends on the batch alone (not on the request, nor on
     /// anything else that changes). Then the polls a publish wakes share one answer: a source
     /// hands the same batch to every poll waiting at one cursor, and the layer encodes it for
@@ -129,10 +137,18 @@ pub enum StreamEnd {
     /// The stream cannot go on: the client fell behind retention
     /// ([`Rejection::Resync`]), or the source failed.
     Rejected(Rejection),
+    /// The source's log has ended at `cursor`
+    /// ([`Outcome::Closed`](crate::source::Outcome::Closed)): the client has everything, and
+    /// nothing more will come.
+    Closed {
+        /// The cursor of the last event.
+        cursor: Resume,
+    },
 }
 
 impl StreamEnd {
-    /// The final message as a JSON object: `{"end":"lifetime","cursor":"<cursor>"}` or
+    /// The final message as a JSON object: `{"end":"lifetime","cursor":"<cursor>"}`,
+    /// `{"end":"closed","cursor":"<cursor>"}` or
     /// `{"end":"shutdown","cursor":"<cursor>","retry_ms":<delay>}` for a clean end, and the body
     /// of [`Rejection::to_json`] otherwise.
     ///
@@ -148,6 +164,7 @@ impl StreamEnd {
     pub fn to_json(&self) -> Vec<u8> {
         let (kind, cursor, retry) = match self {
             Self::Lifetime { cursor } => ("lifetime", cursor, None),
+            Self::Closed { cursor } => ("closed", cursor, None),
             Self::Shutdown { cursor, retry } => ("shutdown", cursor, Some(retry)),
             Self::Rejected(rejection) => return rejection.to_json(),
         };
@@ -227,6 +244,16 @@ pub trait StreamFormat: Clone + Send + Sync + 'static {
     /// Writes one event. In the answer to a multiplexed request, [`Event::topic`] names its
     /// topic and [`Event::resume`] is the composite cursor to resume after it.
     fn event(&self, event: &Event, out: &mut Vec<u8>);
+
+    /// Writes the events of `batch`, which went out together.
+    ///
+    /// The default writes each with [`event`](Self::event). A format that says something about
+    /// the batch as a whole (that it [reaches the head](Batch::reaches_head)) writes it here.
+    fn batch(&self, batch: &Batch, out: &mut Vec<u8>) {
+        for event in batch.events() {
+            self.event(event, out);
+        }
+    }
 
     /// A key for sharing encoded events: formats with the same key write the same bytes for the
     /// same event, whatever else they hold. The streams a publish wakes at one cursor then share

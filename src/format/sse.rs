@@ -126,7 +126,7 @@ impl StreamFormat for SseFormat {
             push_event_object(&mut object, event);
             push_data(out, &object);
         } else {
-            push_data(out, event.data().as_bytes());
+            push_data(out, &event.data().to_json());
         }
         out.push(b'\n');
     }
@@ -142,7 +142,9 @@ impl StreamFormat for SseFormat {
             out.extend_from_slice(format!("retry: {}\n", retry.as_millis()).as_bytes());
         }
         let name = match end {
-            StreamEnd::Lifetime { .. } | StreamEnd::Shutdown { .. } => "end",
+            StreamEnd::Lifetime { .. } | StreamEnd::Closed { .. } | StreamEnd::Shutdown { .. } => {
+                "end"
+            }
             StreamEnd::Rejected(Rejection::Resync(_) | Rejection::TopicResync { .. }) => "resync",
             StreamEnd::Rejected(_) => "failed",
         };

@@ -141,6 +141,8 @@ where
                 // The request named no cursor; now it has one. Wait after it, within the same
                 // hold.
                 Poll::Ready(Ok(Step::Head(_))) => continue,
+                // Nothing will ever come: answer now rather than hold.
+                Poll::Ready(Ok(Step::Closed(cursor))) => break (format.closed(&cursor), "closed"),
                 Poll::Ready(Err(rejection)) => {
                     break (format.rejection(&rejection), rejection.code());
                 }

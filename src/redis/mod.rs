@@ -451,7 +451,7 @@ impl RedisTopic {
             .key(&self.topic.epoch_key)
             .arg(fresh_epoch())
             .arg(settings.retention)
-            .arg(data.as_bytes());
+            .arg(&*data.to_json());
         if let Some(name) = &name {
             invocation.arg(name.as_str());
         }

@@ -1,0 +1,304 @@
+//! How the live modes look on the wire: the protocol's long-poll answers and SSE events, as
+//! formats of the crate's layers.
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{HeaderValue, Response, StatusCode};
+
+use super::headers::{set_true, STREAM_CLOSED, STREAM_NEXT_OFFSET, STREAM_UP_TO_DATE};
+use super::store::Mode;
+use super::Offset;
+use crate::format::{PollFormat, StreamEnd, StreamFormat};
+use crate::source::Batch;
+use crate::{Cursor, Event, PushBody, Rejection, Resume};
+
+/// What the protocol service tells the layers about a live request, in its extensions.
+#[derive(Clone, Debug)]
+pub(crate) struct LiveRead {
+    /// The stream's key in the store.
+    pub(crate) key: String,
+    /// The stream's incarnation when the request arrived.
+    pub(crate) epoch: u64,
+    pub(crate) mode: Mode,
+    /// The `Stream-Cursor` of the answer.
+    pub(crate) cursor: u64,
+    /// Whether the request starts at the tail of an open stream.
+    pub(crate) at_tail: bool,
+}
+
+fn offset(cursor: Cursor) -> Offset {
+    Offset::new(cursor.seq())
+}
+
+/// The offset where a request stands. The service starts every request of the layers at a
+/// position of one stream (`StartAt`), which turns multiplexing off: a composite cursor cannot
+/// reach these formats, and would read as the start.
+fn offset_of(cursor: &Resume) -> Offset {
+    Offset::new(cursor.cursor().map_or(0, Cursor::seq))
+}
+
+fn offset_header(cursor: Cursor) -> HeaderValue {
+    HeaderValue::try_from(offset(cursor).to_string()).expect("digits and '_'")
+}
+
+/// The body of a batch: the JSON array of every value, or the bytes one after another.
+fn body(batch: &Batch) -> Bytes {
+    let events = batch.events();
+    let json = events.first().is_some_and(|e| !e.data().is_raw());
+    let size: usize = events.iter().map(|e| e.data().as_bytes().len()).sum();
+    let mut out = Vec::with_capacity(size + 2);
+    if json {
+        out.push(b'[');
+        for (i, event) in events.iter().enumerate() {
+            // Each event holds the JSON array of its append: join what is inside.
+            let array = event.data().as_bytes();
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(&array[1..array.len() - 1]);
+        }
+        out.push(b']');
+    } else {
+        for event in events {
+            out.extend_from_slice(event.data().as_bytes());
+        }
+    }
+    out.into()
+}
+
+/// The protocol's long-poll answers (`live=long-poll`): `200` with the data after the offset,
+/// `204` with `Stream-Next-Offset` when the hold expires or the stream is closed at the tail.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DurablePoll;
+
+impl DurablePoll {
+    fn empty(cursor: &Resume) -> Response<PushBody> {
+        let mut response = Response::new(PushBody::empty());
+        *response.status_mut() = StatusCode::NO_CONTENT;
+        let headers = response.headers_mut();
+        let offset = HeaderValue::try_from(offset_of(cursor).to_string()).expect("digits and '_'");
+        headers.insert(STREAM_NEXT_OFFSET, offset);
+        set_true(headers, STREAM_UP_TO_DATE);
+        response
+    }
+}
+
+impl PollFormat for DurablePoll {
+    fn events(&self, batch: &Batch) -> Response<PushBody> {
+        let mut response = Response::new(PushBody::full(body(batch)));
+        let headers = response.headers_mut();
+        headers.insert(STREAM_NEXT_OFFSET, offset_header(batch.last()));
+        if batch.reaches_head() {
+            set_true(headers, STREAM_UP_TO_DATE);
+        }
+        if batch.closes() {
+            set_true(headers, STREAM_CLOSED);
+        }
+        response
+    }
+
+    fn timeout(&self, cursor: &Resume) -> Response<PushBody> {
+        Self::empty(cursor)
+    }
+
+    fn closed(&self, cursor: &Resume) -> Response<PushBody> {
+        let mut response = Self::empty(cursor);
+        set_true(response.headers_mut(), STREAM_CLOSED);
+        response
+    }
+
+    fn rejection(&self, rejection: &Rejection) -> Response<PushBody> {
+        rejected(rejection)
+    }
+}
+
+/// A stream deleted (or recreated) while a reader waited reads as missing.
+fn rejected(rejection: &Rejection) -> Response<PushBody> {
+    match rejection {
+        Rejection::Resync(_) => super::service::error(
+            StatusCode::NOT_FOUND,
+            "stream_not_found",
+            "the stream was deleted",
+        ),
+        other => other.to_json_response(),
+    }
+}
+
+/// The protocol's SSE (`live=sse`): an `event: data` per append, each followed by an
+/// `event: control` with the offset after it, and a final control with `streamClosed` when the
+/// stream is closed. Payloads are text for `text/*`, one JSON array for JSON, and base64
+/// otherwise.
+#[derive(Clone, Debug)]
+pub struct DurableSse {
+    mode: Mode,
+    cursor: u64,
+    at_tail: bool,
+}
+
+impl Default for DurableSse {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Binary,
+            cursor: 0,
+            at_tail: false,
+        }
+    }
+}
+
+impl DurableSse {
+    fn control(&self, cursor: Cursor, up_to_date: bool, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"event: control\ndata:{\"streamNextOffset\":\"");
+        out.extend_from_slice(offset(cursor).to_string().as_bytes());
+        out.extend_from_slice(b"\",\"streamCursor\":\"");
+        out.extend_from_slice(self.cursor.to_string().as_bytes());
+        out.push(b'"');
+        if up_to_date {
+            out.extend_from_slice(b",\"upToDate\":true");
+        }
+        out.extend_from_slice(b"}\n\n");
+    }
+
+    fn data(&self, event: &Event, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"event: data\n");
+        let bytes = event.data().as_bytes();
+        match self.mode {
+            Mode::Binary => {
+                out.extend_from_slice(b"data:");
+                base64(bytes, out);
+                out.push(b'\n');
+            }
+            // One line already (JSON), or split at every line break so that no payload can
+            // end the event.
+            _ => push_lines(bytes, out),
+        }
+        out.push(b'\n');
+    }
+}
+
+/// One `data:` line per line of `payload`, split at CRLF, CR and LF.
+fn push_lines(payload: &[u8], out: &mut Vec<u8>) {
+    let mut rest = payload;
+    loop {
+        let end = rest
+            .iter()
+            .position(|&b| b == b'\n' || b == b'\r')
+            .unwrap_or(rest.len());
+        out.extend_from_slice(b"data:");
+        out.extend_from_slice(&rest[..end]);
+        out.push(b'\n');
+        if end == rest.len() {
+            return;
+        }
+        let skip = if rest[end..].starts_with(b"\r\n") {
+            2
+        } else {
+            1
+        };
+        rest = &rest[end + skip..];
+    }
+}
+
+/// Standard base64 with padding (RFC 4648).
+pub(crate) fn base64(bytes: &[u8], out: &mut Vec<u8>) {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]);
+            } else {
+                out.push(b'=');
+            }
+        }
+    }
+}
+
+impl StreamFormat for DurableSse {
+    fn negotiate(&self, parts: &Parts) -> Self {
+        match parts.extensions.get::<LiveRead>() {
+            Some(live) => Self {
+                mode: live.mode,
+                cursor: live.cursor,
+                at_tail: live.at_tail,
+            },
+            None => self.clone(),
+        }
+    }
+
+    fn content_type(&self) -> HeaderValue {
+        HeaderValue::from_static("text/event-stream")
+    }
+
+    fn open(&self, cursor: &Resume, out: &mut Vec<u8>) {
+        // A reader at the tail learns at once that it is caught up; one with data to catch up
+        // on learns it with the last of it.
+        if let (true, Some(cursor)) = (self.at_tail, cursor.cursor()) {
+            self.control(cursor, true, out);
+        }
+    }
+
+    fn event(&self, event: &Event, out: &mut Vec<u8>) {
+        self.data(event, out);
+        self.control(event.id(), false, out);
+    }
+
+    fn batch(&self, batch: &Batch, out: &mut Vec<u8>) {
+        let events = batch.events();
+        for (i, event) in events.iter().enumerate() {
+            self.data(event, out);
+            let last = i + 1 == events.len();
+            self.control(event.id(), last && batch.reaches_head(), out);
+        }
+    }
+
+    fn heartbeat(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b": ping\n\n");
+    }
+
+    fn end(&self, end: &StreamEnd, out: &mut Vec<u8>) {
+        // A stream that reaches its lifetime or a shutdown just ends: the client reconnects from
+        // the last control's offset.
+        if let StreamEnd::Closed { cursor } = end {
+            out.extend_from_slice(b"event: control\ndata:{\"streamNextOffset\":\"");
+            out.extend_from_slice(offset_of(cursor).to_string().as_bytes());
+            out.extend_from_slice(b"\",\"streamClosed\":true,\"upToDate\":true}\n\n");
+        }
+    }
+
+    fn rejection(&self, rejection: &Rejection) -> Response<PushBody> {
+        rejected(rejection)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_the_standard_vectors() {
+        for (plain, encoded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+            ("Hello", "SGVsbG8="),
+        ] {
+            let mut out = Vec::new();
+            base64(plain.as_bytes(), &mut out);
+            assert_eq!(out, encoded.as_bytes(), "{plain}");
+        }
+    }
+
+    #[test]
+    fn lines_never_end_an_event() {
+        let mut out = Vec::new();
+        push_lines(b"a\r\n\r\nevent: x\rb\n", &mut out);
+        assert_eq!(out, b"data:a\ndata:\ndata:event: x\ndata:b\ndata:\n");
+    }
+}

@@ -1,0 +1,583 @@
+//! The embedded store: every stream in this process's memory.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::store::{
+    media_type, Append, Appended, Chunk, Create, Created, ExpiresAt, Info, Mode, Payload, Read,
+    Store, StoreError,
+};
+use super::Offset;
+
+/// The embedded [`Store`]: streams in memory, bounded in number and bytes.
+///
+/// Cloning is cheap and shares the streams. One lock covers every stream, so each operation is
+/// atomic; operations copy no stream data while they hold it (payloads are reference counted).
+/// Expiry is checked lazily, with millisecond precision, whenever a stream is reached.
+///
+/// # Examples
+///
+/// ```
+/// use tower_push::durable::{Append, Create, MemoryStore, Offset, Store};
+///
+/// let store = MemoryStore::builder().max_streams(100).max_bytes(1 << 20).build();
+/// store.create("/a", Create::new(Some("text/plain".into())))?;
+/// let appended = store.append("/a", Append::new("text/plain", "hello"))?;
+/// assert_eq!(appended.tail, Offset::new(1));
+/// let read = store.read("/a", Some(Offset::ZERO), 10, 1024)?;
+/// assert_eq!(read.chunks.len(), 1);
+/// assert!(read.up_to_date());
+/// # Ok::<(), tower_push::durable::StoreError>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct MemoryStore {
+    inner: Arc<Mutex<Inner>>,
+}
+
+/// Settings of a [`MemoryStore`].
+#[derive(Clone, Debug)]
+pub struct MemoryStoreBuilder {
+    max_streams: usize,
+    max_bytes: usize,
+}
+
+impl MemoryStoreBuilder {
+    /// The most streams the store holds (deleted streams that forks still read count); creating
+    /// another answers `507 Insufficient Storage`.
+    ///
+    /// Default is 100,000.
+    #[must_use]
+    pub fn max_streams(mut self, max: usize) -> Self {
+        self.max_streams = max;
+        self
+    }
+
+    /// The most bytes of stream data the store holds; an append beyond answers
+    /// `507 Insufficient Storage`.
+    ///
+    /// Default is 1 GiB.
+    #[must_use]
+    pub fn max_bytes(mut self, max: usize) -> Self {
+        self.max_bytes = max;
+        self
+    }
+
+    /// The store.
+    pub fn build(self) -> MemoryStore {
+        MemoryStore {
+            inner: Arc::new(Mutex::new(Inner {
+                streams: HashMap::new(),
+                bytes: 0,
+                next_epoch: crate::random::u64() >> 16,
+                max_streams: self.max_streams,
+                max_bytes: self.max_bytes,
+            })),
+        }
+    }
+}
+
+impl Default for MemoryStoreBuilder {
+    fn default() -> Self {
+        Self {
+            max_streams: 100_000,
+            max_bytes: 1 << 30,
+        }
+    }
+}
+
+impl MemoryStore {
+    /// A store with the default bounds.
+    pub fn new() -> Self {
+        Self::builder().build()
+    }
+
+    /// A builder for other bounds.
+    pub fn builder() -> MemoryStoreBuilder {
+        MemoryStoreBuilder::default()
+    }
+
+    /// How many streams the store holds, deleted ones that forks still read included.
+    pub fn len(&self) -> usize {
+        self.lock().streams.len()
+    }
+
+    /// Whether the store holds no stream.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// How many bytes of stream data the store holds.
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    streams: HashMap<String, Stream>,
+    bytes: usize,
+    next_epoch: u64,
+    max_streams: usize,
+    max_bytes: usize,
+}
+
+#[derive(Debug)]
+struct ForkLink {
+    source: String,
+    offset: Offset,
+    sub_offset: u64,
+}
+
+#[derive(Debug)]
+struct Stream {
+    epoch: u64,
+    content_type: String,
+    mode: Mode,
+    ttl: Option<u64>,
+    expires_at: Option<ExpiresAt>,
+    fork: Option<ForkLink>,
+    chunks: Vec<Chunk>,
+    tail: Offset,
+    closed: bool,
+    closed_by: Option<(String, u64, u64)>,
+    last_seq: Option<String>,
+    producers: HashMap<String, (u64, u64)>,
+    last_access: Instant,
+    refs: usize,
+    deleted: bool,
+    notify: Arc<Notify>,
+    bytes: usize,
+}
+
+impl Stream {
+    fn expired(&self, now: Instant, wall_ms: i64) -> bool {
+        let by_ttl = self
+            .ttl
+            .is_some_and(|ttl| now >= self.last_access + Duration::from_secs(ttl));
+        let by_time = self
+            .expires_at
+            .as_ref()
+            .is_some_and(|at| wall_ms >= at.unix_ms);
+        by_ttl || by_time
+    }
+
+    fn info(&self) -> Info {
+        Info {
+            epoch: self.epoch,
+            content_type: self.content_type.clone(),
+            tail: self.tail,
+            closed: self.closed,
+            ttl: self.ttl,
+            expires_at: self.expires_at.as_ref().map(|at| at.text.clone()),
+        }
+    }
+
+    fn push(&mut self, payload: Payload) -> usize {
+        let size = payload.size();
+        self.tail = self.tail.next();
+        self.chunks.push(Chunk {
+            offset: self.tail,
+            payload,
+        });
+        self.bytes += size;
+        size
+    }
+}
+
+fn wall_ms() -> i64 {
+    match SystemTime::now().duration_since(UNIX_EPOCH) {
+        Ok(since) => since.as_millis() as i64,
+        Err(before) => -(before.duration().as_millis() as i64),
+    }
+}
+
+impl Inner {
+    /// Removes or retires the stream at `path` if it has expired.
+    fn expire(&mut self, path: &str) {
+        let (now, wall) = (Instant::now(), wall_ms());
+        let expired = self
+            .streams
+            .get(path)
+            .is_some_and(|s| !s.deleted && s.expired(now, wall));
+        if expired {
+            self.remove(path);
+        }
+    }
+
+    /// Deletes the stream at `path`: retires it while forks read from it, removes it otherwise
+    /// and lets go of what it read from, removing retired sources no fork reads any more.
+    fn remove(&mut self, path: &str) {
+        let Some(stream) = self.streams.get_mut(path) else {
+            return;
+        };
+        stream.notify.notify_waiters();
+        if stream.refs > 0 {
+            stream.deleted = true;
+            return;
+        }
+        let mut next = self.streams.remove(path);
+        while let Some(stream) = next.take() {
+            self.bytes -= stream.bytes;
+            stream.notify.notify_waiters();
+            let Some(fork) = stream.fork else { break };
+            if let Some(source) = self.streams.get_mut(&fork.source) {
+                source.refs -= 1;
+                if source.refs == 0 && source.deleted {
+                    next = self.streams.remove(&fork.source);
+                }
+            }
+        }
+    }
+
+    /// The stream at `path`, if it exists and is not deleted.
+    fn live(&mut self, path: &str) -> Result<&mut Stream, StoreError> {
+        self.expire(path);
+        match self.streams.get_mut(path) {
+            None => Err(StoreError::NotFound),
+            Some(stream) if stream.deleted => Err(StoreError::Gone),
+            Some(stream) => Ok(stream),
+        }
+    }
+
+    /// The appends of the stream at `path` (and of what it was forked from) after `after` and
+    /// at most at `upto`, oldest first.
+    fn collect(&self, path: &str, after: Offset, upto: Offset, out: &mut Vec<Chunk>) {
+        let Some(stream) = self.streams.get(path) else {
+            return;
+        };
+        if let Some(fork) = &stream.fork {
+            if after < fork.offset {
+                self.collect(&fork.source, after, upto.min(fork.offset), out);
+            }
+        }
+        let start = stream.chunks.partition_point(|c| c.offset <= after);
+        out.extend(
+            stream.chunks[start..]
+                .iter()
+                .take_while(|c| c.offset <= upto)
+                .cloned(),
+        );
+    }
+
+    /// Whether `size` more bytes fit.
+    fn fits(&self, size: usize) -> Result<(), StoreError> {
+        if self.bytes.saturating_add(size) > self.max_bytes {
+            return Err(StoreError::StorageFull);
+        }
+        Ok(())
+    }
+
+    fn create(&mut self, path: &str, create: Create) -> Result<Created, StoreError> {
+        self.expire(path);
+        if let Some(existing) = self.streams.get(path) {
+            if existing.deleted {
+                return Err(StoreError::ConfigMismatch);
+            }
+            return if same_config(existing, &create) {
+                Ok(Created {
+                    created: false,
+                    info: existing.info(),
+                })
+            } else {
+                Err(StoreError::ConfigMismatch)
+            };
+        }
+        if self.streams.len() >= self.max_streams {
+            return Err(StoreError::TooManyStreams);
+        }
+        let mut content_type = create
+            .content_type
+            .clone()
+            .unwrap_or_else(|| "application/octet-stream".to_owned());
+        let (mut ttl, mut expires_at) = (create.ttl, create.expires_at.clone());
+        let mut fork = None;
+        let mut prefix = None;
+        let mut tail = Offset::ZERO;
+        if let Some(from) = &create.fork {
+            self.expire(&from.source);
+            let source = match self.streams.get(&from.source) {
+                None => return Err(StoreError::ForkSourceNotFound),
+                Some(source) if source.deleted => return Err(StoreError::ForkSourceGone),
+                Some(source) => source,
+            };
+            match &create.content_type {
+                Some(given) if media_type(given) != media_type(&source.content_type) => {
+                    return Err(StoreError::ContentTypeMismatch)
+                }
+                Some(_) => {}
+                None => content_type = source.content_type.clone(),
+            }
+            let offset = from.offset.unwrap_or(source.tail);
+            if offset > source.tail {
+                return Err(StoreError::ForkOffsetBeyondTail);
+            }
+            if ttl.is_none() && expires_at.is_none() {
+                ttl = source.ttl;
+                expires_at = source.expires_at.clone();
+            }
+            if from.sub_offset > 0 {
+                let mut anchor = Vec::new();
+                self.collect(&from.source, offset, Offset::new(u64::MAX), &mut anchor);
+                let cut = anchor
+                    .first()
+                    .and_then(|chunk| chunk.payload.prefix(from.sub_offset))
+                    .ok_or(StoreError::InvalidSubOffset)?;
+                prefix = Some(cut);
+            }
+            tail = offset;
+            fork = Some(ForkLink {
+                source: from.source.clone(),
+                offset,
+                sub_offset: from.sub_offset,
+            });
+        }
+        let mode = Mode::of(&content_type);
+        let body = Payload::parse(mode, create.body.clone(), true)?;
+        let size =
+            prefix.as_ref().map_or(0, Payload::size) + body.as_ref().map_or(0, Payload::size);
+        self.fits(size)?;
+        let epoch = self.next_epoch;
+        self.next_epoch += 1;
+        let mut stream = Stream {
+            epoch,
+            content_type,
+            mode,
+            ttl,
+            expires_at,
+            fork,
+            chunks: Vec::new(),
+            tail,
+            closed: create.closed,
+            closed_by: None,
+            last_seq: None,
+            producers: HashMap::new(),
+            last_access: Instant::now(),
+            refs: 0,
+            deleted: false,
+            notify: Arc::new(Notify::new()),
+            bytes: 0,
+        };
+        for payload in prefix.into_iter().chain(body) {
+            self.bytes += stream.push(payload);
+        }
+        if let Some(fork) = &stream.fork {
+            if let Some(source) = self.streams.get_mut(&fork.source) {
+                source.refs += 1;
+            }
+        }
+        let info = stream.info();
+        self.streams.insert(path.to_owned(), stream);
+        Ok(Created {
+            created: true,
+            info,
+        })
+    }
+
+    fn append(&mut self, path: &str, append: Append) -> Result<Appended, StoreError> {
+        let max_bytes = self.max_bytes;
+        let total = self.bytes;
+        let stream = self.live(path)?;
+        stream.last_access = Instant::now();
+        let close_only = append.body.is_empty() && append.close;
+        let tuple = append
+            .producer
+            .as_ref()
+            .map(|p| (p.id.clone(), p.epoch, p.seq));
+        if stream.closed {
+            let echo = |tail| Appended {
+                tail,
+                closed: true,
+                wrote: false,
+                producer: append.producer.as_ref().map(|p| (p.epoch, p.seq)),
+            };
+            return match (&tuple, &stream.closed_by) {
+                (Some(tuple), Some(by)) if tuple == by => Ok(echo(stream.tail)),
+                (None, _) if close_only => Ok(echo(stream.tail)),
+                _ => Err(StoreError::Closed { tail: stream.tail }),
+            };
+        }
+        if !close_only {
+            let given = append.content_type.as_deref().unwrap_or_default();
+            if media_type(given) != media_type(&stream.content_type) {
+                return Err(StoreError::ContentTypeMismatch);
+            }
+        }
+        if let Some(producer) = &append.producer {
+            match stream.producers.get(&producer.id) {
+                None if producer.seq != 0 => {
+                    return Err(StoreError::SeqGap {
+                        expected: 0,
+                        received: producer.seq,
+                    })
+                }
+                None => {}
+                Some(&(epoch, _)) if producer.epoch < epoch => {
+                    return Err(StoreError::StaleEpoch { current: epoch })
+                }
+                Some(&(epoch, _)) if producer.epoch > epoch && producer.seq != 0 => {
+                    return Err(StoreError::EpochSeqNotZero)
+                }
+                Some(&(epoch, last)) if producer.epoch == epoch && producer.seq <= last => {
+                    // A retry of a write that was accepted: nothing to do.
+                    return Ok(Appended {
+                        tail: stream.tail,
+                        closed: stream.closed || append.close,
+                        wrote: false,
+                        producer: Some((epoch, last)),
+                    });
+                }
+                Some(&(epoch, last)) if producer.epoch == epoch && producer.seq > last + 1 => {
+                    return Err(StoreError::SeqGap {
+                        expected: last + 1,
+                        received: producer.seq,
+                    })
+                }
+                Some(_) => {}
+            }
+        }
+        if let (Some(seq), Some(last)) = (&append.stream_seq, &stream.last_seq) {
+            if seq.as_bytes() <= last.as_bytes() {
+                return Err(StoreError::SeqRegression);
+            }
+        }
+        let payload = Payload::parse(stream.mode, append.body.clone(), false)?;
+        let size = payload.as_ref().map_or(0, Payload::size);
+        if total.saturating_add(size) > max_bytes {
+            return Err(StoreError::StorageFull);
+        }
+        let wrote = payload.is_some();
+        let mut added = 0;
+        if let Some(payload) = payload {
+            added = stream.push(payload);
+        }
+        if let Some(seq) = append.stream_seq {
+            stream.last_seq = Some(seq);
+        }
+        if let Some(producer) = &append.producer {
+            stream
+                .producers
+                .insert(producer.id.clone(), (producer.epoch, producer.seq));
+        }
+        if append.close {
+            stream.closed = true;
+            stream.closed_by = tuple;
+        }
+        stream.notify.notify_waiters();
+        let appended = Appended {
+            tail: stream.tail,
+            closed: stream.closed,
+            wrote,
+            producer: append.producer.as_ref().map(|p| (p.epoch, p.seq)),
+        };
+        self.bytes += added;
+        Ok(appended)
+    }
+
+    fn read(
+        &mut self,
+        path: &str,
+        after: Option<Offset>,
+        max_chunks: usize,
+        max_bytes: usize,
+    ) -> Result<Read, StoreError> {
+        let stream = self.live(path)?;
+        stream.last_access = Instant::now();
+        let info = stream.info();
+        let from = after.unwrap_or(info.tail);
+        if from > info.tail {
+            return Err(StoreError::OffsetBeyondTail);
+        }
+        let mut chunks = Vec::new();
+        if max_chunks > 0 && from < info.tail {
+            self.collect(path, from, info.tail, &mut chunks);
+            let mut total = 0;
+            let keep = chunks
+                .iter()
+                .position(|chunk| {
+                    total += chunk.payload.size();
+                    total > max_bytes
+                })
+                .unwrap_or(chunks.len())
+                .clamp(1, max_chunks);
+            chunks.truncate(keep);
+        }
+        Ok(Read { info, from, chunks })
+    }
+}
+
+/// Whether a create request matches the existing stream (an idempotent `PUT`).
+fn same_config(stream: &Stream, create: &Create) -> bool {
+    let content_type = match (&create.content_type, &create.fork) {
+        (Some(given), _) => media_type(given) == media_type(&stream.content_type),
+        (None, Some(_)) => true,
+        (None, None) => media_type(&stream.content_type) == "application/octet-stream",
+    };
+    let fork = match (&create.fork, &stream.fork) {
+        (None, None) => true,
+        (Some(asked), Some(link)) => {
+            asked.source == link.source
+                && asked.offset.is_none_or(|offset| offset == link.offset)
+                && asked.sub_offset == link.sub_offset
+        }
+        _ => false,
+    };
+    let expiry = match &create.fork {
+        // A fork without expiry of its own inherits the source's.
+        Some(_) if create.ttl.is_none() && create.expires_at.is_none() => true,
+        _ => {
+            create.ttl == stream.ttl
+                && create.expires_at.as_ref().map(|at| at.unix_ms)
+                    == stream.expires_at.as_ref().map(|at| at.unix_ms)
+        }
+    };
+    content_type && fork && expiry && create.closed == stream.closed
+}
+
+impl Store for MemoryStore {
+    fn create(&self, path: &str, create: Create) -> Result<Created, StoreError> {
+        self.lock().create(path, create)
+    }
+
+    fn append(&self, path: &str, append: Append) -> Result<Appended, StoreError> {
+        self.lock().append(path, append)
+    }
+
+    fn read(
+        &self,
+        path: &str,
+        after: Option<Offset>,
+        max_chunks: usize,
+        max_bytes: usize,
+    ) -> Result<Read, StoreError> {
+        self.lock().read(path, after, max_chunks, max_bytes)
+    }
+
+    fn info(&self, path: &str) -> Result<Info, StoreError> {
+        self.lock().live(path).map(|stream| stream.info())
+    }
+
+    fn delete(&self, path: &str) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        inner.live(path)?;
+        inner.remove(path);
+        Ok(())
+    }
+
+    fn changes(&self, path: &str) -> Result<Arc<Notify>, StoreError> {
+        self.lock().live(path).map(|stream| stream.notify.clone())
+    }
+}

@@ -1,0 +1,146 @@
+//! The event source of the live modes: a stream of a store, one event per append.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tower_service::Service;
+
+use super::format::LiveRead;
+use super::store::{Payload, Store};
+use super::Offset;
+use crate::source::{Batch, Outcome, Position, Resync, ResyncReason, Subscribe};
+use crate::{Cursor, Epoch, Event, EventData};
+
+/// The streams of a [`Store`] as an event source of the crate's layers: the stream named by the
+/// request (the protocol service says which), one event per append with the offset after it as
+/// its cursor, batches marked when they reach the tail, and [`Outcome::Closed`] at the tail of
+/// a closed stream. A stream deleted or recreated meanwhile answers a resync.
+///
+/// # Cancel safety
+///
+/// Waiting holds only a `Notified` future of the stream's doorbell; dropping it loses nothing.
+pub(crate) struct StreamSource<St: ?Sized> {
+    store: Arc<St>,
+    max_bytes: usize,
+}
+
+impl<St: ?Sized> Clone for StreamSource<St> {
+    fn clone(&self) -> Self {
+        Self {
+            store: self.store.clone(),
+            max_bytes: self.max_bytes,
+        }
+    }
+}
+
+impl<St: ?Sized> fmt::Debug for StreamSource<St> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamSource").finish_non_exhaustive()
+    }
+}
+
+impl<St: ?Sized> StreamSource<St> {
+    pub(crate) fn new(store: Arc<St>, max_bytes: usize) -> Self {
+        Self { store, max_bytes }
+    }
+}
+
+pub(crate) type SourceFuture = Pin<Box<dyn Future<Output = Result<Outcome, Infallible>> + Send>>;
+
+fn gone(epoch: Epoch) -> Outcome {
+    let zero = Cursor::zero(epoch);
+    Outcome::Resync(Resync::new(ResyncReason::EpochMismatch, zero, zero))
+}
+
+fn event(epoch: Epoch, offset: Offset, payload: Payload) -> Event {
+    let data = match payload {
+        Payload::Bytes(bytes) => EventData::from_bytes(bytes),
+        Payload::Json(values) => {
+            let mut array =
+                Vec::with_capacity(values.iter().map(|v| v.len() + 1).sum::<usize>() + 1);
+            array.push(b'[');
+            for (i, value) in values.iter().enumerate() {
+                if i > 0 {
+                    array.push(b',');
+                }
+                array.extend_from_slice(value);
+            }
+            array.push(b']');
+            // The values were checked when they were appended.
+            EventData::from_json(array.clone()).unwrap_or_else(|_| EventData::from_bytes(array))
+        }
+    };
+    Event::new(Cursor::new(epoch, offset.get()), data)
+}
+
+impl<St: Store + ?Sized> Service<Subscribe> for StreamSource<St> {
+    type Response = Outcome;
+    type Error = Infallible;
+    type Future = SourceFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, subscribe: Subscribe) -> SourceFuture {
+        let live = subscribe.parts().extensions.get::<LiveRead>().cloned();
+        let (store, max_bytes) = (self.store.clone(), self.max_bytes);
+        let (position, limit) = (subscribe.position(), subscribe.limit());
+        Box::pin(async move {
+            let Some(live) = live else {
+                return Ok(gone(Epoch::new(0)));
+            };
+            let epoch = Epoch::new(live.epoch);
+            let after = match position {
+                Position::After(cursor) if cursor.epoch() == epoch => Offset::new(cursor.seq()),
+                Position::After(_) => return Ok(gone(epoch)),
+                Position::Oldest => Offset::ZERO,
+                Position::Head => {
+                    return Ok(match store.info(&live.key) {
+                        Ok(info) if info.epoch == live.epoch => {
+                            Outcome::Head(Cursor::new(epoch, info.tail.get()))
+                        }
+                        _ => gone(epoch),
+                    })
+                }
+            };
+            loop {
+                let Ok(doorbell) = store.changes(&live.key) else {
+                    return Ok(gone(epoch));
+                };
+                // Registered before the read: an append in between rings it.
+                let notified = doorbell.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                let read = match store.read(&live.key, Some(after), limit, max_bytes) {
+                    Ok(read) if read.info.epoch == live.epoch => read,
+                    _ => return Ok(gone(epoch)),
+                };
+                let (up_to_date, closed) = (read.up_to_date(), read.info.closed);
+                let events: Vec<Event> = read
+                    .chunks
+                    .into_iter()
+                    .map(|chunk| event(epoch, chunk.offset, chunk.payload))
+                    .collect();
+                if let Some(batch) = Batch::new(events) {
+                    let batch = if up_to_date {
+                        batch.reaching_head(closed)
+                    } else {
+                        batch
+                    };
+                    return Ok(Outcome::Events(batch));
+                }
+                if closed {
+                    return Ok(Outcome::Closed {
+                        head: Cursor::new(epoch, after.get()),
+                    });
+                }
+                notified.await;
+            }
+        })
+    }
+}

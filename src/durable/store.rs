@@ -1,0 +1,488 @@
+//! The store contract: what the protocol service asks of the place where streams live.
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::StatusCode;
+use tokio::sync::Notify;
+
+use super::Offset;
+
+/// Where the streams of a [`DurableStreams`](super::DurableStreams) service live.
+///
+/// The service does the HTTP (headers, statuses, bodies, live modes); a store keeps the streams
+/// and decides every question about their state. Each method is one step, **atomic per stream**:
+/// an append checks closure, content type, producer and `Stream-Seq` and commits (or refuses)
+/// without another request of the same stream in between, so that concurrent writers see a
+/// consistent order and a retried producer write is recognised.
+///
+/// Methods are called from async code and must not block for long: an in-process store takes
+/// a lock; a store over the network would keep a local replica and apply writes through it.
+///
+/// Expiry (`Stream-TTL`, `Stream-Expires-At`) is the store's to check, lazily, on every access:
+/// an expired stream answers [`StoreError::NotFound`], or [`StoreError::Gone`] while forks still
+/// read from it. Reads and appends renew a TTL; [`info`](Store::info) does not.
+///
+/// [`MemoryStore`](super::MemoryStore) is the embedded implementation.
+pub trait Store: Send + Sync + 'static {
+    /// Creates the stream at `path`, or confirms an identical one (`created: false`).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::ConfigMismatch`] for an existing stream of another configuration, the fork
+    /// errors, and the capacity errors.
+    fn create(&self, path: &str, create: Create) -> Result<Created, StoreError>;
+
+    /// Appends to, or closes, the stream at `path`.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`], [`StoreError::Gone`], [`StoreError::Closed`], the producer and
+    /// sequence errors, invalid JSON, and the capacity errors.
+    fn append(&self, path: &str, append: Append) -> Result<Appended, StoreError>;
+
+    /// Reads at most `max_chunks` appends after `after` (`None`: the tail), whole appends of at
+    /// most `max_bytes` together but at least one. Renews the stream's TTL.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`], [`StoreError::Gone`], [`StoreError::OffsetBeyondTail`].
+    fn read(
+        &self,
+        path: &str,
+        after: Option<Offset>,
+        max_chunks: usize,
+        max_bytes: usize,
+    ) -> Result<Read, StoreError>;
+
+    /// What is known about the stream, without renewing its TTL.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`], [`StoreError::Gone`].
+    fn info(&self, path: &str) -> Result<Info, StoreError>;
+
+    /// Deletes the stream; one that forks still read from is only marked deleted.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`], [`StoreError::Gone`].
+    fn delete(&self, path: &str) -> Result<(), StoreError>;
+
+    /// The doorbell of the stream: notified (`notify_waiters`) by every append, close, delete
+    /// and expiry of it. Live readers create their `Notified` future, enable it, and then read.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`], [`StoreError::Gone`].
+    fn changes(&self, path: &str) -> Result<Arc<Notify>, StoreError>;
+}
+
+/// What a stream holds: the payload mode its content type implies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Mode {
+    /// `application/json`: appends are JSON values, reads are JSON arrays.
+    Json,
+    /// `text/*`: bytes that SSE carries as text.
+    Text,
+    /// Anything else: bytes that SSE carries as base64.
+    Binary,
+}
+
+impl Mode {
+    /// The mode of a content type (media type compared lowercased, parameters ignored).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_push::durable::Mode;
+    ///
+    /// assert_eq!(Mode::of("Application/JSON; charset=utf-8"), Mode::Json);
+    /// assert_eq!(Mode::of("text/plain"), Mode::Text);
+    /// assert_eq!(Mode::of("image/png"), Mode::Binary);
+    /// ```
+    pub fn of(content_type: &str) -> Self {
+        let media = media_type(content_type);
+        if media == "application/json" {
+            Self::Json
+        } else if media.starts_with("text/") {
+            Self::Text
+        } else {
+            Self::Binary
+        }
+    }
+}
+
+/// The media type of a content type: lowercased, without parameters or spaces.
+pub(crate) fn media_type(content_type: &str) -> String {
+    let essence = content_type.split(';').next().unwrap_or_default();
+    essence.trim().to_ascii_lowercase()
+}
+
+/// The payload of one append.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Payload {
+    /// Bytes, for text and binary streams.
+    Bytes(Bytes),
+    /// The JSON values of a JSON append, each one line of compact-or-original JSON text.
+    Json(Arc<[Bytes]>),
+}
+
+impl Payload {
+    /// The bytes the payload weighs.
+    pub fn size(&self) -> usize {
+        match self {
+            Self::Bytes(bytes) => bytes.len(),
+            Self::Json(values) => values.iter().map(|v| v.len() + 1).sum(),
+        }
+    }
+
+    /// Parses a request body for a stream of `mode`: bytes as they are; for JSON one value,
+    /// or an array whose elements are the values. `None` for a body that adds nothing (empty,
+    /// or `[]` where `empty_array` allows it).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::InvalidJson`] and [`StoreError::EmptyJsonArray`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_push::durable::{Mode, Payload};
+    ///
+    /// let Some(Payload::Json(values)) = Payload::parse(Mode::Json, "[[1,2], {\"a\":\n3}]".into(), false)?
+    /// else { unreachable!() };
+    /// assert_eq!(&values[..], &["[1,2]", "{\"a\": 3}"]);
+    /// # Ok::<(), tower_push::durable::StoreError>(())
+    /// ```
+    pub fn parse(mode: Mode, body: Bytes, empty_array: bool) -> Result<Option<Self>, StoreError> {
+        if body.is_empty() {
+            return Ok(None);
+        }
+        if mode != Mode::Json {
+            return Ok(Some(Self::Bytes(body)));
+        }
+        let text = std::str::from_utf8(&body).map_err(|_| StoreError::InvalidJson)?;
+        let value: &serde_json::value::RawValue =
+            serde_json::from_str(text).map_err(|_| StoreError::InvalidJson)?;
+        let raw = value.get();
+        let values: Vec<Bytes> = if raw.starts_with('[') {
+            let items: Vec<&serde_json::value::RawValue> =
+                serde_json::from_str(raw).map_err(|_| StoreError::InvalidJson)?;
+            items.iter().map(|item| one_line(item.get())).collect()
+        } else {
+            vec![one_line(raw)]
+        };
+        if values.is_empty() {
+            return if empty_array {
+                Ok(None)
+            } else {
+                Err(StoreError::EmptyJsonArray)
+            };
+        }
+        Ok(Some(Self::Json(values.into())))
+    }
+
+    /// The first `n` bytes or values, or `None` if there are fewer.
+    pub(crate) fn prefix(&self, n: u64) -> Option<Self> {
+        let n = usize::try_from(n).ok()?;
+        match self {
+            Self::Bytes(bytes) => (n <= bytes.len()).then(|| Self::Bytes(bytes.slice(..n))),
+            Self::Json(values) => (n <= values.len()).then(|| Self::Json(values[..n].into())),
+        }
+    }
+}
+
+/// JSON text on one line: raw line breaks can only be whitespace between tokens.
+fn one_line(json: &str) -> Bytes {
+    if json.contains(['\n', '\r']) {
+        Bytes::from(json.replace(['\n', '\r'], " "))
+    } else {
+        Bytes::copy_from_slice(json.as_bytes())
+    }
+}
+
+/// One append of a stream, with the offset after it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Chunk {
+    /// The offset after this append.
+    pub offset: Offset,
+    /// What was appended.
+    pub payload: Payload,
+}
+
+/// An absolute expiry time (`Stream-Expires-At`), as given and in milliseconds since the Unix
+/// epoch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExpiresAt {
+    /// The RFC 3339 text as the client sent it, to echo.
+    pub text: String,
+    /// The instant, in milliseconds since the Unix epoch.
+    pub unix_ms: i64,
+}
+
+/// Where a fork starts: `Stream-Forked-From`, `Stream-Fork-Offset`, `Stream-Fork-Sub-Offset`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForkFrom {
+    /// The path of the source stream, in the same key space as the store's paths.
+    pub source: String,
+    /// The offset in the source to fork at; `None`: the source's tail.
+    pub offset: Option<Offset>,
+    /// How many bytes (or JSON values) of the append after `offset` the fork starts with; 0 for
+    /// none.
+    pub sub_offset: u64,
+}
+
+/// A request to create a stream (`PUT`).
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct Create {
+    /// The content type as given; `None` for the default (or, for a fork, the source's).
+    pub content_type: Option<String>,
+    /// `Stream-TTL`, in seconds.
+    pub ttl: Option<u64>,
+    /// `Stream-Expires-At`.
+    pub expires_at: Option<ExpiresAt>,
+    /// `Stream-Closed: true`: create the stream closed.
+    pub closed: bool,
+    /// The fork headers.
+    pub fork: Option<ForkFrom>,
+    /// The initial content.
+    pub body: Bytes,
+}
+
+impl Create {
+    /// A request to create a stream of `content_type` (`None`: the default), with nothing else.
+    pub fn new(content_type: Option<String>) -> Self {
+        Self {
+            content_type,
+            ..Self::default()
+        }
+    }
+}
+
+/// A created (or confirmed) stream.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Created {
+    /// Whether it was created now (`201`), rather than confirmed (`200`).
+    pub created: bool,
+    /// The stream.
+    pub info: Info,
+}
+
+/// An idempotent producer's claim: `Producer-Id`, `Producer-Epoch`, `Producer-Seq`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Producer {
+    /// The producer's id.
+    pub id: String,
+    /// Its epoch: a newer epoch fences older ones.
+    pub epoch: u64,
+    /// The sequence number of this write within the epoch, from 0.
+    pub seq: u64,
+}
+
+/// A request to append to, or close, a stream (`POST`).
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct Append {
+    /// The request's content type.
+    pub content_type: Option<String>,
+    /// The data; empty for a close without data.
+    pub body: Bytes,
+    /// `Stream-Closed: true`: close the stream after this append.
+    pub close: bool,
+    /// `Stream-Seq`: must sort after the last accepted one, as bytes.
+    pub stream_seq: Option<String>,
+    /// The producer headers.
+    pub producer: Option<Producer>,
+}
+
+impl Append {
+    /// A request to append `body` of `content_type`.
+    pub fn new(content_type: impl Into<String>, body: impl Into<Bytes>) -> Self {
+        Self {
+            content_type: Some(content_type.into()),
+            body: body.into(),
+            ..Self::default()
+        }
+    }
+}
+
+/// What an append did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Appended {
+    /// The tail after it.
+    pub tail: Offset,
+    /// Whether the stream is closed now.
+    pub closed: bool,
+    /// Whether data was appended (not a close alone, not a duplicate).
+    pub wrote: bool,
+    /// The producer epoch and sequence number to echo: the accepted ones, or for a duplicate
+    /// the highest accepted.
+    pub producer: Option<(u64, u64)>,
+}
+
+/// What is known about a stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Info {
+    /// The stream's incarnation: a stream deleted and created again at the same path gets
+    /// another.
+    pub epoch: u64,
+    /// The content type as given at creation.
+    pub content_type: String,
+    /// The offset after the last append.
+    pub tail: Offset,
+    /// Whether the stream is closed.
+    pub closed: bool,
+    /// `Stream-TTL` as given (or inherited).
+    pub ttl: Option<u64>,
+    /// `Stream-Expires-At` as given (or inherited).
+    pub expires_at: Option<String>,
+}
+
+/// The answer to a read.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Read {
+    /// The stream.
+    pub info: Info,
+    /// The offset the read started after.
+    pub from: Offset,
+    /// The appends read, oldest first.
+    pub chunks: Vec<Chunk>,
+}
+
+impl Read {
+    /// The offset after the last append read, or where the read started.
+    pub fn next(&self) -> Offset {
+        self.chunks.last().map_or(self.from, |chunk| chunk.offset)
+    }
+
+    /// Whether the read reached the tail.
+    pub fn up_to_date(&self) -> bool {
+        self.next() >= self.info.tail
+    }
+}
+
+/// Why a store refused a request. Each maps to the status the protocol gives it
+/// ([`status`](Self::status)) and a short machine-readable [`code`](Self::code).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// No stream at the path (or it expired).
+    NotFound,
+    /// The stream was deleted (or expired) while forks still read from it.
+    Gone,
+    /// A stream exists at the path with another configuration, or was deleted while forks
+    /// read from it.
+    ConfigMismatch,
+    /// The request's content type is not the stream's.
+    ContentTypeMismatch,
+    /// The stream is closed; `tail` is its final offset.
+    Closed {
+        /// The final offset.
+        tail: Offset,
+    },
+    /// `Stream-Seq` does not sort after the last accepted one.
+    SeqRegression,
+    /// The producer's epoch is older than the current one.
+    StaleEpoch {
+        /// The current epoch.
+        current: u64,
+    },
+    /// A new producer epoch must start at sequence number 0.
+    EpochSeqNotZero,
+    /// The producer skipped sequence numbers.
+    SeqGap {
+        /// The sequence number expected next.
+        expected: u64,
+        /// The one received.
+        received: u64,
+    },
+    /// The body is not valid JSON.
+    InvalidJson,
+    /// An empty JSON array appends nothing.
+    EmptyJsonArray,
+    /// The fork's source does not exist.
+    ForkSourceNotFound,
+    /// The fork's source was deleted while forks read from it.
+    ForkSourceGone,
+    /// The fork offset is beyond the source's tail.
+    ForkOffsetBeyondTail,
+    /// The sub-offset has no append to cut, or is longer than it.
+    InvalidSubOffset,
+    /// The offset is beyond the stream's tail.
+    OffsetBeyondTail,
+    /// The store holds as many streams as it may.
+    TooManyStreams,
+    /// The store holds as many bytes as it may.
+    StorageFull,
+}
+
+impl StoreError {
+    /// The status the protocol answers with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::NotFound | Self::ForkSourceNotFound => StatusCode::NOT_FOUND,
+            Self::Gone => StatusCode::GONE,
+            Self::ConfigMismatch
+            | Self::ContentTypeMismatch
+            | Self::Closed { .. }
+            | Self::SeqRegression
+            | Self::SeqGap { .. }
+            | Self::ForkSourceGone => StatusCode::CONFLICT,
+            Self::StaleEpoch { .. } => StatusCode::FORBIDDEN,
+            Self::EpochSeqNotZero
+            | Self::InvalidJson
+            | Self::EmptyJsonArray
+            | Self::ForkOffsetBeyondTail
+            | Self::InvalidSubOffset
+            | Self::OffsetBeyondTail => StatusCode::BAD_REQUEST,
+            Self::TooManyStreams | Self::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
+        }
+    }
+
+    /// A short machine-readable name of the problem, for error bodies.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotFound => "stream_not_found",
+            Self::Gone => "stream_deleted",
+            Self::ConfigMismatch => "config_mismatch",
+            Self::ContentTypeMismatch => "content_type_mismatch",
+            Self::Closed { .. } => "stream_closed",
+            Self::SeqRegression => "stream_seq_regression",
+            Self::StaleEpoch { .. } => "stale_producer_epoch",
+            Self::EpochSeqNotZero => "producer_epoch_seq_not_zero",
+            Self::SeqGap { .. } => "producer_seq_gap",
+            Self::InvalidJson => "invalid_json",
+            Self::EmptyJsonArray => "empty_json_array",
+            Self::ForkSourceNotFound => "fork_source_not_found",
+            Self::ForkSourceGone => "fork_source_deleted",
+            Self::ForkOffsetBeyondTail => "fork_offset_beyond_tail",
+            Self::InvalidSubOffset => "invalid_fork_sub_offset",
+            Self::OffsetBeyondTail => "offset_beyond_tail",
+            Self::TooManyStreams => "too_many_streams",
+            Self::StorageFull => "storage_full",
+        }
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Closed { tail } => write!(f, "stream is closed at {tail}"),
+            Self::StaleEpoch { current } => write!(f, "producer epoch is older than {current}"),
+            Self::SeqGap { expected, received } => {
+                write!(f, "producer seq {received} received, {expected} expected")
+            }
+            other => f.write_str(&other.code().replace('_', " ")),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}

@@ -1,0 +1,850 @@
+//! The Durable Streams service over real HTTP/1.1 connections: the protocol's answers, the live
+//! modes on the crate's layers, the official conformance suite, and the official client.
+//!
+//! The suite and the client need Node.js and npm (and the npm registry, for `npm ci` of the
+//! pinned, locked packages under `conformance/`); without them those tests are reported ignored,
+//! and fail under `CI=true`.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::external::{tests, Program, Suite};
+use common::{serve, RawResponse, Reply};
+use http::{Method, Request};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tower_push::durable::{DurableStreams, MemoryStore};
+use tower_push::{LongPollLayer, Shutdown};
+
+const NODE: Program = Program::new("node", "nodejs");
+const NPM: Program = Program::new("npm", "npm");
+
+fn main() -> ExitCode {
+    Suite::new()
+        .plain(tests![
+            create_append_and_read_back_with_the_protocol_headers,
+            json_streams_flatten_arrays_and_read_back_one_array,
+            malformed_requests_get_400_with_a_code_naming_the_problem,
+            bodies_over_the_limit_get_413_and_ten_megabytes_are_stored,
+            producers_are_idempotent_and_fenced,
+            streams_expire_after_their_ttl_unless_used,
+            long_poll_waits_for_an_append_and_times_out_with_the_offset,
+            long_poll_at_the_tail_of_a_closed_stream_answers_at_once,
+            sse_pairs_every_data_event_with_a_control_and_ends_on_close,
+            shutdown_answers_held_long_polls,
+            forks_read_their_source_up_to_the_fork_offset,
+            the_store_refuses_streams_and_bytes_beyond_its_bounds,
+        ])
+        .needing(
+            &[NODE, NPM],
+            tests![
+                the_official_conformance_suite_passes,
+                the_official_client_follows_live_and_resumes_from_its_offset,
+            ],
+        )
+        .run()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+fn runtime(paused: bool) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(paused)
+        .build()
+        .unwrap()
+}
+
+fn service(hold: Duration) -> DurableStreams<MemoryStore> {
+    DurableStreams::builder(MemoryStore::new())
+        .prefix("/v1/stream")
+        .long_poll(LongPollLayer::builder().hold_timeout(hold))
+        .build()
+        .unwrap()
+}
+
+/// Sends one request with a body over a new HTTP/1.1 connection.
+async fn send(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Reply {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Full::new(body.into())).unwrap();
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let response = sender.send_request(request).await.unwrap();
+    let (parts, body) = response.into_parts();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+    }
+}
+
+async fn put(addr: SocketAddr, path: &str, content_type: &str) -> Reply {
+    send(
+        addr,
+        Method::PUT,
+        path,
+        &[("content-type", content_type)],
+        "",
+    )
+    .await
+}
+
+async fn post(addr: SocketAddr, path: &str, content_type: &str, body: &str) -> Reply {
+    send(
+        addr,
+        Method::POST,
+        path,
+        &[("content-type", content_type)],
+        body.to_owned(),
+    )
+    .await
+}
+
+async fn get(addr: SocketAddr, path: &str) -> Reply {
+    send(addr, Method::GET, path, &[], "").await
+}
+
+/// The `error` code of a JSON error body.
+fn code(reply: &Reply) -> String {
+    reply.json()["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+const ZERO: &str = "0000000000000000_0000000000000000";
+
+fn offset(n: u64) -> String {
+    format!("0000000000000000_{n:016}")
+}
+
+// ---------------------------------------------------------------------------------------------
+// The protocol
+
+fn create_append_and_read_back_with_the_protocol_headers() {
+    runtime(false).block_on(async {
+        let addr = serve(service(Duration::from_secs(1))).await;
+        let created = put(addr, "/v1/stream/a", "text/plain").await;
+        assert_eq!(created.status, 201);
+        assert_eq!(created.header("stream-next-offset"), Some(ZERO));
+        assert_eq!(
+            created.header("location"),
+            Some(format!("http://{addr}/v1/stream/a").as_str())
+        );
+        assert_eq!(created.header("x-content-type-options"), Some("nosniff"));
+        assert_eq!(put(addr, "/v1/stream/a", "text/plain").await.status, 200);
+        assert_eq!(put(addr, "/v1/stream/a", "text/html").await.status, 409);
+
+        for (i, text) in ["hello ", "world"].iter().enumerate() {
+            let appended = post(addr, "/v1/stream/a", "text/plain", text).await;
+            assert_eq!(appended.status, 204);
+            let tail = offset(i as u64 + 1);
+            assert_eq!(appended.header("stream-next-offset"), Some(tail.as_str()));
+        }
+        let read = get(addr, "/v1/stream/a?offset=-1").await;
+        assert_eq!(read.status, 200);
+        assert_eq!(&read.body[..], b"hello world");
+        assert_eq!(read.header("content-type"), Some("text/plain"));
+        assert_eq!(read.header("stream-up-to-date"), Some("true"));
+        assert_eq!(read.header("stream-next-offset"), Some(offset(2).as_str()));
+        let etag = read.header("etag").unwrap().to_owned();
+        let cached = send(
+            addr,
+            Method::GET,
+            "/v1/stream/a",
+            &[("if-none-match", &etag)],
+            "",
+        )
+        .await;
+        assert_eq!(cached.status, 304, "no offset and -1 share the etag");
+
+        let rest = get(addr, &format!("/v1/stream/a?offset={}", offset(1))).await;
+        assert_eq!(&rest.body[..], b"world");
+        let now = get(addr, "/v1/stream/a?offset=now").await;
+        assert!(now.body.is_empty());
+        assert_eq!(now.header("stream-next-offset"), Some(offset(2).as_str()));
+
+        let head = send(addr, Method::HEAD, "/v1/stream/a", &[], "").await;
+        assert_eq!(head.status, 200);
+        assert_eq!(head.header("stream-next-offset"), Some(offset(2).as_str()));
+        assert_eq!(head.header("stream-closed"), None);
+
+        let closed = send(
+            addr,
+            Method::POST,
+            "/v1/stream/a",
+            &[("stream-closed", "true")],
+            "",
+        )
+        .await;
+        assert_eq!(closed.status, 204);
+        assert_eq!(closed.header("stream-closed"), Some("true"));
+        assert_eq!(
+            closed.header("stream-next-offset"),
+            Some(offset(2).as_str())
+        );
+        let refused = post(addr, "/v1/stream/a", "text/plain", "late").await;
+        assert_eq!(refused.status, 409);
+        assert_eq!(code(&refused), "stream_closed");
+        assert_eq!(refused.header("stream-closed"), Some("true"));
+
+        let deleted = send(addr, Method::DELETE, "/v1/stream/a", &[], "").await;
+        assert_eq!(deleted.status, 204);
+        let missing = get(addr, "/v1/stream/a").await;
+        assert_eq!(missing.status, 404);
+        assert_eq!(code(&missing), "stream_not_found");
+        assert_eq!(missing.header("x-content-type-options"), Some("nosniff"));
+
+        let preflight = send(
+            addr,
+            Method::OPTIONS,
+            "/v1/stream/nothing",
+            &[("access-control-request-headers", "if-none-match")],
+            "",
+        )
+        .await;
+        assert_eq!(preflight.status, 204);
+        assert!(preflight
+            .header("access-control-allow-headers")
+            .unwrap()
+            .contains("if-none-match"));
+    });
+}
+
+fn json_streams_flatten_arrays_and_read_back_one_array() {
+    runtime(false).block_on(async {
+        let addr = serve(service(Duration::from_secs(1))).await;
+        let json = "application/json";
+        assert_eq!(put(addr, "/v1/stream/j", json).await.status, 201);
+        assert_eq!(
+            post(addr, "/v1/stream/j", json, r#"{"a":1}"#).await.status,
+            204
+        );
+        let batch = post(addr, "/v1/stream/j", json, "[[1,2],\n{\"b\":\"x\\ny\"}]").await;
+        assert_eq!(batch.header("stream-next-offset"), Some(offset(2).as_str()));
+        let empty = post(addr, "/v1/stream/j", json, "[]").await;
+        assert_eq!(
+            (empty.status.as_u16(), code(&empty).as_str()),
+            (400, "empty_json_array")
+        );
+        let invalid = post(addr, "/v1/stream/j", json, "{ invalid").await;
+        assert_eq!(
+            (invalid.status.as_u16(), code(&invalid).as_str()),
+            (400, "invalid_json")
+        );
+        let read = get(addr, "/v1/stream/j?offset=-1").await;
+        assert_eq!(
+            read.json(),
+            serde_json::json!([{"a": 1}, [1, 2], {"b": "x\ny"}])
+        );
+        let tail = get(addr, "/v1/stream/j?offset=now").await;
+        assert_eq!(&tail.body[..], b"[]");
+    });
+}
+
+fn malformed_requests_get_400_with_a_code_naming_the_problem() {
+    runtime(false).block_on(async {
+        let addr = serve(service(Duration::from_secs(1))).await;
+        assert_eq!(put(addr, "/v1/stream/m", "text/plain").await.status, 201);
+        for (query, expected) in [
+            ("offset=", "invalid_offset"),
+            ("offset=0,1", "invalid_offset"),
+            ("offset=%2E%2E%2F", "invalid_offset"),
+            ("offset=-1%20", "invalid_offset"),
+            ("offset=0_0", "invalid_offset"),
+            ("offset=-1&offset=-1", "repeated_offset"),
+            ("offset=-1&live=forever", "invalid_live"),
+            ("live=long-poll", "missing_offset"),
+            ("live=sse", "missing_offset"),
+            (
+                "offset=9999999999999999_9999999999999999",
+                "offset_beyond_tail",
+            ),
+        ] {
+            let reply = get(addr, &format!("/v1/stream/m?{query}")).await;
+            assert_eq!(reply.status, 400, "{query}");
+            assert_eq!(code(&reply), expected, "{query}");
+        }
+        for (headers, expected) in [
+            (&[("stream-ttl", "00060")][..], "invalid_ttl"),
+            (&[("stream-ttl", "1e3")], "invalid_ttl"),
+            (&[("stream-ttl", "-1")], "invalid_ttl"),
+            (&[("stream-expires-at", "tomorrow")], "invalid_expires_at"),
+            (
+                &[
+                    ("stream-ttl", "5"),
+                    ("stream-expires-at", "2030-01-01T00:00:00Z"),
+                ],
+                "ttl_and_expires_at",
+            ),
+            (
+                &[("stream-fork-sub-offset", "0")],
+                "sub_offset_without_fork",
+            ),
+            (
+                &[
+                    ("stream-forked-from", "/v1/stream/m"),
+                    ("stream-fork-offset", "1"),
+                ],
+                "invalid_fork_offset",
+            ),
+            (
+                &[
+                    ("stream-forked-from", "/v1/stream/m"),
+                    ("stream-fork-sub-offset", "05"),
+                ],
+                "invalid_fork_sub_offset",
+            ),
+        ] {
+            let reply = send(addr, Method::PUT, "/v1/stream/n", headers, "").await;
+            assert_eq!(reply.status, 400, "{headers:?}");
+            assert_eq!(code(&reply), expected, "{headers:?}");
+        }
+        let text = ("content-type", "text/plain");
+        for (headers, body, expected) in [
+            (&[text][..], "", "empty_body"),
+            (&[], "x", "missing_content_type"),
+            (&[text, ("producer-id", "p")], "x", "partial_producer"),
+            (
+                &[
+                    text,
+                    ("producer-id", ""),
+                    ("producer-epoch", "0"),
+                    ("producer-seq", "0"),
+                ],
+                "x",
+                "invalid_producer_id",
+            ),
+            (
+                &[
+                    text,
+                    ("producer-id", "p"),
+                    ("producer-epoch", "1abc"),
+                    ("producer-seq", "0"),
+                ],
+                "x",
+                "invalid_producer_number",
+            ),
+            (
+                &[
+                    text,
+                    ("producer-id", "p"),
+                    ("producer-epoch", "9007199254740992"),
+                    ("producer-seq", "0"),
+                ],
+                "x",
+                "invalid_producer_number",
+            ),
+        ] {
+            let reply = send(addr, Method::POST, "/v1/stream/m", headers, body).await;
+            assert_eq!(reply.status, 400, "{headers:?}");
+            assert_eq!(code(&reply), expected, "{headers:?}");
+        }
+        let other = send(addr, Method::PATCH, "/v1/stream/m", &[], "").await;
+        assert_eq!(other.status, 405);
+    });
+}
+
+fn bodies_over_the_limit_get_413_and_ten_megabytes_are_stored() {
+    runtime(false).block_on(async {
+        let small = DurableStreams::builder(MemoryStore::new())
+            .max_body_bytes(1024)
+            .build()
+            .unwrap();
+        let addr = serve(small).await;
+        assert_eq!(
+            put(addr, "/s", "application/octet-stream").await.status,
+            201
+        );
+        let large = send(
+            addr,
+            Method::POST,
+            "/s",
+            &[("content-type", "application/octet-stream")],
+            vec![7u8; 2048],
+        )
+        .await;
+        assert_eq!(large.status, 413);
+        assert_eq!(code(&large), "body_too_large");
+
+        let addr = serve(service(Duration::from_secs(1))).await;
+        put(addr, "/v1/stream/big", "application/octet-stream").await;
+        let ten = vec![0x5au8; 10 << 20];
+        let stored = send(
+            addr,
+            Method::POST,
+            "/v1/stream/big",
+            &[("content-type", "application/octet-stream")],
+            ten.clone(),
+        )
+        .await;
+        assert_eq!(stored.status, 204);
+        let read = get(addr, "/v1/stream/big?offset=-1").await;
+        assert_eq!(read.body.len(), ten.len());
+        assert!(read.body.iter().all(|&b| b == 0x5a));
+    });
+}
+
+fn producers_are_idempotent_and_fenced() {
+    runtime(false).block_on(async {
+        let addr = serve(service(Duration::from_secs(1))).await;
+        put(addr, "/v1/stream/p", "text/plain").await;
+        let write = |epoch: &'static str, seq: &'static str, body: &'static str| {
+            let headers = [
+                ("content-type", "text/plain"),
+                ("producer-id", "w"),
+                ("producer-epoch", epoch),
+                ("producer-seq", seq),
+            ];
+            async move { send(addr, Method::POST, "/v1/stream/p", &headers, body).await }
+        };
+        assert_eq!(write("0", "0", "a").await.status, 200);
+        assert_eq!(write("0", "1", "b").await.status, 200);
+        let duplicate = write("0", "0", "a").await;
+        assert_eq!(duplicate.status, 204);
+        assert_eq!(
+            duplicate.header("producer-seq"),
+            Some("1"),
+            "the highest accepted"
+        );
+        let gap = write("0", "5", "x").await;
+        assert_eq!(gap.status, 409);
+        assert_eq!(gap.header("producer-expected-seq"), Some("2"));
+        assert_eq!(write("1", "3", "x").await.status, 400);
+        assert_eq!(write("1", "0", "c").await.status, 200);
+        let stale = write("0", "2", "zombie").await;
+        assert_eq!(stale.status, 403);
+        assert_eq!(stale.header("producer-epoch"), Some("1"));
+        assert_eq!(&get(addr, "/v1/stream/p").await.body[..], b"abc");
+    });
+}
+
+fn streams_expire_after_their_ttl_unless_used() {
+    // Paused time: the store's clock for TTLs is tokio's, so the test advances it.
+    runtime(true).block_on(async {
+        let addr = serve(service(Duration::from_secs(1))).await;
+        let headers = [("content-type", "text/plain"), ("stream-ttl", "2")];
+        assert_eq!(
+            send(addr, Method::PUT, "/v1/stream/t", &headers, "")
+                .await
+                .status,
+            201
+        );
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        // A read renews the TTL; HEAD does not.
+        assert_eq!(get(addr, "/v1/stream/t?offset=now").await.status, 200);
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        let head = send(addr, Method::HEAD, "/v1/stream/t", &[], "").await;
+        assert_eq!(head.status, 200);
+        assert_eq!(head.header("stream-ttl"), Some("2"));
+        tokio::time::advance(Duration::from_millis(600)).await;
+        assert_eq!(get(addr, "/v1/stream/t").await.status, 404);
+        assert_eq!(
+            put(addr, "/v1/stream/t", "application/json").await.status,
+            201
+        );
+    });
+}
+
+fn long_poll_waits_for_an_append_and_times_out_with_the_offset() {
+    runtime(true).block_on(async {
+        let hold = Duration::from_secs(20);
+        let addr = serve(service(hold)).await;
+        put(addr, "/v1/stream/l", "text/plain").await;
+
+        let started = tokio::time::Instant::now();
+        let timeout = get(addr, "/v1/stream/l?offset=now&live=long-poll&cursor=1").await;
+        assert!(started.elapsed() >= hold);
+        assert_eq!(timeout.status, 204);
+        assert_eq!(timeout.header("stream-next-offset"), Some(ZERO));
+        assert_eq!(timeout.header("stream-up-to-date"), Some("true"));
+        assert!(
+            timeout
+                .header("stream-cursor")
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+                > 1
+        );
+        assert_eq!(
+            timeout.header("cache-control"),
+            Some("no-cache, no-store, no-transform")
+        );
+        assert_eq!(timeout.header("x-content-type-options"), Some("nosniff"));
+
+        let poll = tokio::spawn(async move {
+            get(addr, &format!("/v1/stream/l?offset={ZERO}&live=long-poll")).await
+        });
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(!poll.is_finished());
+        post(addr, "/v1/stream/l", "text/plain", "new data").await;
+        let answer = poll.await.unwrap();
+        assert_eq!(answer.status, 200);
+        assert_eq!(&answer.body[..], b"new data");
+        assert_eq!(answer.header("content-type"), Some("text/plain"));
+        assert_eq!(
+            answer.header("stream-next-offset"),
+            Some(offset(1).as_str())
+        );
+        assert_eq!(answer.header("stream-up-to-date"), Some("true"));
+        assert!(answer.header("stream-cursor").is_some());
+    });
+}
+
+fn long_poll_at_the_tail_of_a_closed_stream_answers_at_once() {
+    runtime(true).block_on(async {
+        let addr = serve(service(Duration::from_secs(20))).await;
+        put(addr, "/v1/stream/c", "text/plain").await;
+        let headers = [("content-type", "text/plain"), ("stream-closed", "true")];
+        send(addr, Method::POST, "/v1/stream/c", &headers, "last").await;
+        let started = tokio::time::Instant::now();
+        let reply = get(
+            addr,
+            &format!("/v1/stream/c?offset={}&live=long-poll", offset(1)),
+        )
+        .await;
+        assert_eq!(started.elapsed(), Duration::ZERO, "no hold");
+        assert_eq!(reply.status, 204);
+        assert_eq!(reply.header("stream-closed"), Some("true"));
+        assert_eq!(reply.header("stream-next-offset"), Some(offset(1).as_str()));
+        assert_eq!(reply.header("stream-cursor"), None);
+        let data = get(addr, "/v1/stream/c?offset=-1&live=long-poll").await;
+        assert_eq!(&data.body[..], b"last");
+        assert_eq!(data.header("stream-closed"), Some("true"));
+    });
+}
+
+fn sse_pairs_every_data_event_with_a_control_and_ends_on_close() {
+    runtime(false).block_on(async {
+        let addr = serve(service(Duration::from_secs(1))).await;
+        put(addr, "/v1/stream/e", "application/octet-stream").await;
+        let bytes = [("content-type", "application/octet-stream")];
+        send(addr, Method::POST, "/v1/stream/e", &bytes, "Hello").await;
+        send(addr, Method::POST, "/v1/stream/e", &bytes, &b"\x00\xff"[..]).await;
+
+        let mut sse = RawResponse::get(addr, "/v1/stream/e?offset=-1&live=sse&cursor=7", &[]).await;
+        assert_eq!(sse.status, 200);
+        assert_eq!(sse.header("content-type").as_deref(), Some("text/event-stream"));
+        assert_eq!(sse.header("stream-sse-data-encoding").as_deref(), Some("base64"));
+        assert_eq!(sse.header("x-content-type-options").as_deref(), Some("nosniff"));
+        assert_eq!(sse.header("content-length"), None);
+        let mut next = async || {
+            let message = sse.message(b"\n\n").await.unwrap();
+            message.strip_suffix("\n\n").unwrap().to_owned()
+        };
+        assert_eq!(next().await, "event: data\ndata:SGVsbG8=");
+        let control = next().await;
+        let control: serde_json::Value =
+            serde_json::from_str(control.strip_prefix("event: control\ndata:").unwrap()).unwrap();
+        assert_eq!(control["streamNextOffset"], offset(1));
+        assert!(control["streamCursor"].as_str().unwrap().parse::<u64>().unwrap() > 7);
+        assert!(control.get("upToDate").is_none(), "not caught up yet");
+        assert_eq!(next().await, "event: data\ndata:AP8=");
+        let last = next().await;
+        assert!(last.contains(&format!("\"streamNextOffset\":\"{}\"", offset(2))));
+        assert!(last.contains("\"upToDate\":true"));
+
+        // A live append and close: the data, then the final control, then the end.
+        let closing = [
+            ("content-type", "application/octet-stream"),
+            ("stream-closed", "true"),
+        ];
+        send(addr, Method::POST, "/v1/stream/e", &closing, "bye").await;
+        assert_eq!(next().await, "event: data\ndata:Ynll");
+        let _ = next().await;
+        let end = next().await;
+        assert_eq!(
+            end,
+            format!(
+                "event: control\ndata:{{\"streamNextOffset\":\"{}\",\"streamClosed\":true,\"upToDate\":true}}",
+                offset(3)
+            )
+        );
+        sse.assert_ended().await;
+    });
+}
+
+fn shutdown_answers_held_long_polls() {
+    runtime(false).block_on(async {
+        let shutdown = Shutdown::new();
+        let service = DurableStreams::builder(MemoryStore::new())
+            .long_poll(
+                LongPollLayer::builder()
+                    .hold_timeout(Duration::from_secs(60))
+                    .shutdown(shutdown.clone()),
+            )
+            .build()
+            .unwrap();
+        let addr = serve(service.clone()).await;
+        put(addr, "/s", "text/plain").await;
+        let poll = tokio::spawn(async move { get(addr, "/s?offset=now&live=long-poll").await });
+        common::wait_until("the poll is parked", Duration::from_secs(5), || {
+            service.parked_polls() == 1
+        })
+        .await;
+        shutdown.trigger();
+        let reply = tokio::time::timeout(Duration::from_secs(5), poll)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(reply.status, 204);
+        assert_eq!(reply.header("stream-next-offset"), Some(ZERO));
+        assert!(reply.header("retry-after").is_some());
+    });
+}
+
+fn forks_read_their_source_up_to_the_fork_offset() {
+    runtime(false).block_on(async {
+        let addr = serve(service(Duration::from_secs(1))).await;
+        put(addr, "/v1/stream/src", "text/plain").await;
+        for part in ["A", "B", "C"] {
+            post(addr, "/v1/stream/src", "text/plain", part).await;
+        }
+        let fork_offset = offset(2);
+        let headers = [
+            ("stream-forked-from", "/v1/stream/src"),
+            ("stream-fork-offset", fork_offset.as_str()),
+            ("stream-fork-sub-offset", "0"),
+        ];
+        let fork = send(addr, Method::PUT, "/v1/stream/fork", &headers, "").await;
+        assert_eq!(fork.status, 201);
+        assert_eq!(fork.header("content-type"), Some("text/plain"));
+        assert_eq!(fork.header("stream-forked-from"), None);
+        post(addr, "/v1/stream/fork", "text/plain", "x").await;
+        assert_eq!(&get(addr, "/v1/stream/fork").await.body[..], b"ABx");
+        // The source is only retired while the fork reads from it.
+        assert_eq!(
+            send(addr, Method::DELETE, "/v1/stream/src", &[], "")
+                .await
+                .status,
+            204
+        );
+        assert_eq!(get(addr, "/v1/stream/src").await.status, 410);
+        assert_eq!(put(addr, "/v1/stream/src", "text/plain").await.status, 409);
+        assert_eq!(&get(addr, "/v1/stream/fork").await.body[..], b"ABx");
+        assert_eq!(
+            send(addr, Method::DELETE, "/v1/stream/fork", &[], "")
+                .await
+                .status,
+            204
+        );
+        assert_eq!(get(addr, "/v1/stream/src").await.status, 404);
+    });
+}
+
+fn the_store_refuses_streams_and_bytes_beyond_its_bounds() {
+    runtime(false).block_on(async {
+        let store = MemoryStore::builder().max_streams(2).max_bytes(10).build();
+        let addr = serve(DurableStreams::new(store.clone())).await;
+        assert_eq!(put(addr, "/a", "text/plain").await.status, 201);
+        assert_eq!(put(addr, "/b", "text/plain").await.status, 201);
+        let third = put(addr, "/c", "text/plain").await;
+        assert_eq!(
+            (third.status.as_u16(), code(&third).as_str()),
+            (507, "too_many_streams")
+        );
+        assert_eq!(
+            post(addr, "/a", "text/plain", "0123456789").await.status,
+            204
+        );
+        let full = post(addr, "/b", "text/plain", "x").await;
+        assert_eq!(
+            (full.status.as_u16(), code(&full).as_str()),
+            (507, "storage_full")
+        );
+        send(addr, Method::DELETE, "/a", &[], "").await;
+        assert_eq!(store.bytes(), 0);
+        assert_eq!(post(addr, "/b", "text/plain", "x").await.status, 204);
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The official suite and client (Node.js)
+
+/// Serves the protocol under `/v1/stream` with a 1 s long-poll hold on a runtime of its own
+/// that lives as long as the returned handle.
+fn background_server() -> (tokio::runtime::Runtime, SocketAddr) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let addr = runtime.block_on(serve(service(Duration::from_secs(1))));
+    (runtime, addr)
+}
+
+/// A fresh copy of the files of `kit` (under `conformance/`) with its locked packages
+/// installed, so that nothing lands in the repository and no parent directory's configuration
+/// is picked up.
+fn install(kit: &str, files: &[&str]) -> tempfile::TempDir {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("conformance")
+        .join(kit);
+    let dir = tempfile::tempdir().unwrap();
+    for file in files {
+        std::fs::copy(source.join(file), dir.path().join(file)).unwrap();
+    }
+    let output = Command::new(NPM.path())
+        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "npm ci failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    dir
+}
+
+fn the_official_conformance_suite_passes() {
+    let (_runtime, addr) = background_server();
+    let kit = ["package.json", "package-lock.json", "conformance.test.mjs"];
+    let dir = install("durable-streams", &kit);
+    let results = dir.path().join("results.json");
+    let output = Command::new(NODE.path())
+        .arg(dir.path().join("node_modules/vitest/vitest.mjs"))
+        .args(["run", "--reporter=json"])
+        .arg(format!("--outputFile.json={}", results.display()))
+        .env("CONFORMANCE_TEST_URL", format!("http://{addr}"))
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let report: serde_json::Value = match std::fs::read(&results) {
+        Ok(json) => serde_json::from_slice(&json).unwrap(),
+        Err(err) => panic!(
+            "the suite wrote no report ({err}): {}",
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    };
+    let failed: Vec<String> = report["testResults"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|file| file["assertionResults"].as_array().unwrap())
+        .filter(|test| test["status"] == "failed")
+        .map(|test| {
+            let why = test["failureMessages"][0].as_str().unwrap_or_default();
+            format!(
+                "{}: {}",
+                test["fullName"],
+                why.lines().next().unwrap_or_default()
+            )
+        })
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} failed:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
+    // Every test the suite runs by default; the 6 of the optional subscription APIs are
+    // skipped.
+    assert_eq!(report["numPassedTests"], 332, "{report:#}");
+    assert_eq!(report["numFailedTests"], 0);
+    assert!(output.status.success());
+}
+
+fn the_official_client_follows_live_and_resumes_from_its_offset() {
+    let (runtime, addr) = background_server();
+    let dir = install(
+        "client",
+        &["package.json", "package-lock.json", "follow.mjs"],
+    );
+    for live in ["long-poll", "sse"] {
+        let path = format!("/v1/stream/client-{live}");
+        let url = format!("http://{addr}{path}");
+        let append = |n: u64| {
+            let reply = runtime.block_on(post(
+                addr,
+                &path,
+                "application/json",
+                &format!("{{\"n\":{n}}}"),
+            ));
+            assert_eq!(reply.status, 204);
+        };
+        assert_eq!(
+            runtime
+                .block_on(put(addr, &path, "application/json"))
+                .status,
+            201
+        );
+        append(0);
+        append(1);
+
+        // Follow from the start until five items arrived, appending the last three while the
+        // client waits live.
+        let mut child = Command::new(NODE.path())
+            .arg(dir.path().join("follow.mjs"))
+            .args([&url, live, "-1", "5"])
+            .current_dir(dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first: serde_json::Value =
+            serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+        assert_eq!(
+            first["items"],
+            serde_json::json!([{"n": 0}, {"n": 1}]),
+            "{live}"
+        );
+        for n in 2..5 {
+            std::thread::sleep(Duration::from_millis(200));
+            append(n);
+        }
+        let mut last = serde_json::Value::Null;
+        for line in lines {
+            last = serde_json::from_str(&line.unwrap()).unwrap();
+        }
+        assert!(child.wait().unwrap().success(), "{live}");
+        assert_eq!(last["done"], true, "{live}");
+        let all: Vec<_> = (0..5).map(|n| serde_json::json!({ "n": n })).collect();
+        assert_eq!(last["items"], serde_json::Value::from(all), "{live}");
+        let resume = last["offset"].as_str().unwrap().to_owned();
+        assert_eq!(resume, offset(5), "{live}");
+
+        // Reconnect from the saved offset: only what came after it.
+        append(5);
+        append(6);
+        let output = Command::new(NODE.path())
+            .arg(dir.path().join("follow.mjs"))
+            .args([&url, live, &resume, "2"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{live}");
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        let done: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+        assert_eq!(
+            done["items"],
+            serde_json::json!([{"n": 5}, {"n": 6}]),
+            "{live}"
+        );
+        assert_eq!(done["offset"], offset(7), "{live}");
+    }
+}

@@ -1,0 +1,109 @@
+//! Sources whose logs end, and requests whose start position a service in front of the layers
+//! has read: the core's answers with the default formats, over real sockets.
+
+mod common;
+
+use std::convert::Infallible;
+use std::future::{ready, Ready};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use common::{get, poll_layer, serve, RawResponse, NDJSON};
+use http::Request;
+use tower::{Service, ServiceExt};
+use tower_push::source::{Batch, Outcome, Position, StartAt, Subscribe};
+use tower_push::{ChunkedStreamLayer, Cursor, Epoch, Event, EventData};
+
+const EPOCH: Epoch = Epoch::new(9);
+
+/// A log of three events that has ended: events after a cursor below 3, `Closed` at 3.
+#[derive(Clone)]
+struct Ended;
+
+impl Service<Subscribe> for Ended {
+    type Response = Outcome;
+    type Error = Infallible;
+    type Future = Ready<Result<Outcome, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Subscribe) -> Self::Future {
+        let head = Cursor::new(EPOCH, 3);
+        let after = match req.position() {
+            Position::After(cursor) => cursor.seq(),
+            Position::Oldest => 0,
+            Position::Head => return ready(Ok(Outcome::Head(head))),
+        };
+        if after >= 3 {
+            return ready(Ok(Outcome::Closed { head }));
+        }
+        let events = (after + 1..=3)
+            .map(|seq| Event::new(Cursor::new(EPOCH, seq), EventData::from_bytes("raw\nbytes")))
+            .collect();
+        let batch = Batch::new(events).unwrap().reaching_head(true);
+        ready(Ok(Outcome::Events(batch)))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_long_poll_at_the_end_of_a_closed_log_answers_at_once() {
+    let addr = serve(poll_layer(Duration::from_secs(60)).layer(Ended)).await;
+    let started = tokio::time::Instant::now();
+    let at_end = Cursor::new(EPOCH, 3);
+    let reply = get(addr, &format!("/poll?after={at_end}")).await;
+    assert_eq!(started.elapsed(), Duration::ZERO, "no hold");
+    // The default closed answer is the timeout answer: 204 with the cursor kept.
+    assert_eq!(reply.status, 204);
+    assert_eq!(
+        reply.header("push-cursor"),
+        Some(at_end.to_string().as_str())
+    );
+
+    // Raw payloads stay valid JSON in the default format.
+    let reply = get(addr, &format!("/poll?after={}", Cursor::new(EPOCH, 2))).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.json()["events"][0]["data"], "raw\nbytes");
+}
+
+#[tokio::test]
+async fn a_stream_ends_with_a_closed_message_after_the_last_events() {
+    let addr = serve(ChunkedStreamLayer::new().layer(Ended)).await;
+    let after = Cursor::new(EPOCH, 1);
+    let mut stream = RawResponse::get(addr, &format!("/stream?after={after}"), &[NDJSON]).await;
+    assert_eq!(stream.status, 200);
+    let body = stream.body().await;
+    let lines: Vec<serde_json::Value> = body
+        .lines()
+        .filter(|line| !line.is_empty())
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "{body}");
+    assert_eq!(lines[0]["data"], "raw\nbytes");
+    assert_eq!(
+        lines[2],
+        serde_json::json!({ "end": "closed", "cursor": Cursor::new(EPOCH, 3).to_string() })
+    );
+}
+
+#[tokio::test]
+async fn a_start_position_in_the_extensions_wins_over_the_query() {
+    let layer = ChunkedStreamLayer::new();
+    let mut request = Request::builder()
+        .uri("/stream?after=garbage")
+        .header("accept", "application/x-ndjson")
+        .body(())
+        .unwrap();
+    let start = Position::After(Cursor::new(EPOCH, 2));
+    request.extensions_mut().insert(StartAt::new(start));
+    let response = layer.layer(Ended).oneshot(request).await.unwrap();
+    assert_eq!(response.status(), 200, "the malformed `after` is not read");
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    assert_eq!(text.lines().filter(|l| !l.is_empty()).count(), 2, "{text}");
+    assert!(text.contains("\"end\":\"closed\""));
+}
