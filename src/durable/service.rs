@@ -120,6 +120,32 @@ impl<St: ?Sized> DurableStreams<St> {
 }
 
 /// Settings of a [`DurableStreams`] service, checked by [`build`](Self::build).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+///
+/// use tower_push::durable::{DurableStreams, MemoryStore};
+/// use tower_push::{ChunkedStreamLayer, LongPollLayer, Shutdown};
+///
+/// let shutdown = Shutdown::new();
+/// let service = DurableStreams::builder(MemoryStore::new())
+///     .prefix("/v1/stream")
+///     .max_body_bytes(4 << 20)
+///     .long_poll(
+///         LongPollLayer::builder()
+///             .hold_timeout(Duration::from_secs(20))
+///             .shutdown(shutdown.clone()),
+///     )
+///     .sse(ChunkedStreamLayer::builder().heartbeat_interval(Duration::from_secs(10)))
+///     .build()?;
+/// assert_eq!(service.open_streams(), 0);
+///
+/// let zero = DurableStreams::builder(MemoryStore::new()).max_body_bytes(0).build();
+/// assert!(zero.is_err());
+/// # Ok::<(), tower_push::ConfigError>(())
+/// ```
 #[derive(Debug)]
 pub struct DurableStreamsBuilder<St> {
     store: St,
@@ -875,6 +901,17 @@ fn producer(headers: &HeaderMap) -> Result<Option<Producer>, Response<PushBody>>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_service_and_its_future_are_send_and_sync_where_hyper_needs_it() {
+        fn send<T: Send>() {}
+        fn sync<T: Sync>() {}
+        send::<DurableStreams<super::super::MemoryStore>>();
+        sync::<DurableStreams<super::super::MemoryStore>>();
+        send::<ResponseFuture>();
+        send::<super::super::MemoryStore>();
+        sync::<super::super::MemoryStore>();
+    }
 
     #[test]
     fn integers_are_plain() {
