@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::{get, poll_layer, serve, RawResponse, NDJSON};
 use http::Request;
-use tower::{Layer, Service, ServiceExt};
+use tower::{Service, ServiceExt};
 use tower_push::source::{Batch, Outcome, Position, StartAt, Subscribe};
 use tower_push::{ChunkedStreamLayer, Cursor, Epoch, Event, EventData};
 
