@@ -30,6 +30,16 @@ use crate::{
 };
 
 /// The response future of [`DurableStreams`].
+///
+/// Boxed, unlike the layers' named futures: a write reads its body before it reaches the store,
+/// and a live read is the answer of a [`LongPoll`] or [`ChunkedStream`] future with headers
+/// added, so one allocation per request buys one type for all of them. A held long poll or an
+/// open SSE stream is the layers' own future inside it.
+///
+/// # Cancel safety
+///
+/// Dropping it (a client that disconnects) loses nothing: a write that has not reached the
+/// store did not happen, and a live read holds only its place in the layer.
 pub type ResponseFuture =
     Pin<Box<dyn Future<Output = Result<Response<PushBody>, Infallible>> + Send + 'static>>;
 
