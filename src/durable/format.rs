@@ -68,6 +68,22 @@ fn body(batch: &Batch) -> Bytes {
 
 /// The protocol's long-poll answers (`live=long-poll`): `200` with the data after the offset,
 /// `204` with `Stream-Next-Offset` when the hold expires or the stream is closed at the tail.
+///
+/// [`DurableStreams`](super::DurableStreams) sets it on the long-poll layer it builds, and adds
+/// the headers that depend on the request (`Stream-Cursor`, the stream's `Content-Type`).
+///
+/// # Examples
+///
+/// ```
+/// use tower_push::durable::DurablePoll;
+/// use tower_push::format::PollFormat;
+/// use tower_push::{Cursor, Epoch};
+///
+/// let closed = DurablePoll.closed(Cursor::new(Epoch::new(1), 3));
+/// assert_eq!(closed.status(), 204);
+/// assert_eq!(closed.headers()["stream-next-offset"], "0000000000000000_0000000000000003");
+/// assert_eq!(closed.headers()["stream-closed"], "true");
+/// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct DurablePoll;
 
@@ -128,6 +144,27 @@ fn rejected(rejection: &Rejection) -> Response<PushBody> {
 /// `event: control` with the offset after it, and a final control with `streamClosed` when the
 /// stream is closed. Payloads are text for `text/*`, one JSON array for JSON, and base64
 /// otherwise.
+///
+/// [`DurableStreams`](super::DurableStreams) sets it on the stream layer it builds; each request
+/// gets the payload mode of its stream and its `streamCursor` through
+/// [`negotiate`](StreamFormat::negotiate).
+///
+/// # Examples
+///
+/// ```
+/// use tower_push::durable::DurableSse;
+/// use tower_push::format::{StreamEnd, StreamFormat};
+/// use tower_push::{Cursor, Epoch};
+///
+/// let mut out = Vec::new();
+/// let end = StreamEnd::Closed { cursor: Cursor::new(Epoch::new(1), 2) };
+/// DurableSse::default().end(&end, &mut out);
+/// assert_eq!(
+///     out,
+///     b"event: control\ndata:{\"streamNextOffset\":\"0000000000000000_0000000000000002\",\
+///       \"streamClosed\":true,\"upToDate\":true}\n\n"
+/// );
+/// ```
 #[derive(Clone, Debug)]
 pub struct DurableSse {
     mode: Mode,

@@ -1,4 +1,22 @@
 //! The protocol's header names, and the headers every answer carries.
+//!
+//! Every answer of [`DurableStreams`](super::DurableStreams), errors included, carries
+//! `X-Content-Type-Options: nosniff`, `Cross-Origin-Resource-Policy: cross-origin` and CORS
+//! headers that let browsers of any origin use the protocol (`Access-Control-Allow-Origin: *`,
+//! the protocol's headers exposed); `OPTIONS` preflights, for any path, allow every method and
+//! request header the protocol uses.
+//!
+//! # Examples
+//!
+//! ```
+//! use tower_push::durable::headers::STREAM_NEXT_OFFSET;
+//!
+//! let response = http::Response::builder()
+//!     .header(STREAM_NEXT_OFFSET, "0000000000000000_0000000000000001")
+//!     .body(())
+//!     .unwrap();
+//! assert!(response.headers().contains_key("stream-next-offset"));
+//! ```
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 

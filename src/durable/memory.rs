@@ -254,23 +254,25 @@ impl Inner {
     }
 
     /// The appends of the stream at `path` (and of what it was forked from) after `after` and
-    /// at most at `upto`, oldest first.
-    fn collect(&self, path: &str, after: Offset, upto: Offset, out: &mut Vec<Chunk>) {
+    /// at most at `upto`, oldest first, as many as `budget` allows.
+    fn collect(&self, path: &str, after: Offset, upto: Offset, budget: &mut Budget) {
         let Some(stream) = self.streams.get(path) else {
             return;
         };
         if let Some(fork) = &stream.fork {
             if after < fork.offset {
-                self.collect(&fork.source, after, upto.min(fork.offset), out);
+                self.collect(&fork.source, after, upto.min(fork.offset), budget);
             }
         }
         let start = stream.chunks.partition_point(|c| c.offset <= after);
-        out.extend(
-            stream.chunks[start..]
-                .iter()
-                .take_while(|c| c.offset <= upto)
-                .cloned(),
-        );
+        for chunk in stream.chunks[start..]
+            .iter()
+            .take_while(|c| c.offset <= upto)
+        {
+            if !budget.take(chunk) {
+                return;
+            }
+        }
     }
 
     /// Whether `size` more bytes fit.
@@ -330,9 +332,10 @@ impl Inner {
                 expires_at = source.expires_at.clone();
             }
             if from.sub_offset > 0 {
-                let mut anchor = Vec::new();
+                let mut anchor = Budget::new(1, usize::MAX);
                 self.collect(&from.source, offset, Offset::new(u64::MAX), &mut anchor);
                 let cut = anchor
+                    .chunks
                     .first()
                     .and_then(|chunk| chunk.payload.prefix(from.sub_offset))
                     .ok_or(StoreError::InvalidSubOffset)?;
@@ -501,21 +504,51 @@ impl Inner {
         if from > info.tail {
             return Err(StoreError::OffsetBeyondTail);
         }
-        let mut chunks = Vec::new();
+        let mut budget = Budget::new(max_chunks, max_bytes);
         if max_chunks > 0 && from < info.tail {
-            self.collect(path, from, info.tail, &mut chunks);
-            let mut total = 0;
-            let keep = chunks
-                .iter()
-                .position(|chunk| {
-                    total += chunk.payload.size();
-                    total > max_bytes
-                })
-                .unwrap_or(chunks.len())
-                .clamp(1, max_chunks);
-            chunks.truncate(keep);
+            self.collect(path, from, info.tail, &mut budget);
         }
-        Ok(Read { info, from, chunks })
+        Ok(Read {
+            info,
+            from,
+            chunks: budget.chunks,
+        })
+    }
+}
+
+/// What one read may still take: whole appends, at most `max_chunks`, and at most `max_bytes`
+/// together unless the first alone is larger.
+struct Budget {
+    chunks: Vec<Chunk>,
+    max_chunks: usize,
+    bytes: usize,
+    max_bytes: usize,
+    full: bool,
+}
+
+impl Budget {
+    fn new(max_chunks: usize, max_bytes: usize) -> Self {
+        Self {
+            chunks: Vec::new(),
+            max_chunks,
+            bytes: 0,
+            max_bytes,
+            full: false,
+        }
+    }
+
+    /// Takes `chunk` if it fits; `false` once the budget is spent.
+    fn take(&mut self, chunk: &Chunk) -> bool {
+        let size = chunk.payload.size();
+        let fits = self.chunks.len() < self.max_chunks
+            && (self.chunks.is_empty() || self.bytes.saturating_add(size) <= self.max_bytes);
+        if self.full || !fits {
+            self.full = true;
+            return false;
+        }
+        self.bytes += size;
+        self.chunks.push(chunk.clone());
+        true
     }
 }
 
@@ -579,5 +612,54 @@ impl Store for MemoryStore {
 
     fn changes(&self, path: &str) -> Result<Arc<Notify>, StoreError> {
         self.lock().live(path).map(|stream| stream.notify.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_page_through_whole_appends_across_a_fork() {
+        let store = MemoryStore::new();
+        store
+            .create("/s", Create::new(Some("text/plain".into())))
+            .unwrap();
+        for part in ["aaaa", "bb", "cccccc"] {
+            store.append("/s", Append::new("text/plain", part)).unwrap();
+        }
+        let mut fork = Create::new(None);
+        fork.fork = Some(super::super::ForkFrom {
+            source: "/s".into(),
+            offset: Some(Offset::new(2)),
+            sub_offset: 0,
+        });
+        store.create("/f", fork).unwrap();
+        store.append("/f", Append::new("text/plain", "dd")).unwrap();
+
+        let mut after = Offset::ZERO;
+        let mut pages = Vec::new();
+        loop {
+            let read = store.read("/f", Some(after), 10, 5).unwrap();
+            let page: Vec<u8> = read
+                .chunks
+                .iter()
+                .flat_map(|chunk| match &chunk.payload {
+                    Payload::Bytes(bytes) => bytes.to_vec(),
+                    Payload::Json(_) => unreachable!(),
+                })
+                .collect();
+            pages.push(String::from_utf8(page).unwrap());
+            after = read.next();
+            if read.up_to_date() {
+                break;
+            }
+        }
+        // At most 5 bytes a page unless one append alone is larger; never half an append.
+        assert_eq!(pages, ["aaaa", "bbdd"]);
+        assert_eq!(after, Offset::new(3));
+        let one = store.read("/s", Some(Offset::ZERO), 1, usize::MAX).unwrap();
+        assert_eq!(one.chunks.len(), 1);
+        assert!(!one.up_to_date());
     }
 }

@@ -30,6 +30,16 @@ use crate::{
 };
 
 /// The response future of [`DurableStreams`].
+///
+/// Boxed, unlike the layers' named futures: a write reads its body before it reaches the store,
+/// and a live read is the answer of a [`LongPoll`] or [`ChunkedStream`] future with headers
+/// added, so one allocation per request buys one type for all of them. A held long poll or an
+/// open SSE stream is the layers' own future inside it.
+///
+/// # Cancel safety
+///
+/// Dropping it (a client that disconnects) loses nothing: a write that has not reached the
+/// store did not happen, and a live read holds only its place in the layer.
 pub type ResponseFuture =
     Pin<Box<dyn Future<Output = Result<Response<PushBody>, Infallible>> + Send + 'static>>;
 
@@ -120,6 +130,32 @@ impl<St: ?Sized> DurableStreams<St> {
 }
 
 /// Settings of a [`DurableStreams`] service, checked by [`build`](Self::build).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+///
+/// use tower_push::durable::{DurableStreams, MemoryStore};
+/// use tower_push::{ChunkedStreamLayer, LongPollLayer, Shutdown};
+///
+/// let shutdown = Shutdown::new();
+/// let service = DurableStreams::builder(MemoryStore::new())
+///     .prefix("/v1/stream")
+///     .max_body_bytes(4 << 20)
+///     .long_poll(
+///         LongPollLayer::builder()
+///             .hold_timeout(Duration::from_secs(20))
+///             .shutdown(shutdown.clone()),
+///     )
+///     .sse(ChunkedStreamLayer::builder().heartbeat_interval(Duration::from_secs(10)))
+///     .build()?;
+/// assert_eq!(service.open_streams(), 0);
+///
+/// let zero = DurableStreams::builder(MemoryStore::new()).max_body_bytes(0).build();
+/// assert!(zero.is_err());
+/// # Ok::<(), tower_push::ConfigError>(())
+/// ```
 #[derive(Debug)]
 pub struct DurableStreamsBuilder<St> {
     store: St,
@@ -875,6 +911,128 @@ fn producer(headers: &HeaderMap) -> Result<Option<Producer>, Response<PushBody>>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_service_and_its_future_are_send_and_sync_where_hyper_needs_it() {
+        fn send<T: Send>() {}
+        fn sync<T: Sync>() {}
+        send::<DurableStreams<super::super::MemoryStore>>();
+        sync::<DurableStreams<super::super::MemoryStore>>();
+        send::<ResponseFuture>();
+        send::<super::super::MemoryStore>();
+        sync::<super::super::MemoryStore>();
+    }
+
+    /// Thousands of requests made of protocol pieces and garbage: each gets an answer from the
+    /// documented set with the security headers, and none panics or hangs.
+    #[tokio::test(start_paused = true)]
+    async fn arbitrary_requests_get_documented_answers() {
+        use tower::ServiceExt;
+        let store = super::super::MemoryStore::builder()
+            .max_bytes(1 << 16)
+            .build();
+        let service = DurableStreams::builder(store)
+            .max_body_bytes(64)
+            .build()
+            .unwrap();
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        let pick = |n: usize, options: &[&'static str]| options[n % options.len()];
+        let values = [
+            "",
+            "-1",
+            "now",
+            "0",
+            "1",
+            "05",
+            "abc",
+            "true",
+            "text/plain",
+            "application/json",
+            "0000000000000000_0000000000000001",
+            "9999999999999999_9999999999999999",
+            "2030-01-01T00:00:00Z",
+            "/a",
+            "/b",
+            "{\"x\":1}",
+            "[]",
+            "[1,2]",
+            "\u{0}",
+            "%zz",
+        ];
+        let names = [
+            "content-type",
+            "stream-ttl",
+            "stream-expires-at",
+            "stream-closed",
+            "stream-seq",
+            "stream-forked-from",
+            "stream-fork-offset",
+            "stream-fork-sub-offset",
+            "producer-id",
+            "producer-epoch",
+            "producer-seq",
+            "if-none-match",
+        ];
+        let methods = [
+            Method::GET,
+            Method::PUT,
+            Method::POST,
+            Method::HEAD,
+            Method::DELETE,
+        ];
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..3000 {
+            let path = pick(next(3), &["/a", "/b", "/c"]);
+            let query = format!(
+                "?offset={}&live={}&cursor={}",
+                pick(next(20), &values),
+                pick(next(4), &["", "long-poll", "sse", "x"]),
+                pick(next(20), &values),
+            );
+            let uri = format!("{path}{}", if next(2) == 0 { &query } else { "" });
+            let Ok(uri) = uri.parse::<http::Uri>() else {
+                continue;
+            };
+            let mut request = Request::builder()
+                .method(methods[next(methods.len())].clone())
+                .uri(uri);
+            for _ in 0..next(5) {
+                let value = pick(next(20), &values);
+                if let Ok(value) = HeaderValue::from_str(value) {
+                    request = request.header(names[next(names.len())], value);
+                }
+            }
+            let body = match next(4) {
+                0 => String::new(),
+                1 => "x".repeat(100),
+                _ => pick(next(20), &values).to_owned(),
+            };
+            let response = service
+                .clone()
+                .oneshot(request.body(body).unwrap())
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            assert!(
+                matches!(
+                    status,
+                    200 | 201 | 204 | 304 | 400 | 403 | 404 | 409 | 410 | 413 | 507
+                ),
+                "{status}"
+            );
+            assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+            seen.insert(status);
+        }
+        for status in [200, 201, 204, 400, 404, 409, 413] {
+            assert!(seen.contains(&status), "{status} never answered: {seen:?}");
+        }
+    }
 
     #[test]
     fn integers_are_plain() {

@@ -25,6 +25,58 @@ use super::Offset;
 /// read from it. Reads and appends renew a TTL; [`info`](Store::info) does not.
 ///
 /// [`MemoryStore`](super::MemoryStore) is the embedded implementation.
+///
+/// # Examples
+///
+/// A store that refuses streams outside `/public/` and keeps the rest in memory:
+///
+/// ```
+/// use std::sync::Arc;
+///
+/// use tokio::sync::Notify;
+/// use tower_push::durable::*;
+///
+/// struct PublicOnly(MemoryStore);
+///
+/// impl PublicOnly {
+///     fn check(path: &str) -> Result<(), StoreError> {
+///         match path.starts_with("/public/") {
+///             true => Ok(()),
+///             false => Err(StoreError::NotFound),
+///         }
+///     }
+/// }
+///
+/// impl Store for PublicOnly {
+///     fn create(&self, path: &str, create: Create) -> Result<Created, StoreError> {
+///         Self::check(path)?;
+///         self.0.create(path, create)
+///     }
+///     fn append(&self, path: &str, append: Append) -> Result<Appended, StoreError> {
+///         self.0.append(path, append)
+///     }
+///     fn read(&self, path: &str, after: Option<Offset>, chunks: usize, bytes: usize)
+///         -> Result<Read, StoreError> {
+///         self.0.read(path, after, chunks, bytes)
+///     }
+///     fn info(&self, path: &str) -> Result<Info, StoreError> {
+///         self.0.info(path)
+///     }
+///     fn delete(&self, path: &str) -> Result<(), StoreError> {
+///         self.0.delete(path)
+///     }
+///     fn changes(&self, path: &str) -> Result<Arc<Notify>, StoreError> {
+///         self.0.changes(path)
+///     }
+/// }
+///
+/// let store = PublicOnly(MemoryStore::new());
+/// assert_eq!(store.create("/private/x", Create::new(None)).unwrap_err(), StoreError::NotFound);
+/// assert!(store.create("/public/x", Create::new(None))?.created);
+/// let service = DurableStreams::new(store);
+/// # let _ = service;
+/// # Ok::<(), StoreError>(())
+/// ```
 pub trait Store: Send + Sync + 'static {
     /// Creates the stream at `path`, or confirms an identical one (`created: false`).
     ///
@@ -265,7 +317,6 @@ impl Create {
 
 /// A created (or confirmed) stream.
 #[derive(Clone, Debug)]
-#[non_exhaustive]
 pub struct Created {
     /// Whether it was created now (`201`), rather than confirmed (`200`).
     pub created: bool,
@@ -285,6 +336,24 @@ pub struct Producer {
 }
 
 /// A request to append to, or close, a stream (`POST`).
+///
+/// # Examples
+///
+/// ```
+/// use tower_push::durable::{Append, Create, MemoryStore, Offset, Producer, Store, StoreError};
+///
+/// let store = MemoryStore::new();
+/// store.create("/s", Create::new(Some("application/json".into())))?;
+/// let mut append = Append::new("application/json", r#"[{"a":1},{"b":2}]"#);
+/// append.producer = Some(Producer { id: "w".into(), epoch: 0, seq: 0 });
+/// let first = store.append("/s", append.clone())?;
+/// assert!(first.wrote);
+/// // A retry is recognised and appends nothing.
+/// let retry = store.append("/s", append)?;
+/// assert!(!retry.wrote);
+/// assert_eq!(retry.tail, Offset::new(1));
+/// # Ok::<(), StoreError>(())
+/// ```
 #[derive(Clone, Debug, Default)]
 #[non_exhaustive]
 pub struct Append {
@@ -313,7 +382,6 @@ impl Append {
 
 /// What an append did.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct Appended {
     /// The tail after it.
     pub tail: Offset,
@@ -328,7 +396,6 @@ pub struct Appended {
 
 /// What is known about a stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct Info {
     /// The stream's incarnation: a stream deleted and created again at the same path gets
     /// another.
@@ -347,7 +414,6 @@ pub struct Info {
 
 /// The answer to a read.
 #[derive(Clone, Debug)]
-#[non_exhaustive]
 pub struct Read {
     /// The stream.
     pub info: Info,
@@ -371,6 +437,17 @@ impl Read {
 
 /// Why a store refused a request. Each maps to the status the protocol gives it
 /// ([`status`](Self::status)) and a short machine-readable [`code`](Self::code).
+///
+/// # Examples
+///
+/// ```
+/// use tower_push::durable::{Offset, StoreError};
+///
+/// let closed = StoreError::Closed { tail: Offset::new(4) };
+/// assert_eq!(closed.status(), 409);
+/// assert_eq!(closed.code(), "stream_closed");
+/// assert_eq!(closed.to_string(), "stream is closed at 0000000000000000_0000000000000004");
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum StoreError {

@@ -1,0 +1,77 @@
+//! Whole Durable Streams requests: any method, target, protocol header and body gets an answer
+//! from the documented set, never a panic or a hang, and offsets parse only in canonical form.
+#![no_main]
+
+use std::sync::OnceLock;
+
+use http::{HeaderValue, Method, Request, Uri};
+use libfuzzer_sys::fuzz_target;
+use tower::ServiceExt;
+use tower_push::durable::{DurableStreams, MemoryStore, Offset};
+
+fn service() -> &'static DurableStreams<MemoryStore> {
+    static SERVICE: OnceLock<DurableStreams<MemoryStore>> = OnceLock::new();
+    SERVICE.get_or_init(|| {
+        let store = MemoryStore::builder().max_streams(64).max_bytes(1 << 20).build();
+        DurableStreams::builder(store).max_body_bytes(4096).build().unwrap()
+    })
+}
+
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    // A paused clock: holds expire as soon as nothing else can happen.
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap()
+    })
+}
+
+const HEADERS: [&str; 11] = [
+    "content-type",
+    "stream-ttl",
+    "stream-expires-at",
+    "stream-closed",
+    "stream-seq",
+    "stream-forked-from",
+    "stream-fork-offset",
+    "stream-fork-sub-offset",
+    "producer-id",
+    "producer-epoch",
+    "producer-seq",
+];
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(text) = std::str::from_utf8(data) {
+        if let Ok(offset) = text.parse::<Offset>() {
+            if offset < Offset::new(10_000_000_000_000_000) {
+                assert_eq!(offset.to_string(), text);
+            }
+        }
+    }
+    // [method, header index, target length, target, header value length, header value, body]
+    let [method, header, target_len, rest @ ..] = data else { return };
+    let methods = [Method::GET, Method::PUT, Method::POST, Method::HEAD, Method::DELETE, Method::OPTIONS];
+    let method = methods[*method as usize % methods.len()].clone();
+    let (target, rest) = rest.split_at((*target_len as usize).min(rest.len()));
+    let Some((&value_len, rest)) = rest.split_first() else { return };
+    let (value, body) = rest.split_at((value_len as usize).min(rest.len()));
+    let Ok(uri) = Uri::try_from(target) else { return };
+    let mut builder = Request::builder().method(method).uri(uri);
+    if let Ok(value) = HeaderValue::from_bytes(value) {
+        builder = builder.header(HEADERS[*header as usize % HEADERS.len()], value);
+    }
+    let Ok(request) = builder.body(String::from_utf8_lossy(body).into_owned()) else { return };
+
+    runtime().block_on(async {
+        let response = service().clone().oneshot(request).await.unwrap();
+        let status = response.status().as_u16();
+        assert!(
+            matches!(status, 200 | 201 | 204 | 304 | 400 | 403 | 404 | 405 | 409 | 410 | 413 | 503 | 507),
+            "{status}"
+        );
+        assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+    });
+});
