@@ -79,7 +79,7 @@ fn body(batch: &Batch) -> Bytes {
 /// use tower_push::format::PollFormat;
 /// use tower_push::{Cursor, Epoch};
 ///
-/// let closed = DurablePoll.closed(Cursor::new(Epoch::new(1), 3));
+/// let closed = DurablePoll.closed(&Cursor::new(Epoch::new(1), 3).into());
 /// assert_eq!(closed.status(), 204);
 /// assert_eq!(closed.headers()["stream-next-offset"], "0000000000000000_0000000000000003");
 /// assert_eq!(closed.headers()["stream-closed"], "true");
@@ -157,7 +157,7 @@ fn rejected(rejection: &Rejection) -> Response<PushBody> {
 /// use tower_push::{Cursor, Epoch};
 ///
 /// let mut out = Vec::new();
-/// let end = StreamEnd::Closed { cursor: Cursor::new(Epoch::new(1), 2) };
+/// let end = StreamEnd::Closed { cursor: Cursor::new(Epoch::new(1), 2).into() };
 /// DurableSse::default().end(&end, &mut out);
 /// assert_eq!(
 ///     out,
