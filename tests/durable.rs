@@ -17,9 +17,7 @@ use bytes::Bytes;
 use common::external::{tests, Program, Suite};
 use common::{serve, RawResponse, Reply};
 use http::{Method, Request};
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use http_body_util::Full;
 use tower_push::durable::{DurableStreams, MemoryStore};
 use tower_push::{LongPollLayer, Shutdown};
 
@@ -86,19 +84,7 @@ async fn send(
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    let request = request.body(Full::new(body.into())).unwrap();
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    let response = sender.send_request(request).await.unwrap();
-    let (parts, body) = response.into_parts();
-    Reply {
-        status: parts.status,
-        headers: parts.headers,
-        body: body.collect().await.unwrap().to_bytes(),
-    }
+    common::send(addr, request.body(Full::new(body.into())).unwrap()).await
 }
 
 async fn put(addr: SocketAddr, path: &str, content_type: &str) -> Reply {

@@ -8,6 +8,7 @@ use http::{HeaderValue, Response, StatusCode};
 use super::headers::{set_true, STREAM_CLOSED, STREAM_NEXT_OFFSET, STREAM_UP_TO_DATE};
 use super::store::Mode;
 use super::Offset;
+use crate::format::sse::push_lines;
 use crate::format::{PollFormat, StreamEnd, StreamFormat};
 use crate::source::Batch;
 use crate::{Cursor, Event, PushBody, Rejection, Resume};
@@ -206,32 +207,9 @@ impl DurableSse {
             }
             // One line already (JSON), or split at every line break so that no payload can
             // end the event.
-            _ => push_lines(bytes, out),
+            _ => push_lines(out, b"data:", bytes),
         }
         out.push(b'\n');
-    }
-}
-
-/// One `data:` line per line of `payload`, split at CRLF, CR and LF.
-fn push_lines(payload: &[u8], out: &mut Vec<u8>) {
-    let mut rest = payload;
-    loop {
-        let end = rest
-            .iter()
-            .position(|&b| b == b'\n' || b == b'\r')
-            .unwrap_or(rest.len());
-        out.extend_from_slice(b"data:");
-        out.extend_from_slice(&rest[..end]);
-        out.push(b'\n');
-        if end == rest.len() {
-            return;
-        }
-        let skip = if rest[end..].starts_with(b"\r\n") {
-            2
-        } else {
-            1
-        };
-        rest = &rest[end + skip..];
     }
 }
 
@@ -335,7 +313,7 @@ mod tests {
     #[test]
     fn lines_never_end_an_event() {
         let mut out = Vec::new();
-        push_lines(b"a\r\n\r\nevent: x\rb\n", &mut out);
+        push_lines(&mut out, b"data:", b"a\r\n\r\nevent: x\rb\n");
         assert_eq!(out, b"data:a\ndata:\ndata:event: x\ndata:b\ndata:\n");
     }
 }

@@ -13,7 +13,7 @@
 mod auto;
 pub(crate) mod json;
 mod ndjson;
-mod sse;
+pub(crate) mod sse;
 
 pub use self::auto::{AutoFormat, Framing};
 pub use self::json::JsonFormat;

@@ -59,16 +59,23 @@ impl SseFormat {
     }
 }
 
-/// Appends one `data:` line per line of `payload`, splitting at CRLF, CR and LF as the standard's
-/// parser does.
+/// Appends one `data: ` line per line of `payload`, splitting at CRLF, CR and LF as the
+/// standard's parser does.
 fn push_data(out: &mut Vec<u8>, payload: &[u8]) {
+    push_lines(out, b"data: ", payload);
+}
+
+/// Appends one line per line of `payload`, each starting with `field` (`data: `, or `data:` for
+/// formats that write no space), split at CRLF, CR and LF, so that no payload can break a field
+/// or end an event.
+pub(crate) fn push_lines(out: &mut Vec<u8>, field: &[u8], payload: &[u8]) {
     let mut rest = payload;
     loop {
         let end = rest
             .iter()
             .position(|&b| b == b'\n' || b == b'\r')
             .unwrap_or(rest.len());
-        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(field);
         out.extend_from_slice(&rest[..end]);
         out.push(b'\n');
         if end == rest.len() {

@@ -187,7 +187,12 @@ pub async fn request(
     send(addr, request.body(Empty::<Bytes>::new()).unwrap()).await
 }
 
-async fn send(addr: SocketAddr, request: Request<Empty<Bytes>>) -> Reply {
+/// Sends `request` over a new HTTP/1.1 connection and reads the whole answer.
+pub async fn send<B>(addr: SocketAddr, request: Request<B>) -> Reply
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let stream = TcpStream::connect(addr).await.unwrap();
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
