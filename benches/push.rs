@@ -13,6 +13,13 @@
 //! with its Nchan module (when installed) the same way, and `--only scaling` parks 1,000, 10,000
 //! and 50,000 polls on tower-push and Nchan and writes the curve to `push-scaling.csv` in the
 //! target directory, which `benches/plot.py` draws.
+//!
+//! `--only durable` (with `--features durable`; not part of the default run) sets tower-push's
+//! Durable Streams service against the protocol's other servers, `durable-streams-server` from
+//! crates.io and the Node reference server `@durable-streams/server` from npm (pinned in
+//! `benches/durable-peers/`; `npm ci` there installs it): long-poll fan-out to 1,000 and
+//! 10,000 readers, memory per parked reader, and append throughput. A peer that is not
+//! installed is skipped, and its table says why. See the `durable` module at the end.
 
 use std::convert::Infallible;
 use std::io::{BufRead, BufReader, Write as _};
