@@ -1,6 +1,6 @@
 //! The query parameters of a read: `offset`, `live`, `cursor`.
 
-use std::borrow::Cow;
+use crate::request::percent_decode as decode;
 
 /// The parameters the protocol reads; any other is ignored.
 #[derive(Debug, Default)]
@@ -30,33 +30,6 @@ impl Query {
         }
         parsed
     }
-}
-
-/// Decodes `%XX` escapes and `+`; invalid escapes stay as they are.
-fn decode(text: &str) -> Cow<'_, [u8]> {
-    if !text.bytes().any(|b| b == b'%' || b == b'+') {
-        return Cow::Borrowed(text.as_bytes());
-    }
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let hex = |b: Option<&u8>| b.and_then(|&b| (b as char).to_digit(16)).map(|d| d as u8);
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                if let (Some(hi), Some(lo)) = (hex(bytes.get(i + 1)), hex(bytes.get(i + 2))) {
-                    out.push(hi << 4 | lo);
-                    i += 3;
-                    continue;
-                }
-                out.push(b'%');
-            }
-            b'+' => out.push(b' '),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    Cow::Owned(out)
 }
 
 #[cfg(test)]
