@@ -2028,7 +2028,7 @@ mod driver {
             .collect()
     }
 
-    async fn wait_parked(control: &mut Conn, n: usize) {
+    pub(super) async fn wait_parked(control: &mut Conn, n: usize) {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let (waiting, _) = control.stats().await.expect("stats");
@@ -2861,18 +2861,7 @@ mod durable {
             let deadline = Instant::now() + Duration::from_secs(120);
             if self.counts {
                 let mut control = Conn::connect(self.server.control).await.expect("connect");
-                loop {
-                    let (waiting, _) = control.stats().await.expect("stats");
-                    if waiting >= n {
-                        break;
-                    }
-                    assert!(
-                        Instant::now() < deadline,
-                        "only {waiting} of {n} readers parked after 120 s"
-                    );
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                super::driver::wait_parked(&mut control, n).await;
             } else {
                 loop {
                     let done = sent.load(Ordering::Relaxed);
