@@ -327,6 +327,28 @@ mod server {
                     async move { Ok::<_, Infallible>(state.control(req)) }
                 })
             }));
+            if stack == "demo-app" {
+                // The demo program itself: its `Demo` routes and its server loop, with a hold
+                // long enough to outlast the measurement and no cap on held polls. Polls go to
+                // `/poll` without a cursor (they park at the head of `default`); the stats
+                // counter follows that topic.
+                let settings = demo_app::Settings {
+                    hold: Duration::from_secs(600),
+                    max_held: usize::MAX,
+                    ..demo_app::Settings::default()
+                };
+                let shutdown = tower_push::Shutdown::new();
+                let demo = demo_app::Demo::new(&settings, &shutdown).expect("demo settings");
+                let (topic, waiting) = (demo.topic().clone(), state.waiting.clone());
+                tokio::spawn(async move {
+                    loop {
+                        waiting.store(topic.parked_subscriptions(), Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                });
+                demo_app::serve(main, demo, &settings, shutdown, std::future::pending()).await;
+                return;
+            }
             match kind {
                 "tower-push-poll" => {
                     let poll = LongPollLayer::builder()
@@ -1619,9 +1641,10 @@ mod driver {
             if settings.only.iter().any(|p| p == "stacks") {
                 let path = format!("/poll?after={}", cursor(1));
                 let http1 = park("tower-push-poll", &path, settings.parked).await;
-                for stack in ["auto", "auto-http1", "axum", "demo"] {
+                for stack in ["auto", "auto-http1", "axum", "demo", "demo-app"] {
                     let kind = format!("tower-push-poll@{stack}");
-                    let kib = park(&kind, &path, settings.parked).await;
+                    let path = if stack == "demo-app" { "/poll" } else { &path };
+                    let kib = park(&kind, path, settings.parked).await;
                     eprintln!(
                         "   stack {stack:10} {kib:.2} KiB per parked poll, {:.2}x hyper's http1::Builder ({http1:.2})",
                         kib / http1

@@ -108,9 +108,7 @@ async fn main() {
     );
     let handle = move |req: Request<Incoming>| {
         let topic = topic.clone();
-        app::route(req, poll.clone(), stream.clone(), move |body| {
-            publish(topic, body)
-        })
+        app::route(req, &poll, &stream, move |body| publish(topic, body))
     };
     let stop = app::ctrl_c_or_sigterm();
     if app::serve_with(listener, handle, &settings, shutdown, stop).await {

@@ -657,7 +657,7 @@ impl Served {
                     let topic = publish_to.clone();
                     let publish =
                         move |body| std::future::ready(demo_app::publish_to(&topic, body));
-                    demo_app::route(req, poll.clone(), stream.clone(), publish)
+                    demo_app::route(req, &poll, &stream, publish)
                 };
                 let shutdown = shutdown.clone();
                 tokio::spawn(async move {
