@@ -76,7 +76,7 @@ fn main() {
             eprintln!("{message}");
             eprintln!(
                 "usage: cargo bench --bench push [-- --quick] [--runs N] [--parked N] \
-                 [--scaling N,N,...] [--csv PATH] [--appends N] \
+                 [--scaling N,N,...] [--csv PATH] [--appends N] [--head-pad BYTES] \
                  [--only memory,fanout,throughput,stream,nchan,scaling,stacks,topics,durable]"
             );
             std::process::exit(2);
@@ -196,6 +196,10 @@ impl Settings {
                         .collect::<Result<_, _>>()?;
                 }
                 "--csv" => settings.csv = Some(PathBuf::from(value()?)),
+                "--head-pad" => {
+                    let pad = value()?.parse().map_err(|e| format!("--head-pad: {e}"))?;
+                    HEAD_PAD.store(pad, Ordering::Relaxed);
+                }
                 "--appends" => {
                     settings.appends = value()?.parse().map_err(|e| format!("--appends: {e}"))?;
                 }
@@ -282,6 +286,13 @@ fn text(body: impl Into<Bytes>) -> Response<Full<Bytes>> {
 /// | `notify` | a hyper handler that waits on a `Notify`, then answers the newest event from a shared `Mutex<Vec<Bytes>>` |
 /// | `ready` | a hyper handler that answers tower-push's bytes at once |
 /// | `axum-sse` | axum's `Sse` over a `tokio::sync::broadcast` receiver |
+// Every process of this bench, the servers and the load client, allocates with jemalloc, as the
+// demo and the examples do: both sides of every ratio against a hand-written baseline use the
+// same allocator. (Before, they used glibc's malloc; BENCHMARKS.md has both.)
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// The demo's server loop, measured as one of the connection stacks (`--only stacks`).
 #[path = "../examples/demo/app.rs"]
 mod demo_app;
@@ -319,19 +330,12 @@ mod server {
             let port = |l: &TcpListener| l.local_addr().expect("local address").port();
             println!("{} {}", port(&main), port(&control));
             std::io::stdout().flush().expect("stdout");
-            let state = State::new(kind == "axum-sse").await;
-            tokio::spawn(serve(control, {
-                let state = state.clone();
-                hyper::service::service_fn(move |req| {
-                    let state = state.clone();
-                    async move { Ok::<_, Infallible>(state.control(req)) }
-                })
-            }));
-            if stack == "demo-app" {
-                // The demo program itself: its `Demo` routes and its server loop, with a hold
-                // long enough to outlast the measurement and no cap on held polls. Polls go to
-                // `/poll` without a cursor (they park at the head of `default`); the stats
-                // counter follows that topic.
+            let mut state = State::new(kind == "axum-sse").await;
+            // The demo program itself (`@demo-app`): its `Demo` routes and its server loop, with
+            // a hold long enough to outlast the measurement and no cap on held polls. Polls go
+            // to `/poll` without a cursor (they park at the head of `default`), and the control
+            // listener publishes on that topic and counts its parked polls.
+            let demo = (stack == "demo-app").then(|| {
                 let settings = demo_app::Settings {
                     hold: Duration::from_secs(600),
                     max_held: usize::MAX,
@@ -339,13 +343,17 @@ mod server {
                 };
                 let shutdown = tower_push::Shutdown::new();
                 let demo = demo_app::Demo::new(&settings, &shutdown).expect("demo settings");
-                let (topic, waiting) = (demo.topic().clone(), state.waiting.clone());
-                tokio::spawn(async move {
-                    loop {
-                        waiting.store(topic.parked_subscriptions(), Ordering::Relaxed);
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                });
+                state.topic = demo.topic().clone();
+                (demo, settings, shutdown)
+            });
+            tokio::spawn(serve(control, {
+                let state = state.clone();
+                hyper::service::service_fn(move |req| {
+                    let state = state.clone();
+                    async move { Ok::<_, Infallible>(state.control(req)) }
+                })
+            }));
+            if let Some((demo, settings, shutdown)) = demo {
                 demo_app::serve(main, demo, &settings, shutdown, std::future::pending()).await;
                 return;
             }
@@ -846,8 +854,17 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
         .position(|window| window == needle)
 }
 
+/// `--head-pad BYTES`: every GET of the load client carries an `x-pad` header of that many
+/// bytes, as a client with large cookies or a hostile one would send; 0 (no such header) by
+/// default.
+static HEAD_PAD: AtomicUsize = AtomicUsize::new(0);
+
 fn get_request(path: &str, accept: Option<&str>) -> Vec<u8> {
-    let accept = accept.map_or(String::new(), |a| format!("accept: {a}\r\n"));
+    let mut accept = accept.map_or(String::new(), |a| format!("accept: {a}\r\n"));
+    let pad = HEAD_PAD.load(Ordering::Relaxed);
+    if pad > 0 {
+        accept.push_str(&format!("x-pad: {}\r\n", "a".repeat(pad)));
+    }
     format!("GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\n{accept}\r\n").into_bytes()
 }
 
@@ -2128,6 +2145,8 @@ mod driver {
         /// tower-push on a runtime with one worker thread, as nginx has one worker process:
         /// the info rows of `--only nchan`.
         TowerPushOneThread,
+        /// The demo program (its routes and its server loop), at the size of the memory row.
+        Demo,
         Nchan,
     }
 
@@ -2136,6 +2155,7 @@ mod driver {
             match self {
                 Self::TowerPush => "tower-push",
                 Self::TowerPushOneThread => "tower-push-1-thread",
+                Self::Demo => "tower-push-demo",
                 Self::Nchan => "nchan",
             }
         }
@@ -2145,6 +2165,8 @@ mod driver {
     /// publishes: tower-push's control listener, or Nchan's publisher location.
     enum Target {
         TowerPush(Server),
+        /// The demo program: polls without a cursor park at the head of its topic.
+        Demo(Server),
         Nchan(nchan::Nginx),
     }
 
@@ -2167,6 +2189,12 @@ mod driver {
                     control.stats().await.expect("stats");
                     (Self::TowerPush(server), control)
                 }
+                Peer::Demo => {
+                    let server = Server::start("tower-push-poll@demo-app");
+                    let mut control = Conn::connect(server.control).await.expect("connect");
+                    control.stats().await.expect("stats");
+                    (Self::Demo(server), control)
+                }
                 Peer::Nchan => {
                     let program = program.expect("Nchan is installed");
                     let nginx = nchan::Nginx::start(program, connections).await;
@@ -2178,7 +2206,7 @@ mod driver {
 
         fn addr(&self) -> SocketAddr {
             match self {
-                Self::TowerPush(server) => server.addr,
+                Self::TowerPush(server) | Self::Demo(server) => server.addr,
                 Self::Nchan(nginx) => nginx.addr,
             }
         }
@@ -2187,6 +2215,7 @@ mod driver {
         fn parked_path(&self) -> String {
             match self {
                 Self::TowerPush(_) => format!("/poll?after={}", cursor(1)),
+                Self::Demo(_) => "/poll".to_owned(),
                 Self::Nchan(nginx) => format!("/poll?last_event_id={}", nginx.newest),
             }
         }
@@ -2194,7 +2223,7 @@ mod driver {
         /// A poll after the event before the newest: answered at once with one event.
         fn ready_path(&self) -> String {
             match self {
-                Self::TowerPush(_) => format!("/poll?after={}", cursor(0)),
+                Self::TowerPush(_) | Self::Demo(_) => format!("/poll?after={}", cursor(0)),
                 Self::Nchan(nginx) => format!("/poll?last_event_id={}", nginx.older),
             }
         }
@@ -2202,21 +2231,23 @@ mod driver {
         /// Resident memory in KiB: the server process, or nginx's master and worker.
         fn rss_kib(&self) -> u64 {
             match self {
-                Self::TowerPush(server) => server.rss_kib(),
+                Self::TowerPush(server) | Self::Demo(server) => server.rss_kib(),
                 Self::Nchan(nginx) => nginx.rss_kib(),
             }
         }
 
         async fn waiting(&self, control: &mut Conn) -> usize {
             match self {
-                Self::TowerPush(_) => control.stats().await.expect("stats").0,
+                Self::TowerPush(_) | Self::Demo(_) => control.stats().await.expect("stats").0,
                 Self::Nchan(_) => nchan::subscribers(control).await,
             }
         }
 
         async fn publish(&self, control: &mut Conn) {
             match self {
-                Self::TowerPush(_) => control.post("/publish").await.expect("publish"),
+                Self::TowerPush(_) | Self::Demo(_) => {
+                    control.post("/publish").await.expect("publish");
+                }
                 Self::Nchan(_) => {
                     nchan::publish(control, &event_json(1)).await;
                 }
@@ -2235,9 +2266,10 @@ mod driver {
     }
 
     impl Sides<'_> {
-        /// The order of this run: tower-push and Nchan (when installed) alternate, and with
-        /// `one_thread` tower-push on one thread comes first or last, around Nchan.
-        fn order(&self, one_thread: bool) -> Vec<Peer> {
+        /// The order of this run: tower-push and Nchan (when installed) alternate. With
+        /// `others`, tower-push on one thread comes first or last, and the demo program right
+        /// before or after Nchan.
+        fn order(&self, others: bool) -> Vec<Peer> {
             let mut order = if self.first == Peer::TowerPush {
                 vec![Peer::TowerPush, Peer::Nchan]
             } else {
@@ -2245,9 +2277,11 @@ mod driver {
             };
             if self.nchan.is_none() {
                 order.retain(|&peer| peer != Peer::Nchan);
-            } else if one_thread && self.first == Peer::TowerPush {
+            } else if others && self.first == Peer::TowerPush {
+                order.insert(1, Peer::Demo);
                 order.push(Peer::TowerPushOneThread);
-            } else if one_thread {
+            } else if others {
+                order.insert(1, Peer::Demo);
                 order.insert(0, Peer::TowerPushOneThread);
             }
             order
@@ -2307,6 +2341,18 @@ mod driver {
             }
             for peer in sides.order(versus && n == settings.parked) {
                 let parked = parked_peer(peer, sides.nchan, n).await;
+                if matches!(peer, Peer::Demo | Peer::Nchan) && versus && n == settings.parked {
+                    // Nchan's figures are also the other side of the demo program's rows.
+                    let ours = peer == Peer::Demo;
+                    let name = |what: &str| format!("{what}, N={n}, the demo program");
+                    let memory = name("memory per parked poll");
+                    table.add(&memory, "KiB", Some((1.0, false)), ours, parked.per_poll);
+                    let p99 = name("fan-out, publish to last byte, p99");
+                    table.add(&p99, "ms", None, ours, parked.p99);
+                }
+                if peer == Peer::Demo {
+                    continue;
+                }
                 if peer != Peer::TowerPush && versus && n == settings.parked {
                     // Nchan's figure is also the other side of the one-thread row.
                     table.add(
@@ -2355,6 +2401,9 @@ mod driver {
             let name = format!("ready-poll throughput, {connections} connections");
             let one_thread = format!("{name}, tower-push on one runtime thread (info)");
             for peer in sides.order(true) {
+                if peer == Peer::Demo {
+                    continue;
+                }
                 let (target, _control) = Target::start(peer, sides.nchan, connections + 64).await;
                 let path = target.ready_path();
                 let rps = throughput_at(settings, peer.name(), target.addr(), &path).await;

@@ -40,6 +40,15 @@ use tower_push::io::{Protocol, WriteTimeout};
 use tower_push::memory::Topic;
 use tower_push::{ChunkedStreamLayer, ConfigError, EventData, LongPollLayer, MemoryLog, Shutdown};
 
+// Allocate with jemalloc: a parked poll then costs about 6 KiB of memory instead of 10 with
+// glibc's malloc, measured with 10,000 of them (BENCHMARKS.md, "What the connection stack
+// costs"). Most of a parked HTTP/1.1 connection is hyper's 8 KiB read buffer, of which a poll's
+// request uses a few hundred bytes; jemalloc leaves the pages nobody wrote to out of memory.
+// (Not when the tests include this file: a program has one allocator.)
+#[cfg(all(not(test), not(target_env = "msvc")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Long polling and streaming with axum.
 #[derive(Parser)]
 struct Args {
@@ -286,10 +295,17 @@ pub async fn serve(
                 return;
             };
             let io = TokioIo::new(WriteTimeout::new(socket, deadlines.write));
-            let _ = match protocol {
-                Protocol::Http2 => watcher.watch(h2.serve_connection(io, service)).await,
-                _ => watcher.watch(h1.serve_connection(io, service)).await,
-            };
+            // The connection gets a task of its own, which holds the connection and nothing
+            // else, so that a parked poll does not also keep both builders, and an HTTP/1.1
+            // connection is not made as large as an HTTP/2 one.
+            match protocol {
+                Protocol::Http2 => drop(tokio::spawn(
+                    watcher.watch(h2.serve_connection(io, service)),
+                )),
+                _ => drop(tokio::spawn(
+                    watcher.watch(h1.serve_connection(io, service)),
+                )),
+            }
         });
     }
     drop(listener);

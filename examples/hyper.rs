@@ -18,6 +18,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use clap::{error::ErrorKind, Parser};
@@ -35,6 +36,15 @@ use tower_push::memory::Topic;
 use tower_push::{
     ChunkedStreamLayer, ConfigError, EventData, LongPollLayer, MemoryLog, PushBody, Shutdown,
 };
+
+// Allocate with jemalloc: a parked poll then costs about 6 KiB of memory instead of 10 with
+// glibc's malloc, measured with 10,000 of them (BENCHMARKS.md, "What the connection stack
+// costs"). Most of a parked HTTP/1.1 connection is hyper's 8 KiB read buffer, of which a poll's
+// request uses a few hundred bytes; jemalloc leaves the pages nobody wrote to out of memory.
+// (Not when the tests include this file: a program has one allocator.)
+#[cfg(all(not(test), not(target_env = "msvc")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// The largest event a client may publish.
 const MAX_EVENT_BYTES: usize = 64 * 1024;
@@ -118,15 +128,24 @@ pub struct Routes {
     pub stream: ChunkedStreamLayer,
 }
 
+/// The future of one answer.
+pub type Answer = Pin<Box<dyn Future<Output = Result<Response<PushBody>, Infallible>> + Send>>;
+
 impl Routes {
     /// Answers one request. The layers never fail (their error is `Infallible`), and neither
-    /// does this.
-    pub async fn handle(self, req: Request<Incoming>) -> Result<Response<PushBody>, Infallible> {
+    /// does this. The route is chosen before the answer's future is made, so that the future
+    /// holds only what its route needs: hyper keeps it for as long as the request lasts, which
+    /// for a held poll or an open stream is minutes.
+    pub fn handle(&self, req: Request<Incoming>) -> Answer {
+        let ready = |response| -> Answer { Box::pin(std::future::ready(Ok(response))) };
         match (req.method(), req.uri().path()) {
             // Any method: the layers answer GET and HEAD, and 405 with `Allow` otherwise.
-            (_, "/poll") => self.poll.layer(self.topic).oneshot(req).await,
-            (_, "/stream") => self.stream.layer(self.topic).oneshot(req).await,
-            (&Method::POST, "/publish") => Ok(publish(&self.topic, req.into_body()).await),
+            (_, "/poll") => Box::pin(self.poll.layer(self.topic.clone()).oneshot(req)),
+            (_, "/stream") => Box::pin(self.stream.layer(self.topic.clone()).oneshot(req)),
+            (&Method::POST, "/publish") => {
+                let topic = self.topic.clone();
+                Box::pin(async move { Ok(publish(&topic, req.into_body()).await) })
+            }
             (_, "/publish") => {
                 let message = "use POST /publish";
                 let mut refused = error(
@@ -136,9 +155,9 @@ impl Routes {
                 );
                 let allow = http::HeaderValue::from_static("POST");
                 refused.headers_mut().insert(header::ALLOW, allow);
-                Ok(refused)
+                ready(refused)
             }
-            _ => Ok(error(StatusCode::NOT_FOUND, "not_found", "no such route")),
+            _ => ready(error(StatusCode::NOT_FOUND, "not_found", "no such route")),
         }
     }
 }
@@ -241,7 +260,7 @@ pub async fn serve(
         // server switch for it, so it is set on each accepted socket.
         let _ = socket.set_nodelay(true);
         let routes = routes.clone();
-        let service = hyper::service::service_fn(move |req| routes.clone().handle(req));
+        let service = hyper::service::service_fn(move |req| routes.handle(req));
         let (h1, h2, watcher) = (h1.clone(), h2.clone(), graceful.watcher());
         tokio::spawn(async move {
             // A client that sends nothing, or a part of HTTP/2's preface, within the header-read
@@ -250,10 +269,17 @@ pub async fn serve(
                 return;
             };
             let io = TokioIo::new(WriteTimeout::new(socket, deadlines.write));
-            let _ = match protocol {
-                Protocol::Http2 => watcher.watch(h2.serve_connection(io, service)).await,
-                _ => watcher.watch(h1.serve_connection(io, service)).await,
-            };
+            // The connection gets a task of its own, which holds the connection and nothing
+            // else, so that a parked poll does not also keep both builders, and an HTTP/1.1
+            // connection is not made as large as an HTTP/2 one.
+            match protocol {
+                Protocol::Http2 => drop(tokio::spawn(
+                    watcher.watch(h2.serve_connection(io, service)),
+                )),
+                _ => drop(tokio::spawn(
+                    watcher.watch(h1.serve_connection(io, service)),
+                )),
+            }
         });
     }
     drop(listener);

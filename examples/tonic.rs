@@ -43,6 +43,15 @@ use tower_push::io::WriteTimeout;
 use tower_push::memory::Topic;
 use tower_push::{ChunkedStreamLayer, ConfigError, EventData, LongPollLayer, MemoryLog, Shutdown};
 
+// Allocate with jemalloc: a parked poll then costs about 6 KiB of memory instead of 10 with
+// glibc's malloc, measured with 10,000 of them (BENCHMARKS.md, "What the connection stack
+// costs"). Most of a parked HTTP/1.1 connection is hyper's 8 KiB read buffer, of which a poll's
+// request uses a few hundred bytes; jemalloc leaves the pages nobody wrote to out of memory.
+// (Not when the tests include this file: a program has one allocator.)
+#[cfg(all(not(test), not(target_env = "msvc")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// gRPC, long polling and streaming with tonic.
 #[derive(Parser)]
 struct Args {

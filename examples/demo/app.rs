@@ -563,7 +563,7 @@ where
             async move { Ok::<_, Infallible>(answer.await) }
         });
         let (h1, h2, watcher) = (h1.clone(), h2.clone(), graceful.watcher());
-        let fut = async move {
+        tokio::spawn(async move {
             // Which protocol, told from the first bytes without reading them, so that each
             // connection gets only its own protocol's machinery (hyper-util's `auto` builder
             // reads them into a buffer of its own, about 7 KB more per connection). A client
@@ -573,12 +573,18 @@ where
                 return;
             };
             let io = TokioIo::new(WriteTimeout::new(stream, write_stall));
-            let _ = match protocol {
-                Protocol::Http2 => Box::pin(watcher.watch(h2.serve_connection(io, service))).await,
-                _ => watcher.watch(h1.serve_connection(io, service)).await,
-            };
-        };
-        tokio::spawn(fut);
+            // The connection gets a task of its own, which holds the connection and nothing
+            // else: this task, which also holds both builders and the sniffing, ends here, and
+            // an HTTP/1.1 connection is not made as large as an HTTP/2 one.
+            match protocol {
+                Protocol::Http2 => drop(tokio::spawn(
+                    watcher.watch(h2.serve_connection(io, service)),
+                )),
+                _ => drop(tokio::spawn(
+                    watcher.watch(h1.serve_connection(io, service)),
+                )),
+            }
+        });
     }
     // Held polls answer, streams send their final message, then connections close.
     shutdown.trigger();

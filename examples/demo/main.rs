@@ -39,6 +39,14 @@ mod app;
 
 use app::{exit_usage, Demo};
 
+// Allocate with jemalloc: a parked poll then costs about 6 KiB of memory instead of 10 with
+// glibc's malloc, measured with 10,000 of them (BENCHMARKS.md, "What the connection stack
+// costs"). Most of a parked HTTP/1.1 connection is hyper's 8 KiB read buffer, of which a poll's
+// request uses a few hundred bytes; jemalloc leaves the pages nobody wrote to out of memory.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// The tower-push demo: long polling and streaming on the embedded in-memory log.
 #[derive(Parser)]
 #[command(name = "demo")]
