@@ -19,8 +19,12 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-COLOURS = {"tower-push": "#1f6fb4", "nchan": "#c8402a"}
-LABELS = {"tower-push": "tower-push", "nchan": "nginx + Nchan"}
+COLOURS = {"tower-push": "#1f6fb4", "nchan": "#c8402a", "tower-push-demo-h2": "#3a8a3a"}
+LABELS = {
+    "tower-push": "tower-push",
+    "nchan": "nginx + Nchan",
+    "tower-push-demo-h2": "tower-push demo, HTTP/2 (100 polls per connection)",
+}
 FALLBACK_COLOURS = ["#3a8a3a", "#7a4fa0", "#a0782a"]
 
 PANEL_W, PANEL_H = 420, 300

@@ -307,7 +307,8 @@ mod server {
             let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
             std::process::exit(0);
         });
-        let mut runtime = tokio::runtime::Builder::new_multi_thread();
+        // Every server, tower-push's and the baselines', runs on the demo's runtime settings.
+        let mut runtime = demo_app::runtime();
         let kind = match kind.strip_suffix("-1-thread") {
             Some(kind) => {
                 runtime.worker_threads(1);
@@ -317,7 +318,7 @@ mod server {
         };
         let (kind, stack) = kind.split_once('@').unwrap_or((kind, "http1"));
         let stack = stack.to_owned();
-        let runtime = runtime.enable_all().build().expect("tokio runtime");
+        let runtime = runtime.build().expect("tokio runtime");
         // With the `metrics` feature the servers record into a Prometheus recorder, as a
         // deployment would, so that the table shows what recording costs.
         #[cfg(feature = "metrics")]
@@ -813,6 +814,20 @@ fn rss_kib(pid: u32) -> u64 {
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|kib| kib.parse().ok())
         .expect("VmRSS in /proc/<pid>/status")
+}
+
+/// The time the threads of process `pid` have spent on a CPU, in nanoseconds: the first field of
+/// `/proc/<pid>/task/<tid>/schedstat`, summed over its threads.
+fn cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(|task| {
+            let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+            stat.split_whitespace().next()?.parse::<u64>().ok()
+        })
+        .sum()
 }
 
 /// The processes whose parent is `pid`, from `/proc/<n>/stat`.
@@ -1311,7 +1326,7 @@ http {{
     /// A running nginx with Nchan, seeded with two messages on the bench channel.
     pub(super) struct Nginx {
         wrapper: Child,
-        master: u32,
+        pub(super) master: u32,
         pub(super) addr: SocketAddr,
         /// The id of the first message: polls after it are answered at once, with the second.
         pub(super) older: String,
@@ -1365,6 +1380,11 @@ http {{
         /// The resident memory of the master and its workers, in KiB.
         pub(super) fn rss_kib(&self) -> u64 {
             rss_kib(self.master) + children(self.master).into_iter().map(rss_kib).sum::<u64>()
+        }
+
+        /// CPU time of nginx's master and worker, in nanoseconds.
+        pub(super) fn cpu_ns(&self) -> u64 {
+            cpu_ns(self.master) + children(self.master).into_iter().map(cpu_ns).sum::<u64>()
         }
     }
 
@@ -2147,6 +2167,9 @@ mod driver {
         TowerPushOneThread,
         /// The demo program (its routes and its server loop), at the size of the memory row.
         Demo,
+        /// The demo program with its polls over HTTP/2, [`H2_STREAMS`] on each connection: the
+        /// scaling curve's way past the open-files limit.
+        DemoHttp2,
         Nchan,
     }
 
@@ -2156,6 +2179,7 @@ mod driver {
                 Self::TowerPush => "tower-push",
                 Self::TowerPushOneThread => "tower-push-1-thread",
                 Self::Demo => "tower-push-demo",
+                Self::DemoHttp2 => "tower-push-demo-h2",
                 Self::Nchan => "nchan",
             }
         }
@@ -2189,7 +2213,7 @@ mod driver {
                     control.stats().await.expect("stats");
                     (Self::TowerPush(server), control)
                 }
-                Peer::Demo => {
+                Peer::Demo | Peer::DemoHttp2 => {
                     let server = Server::start("tower-push-poll@demo-app");
                     let mut control = Conn::connect(server.control).await.expect("connect");
                     control.stats().await.expect("stats");
@@ -2225,6 +2249,26 @@ mod driver {
             match self {
                 Self::TowerPush(_) | Self::Demo(_) => format!("/poll?after={}", cursor(0)),
                 Self::Nchan(nginx) => format!("/poll?last_event_id={}", nginx.older),
+            }
+        }
+
+        /// The server's processes: ours, or nginx's master and worker.
+        fn pids(&self) -> Vec<u32> {
+            match self {
+                Self::TowerPush(server) | Self::Demo(server) => vec![server.child.id()],
+                Self::Nchan(nginx) => {
+                    let mut pids = vec![nginx.master];
+                    pids.extend(children(nginx.master));
+                    pids
+                }
+            }
+        }
+
+        /// CPU time in nanoseconds: the server process, or nginx's master and worker.
+        fn cpu_ns(&self) -> u64 {
+            match self {
+                Self::TowerPush(server) | Self::Demo(server) => cpu_ns(server.child.id()),
+                Self::Nchan(nginx) => nginx.cpu_ns(),
             }
         }
 
@@ -2297,6 +2341,9 @@ mod driver {
         p50: f64,
         p99: f64,
         max: f64,
+        /// The server's CPU time from the publish until every client had its answer, per
+        /// answer, in microseconds.
+        cpu_us: f64,
     }
 
     /// One point of the scaling curve: a peer, a number of parked polls, a run.
@@ -2379,6 +2426,15 @@ mod driver {
                         parked.per_poll,
                     );
                 }
+                if versus && n == settings.parked {
+                    table.add(
+                        &format!("fan-out N={n}, server CPU time per answer (info)"),
+                        "us",
+                        None,
+                        ours,
+                        parked.cpu_us,
+                    );
+                }
                 if versus && settings.fanout.contains(&n) {
                     let name = |what: &str| format!("fan-out N={n}, publish to last byte, {what}");
                     let target = (n == settings.parked).then_some((1.0, false));
@@ -2394,6 +2450,22 @@ mod driver {
                         parked,
                     });
                 }
+            }
+        }
+        // The same sizes over HTTP/2: a connection carries H2_STREAMS polls, so that the sizes
+        // beyond the open-files limit can be measured too.
+        if settings.wants("scaling") {
+            for &n in &settings.scaling {
+                if (n.div_ceil(H2_STREAMS) + 512) as u64 > sides.limit {
+                    continue;
+                }
+                let parked = parked_peer(Peer::DemoHttp2, None, n).await;
+                curve.push(Point {
+                    peer: Peer::DemoHttp2,
+                    n,
+                    run,
+                    parked,
+                });
             }
         }
         if versus {
@@ -2419,6 +2491,59 @@ mod driver {
         }
     }
 
+    /// How many polls share one HTTP/2 connection in the scaling curve: the demo's
+    /// `max_concurrent_streams`.
+    const H2_STREAMS: usize = 100;
+
+    /// Opens `n / H2_STREAMS` HTTP/2 connections (prior knowledge, from the [`SOURCES`]
+    /// addresses in turn) and sends [`H2_STREAMS`] requests for `path` on each, `n` in all; each
+    /// task resolves with the instant its whole answer was in.
+    async fn spawn_h2_clients(
+        addr: SocketAddr,
+        path: &str,
+        n: usize,
+    ) -> Vec<tokio::task::JoinHandle<std::io::Result<Instant>>> {
+        use http_body_util::{BodyExt as _, Empty};
+        let uri: http::Uri = format!("http://{addr}{path}").parse().expect("URI");
+        let mut clients = Vec::with_capacity(n);
+        for c in 0..n.div_ceil(H2_STREAMS) {
+            let socket = TcpSocket::new_v4().expect("socket");
+            socket.bind(SocketAddr::new(source(c), 0)).expect("bind");
+            let stream = socket.connect(addr).await.expect("connect");
+            stream.set_nodelay(true).expect("TCP_NODELAY");
+            let (sender, connection) =
+                hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .handshake(TokioIo::new(stream))
+                    .await
+                    .expect("HTTP/2 handshake");
+            tokio::spawn(connection);
+            for _ in 0..H2_STREAMS.min(n - c * H2_STREAMS) {
+                let (mut sender, uri) = (sender.clone(), uri.clone());
+                clients.push(tokio::spawn(async move {
+                    let request = Request::get(uri)
+                        .body(Empty::<Bytes>::new())
+                        .expect("request");
+                    let response = sender
+                        .send_request(request)
+                        .await
+                        .map_err(std::io::Error::other)?;
+                    let status = response.status();
+                    response
+                        .into_body()
+                        .collect()
+                        .await
+                        .map_err(std::io::Error::other)?;
+                    let done = Instant::now();
+                    if status != StatusCode::OK {
+                        return Err(std::io::Error::other(format!("status {status}")));
+                    }
+                    Ok(done)
+                }));
+            }
+        }
+        clients
+    }
+
     /// Parks `n` polls on `peer`, each on its own connection, reads the memory growth, then
     /// publishes one event and times every client's answer.
     async fn parked_peer(peer: Peer, program: Option<&nchan::Program>, n: usize) -> Parked {
@@ -2426,8 +2551,12 @@ mod driver {
         // 16th of its connection slots are free: give it room above n.
         let (target, mut control) = Target::start(peer, program, n + n / 8 + 512).await;
         let rss_before = target.rss_kib();
-        let request = get_request(&target.parked_path(), None);
-        let clients = spawn_clients(target.addr(), request, n, true);
+        let clients = if peer == Peer::DemoHttp2 {
+            spawn_h2_clients(target.addr(), &target.parked_path(), n).await
+        } else {
+            let request = get_request(&target.parked_path(), None);
+            spawn_clients(target.addr(), request, n, true)
+        };
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let waiting = target.waiting(&mut control).await;
@@ -2445,6 +2574,23 @@ mod driver {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let rss_after = target.rss_kib();
         let per_poll = rss_after.saturating_sub(rss_before) as f64 / n as f64;
+        // `PUSH_PROFILE=DIR`: a CPU profile of the server from the publish until every client
+        // has its answer, by `perf record`, in `DIR/<peer>-<n>.data`.
+        let profile = std::env::var_os("PUSH_PROFILE").map(|dir| {
+            let pids: Vec<String> = target.pids().iter().map(u32::to_string).collect();
+            let out = Path::new(&dir).join(format!("{}-{n}.data", peer.name()));
+            let perf = Command::new("perf")
+                .args(["record", "-g", "-F", "4999", "-o"])
+                .arg(&out)
+                .args(["-p", &pids.join(",")])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start perf record");
+            std::thread::sleep(Duration::from_millis(500));
+            perf
+        });
+        let cpu_before = target.cpu_ns();
         let published = Instant::now();
         target.publish(&mut control).await;
         let mut latencies = Vec::with_capacity(n);
@@ -2454,6 +2600,13 @@ mod driver {
                 Err(err) => panic!("{}: a parked client failed: {err}", peer.name()),
             }
         }
+        let cpu_us = target.cpu_ns().saturating_sub(cpu_before) as f64 / 1e3 / n as f64;
+        if let Some(mut perf) = profile {
+            let _ = Command::new("kill")
+                .args(["-INT", &perf.id().to_string()])
+                .status();
+            let _ = perf.wait();
+        }
         latencies.sort_by(f64::total_cmp);
         let parked = Parked {
             rss_before,
@@ -2462,9 +2615,11 @@ mod driver {
             p50: percentile(&latencies, 0.50),
             p99: percentile(&latencies, 0.99),
             max: percentile(&latencies, 1.0),
+            cpu_us,
         };
         eprintln!(
-            "   {:17} N={n}: fan-out p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; \
+            "   {:17} N={n}: fan-out p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, \
+             server CPU {cpu_us:.1} us per answer; \
              {per_poll:.2} KiB per parked poll (RSS {rss_before} to {rss_after} KiB)",
             peer.name(),
             parked.p50,
@@ -2518,7 +2673,7 @@ mod driver {
             println!("| Nchan peer skipped (see above) | | | | | | | | |");
         }
         for &n in &settings.scaling {
-            if !curve.iter().any(|p| p.n == n) {
+            if !curve.iter().any(|p| p.peer == Peer::TowerPush && p.n == n) {
                 println!(
                     "| {n} | skipped: the open-files limit is {limit}, too few for {n} \
                      connections in one process | | | | | | | |"
@@ -2541,6 +2696,31 @@ mod driver {
             }
             println!("{line}|");
         }
+        let h2: Vec<usize> = settings
+            .scaling
+            .iter()
+            .copied()
+            .filter(|&n| curve.iter().any(|p| p.peer == Peer::DemoHttp2 && p.n == n))
+            .collect();
+        if !h2.is_empty() {
+            println!();
+            println!(
+                "The same over HTTP/2: the demo program, {H2_STREAMS} parked polls on each \
+                 connection (prior knowledge); medians of {} runs.",
+                settings.runs
+            );
+            println!();
+            println!("| N | connections | p50 | p99 | KiB/poll | server CPU per answer (us) |");
+            println!("| ---: | ---: | ---: | ---: | ---: | ---: |");
+            let cpu: fn(&Parked) -> f64 = |p| p.cpu_us;
+            for n in h2 {
+                let mut line = format!("| {n} | {} ", n.div_ceil(H2_STREAMS));
+                for value in [p50, p99, memory, cpu] {
+                    line += &format!("| {} ", figure(median_of(Peer::DemoHttp2, n, value)));
+                }
+                println!("{line}|");
+            }
+        }
         let path = settings.csv.clone().unwrap_or_else(|| {
             // `<target>/release/deps/push-<hash>`
             let exe = std::env::current_exe().expect("own executable");
@@ -2548,12 +2728,13 @@ mod driver {
             target.join("push-scaling.csv")
         });
         let mut csv = String::from(
-            "peer,n,run,p50_ms,p99_ms,max_ms,kib_per_poll,rss_before_kib,rss_after_kib\n",
+            "peer,n,run,p50_ms,p99_ms,max_ms,kib_per_poll,rss_before_kib,rss_after_kib,\
+             cpu_us_per_answer\n",
         );
         for point in curve {
             let p = &point.parked;
             csv += &format!(
-                "{},{},{},{:.3},{:.3},{:.3},{:.3},{},{}\n",
+                "{},{},{},{:.3},{:.3},{:.3},{:.3},{},{},{:.2}\n",
                 point.peer.name(),
                 point.n,
                 point.run + 1,
@@ -2563,6 +2744,7 @@ mod driver {
                 p.per_poll,
                 p.rss_before,
                 p.rss_after,
+                p.cpu_us,
             );
         }
         match std::fs::write(&path, csv) {

@@ -55,9 +55,16 @@ struct Cli {
     flags: app::Flags,
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
     let cli = Cli::parse();
+    let runtime = app::runtime().build().unwrap_or_else(|err| {
+        eprintln!("cannot start the runtime: {err}");
+        std::process::exit(1);
+    });
+    runtime.block_on(run(cli));
+}
+
+async fn run(cli: Cli) {
     app::metrics::install();
     let settings = cli.flags.settings();
     let shutdown = Shutdown::new();
