@@ -23,7 +23,7 @@ COLOURS = {"tower-push": "#1f6fb4", "nchan": "#c8402a", "tower-push-demo-h2": "#
 LABELS = {
     "tower-push": "tower-push",
     "nchan": "nginx + Nchan",
-    "tower-push-demo-h2": "tower-push demo, HTTP/2 (100 polls per connection)",
+    "tower-push-demo-h2": "tower-push demo over HTTP/2, 100 polls a connection",
 }
 FALLBACK_COLOURS = ["#3a8a3a", "#7a4fa0", "#a0782a"]
 
@@ -31,7 +31,7 @@ PANEL_W, PANEL_H = 420, 300
 MARGIN_L, MARGIN_R, MARGIN_T, MARGIN_B = 64, 16, 40, 48
 GAP = 24
 TOP = 56
-LEGEND_H = 44
+LEGEND_H = 64
 
 
 def default_csv():
@@ -196,8 +196,12 @@ def main():
     for peer in peers:
         colour = colours[peer]
         body.append(f'<rect x="{x}" y="{y - 9}" width="14" height="10" fill="{colour}"/>')
-        body.append(f'<text x="{x + 20}" y="{y}" class="legend">{esc(LABELS.get(peer, peer))}</text>')
-        x += 150
+        label = LABELS.get(peer, peer)
+        body.append(f'<text x="{x + 20}" y="{y}" class="legend">{esc(label)}</text>')
+        # About 7 pixels per character at 12 px, and room before the next entry.
+        x += max(150, 20 + 7 * len(label) + 24)
+    if x + 200 > width:
+        x, y = MARGIN_L, y + 20
     body.append(f'<line x1="{x}" y1="{y - 4}" x2="{x + 28}" y2="{y - 4}" stroke="#444" stroke-width="2"/>')
     body.append(f'<rect x="{x + 10}" y="{y - 8}" width="8" height="8" fill="#444"/>')
     body.append(f'<text x="{x + 36}" y="{y}" class="legend">p99 / KiB</text>')
