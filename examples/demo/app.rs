@@ -399,20 +399,17 @@ pub(crate) fn layers(
 pub(crate) type Answer =
     std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + Send>>;
 
-/// A layer's answer as a demo answer.
-fn answer<F, E, L>(layer_answer: F) -> Answer
+/// A layer's answer (the layers never fail) as a demo answer.
+fn answer<F, L>(layer_answer: F) -> Answer
 where
-    F: std::future::Future<Output = Result<Response<L>, E>> + Send + 'static,
-    E: Into<Infallible>,
+    F: std::future::Future<Output = Result<Response<L>, Infallible>> + Send + 'static,
     L: http_body::Body<Data = Bytes, Error = Infallible> + Send + 'static,
 {
     use futures_util::FutureExt as _;
-    Box::pin(
-        layer_answer.map(|response| match response.map_err(Into::into) {
-            Ok(response) => response.map(|body| body.boxed_unsync()),
-            Err(never) => match never {},
-        }),
-    )
+    Box::pin(layer_answer.map(|response| match response {
+        Ok(response) => response.map(|body| body.boxed_unsync()),
+        Err(never) => match never {},
+    }))
 }
 
 /// The demo's routes over any event source: the page, `/poll`, `/stream`, and `/publish`, which

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use http::{HeaderValue, Request, Uri};
 use libfuzzer_sys::fuzz_target;
-use tower::{Layer, ServiceExt};
+use tower::ServiceExt;
 use tower_push::memory::Topic;
 use tower_push::{ChunkedStreamLayer, EventData, LongPollLayer, MemoryLog};
 
