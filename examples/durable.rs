@@ -1,7 +1,7 @@
 //! A Durable Streams server on the embedded store: every stream under `/v1/stream/`.
 //!
 //! ```sh
-//! cargo run --example durable --features durable -- --addr 127.0.0.1:4437
+//! cargo run --example durable --features durable,server -- --addr 127.0.0.1:4437
 //! curl -X PUT -H 'content-type: text/plain' http://127.0.0.1:4437/v1/stream/hello
 //! curl -X POST -H 'content-type: text/plain' -d 'hi' http://127.0.0.1:4437/v1/stream/hello
 //! curl 'http://127.0.0.1:4437/v1/stream/hello?offset=-1'
@@ -10,31 +10,39 @@
 //!
 //! Ctrl-C (or SIGTERM) drains it: held long polls answer `204` with their offset, SSE streams
 //! end, new requests get `503`, and the server exits once every connection has closed (or after
-//! 10 seconds).
+//! 10 seconds). It is served by `tower_push::server::Server`, as the demo is: a request head
+//! within 10 s, a body within 30 s, write progress within 30 s, connections within the
+//! open-files limit.
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::Parser;
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tower::ServiceExt;
+use clap::{error::ErrorKind, Parser};
+use tokio::net::TcpListener;
 use tower_push::durable::{DurableStreams, MemoryStore};
+use tower_push::server::{self, Server};
 use tower_push::{ChunkedStreamLayer, LongPollLayer, Shutdown};
+
+// Allocate with jemalloc, as the demo does: most of a parked HTTP/1.1 connection is hyper's
+// 8 KiB read buffer, of which a read's request uses a few hundred bytes; jemalloc leaves the
+// pages nobody wrote to out of memory (BENCHMARKS.md, "What the connection stack costs").
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// Serves the Durable Streams protocol under /v1/stream/ from memory.
 #[derive(Parser, Debug)]
 struct Args {
-    /// Where to listen.
+    /// Where to listen; HOST may be a name such as `localhost`.
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:4437")]
-    addr: SocketAddr,
+    addr: String,
     /// How long a `live=long-poll` read waits for data before it answers 204, in milliseconds.
     #[arg(long, value_name = "MILLIS", default_value_t = 25_000)]
-    hold: u64,
+    hold_ms: u64,
+    /// The most long-poll reads held at once, and the most SSE reads open at once; beyond,
+    /// `503`. Each held read over HTTP/1.1 keeps a connection, and so a file descriptor, and a
+    /// few KiB of memory. Default: a quarter of the open-files limit.
+    #[arg(long, value_name = "READS")]
+    max_held: Option<usize>,
     /// The most streams kept in memory.
     #[arg(long, value_name = "STREAMS", default_value_t = 100_000)]
     max_streams: usize,
@@ -46,10 +54,14 @@ struct Args {
     max_body: usize,
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
+    server::runtime().build()?.block_on(run(args))
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let shutdown = Shutdown::new();
+    let max_held = args.max_held.unwrap_or_else(server::held_cap);
     let store = MemoryStore::builder()
         .max_streams(args.max_streams)
         .max_bytes(args.max_bytes)
@@ -59,83 +71,37 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .max_body_bytes(args.max_body)
         .long_poll(
             LongPollLayer::builder()
-                .hold_timeout(Duration::from_millis(args.hold))
+                .hold_timeout(Duration::from_millis(args.hold_ms))
+                .max_parked(max_held)
                 .shutdown(shutdown.clone()),
         )
         .sse(
             ChunkedStreamLayer::builder()
                 .max_lifetime(Duration::from_secs(60))
                 .lifetime_jitter(0.1)
+                .max_streams(max_held)
                 .shutdown(shutdown.clone()),
         )
         .build()?;
 
-    let listener = tokio::net::TcpListener::bind(args.addr).await?;
+    let listener = TcpListener::bind(&args.addr).await.unwrap_or_else(|err| {
+        let message = format!("cannot listen on {}: {err}\n", args.addr);
+        clap::Error::raw(ErrorKind::Io, message).exit()
+    });
     println!(
         "serving Durable Streams on http://{}/v1/stream/",
         listener.local_addr()?
     );
-    let graceful = GracefulShutdown::new();
-    let mut stop = std::pin::pin!(ctrl_c_or_sigterm());
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(err) => {
-                    eprintln!("accept failed: {err}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = &mut stop => break,
-        };
-        // Each append and each event goes out at once, not after the previous ACK (Nagle).
-        let _ = stream.set_nodelay(true);
-        let service = service.clone();
-        let hyper_service = service_fn(move |req: hyper::Request<Incoming>| {
-            let service = service.clone();
-            async move { Ok::<_, Infallible>(service.oneshot(req).await.unwrap_or_else(|e| match e {})) }
-        });
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let builder = auto::Builder::new(TokioExecutor::new());
-            let connection = builder.serve_connection(TokioIo::new(stream), hyper_service);
-            let _ = watcher.watch(connection.into_owned()).await;
-        });
-    }
-    // Held polls answer and streams end; then connections close.
-    shutdown.trigger();
-    drop(listener);
-    if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown())
-        .await
-        .is_err()
-    {
-        eprintln!("connections still open after 10 s; exiting anyway");
+    // Ctrl-C or SIGTERM: held reads answer and SSE streams end, then connections close.
+    let drained = Server::new()
+        .shutdown(shutdown)
+        .serve(listener, service, server::ctrl_c_or_sigterm())
+        .await;
+    if !drained.is_complete() {
+        eprintln!(
+            "{} connections still open after the drain deadline",
+            drained.still_open()
+        );
     }
     Ok(())
-}
-
-/// Resolves on Ctrl-C, or on SIGTERM where there is one.
-async fn ctrl_c_or_sigterm() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut sigterm) => {
-                sigterm.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
 }

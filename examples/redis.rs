@@ -1,130 +1,190 @@
-//! The demo's routes on Redis Streams: run two copies on two ports against one Redis and they
-//! serve one feed. A client may send each poll to either; an event published through one
-//! arrives through both.
+//! Long polling and streaming on Redis Streams: run two copies on two ports against one Redis
+//! and they serve one feed. A client may send each poll to either; an event published through
+//! one arrives through both.
 //!
 //! ```text
-//! cargo run --features redis --example redis -- [--addr 127.0.0.1:3000]
+//! cargo run --features redis,server --example redis -- [--addr 127.0.0.1:3000]
 //!     [--redis redis://127.0.0.1:6379] [--hold-ms 25000] [--retention 1024]
-//!     [--heartbeat-ms 15000] [--max-stream-ms 300000] [--sse-retry-ms 1000]
 //! ```
 //!
-//! Routes (the demo's, from `demo/app.rs`):
-//! - `GET /`: the demo page.
-//! - `GET /poll[?after=<cursor>]`: long poll on the default topic.
-//! - `GET /stream[?after=<cursor>]`: a stream of the default topic, SSE when the request accepts
+//! Routes, on the topic `default`:
+//! - `GET /poll[?after=<cursor>]`: long poll.
+//! - `GET /stream[?after=<cursor>]`: a stream, SSE when the request accepts
 //!   `text/event-stream`, NDJSON otherwise; resumes from `Last-Event-ID` too.
 //! - `POST /publish`: the body is one event's JSON data; answers `{"id":"<cursor>"}`.
 //!
-//! Ctrl-C or SIGTERM shuts it down gracefully: held polls answer at once, streams end with a
-//! final message, and the process exits once every connection has closed (or after a drain
-//! window of 10 seconds).
-//!
-//! Slow and stalled clients are cut off (a request head must arrive within 10 s, a write must
-//! make progress within 30 s), and beyond a quarter of the open-files limit each, polls and
-//! streams are answered `503 overloaded`: see `Settings` in `demo/app.rs`.
-//!
 //! When Redis is unreachable, publishing answers `503` and so do polls that need Redis; the
-//! server reconnects by itself.
+//! server reconnects by itself. Ctrl-C or SIGTERM answers held polls, ends streams, and waits
+//! up to ten seconds for the connections to close; `tower_push::server::Server` cuts slow and
+//! stalled clients, as in the demo.
 //!
 //! Try it, with a Redis 7 on the default port:
 //!
 //! ```text
-//! cargo run --features redis --example redis -- --addr 127.0.0.1:3000 &
-//! cargo run --features redis --example redis -- --addr 127.0.0.1:3001 &
+//! cargo run --features redis,server --example redis -- --addr 127.0.0.1:3000 &
+//! cargo run --features redis,server --example redis -- --addr 127.0.0.1:3001 &
 //! curl -N localhost:3001/stream                     # NDJSON lines as events arrive
 //! curl -d '{"text":"hi"}' localhost:3000/publish    # {"id":"…-1"}, shows up on :3001
 //! curl -i 'localhost:3001/poll?after=<id>'          # waits on :3001 for the next event
 //! ```
 
-use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use clap::{error::ErrorKind, Parser};
+use http::{header, Method, Request, Response, StatusCode};
+use tokio::net::TcpListener;
+use tower::ServiceExt;
 use tower_push::redis::{RedisSource, RedisTopic};
-use tower_push::{EventData, Shutdown};
-
-#[path = "demo/app.rs"]
-mod app;
-
-use app::{error, exit_usage, json, Body};
-use clap::Parser;
+use tower_push::server::{self, Server};
+use tower_push::{ChunkedStreamLayer, EventData, LongPollLayer, PushBody, Shutdown};
 
 // Allocate with jemalloc: a parked poll then costs about 6 KiB of memory instead of 10 with
-// glibc's malloc, measured with 10,000 of them (BENCHMARKS.md, "What the connection stack
-// costs"). Most of a parked HTTP/1.1 connection is hyper's 8 KiB read buffer, of which a poll's
-// request uses a few hundred bytes; jemalloc leaves the pages nobody wrote to out of memory.
+// glibc's malloc (BENCHMARKS.md, "What the connection stack costs").
 #[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// The demo's routes on Redis Streams: several of these processes serve one feed.
+/// The largest event a client may publish.
+const MAX_EVENT_BYTES: usize = 64 * 1024;
+
+/// Long polling and streaming on Redis Streams: several of these processes serve one feed.
 #[derive(Parser)]
 #[command(name = "redis")]
-struct Cli {
-    #[command(flatten)]
-    flags: app::Flags,
+struct Args {
+    /// Where to listen; HOST may be a name such as `localhost`
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:3000")]
+    addr: String,
     /// The Redis server that holds the feed
     #[arg(long, value_name = "URL", default_value = "redis://127.0.0.1:6379")]
     redis: String,
+    /// How long a poll without events is held before it answers 204, in milliseconds
+    #[arg(long, value_name = "MILLIS", default_value_t = 25_000)]
+    hold_ms: u64,
+    /// How many events Redis keeps per topic (`MAXLEN ~`)
+    #[arg(long, value_name = "EVENTS", default_value_t = 1024)]
+    retention: usize,
+    /// The most polls held at once, and the most streams open at once; beyond, 503 overloaded.
+    /// Default: a quarter of the open-files limit
+    #[arg(long, value_name = "REQUESTS")]
+    max_held: Option<usize>,
 }
 
-/// Publishes one event's JSON data through Redis: `{"id":"<cursor>"}`, `400 invalid_json`, or
-/// `503` while Redis is unreachable.
-async fn publish(topic: RedisTopic, body: bytes::Bytes) -> Response<Body> {
-    let data = match EventData::from_json(body) {
-        Ok(data) => data,
-        Err(err) => return error(StatusCode::BAD_REQUEST, "invalid_json", &err.to_string()),
-    };
-    match topic.publish(data).await {
-        Ok(id) => json(StatusCode::OK, format!(r#"{{"id":"{id}"}}"#)),
-        Err(err) => {
-            eprintln!("publish failed: {err}");
-            error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "source_unavailable",
-                "the event store is unavailable; retry later",
-            )
-        }
-    }
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    server::runtime().build()?.block_on(run(args))
 }
 
-#[tokio::main]
-async fn main() {
-    let cli = Cli::parse();
-    let settings = cli.flags.settings();
-    let (addr, url) = (&cli.flags.addr, cli.redis.as_str());
-    let source = RedisSource::builder(url)
-        .retention(settings.retention)
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let exit = |problem: String| -> ! { clap::Error::raw(ErrorKind::Io, problem + "\n").exit() };
+    let source = RedisSource::builder(args.redis.as_str())
+        .retention(args.retention)
         .build()
         .await
         .unwrap_or_else(|err| {
             let cause = std::error::Error::source(&err).map(|cause| format!(": {cause}"));
-            exit_usage::<Cli>(format!("{err}{}", cause.unwrap_or_default()))
+            exit(format!("{err}{}", cause.unwrap_or_default()))
         });
+    let topic = source.topic("default")?;
     let shutdown = Shutdown::new();
-    let (poll, stream) =
-        app::layers(&settings, &shutdown).unwrap_or_else(|err| exit_usage::<Cli>(err));
-    let topic = source
-        .topic("default")
-        .unwrap_or_else(|err| exit_usage::<Cli>(err));
-    let (poll, stream) = (poll.layer(topic.clone()), stream.layer(topic.clone()));
+    let max_held = args.max_held.unwrap_or_else(server::held_cap);
+    let poll = LongPollLayer::builder()
+        .hold_timeout(Duration::from_millis(args.hold_ms))
+        .max_parked(max_held)
+        .shutdown(shutdown.clone())
+        .build()?
+        .layer(topic.clone());
+    let stream = ChunkedStreamLayer::builder()
+        .max_streams(max_held)
+        .shutdown(shutdown.clone())
+        .build()?
+        .layer(topic.clone());
 
-    let listener = tokio::net::TcpListener::bind(addr)
+    let listener = TcpListener::bind(&args.addr)
         .await
-        .unwrap_or_else(|err| exit_usage::<Cli>(format!("cannot listen on {addr}: {err}")));
+        .unwrap_or_else(|err| exit(format!("cannot listen on {}: {err}", args.addr)));
     println!(
-        "tower-push redis demo listening on http://{} (feed on {url})",
-        listener.local_addr().expect("bound"),
+        "tower-push redis example listening on http://{} (feed on {})",
+        listener.local_addr()?,
+        args.redis
     );
-    let handle = move |req: Request<Incoming>| {
-        let topic = topic.clone();
-        app::route(req, &poll, &stream, move |body| publish(topic, body))
-    };
-    let stop = app::ctrl_c_or_sigterm();
-    if app::serve_with(listener, handle, &settings, shutdown, stop).await {
-        println!("all connections closed");
-    } else {
+    // The routes, chosen before the answer's future is made, so that a held poll's future holds
+    // only its layer's.
+    let service = tower::service_fn(move |req: Request<server::Body>| {
+        let answer: Answer = match (req.method(), req.uri().path()) {
+            (_, "/poll") => Box::pin(poll.clone().oneshot(req)),
+            (_, "/stream") => Box::pin(stream.clone().oneshot(req)),
+            (&Method::POST, "/publish") => Box::pin(publish(topic.clone(), req)),
+            _ => {
+                let refused = error(StatusCode::NOT_FOUND, "not_found", "no such route");
+                Box::pin(std::future::ready(Ok(refused)))
+            }
+        };
+        answer
+    });
+    let drained = Server::new()
+        .shutdown(shutdown)
+        .serve(listener, service, server::ctrl_c_or_sigterm())
+        .await;
+    if !drained.is_complete() {
         eprintln!(
-            "drain window of {:?} passed; exiting anyway",
-            settings.drain
+            "{} connections still open after the drain deadline",
+            drained.still_open()
         );
     }
+    Ok(())
+}
+
+/// The future of one answer.
+type Answer = Pin<Box<dyn Future<Output = Result<Response<PushBody>, Infallible>> + Send>>;
+
+/// Publishes one event's JSON data through Redis: `{"id":"<cursor>"}`, `400 invalid_json`, or
+/// `503` while Redis is unreachable.
+async fn publish(
+    topic: RedisTopic,
+    req: Request<server::Body>,
+) -> Result<Response<PushBody>, Infallible> {
+    let body = match req.into_body().collect_at_most(MAX_EVENT_BYTES).await {
+        Ok(body) => body,
+        Err(err) => return Ok(error(err.status(), err.code(), &err.to_string())),
+    };
+    let data = match EventData::from_json(body) {
+        Ok(data) => data,
+        Err(err) => {
+            return Ok(error(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                &err.to_string(),
+            ))
+        }
+    };
+    Ok(match topic.publish(data).await {
+        Ok(id) => json(StatusCode::OK, serde_json::json!({ "id": id })),
+        Err(err) => {
+            eprintln!("publish failed: {err}");
+            let message = "the event store is unavailable; retry later";
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "source_unavailable",
+                message,
+            )
+        }
+    })
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response<PushBody> {
+    json(
+        status,
+        serde_json::json!({ "error": code, "message": message }),
+    )
+}
+
+fn json(status: StatusCode, body: serde_json::Value) -> Response<PushBody> {
+    let mut response = Response::new(PushBody::full(body.to_string()));
+    *response.status_mut() = status;
+    let json = http::HeaderValue::from_static("application/json");
+    response.headers_mut().insert(header::CONTENT_TYPE, json);
+    response
 }

@@ -16,6 +16,7 @@
 //! | `durable` (feature `durable`) | the Durable Streams protocol (create, append, read, follow live, fork) over a store, on the same pipeline |
 //! | `redis` (feature `redis`) | an event source on Redis Streams: one feed for many server processes |
 //! | `metrics` (feature `metrics`) | metrics through the `metrics` facade and a span per request |
+//! | `server` (feature `server`) | the serving loop around hyper: one builder per protocol, deadlines on clients, caps, accept back-off, a graceful drain |
 //! | [`Cursor`] | the opaque, URL-safe, ordered position that carries the log's epoch |
 //! | [`Resume`] | what a client sends back: a cursor, or the composite cursor of a request on [several topics](#several-topics) |
 //! | [`Event`], [`EventData`] | an event: its id, an optional SSE event name, and its JSON payload |
@@ -181,6 +182,9 @@ mod random;
 pub mod redis;
 mod rejection;
 mod request;
+#[cfg(feature = "server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
+pub mod server;
 pub mod shutdown;
 pub mod source;
 mod telemetry;

@@ -9,11 +9,11 @@
 //! It needs `chromium` and `chromedriver`: without them it is reported as ignored, and under
 //! `CI=true` as failed.
 
+#[allow(dead_code)]
 #[path = "../examples/demo/app.rs"]
 mod app;
 mod common;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
@@ -24,11 +24,10 @@ use app::{Demo, Settings};
 use common::external::{free_port, tests, Process, Program, Suite};
 use common::{parked, wait_until, SECOND};
 use fantoccini::{Client, ClientBuilder, Locator};
-use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{json, Value};
 use tokio::time::{sleep, Instant};
-use tower_push::Shutdown;
+use tower_push::{server, Shutdown};
 
 const CHROMIUM: Program = Program::new("chromium", "chromium");
 const CHROMEDRIVER: Program = Program::new("chromedriver", "chromium-driver");
@@ -47,19 +46,20 @@ type StreamRequests = Arc<Mutex<Vec<Option<String>>>>;
 
 /// Serves the demo's routes on a fresh loopback port, recording `/stream` requests.
 async fn serve(demo: Demo, streams: StreamRequests) -> SocketAddr {
-    common::serve(tower::service_fn(move |req: http::Request<Incoming>| {
-        // The `EventSource` of the single-topic pane; the two-topic pane's names its topics.
-        let topics = req.uri().query().is_some_and(|q| q.contains("topics="));
-        if req.uri().path() == "/stream" && !topics {
-            let last_event_id = req
-                .headers()
-                .get("last-event-id")
-                .map(|v| v.to_str().unwrap().to_owned());
-            streams.lock().unwrap().push(last_event_id);
-        }
-        let demo = demo.clone();
-        async move { Ok::<_, Infallible>(demo.handle(req).await) }
-    }))
+    common::serve_program(tower::service_fn(
+        move |req: http::Request<server::Body>| {
+            // The `EventSource` of the single-topic pane; the two-topic pane's names its topics.
+            let topics = req.uri().query().is_some_and(|q| q.contains("topics="));
+            if req.uri().path() == "/stream" && !topics {
+                let last_event_id = req
+                    .headers()
+                    .get("last-event-id")
+                    .map(|v| v.to_str().unwrap().to_owned());
+                streams.lock().unwrap().push(last_event_id);
+            }
+            tower::Service::call(&mut demo.clone(), req)
+        },
+    ))
     .await
 }
 

@@ -5,6 +5,7 @@
 
 mod common;
 
+#[allow(dead_code)]
 #[path = "../examples/demo/app.rs"]
 mod app;
 
@@ -12,7 +13,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use app::{Demo, Settings};
-use common::{get, get_with, parked, serve, RawResponse, NDJSON, SECOND};
+use common::{get, get_with, parked, serve_program, RawResponse, NDJSON, SECOND};
 use tower_push::{Cursor, Epoch, Shutdown};
 
 /// The scraped samples, by name with labels as Prometheus writes them
@@ -46,11 +47,7 @@ async fn the_scraped_metrics_count_what_happened() {
     };
     let demo = Demo::new(&settings, &Shutdown::new()).unwrap();
     let topic = demo.topic().clone();
-    let addr = serve(tower::service_fn(move |req| {
-        let demo = demo.clone();
-        async move { Ok::<_, std::convert::Infallible>(demo.handle(req).await) }
-    }))
-    .await;
+    let addr = serve_program(demo).await;
     let head = topic.head();
 
     // Two streams and three polls wait at the head; one publish answers them all.

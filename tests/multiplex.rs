@@ -2,6 +2,7 @@
 //! `MemoryLog` with one composite cursor, through both layers.
 
 mod common;
+#[allow(dead_code)]
 #[path = "../examples/demo/app.rs"]
 mod demo_app;
 
@@ -455,11 +456,7 @@ async fn the_demo_publishes_on_named_topics_and_serves_several_on_one_request() 
         ..demo_app::Settings::default()
     };
     let demo = demo_app::Demo::new(&settings, &tower_push::Shutdown::new()).unwrap();
-    let addr = serve(tower::service_fn(move |req| {
-        let demo = demo.clone();
-        async move { Ok::<_, std::convert::Infallible>(demo.handle(req).await) }
-    }))
-    .await;
+    let addr = common::serve_program(demo).await;
 
     let (status, body) = common::post_json(addr, "/publish?topic=bad%20name", "1").await;
     assert_eq!(

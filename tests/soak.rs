@@ -187,12 +187,9 @@ async fn soak_nothing_lost_nothing_reordered_nothing_left_parked() {
         .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(axum_example::serve(
-        listener,
-        axum_example::router(&log, poll.clone(), stream.clone()),
-        std::future::pending(),
-        axum_example::Deadlines::default(),
-    ));
+    let router = axum_example::router(&log, poll.clone(), stream.clone());
+    let server = tower_push::server::Server::new();
+    tokio::spawn(server.serve(listener, router, std::future::pending()));
     let topic = log.topic("default");
     let start = topic.head();
     let rss_before = rss_kib();

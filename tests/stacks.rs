@@ -9,6 +9,7 @@ mod common;
 #[allow(dead_code, unreachable_pub)]
 #[path = "../examples/axum.rs"]
 mod axum_example;
+#[allow(dead_code)]
 #[path = "../examples/demo/app.rs"]
 mod demo_app;
 #[allow(dead_code, unreachable_pub)]
@@ -33,6 +34,7 @@ use tokio::time::timeout;
 use tower_http::compression::predicate::DefaultPredicate;
 use tower_http::compression::{CompressionLayer, Predicate};
 use tower_push::memory::Topic;
+use tower_push::server::Server;
 use tower_push::{
     ChunkedStreamBuilder, ChunkedStreamLayer, LongPollBuilder, LongPollLayer, MemoryLog, Shutdown,
 };
@@ -92,15 +94,10 @@ async fn listener() -> (TcpListener, SocketAddr) {
     (listener, addr)
 }
 
-/// Serves `router` with the axum example's `serve` on a new port, for the rest of the test.
+/// Serves `router` as the axum example does on a new port, for the rest of the test.
 async fn serve_axum(router: axum::Router) -> SocketAddr {
     let (listener, addr) = listener().await;
-    tokio::spawn(axum_example::serve(
-        listener,
-        router,
-        std::future::pending(),
-        axum_example::Deadlines::default(),
-    ));
+    tokio::spawn(Server::new().serve(listener, router, std::future::pending()));
     addr
 }
 
@@ -232,12 +229,9 @@ async fn exercise(addr: SocketAddr, version: Version, prefix: &str) {
 async fn hyper_stack_over_http1_and_http2() {
     let (listener, addr) = listener().await;
     let app = quick_app();
-    tokio::spawn(hyper_example::serve(
-        listener,
-        app.hyper_routes(),
-        std::future::pending(),
-        hyper_example::Deadlines::default(),
-    ));
+    let routes = app.hyper_routes();
+    let service = tower::service_fn(move |req| routes.handle(req));
+    tokio::spawn(Server::new().serve(listener, service, std::future::pending()));
     exercise(addr, Version::HTTP_11, "").await;
     exercise(addr, Version::HTTP_2, "").await;
 }
@@ -489,8 +483,8 @@ async fn shutdown_drains_the_axum_and_tonic_stacks() {
         // Every connection closes before the drain deadline.
         let server = match stack {
             "axum" => tokio::spawn(async move {
-                let deadlines = axum_example::Deadlines::default();
-                assert!(axum_example::serve(listener, app.router(), stop, deadlines).await);
+                let drained = Server::new().serve(listener, app.router(), stop).await;
+                assert!(drained.is_complete());
             }),
             "tonic" => tokio::spawn(async move {
                 let deadlines = tonic_example::Deadlines::default();
@@ -498,8 +492,10 @@ async fn shutdown_drains_the_axum_and_tonic_stacks() {
                 assert!(served.await.unwrap());
             }),
             _ => tokio::spawn(async move {
-                let deadlines = hyper_example::Deadlines::default();
-                assert!(hyper_example::serve(listener, app.hyper_routes(), stop, deadlines).await);
+                let routes = app.hyper_routes();
+                let service = tower::service_fn(move |req| routes.handle(req));
+                let drained = Server::new().serve(listener, service, stop).await;
+                assert!(drained.is_complete());
             }),
         };
         let mut client = Client::connect(addr, Version::HTTP_2).await;
@@ -537,13 +533,14 @@ async fn shutdown_drains_the_axum_and_tonic_stacks() {
 // ---------------------------------------------------------------------------------------------
 // Against hostile and careless clients
 
-/// The stacks whose examples serve the push routes.
+/// The stacks whose examples serve the push routes: the hyper, axum and demo examples through
+/// the crate's `server::Server`, tonic through its own.
 #[derive(Clone, Copy, Debug)]
 enum Stack {
     Hyper,
     Axum,
     Tonic,
-    /// The demo's server loop, with the routes it serves for the `redis` example too.
+    /// The demo's routes.
     Demo,
 }
 
@@ -573,15 +570,20 @@ impl Default for Knobs {
     }
 }
 
-/// `knobs` as the `Deadlines` of the hyper or the axum example, which are alike.
-macro_rules! deadlines {
-    ($example:ident, $knobs:expr) => {
-        $example::Deadlines {
-            header_read: $knobs.header_read,
-            write: $knobs.write,
-            drain: $knobs.drain,
-        }
-    };
+impl Knobs {
+    /// The crate's server with these deadlines, as the hyper, axum and demo examples serve.
+    fn server(&self) -> Server {
+        Server::new()
+            .header_read_timeout(self.header_read)
+            .write_stall_timeout(self.write)
+            .drain_timeout(self.drain)
+    }
+
+    /// The cap on held polls and on open streams the examples derive from the open-files limit
+    /// (`server::held_cap`).
+    fn max_held(&self) -> usize {
+        usize::try_from(self.open_files / 4).unwrap()
+    }
 }
 
 /// A stack serving the topic `default` on a fresh port, built with its example's own layers and
@@ -608,19 +610,17 @@ impl Served {
         let stop = shutdown.wait();
         let topic = log.topic("default");
         let settings = demo_app::Settings {
-            max_held: usize::try_from(knobs.open_files / 4).unwrap(),
-            header_read: knobs.header_read,
-            write_stall: knobs.write,
-            drain: knobs.drain,
+            max_held: knobs.max_held(),
             ..demo_app::Settings::default()
         };
         let (poll, stream) = match stack {
-            Stack::Hyper => hyper_example::layers(&shutdown, knobs.open_files),
-            Stack::Axum => axum_example::layers(&shutdown, knobs.open_files),
+            Stack::Hyper => hyper_example::layers(&shutdown, knobs.max_held()),
+            Stack::Axum => axum_example::layers(&shutdown, knobs.max_held()),
             Stack::Tonic => tonic_example::layers(&shutdown, knobs.open_files),
             Stack::Demo => demo_app::layers(&settings, &shutdown),
         }
         .unwrap();
+        let server = knobs.server();
         let server = match stack {
             Stack::Hyper => {
                 let routes = hyper_example::Routes {
@@ -628,13 +628,14 @@ impl Served {
                     poll,
                     stream: stream.clone(),
                 };
-                let deadlines = deadlines!(hyper_example, knobs);
-                tokio::spawn(hyper_example::serve(listener, routes, stop, deadlines))
+                let service = tower::service_fn(move |req| routes.handle(req));
+                let served = server.serve(listener, service, stop);
+                tokio::spawn(async move { served.await.is_complete() })
             }
             Stack::Axum => {
-                let deadlines = deadlines!(axum_example, knobs);
                 let router = axum_example::router(&log, poll, stream.clone());
-                tokio::spawn(axum_example::serve(listener, router, stop, deadlines))
+                let served = server.serve(listener, router, stop);
+                tokio::spawn(async move { served.await.is_complete() })
             }
             Stack::Tonic => {
                 let deadlines = tonic_example::Deadlines {
@@ -647,22 +648,9 @@ impl Served {
                 tokio::spawn(async move { served.await.unwrap() })
             }
             Stack::Demo => {
-                // As the `redis` example builds its routes, over the memory log here.
-                let (poll, stream) = (
-                    tower::Layer::layer(&poll, topic.clone()),
-                    tower::Layer::layer(&stream, topic.clone()),
-                );
-                let publish_to = topic.clone();
-                let handle = move |req| {
-                    let topic = publish_to.clone();
-                    let publish =
-                        move |body| std::future::ready(demo_app::publish_to(&topic, body));
-                    demo_app::route(req, &poll, &stream, publish)
-                };
-                let shutdown = shutdown.clone();
-                tokio::spawn(async move {
-                    demo_app::serve_with(listener, handle, &settings, shutdown, stop).await
-                })
+                let demo = demo_app::Demo::with(log, &poll, &stream);
+                let served = server.serve(listener, demo, stop);
+                tokio::spawn(async move { served.await.is_complete() })
             }
         };
         Self {

@@ -1,21 +1,18 @@
 //! The demo's routes: the page, long polling, streaming and publishing on the topics of the
-//! embedded log (`default` unless a request names others). `main.rs` serves them; the browser
-//! test serves the same routes in-process.
-// Each includer uses a part.
-#![allow(dead_code)]
+//! embedded log (`default` unless a request names others). `main.rs` serves them; the browser,
+//! metrics and multiplexing tests serve the same routes in-process.
 
 use std::convert::Infallible;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, Limited};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::time::timeout;
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
 use tower::ServiceExt;
 use tower_push::format::{AutoFormat, Framing, SseFormat};
-use tower_push::io::{Protocol, WriteTimeout};
 use tower_push::memory::Topic;
+use tower_push::server;
 use tower_push::source::{Outcome, Subscribe};
 use tower_push::{
     BoxError, ChunkedStream, ChunkedStreamLayer, ConfigError, EventData, LongPoll, LongPollLayer,
@@ -28,28 +25,6 @@ pub(crate) const PAGE: &str = include_str!("index.html");
 
 /// The largest event a client may publish.
 const MAX_EVENT_BYTES: usize = 64 * 1024;
-
-/// How many tasks a runtime thread runs between two looks at the network, where tokio's default
-/// is 61.
-///
-/// One publish wakes every poll parked on its topic at once: 10,000 tasks, each with an answer
-/// to write. Looking at the network every 61 of them, a runtime thread also picks up, between
-/// the answers, the work that those answers cause (clients that read theirs and close or send
-/// their next request), and the last answers wait behind it. Looking every 1,024 tasks, the
-/// answers go out first: in the bench (three runs each), the fan-out p99 to 10,000 parked polls
-/// went from 1.46x nginx + Nchan's to 1.19x with the interval at 1,000, and the server's CPU
-/// time per answer fell by a third (BENCHMARKS.md). A thread with nothing left to run looks at
-/// the network at once, as before, so this delays new work only while a fan-out is being
-/// written: by at most 1,024 short tasks.
-pub(crate) const EVENT_INTERVAL: u32 = 1024;
-
-/// The demo's runtime: tokio's multi-threaded runtime with I/O and timers, and
-/// [`EVENT_INTERVAL`].
-pub(crate) fn runtime() -> tokio::runtime::Builder {
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    runtime.enable_all().event_interval(EVENT_INTERVAL);
-    runtime
-}
 
 /// The demo's settings, with the command line's defaults.
 #[derive(Clone, Debug)]
@@ -66,22 +41,10 @@ pub(crate) struct Settings {
     pub(crate) sse_retry: Duration,
     /// The most polls held at once, and the most streams open at once; beyond, `503 overloaded`
     /// with a `Retry-After`. Over HTTP/1.1 each keeps its connection, and so a file descriptor:
-    /// each kind may take a quarter of the open-files limit (256 each under the usual 1024), and
-    /// the other half is left for requests that answer at once, publishers and the listener, so
-    /// that the server never runs out of descriptors and fails to accept anyone.
+    /// by default each kind may take a quarter of the open-files limit (256 each under the
+    /// usual 1024, `server::held_cap`), and the other half is left for requests that answer at
+    /// once, publishers and the listener, so that the server never runs out of descriptors.
     pub(crate) max_held: usize,
-    /// How long a client may take to send a request head: a slowloris client, which sends its
-    /// head a byte at a time or stops halfway, is closed then. 10 s: a real client sends its
-    /// head at once, even on a slow network.
-    pub(crate) header_read: Duration,
-    /// How long a write may make no progress: a client that stopped reading would otherwise
-    /// keep the answer or frames waiting for it in memory. 30 s: longer than the stalls of a
-    /// client that still reads; parked polls and quiet streams write nothing and are never cut.
-    pub(crate) write_stall: Duration,
-    /// How long open connections get to close after the stop: 10 s, enough to write the
-    /// answered polls and ended streams, and well within the 30 s an orchestrator usually waits
-    /// between SIGTERM and SIGKILL.
-    pub(crate) drain: Duration,
 }
 
 impl Default for Settings {
@@ -92,26 +55,12 @@ impl Default for Settings {
             heartbeat: Duration::from_secs(15),
             max_stream: Duration::from_secs(300),
             sse_retry: Duration::from_secs(1),
-            max_held: usize::try_from(open_files() / 4).unwrap_or(usize::MAX),
-            header_read: Duration::from_secs(10),
-            write_stall: Duration::from_secs(30),
-            drain: Duration::from_secs(10),
+            max_held: server::held_cap(),
         }
     }
 }
 
-/// The soft limit on open files of this process, which bounds its connections; 1024, the usual
-/// default, where it cannot be read.
-fn open_files() -> u64 {
-    #[cfg(unix)]
-    let limit = rlimit::Resource::NOFILE.get_soft().ok();
-    #[cfg(not(unix))]
-    let limit = None;
-    limit.unwrap_or(1024)
-}
-
-/// The demo's command line: where to listen, and the [`Settings`] a user may change. The
-/// programs flatten it into their own `clap` parser, beside their own flags.
+/// The demo's command line: where to listen, and the [`Settings`] a user may change.
 #[derive(clap::Args, Debug)]
 pub(crate) struct Flags {
     /// Where to listen; HOST may be a name such as `localhost`
@@ -133,6 +82,11 @@ pub(crate) struct Flags {
     /// milliseconds
     #[arg(long, value_name = "MILLIS", default_value_t = millis(Settings::default().sse_retry))]
     sse_retry_ms: u64,
+    /// The most polls held at once, and the most streams open at once; beyond, 503 overloaded.
+    /// Each held request over HTTP/1.1 keeps a connection, and so a file descriptor, and about
+    /// 6 KiB of memory. Default: a quarter of the open-files limit
+    #[arg(long, value_name = "REQUESTS")]
+    max_held: Option<usize>,
 }
 
 impl Flags {
@@ -144,7 +98,7 @@ impl Flags {
             heartbeat: Duration::from_millis(self.heartbeat_ms),
             max_stream: Duration::from_millis(self.max_stream_ms),
             sse_retry: Duration::from_millis(self.sse_retry_ms),
-            ..Settings::default()
+            max_held: self.max_held.unwrap_or_else(server::held_cap),
         }
     }
 }
@@ -192,11 +146,16 @@ impl Demo {
             .max_topics(MAX_TOPICS)
             .build()?;
         let (poll, stream) = layers(settings, shutdown)?;
+        Ok(Self::with(log, &poll, &stream))
+    }
+
+    /// The routes over `log`, with both layers as they are.
+    pub(crate) fn with(log: MemoryLog, poll: &LongPollLayer, stream: &ChunkedStreamLayer) -> Self {
         let topic = log.topic("default");
         // The page's third pane follows `default` and `news`; subscribing creates no topic.
         log.topic("news");
         let stats = log.topic("stats");
-        Ok(Self {
+        Self {
             many_poll: poll.layer(log.clone()),
             many_stream: stream.layer(log.clone()),
             poll: poll.layer(topic.clone()),
@@ -205,7 +164,7 @@ impl Demo {
             topic,
             stats,
             log,
-        })
+        }
     }
 
     /// Publishes a snapshot of the server's numbers on the `stats` topic every `every`, for as
@@ -234,11 +193,6 @@ impl Demo {
         })
     }
 
-    /// The log behind the routes.
-    pub(crate) fn log(&self) -> &MemoryLog {
-        &self.log
-    }
-
     /// The topic the routes serve.
     pub(crate) fn topic(&self) -> &Topic {
         &self.topic
@@ -251,12 +205,7 @@ impl Demo {
     /// held poll or an open stream is minutes. One `async fn` over every route would be as large
     /// as its largest route plus the whole `Demo` in every held poll (4.4 KB where the poll
     /// needs a tenth of that; the bench's `--only stacks` measures it).
-    pub(crate) fn handle<B>(&self, req: Request<B>) -> Answer
-    where
-        B: http_body::Body + Send + 'static,
-        B::Data: Send,
-        B::Error: std::error::Error + Send + Sync + 'static,
-    {
+    pub(crate) fn handle(&self, req: Request<server::Body>) -> Answer {
         match req.uri().path() {
             "/stats" => return answer(self.stats_stream.clone().oneshot(req)),
             "/metrics" => return Box::pin(std::future::ready(metrics::scrape())),
@@ -294,6 +243,23 @@ impl Demo {
             (status, "topics_full", err.to_string())
         };
         self.log.try_topic(name).map_err(full)
+    }
+}
+
+/// The routes as a tower service, which the server clones for each connection.
+impl tower::Service<Request<server::Body>> for Demo {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future =
+        futures_util::future::Map<Answer, fn(Response<Body>) -> Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<server::Body>) -> Self::Future {
+        use futures_util::FutureExt as _;
+        self.handle(req).map(Ok)
     }
 }
 
@@ -346,7 +312,7 @@ pub(crate) mod metrics {
         #[cfg(not(feature = "metrics"))]
         {
             let message =
-                "built without the `metrics` feature: cargo run --example demo --features metrics";
+                "built without the `metrics` feature: cargo run --example demo --features server,metrics";
             super::error(http::StatusCode::NOT_FOUND, "metrics_off", message)
         }
     }
@@ -415,8 +381,8 @@ where
 /// The demo's routes over any event source: the page, `/poll`, `/stream`, and `/publish`, which
 /// reads the body and hands it to `publish`. Like [`Demo::handle`], it routes before it makes
 /// the answer's future.
-pub(crate) fn route<S, B, P, F>(
-    req: Request<B>,
+fn route<S, P, F>(
+    req: Request<server::Body>,
     poll: &LongPoll<S>,
     stream: &ChunkedStream<S>,
     publish: P,
@@ -425,9 +391,6 @@ where
     S: tower::Service<Subscribe, Response = Outcome> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: std::error::Error + Send + Sync + 'static,
     P: FnOnce(Bytes) -> F + Send + 'static,
     F: std::future::Future<Output = Response<Body>> + Send,
 {
@@ -462,30 +425,9 @@ fn not_allowed(allow: &'static str, message: &str) -> Response<Body> {
 }
 
 /// Reads the body of a publish request, at most [`MAX_EVENT_BYTES`]; the error is the answer.
-pub(crate) async fn read_event<B>(req: Request<B>) -> Result<Bytes, Response<Body>>
-where
-    B: http_body::Body,
-    B::Error: std::error::Error + Send + Sync + 'static,
-{
-    match Limited::new(req.into_body(), MAX_EVENT_BYTES)
-        .collect()
-        .await
-    {
-        Ok(body) => Ok(body.to_bytes()),
-        Err(err) if err.is::<http_body_util::LengthLimitError>() => {
-            let message = format!("an event is at most {MAX_EVENT_BYTES} bytes");
-            Err(error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "event_too_large",
-                &message,
-            ))
-        }
-        Err(_) => Err(error(
-            StatusCode::BAD_REQUEST,
-            "body_error",
-            "could not read the body",
-        )),
-    }
+async fn read_event(req: Request<server::Body>) -> Result<Bytes, Response<Body>> {
+    let body = req.into_body().collect_at_most(MAX_EVENT_BYTES).await;
+    body.map_err(|err| error(err.status(), err.code(), &err.to_string()))
 }
 
 /// Publishes one event's JSON data on `topic`: `{"id":"<cursor>"}`, or `400 invalid_json`.
@@ -525,130 +467,4 @@ pub(crate) fn json(status: StatusCode, body: String) -> Response<Body> {
 pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
     let body = serde_json::json!({ "error": code, "message": message });
     json(status, body.to_string())
-}
-
-/// Serves `demo` with plain hyper (HTTP/1.1 and HTTP/2 on one port) until `stop` resolves, then
-/// drains: `shutdown` answers held polls and ends streams, and the function returns when every
-/// connection has closed (`true`) or the drain window of `settings` has passed (`false`).
-pub(crate) async fn serve(
-    listener: TcpListener,
-    demo: Demo,
-    settings: &Settings,
-    shutdown: Shutdown,
-    stop: impl std::future::Future<Output = ()>,
-) -> bool {
-    let handle = move |req| demo.handle(req);
-    serve_with(listener, handle, settings, shutdown, stop).await
-}
-
-/// Like [`serve`], for any handler.
-pub(crate) async fn serve_with<H, F>(
-    listener: TcpListener,
-    handle: H,
-    settings: &Settings,
-    shutdown: Shutdown,
-    stop: impl std::future::Future<Output = ()>,
-) -> bool
-where
-    H: Fn(Request<hyper::body::Incoming>) -> F + Clone + Send + 'static,
-    F: std::future::Future<Output = Response<Body>> + Send + 'static,
-{
-    use hyper::server::conn::{http1, http2};
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut h1 = http1::Builder::new();
-    // hyper enforces the header-read timeout only with a timer.
-    h1.timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read);
-    let mut h2 = http2::Builder::new(TokioExecutor::new());
-    // An HTTP/2 client multiplexes its polls and streams over one connection: at most 100 at a
-    // time (hyper's default is 200), so that one connection cannot take a large share of the
-    // caps of the layers.
-    h2.timer(TokioTimer::new()).max_concurrent_streams(100);
-    let (header_read, write_stall) = (settings.header_read, settings.write_stall);
-    let mut stop = std::pin::pin!(stop);
-    loop {
-        let stream = tokio::select! {
-            stream = accept(&listener) => stream,
-            () = &mut stop => break,
-        };
-        // Without TCP_NODELAY a small write waits for the ACK of the previous one (Nagle), and
-        // a push message can sit in the kernel for up to 40 ms. hyper has no server switch for
-        // it: it is set on each accepted socket.
-        let _ = stream.set_nodelay(true);
-        let handle = handle.clone();
-        let service = hyper::service::service_fn(move |req| {
-            let answer = handle(req);
-            async move { Ok::<_, Infallible>(answer.await) }
-        });
-        let (h1, h2, watcher) = (h1.clone(), h2.clone(), graceful.watcher());
-        tokio::spawn(async move {
-            // Which protocol, told from the first bytes without reading them, so that each
-            // connection gets only its own protocol's machinery (hyper-util's `auto` builder
-            // reads them into a buffer of its own, about 7 KB more per connection). A client
-            // that sends nothing, or a part of the HTTP/2 preface, within the header-read
-            // timeout is closed here.
-            let Some(protocol) = Protocol::sniff(&stream, header_read).await else {
-                return;
-            };
-            let io = TokioIo::new(WriteTimeout::new(stream, write_stall));
-            // The connection gets a task of its own, which holds the connection and nothing
-            // else: this task, which also holds both builders and the sniffing, ends here, and
-            // an HTTP/1.1 connection is not made as large as an HTTP/2 one.
-            match protocol {
-                Protocol::Http2 => drop(tokio::spawn(
-                    watcher.watch(h2.serve_connection(io, service)),
-                )),
-                _ => drop(tokio::spawn(
-                    watcher.watch(h1.serve_connection(io, service)),
-                )),
-            }
-        });
-    }
-    // Held polls answer, streams send their final message, then connections close.
-    shutdown.trigger();
-    drop(listener);
-    timeout(settings.drain, graceful.shutdown()).await.is_ok()
-}
-
-/// The next connection. When accepting fails (out of file descriptors, say), waits for open
-/// connections to close before trying again, 100 ms and then twice as long each time up to 1 s,
-/// with one log line per wait, rather than failing again at once in a busy loop.
-async fn accept(listener: &TcpListener) -> TcpStream {
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => return stream,
-            Err(err) => {
-                eprintln!("accept failed: {err}; trying again in {backoff:?}");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-            }
-        }
-    }
-}
-
-/// Resolves on Ctrl-C, or on SIGTERM where there is one.
-pub(crate) async fn ctrl_c_or_sigterm() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut sigterm) => {
-                sigterm.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
 }

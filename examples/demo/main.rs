@@ -2,8 +2,8 @@
 //! hyper (HTTP/1.1 and HTTP/2 on one port).
 //!
 //! ```text
-//! cargo run --example demo -- --help          # every flag, with its default
-//! cargo run --example demo -- --addr localhost:3000 --hold-ms 25000
+//! cargo run --example demo --features server -- --help    # every flag, with its default
+//! cargo run --example demo --features server -- --addr localhost:3000 --hold-ms 25000
 //! ```
 //!
 //! Routes:
@@ -18,9 +18,10 @@
 //! final message, and the process exits once every connection has closed (or after a drain
 //! window of 10 seconds).
 //!
-//! Slow and stalled clients are cut off (a request head must arrive within 10 s, a write must
-//! make progress within 30 s), and beyond a quarter of the open-files limit each, polls and
-//! streams are answered `503 overloaded`: see `Settings` in `demo/app.rs`.
+//! It is served by `tower_push::server::Server`: slow and stalled clients are cut off (a request
+//! head must arrive within 10 s, a body within 30 s, a write must make progress within 30 s),
+//! and beyond `--max-held` (a quarter of the open-files limit by default) each, polls and
+//! streams are answered `503 overloaded`.
 //!
 //! Try it: open <http://localhost:3000/> in a browser, or
 //!
@@ -33,6 +34,7 @@
 //! ```
 
 use clap::Parser;
+use tower_push::server::{self, Server};
 use tower_push::Shutdown;
 
 mod app;
@@ -57,7 +59,7 @@ struct Cli {
 
 fn main() {
     let cli = Cli::parse();
-    let runtime = app::runtime().build().unwrap_or_else(|err| {
+    let runtime = server::runtime().build().unwrap_or_else(|err| {
         eprintln!("cannot start the runtime: {err}");
         std::process::exit(1);
     });
@@ -81,13 +83,17 @@ async fn run(cli: Cli) {
         demo.topic().epoch()
     );
     let _stats = demo.spawn_stats(std::time::Duration::from_secs(1));
-    let stop = app::ctrl_c_or_sigterm();
-    if app::serve(listener, demo, &settings, shutdown, stop).await {
+    // Ctrl-C or SIGTERM: held polls answer and streams end, then connections close.
+    let drained = Server::new()
+        .shutdown(shutdown)
+        .serve(listener, demo.clone(), server::ctrl_c_or_sigterm())
+        .await;
+    if drained.is_complete() {
         println!("all connections closed");
     } else {
         eprintln!(
-            "drain window of {:?} passed; exiting anyway",
-            settings.drain
+            "{} connections still open after the drain deadline; exiting anyway",
+            drained.still_open()
         );
     }
 }

@@ -79,6 +79,26 @@ where
     serve_until(service, Shutdown::new()).await.0
 }
 
+/// Serves `service` on a fresh loopback port with the crate's serving loop, as the programs do
+/// (`tower_push::server::Server` with its defaults), until the test's runtime ends.
+#[cfg(feature = "server")]
+pub async fn serve_program<S, B>(service: S) -> SocketAddr
+where
+    S: Service<Request<tower_push::server::Body>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<tower_push::BoxError>,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tower_push::server::Server::new();
+    tokio::spawn(server.serve(listener, service, std::future::pending()));
+    addr
+}
+
 /// Serves `service` like [`serve`], and drains gracefully once `stop` is triggered: the returned
 /// handle finishes when every connection has closed.
 pub async fn serve_until<S, B>(service: S, stop: Shutdown) -> (SocketAddr, JoinHandle<()>)

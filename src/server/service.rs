@@ -1,0 +1,173 @@
+//! The hyper service of one connection: the user's tower service, its requests' bodies under
+//! the body-read deadline and cap.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
+use pin_project_lite::pin_project;
+use tokio::sync::Semaphore;
+use tower_service::Service;
+
+use super::body::Body;
+use crate::{random, BoxError, PushBody, Rejection};
+
+/// What every connection's service shares.
+#[derive(Debug)]
+pub(super) struct Shared {
+    pub(super) body_read: Duration,
+    pub(super) body_reads: Arc<Semaphore>,
+}
+
+/// The service hyper calls for each request of one connection.
+pub(super) struct Connection<S> {
+    pub(super) inner: S,
+    pub(super) shared: Arc<Shared>,
+}
+
+impl<S, B> hyper::service::Service<Request<Incoming>> for Connection<S>
+where
+    S: Service<Request<Body>, Response = Response<B>, Error = Infallible> + Clone,
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<Answer<B>>;
+    type Error = Infallible;
+    type Future = ResponseFuture<S, Request<Body>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let (parts, incoming) = req.into_parts();
+        let place = if Body::is_empty(&incoming) {
+            None
+        } else {
+            match self.shared.body_reads.clone().try_acquire_owned() {
+                Ok(place) => Some(place),
+                Err(_) => {
+                    let retry_after = random::retry_after();
+                    let refused = Rejection::Overloaded { retry_after }.to_json_response();
+                    return ResponseFuture {
+                        state: State::Refused {
+                            response: Some(refused),
+                        },
+                    };
+                }
+            }
+        };
+        let body = Body::new(incoming, self.shared.body_read, place);
+        ResponseFuture {
+            state: State::NotReady {
+                service: self.inner.clone(),
+                req: Some(Request::from_parts(parts, body)),
+            },
+        }
+    }
+}
+
+pin_project! {
+    /// The answer to one request: the service's, or the server's own refusal.
+    #[must_use = "futures do nothing unless polled"]
+    pub(super) struct ResponseFuture<S: Service<R>, R> {
+        #[pin]
+        state: State<S, R>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S: Service<R>, R> {
+        NotReady { service: S, req: Option<R> },
+        Called { #[pin] future: S::Future },
+        Refused { response: Option<Response<PushBody>> },
+    }
+}
+
+impl<S, B> Future for ResponseFuture<S, Request<Body>>
+where
+    S: Service<Request<Body>, Response = Response<B>, Error = Infallible>,
+{
+    type Output = Result<Response<Answer<B>>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut state = self.project().state;
+        loop {
+            match state.as_mut().project() {
+                StateProj::NotReady { service, req } => {
+                    match ready!(service.poll_ready(cx)) {
+                        Ok(()) => {}
+                        Err(never) => match never {},
+                    }
+                    let req = req.take().expect("polled after completion");
+                    let future = service.call(req);
+                    state.set(State::Called { future });
+                }
+                StateProj::Called { future } => {
+                    let response = match ready!(future.poll(cx)) {
+                        Ok(response) => response,
+                        Err(never) => match never {},
+                    };
+                    return Poll::Ready(Ok(response.map(|body| Answer::Service { body })));
+                }
+                StateProj::Refused { response } => {
+                    let response = response.take().expect("polled after completion");
+                    return Poll::Ready(Ok(response.map(|body| Answer::Refused { body })));
+                }
+            }
+        }
+    }
+}
+
+impl<S: Service<R>, R> fmt::Debug for ResponseFuture<S, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+pin_project! {
+    /// The body of an answer: the service's, or the server's refusal.
+    #[project = AnswerProj]
+    pub(super) enum Answer<B> {
+        Service { #[pin] body: B },
+        Refused { #[pin] body: PushBody },
+    }
+}
+
+impl<B> http_body::Body for Answer<B>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project() {
+            AnswerProj::Service { body } => body.poll_frame(cx).map_err(Into::into),
+            AnswerProj::Refused { body } => body.poll_frame(cx).map_err(|never| match never {}),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Service { body } => body.is_end_stream(),
+            Self::Refused { body } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Service { body } => body.size_hint(),
+            Self::Refused { body } => body.size_hint(),
+        }
+    }
+}
