@@ -77,12 +77,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .shutdown(shutdown)
         .serve(listener, service, server::ctrl_c_or_sigterm())
         .await;
-    if !drained.is_complete() {
-        eprintln!(
-            "{} connections still open after the drain deadline",
-            drained.still_open()
-        );
-    }
+    eprintln!("stopped: {drained}");
     Ok(())
 }
 

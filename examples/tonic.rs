@@ -1,22 +1,24 @@
-//! A real gRPC service (the standard health service, `tonic-health`) and the axum `Router` of
-//! the `axum` example on one port, served by tonic. gRPC needs HTTP/2; the push routes answer
-//! HTTP/1.1 too.
+//! A real gRPC service (the standard health service, `tonic-health`) and push routes in an axum
+//! `Router` on one port, served by tonic. gRPC needs HTTP/2; the push routes answer HTTP/1.1
+//! too.
 //!
 //! ```text
-//! cargo run --example tonic -- --addr 127.0.0.1:3000
+//! cargo run --example tonic --features server -- --addr 127.0.0.1:3000
 //! grpcurl -plaintext localhost:3000 grpc.health.v1.Health/Check
-//! curl -d '{"text":"hi"}' localhost:3000/topics/chat/publish     # {"id":"<epoch>-1"}
-//! curl -i 'localhost:3000/topics/chat/poll?after=<epoch>-0'      # 200 with the event
-//! curl -N localhost:3000/stream                                  # NDJSON, topic `default`
+//! curl -d '{"text":"hi"}' localhost:3000/publish     # {"id":"<epoch>-1"}
+//! curl -i 'localhost:3000/poll?after=<epoch>-0'      # 200 with the event
+//! curl -N localhost:3000/stream                      # NDJSON lines as events arrive
 //! ```
 //!
-//! Publishing creates a topic, up to 1,000 of them. Ctrl-C or SIGTERM answers held polls, ends
-//! streams, and exits once the connections close, or after ten seconds.
+//! Ctrl-C or SIGTERM answers held polls, ends streams, and exits once the connections close, or
+//! after ten seconds.
 //!
-//! Against slow, stalled or greedy clients it sets a first-byte and a write-progress timeout,
-//! caps on held polls, open streams and topics, a limit of concurrent HTTP/2 streams per
-//! connection, and a back-off when accepting fails: see [`Deadlines`], [`layers`], [`log`] and
-//! [`serve`]. tonic itself closes a connection whose request head takes longer than 30 s.
+//! tonic's server keeps its own serving loop rather than `tower_push::server::Server`: gRPC
+//! services plug into tonic's `Routes` and its HTTP/2 settings, and tonic reads the first bytes
+//! itself to tell HTTP/1 from HTTP/2. What it lacks for a push server is added here: a
+//! first-byte and a write-progress deadline on each socket, a back-off when accepting fails,
+//! a limit of concurrent HTTP/2 streams per connection and a drain deadline ([`Deadlines`],
+//! [`serve`]). tonic itself closes a connection whose request head takes longer than 30 s.
 
 use std::future::Future;
 use std::io;
@@ -24,29 +26,23 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Request, State};
-use axum::http::{request::Parts, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::post;
 use axum::{Json, Router};
 use bytes::Bytes;
 use clap::{error::ErrorKind, Parser};
 use futures_util::Stream;
-use serde_json::json;
+use http::StatusCode;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Sleep;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 use tonic::transport::Server;
-use tower::ServiceExt;
 use tower_push::io::WriteTimeout;
-use tower_push::memory::Topic;
-use tower_push::{ChunkedStreamLayer, ConfigError, EventData, LongPollLayer, MemoryLog, Shutdown};
+use tower_push::server;
+use tower_push::{ChunkedStreamLayer, EventData, LongPollLayer, MemoryLog, Shutdown};
 
 // Allocate with jemalloc: a parked poll then costs about 6 KiB of memory instead of 10 with
-// glibc's malloc, measured with 10,000 of them (BENCHMARKS.md, "What the connection stack
-// costs"). Most of a parked HTTP/1.1 connection is hyper's 8 KiB read buffer, of which a poll's
-// request uses a few hundred bytes; jemalloc leaves the pages nobody wrote to out of memory.
+// glibc's malloc (BENCHMARKS.md, "What the connection stack costs").
 // (Not when the tests include this file: a program has one allocator.)
 #[cfg(all(not(test), not(target_env = "msvc")))]
 #[global_allocator]
@@ -60,12 +56,38 @@ struct Args {
     addr: String,
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
+    server::runtime().build()?.block_on(run(args))
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let shutdown = Shutdown::new();
-    let (poll, stream) = layers(&shutdown, open_files())?;
-    let router = router(&log()?, poll, stream);
+    // Each held request over HTTP/1.1 keeps a file descriptor: a quarter of the open-files
+    // limit each for polls and streams, beyond which they are answered `503 overloaded`.
+    let max_held = server::held_cap();
+    let topic = MemoryLog::new().topic("default");
+    let poll = LongPollLayer::builder()
+        .max_parked(max_held)
+        .shutdown(shutdown.clone())
+        .build()?;
+    let stream = ChunkedStreamLayer::builder()
+        .max_streams(max_held)
+        .shutdown(shutdown.clone())
+        .build()?;
+    let publish_to = topic.clone();
+    let router = Router::new()
+        .route_service("/poll", poll.layer(topic.clone()))
+        .route_service("/stream", stream.layer(topic))
+        .route(
+            "/publish",
+            post(|body: Bytes| async move {
+                match EventData::from_json(body) {
+                    Ok(data) => Ok(Json(serde_json::json!({ "id": publish_to.publish(data) }))),
+                    Err(err) => Err((StatusCode::BAD_REQUEST, err.to_string())),
+                }
+            }),
+        );
     let listener = TcpListener::bind(&args.addr).await.unwrap_or_else(|err| {
         let message = format!("cannot listen on {}: {err}\n", args.addr);
         clap::Error::raw(ErrorKind::Io, message).exit()
@@ -73,7 +95,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("listening on http://{}", listener.local_addr()?);
     let stop = shutdown.wait();
     tokio::spawn(async move {
-        ctrl_c_or_sigterm().await;
+        server::ctrl_c_or_sigterm().await;
         // Held polls answer and streams end now, so that their connections can close.
         shutdown.trigger();
     });
@@ -81,150 +103,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         eprintln!("some connections were still open after the drain deadline");
     }
     Ok(())
-}
-
-/// The soft limit on open files of this process, which bounds its connections; 1024, the usual
-/// default, where it cannot be read.
-fn open_files() -> u64 {
-    #[cfg(unix)]
-    let limit = rlimit::Resource::NOFILE.get_soft().ok();
-    #[cfg(not(unix))]
-    let limit = None;
-    limit.unwrap_or(1024)
-}
-
-/// Both layers, drained by `shutdown`, with caps for a process that may open `open_files` files.
-///
-/// A parked poll or an open stream over HTTP/1.1 keeps its connection, and so a file descriptor:
-/// each kind may take a quarter of them (256 each under the usual limit of 1024), and the other
-/// half is left for requests that answer at once, gRPC calls, publishers and the listener.
-/// Beyond a cap a request is answered `503 overloaded` with a `Retry-After`, instead of the
-/// server running out of descriptors and failing to accept anyone.
-pub fn layers(
-    shutdown: &Shutdown,
-    open_files: u64,
-) -> Result<(LongPollLayer, ChunkedStreamLayer), ConfigError> {
-    let cap = usize::try_from(open_files / 4).unwrap_or(usize::MAX);
-    let poll = LongPollLayer::builder()
-        .max_parked(cap)
-        .shutdown(shutdown.clone())
-        .build()?;
-    let stream = ChunkedStreamLayer::builder()
-        .max_streams(cap)
-        .shutdown(shutdown.clone())
-        .build()?;
-    Ok((poll, stream))
-}
-
-/// The log, whose topic names come from clients: at most 1,000 topics (each costs about 200
-/// bytes and its retained events), so that a client publishing to ever new names cannot grow it
-/// without bound. A topic nobody polls, streams or holds events in is dropped to make room, and
-/// events expire after 10 minutes so that abandoned topics free their places (a client away for
-/// longer resumes with a resync answer).
-pub fn log() -> Result<MemoryLog, ConfigError> {
-    MemoryLog::builder()
-        .max_topics(1_000)
-        .max_age(Duration::from_secs(600))
-        .build()
-}
-
-/// What the per-topic handlers share.
-#[derive(Clone)]
-struct Push {
-    log: MemoryLog,
-    poll: LongPollLayer,
-    stream: ChunkedStreamLayer,
-}
-
-/// `GET /poll`, `GET /stream` and `POST /publish` on the topic `default`, and the same three
-/// under `/topics/{topic}/`. A published event is at most 64 KiB.
-pub fn router(log: &MemoryLog, poll: LongPollLayer, stream: ChunkedStreamLayer) -> Router {
-    let default = log.topic("default");
-    let push = Push {
-        log: log.clone(),
-        poll: poll.clone(),
-        stream: stream.clone(),
-    };
-    Router::new()
-        // The layered services are tower services: `route_service` takes them as they are.
-        .route_service("/poll", poll.layer(default.clone()))
-        .route_service("/stream", stream.layer(default.clone()))
-        .route(
-            "/publish",
-            post(|body: Bytes| async move { publish(&default, body) }),
-        )
-        .route("/topics/{topic}/poll", get(poll_topic))
-        .route("/topics/{topic}/stream", get(stream_topic))
-        .route("/topics/{topic}/publish", post(publish_topic))
-        // A JSON body for a method a route does not take; axum adds the `Allow` header.
-        .method_not_allowed_fallback(|| async {
-            let message = "this route does not take that method: see the Allow header";
-            error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                message,
-            )
-        })
-        .layer(DefaultBodyLimit::max(64 * 1024))
-        .with_state(push)
-}
-
-/// A topic named in the path that exists: polling or streaming never creates one.
-struct Found(Topic);
-
-impl FromRequestParts<Push> for Found {
-    type Rejection = Response;
-
-    async fn from_request_parts(parts: &mut Parts, push: &Push) -> Result<Self, Response> {
-        let Path(name) = Path::<String>::from_request_parts(parts, push)
-            .await
-            .map_err(IntoResponse::into_response)?;
-        push.log.find_topic(&name).map(Found).ok_or_else(|| {
-            let message = format!("no topic named {name:?}: publish to it first");
-            error(StatusCode::NOT_FOUND, "topic_not_found", &message)
-        })
-    }
-}
-
-async fn poll_topic(State(push): State<Push>, Found(topic): Found, req: Request) -> Response {
-    push.poll.layer(topic).oneshot(req).await.into_response()
-}
-
-async fn stream_topic(State(push): State<Push>, Found(topic): Found, req: Request) -> Response {
-    push.stream.layer(topic).oneshot(req).await.into_response()
-}
-
-async fn publish_topic(
-    State(push): State<Push>,
-    Path(name): Path<String>,
-    body: Bytes,
-) -> Response {
-    // Names come from clients: keep them short and plain, and their number bounded (`log`).
-    let valid = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
-    if !(1..=64).contains(&name.len()) || !name.bytes().all(valid) {
-        let message = "a topic is 1 to 64 of A-Z a-z 0-9 _ -";
-        return error(StatusCode::BAD_REQUEST, "invalid_topic", message);
-    }
-    match push.log.try_topic(&name) {
-        Ok(topic) => publish(&topic, body),
-        Err(full) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too_many_topics",
-            &full.to_string(),
-        ),
-    }
-}
-
-/// Publishes one event's JSON data: `{"id":"<cursor>"}`.
-fn publish(topic: &Topic, body: Bytes) -> Response {
-    match EventData::from_json(body) {
-        Ok(data) => Json(json!({ "id": topic.publish(data) })).into_response(),
-        Err(err) => error(StatusCode::BAD_REQUEST, "invalid_json", &err.to_string()),
-    }
-}
-
-fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    (status, Json(json!({ "error": code, "message": message }))).into_response()
 }
 
 /// How long [`serve`] waits on a client; `Deadlines::default()` is what `main` uses.
@@ -276,7 +154,7 @@ pub async fn serve(
         stop.await;
         let _ = stopping.send(());
     };
-    let server = Server::builder()
+    let tonic = Server::builder()
         // The push routes are plain HTTP: let HTTP/1.1 clients in too.
         .accept_http1(true)
         // An HTTP/2 client multiplexes its polls, streams and calls over one connection: at
@@ -294,7 +172,7 @@ pub async fn serve(
         }
     };
     tokio::select! {
-        served = server => served.map(|()| true),
+        served = tonic => served.map(|()| true),
         () = deadline => Ok(false),
     }
 }
@@ -395,23 +273,5 @@ impl AsyncWrite for Connection {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-}
-
-/// Resolves on Ctrl-C, or on SIGTERM where there is one.
-async fn ctrl_c_or_sigterm() {
-    #[cfg(unix)]
-    let sigterm = async {
-        use tokio::signal::unix::{signal, SignalKind};
-        signal(SignalKind::terminate())
-            .expect("a SIGTERM handler")
-            .recv()
-            .await
-    };
-    #[cfg(not(unix))]
-    let sigterm = std::future::pending::<Option<()>>();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = sigterm => {}
     }
 }

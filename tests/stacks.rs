@@ -616,7 +616,8 @@ impl Served {
         let (poll, stream) = match stack {
             Stack::Hyper => hyper_example::layers(&shutdown, knobs.max_held()),
             Stack::Axum => axum_example::layers(&shutdown, knobs.max_held()),
-            Stack::Tonic => tonic_example::layers(&shutdown, knobs.open_files),
+            // The tonic example serves the axum example's routes beside gRPC here.
+            Stack::Tonic => axum_example::layers(&shutdown, knobs.max_held()),
             Stack::Demo => demo_app::layers(&settings, &shutdown),
         }
         .unwrap();
@@ -643,7 +644,7 @@ impl Served {
                     write: knobs.write,
                     drain: knobs.drain,
                 };
-                let router = tonic_example::router(&log, poll, stream.clone());
+                let router = axum_example::router(&log, poll, stream.clone());
                 let served = tonic_example::serve(listener, router, stop, deadlines);
                 tokio::spawn(async move { served.await.unwrap() })
             }
@@ -838,11 +839,7 @@ async fn publishing_to_more_topics_than_the_log_holds_is_refused() {
     for stack in [Stack::Axum, Stack::Tonic] {
         // The example's own log, full of topics in use (each held here); the router adds
         // `default`, the thousandth.
-        let log = match stack {
-            Stack::Axum => axum_example::log(),
-            _ => tonic_example::log(),
-        }
-        .unwrap();
+        let log = axum_example::log().unwrap();
         let _topics: Vec<Topic> = (1..1_000)
             .map(|n| log.try_topic(&format!("t{n}")).unwrap())
             .collect();

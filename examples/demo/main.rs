@@ -88,12 +88,5 @@ async fn run(cli: Cli) {
         .shutdown(shutdown)
         .serve(listener, demo.clone(), server::ctrl_c_or_sigterm())
         .await;
-    if drained.is_complete() {
-        println!("all connections closed");
-    } else {
-        eprintln!(
-            "{} connections still open after the drain deadline; exiting anyway",
-            drained.still_open()
-        );
-    }
+    eprintln!("stopped: {drained}");
 }

@@ -429,7 +429,19 @@ impl fmt::Debug for Server {
     }
 }
 
-/// How the drain after [`Server::serve`]'s stop signal ended.
+/// How the drain after [`Server::serve`]'s stop signal ended; its `Display` says it in a line
+/// for the operator.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn run(listener: tokio::net::TcpListener, app: axum::Router) {
+/// use tower_push::server::{self, Server};
+///
+/// let drained = Server::new().serve(listener, app, server::ctrl_c_or_sigterm()).await;
+/// eprintln!("stopped: {drained}"); // "all connections closed", or how many were cut
+/// # }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[must_use = "tell the operator when connections were cut by the drain deadline"]
 pub struct Drained {
@@ -445,6 +457,16 @@ impl Drained {
     /// How many connections were still open when the drain timeout passed.
     pub fn still_open(&self) -> usize {
         self.still_open
+    }
+}
+
+impl fmt::Display for Drained {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.still_open {
+            0 => f.write_str("all connections closed"),
+            1 => f.write_str("1 connection still open after the drain timeout"),
+            n => write!(f, "{n} connections still open after the drain timeout"),
+        }
     }
 }
 
