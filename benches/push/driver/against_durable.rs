@@ -1,0 +1,110 @@
+//! The tables of `--only durable`: tower-push against each Durable Streams peer, run after
+//! run. The servers and the measurements are in `durable.rs`.
+
+use crate::{durable, Settings};
+
+use super::table::Table;
+
+/// `--only durable`: the Durable Streams peers found, and a table against each.
+pub(super) struct AgainstDurable {
+    peers: Vec<durable::Program>,
+    tables: Vec<(durable::Kind, Table)>,
+}
+
+impl AgainstDurable {
+    /// Looks for both peers; a missing one gets a table that says why it was skipped.
+    pub(super) fn find() -> Self {
+        let mut peers = Vec::new();
+        let mut tables = Vec::new();
+        let found = [
+            (durable::Kind::Rust, durable::find_rust()),
+            (durable::Kind::Node, durable::find_node()),
+        ];
+        for (kind, found) in found {
+            let mut table = Table::new(kind.name());
+            match found {
+                Ok(program) => {
+                    println!("Durable Streams peer: {}", program.version);
+                    peers.push(program);
+                }
+                Err(reason) => {
+                    println!("Durable Streams peer {} skipped: {reason}", kind.name());
+                    table.skipped = Some(reason);
+                }
+            }
+            tables.push((kind, table));
+        }
+        Self { peers, tables }
+    }
+
+    fn program(&self, kind: durable::Kind) -> Option<&durable::Program> {
+        self.peers.iter().find(|p| p.kind == kind)
+    }
+
+    /// Adds tower-push's figure and each peer's to the table against that peer.
+    fn add(&mut self, name: &str, unit: &'static str, figures: &[(durable::Kind, f64)]) {
+        let ours = figures
+            .iter()
+            .find(|(kind, _)| *kind == durable::Kind::TowerPush)
+            .map(|&(_, value)| value);
+        for (kind, table) in &mut self.tables {
+            let theirs = figures.iter().find(|(k, _)| k == kind);
+            if let (Some(ours), Some(&(_, theirs))) = (ours, theirs) {
+                table.add(name, unit, None, true, ours);
+                table.add(name, unit, None, false, theirs);
+            }
+        }
+    }
+
+    /// One run: fan-out at every size, then append throughput, every server in turn, the
+    /// order rotating between runs.
+    pub(super) async fn run(&mut self, settings: &Settings, run: usize, limit: u64) {
+        let mut order = vec![durable::Kind::TowerPush];
+        order.extend(self.peers.iter().map(|p| p.kind));
+        let servers = order.len();
+        order.rotate_left(run % servers);
+        for &n in &settings.fanout {
+            // The client and each server hold the n connections, plus a few of their own.
+            if n as u64 + 512 > limit {
+                eprintln!(
+                    "   N={n} skipped: the open-files limit is {limit}, too few for {n} connections"
+                );
+                continue;
+            }
+            let mut p50 = Vec::new();
+            let mut p99 = Vec::new();
+            let mut memory = Vec::new();
+            for &kind in &order {
+                let fanout = durable::fanout(kind, self.program(kind), n).await;
+                p50.push((kind, fanout.p50));
+                p99.push((kind, fanout.p99));
+                memory.push((kind, fanout.per_reader_kib));
+            }
+            let name =
+                |what: &str| format!("fan-out N={n}, append to last reader's answer, {what}");
+            self.add(&name("p50"), "ms", &p50);
+            self.add(&name("p99"), "ms", &p99);
+            self.add(&format!("memory per parked reader, N={n}"), "KiB", &memory);
+        }
+        for connections in [1, settings.connections] {
+            let mut rates = Vec::new();
+            for &kind in &order {
+                let program = self.program(kind);
+                let rate = durable::appends(kind, program, connections, settings.appends).await;
+                rates.push((kind, rate));
+            }
+            let name = format!(
+                "append throughput, {} appends, {connections} connection{}",
+                settings.appends,
+                if connections == 1 { "" } else { "s" }
+            );
+            self.add(&name, "appends/s", &rates);
+        }
+    }
+
+    pub(super) fn print(&self, settings: &Settings) {
+        for (_, table) in &self.tables {
+            table.print(settings.runs);
+        }
+    }
+}

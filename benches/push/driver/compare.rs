@@ -1,0 +1,258 @@
+//! `--only nchan` and `--only scaling`, one run: polls parked on each peer at every size, the
+//! memory they take and the fan-out of one publish to them, and ready-poll throughput.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::client::get_request;
+use crate::{nchan, percentile, Settings};
+
+use super::load::{spawn_clients, spawn_h2_clients, H2_STREAMS};
+use super::peer::{Peer, Sides, Target};
+use super::table::Table;
+use super::throughput::throughput_at;
+
+/// What one round of parked polls measured.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Parked {
+    pub(super) rss_before: u64,
+    pub(super) rss_after: u64,
+    pub(super) per_poll: f64,
+    pub(super) p50: f64,
+    pub(super) p99: f64,
+    pub(super) max: f64,
+    /// The server's CPU time from the publish until every client had its answer, per
+    /// answer, in microseconds.
+    pub(super) cpu_us: f64,
+}
+
+/// One point of the scaling curve: a peer, a number of parked polls, a run.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Point {
+    pub(super) peer: Peer,
+    pub(super) n: usize,
+    pub(super) run: usize,
+    pub(super) parked: Parked,
+}
+
+/// `--only nchan` and `--only scaling`, one run: parks polls on both peers at every size
+/// either part asks for (each size measured once and shared), then, for `nchan`, measures
+/// ready-poll throughput on both.
+pub(super) async fn compare(
+    settings: &Settings,
+    sides: &Sides<'_>,
+    run: usize,
+    table: &mut Table,
+    curve: &mut Vec<Point>,
+) {
+    let versus = settings.wants("nchan") && sides.nchan.is_some();
+    let mut sizes = Vec::new();
+    if versus {
+        sizes.extend(&settings.fanout);
+        sizes.push(settings.parked);
+    }
+    if settings.wants("scaling") {
+        sizes.extend(&settings.scaling);
+    }
+    sizes.sort_unstable();
+    sizes.dedup();
+    for n in sizes {
+        // One process of each side (the client, the server, nginx's worker) holds the n
+        // connections, plus a few descriptors of its own.
+        if n as u64 + 512 > sides.limit {
+            eprintln!(
+                "   N={n} skipped: the open-files limit is {}, too few for {n} connections",
+                sides.limit
+            );
+            continue;
+        }
+        for peer in sides.order(versus && n == settings.parked) {
+            let parked = parked_peer(peer, sides.nchan, n).await;
+            if matches!(peer, Peer::Demo | Peer::Nchan) && versus && n == settings.parked {
+                // Nchan's figures are also the other side of the demo program's rows.
+                let ours = peer == Peer::Demo;
+                let name = |what: &str| format!("{what}, N={n}, the demo program");
+                let memory = name("memory per parked poll");
+                table.add(&memory, "KiB", Some((1.0, false)), ours, parked.per_poll);
+                let p99 = name("fan-out, publish to last byte, p99");
+                table.add(&p99, "ms", None, ours, parked.p99);
+            }
+            if peer == Peer::Demo {
+                continue;
+            }
+            if peer != Peer::TowerPush && versus && n == settings.parked {
+                // Nchan's figure is also the other side of the one-thread row.
+                table.add(
+                    &format!(
+                        "fan-out N={n}, publish to last byte, p99, \
+                         tower-push on one runtime thread (info)"
+                    ),
+                    "ms",
+                    None,
+                    peer == Peer::TowerPushOneThread,
+                    parked.p99,
+                );
+            }
+            if peer == Peer::TowerPushOneThread {
+                continue;
+            }
+            let ours = peer == Peer::TowerPush;
+            if versus && n == settings.parked {
+                table.add(
+                    &format!("memory per parked poll, N={n}"),
+                    "KiB",
+                    Some((1.0, false)),
+                    ours,
+                    parked.per_poll,
+                );
+            }
+            if versus && n == settings.parked {
+                table.add(
+                    &format!("fan-out N={n}, server CPU time per answer (info)"),
+                    "us",
+                    None,
+                    ours,
+                    parked.cpu_us,
+                );
+            }
+            if versus && settings.fanout.contains(&n) {
+                let name = |what: &str| format!("fan-out N={n}, publish to last byte, {what}");
+                let target = (n == settings.parked).then_some((1.0, false));
+                table.add(&name("p50"), "ms", None, ours, parked.p50);
+                table.add(&name("p99"), "ms", target, ours, parked.p99);
+                table.add(&name("max"), "ms", None, ours, parked.max);
+            }
+            if settings.wants("scaling") && settings.scaling.contains(&n) {
+                curve.push(Point {
+                    peer,
+                    n,
+                    run,
+                    parked,
+                });
+            }
+        }
+    }
+    // The same sizes over HTTP/2: a connection carries H2_STREAMS polls, so that the sizes
+    // beyond the open-files limit can be measured too.
+    if settings.wants("scaling") {
+        for &n in &settings.scaling {
+            if (n.div_ceil(H2_STREAMS) + 512) as u64 > sides.limit {
+                continue;
+            }
+            let parked = parked_peer(Peer::DemoHttp2, None, n).await;
+            curve.push(Point {
+                peer: Peer::DemoHttp2,
+                n,
+                run,
+                parked,
+            });
+        }
+    }
+    if versus {
+        let connections = settings.connections;
+        let name = format!("ready-poll throughput, {connections} connections");
+        let one_thread = format!("{name}, tower-push on one runtime thread (info)");
+        for peer in sides.order(true) {
+            if peer == Peer::Demo {
+                continue;
+            }
+            let (target, _control) = Target::start(peer, sides.nchan, connections + 64).await;
+            let path = target.ready_path();
+            let rps = throughput_at(settings, peer.name(), target.addr(), &path).await;
+            if peer != Peer::TowerPush {
+                let ours = peer == Peer::TowerPushOneThread;
+                table.add(&one_thread, "req/s", None, ours, rps);
+            }
+            if peer != Peer::TowerPushOneThread {
+                let ours = peer == Peer::TowerPush;
+                table.add(&name, "req/s", Some((1.0, true)), ours, rps);
+            }
+        }
+    }
+}
+
+/// Parks `n` polls on `peer`, each on its own connection, reads the memory growth, then
+/// publishes one event and times every client's answer.
+async fn parked_peer(peer: Peer, program: Option<&nchan::Program>, n: usize) -> Parked {
+    // nginx closes idle keep-alive connections (the control connection) once fewer than a
+    // 16th of its connection slots are free: give it room above n.
+    let (target, mut control) = Target::start(peer, program, n + n / 8 + 512).await;
+    let rss_before = target.rss_kib();
+    let clients = if peer == Peer::DemoHttp2 {
+        spawn_h2_clients(target.addr(), &target.parked_path(), n).await
+    } else {
+        let request = get_request(&target.parked_path(), None);
+        spawn_clients(target.addr(), request, n, true)
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let waiting = target.waiting(&mut control).await;
+        if waiting >= n {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}: only {waiting} of {n} polls parked after 120 s",
+            peer.name()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Let the last allocations settle before memory is read.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rss_after = target.rss_kib();
+    let per_poll = rss_after.saturating_sub(rss_before) as f64 / n as f64;
+    // `PUSH_PROFILE=DIR`: a CPU profile of the server from the publish until every client
+    // has its answer, by `perf record`, in `DIR/<peer>-<n>.data`.
+    let profile = std::env::var_os("PUSH_PROFILE").map(|dir| {
+        let pids: Vec<String> = target.pids().iter().map(u32::to_string).collect();
+        let out = Path::new(&dir).join(format!("{}-{n}.data", peer.name()));
+        let perf = Command::new("perf")
+            .args(["record", "-g", "-F", "4999", "-o"])
+            .arg(&out)
+            .args(["-p", &pids.join(",")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start perf record");
+        std::thread::sleep(Duration::from_millis(500));
+        perf
+    });
+    let cpu_before = target.cpu_ns();
+    let published = Instant::now();
+    target.publish(&mut control).await;
+    let mut latencies = Vec::with_capacity(n);
+    for client in clients {
+        match client.await.expect("client task") {
+            Ok(done) => latencies.push(done.duration_since(published).as_secs_f64() * 1e3),
+            Err(err) => panic!("{}: a parked client failed: {err}", peer.name()),
+        }
+    }
+    let cpu_us = target.cpu_ns().saturating_sub(cpu_before) as f64 / 1e3 / n as f64;
+    if let Some(mut perf) = profile {
+        let _ = Command::new("kill")
+            .args(["-INT", &perf.id().to_string()])
+            .status();
+        let _ = perf.wait();
+    }
+    latencies.sort_by(f64::total_cmp);
+    let parked = Parked {
+        rss_before,
+        rss_after,
+        per_poll,
+        p50: percentile(&latencies, 0.50),
+        p99: percentile(&latencies, 0.99),
+        max: percentile(&latencies, 1.0),
+        cpu_us,
+    };
+    eprintln!(
+        "   {:17} N={n}: fan-out p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, \
+         server CPU {cpu_us:.1} us per answer; \
+         {per_poll:.2} KiB per parked poll (RSS {rss_before} to {rss_after} KiB)",
+        peer.name(),
+        parked.p50,
+        parked.p99,
+        parked.max,
+    );
+    parked
+}

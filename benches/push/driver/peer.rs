@@ -1,0 +1,185 @@
+//! The long-poll servers that `--only nchan` and `--only scaling` set against each other: who
+//! they are, how each is started, polled, published to and measured, and who takes part in a
+//! run in which order.
+
+use std::net::SocketAddr;
+
+use crate::client::Conn;
+use crate::process::{children, cpu_ns, Server};
+use crate::{cursor, event_json, nchan};
+
+/// The long-poll servers of `--only nchan` and `--only scaling`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Peer {
+    TowerPush,
+    /// tower-push on a runtime with one worker thread, as nginx has one worker process:
+    /// the info rows of `--only nchan`.
+    TowerPushOneThread,
+    /// The demo program (its routes and its server loop), at the size of the memory row.
+    Demo,
+    /// The demo program with its polls over HTTP/2, [`H2_STREAMS`] on each connection: the
+    /// scaling curve's way past the open-files limit.
+    ///
+    /// [`H2_STREAMS`]: super::load::H2_STREAMS
+    DemoHttp2,
+    Nchan,
+}
+
+impl Peer {
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Self::TowerPush => "tower-push",
+            Self::TowerPushOneThread => "tower-push-1-thread",
+            Self::Demo => "tower-push-demo",
+            Self::DemoHttp2 => "tower-push-demo-h2",
+            Self::Nchan => "nchan",
+        }
+    }
+}
+
+/// A running long-poll server of the peer comparison, and a connection to where it takes
+/// publishes: tower-push's control listener, or Nchan's publisher location.
+pub(super) enum Target {
+    TowerPush(Server),
+    /// The demo program: polls without a cursor park at the head of its topic.
+    Demo(Server),
+    Nchan(nchan::Nginx),
+}
+
+impl Target {
+    /// Starts `peer`; nginx gets room for `connections`.
+    pub(super) async fn start(
+        peer: Peer,
+        program: Option<&nchan::Program>,
+        connections: usize,
+    ) -> (Self, Conn) {
+        match peer {
+            Peer::TowerPush | Peer::TowerPushOneThread => {
+                let kind = if peer == Peer::TowerPush {
+                    "tower-push-poll"
+                } else {
+                    "tower-push-poll-1-thread"
+                };
+                let server = Server::start(kind);
+                let mut control = Conn::connect(server.control).await.expect("connect");
+                control.stats().await.expect("stats");
+                (Self::TowerPush(server), control)
+            }
+            Peer::Demo | Peer::DemoHttp2 => {
+                let server = Server::start("tower-push-poll@demo-app");
+                let mut control = Conn::connect(server.control).await.expect("connect");
+                control.stats().await.expect("stats");
+                (Self::Demo(server), control)
+            }
+            Peer::Nchan => {
+                let program = program.expect("Nchan is installed");
+                let nginx = nchan::Nginx::start(program, connections).await;
+                let control = Conn::connect(nginx.addr).await.expect("connect");
+                (Self::Nchan(nginx), control)
+            }
+        }
+    }
+
+    pub(super) fn addr(&self) -> SocketAddr {
+        match self {
+            Self::TowerPush(server) | Self::Demo(server) => server.addr,
+            Self::Nchan(nginx) => nginx.addr,
+        }
+    }
+
+    /// A poll after the newest event: it parks.
+    pub(super) fn parked_path(&self) -> String {
+        match self {
+            Self::TowerPush(_) => format!("/poll?after={}", cursor(1)),
+            Self::Demo(_) => "/poll".to_owned(),
+            Self::Nchan(nginx) => format!("/poll?last_event_id={}", nginx.newest),
+        }
+    }
+
+    /// A poll after the event before the newest: answered at once with one event.
+    pub(super) fn ready_path(&self) -> String {
+        match self {
+            Self::TowerPush(_) | Self::Demo(_) => format!("/poll?after={}", cursor(0)),
+            Self::Nchan(nginx) => format!("/poll?last_event_id={}", nginx.older),
+        }
+    }
+
+    /// The server's processes: ours, or nginx's master and worker.
+    pub(super) fn pids(&self) -> Vec<u32> {
+        match self {
+            Self::TowerPush(server) | Self::Demo(server) => vec![server.child.id()],
+            Self::Nchan(nginx) => {
+                let mut pids = vec![nginx.master];
+                pids.extend(children(nginx.master));
+                pids
+            }
+        }
+    }
+
+    /// CPU time in nanoseconds: the server process, or nginx's master and worker.
+    pub(super) fn cpu_ns(&self) -> u64 {
+        match self {
+            Self::TowerPush(server) | Self::Demo(server) => cpu_ns(server.child.id()),
+            Self::Nchan(nginx) => nginx.cpu_ns(),
+        }
+    }
+
+    /// Resident memory in KiB: the server process, or nginx's master and worker.
+    pub(super) fn rss_kib(&self) -> u64 {
+        match self {
+            Self::TowerPush(server) | Self::Demo(server) => server.rss_kib(),
+            Self::Nchan(nginx) => nginx.rss_kib(),
+        }
+    }
+
+    pub(super) async fn waiting(&self, control: &mut Conn) -> usize {
+        match self {
+            Self::TowerPush(_) | Self::Demo(_) => control.stats().await.expect("stats").0,
+            Self::Nchan(_) => nchan::subscribers(control).await,
+        }
+    }
+
+    pub(super) async fn publish(&self, control: &mut Conn) {
+        match self {
+            Self::TowerPush(_) | Self::Demo(_) => {
+                control.post("/publish").await.expect("publish");
+            }
+            Self::Nchan(_) => {
+                nchan::publish(control, &event_json(1)).await;
+            }
+        }
+    }
+}
+
+/// Who takes part in one run of the peer comparison.
+pub(super) struct Sides<'a> {
+    /// `None` when Nchan is not installed: tower-push is then measured alone.
+    pub(super) nchan: Option<&'a nchan::Program>,
+    /// Who goes first at each size, alternating between runs.
+    pub(super) first: Peer,
+    /// The open-files limit of every process: sizes above it are skipped.
+    pub(super) limit: u64,
+}
+
+impl Sides<'_> {
+    /// The order of this run: tower-push and Nchan (when installed) alternate. With
+    /// `others`, tower-push on one thread comes first or last, and the demo program right
+    /// before or after Nchan.
+    pub(super) fn order(&self, others: bool) -> Vec<Peer> {
+        let mut order = if self.first == Peer::TowerPush {
+            vec![Peer::TowerPush, Peer::Nchan]
+        } else {
+            vec![Peer::Nchan, Peer::TowerPush]
+        };
+        if self.nchan.is_none() {
+            order.retain(|&peer| peer != Peer::Nchan);
+        } else if others && self.first == Peer::TowerPush {
+            order.insert(1, Peer::Demo);
+            order.push(Peer::TowerPushOneThread);
+        } else if others {
+            order.insert(1, Peer::Demo);
+            order.insert(0, Peer::TowerPushOneThread);
+        }
+        order
+    }
+}

@@ -1,0 +1,436 @@
+//! `--only durable`: tower-push's Durable Streams service (`DurableStreams` over a
+//! `MemoryStore`) against the protocol's other servers, each in a child process on a free
+//! loopback port:
+//!
+//! - `durable-streams-server`, the Rust server on crates.io, found in `PATH` or
+//!   `~/.cargo/bin` (`DURABLE_STREAMS_SERVER` overrides where); and
+//! - `@durable-streams/server`, the Node reference server, pinned in
+//!   `benches/durable-peers/package.json` and started by `benches/durable-peers/serve.mjs`
+//!   (after `npm ci` there; `NODE` overrides which `node`).
+//!
+//! A peer that is not installed is skipped, and the table says why. Every server holds a long
+//! poll for 600 s, so no reader times out while the others park. Readers park with
+//! `GET <stream>?offset=<tail>&live=long-poll`, the tail being the `Stream-Next-Offset` of the
+//! seed append. tower-push and the Node server count their held polls (tower-push's
+//! `DurableStreams::parked_polls`, the Node server's list of pending polls, both answered on a
+//! control port); for the Rust server, which has no such counter, the bench waits until every
+//! reader has sent its request and then a settle delay of 1 s plus 0.1 ms per reader.
+//!
+//! The driver runs these measurements and prints their tables: see `driver/against_durable.rs`.
+
+use std::convert::Infallible;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::Request;
+use hyper::body::Incoming;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tower::ServiceExt;
+use tower_push::LongPollLayer;
+
+use crate::client::{self, get_request, source, Conn};
+use crate::process::Server;
+use crate::server::{self, text};
+use crate::{nchan, percentile};
+
+/// How long every server holds a long poll.
+const HOLD: Duration = Duration::from_secs(600);
+
+/// The path of the bench stream on every server.
+const STREAM: &str = "/v1/stream/bench";
+
+/// The body of every append: one small JSON message.
+const MESSAGE: &str = r#"{"n":1}"#;
+
+/// `push serve durable`: `DurableStreams` over a `MemoryStore` on the first port, and
+/// `GET /stats` (the number of held polls) on the second, served like every other server.
+pub(super) fn serve() {
+    std::thread::spawn(|| {
+        // The driver holds our stdin; when it goes away, so do we.
+        let mut sink = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+        std::process::exit(0);
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(async {
+        let main = server::listen();
+        let control = server::listen();
+        let port = |l: &TcpListener| l.local_addr().expect("local address").port();
+        println!("{} {}", port(&main), port(&control));
+        std::io::stdout().flush().expect("stdout");
+        let store = tower_push::durable::MemoryStore::new();
+        let service = tower_push::durable::DurableStreams::builder(store)
+            .prefix("/v1/stream")
+            .long_poll(LongPollLayer::builder().hold_timeout(HOLD))
+            .build()
+            .expect("durable settings");
+        tokio::spawn(server::serve(control, {
+            let service = service.clone();
+            hyper::service::service_fn(move |_req: Request<Incoming>| {
+                let answer = text(format!("{} 0", service.parked_polls()));
+                std::future::ready(Ok::<_, Infallible>(answer))
+            })
+        }));
+        server::serve(
+            main,
+            hyper::service::service_fn(move |req| service.clone().oneshot(req)),
+        )
+        .await;
+    });
+}
+
+/// The servers of `--only durable`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Kind {
+    TowerPush,
+    /// `durable-streams-server` from crates.io.
+    Rust,
+    /// `@durable-streams/server` from npm.
+    Node,
+}
+
+impl Kind {
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Self::TowerPush => "tower-push",
+            Self::Rust => "durable-streams-server",
+            Self::Node => "@durable-streams/server",
+        }
+    }
+}
+
+/// An installed peer: how to start it, and its version for the report.
+#[derive(Clone, Debug)]
+pub(super) struct Program {
+    pub(super) kind: Kind,
+    program: PathBuf,
+    pub(super) version: String,
+}
+
+/// The directory of the Node peer's package.json and start script.
+fn node_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/durable-peers")
+}
+
+fn in_path(name: &str, extra: &[PathBuf]) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(extra.iter().cloned())
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+/// Finds `durable-streams-server`; the error says why not.
+pub(super) fn find_rust() -> Result<Program, String> {
+    let program = match std::env::var_os("DURABLE_STREAMS_SERVER") {
+        Some(path) => PathBuf::from(path),
+        None => {
+            let cargo_bin: Vec<PathBuf> = std::env::var_os("HOME")
+                .map(|home| PathBuf::from(home).join(".cargo/bin"))
+                .into_iter()
+                .collect();
+            in_path("durable-streams-server", &cargo_bin).ok_or(
+                "not found in PATH or ~/.cargo/bin \
+                 (cargo install durable-streams-server --locked)",
+            )?
+        }
+    };
+    let output = Command::new(&program)
+        .arg("--version")
+        .output()
+        .map_err(|e| format!("{} --version: {e}", program.display()))?;
+    let version = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    Ok(Program {
+        kind: Kind::Rust,
+        program,
+        version,
+    })
+}
+
+/// Finds `node` and the installed `@durable-streams/server`; the error says why not.
+pub(super) fn find_node() -> Result<Program, String> {
+    let program = match std::env::var_os("NODE") {
+        Some(path) => PathBuf::from(path),
+        None => in_path("node", &[]).ok_or("node not found in PATH")?,
+    };
+    let package = node_dir().join("node_modules/@durable-streams/server/package.json");
+    let manifest = std::fs::read_to_string(&package)
+        .map_err(|_| "not installed (run `npm ci` in benches/durable-peers)".to_owned())?;
+    let manifest: serde_json::Value =
+        serde_json::from_str(&manifest).map_err(|e| format!("{}: {e}", package.display()))?;
+    let node = Command::new(&program)
+        .arg("--version")
+        .output()
+        .map_err(|e| format!("{} --version: {e}", program.display()))?;
+    Ok(Program {
+        kind: Kind::Node,
+        program,
+        version: format!(
+            "@durable-streams/server {} on Node {}",
+            manifest["version"].as_str().unwrap_or("?"),
+            String::from_utf8_lossy(&node.stdout).trim(),
+        ),
+    })
+}
+
+/// A running server of `--only durable`, and whether it counts its held polls on its
+/// control port.
+pub(super) struct Running {
+    server: Server,
+    counts: bool,
+}
+
+impl Running {
+    pub(super) async fn start(kind: Kind, program: Option<&Program>) -> Self {
+        match kind {
+            Kind::TowerPush => Self {
+                server: Server::start("durable"),
+                counts: true,
+            },
+            Kind::Node => {
+                let program = program.expect("the Node peer is installed");
+                let mut command = Command::new(&program.program);
+                command
+                    .arg(node_dir().join("serve.mjs"))
+                    .arg(HOLD.as_millis().to_string())
+                    .current_dir(node_dir());
+                Self {
+                    server: Server::spawn(command),
+                    counts: true,
+                }
+            }
+            Kind::Rust => {
+                let program = program.expect("durable-streams-server is installed");
+                Self {
+                    server: start_rust(program).await,
+                    counts: false,
+                }
+            }
+        }
+    }
+
+    pub(super) fn addr(&self) -> SocketAddr {
+        self.server.addr
+    }
+
+    pub(super) fn rss_kib(&self) -> u64 {
+        self.server.rss_kib()
+    }
+
+    /// Creates the bench stream with one seed message; returns its tail.
+    pub(super) async fn create(&self) -> String {
+        let mut conn = Conn::connect(self.addr()).await.expect("connect");
+        let put = format!(
+            "PUT {STREAM} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n\
+             content-length: 0\r\n\r\n"
+        );
+        let (status, _) = exchange(&mut conn, put.as_bytes()).await;
+        assert!(matches!(status, 200 | 201), "PUT {STREAM}: {status}");
+        let (status, tail) = exchange(&mut conn, &append_request()).await;
+        assert!(matches!(status, 200 | 204), "POST {STREAM}: {status}");
+        tail.expect("the append answers Stream-Next-Offset")
+    }
+
+    /// Waits until `n` readers are parked: counted by the server, or for a server that
+    /// cannot count, sent by the clients and a settle delay later.
+    pub(super) async fn wait_parked(&self, sent: &AtomicUsize, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        if self.counts {
+            let mut control = Conn::connect(self.server.control).await.expect("connect");
+            client::wait_parked(&mut control, n).await;
+        } else {
+            loop {
+                let done = sent.load(Ordering::Relaxed);
+                if done >= n {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "only {done} of {n} readers sent their request after 120 s"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let settle = Duration::from_secs(1) + Duration::from_micros(100 * n as u64);
+            tokio::time::sleep(settle).await;
+        }
+    }
+}
+
+/// Starts `durable-streams-server` on a free loopback port, holding long polls for
+/// [`HOLD`], and waits until it accepts connections.
+async fn start_rust(program: &Program) -> Server {
+    let port = nchan::free_port();
+    let child = Command::new(&program.program)
+        .env("DS_SERVER__BIND_ADDRESS", format!("127.0.0.1:{port}"))
+        .env("DS_STORAGE__MODE", "memory")
+        .env(
+            "DS_TRANSPORT__CONNECTION__LONG_POLL_TIMEOUT_SECS",
+            HOLD.as_secs().to_string(),
+        )
+        // Logging every request would cost it what the others do not pay.
+        .env("DS_OBSERVABILITY__RUST_LOG", "warn")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start durable-streams-server");
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(addr).await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "durable-streams-server did not listen on {addr} within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Server {
+        child,
+        addr,
+        control: addr,
+    }
+}
+
+fn append_request() -> Vec<u8> {
+    format!(
+        "POST {STREAM} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n{MESSAGE}",
+        MESSAGE.len()
+    )
+    .into_bytes()
+}
+
+/// Sends `request` and reads the whole answer: its status and `Stream-Next-Offset`.
+async fn exchange(conn: &mut Conn, request: &[u8]) -> (u16, Option<String>) {
+    conn.send(request).await.expect("send");
+    let (head, body_len) = conn.whole_response().await.expect("response");
+    let text = String::from_utf8_lossy(&conn.buf[..head.end]).into_owned();
+    conn.buf.drain(..head.end + body_len);
+    let tail = text.split("\r\n").find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.eq_ignore_ascii_case("stream-next-offset")
+            .then(|| value.trim().to_owned())
+    });
+    (head.status, tail)
+}
+
+/// What one round of fan-out measured on one server.
+pub(super) struct Fanout {
+    pub(super) p50: f64,
+    pub(super) p99: f64,
+    pub(super) per_reader_kib: f64,
+}
+
+/// Parks `n` readers at the tail of a fresh stream on `kind`, reads the memory growth,
+/// appends one message and times every reader's answer.
+pub(super) async fn fanout(kind: Kind, program: Option<&Program>, n: usize) -> Fanout {
+    let running = Running::start(kind, program).await;
+    let tail = running.create().await;
+    let rss_before = running.rss_kib();
+    let request: Arc<[u8]> =
+        get_request(&format!("{STREAM}?offset={tail}&live=long-poll"), None).into();
+    let sent = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(Semaphore::new(256));
+    let addr = running.addr();
+    let readers: Vec<_> = (0..n)
+        .map(|i| {
+            let (gate, request, sent) = (gate.clone(), request.clone(), sent.clone());
+            tokio::spawn(async move {
+                let permit = gate.acquire_owned().await.expect("semaphore");
+                let mut conn = Conn::connect_from(addr, source(i)).await?;
+                conn.send(&request).await?;
+                sent.fetch_add(1, Ordering::Relaxed);
+                drop(permit);
+                let (status, _) = conn.response().await?;
+                let done = Instant::now();
+                if status != 200 {
+                    return Err(std::io::Error::other(format!("status {status}")));
+                }
+                Ok::<_, std::io::Error>(done)
+            })
+        })
+        .collect();
+    running.wait_parked(&sent, n).await;
+    let rss_after = running.rss_kib();
+    let mut writer = Conn::connect(addr).await.expect("connect");
+    let appended = Instant::now();
+    let (status, _) = exchange(&mut writer, &append_request()).await;
+    assert!(
+        matches!(status, 200 | 204),
+        "{}: append {status}",
+        kind.name()
+    );
+    let mut latencies = Vec::with_capacity(n);
+    for reader in readers {
+        match reader.await.expect("reader task") {
+            Ok(done) => latencies.push(done.duration_since(appended).as_secs_f64() * 1e3),
+            Err(err) => panic!("{}: a parked reader failed: {err}", kind.name()),
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    let fanout = Fanout {
+        p50: percentile(&latencies, 0.50),
+        p99: percentile(&latencies, 0.99),
+        per_reader_kib: rss_after.saturating_sub(rss_before) as f64 / n as f64,
+    };
+    eprintln!(
+        "   {:24} N={n}: fan-out p50 {:.2} ms, p99 {:.2} ms; {:.2} KiB per parked reader",
+        kind.name(),
+        fanout.p50,
+        fanout.p99,
+        fanout.per_reader_kib,
+    );
+    fanout
+}
+
+/// Appends `total` messages to a fresh stream on `kind` over `connections` keep-alive
+/// connections, each sending its next append when the last is answered; appends per second.
+pub(super) async fn appends(
+    kind: Kind,
+    program: Option<&Program>,
+    connections: usize,
+    total: usize,
+) -> f64 {
+    let running = Running::start(kind, program).await;
+    running.create().await;
+    let addr = running.addr();
+    let request: Arc<[u8]> = append_request().into();
+    let mut conns = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        conns.push(Conn::connect(addr).await.expect("connect"));
+    }
+    let start = Instant::now();
+    let tasks: Vec<_> = conns
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut conn)| {
+            let request = request.clone();
+            // The first `total % connections` connections send one more.
+            let count = total / connections + usize::from(i < total % connections);
+            tokio::spawn(async move {
+                for _ in 0..count {
+                    let (status, _) = exchange(&mut conn, &request).await;
+                    assert!(matches!(status, 200 | 204), "append: {status}");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("append task");
+    }
+    let rate = total as f64 / start.elapsed().as_secs_f64();
+    eprintln!(
+        "   {:24} {total} appends over {connections} connection(s): {rate:.0}/s",
+        kind.name()
+    );
+    rate
+}

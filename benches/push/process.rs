@@ -1,0 +1,143 @@
+//! The bench's processes: a server started as a child process, what `/proc` tells of any
+//! process (resident memory, CPU time, children), and the open-files limit every process of
+//! the bench asks for.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+
+/// The open-files limit every bench process asks for: 50,000 parked polls need a little over
+/// 50,000 descriptors in the client and as many in the server (nginx's worker inherits it).
+/// Where the hard limit is lower and cannot be raised, the sizes that do not fit are skipped.
+const OPEN_FILES: u64 = 262_144;
+
+/// The open-files limit (soft, hard) before and after [`raise_open_files`].
+#[derive(Clone, Copy, Debug)]
+pub(super) struct OpenFiles {
+    pub(super) at_start: (u64, u64),
+    pub(super) now: (u64, u64),
+}
+
+/// Raises the open-files limit of this process (and so of the servers it starts): the hard
+/// limit to [`OPEN_FILES`] where the process may (it needs `CAP_SYS_RESOURCE`, and the kernel's
+/// `fs.nr_open` caps it), and the soft limit to the hard one.
+pub(super) fn raise_open_files() -> OpenFiles {
+    const NOFILE: rlimit::Resource = rlimit::Resource::NOFILE;
+    let at_start = rlimit::getrlimit(NOFILE).unwrap_or((0, 0));
+    let (soft, hard) = at_start;
+    let ceiling = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(OPEN_FILES);
+    let wanted = OPEN_FILES.min(ceiling);
+    let raised = hard < wanted && rlimit::setrlimit(NOFILE, wanted, wanted).is_ok();
+    if !raised && soft < hard {
+        let _ = rlimit::setrlimit(NOFILE, hard, hard);
+    }
+    OpenFiles {
+        at_start,
+        now: rlimit::getrlimit(NOFILE).unwrap_or(at_start),
+    }
+}
+
+/// A server child process.
+pub(super) struct Server {
+    pub(super) child: Child,
+    /// The service under test.
+    pub(super) addr: SocketAddr,
+    /// The control service: publish, stats.
+    pub(super) control: SocketAddr,
+}
+
+impl Server {
+    pub(super) fn start(kind: &str) -> Self {
+        let exe = std::env::current_exe().expect("own executable");
+        let mut command = Command::new(exe);
+        command.args(["serve", kind]);
+        Self::spawn(command)
+    }
+
+    /// Starts `command`, which prints the ports of the service under test and of its control
+    /// service on its first line and exits when its standard input closes.
+    pub(super) fn spawn(mut command: Command) -> Self {
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the server process");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the server's port");
+        let ports: Vec<u16> = line
+            .split_whitespace()
+            .map(|p| p.parse().expect("the server prints its ports"))
+            .collect();
+        let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+        Self {
+            child,
+            addr: addr(ports[0]),
+            control: addr(ports[1]),
+        }
+    }
+
+    /// Resident memory in KiB, from `/proc/<pid>/status`.
+    pub(super) fn rss_kib(&self) -> u64 {
+        rss_kib(self.child.id())
+    }
+}
+
+/// The resident memory of process `pid` in KiB, from `/proc/<pid>/status`.
+pub(super) fn rss_kib(pid: u32) -> u64 {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/<pid>/status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .expect("VmRSS in /proc/<pid>/status")
+}
+
+/// The time the threads of process `pid` have spent on a CPU, in nanoseconds: the first field of
+/// `/proc/<pid>/task/<tid>/schedstat`, summed over its threads.
+pub(super) fn cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(|task| {
+            let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+            stat.split_whitespace().next()?.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+/// The processes whose parent is `pid`, from `/proc/<n>/stat`.
+pub(super) fn children(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            // `<pid> (<comm>) <state> <ppid> ...`, where comm may hold spaces and parentheses.
+            std::fs::read_to_string(format!("/proc/{child}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let rest = &stat[stat.rfind(')')? + 1..];
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(pid)
+        })
+        .collect()
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
