@@ -17,7 +17,8 @@ use super::Offset;
 ///
 /// Cloning is cheap and shares the streams. One lock covers every stream, so each operation is
 /// atomic; operations copy no stream data while they hold it (payloads are reference counted).
-/// Expiry is checked lazily, with millisecond precision, whenever a stream is reached.
+/// Expiry is checked lazily, with millisecond precision, whenever a stream is reached; a TTL
+/// whose window would end beyond what the platform's monotonic clock can represent never ends.
 ///
 /// # Examples
 ///
@@ -165,9 +166,12 @@ struct Stream {
 
 impl Stream {
     fn expired(&self, now: Instant, wall_ms: i64) -> bool {
-        let by_ttl = self
-            .ttl
-            .is_some_and(|ttl| now >= self.last_access + Duration::from_secs(ttl));
+        // A TTL that takes the clock beyond what it can count never ends.
+        let by_ttl = self.ttl.is_some_and(|ttl| {
+            self.last_access
+                .checked_add(Duration::from_secs(ttl))
+                .is_some_and(|end| now >= end)
+        });
         let by_time = self
             .expires_at
             .as_ref()
@@ -661,5 +665,22 @@ mod tests {
         let one = store.read("/s", Some(Offset::ZERO), 1, usize::MAX).unwrap();
         assert_eq!(one.chunks.len(), 1);
         assert!(!one.up_to_date());
+    }
+
+    #[test]
+    fn a_ttl_beyond_the_clock_never_expires_and_the_stream_stays_usable() {
+        let store = MemoryStore::new();
+        let mut create = Create::new(Some("text/plain".into()));
+        create.ttl = Some(u64::MAX);
+        assert!(store.create("/s", create.clone()).unwrap().created);
+        // Each of these reaches the stream's expiry check.
+        assert!(!store.create("/s", create).unwrap().created);
+        store.append("/s", Append::new("text/plain", "a")).unwrap();
+        let read = store.read("/s", Some(Offset::ZERO), 10, 1024).unwrap();
+        assert_eq!(read.chunks.len(), 1);
+        assert_eq!(store.info("/s").unwrap().ttl, Some(u64::MAX));
+        store.changes("/s").unwrap();
+        store.delete("/s").unwrap();
+        assert_eq!(store.info("/s"), Err(StoreError::NotFound));
     }
 }

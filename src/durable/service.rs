@@ -506,7 +506,10 @@ impl<St: Store + ?Sized> DurableStreams<St> {
         }
         if let Some(ttl) = ttl {
             let Some(seconds) = integer(ttl) else {
-                return bad_request("invalid_ttl", "stream-ttl is not a whole number of seconds");
+                return bad_request(
+                    "invalid_ttl",
+                    "stream-ttl is not a whole number of seconds below 2^64",
+                );
             };
             create.ttl = Some(seconds);
         }
@@ -1032,6 +1035,41 @@ mod tests {
         for status in [200, 201, 204, 400, 404, 409, 413] {
             assert!(seen.contains(&status), "{status} never answered: {seen:?}");
         }
+    }
+
+    /// The protocol bounds `Stream-TTL` by its grammar only: the largest TTL is accepted,
+    /// echoed, and the stream answers every method.
+    #[tokio::test]
+    async fn the_largest_ttl_makes_a_stream_that_answers() {
+        use tower::ServiceExt;
+        let service = DurableStreams::new(super::super::MemoryStore::new());
+        let send = |method: Method, ttl: Option<&str>| {
+            let mut request = Request::builder().method(method).uri("/s");
+            if let Some(ttl) = ttl {
+                request = request.header("stream-ttl", ttl);
+            }
+            service
+                .clone()
+                .oneshot(request.body(String::new()).unwrap())
+        };
+        let largest = u64::MAX.to_string();
+        let created = send(Method::PUT, Some(&largest)).await.unwrap();
+        assert_eq!(created.status(), StatusCode::CREATED);
+        let head = send(Method::HEAD, None).await.unwrap();
+        assert_eq!(head.status(), StatusCode::OK);
+        assert_eq!(head.headers()["stream-ttl"], largest.as_str());
+        assert_eq!(
+            send(Method::GET, None).await.unwrap().status(),
+            StatusCode::OK
+        );
+        let again = send(Method::PUT, Some(&largest)).await.unwrap();
+        assert_eq!(again.status(), StatusCode::OK);
+        let delete = send(Method::DELETE, None).await.unwrap();
+        assert_eq!(delete.status(), StatusCode::NO_CONTENT);
+        let beyond = send(Method::PUT, Some("18446744073709551616"))
+            .await
+            .unwrap();
+        assert_eq!(beyond.status(), StatusCode::BAD_REQUEST);
     }
 
     #[test]

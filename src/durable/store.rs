@@ -22,7 +22,10 @@ use super::Offset;
 ///
 /// Expiry (`Stream-TTL`, `Stream-Expires-At`) is the store's to check, lazily, on every access:
 /// an expired stream answers [`StoreError::NotFound`], or [`StoreError::Gone`] while forks still
-/// read from it. Reads and appends renew a TTL; [`info`](Store::info) does not.
+/// read from it. Reads and appends renew a TTL; [`info`](Store::info) does not. The protocol
+/// bounds `Stream-TTL` only by its grammar, so any TTL up to `u64::MAX` seconds reaches the
+/// store; one too long for the clock to count means a stream that does not expire by its TTL,
+/// never a failure.
 ///
 /// [`MemoryStore`](super::MemoryStore) is the embedded implementation.
 ///
