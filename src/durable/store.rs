@@ -181,7 +181,8 @@ pub(crate) fn media_type(content_type: &str) -> String {
 pub enum Payload {
     /// Bytes, for text and binary streams.
     Bytes(Bytes),
-    /// The JSON values of a JSON append, each one line of compact-or-original JSON text.
+    /// The JSON values of a JSON append, each one line of compact-or-original JSON text
+    /// ([`parse`](Self::parse) makes them slices of one block of text).
     Json(Arc<[Bytes]>),
 }
 
@@ -223,21 +224,36 @@ impl Payload {
         let value: &serde_json::value::RawValue =
             serde_json::from_str(text).map_err(|_| StoreError::InvalidJson)?;
         let raw = value.get();
-        let values: Vec<Bytes> = if raw.starts_with('[') {
+        let items: Vec<&str> = if raw.starts_with('[') {
             let items: Vec<&serde_json::value::RawValue> =
                 serde_json::from_str(raw).map_err(|_| StoreError::InvalidJson)?;
-            items.iter().map(|item| one_line(item.get())).collect()
+            items.iter().map(|item| item.get()).collect()
         } else {
-            vec![one_line(raw)]
+            vec![raw]
         };
-        if values.is_empty() {
+        if items.is_empty() {
             return if empty_array {
                 Ok(None)
             } else {
                 Err(StoreError::EmptyJsonArray)
             };
         }
-        Ok(Some(Self::Json(values.into())))
+        // The values share one allocation, each a slice of it: an array of many tiny values
+        // costs its text and a handle per value, not an allocation per value.
+        let mut text = Vec::with_capacity(items.iter().map(|item| item.len()).sum());
+        let mut ends = Vec::with_capacity(items.len());
+        for item in items {
+            push_one_line(&mut text, item);
+            ends.push(text.len());
+        }
+        let text = Bytes::from(text);
+        let mut start = 0;
+        let values = ends.into_iter().map(|end| {
+            let value = text.slice(start..end);
+            start = end;
+            value
+        });
+        Ok(Some(Self::Json(values.collect())))
     }
 
     /// The first `n` bytes or values, or `None` if there are fewer.
@@ -250,12 +266,14 @@ impl Payload {
     }
 }
 
-/// JSON text on one line: raw line breaks can only be whitespace between tokens.
-fn one_line(json: &str) -> Bytes {
-    if json.contains(['\n', '\r']) {
-        Bytes::from(json.replace(['\n', '\r'], " "))
-    } else {
-        Bytes::copy_from_slice(json.as_bytes())
+/// Appends JSON text on one line: raw line breaks can only be whitespace between tokens.
+fn push_one_line(out: &mut Vec<u8>, json: &str) {
+    let start = out.len();
+    out.extend_from_slice(json.as_bytes());
+    for b in &mut out[start..] {
+        if matches!(*b, b'\n' | b'\r') {
+            *b = b' ';
+        }
     }
 }
 
