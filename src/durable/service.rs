@@ -1072,6 +1072,39 @@ mod tests {
         assert_eq!(beyond.status(), StatusCode::BAD_REQUEST);
     }
 
+    /// JSON nested beyond what readers parse is refused with a code saying so, and nothing of
+    /// it is stored.
+    #[tokio::test]
+    async fn json_nested_too_deep_gets_400_json_too_deep() {
+        use http_body_util::BodyExt;
+        use tower::ServiceExt;
+        let service = DurableStreams::new(super::super::MemoryStore::new());
+        let send = |method: Method, path: &str, body: String| {
+            let request = Request::builder()
+                .method(method)
+                .uri(path)
+                .header("content-type", "application/json")
+                .body(body)
+                .unwrap();
+            service.clone().oneshot(request)
+        };
+        let created = send(Method::PUT, "/j", String::new()).await.unwrap();
+        assert_eq!(created.status(), StatusCode::CREATED);
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        for (method, path) in [(Method::POST, "/j"), (Method::PUT, "/k")] {
+            let refused = send(method, path, deep.clone()).await.unwrap();
+            assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+            let body = refused.into_body().collect().await.unwrap().to_bytes();
+            let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(body["error"], "json_too_deep");
+        }
+        let read = send(Method::GET, "/j", String::new()).await.unwrap();
+        let body = read.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"[]");
+        let missing = send(Method::GET, "/k", String::new()).await.unwrap();
+        assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    }
+
     #[test]
     fn integers_are_plain() {
         for good in ["0", "1", "60", "99999"] {

@@ -199,9 +199,15 @@ impl Payload {
     /// or an array whose elements are the values. `None` for a body that adds nothing (empty,
     /// or `[]` where `empty_array` allows it).
     ///
+    /// A JSON value may nest arrays and objects at most 126 deep, so that a read, which
+    /// answers with the values in one array, nests at most 127 deep: as deep as serde_json
+    /// parses with its default recursion limit (128). The check counts brackets in one pass
+    /// and does not recurse, however deep the body.
+    ///
     /// # Errors
     ///
-    /// [`StoreError::InvalidJson`] and [`StoreError::EmptyJsonArray`].
+    /// [`StoreError::InvalidJson`], [`StoreError::JsonTooDeep`] and
+    /// [`StoreError::EmptyJsonArray`].
     ///
     /// # Examples
     ///
@@ -224,7 +230,12 @@ impl Payload {
         let value: &serde_json::value::RawValue =
             serde_json::from_str(text).map_err(|_| StoreError::InvalidJson)?;
         let raw = value.get();
-        let items: Vec<&str> = if raw.starts_with('[') {
+        // An array's values are one level less deep than it.
+        let array = raw.starts_with('[');
+        if nests_deeper(raw.as_bytes(), MAX_JSON_DEPTH + usize::from(array)) {
+            return Err(StoreError::JsonTooDeep);
+        }
+        let items: Vec<&str> = if array {
             let items: Vec<&serde_json::value::RawValue> =
                 serde_json::from_str(raw).map_err(|_| StoreError::InvalidJson)?;
             items.iter().map(|item| item.get()).collect()
@@ -264,6 +275,39 @@ impl Payload {
             Self::Json(values) => (n <= values.len()).then(|| Self::Json(values[..n].into())),
         }
     }
+}
+
+/// How deep a JSON value may nest arrays and objects: one level less than serde_json parses
+/// with its default recursion limit, for the array that a read holds the values in.
+const MAX_JSON_DEPTH: usize = 126;
+
+/// Whether arrays and objects in valid JSON text nest deeper than `max`, counted in one pass
+/// without recursion.
+fn nests_deeper(json: &[u8], max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in json {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 /// Appends JSON text on one line: raw line breaks can only be whitespace between tokens.
@@ -504,6 +548,9 @@ pub enum StoreError {
     },
     /// The body is not valid JSON.
     InvalidJson,
+    /// The body's JSON nests arrays and objects deeper than readers parse (see
+    /// [`Payload::parse`]).
+    JsonTooDeep,
     /// An empty JSON array appends nothing.
     EmptyJsonArray,
     /// The fork's source does not exist.
@@ -537,6 +584,7 @@ impl StoreError {
             Self::StaleEpoch { .. } => StatusCode::FORBIDDEN,
             Self::EpochSeqNotZero
             | Self::InvalidJson
+            | Self::JsonTooDeep
             | Self::EmptyJsonArray
             | Self::ForkOffsetBeyondTail
             | Self::InvalidSubOffset
@@ -558,6 +606,7 @@ impl StoreError {
             Self::EpochSeqNotZero => "producer_epoch_seq_not_zero",
             Self::SeqGap { .. } => "producer_seq_gap",
             Self::InvalidJson => "invalid_json",
+            Self::JsonTooDeep => "json_too_deep",
             Self::EmptyJsonArray => "empty_json_array",
             Self::ForkSourceNotFound => "fork_source_not_found",
             Self::ForkSourceGone => "fork_source_deleted",
@@ -578,9 +627,51 @@ impl fmt::Display for StoreError {
             Self::SeqGap { expected, received } => {
                 write!(f, "producer seq {received} received, {expected} expected")
             }
+            Self::JsonTooDeep => write!(
+                f,
+                "a json value nests arrays and objects more than {MAX_JSON_DEPTH} deep"
+            ),
             other => f.write_str(&other.code().replace('_', " ")),
         }
     }
 }
 
 impl std::error::Error for StoreError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(body: String) -> Result<Option<Payload>, StoreError> {
+        Payload::parse(Mode::Json, body.into(), false)
+    }
+
+    /// Values nest as deep as a reader with serde_json's default limits can parse the answer
+    /// that holds them in one array, and no deeper; the check itself does not recurse.
+    #[test]
+    fn json_nesting_is_bounded_where_readers_can_still_parse_it() {
+        let nested = |depth: usize| format!("{}1{}", "{\"a\":".repeat(depth), "}".repeat(depth));
+        let Some(Payload::Json(values)) = json(nested(126)).unwrap() else {
+            unreachable!()
+        };
+        let answer = [&b"["[..], &values[0], b"]"].concat();
+        assert!(serde_json::from_slice::<serde_json::Value>(&answer).is_ok());
+        assert_eq!(json(nested(127)).unwrap_err().code(), "json_too_deep");
+        // In an array, its values: 126 deep inside, 127 with it.
+        let arrays = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        assert!(json(arrays(127)).is_ok());
+        assert_eq!(json(arrays(128)).unwrap_err().code(), "json_too_deep");
+        let deep = 100_000;
+        for body in [arrays(deep), nested(deep), format!("[1,{}]", arrays(deep))] {
+            assert_eq!(json(body).unwrap_err().code(), "json_too_deep");
+        }
+        // Brackets in strings are text.
+        let text = format!(
+            "[\"{}\\\"{}\", {{\"{}\": 1}}]",
+            "[".repeat(300),
+            "{".repeat(300),
+            "]".repeat(300)
+        );
+        assert!(json(text).is_ok());
+    }
+}
