@@ -17,7 +17,8 @@ use super::Offset;
 ///
 /// Cloning is cheap and shares the streams. One lock covers every stream, so each operation is
 /// atomic; operations copy no stream data while they hold it (payloads are reference counted).
-/// Expiry is checked lazily, with millisecond precision, whenever a stream is reached.
+/// Expiry is checked lazily, with millisecond precision, whenever a stream is reached; a TTL
+/// whose window would end beyond what the platform's monotonic clock can represent never ends.
 ///
 /// # Examples
 ///
@@ -58,6 +59,12 @@ impl MemoryStoreBuilder {
 
     /// The most bytes of stream data the store holds; an append beyond answers
     /// `507 Insufficient Storage`.
+    ///
+    /// An append counts what it costs in memory, not only its data: its data, plus 272 bytes
+    /// for its bookkeeping (its entry in the stream's list of appends and up to three heap
+    /// blocks), plus 32 bytes for each JSON value of it (the value's handle), so the bound
+    /// holds whatever the shape of the data. (Those are the figures on 64-bit targets.)
+    /// Deleting a stream gives back what it counted.
     ///
     /// Default is 1 GiB.
     #[must_use]
@@ -110,7 +117,8 @@ impl MemoryStore {
         self.len() == 0
     }
 
-    /// How many bytes of stream data the store holds.
+    /// How many bytes of stream data the store holds, as
+    /// [`max_bytes`](MemoryStoreBuilder::max_bytes) counts them.
     pub fn bytes(&self) -> usize {
         self.lock().bytes
     }
@@ -165,9 +173,12 @@ struct Stream {
 
 impl Stream {
     fn expired(&self, now: Instant, wall_ms: i64) -> bool {
-        let by_ttl = self
-            .ttl
-            .is_some_and(|ttl| now >= self.last_access + Duration::from_secs(ttl));
+        // A TTL that takes the clock beyond what it can count never ends.
+        let by_ttl = self.ttl.is_some_and(|ttl| {
+            self.last_access
+                .checked_add(Duration::from_secs(ttl))
+                .is_some_and(|end| now >= end)
+        });
         let by_time = self
             .expires_at
             .as_ref()
@@ -187,7 +198,7 @@ impl Stream {
     }
 
     fn push(&mut self, payload: Payload) -> usize {
-        let size = payload.size();
+        let size = cost(&payload);
         self.tail = self.tail.next();
         self.chunks.push(Chunk {
             offset: self.tail,
@@ -196,6 +207,29 @@ impl Stream {
         self.bytes += size;
         size
     }
+}
+
+/// About what a heap block costs besides its contents: the allocator's header, the rounding up
+/// to its size class, and the reference counts a block of shared bytes comes with.
+const BLOCK_COST: usize = 64;
+
+/// What the store counts for an append besides its data: its entry in the stream's list of
+/// appends, which may have twice the room it uses, and up to three heap blocks (the data, the
+/// reference count of shared bytes, the list of JSON values).
+const APPEND_COST: usize = 2 * size_of::<Chunk>() + 3 * BLOCK_COST;
+
+/// What the store counts for a JSON value besides its text: its handle in the append's list.
+/// The values of an append share one block of text ([`Payload::parse`]).
+const VALUE_COST: usize = size_of::<bytes::Bytes>();
+
+/// What an append of `payload` counts against the store's bound: see
+/// [`MemoryStoreBuilder::max_bytes`].
+fn cost(payload: &Payload) -> usize {
+    APPEND_COST
+        + match payload {
+            Payload::Bytes(bytes) => bytes.len(),
+            Payload::Json(values) => values.iter().map(|v| v.len() + VALUE_COST).sum(),
+        }
 }
 
 fn wall_ms() -> i64 {
@@ -350,8 +384,7 @@ impl Inner {
         }
         let mode = Mode::of(&content_type);
         let body = Payload::parse(mode, create.body.clone(), true)?;
-        let size =
-            prefix.as_ref().map_or(0, Payload::size) + body.as_ref().map_or(0, Payload::size);
+        let size = prefix.as_ref().map_or(0, cost) + body.as_ref().map_or(0, cost);
         self.fits(size)?;
         let epoch = self.next_epoch;
         self.next_epoch += 1;
@@ -458,7 +491,7 @@ impl Inner {
             }
         }
         let payload = Payload::parse(stream.mode, append.body.clone(), false)?;
-        let size = payload.as_ref().map_or(0, Payload::size);
+        let size = payload.as_ref().map_or(0, cost);
         if total.saturating_add(size) > max_bytes {
             return Err(StoreError::StorageFull);
         }
@@ -661,5 +694,67 @@ mod tests {
         let one = store.read("/s", Some(Offset::ZERO), 1, usize::MAX).unwrap();
         assert_eq!(one.chunks.len(), 1);
         assert!(!one.up_to_date());
+    }
+
+    #[test]
+    fn a_ttl_beyond_the_clock_never_expires_and_the_stream_stays_usable() {
+        let store = MemoryStore::new();
+        let mut create = Create::new(Some("text/plain".into()));
+        create.ttl = Some(u64::MAX);
+        assert!(store.create("/s", create.clone()).unwrap().created);
+        // Each of these reaches the stream's expiry check.
+        assert!(!store.create("/s", create).unwrap().created);
+        store.append("/s", Append::new("text/plain", "a")).unwrap();
+        let read = store.read("/s", Some(Offset::ZERO), 10, 1024).unwrap();
+        assert_eq!(read.chunks.len(), 1);
+        assert_eq!(store.info("/s").unwrap().ttl, Some(u64::MAX));
+        store.changes("/s").unwrap();
+        store.delete("/s").unwrap();
+        assert_eq!(store.info("/s"), Err(StoreError::NotFound));
+    }
+
+    /// A JSON array of many tiny values costs a handle per value besides its text, and many
+    /// tiny appends cost their entries: the bound counts both, and a delete gives them back.
+    #[test]
+    fn the_byte_bound_counts_what_tiny_values_and_appends_cost() {
+        const MAX: usize = 8 << 20;
+        let store = MemoryStore::builder().max_bytes(MAX).build();
+        store
+            .create("/j", Create::new(Some("application/json".into())))
+            .unwrap();
+        // 100,000 values of one digit each: a 200 KB body.
+        let body = bytes::Bytes::from(format!("[{}1]", "1,".repeat(99_999)));
+        let mut values = 0;
+        while store
+            .append("/j", Append::new("application/json", body.clone()))
+            .is_ok()
+        {
+            values += 100_000;
+        }
+        let held = values * (size_of::<bytes::Bytes>() + 1);
+        assert!(
+            values > 0 && held <= MAX,
+            "{values} values held in {MAX} bytes"
+        );
+        assert!(store.bytes() >= held && store.bytes() <= MAX);
+        store.delete("/j").unwrap();
+        assert_eq!(store.bytes(), 0);
+
+        const SMALL: usize = 64 << 10;
+        let store = MemoryStore::builder().max_bytes(SMALL).build();
+        store
+            .create("/t", Create::new(Some("text/plain".into())))
+            .unwrap();
+        let mut appends = 0;
+        while store.append("/t", Append::new("text/plain", "x")).is_ok() {
+            appends += 1;
+        }
+        let held = appends * (size_of::<Chunk>() + 1);
+        assert!(
+            appends > 0 && held <= SMALL,
+            "{appends} appends held in {SMALL} bytes"
+        );
+        store.delete("/t").unwrap();
+        assert_eq!(store.bytes(), 0);
     }
 }

@@ -48,6 +48,8 @@ struct Config {
     prefix: String,
     max_body: usize,
     max_read: usize,
+    max_name: usize,
+    max_producer_id: usize,
 }
 
 /// The Durable Streams protocol over a [`Store`]: see the [module docs](super).
@@ -106,6 +108,8 @@ impl<St: Store> DurableStreams<St> {
             prefix: String::new(),
             max_body: 16 << 20,
             max_read: 1 << 20,
+            max_name: 1024,
+            max_producer_id: 256,
             poll: LongPollLayer::builder(),
             sse: ChunkedStreamLayer::builder().max_lifetime(Duration::from_secs(60)),
         }
@@ -162,6 +166,8 @@ pub struct DurableStreamsBuilder<St> {
     prefix: String,
     max_body: usize,
     max_read: usize,
+    max_name: usize,
+    max_producer_id: usize,
     poll: LongPollBuilder,
     sse: ChunkedStreamBuilder,
 }
@@ -197,6 +203,29 @@ impl<St: Store> DurableStreamsBuilder<St> {
         self
     }
 
+    /// The longest stream name: the request path after the [`prefix`](Self::prefix), in bytes
+    /// as sent (percent-encoded), its leading `/` included. A request for a longer one,
+    /// whatever its method (`OPTIONS` aside), answers `414 URI Too Long` with the code
+    /// `stream_name_too_long`, as the protocol asks servers to keep URL components within
+    /// acceptable limits.
+    ///
+    /// Default is 1,024 bytes.
+    #[must_use]
+    pub fn max_stream_name_bytes(mut self, max: usize) -> Self {
+        self.max_name = max;
+        self
+    }
+
+    /// The longest `Producer-Id`, in bytes; a longer one answers `400 Bad Request` with the
+    /// code `producer_id_too_long`. A stream keeps the id of every producer that wrote to it.
+    ///
+    /// Default is 256 bytes.
+    #[must_use]
+    pub fn max_producer_id_bytes(mut self, max: usize) -> Self {
+        self.max_producer_id = max;
+        self
+    }
+
     /// The settings of `live=long-poll`: the hold (keep it below every idle timeout on the
     /// way), caps, the shutdown signal. The format is the protocol's.
     ///
@@ -222,11 +251,14 @@ impl<St: Store> DurableStreamsBuilder<St> {
     ///
     /// # Errors
     ///
-    /// What the long-poll or SSE settings refuse, and a zero body or read limit.
+    /// What the long-poll or SSE settings refuse, and a zero body, read, stream name or
+    /// producer id limit.
     pub fn build(self) -> Result<DurableStreams<St>, ConfigError> {
         for (setting, value) in [
             ("max body bytes", self.max_body),
             ("max read bytes", self.max_read),
+            ("max stream name bytes", self.max_name),
+            ("max producer id bytes", self.max_producer_id),
         ] {
             if value == 0 {
                 return Err(ConfigError::ZeroCount { setting });
@@ -246,6 +278,8 @@ impl<St: Store> DurableStreamsBuilder<St> {
                 prefix: self.prefix,
                 max_body: self.max_body,
                 max_read: self.max_read,
+                max_name: self.max_name,
+                max_producer_id: self.max_producer_id,
             }),
             poll,
             sse,
@@ -374,10 +408,24 @@ where
 
     fn call(&mut self, req: Request<B>) -> ResponseFuture {
         let (parts, body) = req.into_parts();
+        let max_name = self.config.max_name;
+        let too_long = self.key(parts.uri.path()).len() > max_name;
         let answer: ResponseFuture = match parts.method {
             Method::OPTIONS => {
                 let mut response = status(StatusCode::NO_CONTENT);
                 preflight(response.headers_mut());
+                ready(response)
+            }
+            _ if too_long => {
+                let mut response = error(
+                    StatusCode::URI_TOO_LONG,
+                    "stream_name_too_long",
+                    &format!("the stream name is longer than {max_name} bytes"),
+                );
+                if parts.method == Method::HEAD {
+                    // A HEAD answer has no body.
+                    *response.body_mut() = PushBody::empty();
+                }
                 ready(response)
             }
             Method::PUT => {
@@ -506,7 +554,10 @@ impl<St: Store + ?Sized> DurableStreams<St> {
         }
         if let Some(ttl) = ttl {
             let Some(seconds) = integer(ttl) else {
-                return bad_request("invalid_ttl", "stream-ttl is not a whole number of seconds");
+                return bad_request(
+                    "invalid_ttl",
+                    "stream-ttl is not a whole number of seconds below 2^64",
+                );
             };
             create.ttl = Some(seconds);
         }
@@ -601,7 +652,7 @@ impl<St: Store + ?Sized> DurableStreams<St> {
         B::Error: Into<BoxError>,
     {
         let headers = &parts.headers;
-        let producer = match producer(headers) {
+        let producer = match producer(headers, self.config.max_producer_id) {
             Ok(producer) => producer,
             Err(response) => return response,
         };
@@ -869,10 +920,10 @@ fn closed_header(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"))
 }
 
-/// The producer headers: all three or none, an id that is not empty, and whole numbers up to
-/// 2^53 - 1.
+/// The producer headers: all three or none, an id that is not empty nor longer than `max_id`
+/// bytes, and whole numbers up to 2^53 - 1.
 #[allow(clippy::result_large_err)]
-fn producer(headers: &HeaderMap) -> Result<Option<Producer>, Response<PushBody>> {
+fn producer(headers: &HeaderMap, max_id: usize) -> Result<Option<Producer>, Response<PushBody>> {
     let id = headers.get(PRODUCER_ID);
     let epoch = headers.get(PRODUCER_EPOCH);
     let seq = headers.get(PRODUCER_SEQ);
@@ -890,6 +941,12 @@ fn producer(headers: &HeaderMap) -> Result<Option<Producer>, Response<PushBody>>
         Ok(id) if !id.trim().is_empty() => id.to_owned(),
         _ => return Err(bad_request("invalid_producer_id", "producer-id is empty")),
     };
+    if id.len() > max_id {
+        return Err(bad_request(
+            "producer_id_too_long",
+            &format!("producer-id is longer than {max_id} bytes"),
+        ));
+    }
     const MAX: u64 = (1 << 53) - 1;
     let number = |value: &HeaderValue| {
         let text = value.to_str().ok()?;
@@ -1031,6 +1088,172 @@ mod tests {
         }
         for status in [200, 201, 204, 400, 404, 409, 413] {
             assert!(seen.contains(&status), "{status} never answered: {seen:?}");
+        }
+    }
+
+    /// The protocol bounds `Stream-TTL` by its grammar only: the largest TTL is accepted,
+    /// echoed, and the stream answers every method.
+    #[tokio::test]
+    async fn the_largest_ttl_makes_a_stream_that_answers() {
+        use tower::ServiceExt;
+        let service = DurableStreams::new(super::super::MemoryStore::new());
+        let send = |method: Method, ttl: Option<&str>| {
+            let mut request = Request::builder().method(method).uri("/s");
+            if let Some(ttl) = ttl {
+                request = request.header("stream-ttl", ttl);
+            }
+            service
+                .clone()
+                .oneshot(request.body(String::new()).unwrap())
+        };
+        let largest = u64::MAX.to_string();
+        let created = send(Method::PUT, Some(&largest)).await.unwrap();
+        assert_eq!(created.status(), StatusCode::CREATED);
+        let head = send(Method::HEAD, None).await.unwrap();
+        assert_eq!(head.status(), StatusCode::OK);
+        assert_eq!(head.headers()["stream-ttl"], largest.as_str());
+        assert_eq!(
+            send(Method::GET, None).await.unwrap().status(),
+            StatusCode::OK
+        );
+        let again = send(Method::PUT, Some(&largest)).await.unwrap();
+        assert_eq!(again.status(), StatusCode::OK);
+        let delete = send(Method::DELETE, None).await.unwrap();
+        assert_eq!(delete.status(), StatusCode::NO_CONTENT);
+        let beyond = send(Method::PUT, Some("18446744073709551616"))
+            .await
+            .unwrap();
+        assert_eq!(beyond.status(), StatusCode::BAD_REQUEST);
+    }
+
+    /// JSON nested beyond what readers parse is refused with a code saying so, and nothing of
+    /// it is stored.
+    #[tokio::test]
+    async fn json_nested_too_deep_gets_400_json_too_deep() {
+        use http_body_util::BodyExt;
+        use tower::ServiceExt;
+        let service = DurableStreams::new(super::super::MemoryStore::new());
+        let send = |method: Method, path: &str, body: String| {
+            let request = Request::builder()
+                .method(method)
+                .uri(path)
+                .header("content-type", "application/json")
+                .body(body)
+                .unwrap();
+            service.clone().oneshot(request)
+        };
+        let created = send(Method::PUT, "/j", String::new()).await.unwrap();
+        assert_eq!(created.status(), StatusCode::CREATED);
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        for (method, path) in [(Method::POST, "/j"), (Method::PUT, "/k")] {
+            let refused = send(method, path, deep.clone()).await.unwrap();
+            assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+            let body = refused.into_body().collect().await.unwrap().to_bytes();
+            let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(body["error"], "json_too_deep");
+        }
+        let read = send(Method::GET, "/j", String::new()).await.unwrap();
+        let body = read.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"[]");
+        let missing = send(Method::GET, "/k", String::new()).await.unwrap();
+        assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    }
+
+    /// A stream name (the path after the prefix) beyond 1,024 bytes gets 414 from every
+    /// method, and a producer id beyond 256 bytes gets 400; both limits themselves are fine.
+    #[tokio::test]
+    async fn long_names_and_producer_ids_are_refused() {
+        use http_body_util::BodyExt;
+        use tower::ServiceExt;
+        let service = DurableStreams::builder(super::super::MemoryStore::new())
+            .prefix("/v1/stream")
+            .build()
+            .unwrap();
+        let send = |method: Method, name: &str, producer: Option<&str>| {
+            let mut request = Request::builder()
+                .method(method)
+                .uri(format!("/v1/stream{name}"))
+                .header("content-type", "text/plain");
+            if let Some(id) = producer {
+                request = request
+                    .header("producer-id", id)
+                    .header("producer-epoch", "0")
+                    .header("producer-seq", "0");
+            }
+            service
+                .clone()
+                .oneshot(request.body("x".to_owned()).unwrap())
+        };
+        let code = |response: Response<PushBody>| async move {
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            serde_json::from_slice::<serde_json::Value>(&body).unwrap()["error"].clone()
+        };
+        let longest = format!("/{}", "n".repeat(1023));
+        let created = send(Method::PUT, &longest, None).await.unwrap();
+        assert_eq!(created.status(), StatusCode::CREATED);
+        let too_long = format!("/{}", "n".repeat(1024));
+        for method in [Method::PUT, Method::POST, Method::GET, Method::DELETE] {
+            let refused = send(method, &too_long, None).await.unwrap();
+            assert_eq!(refused.status(), StatusCode::URI_TOO_LONG);
+            assert_eq!(code(refused).await, "stream_name_too_long");
+        }
+        let head = send(Method::HEAD, &too_long, None).await.unwrap();
+        assert_eq!(head.status(), StatusCode::URI_TOO_LONG);
+        assert!(head
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .is_empty());
+
+        let id = "p".repeat(256);
+        let written = send(Method::POST, &longest, Some(&id)).await.unwrap();
+        assert_eq!(written.status(), StatusCode::OK);
+        let id = "p".repeat(257);
+        let refused = send(Method::POST, &longest, Some(&id)).await.unwrap();
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(code(refused).await, "producer_id_too_long");
+    }
+
+    #[tokio::test]
+    async fn name_and_producer_id_limits_are_settings() {
+        use tower::ServiceExt;
+        let store = super::super::MemoryStore::new();
+        let service = DurableStreams::builder(store.clone())
+            .max_stream_name_bytes(4)
+            .max_producer_id_bytes(2)
+            .build()
+            .unwrap();
+        let put = |path: &str| {
+            let request = Request::builder()
+                .method(Method::PUT)
+                .uri(path)
+                .body(String::new())
+                .unwrap();
+            service.clone().oneshot(request)
+        };
+        assert_eq!(put("/abc").await.unwrap().status(), 201);
+        assert_eq!(put("/abcd").await.unwrap().status(), 414);
+        let post = |id: &str| {
+            let request = Request::builder()
+                .method(Method::POST)
+                .uri("/abc")
+                .header("content-type", "application/octet-stream")
+                .header("producer-id", id)
+                .header("producer-epoch", "0")
+                .header("producer-seq", "0")
+                .body("x".to_owned())
+                .unwrap();
+            service.clone().oneshot(request)
+        };
+        assert_eq!(post("ab").await.unwrap().status(), 200);
+        assert_eq!(post("abc").await.unwrap().status(), 400);
+        for zero in [
+            DurableStreams::builder(store.clone()).max_stream_name_bytes(0),
+            DurableStreams::builder(store.clone()).max_producer_id_bytes(0),
+        ] {
+            assert!(zero.build().is_err());
         }
     }
 

@@ -22,7 +22,10 @@ use super::Offset;
 ///
 /// Expiry (`Stream-TTL`, `Stream-Expires-At`) is the store's to check, lazily, on every access:
 /// an expired stream answers [`StoreError::NotFound`], or [`StoreError::Gone`] while forks still
-/// read from it. Reads and appends renew a TTL; [`info`](Store::info) does not.
+/// read from it. Reads and appends renew a TTL; [`info`](Store::info) does not. The protocol
+/// bounds `Stream-TTL` only by its grammar, so any TTL up to `u64::MAX` seconds reaches the
+/// store; one too long for the clock to count means a stream that does not expire by its TTL,
+/// never a failure.
 ///
 /// [`MemoryStore`](super::MemoryStore) is the embedded implementation.
 ///
@@ -178,7 +181,8 @@ pub(crate) fn media_type(content_type: &str) -> String {
 pub enum Payload {
     /// Bytes, for text and binary streams.
     Bytes(Bytes),
-    /// The JSON values of a JSON append, each one line of compact-or-original JSON text.
+    /// The JSON values of a JSON append, each one line of compact-or-original JSON text
+    /// ([`parse`](Self::parse) makes them slices of one block of text).
     Json(Arc<[Bytes]>),
 }
 
@@ -195,9 +199,15 @@ impl Payload {
     /// or an array whose elements are the values. `None` for a body that adds nothing (empty,
     /// or `[]` where `empty_array` allows it).
     ///
+    /// A JSON value may nest arrays and objects at most 126 deep, so that a read, which
+    /// answers with the values in one array, nests at most 127 deep: as deep as serde_json
+    /// parses with its default recursion limit (128). The check counts brackets in one pass
+    /// and does not recurse, however deep the body.
+    ///
     /// # Errors
     ///
-    /// [`StoreError::InvalidJson`] and [`StoreError::EmptyJsonArray`].
+    /// [`StoreError::InvalidJson`], [`StoreError::JsonTooDeep`] and
+    /// [`StoreError::EmptyJsonArray`].
     ///
     /// # Examples
     ///
@@ -220,21 +230,41 @@ impl Payload {
         let value: &serde_json::value::RawValue =
             serde_json::from_str(text).map_err(|_| StoreError::InvalidJson)?;
         let raw = value.get();
-        let values: Vec<Bytes> = if raw.starts_with('[') {
+        // An array's values are one level less deep than it.
+        let array = raw.starts_with('[');
+        if nests_deeper(raw.as_bytes(), MAX_JSON_DEPTH + usize::from(array)) {
+            return Err(StoreError::JsonTooDeep);
+        }
+        let items: Vec<&str> = if array {
             let items: Vec<&serde_json::value::RawValue> =
                 serde_json::from_str(raw).map_err(|_| StoreError::InvalidJson)?;
-            items.iter().map(|item| one_line(item.get())).collect()
+            items.iter().map(|item| item.get()).collect()
         } else {
-            vec![one_line(raw)]
+            vec![raw]
         };
-        if values.is_empty() {
+        if items.is_empty() {
             return if empty_array {
                 Ok(None)
             } else {
                 Err(StoreError::EmptyJsonArray)
             };
         }
-        Ok(Some(Self::Json(values.into())))
+        // The values share one allocation, each a slice of it: an array of many tiny values
+        // costs its text and a handle per value, not an allocation per value.
+        let mut text = Vec::with_capacity(items.iter().map(|item| item.len()).sum());
+        let mut ends = Vec::with_capacity(items.len());
+        for item in items {
+            push_one_line(&mut text, item);
+            ends.push(text.len());
+        }
+        let text = Bytes::from(text);
+        let mut start = 0;
+        let values = ends.into_iter().map(|end| {
+            let value = text.slice(start..end);
+            start = end;
+            value
+        });
+        Ok(Some(Self::Json(values.collect())))
     }
 
     /// The first `n` bytes or values, or `None` if there are fewer.
@@ -247,12 +277,47 @@ impl Payload {
     }
 }
 
-/// JSON text on one line: raw line breaks can only be whitespace between tokens.
-fn one_line(json: &str) -> Bytes {
-    if json.contains(['\n', '\r']) {
-        Bytes::from(json.replace(['\n', '\r'], " "))
-    } else {
-        Bytes::copy_from_slice(json.as_bytes())
+/// How deep a JSON value may nest arrays and objects: one level less than serde_json parses
+/// with its default recursion limit, for the array that a read holds the values in.
+const MAX_JSON_DEPTH: usize = 126;
+
+/// Whether arrays and objects in valid JSON text nest deeper than `max`, counted in one pass
+/// without recursion.
+fn nests_deeper(json: &[u8], max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in json {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Appends JSON text on one line: raw line breaks can only be whitespace between tokens.
+fn push_one_line(out: &mut Vec<u8>, json: &str) {
+    let start = out.len();
+    out.extend_from_slice(json.as_bytes());
+    for b in &mut out[start..] {
+        if matches!(*b, b'\n' | b'\r') {
+            *b = b' ';
+        }
     }
 }
 
@@ -483,6 +548,9 @@ pub enum StoreError {
     },
     /// The body is not valid JSON.
     InvalidJson,
+    /// The body's JSON nests arrays and objects deeper than readers parse (see
+    /// [`Payload::parse`]).
+    JsonTooDeep,
     /// An empty JSON array appends nothing.
     EmptyJsonArray,
     /// The fork's source does not exist.
@@ -516,6 +584,7 @@ impl StoreError {
             Self::StaleEpoch { .. } => StatusCode::FORBIDDEN,
             Self::EpochSeqNotZero
             | Self::InvalidJson
+            | Self::JsonTooDeep
             | Self::EmptyJsonArray
             | Self::ForkOffsetBeyondTail
             | Self::InvalidSubOffset
@@ -537,6 +606,7 @@ impl StoreError {
             Self::EpochSeqNotZero => "producer_epoch_seq_not_zero",
             Self::SeqGap { .. } => "producer_seq_gap",
             Self::InvalidJson => "invalid_json",
+            Self::JsonTooDeep => "json_too_deep",
             Self::EmptyJsonArray => "empty_json_array",
             Self::ForkSourceNotFound => "fork_source_not_found",
             Self::ForkSourceGone => "fork_source_deleted",
@@ -557,9 +627,51 @@ impl fmt::Display for StoreError {
             Self::SeqGap { expected, received } => {
                 write!(f, "producer seq {received} received, {expected} expected")
             }
+            Self::JsonTooDeep => write!(
+                f,
+                "a json value nests arrays and objects more than {MAX_JSON_DEPTH} deep"
+            ),
             other => f.write_str(&other.code().replace('_', " ")),
         }
     }
 }
 
 impl std::error::Error for StoreError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(body: String) -> Result<Option<Payload>, StoreError> {
+        Payload::parse(Mode::Json, body.into(), false)
+    }
+
+    /// Values nest as deep as a reader with serde_json's default limits can parse the answer
+    /// that holds them in one array, and no deeper; the check itself does not recurse.
+    #[test]
+    fn json_nesting_is_bounded_where_readers_can_still_parse_it() {
+        let nested = |depth: usize| format!("{}1{}", "{\"a\":".repeat(depth), "}".repeat(depth));
+        let Some(Payload::Json(values)) = json(nested(126)).unwrap() else {
+            unreachable!()
+        };
+        let answer = [&b"["[..], &values[0], b"]"].concat();
+        assert!(serde_json::from_slice::<serde_json::Value>(&answer).is_ok());
+        assert_eq!(json(nested(127)).unwrap_err().code(), "json_too_deep");
+        // In an array, its values: 126 deep inside, 127 with it.
+        let arrays = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        assert!(json(arrays(127)).is_ok());
+        assert_eq!(json(arrays(128)).unwrap_err().code(), "json_too_deep");
+        let deep = 100_000;
+        for body in [arrays(deep), nested(deep), format!("[1,{}]", arrays(deep))] {
+            assert_eq!(json(body).unwrap_err().code(), "json_too_deep");
+        }
+        // Brackets in strings are text.
+        let text = format!(
+            "[\"{}\\\"{}\", {{\"{}\": 1}}]",
+            "[".repeat(300),
+            "{".repeat(300),
+            "]".repeat(300)
+        );
+        assert!(json(text).is_ok());
+    }
+}

@@ -101,6 +101,15 @@ mod tests {
             parse_rfc3339("2026-11-30T15:18:05.123+01:00"),
             parse_rfc3339("2026-11-30T14:18:05.123+00:00")
         );
+        // The extremes of the grammar stay far inside `i64`.
+        assert_eq!(
+            parse_rfc3339("9999-12-31T23:59:60.999-23:59"),
+            Some(253_402_387_140_999)
+        );
+        assert_eq!(
+            parse_rfc3339("0000-01-01T00:00:00+23:59"),
+            Some(-62_167_305_540_000)
+        );
         for bad in [
             "not-a-timestamp",
             "2026-13-01T00:00:00Z",
