@@ -1,9 +1,13 @@
-//! `--only durable`: tower-push's Durable Streams service (`DurableStreams` over a
-//! `MemoryStore`) against the protocol's other servers, each in a child process on a free
-//! loopback port:
+//! `--only durable`: tower-push's Durable Streams service, as users run it (the `durable`
+//! example, built with `--features durable,server` and started with its defaults but for
+//! `--hold-ms` and `--max-held`, which a user serving this many readers sets), against the
+//! protocol's other servers, each in a child process on a free loopback port:
 //!
-//! - `durable-streams-server`, the Rust server on crates.io, found in `PATH` or
-//!   `~/.cargo/bin` (`DURABLE_STREAMS_SERVER` overrides where); and
+//! - `durable-streams-server`, the protocol's own Rust server (crates.io `durable-streams`
+//!   0.1.5, `cargo install durable-streams@0.1.5`, started with `--data-dir` in a fresh
+//!   temporary directory; the community crate `durable-streams-server` 0.3.0, which installs a
+//!   program of the same name, is started in memory), found in `PATH` or `~/.cargo/bin`
+//!   (`DURABLE_STREAMS_SERVER` overrides where); and
 //! - `@durable-streams/server`, the Node reference server, pinned in
 //!   `benches/durable-peers/package.json` and started by `benches/durable-peers/serve.mjs`
 //!   (after `npm ci` there; `NODE` overrides which `node`).
@@ -11,32 +15,23 @@
 //! A peer that is not installed is skipped, and the table says why. Every server holds a long
 //! poll for 600 s, so no reader times out while the others park. Readers park with
 //! `GET <stream>?offset=<tail>&live=long-poll`, the tail being the `Stream-Next-Offset` of the
-//! seed append. tower-push and the Node server count their held polls (tower-push's
-//! `DurableStreams::parked_polls`, the Node server's list of pending polls, both answered on a
-//! control port); for the Rust server, which has no such counter, the bench waits until every
-//! reader has sent its request and then a settle delay of 1 s plus 0.1 ms per reader.
+//! seed append. Every server is waited for alike, by what the kernel shows of it: until it
+//! has read the whole request of every reader (`/proc/net/tcp`, [`process::read_sockets`]),
+//! and then a settle delay of 1 s plus 0.1 ms per reader for the last allocations.
 //!
 //! The driver runs these measurements and prints their tables: see `driver/against_durable.rs`.
 
-use std::convert::Infallible;
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::Request;
-use hyper::body::Incoming;
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
-use tower::ServiceExt;
-use tower_push::LongPollLayer;
 
-use crate::client::{self, get_request, source, Conn};
-use crate::process::Server;
-use crate::server::{self, text};
+use crate::client::{get_request, source, Conn};
+use crate::process::{self, Server};
 use crate::{nchan, percentile};
 
 /// How long every server holds a long poll.
@@ -48,51 +43,12 @@ const STREAM: &str = "/v1/stream/bench";
 /// The body of every append: one small JSON message.
 const MESSAGE: &str = r#"{"n":1}"#;
 
-/// `push serve durable`: `DurableStreams` over a `MemoryStore` on the first port, and
-/// `GET /stats` (the number of held polls) on the second, served like every other server.
-pub(super) fn serve() {
-    std::thread::spawn(|| {
-        // The driver holds our stdin; when it goes away, so do we.
-        let mut sink = Vec::new();
-        let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
-        std::process::exit(0);
-    });
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    runtime.block_on(async {
-        let main = server::listen();
-        let control = server::listen();
-        let port = |l: &TcpListener| l.local_addr().expect("local address").port();
-        println!("{} {}", port(&main), port(&control));
-        std::io::stdout().flush().expect("stdout");
-        let store = tower_push::durable::MemoryStore::new();
-        let service = tower_push::durable::DurableStreams::builder(store)
-            .prefix("/v1/stream")
-            .long_poll(LongPollLayer::builder().hold_timeout(HOLD))
-            .build()
-            .expect("durable settings");
-        tokio::spawn(server::serve(control, {
-            let service = service.clone();
-            hyper::service::service_fn(move |_req: Request<Incoming>| {
-                let answer = text(format!("{} 0", service.parked_polls()));
-                std::future::ready(Ok::<_, Infallible>(answer))
-            })
-        }));
-        server::serve(
-            main,
-            hyper::service::service_fn(move |req| service.clone().oneshot(req)),
-        )
-        .await;
-    });
-}
-
 /// The servers of `--only durable`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Kind {
     TowerPush,
-    /// `durable-streams-server` from crates.io.
+    /// `durable-streams-server`: crates.io `durable-streams` 0.1.5, or `durable-streams-server`
+    /// 0.3.0.
     Rust,
     /// `@durable-streams/server` from npm.
     Node,
@@ -114,6 +70,9 @@ pub(super) struct Program {
     pub(super) kind: Kind,
     program: PathBuf,
     pub(super) version: String,
+    /// Whether it takes its settings as flags (`durable-streams` 0.1.5) rather than from the
+    /// environment (`durable-streams-server` 0.3.0).
+    flags: bool,
 }
 
 /// The directory of the Node peer's package.json and start script.
@@ -144,15 +103,33 @@ pub(super) fn find_rust() -> Result<Program, String> {
             )?
         }
     };
+    // `durable-streams-server` 0.3.0 answers `--version`; `durable-streams` 0.1.5 refuses any
+    // argument it does not know, and its version is in cargo's list of installed crates.
     let output = Command::new(&program)
         .arg("--version")
         .output()
         .map_err(|e| format!("{} --version: {e}", program.display()))?;
-    let version = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    let flags = !output.status.success();
+    let version = if flags {
+        let installed = Command::new(env!("CARGO"))
+            .args(["install", "--list"])
+            .output();
+        let installed = installed.map(|o| o.stdout).unwrap_or_default();
+        String::from_utf8_lossy(&installed)
+            .lines()
+            .find(|line| line.starts_with("durable-streams v"))
+            .map_or("durable-streams (version unknown)", |line| {
+                line.trim_end_matches(':')
+            })
+            .to_owned()
+    } else {
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    };
     Ok(Program {
         kind: Kind::Rust,
         program,
         version,
+        flags,
     })
 }
 
@@ -179,23 +156,30 @@ pub(super) fn find_node() -> Result<Program, String> {
             manifest["version"].as_str().unwrap_or("?"),
             String::from_utf8_lossy(&node.stdout).trim(),
         ),
+        flags: false,
     })
 }
 
-/// A running server of `--only durable`, and whether it counts its held polls on its
-/// control port.
+/// A running server of `--only durable`, and the data directory it may write to.
 pub(super) struct Running {
     server: Server,
-    counts: bool,
+    _data: Option<tempfile::TempDir>,
 }
 
 impl Running {
     pub(super) async fn start(kind: Kind, program: Option<&Program>) -> Self {
         match kind {
-            Kind::TowerPush => Self {
-                server: Server::start("durable"),
-                counts: true,
-            },
+            Kind::TowerPush => {
+                let port = nchan::free_port();
+                let mut command = Command::new(process::example("durable", "durable,server"));
+                command.args(["--addr", &format!("127.0.0.1:{port}")]);
+                command.args(["--hold-ms", &HOLD.as_millis().to_string()]);
+                command.args(["--max-held", "1000000"]);
+                Self {
+                    server: Server::listening(command, port).await,
+                    _data: None,
+                }
+            }
             Kind::Node => {
                 let program = program.expect("the Node peer is installed");
                 let mut command = Command::new(&program.program);
@@ -205,15 +189,12 @@ impl Running {
                     .current_dir(node_dir());
                 Self {
                     server: Server::spawn(command),
-                    counts: true,
+                    _data: None,
                 }
             }
             Kind::Rust => {
                 let program = program.expect("durable-streams-server is installed");
-                Self {
-                    server: start_rust(program).await,
-                    counts: false,
-                }
+                start_rust(program).await
             }
         }
     }
@@ -240,63 +221,55 @@ impl Running {
         tail.expect("the append answers Stream-Next-Offset")
     }
 
-    /// Waits until `n` readers are parked: counted by the server, or for a server that
-    /// cannot count, sent by the clients and a settle delay later.
+    /// Waits until the server has read the whole request of `n` readers (`sent` counts those
+    /// the clients have sent), and then a settle delay for the last allocations.
     pub(super) async fn wait_parked(&self, sent: &AtomicUsize, n: usize) {
         let deadline = Instant::now() + Duration::from_secs(120);
-        if self.counts {
-            let mut control = Conn::connect(self.server.control).await.expect("connect");
-            client::wait_parked(&mut control, n).await;
-        } else {
-            loop {
-                let done = sent.load(Ordering::Relaxed);
-                if done >= n {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "only {done} of {n} readers sent their request after 120 s"
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
+        let port = self.addr().port();
+        loop {
+            let (sent, read) = (sent.load(Ordering::Relaxed), process::read_sockets(port));
+            if sent >= n && read >= n {
+                break;
             }
-            let settle = Duration::from_secs(1) + Duration::from_micros(100 * n as u64);
-            tokio::time::sleep(settle).await;
+            assert!(
+                Instant::now() < deadline,
+                "{sent} of {n} readers sent their request, {read} were read, after 120 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        let settle = Duration::from_secs(1) + Duration::from_micros(100 * n as u64);
+        tokio::time::sleep(settle).await;
     }
 }
 
 /// Starts `durable-streams-server` on a free loopback port, holding long polls for
-/// [`HOLD`], and waits until it accepts connections.
-async fn start_rust(program: &Program) -> Server {
+/// [`HOLD`], and waits until it accepts connections: 0.1.5 with its write-ahead log in a
+/// fresh data directory, 0.3.0 in memory.
+async fn start_rust(program: &Program) -> Running {
     let port = nchan::free_port();
-    let child = Command::new(&program.program)
-        .env("DS_SERVER__BIND_ADDRESS", format!("127.0.0.1:{port}"))
-        .env("DS_STORAGE__MODE", "memory")
-        .env(
-            "DS_TRANSPORT__CONNECTION__LONG_POLL_TIMEOUT_SECS",
-            HOLD.as_secs().to_string(),
-        )
-        // Logging every request would cost it what the others do not pay.
-        .env("DS_OBSERVABILITY__RUST_LOG", "warn")
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start durable-streams-server");
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(addr).await.is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "durable-streams-server did not listen on {addr} within 10 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Server {
-        child,
-        addr,
-        control: addr,
+    let mut command = Command::new(&program.program);
+    // Logging every request would cost it what the others do not pay.
+    command.env("RUST_LOG", "warn");
+    let data = if program.flags {
+        let data = tempfile::tempdir().expect("a data directory");
+        command.args(["--host", "127.0.0.1", "--port", &port.to_string()]);
+        command.arg("--data-dir").arg(data.path());
+        command.args(["--long-poll-timeout-ms", &HOLD.as_millis().to_string()]);
+        Some(data)
+    } else {
+        command
+            .env("DS_SERVER__BIND_ADDRESS", format!("127.0.0.1:{port}"))
+            .env("DS_STORAGE__MODE", "memory")
+            .env(
+                "DS_TRANSPORT__CONNECTION__LONG_POLL_TIMEOUT_SECS",
+                HOLD.as_secs().to_string(),
+            )
+            .env("DS_OBSERVABILITY__RUST_LOG", "warn");
+        None
+    };
+    Running {
+        server: Server::listening(command, port).await,
+        _data: data,
     }
 }
 

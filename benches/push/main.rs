@@ -14,9 +14,9 @@
 //! and 50,000 polls on tower-push and Nchan and writes the curve to `push-scaling.csv` in the
 //! target directory, which `benches/plot.py` draws.
 //!
-//! `--only durable` (with `--features durable`; not part of the default run) sets tower-push's
-//! Durable Streams service against the protocol's other servers, `durable-streams-server` from
-//! crates.io and the Node reference server `@durable-streams/server` from npm (pinned in
+//! `--only durable` (not part of the default run) sets tower-push's Durable Streams service, the
+//! `durable` example as users run it, against the protocol's other servers,
+//! `durable-streams-server` from crates.io and the Node reference server `@durable-streams/server` from npm (pinned in
 //! `benches/durable-peers/`; `npm ci` there installs it): long-poll fan-out to 1,000 and
 //! 10,000 readers, memory per parked reader, and append throughput. A peer that is not
 //! installed is skipped, and its table says why. See `durable.rs`.
@@ -36,15 +36,10 @@
 
 mod client;
 mod driver;
-#[cfg(feature = "durable")]
 mod durable;
 mod nchan;
 mod process;
 mod server;
-
-/// The demo's server loop, measured as one of the connection stacks (`--only stacks`).
-#[path = "../../examples/demo/app.rs"]
-mod demo_app;
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -72,11 +67,6 @@ fn main() {
         let kind = args.get(1).cloned().unwrap_or_default();
         if kind == "nginx" {
             nchan::serve(&args[2..]);
-        } else if kind == "durable" {
-            #[cfg(feature = "durable")]
-            durable::serve();
-            #[cfg(not(feature = "durable"))]
-            panic!("the durable server needs --features durable");
         } else {
             server::run(&kind);
         }

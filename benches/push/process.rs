@@ -4,7 +4,9 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, PoisonError};
 
 /// The open-files limit every bench process asks for: 50,000 parked polls need a little over
 /// 50,000 descriptors in the client and as many in the server (nginx's worker inherits it).
@@ -83,6 +85,31 @@ impl Server {
         }
     }
 
+    /// Starts `program` with `args`, a program that listens on `port` (which the arguments
+    /// name) and serves everything there; waits until it accepts connections.
+    pub(super) async fn listening(mut command: Command, port: u16) -> Self {
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|err| panic!("start {command:?}: {err}"));
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{command:?} did not listen on {addr} within 10 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        Self {
+            child,
+            addr,
+            control: addr,
+        }
+    }
+
     /// Resident memory in KiB, from `/proc/<pid>/status`.
     pub(super) fn rss_kib(&self) -> u64 {
         rss_kib(self.child.id())
@@ -133,6 +160,62 @@ pub(super) fn children(pid: u32) -> Vec<u32> {
                 == Some(pid)
         })
         .collect()
+}
+
+/// One of this package's examples, built in release mode with `features` (the features its
+/// documentation runs it with) by the cargo that runs the bench: the program a user runs, so
+/// that what the bench measures is what a user gets. Built once per bench process.
+pub(super) fn example(name: &str, features: &str) -> PathBuf {
+    static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(PoisonError::into_inner);
+    // `target/release/deps/push-<hash>` -> `target/release/examples/<name>`.
+    let exe = std::env::current_exe().expect("own executable");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory");
+    let path = dir.join("examples").join(name);
+    if !built.iter().any(|done| done == name) {
+        eprintln!("   building `{name}` with --features {features} ...");
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--release", "--quiet", "--example", name])
+            .args(["--features", features])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("run cargo");
+        assert!(status.success(), "cargo build --example {name} failed");
+        built.push(name.to_owned());
+    }
+    path
+}
+
+/// How many connections to `port` the server has taken the whole request of and not
+/// answered: its established sockets on `port` with nothing left in their receive queue
+/// (`/proc/net/tcp`; answered clients close theirs). A count that needs nothing of the server,
+/// so that every server is waited for alike.
+pub(super) fn read_sockets(port: u16) -> usize {
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(table).ok())
+        .map(|table| {
+            table
+                .lines()
+                .skip(1)
+                .filter(|line| {
+                    // `sl local_address rem_address st tx_queue:rx_queue ...`
+                    let mut fields = line.split_whitespace().skip(1);
+                    let local = fields.next().unwrap_or("");
+                    let _remote = fields.next();
+                    let state = fields.next().unwrap_or("");
+                    let queues = fields.next().unwrap_or("");
+                    let local_port = local.rsplit(':').next().unwrap_or("");
+                    u16::from_str_radix(local_port, 16) == Ok(port)
+                        && state == "01"
+                        && queues.ends_with(":00000000")
+                })
+                .count()
+        })
+        .sum()
 }
 
 impl Drop for Server {

@@ -32,7 +32,7 @@ use tower::ServiceExt;
 use tower_push::format::SseFormat;
 use tower_push::{ChunkedStreamLayer, Epoch, EventData, LongPollLayer, MemoryLog};
 
-use crate::{cursor, demo_app, event_json, EPOCH, SEED};
+use crate::{cursor, event_json, EPOCH, SEED};
 
 pub(super) fn run(kind: &str) {
     std::thread::spawn(|| {
@@ -41,8 +41,8 @@ pub(super) fn run(kind: &str) {
         let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
         std::process::exit(0);
     });
-    // Every server, tower-push's and the baselines', runs on the demo's runtime settings.
-    let mut runtime = demo_app::runtime();
+    // Every server, tower-push's and the baselines', runs on the runtime the programs use.
+    let mut runtime = tower_push::server::runtime();
     let kind = match kind.strip_suffix("-1-thread") {
         Some(kind) => {
             runtime.worker_threads(1);
@@ -65,22 +65,7 @@ pub(super) fn run(kind: &str) {
         let port = |l: &TcpListener| l.local_addr().expect("local address").port();
         println!("{} {}", port(&main), port(&control));
         std::io::stdout().flush().expect("stdout");
-        let mut state = State::new(kind == "axum-sse").await;
-        // The demo program itself (`@demo-app`): its `Demo` routes and its server loop, with
-        // a hold long enough to outlast the measurement and no cap on held polls. Polls go
-        // to `/poll` without a cursor (they park at the head of `default`), and the control
-        // listener publishes on that topic and counts its parked polls.
-        let demo = (stack == "demo-app").then(|| {
-            let settings = demo_app::Settings {
-                hold: Duration::from_secs(600),
-                max_held: usize::MAX,
-                ..demo_app::Settings::default()
-            };
-            let shutdown = tower_push::Shutdown::new();
-            let demo = demo_app::Demo::new(&settings, &shutdown).expect("demo settings");
-            state.topic = demo.topic().clone();
-            (demo, settings, shutdown)
-        });
+        let state = State::new(kind == "axum-sse").await;
         tokio::spawn(serve(control, {
             let state = state.clone();
             hyper::service::service_fn(move |req| {
@@ -88,10 +73,6 @@ pub(super) fn run(kind: &str) {
                 async move { Ok::<_, Infallible>(state.control(req)) }
             })
         }));
-        if let Some((demo, settings, shutdown)) = demo {
-            demo_app::serve(main, demo, &settings, shutdown, std::future::pending()).await;
-            return;
-        }
         match kind {
             "tower-push-poll" => {
                 let poll = LongPollLayer::builder()
@@ -261,8 +242,9 @@ where
 /// Serves the long-poll service `poll` on one of the connection stacks a user might pick:
 /// `http1` (hyper's `http1::Builder`, as every other server here), `auto` and `auto-http1`
 /// (hyper-util's `auto` builder, and with `http1_only`), `axum` (`axum::serve` with the
-/// service at `/poll`), and `demo` (the demo's server loop: the protocol told from the
-/// first bytes, hyper's own builder for it, a write timeout and graceful shutdown).
+/// service at `/poll`), and `server` (`tower_push::server::Server`, the programs' serving
+/// loop: the protocol told from the first bytes, hyper's own builder for it, deadlines, caps
+/// and graceful shutdown).
 async fn serve_on_stack<S>(stack: &str, listener: TcpListener, poll: tower_push::LongPoll<S>)
 where
     S: tower::Service<
@@ -308,24 +290,9 @@ where
             let router = axum::Router::new().route_service("/poll", poll);
             axum::serve(listener, router).await.expect("axum");
         }
-        "demo" => {
-            let handle = move |req: Request<Incoming>| {
-                let poll = poll.clone();
-                async move {
-                    let response = poll.oneshot(req).await.unwrap_or_else(|e| match e {});
-                    response.map(|body| body.boxed_unsync())
-                }
-            };
-            let settings = demo_app::Settings::default();
-            let shutdown = tower_push::Shutdown::new();
-            demo_app::serve_with(
-                listener,
-                handle,
-                &settings,
-                shutdown,
-                std::future::pending(),
-            )
-            .await;
+        "server" => {
+            let server = tower_push::server::Server::new();
+            let _ = server.serve(listener, poll, std::future::pending()).await;
         }
         other => panic!("unknown connection stack {other:?}"),
     }

@@ -3,12 +3,17 @@
 
 use crate::{durable, Settings};
 
+use super::compare::parked_peer;
+use super::peer::Peer;
 use super::table::Table;
 
-/// `--only durable`: the Durable Streams peers found, and a table against each.
+/// `--only durable`: the Durable Streams peers found, a table against each, and one against
+/// the demo program (the same serving path with the embedded log: what a parked reader costs
+/// beyond a parked poll).
 pub(super) struct AgainstDurable {
     peers: Vec<durable::Program>,
     tables: Vec<(durable::Kind, Table)>,
+    demo: Table,
 }
 
 impl AgainstDurable {
@@ -34,7 +39,12 @@ impl AgainstDurable {
             }
             tables.push((kind, table));
         }
-        Self { peers, tables }
+        let demo = Table::new("the demo program's parked polls");
+        Self {
+            peers,
+            tables,
+            demo,
+        }
     }
 
     fn program(&self, kind: durable::Kind) -> Option<&durable::Program> {
@@ -85,6 +95,20 @@ impl AgainstDurable {
             self.add(&name("p50"), "ms", &p50);
             self.add(&name("p99"), "ms", &p99);
             self.add(&format!("memory per parked reader, N={n}"), "KiB", &memory);
+            let demo = parked_peer(Peer::Demo, None, n).await;
+            let ours = memory
+                .iter()
+                .find(|(kind, _)| *kind == durable::Kind::TowerPush);
+            let name = format!("memory per parked reader (ours) or poll (demo), N={n}");
+            self.demo.add(
+                &name,
+                "KiB",
+                Some((1.10, false)),
+                true,
+                ours.map_or(0.0, |m| m.1),
+            );
+            self.demo
+                .add(&name, "KiB", Some((1.10, false)), false, demo.per_poll);
         }
         for connections in [1, settings.connections] {
             let mut rates = Vec::new();
@@ -106,5 +130,6 @@ impl AgainstDurable {
         for (_, table) in &self.tables {
             table.print(settings.runs);
         }
+        self.demo.print(settings.runs);
     }
 }

@@ -174,7 +174,7 @@ pub(super) async fn compare(
 
 /// Parks `n` polls on `peer`, each on its own connection, reads the memory growth, then
 /// publishes one event and times every client's answer.
-async fn parked_peer(peer: Peer, program: Option<&nchan::Program>, n: usize) -> Parked {
+pub(super) async fn parked_peer(peer: Peer, program: Option<&nchan::Program>, n: usize) -> Parked {
     // nginx closes idle keep-alive connections (the control connection) once fewer than a
     // 16th of its connection slots are free: give it room above n.
     let (target, mut control) = Target::start(peer, program, n + n / 8 + 512).await;

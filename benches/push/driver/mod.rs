@@ -15,7 +15,6 @@
 //! - `against_durable.rs`: the tables of `--only durable` (its servers and measurements are in
 //!   `durable.rs`).
 
-#[cfg(feature = "durable")]
 mod against_durable;
 mod compare;
 mod load;
@@ -33,7 +32,6 @@ use std::time::Instant;
 use crate::process::OpenFiles;
 use crate::{cursor, nchan, Settings};
 
-#[cfg(feature = "durable")]
 use self::against_durable::AgainstDurable;
 use self::compare::compare;
 use self::parked::{park, parked};
@@ -80,12 +78,7 @@ pub(super) async fn run(settings: Settings, open_files: OpenFiles) {
         std::mem::size_of::<tower_push::memory::Subscription>(),
     );
     let durable_part = settings.only.iter().any(|p| p == "durable");
-    #[cfg(feature = "durable")]
     let mut against_durable = durable_part.then(AgainstDurable::find);
-    #[cfg(not(feature = "durable"))]
-    if durable_part {
-        println!("--only durable skipped: it needs `--features durable`");
-    }
     let mut table = Table::new("baseline");
     let mut curve = Vec::new();
     let mut topic_rows = Vec::new();
@@ -123,10 +116,9 @@ pub(super) async fn run(settings: Settings, open_files: OpenFiles) {
         if settings.only.iter().any(|p| p == "stacks") {
             let path = format!("/poll?after={}", cursor(1));
             let http1 = park("tower-push-poll", &path, settings.parked).await;
-            for stack in ["auto", "auto-http1", "axum", "demo", "demo-app"] {
+            for stack in ["auto", "auto-http1", "axum", "server"] {
                 let kind = format!("tower-push-poll@{stack}");
-                let path = if stack == "demo-app" { "/poll" } else { &path };
-                let kib = park(&kind, path, settings.parked).await;
+                let kib = park(&kind, &path, settings.parked).await;
                 eprintln!(
                     "   stack {stack:10} {kib:.2} KiB per parked poll, {:.2}x hyper's http1::Builder ({http1:.2})",
                     kib / http1
@@ -180,7 +172,6 @@ pub(super) async fn run(settings: Settings, open_files: OpenFiles) {
             };
             compare(&settings, &sides, run, &mut against_nchan, &mut curve).await;
         }
-        #[cfg(feature = "durable")]
         if let Some(against) = &mut against_durable {
             against.run(&settings, run, open_files.now.0).await;
         }
@@ -195,7 +186,6 @@ pub(super) async fn run(settings: Settings, open_files: OpenFiles) {
     if !topic_rows.is_empty() {
         print_topics(&settings, &topic_rows);
     }
-    #[cfg(feature = "durable")]
     if let Some(against) = &against_durable {
         against.print(&settings);
     }

@@ -3,9 +3,10 @@
 //! run in which order.
 
 use std::net::SocketAddr;
+use std::process::Command;
 
-use crate::client::Conn;
-use crate::process::{children, cpu_ns, Server};
+use crate::client::{get_request, Conn};
+use crate::process::{children, cpu_ns, example, Server};
 use crate::{cursor, event_json, nchan};
 
 /// The long-poll servers of `--only nchan` and `--only scaling`.
@@ -15,7 +16,10 @@ pub(super) enum Peer {
     /// tower-push on a runtime with one worker thread, as nginx has one worker process:
     /// the info rows of `--only nchan`.
     TowerPushOneThread,
-    /// The demo program (its routes and its server loop), at the size of the memory row.
+    /// The demo program as users run it (`cargo run --release --example demo --features
+    /// server,metrics`), at the size of the memory row: started with its defaults but for
+    /// `--hold-ms` (the measurement outlasts the 25 s hold) and `--max-held` (above the
+    /// number of polls parked; by default it is a quarter of the open-files limit).
     Demo,
     /// The demo program with its polls over HTTP/2, [`H2_STREAMS`] on each connection: the
     /// scaling curve's way past the open-files limit.
@@ -66,9 +70,12 @@ impl Target {
                 (Self::TowerPush(server), control)
             }
             Peer::Demo | Peer::DemoHttp2 => {
-                let server = Server::start("tower-push-poll@demo-app");
-                let mut control = Conn::connect(server.control).await.expect("connect");
-                control.stats().await.expect("stats");
+                let port = nchan::free_port();
+                let mut command = Command::new(example("demo", "server,metrics"));
+                command.args(["--addr", &format!("127.0.0.1:{port}")]);
+                command.args(["--hold-ms", "600000", "--max-held", "1000000"]);
+                let server = Server::listening(command, port).await;
+                let control = Conn::connect(server.addr).await.expect("connect");
                 (Self::Demo(server), control)
             }
             Peer::Nchan => {
@@ -99,7 +106,8 @@ impl Target {
     /// A poll after the event before the newest: answered at once with one event.
     pub(super) fn ready_path(&self) -> String {
         match self {
-            Self::TowerPush(_) | Self::Demo(_) => format!("/poll?after={}", cursor(0)),
+            Self::TowerPush(_) => format!("/poll?after={}", cursor(0)),
+            Self::Demo(_) => unreachable!("the demo program's cursors are its own"),
             Self::Nchan(nginx) => format!("/poll?last_event_id={}", nginx.older),
         }
     }
@@ -134,15 +142,42 @@ impl Target {
 
     pub(super) async fn waiting(&self, control: &mut Conn) -> usize {
         match self {
-            Self::TowerPush(_) | Self::Demo(_) => control.stats().await.expect("stats").0,
+            Self::TowerPush(_) => control.stats().await.expect("stats").0,
+            // The gauge of held polls on the demo's `/metrics`.
+            Self::Demo(_) => {
+                // `tower_push::metrics::PARKED_POLLS`, which the bench does not need the
+                // feature for.
+                let metric = "tower_push_parked_polls ";
+                control
+                    .send(&get_request("/metrics", None))
+                    .await
+                    .expect("send");
+                let (status, body) = control.response_body().await.expect("/metrics");
+                assert_eq!(status, 200, "/metrics");
+                let body = String::from_utf8_lossy(&body);
+                let line = body.lines().find(|line| line.starts_with(metric));
+                let value = line.and_then(|line| line.rsplit(' ').next()?.parse::<f64>().ok());
+                value.unwrap_or(0.0) as usize
+            }
             Self::Nchan(_) => nchan::subscribers(control).await,
         }
     }
 
     pub(super) async fn publish(&self, control: &mut Conn) {
         match self {
-            Self::TowerPush(_) | Self::Demo(_) => {
+            Self::TowerPush(_) => {
                 control.post("/publish").await.expect("publish");
+            }
+            Self::Demo(_) => {
+                let data = event_json(1);
+                let request = format!(
+                    "POST /publish HTTP/1.1\r\nhost: 127.0.0.1\r\n\
+                     content-type: application/json\r\ncontent-length: {}\r\n\r\n{data}",
+                    data.len()
+                );
+                control.send(request.as_bytes()).await.expect("publish");
+                let (status, _) = control.response().await.expect("publish");
+                assert_eq!(status, 200, "POST /publish");
             }
             Self::Nchan(_) => {
                 nchan::publish(control, &event_json(1)).await;
