@@ -51,23 +51,29 @@ where
             match self.shared.body_reads.clone().try_acquire_owned() {
                 Ok(place) => Some(place),
                 Err(_) => {
-                    let retry_after = random::retry_after();
-                    let refused = Rejection::Overloaded { retry_after }.to_json_response();
                     return ResponseFuture {
-                        state: State::Refused {
-                            response: Some(refused),
-                        },
-                    };
+                        state: State::Refused,
+                    }
                 }
             }
         };
-        let body = Body::new(incoming, self.shared.body_read, place);
-        ResponseFuture {
-            state: State::NotReady {
-                service: self.inner.clone(),
-                req: Some(Request::from_parts(parts, body)),
+        let req = Request::from_parts(parts, Body::new(incoming, self.shared.body_read, place));
+        let mut service = self.inner.clone();
+        // hyper keeps this future inline in the connection for as long as the request lasts
+        // (minutes, for a held poll), so it is sized for the service's own future alone. Most
+        // services are always ready (the layers, an axum `Router`): they are called here. One
+        // that is not waits in a box, and is asked again with the real waker when polled.
+        let mut noop = Context::from_waker(std::task::Waker::noop());
+        let state = match service.poll_ready(&mut noop) {
+            Poll::Ready(Ok(())) => State::Called {
+                future: service.call(req),
             },
-        }
+            Poll::Ready(Err(never)) => match never {},
+            Poll::Pending => State::NotReady {
+                waiting: Some(Box::new((service, req))),
+            },
+        };
+        ResponseFuture { state }
     }
 }
 
@@ -83,9 +89,10 @@ pin_project! {
 pin_project! {
     #[project = StateProj]
     enum State<S: Service<R>, R> {
-        NotReady { service: S, req: Option<R> },
+        NotReady { waiting: Option<Box<(S, R)>> },
         Called { #[pin] future: S::Future },
-        Refused { response: Option<Response<PushBody>> },
+        // `503 overloaded`, made when polled (the future stays as small as the service's).
+        Refused,
     }
 }
 
@@ -99,12 +106,13 @@ where
         let mut state = self.project().state;
         loop {
             match state.as_mut().project() {
-                StateProj::NotReady { service, req } => {
+                StateProj::NotReady { waiting } => {
+                    let (service, _) = &mut **waiting.as_mut().expect("polled after completion");
                     match ready!(service.poll_ready(cx)) {
                         Ok(()) => {}
                         Err(never) => match never {},
                     }
-                    let req = req.take().expect("polled after completion");
+                    let (mut service, req) = *waiting.take().expect("polled after completion");
                     let future = service.call(req);
                     state.set(State::Called { future });
                 }
@@ -115,9 +123,10 @@ where
                     };
                     return Poll::Ready(Ok(response.map(|body| Answer::Service { body })));
                 }
-                StateProj::Refused { response } => {
-                    let response = response.take().expect("polled after completion");
-                    return Poll::Ready(Ok(response.map(|body| Answer::Refused { body })));
+                StateProj::Refused => {
+                    let retry_after = random::retry_after();
+                    let refused = Rejection::Overloaded { retry_after }.to_json_response();
+                    return Poll::Ready(Ok(refused.map(|body| Answer::Refused { body })));
                 }
             }
         }
