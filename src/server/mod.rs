@@ -363,9 +363,12 @@ impl Server {
             let (socket, place) = accepted;
             // hyper has no server switch for TCP_NODELAY: it is set on each accepted socket.
             let _ = socket.set_nodelay(true);
+            // The connection's place under `max_connections` goes with its service, which
+            // hyper drops when the connection ends.
             let service = Connection {
                 inner: service.clone(),
                 shared: shared.clone(),
+                _place: place,
             };
             let (h1, h2, watcher) = (h1.clone(), h2.clone(), graceful.watcher());
             tokio::spawn(async move {
@@ -375,24 +378,21 @@ impl Server {
                     return;
                 };
                 let io = TokioIo::new(WriteTimeout::new(socket, write_stall));
-                // The connection gets a task of its own, which holds the connection (and its
-                // place under `max_connections`) and nothing else: this task, which also holds
-                // both builders and the sniffing, ends here, and an HTTP/1.1 connection is not
-                // made as large as an HTTP/2 one.
+                // The connection gets a task of its own, which holds the connection and nothing
+                // else: this task, which also holds both builders and the sniffing, ends here,
+                // and an HTTP/1.1 connection is not made as large as an HTTP/2 one. (Not in an
+                // `async` block around the connection either: the block would keep room for the
+                // connection twice, 2 KB where the connection takes 1 KB.)
                 match protocol {
                     Protocol::Http2 => {
-                        let connection = watcher.watch(h2.serve_connection(io, service));
-                        drop(tokio::spawn(async move {
-                            let _ = connection.await;
-                            drop(place);
-                        }));
+                        drop(tokio::spawn(
+                            watcher.watch(h2.serve_connection(io, service)),
+                        ));
                     }
                     _ => {
-                        let connection = watcher.watch(h1.serve_connection(io, service));
-                        drop(tokio::spawn(async move {
-                            let _ = connection.await;
-                            drop(place);
-                        }));
+                        drop(tokio::spawn(
+                            watcher.watch(h1.serve_connection(io, service)),
+                        ));
                     }
                 }
             });

@@ -14,7 +14,7 @@ use http::{Request, Response};
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower_service::Service;
 
 use super::body::Body;
@@ -31,6 +31,8 @@ pub(super) struct Shared {
 pub(super) struct Connection<S> {
     pub(super) inner: S,
     pub(super) shared: Arc<Shared>,
+    /// The connection's place under `max_connections`.
+    pub(super) _place: OwnedSemaphorePermit,
 }
 
 impl<S, B> hyper::service::Service<Request<Incoming>> for Connection<S>
