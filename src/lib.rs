@@ -30,55 +30,66 @@
 //!
 //! # A complete server
 //!
-//! A long-poll endpoint and a publish endpoint on hyper, with the embedded log:
+//! A long-poll endpoint and a publish endpoint with the embedded log, served by the crate's
+//! serving loop (feature `server`) until Ctrl-C or SIGTERM, when held polls answer at once and
+//! connections get 10 seconds to close (dependencies: `tower-push` with the `server` feature,
+//! `http`, `tower` with `util`, and `tokio` with `macros` and `rt-multi-thread`):
 //!
-//! ```no_run
-//! use std::convert::Infallible;
+#![cfg_attr(
+    feature = "server",
+    doc = r#"```no_run
+use std::convert::Infallible;
+
+use http::{Method, Request, Response, StatusCode};
+use tower::ServiceExt;
+use tower_push::server::{self, Body, Server};
+use tower_push::{EventData, LongPollLayer, MemoryLog, PushBody, Shutdown};
+
+# #[tokio::main]
+# async fn main() -> Result<(), Box<dyn std::error::Error>> {
+let log = MemoryLog::new();
+let shutdown = Shutdown::new();
+let poll = LongPollLayer::builder().shutdown(shutdown.clone()).build()?;
+let poll = poll.layer(log.topic("feed"));
+let service = tower::service_fn(move |req: Request<Body>| {
+    let (log, poll) = (log.clone(), poll.clone());
+    async move {
+        if req.method() != Method::POST {
+            return poll.oneshot(req).await; // GET /?after=<cursor>
+        }
+        let published = match req.into_body().collect_at_most(64 * 1024).await {
+            Ok(body) => EventData::from_json(body).map(|data| log.publish("feed", data)),
+            Err(err) => return Ok(answer(err.status(), err.code())),
+        };
+        Ok(match published {
+            Ok(id) => answer(StatusCode::OK, &id.to_string()),
+            Err(err) => answer(StatusCode::BAD_REQUEST, &err.to_string()),
+        })
+    }
+});
+fn answer(status: StatusCode, text: &str) -> Response<PushBody> {
+    let mut response = Response::new(PushBody::full(text.to_owned()));
+    *response.status_mut() = status;
+    response
+}
+let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+let drained = Server::new()
+    .shutdown(shutdown)
+    .serve(listener, service, server::ctrl_c_or_sigterm())
+    .await;
+eprintln!("stopped: {drained}");
+# let _: Option<Infallible> = None;
+# Ok(())
+# }
+```"#
+)]
+#![cfg_attr(
+    not(feature = "server"),
+    doc = "(The example is shown with the `server` feature on.)"
+)]
 //!
-//! use http_body_util::{BodyExt, Full};
-//! use hyper::body::Incoming;
-//! use hyper::{Request, Response};
-//! use hyper_util::rt::{TokioExecutor, TokioIo};
-//! use hyper_util::server::conn::auto;
-//! use tower::ServiceExt;
-//! use tower_push::{EventData, LongPollLayer, MemoryLog};
-//!
-//! # #[tokio::main]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let log = MemoryLog::new();
-//! let poll = LongPollLayer::new().layer(log.topic("feed"));
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
-//! loop {
-//!     let (stream, _) = listener.accept().await?;
-//!     // Small writes must not wait for ACKs (Nagle): each answer goes out at once.
-//!     stream.set_nodelay(true)?;
-//!     let (log, poll) = (log.clone(), poll.clone());
-//!     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-//!         let (log, poll) = (log.clone(), poll.clone());
-//!         async move {
-//!             if req.method() == hyper::Method::POST {
-//!                 let body = req.into_body().collect().await?.to_bytes();
-//!                 let answer = match EventData::from_json(body) {
-//!                     Ok(data) => format!(r#"{{"id":"{}"}}"#, log.publish("feed", data)),
-//!                     Err(err) => err.to_string(),
-//!                 };
-//!                 return Ok::<_, hyper::Error>(Response::new(Full::from(answer).boxed()));
-//!             }
-//!             let response = poll.oneshot(req).await.unwrap_or_else(|e: Infallible| match e {});
-//!             Ok(response.map(|body| body.map_err(|e| match e {}).boxed()))
-//!         }
-//!     });
-//!     tokio::spawn(async move {
-//!         let _ = auto::Builder::new(TokioExecutor::new())
-//!             .serve_connection(TokioIo::new(stream), service)
-//!             .await;
-//!     });
-//! }
-//! # }
-//! ```
-//!
-//! The `demo` example is the same server with streaming, flags, graceful shutdown and error
-//! handling: `cargo run --example demo`.
+//! The `demo` example is the same server with streaming, several topics, flags and a page:
+//! `cargo run --example demo --features server,metrics`.
 //!
 //! # Several topics
 //!

@@ -63,7 +63,7 @@ impl Body {
     /// # Examples
     ///
     /// ```
-    /// use http::{Request, Response, StatusCode};
+    /// use http::{Request, Response};
     /// use tower_push::server::Body;
     ///
     /// async fn publish(req: Request<Body>) -> Response<String> {

@@ -435,6 +435,7 @@ impl fmt::Debug for Server {
 /// # Examples
 ///
 /// ```no_run
+/// # #[allow(dead_code)]
 /// # async fn run(listener: tokio::net::TcpListener, app: axum::Router) {
 /// use tower_push::server::{self, Server};
 ///
