@@ -50,6 +50,11 @@ struct Args {
     /// Where to listen; HOST may be a name such as `localhost`.
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:3000")]
     addr: String,
+    /// The most polls held at once, and the most streams open at once; beyond, 503 overloaded.
+    /// Each held request over HTTP/1.1 keeps a connection, and so a file descriptor, and about
+    /// 6 KiB of memory. Default: a quarter of the open-files limit.
+    #[arg(long, value_name = "REQUESTS")]
+    max_held: Option<usize>,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -59,7 +64,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let shutdown = Shutdown::new();
-    let (poll, stream) = layers(&shutdown, server::held_cap())?;
+    let (poll, stream) = layers(&shutdown, args.max_held.unwrap_or_else(server::held_cap))?;
     let routes = Routes {
         topic: MemoryLog::new().topic("default"),
         poll,

@@ -54,6 +54,11 @@ struct Args {
     /// Where to listen; HOST may be a name such as `localhost`.
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:3000")]
     addr: String,
+    /// The most polls held at once, and the most streams open at once; beyond, 503 overloaded.
+    /// Each held request over HTTP/1.1 keeps a connection, and so a file descriptor, and about
+    /// 6 KiB of memory. Default: a quarter of the open-files limit.
+    #[arg(long, value_name = "REQUESTS")]
+    max_held: Option<usize>,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -63,9 +68,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let shutdown = Shutdown::new();
-    // Each held request over HTTP/1.1 keeps a file descriptor: a quarter of the open-files
-    // limit each for polls and streams, beyond which they are answered `503 overloaded`.
-    let max_held = server::held_cap();
+    // Each held request over HTTP/1.1 keeps a file descriptor: by default a quarter of the
+    // open-files limit each for polls and streams, beyond which they are answered `503
+    // overloaded`.
+    let max_held = args.max_held.unwrap_or_else(server::held_cap);
     let topic = MemoryLog::new().topic("default");
     let poll = LongPollLayer::builder()
         .max_parked(max_held)
