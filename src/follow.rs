@@ -49,7 +49,7 @@ pub(crate) struct Pipeline {
     pub(crate) shared_answer: Mutex<SharedAnswers>,
     /// The last stream frame encoded for a batch, per format key (a handful of keys at most:
     /// one per framing in use).
-    pub(crate) shared_frame: Mutex<Vec<(Batch, u64, bytes::Bytes)>>,
+    pub(crate) shared_frame: Mutex<Vec<(Batch, crate::format::FrameKey, bytes::Bytes)>>,
     /// An empty request head, shared by the waiting requests that need theirs no more.
     pub(crate) no_head: Arc<Parts>,
 }
@@ -520,7 +520,7 @@ where
     pub(crate) fn shared_frame(
         &self,
         batch: &Batch,
-        key: u64,
+        key: crate::format::FrameKey,
         encode: impl FnOnce() -> bytes::Bytes,
     ) -> bytes::Bytes {
         if batch.is_merged() {

@@ -128,7 +128,7 @@ impl StreamFormat for AutoFormat {
         dispatch!(self, f => f.content_type())
     }
 
-    fn frame_key(&self) -> Option<u64> {
+    fn frame_key(&self) -> Option<super::FrameKey> {
         dispatch!(self, f => f.frame_key())
     }
 

@@ -20,6 +20,37 @@ pub use self::json::JsonFormat;
 pub use self::ndjson::NdjsonFormat;
 pub use self::sse::SseFormat;
 
+/// What a [`StreamFormat`] writes the same bytes for: see [`StreamFormat::frame_key`].
+///
+/// It is made from the format's type and a number the format chooses for its own variants (a
+/// setting that changes how events are written), so that two formats cannot share a key by
+/// accident and send each other's bytes.
+///
+/// # Examples
+///
+/// ```
+/// use tower_push::format::{FrameKey, NdjsonFormat, SseFormat};
+///
+/// assert_eq!(FrameKey::of::<SseFormat>(0), FrameKey::of::<SseFormat>(0));
+/// assert_ne!(FrameKey::of::<SseFormat>(0), FrameKey::of::<NdjsonFormat>(0));
+/// assert_ne!(FrameKey::of::<SseFormat>(0), FrameKey::of::<SseFormat>(1));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FrameKey {
+    format: std::any::TypeId,
+    variant: u64,
+}
+
+impl FrameKey {
+    /// The key of format `F`'s events written in its variant `variant`.
+    pub fn of<F: StreamFormat>(variant: u64) -> Self {
+        Self {
+            format: std::any::TypeId::of::<F>(),
+            variant,
+        }
+    }
+}
+
 use std::time::Duration;
 
 use http::request::Parts;
@@ -261,8 +292,9 @@ pub trait StreamFormat: Clone + Send + Sync + 'static {
     /// frame, the others send the same bytes.
     ///
     /// The default is `None`: every stream writes its own. The built-in formats give one key
-    /// per framing (NDJSON, SSE).
-    fn frame_key(&self) -> Option<u64> {
+    /// per framing (NDJSON, SSE). A key is made from the format's type ([`FrameKey::of`]), so
+    /// the keys of two formats never collide.
+    fn frame_key(&self) -> Option<FrameKey> {
         None
     }
 

@@ -1,7 +1,7 @@
 use http::HeaderValue;
 
 use super::json::push_event_object;
-use super::{StreamEnd, StreamFormat};
+use super::{FrameKey, StreamEnd, StreamFormat};
 use crate::Event;
 
 /// Newline-delimited JSON (`application/x-ndjson`): one JSON object per line.
@@ -34,8 +34,8 @@ impl StreamFormat for NdjsonFormat {
         HeaderValue::from_static("application/x-ndjson")
     }
 
-    fn frame_key(&self) -> Option<u64> {
-        Some(1)
+    fn frame_key(&self) -> Option<FrameKey> {
+        Some(FrameKey::of::<Self>(0))
     }
 
     fn event(&self, event: &Event, out: &mut Vec<u8>) {

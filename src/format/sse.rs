@@ -3,7 +3,7 @@ use std::time::Duration;
 use http::HeaderValue;
 
 use super::json::push_event_object;
-use super::{StreamEnd, StreamFormat};
+use super::{FrameKey, StreamEnd, StreamFormat};
 use crate::{Event, Rejection, Resume};
 
 /// Server-sent events (`text/event-stream`), as the WHATWG HTML standard defines them, readable
@@ -105,8 +105,8 @@ impl StreamFormat for SseFormat {
 
     /// Events are written the same whatever `retry` is: it only goes into the opening and the
     /// shutdown message.
-    fn frame_key(&self) -> Option<u64> {
-        Some(2)
+    fn frame_key(&self) -> Option<FrameKey> {
+        Some(FrameKey::of::<Self>(0))
     }
 
     fn open(&self, cursor: &Resume, out: &mut Vec<u8>) {
