@@ -6,6 +6,7 @@ use http::request::Parts;
 use http::{HeaderValue, Response, StatusCode};
 
 use super::headers::{set_true, STREAM_CLOSED, STREAM_NEXT_OFFSET, STREAM_UP_TO_DATE};
+use super::json_array::{inside, json_array};
 use super::store::Mode;
 use super::Offset;
 use crate::format::sse::push_lines;
@@ -45,24 +46,14 @@ fn offset_header(cursor: Cursor) -> HeaderValue {
 /// The body of a batch: the JSON array of every value, or the bytes one after another.
 fn body(batch: &Batch) -> Bytes {
     let events = batch.events();
-    let json = events.first().is_some_and(|e| !e.data().is_raw());
+    if events.first().is_some_and(|e| !e.data().is_raw()) {
+        // Each event holds the JSON array of its append: join what is inside.
+        return json_array(events.iter().map(|e| inside(e.data().as_bytes()))).into();
+    }
     let size: usize = events.iter().map(|e| e.data().as_bytes().len()).sum();
-    let mut out = Vec::with_capacity(size + 2);
-    if json {
-        out.push(b'[');
-        for (i, event) in events.iter().enumerate() {
-            // Each event holds the JSON array of its append: join what is inside.
-            let array = event.data().as_bytes();
-            if i > 0 {
-                out.push(b',');
-            }
-            out.extend_from_slice(&array[1..array.len() - 1]);
-        }
-        out.push(b']');
-    } else {
-        for event in events {
-            out.extend_from_slice(event.data().as_bytes());
-        }
+    let mut out = Vec::with_capacity(size);
+    for event in events {
+        out.extend_from_slice(event.data().as_bytes());
     }
     out.into()
 }

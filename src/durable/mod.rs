@@ -52,6 +52,7 @@
 
 mod format;
 pub mod headers;
+mod json_array;
 mod memory;
 mod offset;
 mod query;

@@ -19,9 +19,12 @@ use tower_service::Service;
 
 use super::format::{DurablePoll, DurableSse, LiveRead};
 use super::headers::*;
+use super::json_array::json_array;
 use super::query::Query;
 use super::source::StreamSource;
-use super::store::{Append, Create, ExpiresAt, ForkFrom, Mode, Producer, Store, StoreError};
+use super::store::{
+    Append, Create, ExpiresAt, ForkFrom, Mode, Payload, Producer, Store, StoreError,
+};
 use super::Offset;
 use crate::source::{Position, StartAt};
 use crate::{
@@ -867,27 +870,21 @@ impl<St: Store + ?Sized> DurableStreams<St> {
         let mut response = if matches {
             status(StatusCode::NOT_MODIFIED)
         } else {
-            let mut body = Vec::new();
-            if json {
-                body.push(b'[');
-            }
-            let mut first = true;
-            for chunk in &read.chunks {
-                match &chunk.payload {
-                    super::store::Payload::Bytes(bytes) => body.extend_from_slice(bytes),
-                    super::store::Payload::Json(values) => {
-                        for value in values.iter() {
-                            if !std::mem::take(&mut first) {
-                                body.push(b',');
-                            }
-                            body.extend_from_slice(value);
-                        }
+            let body = if json {
+                let values = read.chunks.iter().flat_map(|chunk| match &chunk.payload {
+                    Payload::Json(values) => &values[..],
+                    Payload::Bytes(_) => &[],
+                });
+                json_array(values.map(|value| &value[..]))
+            } else {
+                let mut body = Vec::new();
+                for chunk in &read.chunks {
+                    if let Payload::Bytes(bytes) = &chunk.payload {
+                        body.extend_from_slice(bytes);
                     }
                 }
-            }
-            if json {
-                body.push(b']');
-            }
+                body
+            };
             Response::new(PushBody::full(body))
         };
         let out = response.headers_mut();

@@ -10,6 +10,7 @@ use std::task::{Context, Poll};
 use tower_service::Service;
 
 use super::format::LiveRead;
+use super::json_array::json_array;
 use super::store::{Payload, Store};
 use super::Offset;
 use crate::source::{Batch, Outcome, Position, Resync, ResyncReason, Subscribe};
@@ -60,16 +61,7 @@ fn event(epoch: Epoch, offset: Offset, payload: Payload) -> Event {
     let data = match payload {
         Payload::Bytes(bytes) => EventData::from_bytes(bytes),
         Payload::Json(values) => {
-            let mut array =
-                Vec::with_capacity(values.iter().map(|v| v.len() + 1).sum::<usize>() + 1);
-            array.push(b'[');
-            for (i, value) in values.iter().enumerate() {
-                if i > 0 {
-                    array.push(b',');
-                }
-                array.extend_from_slice(value);
-            }
-            array.push(b']');
+            let array = json_array(values.iter().map(|value| &value[..]));
             // The values were checked when they were appended.
             EventData::from_json(array.clone()).unwrap_or_else(|_| EventData::from_bytes(array))
         }
