@@ -273,6 +273,7 @@ where
                 None => Rejection::SourceUnavailable,
             },
             Outcome::UnknownTopic => Rejection::UnknownTopic { topic: Some(topic) },
+            Outcome::Gone => Rejection::Gone { topic: Some(topic) },
             Outcome::Events(_) | Outcome::Head(_) | Outcome::Closed { .. } => {
                 Rejection::SourceUnavailable
             }
@@ -464,6 +465,7 @@ where
                 this.subscribe.advance(head);
                 Ok(Step::Closed(head.into()))
             }
+            Outcome::Gone => Err(Rejection::Gone { topic: None }),
         })
     }
 

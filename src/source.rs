@@ -16,6 +16,11 @@
 //! - A source whose log can end (a stream that its writer closed) resolves with
 //!   [`Outcome::Closed`] once the cursor is at the end: nothing will ever come after it. A long
 //!   poll answers at once, and a stream sends its final message and ends.
+//! - A source whose logs can be deleted resolves with [`Outcome::Gone`] once the log the
+//!   subscription follows no longer exists (deleted, or replaced by a new log of the same name,
+//!   whose events the cursor must not read). The layers answer
+//!   [`Rejection::Gone`](crate::Rejection::Gone) through the format: a long poll with its
+//!   rejection answer, a stream with its final message.
 //! - A source that knows it may mark a batch as [reaching the head](Batch::reaching_head): the
 //!   events up to the newest one, so that a format can tell the client it is caught up.
 //! - It fails (`Err`) only when it cannot answer at all (a backend is unreachable). The layers
@@ -311,6 +316,10 @@ pub enum Outcome {
         /// The cursor of the last event, where the log ended.
         head: Cursor,
     },
+    /// The log the subscription follows no longer exists: it was deleted, or replaced by a new
+    /// log of the same name, whose events the cursor must not read. The layers answer
+    /// [`Rejection::Gone`](crate::Rejection::Gone).
+    Gone,
 }
 
 /// A non-empty run of consecutive-in-order events of one epoch, oldest first; in the answer to a

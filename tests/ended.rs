@@ -1,5 +1,5 @@
-//! Sources whose logs end, and requests whose start position a service in front of the layers
-//! has read: the core's answers with the default formats, over real sockets.
+//! Sources whose logs end or are deleted, and requests whose start position a service in front
+//! of the layers has read: the core's answers with the default formats, over real sockets.
 
 mod common;
 
@@ -44,6 +44,30 @@ impl Service<Subscribe> for Ended {
             .collect();
         let batch = Batch::new(events).unwrap().reaching_head(true);
         ready(Ok(Outcome::Events(batch)))
+    }
+}
+
+/// A log that was deleted after its second event: events after a cursor below 2, `Gone` from 2.
+#[derive(Clone)]
+struct Deleted;
+
+impl Service<Subscribe> for Deleted {
+    type Response = Outcome;
+    type Error = Infallible;
+    type Future = Ready<Result<Outcome, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Subscribe) -> Self::Future {
+        match req.position() {
+            Position::After(cursor) if cursor.seq() < 2 => {
+                let event = Event::new(Cursor::new(EPOCH, 2), EventData::from_json("2").unwrap());
+                ready(Ok(Outcome::Events(Batch::new(vec![event]).unwrap())))
+            }
+            _ => ready(Ok(Outcome::Gone)),
+        }
     }
 }
 
@@ -106,4 +130,43 @@ async fn a_start_position_in_the_extensions_wins_over_the_query() {
     let text = String::from_utf8(body.to_vec()).unwrap();
     assert_eq!(text.lines().filter(|l| !l.is_empty()).count(), 2, "{text}");
     assert!(text.contains("\"end\":\"closed\""));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_long_poll_on_a_deleted_log_answers_404_at_once() {
+    let addr = serve(poll_layer(Duration::from_secs(60)).layer(Deleted)).await;
+    let started = tokio::time::Instant::now();
+    let reply = get(addr, &format!("/poll?after={}", Cursor::new(EPOCH, 2))).await;
+    assert_eq!(started.elapsed(), Duration::ZERO, "no hold");
+    assert_eq!(reply.status, 404);
+    assert_eq!(reply.json()["error"], "topic_gone");
+}
+
+#[tokio::test]
+async fn a_stream_ends_with_the_gone_message_when_its_log_is_deleted() {
+    let addr = serve(ChunkedStreamLayer::new().layer(Deleted)).await;
+    let gone = RawResponse::get(
+        addr,
+        &format!("/stream?after={}", Cursor::new(EPOCH, 2)),
+        &[NDJSON],
+    )
+    .await;
+    assert_eq!(gone.status, 404, "refused before the stream starts");
+
+    let mut stream = RawResponse::get(
+        addr,
+        &format!("/stream?after={}", Cursor::new(EPOCH, 1)),
+        &[NDJSON],
+    )
+    .await;
+    assert_eq!(stream.status, 200);
+    let body = stream.body().await;
+    let lines: Vec<serde_json::Value> = body
+        .lines()
+        .filter(|line| !line.is_empty())
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{body}");
+    assert_eq!(lines[0]["data"], 2);
+    assert_eq!(lines[1]["error"], "topic_gone", "{body}");
 }

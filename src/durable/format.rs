@@ -123,7 +123,7 @@ impl PollFormat for DurablePoll {
 /// A stream deleted (or recreated) while a reader waited reads as missing.
 fn rejected(rejection: &Rejection) -> Response<PushBody> {
     match rejection {
-        Rejection::Resync(_) => super::service::error(
+        Rejection::Gone { .. } => super::service::error(
             StatusCode::NOT_FOUND,
             "stream_not_found",
             "the stream was deleted",

@@ -1254,6 +1254,50 @@ mod tests {
         }
     }
 
+    /// A live reader of a stream that is deleted while it waits learns that it is gone: a held
+    /// long poll answers `404 stream_not_found`, an SSE stream ends.
+    #[tokio::test(start_paused = true)]
+    async fn live_reads_of_a_stream_deleted_meanwhile_end() {
+        use http_body_util::BodyExt;
+        use tower::ServiceExt;
+        let service = DurableStreams::new(super::super::MemoryStore::new());
+        let send = |method: Method, uri: &str| {
+            let request = Request::builder()
+                .method(method)
+                .uri(uri)
+                .header("content-type", "text/plain")
+                .body(String::new())
+                .unwrap();
+            service.clone().oneshot(request)
+        };
+        let later = |uri: &'static str| {
+            let delete = send(Method::DELETE, uri);
+            async move {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                delete.await.unwrap()
+            }
+        };
+        assert_eq!(send(Method::PUT, "/p").await.unwrap().status(), 201);
+        let poll = send(Method::GET, "/p?offset=now&live=long-poll");
+        let (poll, deleted) = tokio::join!(poll, later("/p"));
+        assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+        let poll = poll.unwrap();
+        assert_eq!(poll.status(), StatusCode::NOT_FOUND);
+        let body = poll.into_body().collect().await.unwrap().to_bytes();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"], "stream_not_found");
+
+        assert_eq!(send(Method::PUT, "/s").await.unwrap().status(), 201);
+        let sse = send(Method::GET, "/s?offset=now&live=sse").await.unwrap();
+        assert_eq!(sse.status(), StatusCode::OK);
+        let (body, deleted) = tokio::join!(sse.into_body().collect(), later("/s"));
+        assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+        let body = String::from_utf8(body.unwrap().to_bytes().to_vec()).unwrap();
+        // The control that says the reader is at the tail, and nothing after it.
+        assert_eq!(body.matches("event: control").count(), 1, "{body}");
+        assert!(body.contains("\"upToDate\":true"), "{body}");
+    }
+
     #[test]
     fn integers_are_plain() {
         for good in ["0", "1", "60", "99999"] {

@@ -13,13 +13,13 @@ use super::format::LiveRead;
 use super::json_array::json_array;
 use super::store::{Payload, Store};
 use super::Offset;
-use crate::source::{Batch, Outcome, Position, Resync, ResyncReason, Subscribe};
+use crate::source::{Batch, Outcome, Position, Subscribe};
 use crate::{Cursor, Epoch, Event, EventData};
 
 /// The streams of a [`Store`] as an event source of the crate's layers: the stream named by the
 /// request (the protocol service says which), one event per append with the offset after it as
 /// its cursor, batches marked when they reach the tail, and [`Outcome::Closed`] at the tail of
-/// a closed stream. A stream deleted or recreated meanwhile answers a resync.
+/// a closed stream. A stream deleted or recreated meanwhile answers [`Outcome::Gone`].
 ///
 /// # Cancel safety
 ///
@@ -52,11 +52,6 @@ impl<St: ?Sized> StreamSource<St> {
 
 pub(crate) type SourceFuture = Pin<Box<dyn Future<Output = Result<Outcome, Infallible>> + Send>>;
 
-fn gone(epoch: Epoch) -> Outcome {
-    let zero = Cursor::zero(epoch);
-    Outcome::Resync(Resync::new(ResyncReason::EpochMismatch, zero, zero))
-}
-
 fn event(epoch: Epoch, offset: Offset, payload: Payload) -> Event {
     let data = match payload {
         Payload::Bytes(bytes) => EventData::from_bytes(bytes),
@@ -84,25 +79,25 @@ impl<St: Store + ?Sized> Service<Subscribe> for StreamSource<St> {
         let (position, limit) = (subscribe.position(), subscribe.limit());
         Box::pin(async move {
             let Some(live) = live else {
-                return Ok(gone(Epoch::new(0)));
+                return Ok(Outcome::Gone);
             };
             let epoch = Epoch::new(live.epoch);
             let after = match position {
                 Position::After(cursor) if cursor.epoch() == epoch => Offset::new(cursor.seq()),
-                Position::After(_) => return Ok(gone(epoch)),
+                Position::After(_) => return Ok(Outcome::Gone),
                 Position::Oldest => Offset::ZERO,
                 Position::Head => {
                     return Ok(match store.info(&live.key) {
                         Ok(info) if info.epoch == live.epoch => {
                             Outcome::Head(Cursor::new(epoch, info.tail.get()))
                         }
-                        _ => gone(epoch),
+                        _ => Outcome::Gone,
                     })
                 }
             };
             loop {
                 let Ok(doorbell) = store.changes(&live.key) else {
-                    return Ok(gone(epoch));
+                    return Ok(Outcome::Gone);
                 };
                 // Registered before the read: an append in between rings it.
                 let notified = doorbell.notified();
@@ -110,7 +105,7 @@ impl<St: Store + ?Sized> Service<Subscribe> for StreamSource<St> {
                 notified.as_mut().enable();
                 let read = match store.read(&live.key, Some(after), limit, max_bytes) {
                     Ok(read) if read.info.epoch == live.epoch => read,
-                    _ => return Ok(gone(epoch)),
+                    _ => return Ok(Outcome::Gone),
                 };
                 let (up_to_date, closed) = (read.up_to_date(), read.info.closed);
                 let events: Vec<Event> = read

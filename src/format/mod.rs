@@ -135,7 +135,8 @@ pub enum StreamEnd {
         retry: Duration,
     },
     /// The stream cannot go on: the client fell behind retention
-    /// ([`Rejection::Resync`]), or the source failed.
+    /// ([`Rejection::Resync`]), the log was deleted ([`Rejection::Gone`]), or the source
+    /// failed.
     Rejected(Rejection),
     /// The source's log has ended at `cursor`
     /// ([`Outcome::Closed`](crate::source::Outcome::Closed)): the client has everything, and
