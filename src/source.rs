@@ -232,44 +232,6 @@ impl Subscribe {
     }
 }
 
-/// Where a request starts, decided before the layers see it: put it in the request's extensions
-/// and the layers subscribe from it instead of reading the request's cursor (`after`,
-/// `Last-Event-ID`) themselves.
-///
-/// This is how a protocol with positions of its own (another query parameter, another text
-/// form) reuses the layers: a service in front of them reads and checks the position, answers
-/// malformed ones itself, and hands the rest on with a `StartAt`. Clients cannot set extensions;
-/// only the server's own services can.
-///
-/// # Examples
-///
-/// ```
-/// use tower_push::source::{Position, StartAt};
-/// use tower_push::{Cursor, Epoch};
-///
-/// let mut request = http::Request::new(());
-/// let cursor = Cursor::new(Epoch::new(1), 4);
-/// request.extensions_mut().insert(StartAt::new(Position::After(cursor)));
-/// assert_eq!(
-///     request.extensions().get::<StartAt>().map(StartAt::position),
-///     Some(Position::After(cursor))
-/// );
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct StartAt(Position);
-
-impl StartAt {
-    /// Start the request's subscription at `position`.
-    pub fn new(position: Position) -> Self {
-        Self(position)
-    }
-
-    /// Where the request starts.
-    pub fn position(&self) -> Position {
-        self.0
-    }
-}
-
 /// Where a request that names no cursor starts: a setting of both layers (their builders'
 /// `origin`), turned into the [`Position`] of its subscription.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

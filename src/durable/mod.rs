@@ -53,6 +53,7 @@
 mod format;
 pub mod headers;
 mod json_array;
+mod key;
 mod memory;
 mod offset;
 mod query;

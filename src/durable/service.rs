@@ -17,16 +17,16 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Status
 use http_body::Body;
 use tower_service::Service;
 
-use super::format::{DurablePoll, DurableSse, LiveRead};
+use super::format::{DurablePoll, DurableSse};
 use super::headers::*;
 use super::json_array::json_array;
+use super::key::Prefix;
 use super::query::Query;
 use super::source::StreamSource;
 use super::store::{
     Append, Create, ExpiresAt, ForkFrom, Mode, Payload, Producer, Store, StoreError,
 };
 use super::Offset;
-use crate::source::{Position, StartAt};
 use crate::{
     BoxError, ChunkedStream, ChunkedStreamBuilder, ChunkedStreamLayer, ConfigError, Cursor, Epoch,
     LongPoll, LongPollBuilder, LongPollLayer, PushBody,
@@ -48,7 +48,7 @@ pub type ResponseFuture =
 
 #[derive(Debug)]
 struct Config {
-    prefix: String,
+    prefix: Prefix,
     max_body: usize,
     max_read: usize,
     max_name: usize,
@@ -268,8 +268,13 @@ impl<St: Store> DurableStreamsBuilder<St> {
             }
         }
         let store = Arc::new(self.store);
-        let source = StreamSource::new(store.clone(), self.max_read);
-        let poll = self.poll.format(DurablePoll).build()?.layer(source.clone());
+        let prefix = Prefix::new(&self.prefix);
+        let source = StreamSource::new(store.clone(), prefix.clone(), self.max_read);
+        let poll = self
+            .poll
+            .format(DurablePoll::default())
+            .build()?
+            .layer(source.clone());
         let sse = self
             .sse
             .format(DurableSse::default())
@@ -278,7 +283,7 @@ impl<St: Store> DurableStreamsBuilder<St> {
         Ok(DurableStreams {
             store,
             config: Arc::new(Config {
-                prefix: self.prefix,
+                prefix: prefix.clone(),
                 max_body: self.max_body,
                 max_read: self.max_read,
                 max_name: self.max_name,
@@ -386,11 +391,7 @@ fn stream_cursor(client: Option<&[u8]>) -> u64 {
 impl<St: ?Sized> DurableStreams<St> {
     /// The store key of a path: without the prefix, if it has it.
     fn key<'a>(&self, path: &'a str) -> &'a str {
-        let prefix = &self.config.prefix;
-        match path.strip_prefix(prefix.as_str()) {
-            Some(rest) if !prefix.is_empty() && (rest.is_empty() || rest.starts_with('/')) => rest,
-            _ => path,
-        }
+        self.config.prefix.key(path)
     }
 }
 
@@ -740,7 +741,7 @@ impl<St: Store + ?Sized> DurableStreams<St> {
         response
     }
 
-    fn get(&mut self, mut parts: Parts) -> ResponseFuture {
+    fn get(&mut self, parts: Parts) -> ResponseFuture {
         let key = self.key(parts.uri.path()).to_owned();
         let query = Query::parse(parts.uri.query());
         // Existence first, then the offset.
@@ -788,23 +789,16 @@ impl<St: Store + ?Sized> DurableStreams<St> {
             return ready(store_error(&StoreError::NotFound));
         }
         let mode = Mode::of(&info.content_type);
-        let epoch = Epoch::new(info.epoch);
         let cursor = stream_cursor(query.cursor.as_deref());
-        let live = LiveRead {
-            key,
-            epoch: info.epoch,
-            mode,
-            cursor,
-            at_tail: read.up_to_date() && !read.info.closed,
-        };
-        let position = Position::After(Cursor::new(epoch, read.from.get()));
-        parts.extensions.insert(StartAt::new(position));
-        parts.extensions.insert(live);
+        // The stream's incarnation is the cursors' epoch: the source answers `Gone` to a cursor
+        // of one that was deleted.
+        let start = Cursor::new(Epoch::new(info.epoch), read.from.get());
         // The live layers read no body.
         let request = Request::from_parts(parts, ());
-        let content_type = HeaderValue::try_from(&info.content_type).ok();
         if sse {
-            let answer = self.sse.call(request);
+            let at_tail = read.up_to_date() && !read.info.closed;
+            let format = DurableSse::read(start, at_tail, mode, cursor);
+            let answer = self.sse.call_with_format(request, format);
             Box::pin(async move {
                 let mut response = answer.await?;
                 if mode == Mode::Binary && response.status() == StatusCode::OK {
@@ -815,22 +809,9 @@ impl<St: Store + ?Sized> DurableStreams<St> {
                 Ok(response)
             })
         } else {
-            let answer = self.poll.call(request);
-            Box::pin(async move {
-                let mut response = answer.await?;
-                let status = response.status();
-                let out = response.headers_mut();
-                if status == StatusCode::OK {
-                    if let Some(ct) = content_type {
-                        out.insert(CONTENT_TYPE, ct);
-                    }
-                }
-                let open = !out.contains_key(STREAM_CLOSED);
-                if open && (status == StatusCode::OK || status == StatusCode::NO_CONTENT) {
-                    out.insert(STREAM_CURSOR, HeaderValue::from(cursor));
-                }
-                Ok(response)
-            })
+            let content_type = HeaderValue::try_from(&info.content_type).ok();
+            let format = DurablePoll::read(start, content_type, cursor);
+            Box::pin(self.poll.call_with_format(request, format))
         }
     }
 

@@ -9,15 +9,15 @@ use std::task::{Context, Poll};
 
 use tower_service::Service;
 
-use super::format::LiveRead;
 use super::json_array::json_array;
+use super::key::Prefix;
 use super::store::{Payload, Store};
 use super::Offset;
 use crate::source::{Batch, Outcome, Position, Subscribe};
 use crate::{Cursor, Epoch, Event, EventData};
 
-/// The streams of a [`Store`] as an event source of the crate's layers: the stream named by the
-/// request (the protocol service says which), one event per append with the offset after it as
+/// The streams of a [`Store`] as an event source of the crate's layers: the stream the request's
+/// path names, in the incarnation its cursor's epoch names, one event per append with the offset after it as
 /// its cursor, batches marked when they reach the tail, and [`Outcome::Closed`] at the tail of
 /// a closed stream. A stream deleted or recreated meanwhile answers [`Outcome::Gone`].
 ///
@@ -26,6 +26,7 @@ use crate::{Cursor, Epoch, Event, EventData};
 /// Waiting holds only a `Notified` future of the stream's doorbell; dropping it loses nothing.
 pub(crate) struct StreamSource<St: ?Sized> {
     store: Arc<St>,
+    prefix: Prefix,
     max_bytes: usize,
 }
 
@@ -33,6 +34,7 @@ impl<St: ?Sized> Clone for StreamSource<St> {
     fn clone(&self) -> Self {
         Self {
             store: self.store.clone(),
+            prefix: self.prefix.clone(),
             max_bytes: self.max_bytes,
         }
     }
@@ -45,8 +47,12 @@ impl<St: ?Sized> fmt::Debug for StreamSource<St> {
 }
 
 impl<St: ?Sized> StreamSource<St> {
-    pub(crate) fn new(store: Arc<St>, max_bytes: usize) -> Self {
-        Self { store, max_bytes }
+    pub(crate) fn new(store: Arc<St>, prefix: Prefix, max_bytes: usize) -> Self {
+        Self {
+            store,
+            prefix,
+            max_bytes,
+        }
     }
 }
 
@@ -74,37 +80,35 @@ impl<St: Store + ?Sized> Service<Subscribe> for StreamSource<St> {
     }
 
     fn call(&mut self, subscribe: Subscribe) -> SourceFuture {
-        let live = subscribe.parts().extensions.get::<LiveRead>().cloned();
+        let key = self.prefix.key(subscribe.parts().uri.path()).to_owned();
         let (store, max_bytes) = (self.store.clone(), self.max_bytes);
         let (position, limit) = (subscribe.position(), subscribe.limit());
         Box::pin(async move {
-            let Some(live) = live else {
-                return Ok(Outcome::Gone);
-            };
-            let epoch = Epoch::new(live.epoch);
-            let after = match position {
-                Position::After(cursor) if cursor.epoch() == epoch => Offset::new(cursor.seq()),
-                Position::After(_) => return Ok(Outcome::Gone),
-                Position::Oldest => Offset::ZERO,
+            let (epoch, after) = match position {
+                Position::After(cursor) => (cursor.epoch(), Offset::new(cursor.seq())),
+                Position::Oldest => match store.info(&key) {
+                    Ok(info) => (Epoch::new(info.epoch), Offset::ZERO),
+                    Err(_) => return Ok(Outcome::Gone),
+                },
                 Position::Head => {
-                    return Ok(match store.info(&live.key) {
-                        Ok(info) if info.epoch == live.epoch => {
-                            Outcome::Head(Cursor::new(epoch, info.tail.get()))
+                    return Ok(match store.info(&key) {
+                        Ok(info) => {
+                            Outcome::Head(Cursor::new(Epoch::new(info.epoch), info.tail.get()))
                         }
-                        _ => Outcome::Gone,
+                        Err(_) => Outcome::Gone,
                     })
                 }
             };
             loop {
-                let Ok(doorbell) = store.changes(&live.key) else {
+                let Ok(doorbell) = store.changes(&key) else {
                     return Ok(Outcome::Gone);
                 };
                 // Registered before the read: an append in between rings it.
                 let notified = doorbell.notified();
                 tokio::pin!(notified);
                 notified.as_mut().enable();
-                let read = match store.read(&live.key, Some(after), limit, max_bytes) {
-                    Ok(read) if read.info.epoch == live.epoch => read,
+                let read = match store.read(&key, Some(after), limit, max_bytes) {
+                    Ok(read) if Epoch::new(read.info.epoch) == epoch => read,
                     _ => return Ok(Outcome::Gone),
                 };
                 let (up_to_date, closed) = (read.up_to_date(), read.info.closed);
