@@ -149,7 +149,10 @@ impl StreamFormat for Numbered {
 
 #[tokio::test]
 async fn a_start_position_the_format_reads_wins_over_the_query() {
-    let layer = ChunkedStreamLayer::builder().format(Numbered).build().unwrap();
+    let layer = ChunkedStreamLayer::builder()
+        .format(Numbered)
+        .build()
+        .unwrap();
     let request = Request::builder()
         .uri("/stream?after=garbage&from=2")
         .body(())
