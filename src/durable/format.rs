@@ -6,6 +6,7 @@ use http::header::CONTENT_TYPE;
 use http::request::Parts;
 use http::{HeaderValue, Response, StatusCode};
 
+use super::answer::Error;
 use super::headers::{
     set_true, STREAM_CLOSED, STREAM_CURSOR, STREAM_NEXT_OFFSET, STREAM_UP_TO_DATE,
 };
@@ -26,10 +27,6 @@ fn offset(cursor: Cursor) -> Offset {
 /// formats, and would read as the start.
 fn offset_of(cursor: &Resume) -> Offset {
     Offset::new(cursor.cursor().map_or(0, Cursor::seq))
-}
-
-fn offset_header(cursor: Cursor) -> HeaderValue {
-    HeaderValue::try_from(offset(cursor).to_string()).expect("digits and '_'")
 }
 
 /// The body of a batch: the JSON array of every value, or the bytes one after another.
@@ -99,8 +96,7 @@ impl DurablePoll {
         let mut response = Response::new(PushBody::empty());
         *response.status_mut() = StatusCode::NO_CONTENT;
         let headers = response.headers_mut();
-        let offset = HeaderValue::try_from(offset_of(cursor).to_string()).expect("digits and '_'");
-        headers.insert(STREAM_NEXT_OFFSET, offset);
+        headers.insert(STREAM_NEXT_OFFSET, offset_of(cursor).to_header_value());
         set_true(headers, STREAM_UP_TO_DATE);
         response
     }
@@ -126,7 +122,7 @@ impl PollFormat for DurablePoll {
         if let Some(content_type) = &self.content_type {
             headers.insert(CONTENT_TYPE, content_type.clone());
         }
-        headers.insert(STREAM_NEXT_OFFSET, offset_header(batch.last()));
+        headers.insert(STREAM_NEXT_OFFSET, offset(batch.last()).to_header_value());
         if batch.reaches_head() {
             set_true(headers, STREAM_UP_TO_DATE);
         }
@@ -155,11 +151,7 @@ impl PollFormat for DurablePoll {
 /// A stream deleted (or recreated) while a reader waited reads as missing.
 fn rejected(rejection: &Rejection) -> Response<PushBody> {
     match rejection {
-        Rejection::Gone { .. } => super::service::error(
-            StatusCode::NOT_FOUND,
-            "stream_not_found",
-            "the stream was deleted",
-        ),
+        Rejection::Gone { .. } => Error::Deleted.into_response(),
         other => other.to_json_response(),
     }
 }

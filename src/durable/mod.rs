@@ -50,6 +50,7 @@
 //! # }
 //! ```
 
+mod answer;
 mod format;
 pub mod headers;
 mod json_array;
@@ -57,10 +58,12 @@ mod key;
 mod memory;
 mod offset;
 mod query;
+mod read;
 mod service;
 mod source;
 mod store;
 mod time;
+mod write;
 
 pub use self::format::{DurablePoll, DurableSse};
 pub use self::memory::{MemoryStore, MemoryStoreBuilder};

@@ -264,8 +264,10 @@ mod tests {
         assert_eq!(batch.events()[0].data().as_bytes(), b"a");
         assert!(batch.reaches_head() && !batch.closes());
 
-        let mut close = Append::default();
-        close.close = true;
+        let close = Append {
+            close: true,
+            ..Append::default()
+        };
         store.append("/s", close).unwrap();
         let at_end = source.call(subscribe(Position::After(batch.last())));
         assert_eq!(
