@@ -252,7 +252,7 @@ impl Server {
 
     /// How long a write may make no progress before the connection is closed: a client that
     /// stopped reading would otherwise keep the answer or frames waiting for it in memory. See
-    /// [`WriteTimeout`](crate::io::WriteTimeout).
+    /// [`WriteTimeout`].
     ///
     /// Default is 30 seconds: longer than the stalls of a client that still reads; parked polls
     /// and quiet streams write nothing and are never cut.
