@@ -24,7 +24,7 @@ use tower_service::Service;
 use crate::limit::{Limits, Slot};
 use crate::request::CursorParam;
 use crate::shutdown::{self, Shutdown};
-use crate::source::{Batch, Origin, Outcome, Position, StartAt, Subscribe};
+use crate::source::{Batch, Origin, Outcome, Position, Subscribe};
 use crate::telemetry::{self, Kind, Telemetry};
 use crate::topics::TopicsParam;
 use crate::{BoxError, Cursor, Event, PushBody, Rejection, Resume};
@@ -89,22 +89,32 @@ impl Pipeline {
     }
 
     /// Admits the request with head `parts` to follow `source`, or says why it is refused.
+    /// `start` is the format's say on where the request starts ([`PollFormat::start`]): a
+    /// position, or `None` to read the layer's cursor parameter.
+    ///
+    /// [`PollFormat::start`]: crate::format::PollFormat::start
     pub(crate) fn admit<S>(
         self: &Arc<Self>,
         parts: Parts,
         source: &S,
+        start: impl FnOnce(&Parts) -> Result<Option<Position>, Rejection>,
     ) -> Result<Follow<S>, Rejection>
     where
         S: Service<Subscribe> + Clone,
     {
-        let admitted = self.try_admit(parts, source);
+        let admitted = self.try_admit(parts, source, start);
         if let Err(rejection) = &admitted {
             telemetry::rejected(self.kind, rejection);
         }
         admitted
     }
 
-    fn try_admit<S>(self: &Arc<Self>, parts: Parts, source: &S) -> Result<Follow<S>, Rejection>
+    fn try_admit<S>(
+        self: &Arc<Self>,
+        parts: Parts,
+        source: &S,
+        start: impl FnOnce(&Parts) -> Result<Option<Position>, Rejection>,
+    ) -> Result<Follow<S>, Rejection>
     where
         S: Service<Subscribe> + Clone,
     {
@@ -120,8 +130,8 @@ impl Pipeline {
             let retry_after = crate::random::retry_after();
             return Err(Rejection::ShuttingDown { retry_after });
         }
-        // A service in front of the layer may have decided where the request starts.
-        let start = parts.extensions.get::<StartAt>().map(StartAt::position);
+        // The format may say where the request starts, in its protocol's terms.
+        let start = start(&parts)?;
         let topics = match start {
             Some(_) => None,
             None => self.topics.topics(&parts).map_err(Rejection::Topics)?,
@@ -273,6 +283,7 @@ where
                 None => Rejection::SourceUnavailable,
             },
             Outcome::UnknownTopic => Rejection::UnknownTopic { topic: Some(topic) },
+            Outcome::Gone => Rejection::Gone { topic: Some(topic) },
             Outcome::Events(_) | Outcome::Head(_) | Outcome::Closed { .. } => {
                 Rejection::SourceUnavailable
             }
@@ -464,6 +475,7 @@ where
                 this.subscribe.advance(head);
                 Ok(Step::Closed(head.into()))
             }
+            Outcome::Gone => Err(Rejection::Gone { topic: None }),
         })
     }
 

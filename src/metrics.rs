@@ -14,7 +14,7 @@
 //! | `tower_push_events_delivered_total` | counter | `layer` | events handed to clients | a rate that drops to zero while publishers publish |
 //! | `tower_push_stream_frames_total` | counter | | stream frames with events | |
 //! | `tower_push_stream_heartbeats_total` | counter | | stream heartbeats | |
-//! | `tower_push_stream_ends_total` | counter | `reason` (`lifetime`, `shutdown`, `resync`, `failed`, `client_gone`) | how streams end | `resync` (clients fell behind retention), `failed` |
+//! | `tower_push_stream_ends_total` | counter | `reason` (`lifetime`, `shutdown`, `closed`, `resync`, `gone`, `failed`, `client_gone`) | how streams end | `resync` (clients fell behind retention), `failed` |
 //! | `tower_push_publish_to_write_seconds` | histogram | `layer` | per delivered event, from its publish (stamped by the source) to the moment its answer or frame is handed to the server | p99 above what your users tolerate |
 //! | `tower_push_poll_hold_seconds` | histogram | | how long answered polls were held | |
 //! | `tower_push_poll_gap_seconds` | histogram | | for a client that polls again, from the answer it got to its next request: the window in which a server without cursors loses events | a p99 that approaches your retention by age |

@@ -26,6 +26,7 @@ use crate::{Cursor, CursorError, PushBody, Resume, TopicsError};
 /// | [`Resync`](Rejection::Resync), other epoch | `410` | `epoch_mismatch` |
 /// | [`Topics`](Rejection::Topics) | `400` | `too_many_topics` or `invalid_topics` |
 /// | [`UnknownTopic`](Rejection::UnknownTopic) | `400` | `unknown_topic` |
+/// | [`Gone`](Rejection::Gone) | `404` | `topic_gone` |
 /// | [`TopicAhead`](Rejection::TopicAhead) | `400` | `cursor_ahead` |
 /// | [`TopicResync`](Rejection::TopicResync) | `410` | `cursor_expired` or `epoch_mismatch` |
 /// | [`SourceUnavailable`](Rejection::SourceUnavailable) | `503` | `source_unavailable` |
@@ -59,6 +60,14 @@ pub enum Rejection {
     /// the source serves topics by name only).
     UnknownTopic {
         /// The topic's name.
+        topic: Option<Arc<str>>,
+    },
+    /// The log the request follows no longer exists
+    /// ([`Outcome::Gone`](crate::source::Outcome::Gone)): it was deleted, or replaced by a new
+    /// log of the same name. Nothing more will come after the request's cursor.
+    Gone {
+        /// The topic whose log is gone, for a multiplexed request; `None` for a request that
+        /// follows one log.
         topic: Option<Arc<str>>,
     },
     /// A multiplexed request's position in `topic` is beyond that topic's newest event.
@@ -108,6 +117,7 @@ impl Rejection {
             | Self::UnknownTopic { .. }
             | Self::TopicAhead { .. } => StatusCode::BAD_REQUEST,
             Self::Resync(_) | Self::TopicResync { .. } => StatusCode::GONE,
+            Self::Gone { .. } => StatusCode::NOT_FOUND,
             Self::SourceUnavailable | Self::ShuttingDown { .. } | Self::Overloaded { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -124,6 +134,7 @@ impl Rejection {
             Self::Resync(resync) | Self::TopicResync { resync, .. } => resync.reason().code(),
             Self::Topics(err) => err.code(),
             Self::UnknownTopic { .. } => "unknown_topic",
+            Self::Gone { .. } => "topic_gone",
             Self::SourceUnavailable => "source_unavailable",
             Self::ShuttingDown { .. } => "shutting_down",
             Self::Overloaded { .. } => "overloaded",
@@ -152,7 +163,7 @@ impl Rejection {
                 Some(resync.oldest().into()),
                 Some(resync.head().into()),
             ),
-            Self::UnknownTopic { topic } => (topic.as_deref(), None, None),
+            Self::UnknownTopic { topic } | Self::Gone { topic } => (topic.as_deref(), None, None),
             Self::TopicAhead { topic, head } => (Some(&**topic), None, Some(head.clone())),
             Self::TopicResync {
                 topic,
@@ -236,6 +247,8 @@ impl fmt::Display for Rejection {
             Self::UnknownTopic { topic: None } => {
                 f.write_str("request names no topic, and topics are served by name only")
             }
+            Self::Gone { topic: Some(topic) } => write!(f, "topic {topic:?} was deleted"),
+            Self::Gone { topic: None } => f.write_str("the log the request follows was deleted"),
             Self::TopicAhead { topic, .. } => {
                 write!(f, "cursor of topic {topic:?} is beyond its newest event")
             }
@@ -300,6 +313,15 @@ mod tests {
         assert_eq!(body["error"], "cursor_ahead");
         assert_eq!(body["head"], "0000000000000001-3");
         assert!(body.get("oldest").is_none());
+
+        let (status, body) = json(Rejection::Gone { topic: None }).await;
+        assert_eq!(status, 404);
+        assert_eq!(body["error"], "topic_gone");
+        assert!(body.get("topic").is_none());
+        let topic = Some(Arc::from("news"));
+        let (status, body) = json(Rejection::Gone { topic }).await;
+        assert_eq!(status, 404);
+        assert_eq!(body["topic"], "news");
 
         let (status, body) = json(Rejection::SourceUnavailable).await;
         assert_eq!(status, 503);

@@ -16,6 +16,11 @@
 //! - A source whose log can end (a stream that its writer closed) resolves with
 //!   [`Outcome::Closed`] once the cursor is at the end: nothing will ever come after it. A long
 //!   poll answers at once, and a stream sends its final message and ends.
+//! - A source whose logs can be deleted resolves with [`Outcome::Gone`] once the log the
+//!   subscription follows no longer exists (deleted, or replaced by a new log of the same name,
+//!   whose events the cursor must not read). The layers answer
+//!   [`Rejection::Gone`](crate::Rejection::Gone) through the format: a long poll with its
+//!   rejection answer, a stream with its final message.
 //! - A source that knows it may mark a batch as [reaching the head](Batch::reaching_head): the
 //!   events up to the newest one, so that a format can tell the client it is caught up.
 //! - It fails (`Err`) only when it cannot answer at all (a backend is unreachable). The layers
@@ -227,44 +232,6 @@ impl Subscribe {
     }
 }
 
-/// Where a request starts, decided before the layers see it: put it in the request's extensions
-/// and the layers subscribe from it instead of reading the request's cursor (`after`,
-/// `Last-Event-ID`) themselves.
-///
-/// This is how a protocol with positions of its own (another query parameter, another text
-/// form) reuses the layers: a service in front of them reads and checks the position, answers
-/// malformed ones itself, and hands the rest on with a `StartAt`. Clients cannot set extensions;
-/// only the server's own services can.
-///
-/// # Examples
-///
-/// ```
-/// use tower_push::source::{Position, StartAt};
-/// use tower_push::{Cursor, Epoch};
-///
-/// let mut request = http::Request::new(());
-/// let cursor = Cursor::new(Epoch::new(1), 4);
-/// request.extensions_mut().insert(StartAt::new(Position::After(cursor)));
-/// assert_eq!(
-///     request.extensions().get::<StartAt>().map(StartAt::position),
-///     Some(Position::After(cursor))
-/// );
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct StartAt(Position);
-
-impl StartAt {
-    /// Start the request's subscription at `position`.
-    pub fn new(position: Position) -> Self {
-        Self(position)
-    }
-
-    /// Where the request starts.
-    pub fn position(&self) -> Position {
-        self.0
-    }
-}
-
 /// Where a request that names no cursor starts: a setting of both layers (their builders'
 /// `origin`), turned into the [`Position`] of its subscription.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -311,6 +278,10 @@ pub enum Outcome {
         /// The cursor of the last event, where the log ended.
         head: Cursor,
     },
+    /// The log the subscription follows no longer exists: it was deleted, or replaced by a new
+    /// log of the same name, whose events the cursor must not read. The layers answer
+    /// [`Rejection::Gone`](crate::Rejection::Gone).
+    Gone,
 }
 
 /// A non-empty run of consecutive-in-order events of one epoch, oldest first; in the answer to a

@@ -1,4 +1,10 @@
-//! Check-then-wait without lost wake-ups, shared by every future that parks on a `Notify`.
+//! Check-then-wait without lost wake-ups, for the futures that park on a `Notify` and check
+//! state they can read at once: the memory source's subscriptions, the Durable Streams source's
+//! reads, the shutdown signal's waits and the long poll's wait for a newer poll of its client.
+//!
+//! The Redis source's subscriptions park with a loop of their own: between two checks they may
+//! await a read from Redis, or wait a bounded time for a starting reader's first read, which a
+//! check that answers at once cannot express.
 
 use std::future::Future;
 use std::pin::Pin;

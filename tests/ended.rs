@@ -1,5 +1,5 @@
-//! Sources whose logs end, and requests whose start position a service in front of the layers
-//! has read: the core's answers with the default formats, over real sockets.
+//! Sources whose logs end or are deleted, and requests whose start position a service in front
+//! of the layers has read: the core's answers with the default formats, over real sockets.
 
 mod common;
 
@@ -9,10 +9,13 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use common::{get, poll_layer, serve, RawResponse, NDJSON};
+use http::request::Parts;
+use http::HeaderValue;
 use http::Request;
 use tower::{Service, ServiceExt};
-use tower_push::source::{Batch, Outcome, Position, StartAt, Subscribe};
-use tower_push::{ChunkedStreamLayer, Cursor, Epoch, Event, EventData};
+use tower_push::format::{NdjsonFormat, StreamEnd, StreamFormat};
+use tower_push::source::{Batch, Outcome, Position, Subscribe};
+use tower_push::{ChunkedStreamLayer, Cursor, CursorError, Epoch, Event, EventData, Rejection};
 
 const EPOCH: Epoch = Epoch::new(9);
 
@@ -44,6 +47,30 @@ impl Service<Subscribe> for Ended {
             .collect();
         let batch = Batch::new(events).unwrap().reaching_head(true);
         ready(Ok(Outcome::Events(batch)))
+    }
+}
+
+/// A log that was deleted after its second event: events after a cursor below 2, `Gone` from 2.
+#[derive(Clone)]
+struct Deleted;
+
+impl Service<Subscribe> for Deleted {
+    type Response = Outcome;
+    type Error = Infallible;
+    type Future = Ready<Result<Outcome, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Subscribe) -> Self::Future {
+        match req.position() {
+            Position::After(cursor) if cursor.seq() < 2 => {
+                let event = Event::new(Cursor::new(EPOCH, 2), EventData::from_json("2").unwrap());
+                ready(Ok(Outcome::Events(Batch::new(vec![event]).unwrap())))
+            }
+            _ => ready(Ok(Outcome::Gone)),
+        }
     }
 }
 
@@ -87,16 +114,49 @@ async fn a_stream_ends_with_a_closed_message_after_the_last_events() {
     );
 }
 
+/// NDJSON, for a protocol whose clients name their position as `?from=<seq>`.
+#[derive(Clone, Debug)]
+struct Numbered;
+
+impl StreamFormat for Numbered {
+    fn start(&self, parts: &Parts) -> Result<Option<Position>, Rejection> {
+        let query = parts.uri.query().unwrap_or_default();
+        let Some(seq) = query.split('&').find_map(|pair| pair.strip_prefix("from=")) else {
+            return Ok(None);
+        };
+        let seq = seq
+            .parse()
+            .map_err(|_| Rejection::MalformedCursor(CursorError::InvalidSequence))?;
+        Ok(Some(Position::After(Cursor::new(EPOCH, seq))))
+    }
+
+    fn content_type(&self) -> HeaderValue {
+        NdjsonFormat.content_type()
+    }
+
+    fn event(&self, event: &Event, out: &mut Vec<u8>) {
+        NdjsonFormat.event(event, out);
+    }
+
+    fn heartbeat(&self, out: &mut Vec<u8>) {
+        NdjsonFormat.heartbeat(out);
+    }
+
+    fn end(&self, end: &StreamEnd, out: &mut Vec<u8>) {
+        NdjsonFormat.end(end, out);
+    }
+}
+
 #[tokio::test]
-async fn a_start_position_in_the_extensions_wins_over_the_query() {
-    let layer = ChunkedStreamLayer::new();
-    let mut request = Request::builder()
-        .uri("/stream?after=garbage")
-        .header("accept", "application/x-ndjson")
+async fn a_start_position_the_format_reads_wins_over_the_query() {
+    let layer = ChunkedStreamLayer::builder()
+        .format(Numbered)
+        .build()
+        .unwrap();
+    let request = Request::builder()
+        .uri("/stream?after=garbage&from=2")
         .body(())
         .unwrap();
-    let start = Position::After(Cursor::new(EPOCH, 2));
-    request.extensions_mut().insert(StartAt::new(start));
     let response = layer.layer(Ended).oneshot(request).await.unwrap();
     assert_eq!(response.status(), 200, "the malformed `after` is not read");
     let body = http_body_util::BodyExt::collect(response.into_body())
@@ -106,4 +166,55 @@ async fn a_start_position_in_the_extensions_wins_over_the_query() {
     let text = String::from_utf8(body.to_vec()).unwrap();
     assert_eq!(text.lines().filter(|l| !l.is_empty()).count(), 2, "{text}");
     assert!(text.contains("\"end\":\"closed\""));
+
+    // Without its own position, the request's cursor is read as usual; a malformed position of
+    // the format's own is refused with the format's rejection.
+    let plain = Request::builder()
+        .uri("/stream?after=garbage")
+        .body(())
+        .unwrap();
+    let response = layer.layer(Ended).oneshot(plain).await.unwrap();
+    assert_eq!(response.status(), 400);
+    let bad = Request::builder().uri("/stream?from=x").body(()).unwrap();
+    let response = layer.layer(Ended).oneshot(bad).await.unwrap();
+    assert_eq!(response.status(), 400);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_long_poll_on_a_deleted_log_answers_404_at_once() {
+    let addr = serve(poll_layer(Duration::from_secs(60)).layer(Deleted)).await;
+    let started = tokio::time::Instant::now();
+    let reply = get(addr, &format!("/poll?after={}", Cursor::new(EPOCH, 2))).await;
+    assert_eq!(started.elapsed(), Duration::ZERO, "no hold");
+    assert_eq!(reply.status, 404);
+    assert_eq!(reply.json()["error"], "topic_gone");
+}
+
+#[tokio::test]
+async fn a_stream_ends_with_the_gone_message_when_its_log_is_deleted() {
+    let addr = serve(ChunkedStreamLayer::new().layer(Deleted)).await;
+    let gone = RawResponse::get(
+        addr,
+        &format!("/stream?after={}", Cursor::new(EPOCH, 2)),
+        &[NDJSON],
+    )
+    .await;
+    assert_eq!(gone.status, 404, "refused before the stream starts");
+
+    let mut stream = RawResponse::get(
+        addr,
+        &format!("/stream?after={}", Cursor::new(EPOCH, 1)),
+        &[NDJSON],
+    )
+    .await;
+    assert_eq!(stream.status, 200);
+    let body = stream.body().await;
+    let lines: Vec<serde_json::Value> = body
+        .lines()
+        .filter(|line| !line.is_empty())
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{body}");
+    assert_eq!(lines[0]["data"], 2);
+    assert_eq!(lines[1]["error"], "topic_gone", "{body}");
 }

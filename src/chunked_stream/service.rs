@@ -2,6 +2,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use http::request::Parts;
 use http::{Request, Response};
 use tower_service::Service;
 
@@ -79,9 +80,39 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let (parts, body) = req.into_parts();
         drop(body);
-        let config = &*self.config;
         let format = self.format.negotiate(&parts);
-        let follow = match config.pipeline.admit(parts, &self.inner) {
+        self.answer(parts, format)
+    }
+}
+
+impl<S, F> ChunkedStream<S, F>
+where
+    S: Service<Subscribe, Response = Outcome> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    F: StreamFormat,
+{
+    /// Answers `req` as [`call`](Service::call) does, in `format` instead of the one the
+    /// layer's format [negotiates](StreamFormat::negotiate): for a service in front of the
+    /// layer that makes a format for each request (the Durable Streams service writes each
+    /// read's messages with what it found when the read started).
+    #[cfg(feature = "durable")]
+    pub(crate) fn call_with_format<B>(
+        &mut self,
+        req: Request<B>,
+        format: F,
+    ) -> ResponseFuture<S, F> {
+        let (parts, body) = req.into_parts();
+        drop(body);
+        self.answer(parts, format)
+    }
+
+    fn answer(&mut self, parts: Parts, format: F) -> ResponseFuture<S, F> {
+        let config = &*self.config;
+        let admitted = config
+            .pipeline
+            .admit(parts, &self.inner, |parts| format.start(parts));
+        let follow = match admitted {
             Ok(follow) => follow,
             Err(rejection) => return ResponseFuture::rejected(format.rejection(&rejection)),
         };

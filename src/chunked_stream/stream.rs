@@ -174,6 +174,7 @@ where
             StreamEnd::Closed { .. } => "closed",
             StreamEnd::Shutdown { .. } => "shutdown",
             StreamEnd::Rejected(Rejection::Resync(_) | Rejection::TopicResync { .. }) => "resync",
+            StreamEnd::Rejected(Rejection::Gone { .. }) => "gone",
             StreamEnd::Rejected(_) => "failed",
         };
         this.follow.telemetry().finished(reason, cursor);

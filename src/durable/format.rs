@@ -2,67 +2,44 @@
 //! formats of the crate's layers.
 
 use bytes::Bytes;
+use http::header::CONTENT_TYPE;
 use http::request::Parts;
 use http::{HeaderValue, Response, StatusCode};
 
-use super::headers::{set_true, STREAM_CLOSED, STREAM_NEXT_OFFSET, STREAM_UP_TO_DATE};
+use super::answer::Error;
+use super::headers::{
+    set_true, STREAM_CLOSED, STREAM_CURSOR, STREAM_NEXT_OFFSET, STREAM_UP_TO_DATE,
+};
+use super::json_array::{inside, json_array};
 use super::store::Mode;
 use super::Offset;
 use crate::format::sse::push_lines;
 use crate::format::{PollFormat, StreamEnd, StreamFormat};
-use crate::source::Batch;
+use crate::source::{Batch, Position};
 use crate::{Cursor, Event, PushBody, Rejection, Resume};
-
-/// What the protocol service tells the layers about a live request, in its extensions.
-#[derive(Clone, Debug)]
-pub(crate) struct LiveRead {
-    /// The stream's key in the store.
-    pub(crate) key: String,
-    /// The stream's incarnation when the request arrived.
-    pub(crate) epoch: u64,
-    pub(crate) mode: Mode,
-    /// The `Stream-Cursor` of the answer.
-    pub(crate) cursor: u64,
-    /// Whether the request starts at the tail of an open stream.
-    pub(crate) at_tail: bool,
-}
 
 fn offset(cursor: Cursor) -> Offset {
     Offset::new(cursor.seq())
 }
 
-/// The offset where a request stands. The service starts every request of the layers at a
-/// position of one stream (`StartAt`), which turns multiplexing off: a composite cursor cannot
-/// reach these formats, and would read as the start.
+/// The offset where a request stands. Every live read starts at a position in one stream (the
+/// formats' `start`), which turns multiplexing off: a composite cursor cannot reach these
+/// formats, and would read as the start.
 fn offset_of(cursor: &Resume) -> Offset {
     Offset::new(cursor.cursor().map_or(0, Cursor::seq))
-}
-
-fn offset_header(cursor: Cursor) -> HeaderValue {
-    HeaderValue::try_from(offset(cursor).to_string()).expect("digits and '_'")
 }
 
 /// The body of a batch: the JSON array of every value, or the bytes one after another.
 fn body(batch: &Batch) -> Bytes {
     let events = batch.events();
-    let json = events.first().is_some_and(|e| !e.data().is_raw());
+    if events.first().is_some_and(|e| !e.data().is_raw()) {
+        // Each event holds the JSON array of its append: join what is inside.
+        return json_array(events.iter().map(|e| inside(e.data().as_bytes()))).into();
+    }
     let size: usize = events.iter().map(|e| e.data().as_bytes().len()).sum();
-    let mut out = Vec::with_capacity(size + 2);
-    if json {
-        out.push(b'[');
-        for (i, event) in events.iter().enumerate() {
-            // Each event holds the JSON array of its append: join what is inside.
-            let array = event.data().as_bytes();
-            if i > 0 {
-                out.push(b',');
-            }
-            out.extend_from_slice(&array[1..array.len() - 1]);
-        }
-        out.push(b']');
-    } else {
-        for event in events {
-            out.extend_from_slice(event.data().as_bytes());
-        }
+    let mut out = Vec::with_capacity(size);
+    for event in events {
+        out.extend_from_slice(event.data().as_bytes());
     }
     out.into()
 }
@@ -70,8 +47,12 @@ fn body(batch: &Batch) -> Bytes {
 /// The protocol's long-poll answers (`live=long-poll`): `200` with the data after the offset,
 /// `204` with `Stream-Next-Offset` when the hold expires or the stream is closed at the tail.
 ///
-/// [`DurableStreams`](super::DurableStreams) sets it on the long-poll layer it builds, and adds
-/// the headers that depend on the request (`Stream-Cursor`, the stream's `Content-Type`).
+/// [`DurableStreams`](super::DurableStreams) sets it on the long-poll layer it builds, and
+/// makes one for each live read with what the answers say besides the data, found when the read
+/// starts: where it starts (its [`start`](PollFormat::start)), the stream's `Content-Type` on
+/// answers with data, and the `Stream-Cursor` on answers about an open stream. The default
+/// knows none of these: it leaves the position to the layer's cursor parameter, and its
+/// answers carry only what their events or offset say.
 ///
 /// # Examples
 ///
@@ -80,42 +61,80 @@ fn body(batch: &Batch) -> Bytes {
 /// use tower_push::format::PollFormat;
 /// use tower_push::{Cursor, Epoch};
 ///
-/// let closed = DurablePoll.closed(&Cursor::new(Epoch::new(1), 3).into());
+/// let closed = DurablePoll::default().closed(&Cursor::new(Epoch::new(1), 3).into());
 /// assert_eq!(closed.status(), 204);
 /// assert_eq!(closed.headers()["stream-next-offset"], "0000000000000000_0000000000000003");
 /// assert_eq!(closed.headers()["stream-closed"], "true");
 /// ```
-#[derive(Clone, Copy, Debug, Default)]
-pub struct DurablePoll;
+#[derive(Clone, Debug, Default)]
+pub struct DurablePoll {
+    // Where the read starts, in the stream's incarnation; `None`: where the layer's cursor
+    // parameter says.
+    start: Option<Cursor>,
+    // The stream's content type, on answers with data.
+    content_type: Option<HeaderValue>,
+    // The `Stream-Cursor` of answers about an open stream.
+    stream_cursor: Option<u64>,
+}
 
 impl DurablePoll {
+    /// The answers of one live read: it starts after `start`, its stream is of `content_type`,
+    /// and `stream_cursor` is the `Stream-Cursor` of its answers.
+    pub(crate) fn read(
+        start: Cursor,
+        content_type: Option<HeaderValue>,
+        stream_cursor: u64,
+    ) -> Self {
+        Self {
+            start: Some(start),
+            content_type,
+            stream_cursor: Some(stream_cursor),
+        }
+    }
+
     fn empty(cursor: &Resume) -> Response<PushBody> {
         let mut response = Response::new(PushBody::empty());
         *response.status_mut() = StatusCode::NO_CONTENT;
         let headers = response.headers_mut();
-        let offset = HeaderValue::try_from(offset_of(cursor).to_string()).expect("digits and '_'");
-        headers.insert(STREAM_NEXT_OFFSET, offset);
+        headers.insert(STREAM_NEXT_OFFSET, offset_of(cursor).to_header_value());
         set_true(headers, STREAM_UP_TO_DATE);
+        response
+    }
+
+    /// Adds the `Stream-Cursor` to an answer about an open stream.
+    fn open(&self, mut response: Response<PushBody>) -> Response<PushBody> {
+        if let Some(cursor) = self.stream_cursor {
+            let headers = response.headers_mut();
+            headers.insert(STREAM_CURSOR, HeaderValue::from(cursor));
+        }
         response
     }
 }
 
 impl PollFormat for DurablePoll {
+    fn start(&self, _parts: &Parts) -> Result<Option<Position>, Rejection> {
+        Ok(self.start.map(Position::After))
+    }
+
     fn events(&self, batch: &Batch) -> Response<PushBody> {
         let mut response = Response::new(PushBody::full(body(batch)));
         let headers = response.headers_mut();
-        headers.insert(STREAM_NEXT_OFFSET, offset_header(batch.last()));
+        if let Some(content_type) = &self.content_type {
+            headers.insert(CONTENT_TYPE, content_type.clone());
+        }
+        headers.insert(STREAM_NEXT_OFFSET, offset(batch.last()).to_header_value());
         if batch.reaches_head() {
             set_true(headers, STREAM_UP_TO_DATE);
         }
         if batch.closes() {
             set_true(headers, STREAM_CLOSED);
+            return response;
         }
-        response
+        self.open(response)
     }
 
     fn timeout(&self, cursor: &Resume) -> Response<PushBody> {
-        Self::empty(cursor)
+        self.open(Self::empty(cursor))
     }
 
     fn closed(&self, cursor: &Resume) -> Response<PushBody> {
@@ -132,11 +151,7 @@ impl PollFormat for DurablePoll {
 /// A stream deleted (or recreated) while a reader waited reads as missing.
 fn rejected(rejection: &Rejection) -> Response<PushBody> {
     match rejection {
-        Rejection::Resync(_) => super::service::error(
-            StatusCode::NOT_FOUND,
-            "stream_not_found",
-            "the stream was deleted",
-        ),
+        Rejection::Gone { .. } => Error::Deleted.into_response(),
         other => other.to_json_response(),
     }
 }
@@ -146,9 +161,11 @@ fn rejected(rejection: &Rejection) -> Response<PushBody> {
 /// stream is closed. Payloads are text for `text/*`, one JSON array for JSON, and base64
 /// otherwise.
 ///
-/// [`DurableStreams`](super::DurableStreams) sets it on the stream layer it builds; each request
-/// gets the payload mode of its stream and its `streamCursor` through
-/// [`negotiate`](StreamFormat::negotiate).
+/// [`DurableStreams`](super::DurableStreams) sets it on the stream layer it builds, and makes one
+/// for each live read with what its messages depend on, found when the read starts: where it
+/// starts (its [`start`](StreamFormat::start)), whether that is the tail, the payload mode of
+/// the stream and the `streamCursor` of its controls. The default leaves the position to the
+/// layer's cursor parameter and carries payloads as base64.
 ///
 /// # Examples
 ///
@@ -168,22 +185,40 @@ fn rejected(rejection: &Rejection) -> Response<PushBody> {
 /// ```
 #[derive(Clone, Debug)]
 pub struct DurableSse {
-    mode: Mode,
-    cursor: u64,
+    // Where the read starts, in the stream's incarnation; `None`: where the layer's cursor
+    // parameter says.
+    start: Option<Cursor>,
+    // Whether that is the tail of an open stream.
     at_tail: bool,
+    mode: Mode,
+    // The `streamCursor` of the controls.
+    cursor: u64,
 }
 
 impl Default for DurableSse {
     fn default() -> Self {
         Self {
+            start: None,
+            at_tail: false,
             mode: Mode::Binary,
             cursor: 0,
-            at_tail: false,
         }
     }
 }
 
 impl DurableSse {
+    /// The messages of one live read: it starts after `start` (`at_tail`: the tail of an open
+    /// stream), its stream holds payloads of `mode`, and `cursor` is the `streamCursor` of its
+    /// controls.
+    pub(crate) fn read(start: Cursor, at_tail: bool, mode: Mode, cursor: u64) -> Self {
+        Self {
+            start: Some(start),
+            at_tail,
+            mode,
+            cursor,
+        }
+    }
+
     fn control(&self, cursor: Cursor, up_to_date: bool, out: &mut Vec<u8>) {
         out.extend_from_slice(b"event: control\ndata:{\"streamNextOffset\":\"");
         out.extend_from_slice(offset(cursor).to_string().as_bytes());
@@ -232,15 +267,8 @@ pub(crate) fn base64(bytes: &[u8], out: &mut Vec<u8>) {
 }
 
 impl StreamFormat for DurableSse {
-    fn negotiate(&self, parts: &Parts) -> Self {
-        match parts.extensions.get::<LiveRead>() {
-            Some(live) => Self {
-                mode: live.mode,
-                cursor: live.cursor,
-                at_tail: live.at_tail,
-            },
-            None => self.clone(),
-        }
+    fn start(&self, _parts: &Parts) -> Result<Option<Position>, Rejection> {
+        Ok(self.start.map(Position::After))
     }
 
     fn content_type(&self) -> HeaderValue {

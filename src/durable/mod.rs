@@ -50,15 +50,20 @@
 //! # }
 //! ```
 
+mod answer;
 mod format;
 pub mod headers;
+mod json_array;
+mod key;
 mod memory;
 mod offset;
 mod query;
+mod read;
 mod service;
 mod source;
 mod store;
 mod time;
+mod write;
 
 pub use self::format::{DurablePoll, DurableSse};
 pub use self::memory::{MemoryStore, MemoryStoreBuilder};

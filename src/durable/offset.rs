@@ -43,6 +43,11 @@ impl Offset {
     pub const fn next(self) -> Self {
         Self(self.0 + 1)
     }
+
+    /// The offset as a header value (`Stream-Next-Offset`).
+    pub(crate) fn to_header_value(self) -> http::HeaderValue {
+        http::HeaderValue::try_from(self.to_string()).expect("digits and '_'")
+    }
 }
 
 impl fmt::Display for Offset {

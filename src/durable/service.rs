@@ -1,4 +1,7 @@
-//! The protocol service: every method of the protocol over a [`Store`].
+//! The protocol service: [`DurableStreams`], its settings, and the routing of each request to
+//! what answers it: the writes (`write.rs`), the reads (`read.rs`), and the refusals
+//! (`answer.rs`), which every route returns as an [`Error`] that becomes a response in one
+//! place.
 
 use std::convert::Infallible;
 use std::fmt;
@@ -6,27 +9,22 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use http::header::{
-    CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, ETAG, HOST, IF_NONE_MATCH, LOCATION,
-};
 use http::request::Parts;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 use http_body::Body;
 use tower_service::Service;
 
-use super::format::{DurablePoll, DurableSse, LiveRead};
-use super::headers::*;
-use super::query::Query;
+use super::answer::{empty, ready, Answer, Error};
+use super::format::{DurablePoll, DurableSse};
+use super::headers::{preflight, security};
+use super::key::Prefix;
 use super::source::StreamSource;
-use super::store::{Append, Create, ExpiresAt, ForkFrom, Mode, Producer, Store, StoreError};
-use super::Offset;
-use crate::source::{Position, StartAt};
+use super::store::Store;
 use crate::{
-    BoxError, ChunkedStream, ChunkedStreamBuilder, ChunkedStreamLayer, ConfigError, Cursor, Epoch,
-    LongPoll, LongPollBuilder, LongPollLayer, PushBody,
+    BoxError, ChunkedStream, ChunkedStreamBuilder, ChunkedStreamLayer, ConfigError, LongPoll,
+    LongPollBuilder, LongPollLayer, PushBody,
 };
 
 /// The response future of [`DurableStreams`].
@@ -43,13 +41,14 @@ use crate::{
 pub type ResponseFuture =
     Pin<Box<dyn Future<Output = Result<Response<PushBody>, Infallible>> + Send + 'static>>;
 
+/// The settings the routes read.
 #[derive(Debug)]
-struct Config {
-    prefix: String,
-    max_body: usize,
-    max_read: usize,
-    max_name: usize,
-    max_producer_id: usize,
+pub(super) struct Config {
+    pub(super) prefix: Prefix,
+    pub(super) max_body: usize,
+    pub(super) max_read: usize,
+    pub(super) max_name: usize,
+    pub(super) max_producer_id: usize,
 }
 
 /// The Durable Streams protocol over a [`Store`]: see the [module docs](super).
@@ -58,10 +57,10 @@ struct Config {
 /// HTTP answer with a short JSON body (`{"error":"<code>","message":"..."}`). The live modes
 /// go through the crate's [`LongPoll`] and [`ChunkedStream`] layers.
 pub struct DurableStreams<St: ?Sized> {
-    store: Arc<St>,
-    config: Arc<Config>,
-    poll: LongPoll<StreamSource<St>, DurablePoll>,
-    sse: ChunkedStream<StreamSource<St>, DurableSse>,
+    pub(super) store: Arc<St>,
+    pub(super) config: Arc<Config>,
+    pub(super) poll: LongPoll<StreamSource<St>, DurablePoll>,
+    pub(super) sse: ChunkedStream<StreamSource<St>, DurableSse>,
 }
 
 impl<St: ?Sized> Clone for DurableStreams<St> {
@@ -265,8 +264,13 @@ impl<St: Store> DurableStreamsBuilder<St> {
             }
         }
         let store = Arc::new(self.store);
-        let source = StreamSource::new(store.clone(), self.max_read);
-        let poll = self.poll.format(DurablePoll).build()?.layer(source.clone());
+        let prefix = Prefix::new(&self.prefix);
+        let source = StreamSource::new(store.clone(), prefix.clone(), self.max_read);
+        let poll = self
+            .poll
+            .format(DurablePoll::default())
+            .build()?
+            .layer(source.clone());
         let sse = self
             .sse
             .format(DurableSse::default())
@@ -275,7 +279,7 @@ impl<St: Store> DurableStreamsBuilder<St> {
         Ok(DurableStreams {
             store,
             config: Arc::new(Config {
-                prefix: self.prefix,
+                prefix: prefix.clone(),
                 max_body: self.max_body,
                 max_read: self.max_read,
                 max_name: self.max_name,
@@ -287,107 +291,10 @@ impl<St: Store> DurableStreamsBuilder<St> {
     }
 }
 
-/// An error answer: `status` and `{"error":"<code>","message":"<message>"}`.
-pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response<PushBody> {
-    let body = serde_json::json!({ "error": code, "message": message }).to_string();
-    let mut response = Response::new(PushBody::full(body));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
-}
-
-fn bad_request(code: &str, message: &str) -> Response<PushBody> {
-    error(StatusCode::BAD_REQUEST, code, message)
-}
-
-fn store_error(err: &StoreError) -> Response<PushBody> {
-    let mut response = error(err.status(), err.code(), &err.to_string());
-    let headers = response.headers_mut();
-    match err {
-        StoreError::Closed { tail } => {
-            set_true(headers, STREAM_CLOSED);
-            headers.insert(STREAM_NEXT_OFFSET, offset_value(*tail));
-        }
-        StoreError::StaleEpoch { current } => {
-            headers.insert(PRODUCER_EPOCH, HeaderValue::from(*current));
-        }
-        StoreError::SeqGap { expected, received } => {
-            headers.insert(PRODUCER_EXPECTED_SEQ, HeaderValue::from(*expected));
-            headers.insert(PRODUCER_RECEIVED_SEQ, HeaderValue::from(*received));
-        }
-        _ => {}
-    }
-    response
-}
-
-fn offset_value(offset: Offset) -> HeaderValue {
-    HeaderValue::try_from(offset.to_string()).expect("digits and '_'")
-}
-
-fn status(status: StatusCode) -> Response<PushBody> {
-    let mut response = Response::new(PushBody::empty());
-    *response.status_mut() = status;
-    response
-}
-
-/// A header's value as text, if present; `Err` for a value that is not visible ASCII.
-fn text<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<Option<&'a str>, ()> {
-    headers
-        .get(name)
-        .map(|v| v.to_str().map_err(|_| ()))
-        .transpose()
-}
-
-/// A non-negative integer without sign, leading zeros or anything else.
-fn integer(text: &str) -> Option<u64> {
-    let plain = text == "0" || (!text.starts_with('0') && !text.is_empty());
-    (plain && text.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| text.parse().ok())
-        .flatten()
-}
-
-/// Whether a content type has the shape `type/subtype`; anything else means the default.
-fn valid_content_type(value: &str) -> bool {
-    let essence = value.split(';').next().unwrap_or_default().trim();
-    let token = |t: &str| {
-        !t.is_empty()
-            && t.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'+'))
-    };
-    essence
-        .split_once('/')
-        .is_some_and(|(a, b)| token(a) && token(b))
-}
-
-/// The `Stream-Cursor` of a live answer: the current 20 second interval since 2024-10-09, or,
-/// when the client already holds that one, a later one, so that caches do not serve a client
-/// its own previous answer again.
-fn stream_cursor(client: Option<&[u8]>) -> u64 {
-    const EPOCH_MS: u128 = 1_728_432_000_000;
-    const INTERVAL_MS: u128 = 20_000;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
-    let current = (now.saturating_sub(EPOCH_MS) / INTERVAL_MS) as u64;
-    let client = client
-        .and_then(|c| std::str::from_utf8(c).ok())
-        .and_then(|c| c.parse::<u64>().ok());
-    match client {
-        Some(c) if c >= current => c.saturating_add(crate::random::seconds(1..=180)),
-        _ => current,
-    }
-}
-
 impl<St: ?Sized> DurableStreams<St> {
     /// The store key of a path: without the prefix, if it has it.
-    fn key<'a>(&self, path: &'a str) -> &'a str {
-        let prefix = &self.config.prefix;
-        match path.strip_prefix(prefix.as_str()) {
-            Some(rest) if !prefix.is_empty() && (rest.is_empty() || rest.starts_with('/')) => rest,
-            _ => path,
-        }
+    pub(super) fn key<'a>(&self, path: &'a str) -> &'a str {
+        self.config.prefix.key(path)
     }
 }
 
@@ -408,566 +315,56 @@ where
 
     fn call(&mut self, req: Request<B>) -> ResponseFuture {
         let (parts, body) = req.into_parts();
-        let max_name = self.config.max_name;
-        let too_long = self.key(parts.uri.path()).len() > max_name;
-        let answer: ResponseFuture = match parts.method {
-            Method::OPTIONS => {
-                let mut response = status(StatusCode::NO_CONTENT);
-                preflight(response.headers_mut());
-                ready(response)
-            }
-            _ if too_long => {
-                let mut response = error(
-                    StatusCode::URI_TOO_LONG,
-                    "stream_name_too_long",
-                    &format!("the stream name is longer than {max_name} bytes"),
-                );
-                if parts.method == Method::HEAD {
-                    // A HEAD answer has no body.
-                    *response.body_mut() = PushBody::empty();
-                }
-                ready(response)
-            }
-            Method::PUT => {
-                let this = self.clone();
-                Box::pin(async move { Ok(this.put(parts, body).await) })
-            }
-            Method::POST => {
-                let this = self.clone();
-                Box::pin(async move { Ok(this.post(parts, body).await) })
-            }
-            Method::GET => {
-                drop(body);
-                self.get(parts)
-            }
-            Method::HEAD => ready(self.head(&parts)),
-            Method::DELETE => ready(match self.store.delete(self.key(parts.uri.path())) {
-                Ok(()) => status(StatusCode::NO_CONTENT),
-                Err(err) => store_error(&err),
-            }),
-            _ => {
-                let mut response = error(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "method_not_allowed",
-                    "use GET, HEAD, PUT, POST, DELETE or OPTIONS",
-                );
-                response.headers_mut().insert(
-                    http::header::ALLOW,
-                    HeaderValue::from_static("GET, HEAD, PUT, POST, DELETE, OPTIONS"),
-                );
-                ready(response)
-            }
-        };
+        let head = parts.method == Method::HEAD;
+        let answer = self.route(parts, body);
         Box::pin(async move {
-            let mut response = answer.await?;
+            let mut response = answer.await.unwrap_or_else(Error::into_response);
             security(response.headers_mut());
+            if head {
+                // A HEAD answer has no body, refusals included.
+                *response.body_mut() = PushBody::empty();
+            }
             Ok(response)
         })
     }
 }
 
-fn ready(response: Response<PushBody>) -> ResponseFuture {
-    Box::pin(std::future::ready(Ok(response)))
-}
-
-/// Why a body was not read.
-enum BodyError {
-    TooLarge,
-    Failed,
-}
-
-/// Reads a whole body of at most `max` bytes.
-async fn read_body<B>(headers: &HeaderMap, body: B, max: usize) -> Result<Bytes, BodyError>
-where
-    B: Body,
-    B::Error: Into<BoxError>,
-{
-    let declared = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > max as u64) {
-        return Err(BodyError::TooLarge);
-    }
-    let mut body = std::pin::pin!(body);
-    let mut out = BytesMut::new();
-    while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
-        let Ok(frame) = frame else {
-            return Err(BodyError::Failed);
-        };
-        if let Ok(mut data) = frame.into_data() {
-            use bytes::Buf;
-            if out.len() + data.remaining() > max {
-                return Err(BodyError::TooLarge);
-            }
-            while data.has_remaining() {
-                let chunk = data.chunk();
-                out.extend_from_slice(chunk);
-                let n = chunk.len();
-                data.advance(n);
-            }
-        }
-    }
-    // Storage of its own, exactly the body's size.
-    Ok(Bytes::copy_from_slice(&out))
-}
-
-fn body_error(err: BodyError, max: usize) -> Response<PushBody> {
-    match err {
-        BodyError::TooLarge => error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            &format!("the body is larger than {max} bytes"),
-        ),
-        BodyError::Failed => bad_request("body_unreadable", "the request body could not be read"),
-    }
-}
-
 impl<St: Store + ?Sized> DurableStreams<St> {
-    async fn put<B>(self, parts: Parts, body: B) -> Response<PushBody>
+    /// The answer to a request, by method: the writes (`PUT`, `POST`, `DELETE`) are in
+    /// `write.rs`, the reads (`GET`, `HEAD`) in `read.rs`.
+    fn route<B>(&mut self, parts: Parts, body: B) -> Answer
     where
-        B: Body,
+        B: Body + Send + 'static,
+        B::Data: Send,
         B::Error: Into<BoxError>,
     {
-        let headers = &parts.headers;
-        let mut create = Create::default();
-        let Ok(content_type) = text(headers, &CONTENT_TYPE) else {
-            return bad_request("invalid_content_type", "content-type is not text");
-        };
-        create.content_type = content_type
-            .filter(|ct| valid_content_type(ct))
-            .map(str::to_owned);
-        let (Ok(ttl), Ok(expires_at)) = (
-            text(headers, &STREAM_TTL),
-            text(headers, &STREAM_EXPIRES_AT),
-        ) else {
-            return bad_request(
-                "invalid_expiry",
-                "stream-ttl or stream-expires-at is not text",
-            );
-        };
-        if ttl.is_some() && expires_at.is_some() {
-            return bad_request(
-                "ttl_and_expires_at",
-                "give stream-ttl or stream-expires-at, not both",
-            );
+        if parts.method == Method::OPTIONS {
+            let mut response = empty(StatusCode::NO_CONTENT);
+            preflight(response.headers_mut());
+            return ready(Ok(response));
         }
-        if let Some(ttl) = ttl {
-            let Some(seconds) = integer(ttl) else {
-                return bad_request(
-                    "invalid_ttl",
-                    "stream-ttl is not a whole number of seconds below 2^64",
-                );
-            };
-            create.ttl = Some(seconds);
+        let max = self.config.max_name;
+        if self.key(parts.uri.path()).len() > max {
+            return ready(Err(Error::NameTooLong { max }));
         }
-        if let Some(at) = expires_at {
-            let Some(unix_ms) = super::time::parse_rfc3339(at) else {
-                return bad_request("invalid_expires_at", "stream-expires-at is not RFC 3339");
-            };
-            create.expires_at = Some(ExpiresAt {
-                text: at.to_owned(),
-                unix_ms,
-            });
-        }
-        let (Ok(source), Ok(fork_offset), Ok(sub_offset)) = (
-            text(headers, &STREAM_FORKED_FROM),
-            text(headers, &STREAM_FORK_OFFSET),
-            text(headers, &STREAM_FORK_SUB_OFFSET),
-        ) else {
-            return bad_request("invalid_fork", "a fork header is not text");
-        };
-        let fork_offset = match fork_offset.map(str::parse::<Offset>).transpose() {
-            Ok(offset) => offset,
-            Err(_) => {
-                return bad_request("invalid_fork_offset", "stream-fork-offset is not an offset")
+        match parts.method {
+            Method::PUT => Box::pin(self.clone().create(parts, body)),
+            Method::POST => Box::pin(self.clone().append(parts, body)),
+            Method::DELETE => ready(self.delete(&parts)),
+            Method::GET => {
+                drop(body);
+                self.read(parts).unwrap_or_else(|err| ready(Err(err)))
             }
-        };
-        let sub_offset = match sub_offset {
-            None => 0,
-            Some(_) if source.is_none() => {
-                return bad_request(
-                    "sub_offset_without_fork",
-                    "stream-fork-sub-offset needs stream-forked-from",
-                )
-            }
-            Some(text) => match integer(text) {
-                Some(n) => n,
-                None => {
-                    return bad_request(
-                        "invalid_fork_sub_offset",
-                        "stream-fork-sub-offset is not a whole number",
-                    )
-                }
-            },
-        };
-        if let Some(source) = source {
-            create.fork = Some(ForkFrom {
-                source: self.key(source).to_owned(),
-                offset: fork_offset,
-                sub_offset,
-            });
-        }
-        create.closed = closed_header(headers);
-        create.body = match read_body(headers, body, self.config.max_body).await {
-            Ok(body) => body,
-            Err(err) => return body_error(err, self.config.max_body),
-        };
-        let path = parts.uri.path();
-        match self.store.create(self.key(path), create) {
-            Ok(created) => {
-                let code = if created.created {
-                    StatusCode::CREATED
-                } else {
-                    StatusCode::OK
-                };
-                let mut response = status(code);
-                let out = response.headers_mut();
-                if let Ok(ct) = HeaderValue::try_from(&created.info.content_type) {
-                    out.insert(CONTENT_TYPE, ct);
-                }
-                out.insert(STREAM_NEXT_OFFSET, offset_value(created.info.tail));
-                if created.info.closed {
-                    set_true(out, STREAM_CLOSED);
-                }
-                if created.created {
-                    let host = text(headers, &HOST).ok().flatten();
-                    let authority = parts.uri.authority().map(|a| a.as_str()).or(host);
-                    if let Some(location) = authority
-                        .map(|host| format!("http://{host}{path}"))
-                        .and_then(|l| HeaderValue::try_from(l).ok())
-                    {
-                        out.insert(LOCATION, location);
-                    }
-                }
-                response
-            }
-            Err(err) => store_error(&err),
+            Method::HEAD => ready(self.head(&parts)),
+            _ => ready(Err(Error::MethodNotAllowed)),
         }
     }
-
-    async fn post<B>(self, parts: Parts, body: B) -> Response<PushBody>
-    where
-        B: Body,
-        B::Error: Into<BoxError>,
-    {
-        let headers = &parts.headers;
-        let producer = match producer(headers, self.config.max_producer_id) {
-            Ok(producer) => producer,
-            Err(response) => return response,
-        };
-        let body = match read_body(headers, body, self.config.max_body).await {
-            Ok(body) => body,
-            Err(err) => return body_error(err, self.config.max_body),
-        };
-        let close = closed_header(headers);
-        let content_type = text(headers, &CONTENT_TYPE).ok().flatten();
-        if body.is_empty() && !close {
-            return bad_request(
-                "empty_body",
-                "an append needs a body (or stream-closed: true)",
-            );
-        }
-        if !body.is_empty() && content_type.is_none() {
-            return bad_request("missing_content_type", "an append needs a content-type");
-        }
-        let Ok(stream_seq) = text(headers, &STREAM_SEQ) else {
-            return bad_request("invalid_stream_seq", "stream-seq is not text");
-        };
-        let with_producer = producer.is_some();
-        let append = Append {
-            content_type: content_type.map(str::to_owned),
-            body,
-            close,
-            stream_seq: stream_seq.map(str::to_owned),
-            producer,
-        };
-        match self.store.append(self.key(parts.uri.path()), append) {
-            Ok(appended) => {
-                let code = if appended.wrote && with_producer {
-                    StatusCode::OK
-                } else {
-                    StatusCode::NO_CONTENT
-                };
-                let mut response = status(code);
-                let out = response.headers_mut();
-                out.insert(STREAM_NEXT_OFFSET, offset_value(appended.tail));
-                if appended.closed {
-                    set_true(out, STREAM_CLOSED);
-                }
-                if let Some((epoch, seq)) = appended.producer {
-                    out.insert(PRODUCER_EPOCH, HeaderValue::from(epoch));
-                    out.insert(PRODUCER_SEQ, HeaderValue::from(seq));
-                }
-                response
-            }
-            Err(err) => store_error(&err),
-        }
-    }
-
-    fn head(&self, parts: &Parts) -> Response<PushBody> {
-        let info = match self.store.info(self.key(parts.uri.path())) {
-            Ok(info) => info,
-            Err(err) => {
-                let mut response = store_error(&err);
-                // A HEAD answer has no body.
-                *response.body_mut() = PushBody::empty();
-                return response;
-            }
-        };
-        let mut response = status(StatusCode::OK);
-        let out = response.headers_mut();
-        if let Ok(ct) = HeaderValue::try_from(&info.content_type) {
-            out.insert(CONTENT_TYPE, ct);
-        }
-        out.insert(STREAM_NEXT_OFFSET, offset_value(info.tail));
-        out.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if let Some(ttl) = info.ttl {
-            out.insert(STREAM_TTL, HeaderValue::from(ttl));
-        }
-        if let Some(at) = info
-            .expires_at
-            .and_then(|at| HeaderValue::try_from(at).ok())
-        {
-            out.insert(STREAM_EXPIRES_AT, at);
-        }
-        if info.closed {
-            set_true(out, STREAM_CLOSED);
-        }
-        response
-    }
-
-    fn get(&mut self, mut parts: Parts) -> ResponseFuture {
-        let key = self.key(parts.uri.path()).to_owned();
-        let query = Query::parse(parts.uri.query());
-        // Existence first, then the offset.
-        let info = match self.store.info(&key) {
-            Ok(info) => info,
-            Err(err) => return ready(store_error(&err)),
-        };
-        let start = match &query.offsets[..] {
-            [] => None,
-            [one] => Some(one.as_slice()),
-            _ => return ready(bad_request("repeated_offset", "give offset once")),
-        };
-        // `None`: the tail (`now`).
-        let after = match start {
-            None | Some(b"-1") => Some(Offset::ZERO),
-            Some(b"now") => None,
-            Some(text) => match std::str::from_utf8(text).ok().and_then(|t| t.parse().ok()) {
-                Some(offset) => Some(offset),
-                None => {
-                    return ready(bad_request(
-                        "invalid_offset",
-                        "offset is not -1, now, or 16 digits, '_', 16 digits",
-                    ))
-                }
-            },
-        };
-        let live = match query.live.as_deref() {
-            None => None,
-            Some(b"long-poll") => Some(false),
-            Some(b"sse") => Some(true),
-            Some(_) => return ready(bad_request("invalid_live", "live is long-poll or sse")),
-        };
-        let Some(sse) = live else {
-            return ready(self.catch_up(&parts, &key, start, after));
-        };
-        if start.is_none() {
-            return ready(bad_request("missing_offset", "live reads need an offset"));
-        }
-        // A live read renews the TTL when it starts.
-        let read = match self.store.read(&key, after, 0, 0) {
-            Ok(read) => read,
-            Err(err) => return ready(store_error(&err)),
-        };
-        if read.info.epoch != info.epoch {
-            return ready(store_error(&StoreError::NotFound));
-        }
-        let mode = Mode::of(&info.content_type);
-        let epoch = Epoch::new(info.epoch);
-        let cursor = stream_cursor(query.cursor.as_deref());
-        let live = LiveRead {
-            key,
-            epoch: info.epoch,
-            mode,
-            cursor,
-            at_tail: read.up_to_date() && !read.info.closed,
-        };
-        let position = Position::After(Cursor::new(epoch, read.from.get()));
-        parts.extensions.insert(StartAt::new(position));
-        parts.extensions.insert(live);
-        // The live layers read no body.
-        let request = Request::from_parts(parts, ());
-        let content_type = HeaderValue::try_from(&info.content_type).ok();
-        if sse {
-            let answer = self.sse.call(request);
-            Box::pin(async move {
-                let mut response = answer.await?;
-                if mode == Mode::Binary && response.status() == StatusCode::OK {
-                    response
-                        .headers_mut()
-                        .insert(STREAM_SSE_DATA_ENCODING, HeaderValue::from_static("base64"));
-                }
-                Ok(response)
-            })
-        } else {
-            let answer = self.poll.call(request);
-            Box::pin(async move {
-                let mut response = answer.await?;
-                let status = response.status();
-                let out = response.headers_mut();
-                if status == StatusCode::OK {
-                    if let Some(ct) = content_type {
-                        out.insert(CONTENT_TYPE, ct);
-                    }
-                }
-                let open = !out.contains_key(STREAM_CLOSED);
-                if open && (status == StatusCode::OK || status == StatusCode::NO_CONTENT) {
-                    out.insert(STREAM_CURSOR, HeaderValue::from(cursor));
-                }
-                Ok(response)
-            })
-        }
-    }
-
-    fn catch_up(
-        &self,
-        parts: &Parts,
-        key: &str,
-        start: Option<&[u8]>,
-        after: Option<Offset>,
-    ) -> Response<PushBody> {
-        let read = match self
-            .store
-            .read(key, after, usize::MAX, self.config.max_read)
-        {
-            Ok(read) => read,
-            Err(err) => return store_error(&err),
-        };
-        let up_to_date = read.up_to_date();
-        let closed = up_to_date && read.info.closed;
-        let next = read.next();
-        let start = match start {
-            None | Some(b"-1") => "-1".to_owned(),
-            Some(_) => read.from.to_string(),
-        };
-        let etag = format!(
-            "\"{:x}:{start}:{next}{}\"",
-            read.info.epoch,
-            if closed { ":c" } else { "" }
-        );
-        let etag = HeaderValue::try_from(etag).expect("hex, digits and punctuation");
-        let matches = parts
-            .headers
-            .get_all(IF_NONE_MATCH)
-            .iter()
-            .any(|v| v == etag || v == "*");
-        let json = Mode::of(&read.info.content_type) == Mode::Json;
-        let mut response = if matches {
-            status(StatusCode::NOT_MODIFIED)
-        } else {
-            let mut body = Vec::new();
-            if json {
-                body.push(b'[');
-            }
-            let mut first = true;
-            for chunk in &read.chunks {
-                match &chunk.payload {
-                    super::store::Payload::Bytes(bytes) => body.extend_from_slice(bytes),
-                    super::store::Payload::Json(values) => {
-                        for value in values.iter() {
-                            if !std::mem::take(&mut first) {
-                                body.push(b',');
-                            }
-                            body.extend_from_slice(value);
-                        }
-                    }
-                }
-            }
-            if json {
-                body.push(b']');
-            }
-            Response::new(PushBody::full(body))
-        };
-        let out = response.headers_mut();
-        if let Ok(ct) = HeaderValue::try_from(&read.info.content_type) {
-            out.insert(CONTENT_TYPE, ct);
-        }
-        out.insert(STREAM_NEXT_OFFSET, offset_value(next));
-        out.insert(ETAG, etag);
-        if up_to_date {
-            set_true(out, STREAM_UP_TO_DATE);
-            // What follows this offset changes with the next append.
-            out.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        } else {
-            out.insert(
-                CACHE_CONTROL,
-                HeaderValue::from_static("public, max-age=60, stale-while-revalidate=300"),
-            );
-        }
-        if closed {
-            set_true(out, STREAM_CLOSED);
-        }
-        response
-    }
-}
-
-/// `Stream-Closed: true` (case-insensitive); any other value is ignored.
-fn closed_header(headers: &HeaderMap) -> bool {
-    headers
-        .get(STREAM_CLOSED)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"))
-}
-
-/// The producer headers: all three or none, an id that is not empty nor longer than `max_id`
-/// bytes, and whole numbers up to 2^53 - 1.
-#[allow(clippy::result_large_err)]
-fn producer(headers: &HeaderMap, max_id: usize) -> Result<Option<Producer>, Response<PushBody>> {
-    let id = headers.get(PRODUCER_ID);
-    let epoch = headers.get(PRODUCER_EPOCH);
-    let seq = headers.get(PRODUCER_SEQ);
-    let (id, epoch, seq) = match (id, epoch, seq) {
-        (None, None, None) => return Ok(None),
-        (Some(id), Some(epoch), Some(seq)) => (id, epoch, seq),
-        _ => {
-            return Err(bad_request(
-                "partial_producer",
-                "give producer-id, producer-epoch and producer-seq together",
-            ))
-        }
-    };
-    let id = match id.to_str() {
-        Ok(id) if !id.trim().is_empty() => id.to_owned(),
-        _ => return Err(bad_request("invalid_producer_id", "producer-id is empty")),
-    };
-    if id.len() > max_id {
-        return Err(bad_request(
-            "producer_id_too_long",
-            &format!("producer-id is longer than {max_id} bytes"),
-        ));
-    }
-    const MAX: u64 = (1 << 53) - 1;
-    let number = |value: &HeaderValue| {
-        let text = value.to_str().ok()?;
-        let digits = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
-        digits
-            .then(|| text.parse::<u64>().ok())
-            .flatten()
-            .filter(|n| *n <= MAX)
-    };
-    let (Some(epoch), Some(seq)) = (number(epoch), number(seq)) else {
-        return Err(bad_request(
-            "invalid_producer_number",
-            "producer-epoch and producer-seq are whole numbers up to 2^53 - 1",
-        ));
-    };
-    Ok(Some(Producer { id, epoch, seq }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     #[test]
     fn the_service_and_its_future_are_send_and_sync_where_hyper_needs_it() {
@@ -1255,24 +652,5 @@ mod tests {
         ] {
             assert!(zero.build().is_err());
         }
-    }
-
-    #[test]
-    fn integers_are_plain() {
-        for good in ["0", "1", "60", "99999"] {
-            assert!(integer(good).is_some(), "{good}");
-        }
-        for bad in ["", "abc", "-1", "00060", "+60", "60.5", "1e3", "05"] {
-            assert_eq!(integer(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
-    fn stream_cursors_move_past_the_clients() {
-        let now = stream_cursor(None);
-        assert!(stream_cursor(Some(b"1")) == now || stream_cursor(Some(b"1")) == now + 1);
-        let ahead = now + 1000;
-        assert!(stream_cursor(Some(ahead.to_string().as_bytes())) > ahead);
-        assert!(stream_cursor(Some(b"garbage")) >= now);
     }
 }

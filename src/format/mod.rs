@@ -7,6 +7,10 @@
 //! - [`StreamFormat`] writes stream messages; [`NdjsonFormat`] and [`SseFormat`] are the built-in
 //!   ones, and [`AutoFormat`], the default, picks one of them per request from `Accept`.
 //!
+//! A format may also say where a request starts reading ([`PollFormat::start`],
+//! [`StreamFormat::start`]), for a protocol that names positions its own way; by default the
+//! layers read their cursor parameter (`after`, `Last-Event-ID`).
+//!
 //! The layers add the anti-buffering headers (see [`crate::headers`]) to every response
 //! afterwards, so a format need not and cannot leave them out.
 
@@ -56,7 +60,7 @@ use std::time::Duration;
 use http::request::Parts;
 use http::{HeaderValue, Response};
 
-use crate::source::Batch;
+use crate::source::{Batch, Position};
 use crate::{Event, PushBody, Rejection, Resume};
 
 /// How a long-poll layer writes its answers.
@@ -90,6 +94,62 @@ use crate::{Event, PushBody, Rejection, Resume};
 /// # Ok::<(), tower_push::ConfigError>(())
 /// ```
 pub trait PollFormat: Clone + Send + Sync + 'static {
+    /// Where the request with head `parts` starts reading: for a protocol that names positions
+    /// its own way (another query parameter, another text form), or a format made for one
+    /// request that knows its position already.
+    ///
+    /// `Ok(None)`, the default, lets the layer read its cursor parameter (`after` or
+    /// `Last-Event-ID`, and `topics` for a multiplexed request), or start at its origin when the
+    /// request names none. `Ok(Some(position))` starts the request at `position`, following one
+    /// log, whatever its cursor parameter says. `Err` refuses the request with that rejection,
+    /// written by [`rejection`](Self::rejection). The layer asks after its own checks of the
+    /// request (method, head size, shutdown) and before it takes a place under its caps.
+    ///
+    /// # Examples
+    ///
+    /// The default JSON answers, for clients that name their position as `?seq=<n>`:
+    ///
+    /// ```
+    /// use http::request::Parts;
+    /// use http::Response;
+    /// use tower_push::format::{JsonFormat, PollFormat};
+    /// use tower_push::source::{Batch, Position};
+    /// use tower_push::{Cursor, CursorError, Epoch, PushBody, Rejection, Resume};
+    ///
+    /// #[derive(Clone, Debug)]
+    /// struct Numbered;
+    ///
+    /// impl PollFormat for Numbered {
+    ///     fn start(&self, parts: &Parts) -> Result<Option<Position>, Rejection> {
+    ///         let Some(seq) = parts.uri.query().and_then(|q| q.strip_prefix("seq=")) else {
+    ///             return Ok(None);
+    ///         };
+    ///         let seq = seq
+    ///             .parse()
+    ///             .map_err(|_| Rejection::MalformedCursor(CursorError::InvalidSequence))?;
+    ///         Ok(Some(Position::After(Cursor::new(Epoch::new(1), seq))))
+    ///     }
+    ///
+    ///     fn events(&self, batch: &Batch) -> Response<PushBody> {
+    ///         JsonFormat.events(batch)
+    ///     }
+    ///
+    ///     fn timeout(&self, cursor: &Resume) -> Response<PushBody> {
+    ///         JsonFormat.timeout(cursor)
+    ///     }
+    /// }
+    ///
+    /// let head = |uri| http::Request::get(uri).body(()).unwrap().into_parts().0;
+    /// let after = Position::After(Cursor::new(Epoch::new(1), 4));
+    /// assert_eq!(Numbered.start(&head("/poll?seq=4")), Ok(Some(after)));
+    /// assert_eq!(Numbered.start(&head("/poll")), Ok(None));
+    /// assert!(Numbered.start(&head("/poll?seq=x")).is_err());
+    /// ```
+    fn start(&self, parts: &Parts) -> Result<Option<Position>, Rejection> {
+        let _ = parts;
+        Ok(None)
+    }
+
     /// The answer carrying `batch`, the events after the request's cursor.
     fn events(&self, batch: &Batch) -> Response<PushBody>;
 
@@ -166,7 +226,8 @@ pub enum StreamEnd {
         retry: Duration,
     },
     /// The stream cannot go on: the client fell behind retention
-    /// ([`Rejection::Resync`]), or the source failed.
+    /// ([`Rejection::Resync`]), the log was deleted ([`Rejection::Gone`]), or the source
+    /// failed.
     Rejected(Rejection),
     /// The source's log has ended at `cursor`
     /// ([`Outcome::Closed`](crate::source::Outcome::Closed)): the client has everything, and
@@ -259,6 +320,15 @@ pub trait StreamFormat: Clone + Send + Sync + 'static {
     fn negotiate(&self, parts: &Parts) -> Self {
         let _ = parts;
         self.clone()
+    }
+
+    /// Where the request with head `parts` starts reading; asked of the format that
+    /// [`negotiate`](Self::negotiate) chose. See [`PollFormat::start`].
+    ///
+    /// The default is `Ok(None)`: the layer reads its cursor parameter.
+    fn start(&self, parts: &Parts) -> Result<Option<Position>, Rejection> {
+        let _ = parts;
+        Ok(None)
     }
 
     /// The `Content-Type` of the stream.

@@ -17,6 +17,7 @@ use crate::{Event, Rejection, Resume};
 /// | `: heartbeat` | a comment that keeps proxies from closing an idle stream; `EventSource` ignores it |
 /// | `event: end`, `data: {"end":"lifetime"\|"shutdown","cursor":"..."}` | the stream ends cleanly; `EventSource` reconnects by itself |
 /// | `event: resync`, `data: {"error":"cursor_expired",...}` | the client fell behind retention: close the `EventSource`, reload state, open a new one without `Last-Event-ID` |
+/// | `event: gone`, `data: {"error":"topic_gone",...}` | the log was deleted: close the `EventSource`, since a new request gets `404` |
 /// | `event: failed`, `data: {"error":"<code>",...}` | the source failed; the stream ends and `EventSource` reconnects |
 ///
 /// Data is split into one `data:` line per line of the payload, as the standard requires, so no
@@ -153,6 +154,7 @@ impl StreamFormat for SseFormat {
                 "end"
             }
             StreamEnd::Rejected(Rejection::Resync(_) | Rejection::TopicResync { .. }) => "resync",
+            StreamEnd::Rejected(Rejection::Gone { .. }) => "gone",
             StreamEnd::Rejected(_) => "failed",
         };
         push_message(out, name, &end.to_json());
@@ -220,6 +222,11 @@ mod tests {
         let resync = Rejection::Resync(Resync::new(ResyncReason::Expired, c(5), c(9)));
         let message = text(|out| sse.end(&StreamEnd::Rejected(resync), out));
         assert!(message.starts_with("event: resync\ndata: {\"error\":\"cursor_expired\""));
+        let gone = text(|out| sse.end(&StreamEnd::Rejected(Rejection::Gone { topic: None }), out));
+        assert!(
+            gone.starts_with("event: gone\ndata: {\"error\":\"topic_gone\""),
+            "{gone}"
+        );
         let failed = text(|out| sse.end(&StreamEnd::Rejected(Rejection::SourceUnavailable), out));
         assert!(failed.starts_with("event: failed\ndata: {\"error\":\"source_unavailable\""));
     }

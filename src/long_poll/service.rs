@@ -76,13 +76,35 @@ where
     /// Panics when called outside a tokio runtime with the time driver enabled, which the hold
     /// timer needs.
     fn call(&mut self, req: Request<B>) -> Self::Future {
+        let format = self.format.clone();
+        self.call_with_format(req, format)
+    }
+}
+
+impl<S, F> LongPoll<S, F>
+where
+    S: Service<Subscribe, Response = Outcome> + Clone,
+    S::Error: Into<BoxError>,
+    F: PollFormat,
+{
+    /// Answers `req` as [`call`](Service::call) does, in `format` instead of the layer's: for a
+    /// service in front of the layer that makes a format for each request (the Durable Streams
+    /// service writes each read's answers with what it found when the read started).
+    pub(crate) fn call_with_format<B>(
+        &mut self,
+        req: Request<B>,
+        format: F,
+    ) -> ResponseFuture<S, F> {
         let (parts, body) = req.into_parts();
         // A poll carries nothing in its body; do not keep it alive for the whole hold.
         drop(body);
         let config = &*self.config;
-        let follow = match config.pipeline.admit(parts, &self.inner) {
+        let admitted = config
+            .pipeline
+            .admit(parts, &self.inner, |parts| format.start(parts));
+        let follow = match admitted {
             Ok(follow) => follow,
-            Err(rejection) => return ResponseFuture::rejected(self.format.rejection(&rejection)),
+            Err(rejection) => return ResponseFuture::rejected(format.rejection(&rejection)),
         };
         let superseded = config
             .supersede
@@ -92,6 +114,6 @@ where
             0.0 => config.hold,
             jitter => crate::random::shorten(config.hold, jitter),
         };
-        ResponseFuture::hold(follow, self.format.clone(), hold, superseded)
+        ResponseFuture::hold(follow, format, hold, superseded)
     }
 }
