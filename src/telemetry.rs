@@ -42,6 +42,15 @@ pub(crate) fn held(kind: Kind, delta: f64) {
     let _ = (kind, delta);
 }
 
+/// A layer of `kind` with a cap of `max` held requests was built (`delta` is `max`), or dropped
+/// (`-max`).
+pub(crate) fn held_limit(kind: Kind, delta: f64) {
+    #[cfg(feature = "metrics")]
+    metrics::gauge!(names::HELD_LIMIT, "layer" => kind.label()).increment(delta);
+    #[cfg(not(feature = "metrics"))]
+    let _ = (kind, delta);
+}
+
 /// A request of `kind`'s layer got an answer of kind `what`: `events`, `timeout`, `shutdown`,
 /// `superseded`, `stream` (a stream opened), or a rejection's code.
 pub(crate) fn answered(kind: Kind, what: &'static str) {
