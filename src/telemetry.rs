@@ -74,6 +74,20 @@ pub(crate) fn poll_gap(gap: Duration) {
     let _ = gap;
 }
 
+/// A Redis reader's read or connection failed: it reconnects after a back-off.
+#[cfg(feature = "redis")]
+pub(crate) fn redis_reader_reconnect() {
+    #[cfg(feature = "metrics")]
+    metrics::counter!(names::REDIS_READER_RECONNECTS).increment(1);
+}
+
+/// A Redis reader found the stream trimmed past the newest event it had read.
+#[cfg(feature = "redis")]
+pub(crate) fn redis_reader_lagged() {
+    #[cfg(feature = "metrics")]
+    metrics::counter!(names::REDIS_READER_LAGGED).increment(1);
+}
+
 /// What one admitted request keeps for its metrics and its span.
 #[derive(Debug)]
 pub(crate) struct Telemetry {
