@@ -74,6 +74,16 @@ pub(crate) fn poll_gap(gap: Duration) {
     let _ = gap;
 }
 
+/// A Redis reader starts: its counters are shown from 0, so that `rate` and `increase` see
+/// their first increment (a series that appears at 1 has no increase to show).
+#[cfg(feature = "redis")]
+pub(crate) fn redis_reader_started() {
+    #[cfg(feature = "metrics")]
+    for name in [names::REDIS_READER_RECONNECTS, names::REDIS_READER_LAGGED] {
+        metrics::counter!(name).increment(0);
+    }
+}
+
 /// A Redis reader's read or connection failed: it reconnects after a back-off.
 #[cfg(feature = "redis")]
 pub(crate) fn redis_reader_reconnect() {

@@ -281,6 +281,7 @@ fn trim(window: &mut VecDeque<Event>, max: usize) {
 /// The reader task of one topic: follows the stream until the topic has been idle for the
 /// source's idle time, reconnecting with back-off after any failure.
 pub(crate) async fn run(source: Arc<SourceShared>, topic: Arc<TopicShared>) {
+    crate::telemetry::redis_reader_started();
     let mut connection: Option<MultiplexedConnection> = None;
     let mut backoff = BACKOFF_MIN;
     loop {
