@@ -13,6 +13,10 @@
 //! 10 seconds). It is served by `tower_push::server::Server`, as the demo is: a request head
 //! within 10 s, a body within 30 s, write progress within 30 s, connections within the
 //! open-files limit.
+//!
+//! Built with `--features durable,server,metrics`, it also answers `GET /metrics` (outside
+//! `/v1/stream/`) in Prometheus's text format: held long-poll reads and open SSE reads count in
+//! the layers' gauges, against their caps, as in the demo.
 
 use std::time::Duration;
 
@@ -60,6 +64,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    // Before the layers are built, so that their caps are recorded.
+    #[cfg(feature = "metrics")]
+    let prometheus = metrics::install()?;
     let shutdown = Shutdown::new();
     let max_held = args.max_held.unwrap_or_else(server::held_cap);
     let store = MemoryStore::builder()
@@ -83,6 +90,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 .shutdown(shutdown.clone()),
         )
         .build()?;
+    #[cfg(feature = "metrics")]
+    let service = metrics::beside(service, prometheus);
 
     let listener = TcpListener::bind(&args.addr).await.unwrap_or_else(|err| {
         let message = format!("cannot listen on {}: {err}\n", args.addr);
@@ -99,4 +108,50 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .await;
     eprintln!("stopped: {drained}");
     Ok(())
+}
+
+/// `GET /metrics` beside the streams, with the `metrics` feature.
+#[cfg(feature = "metrics")]
+mod metrics {
+    use std::convert::Infallible;
+
+    use http::{header, HeaderValue, Request, Response};
+    use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
+    use tower::Service;
+    use tower_push::durable::{DurableStreams, MemoryStore, ResponseFuture};
+    use tower_push::{server, PushBody};
+
+    /// Installs a Prometheus recorder whose histograms have the crate's buckets (not the
+    /// exporter's default summaries, which cannot be added up across instances).
+    pub(crate) fn install() -> Result<PrometheusHandle, BuildError> {
+        let mut builder = PrometheusBuilder::new();
+        for name in tower_push::metrics::HISTOGRAMS {
+            let matcher = Matcher::Full((*name).to_owned());
+            builder = builder.set_buckets_for_metric(matcher, tower_push::metrics::BUCKETS)?;
+        }
+        let handle = builder.install_recorder()?;
+        tower_push::metrics::describe();
+        Ok(handle)
+    }
+
+    /// `streams`, and `GET /metrics` answered from `prometheus`.
+    pub(crate) fn beside(
+        mut streams: DurableStreams<MemoryStore>,
+        prometheus: PrometheusHandle,
+    ) -> impl Service<
+        Request<server::Body>,
+        Response = Response<PushBody>,
+        Error = Infallible,
+        Future = ResponseFuture,
+    > + Clone {
+        tower::service_fn(move |req: Request<server::Body>| -> ResponseFuture {
+            if req.uri().path() != "/metrics" {
+                return streams.call(req);
+            }
+            let mut response = Response::new(PushBody::full(prometheus.render()));
+            let text = HeaderValue::from_static("text/plain; version=0.0.4");
+            response.headers_mut().insert(header::CONTENT_TYPE, text);
+            Box::pin(std::future::ready(Ok(response)))
+        })
+    }
 }

@@ -71,6 +71,10 @@ pub(crate) enum Full {
 
 impl Limits {
     pub(crate) fn new(kind: Kind, max: Option<usize>, per_key: Option<(usize, KeyFn)>) -> Self {
+        if let Some(max) = max.filter(|&max| max != usize::MAX) {
+            // Given back when the last service and clone of the layer are gone (`Gauge`'s drop).
+            telemetry::held_limit(kind, max as f64);
+        }
         Self {
             total: Arc::new(Gauge {
                 count: AtomicUsize::new(0),
@@ -133,6 +137,14 @@ impl Limits {
             }
         }
         Ok(slot)
+    }
+}
+
+impl Drop for Gauge {
+    fn drop(&mut self) {
+        if self.max != usize::MAX {
+            telemetry::held_limit(self.kind, -(self.max as f64));
+        }
     }
 }
 
@@ -215,5 +227,36 @@ mod tests {
         assert_eq!(limits.current(), 100);
         drop(slots);
         assert_eq!(limits.current(), 0);
+    }
+
+    #[cfg(feature = "metrics")]
+    #[test]
+    fn the_cap_is_exported_while_the_layer_lives() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let limit = |layer: &str| {
+            let line = format!(r#"{}{{layer="{layer}"}} "#, crate::metrics::HELD_LIMIT);
+            let scrape = handle.render();
+            let value = scrape.lines().find_map(|l| l.strip_prefix(line.as_str()));
+            value.map(|value| value.parse::<f64>().unwrap())
+        };
+        metrics::with_local_recorder(&recorder, || {
+            let polls = Limits::new(Kind::LongPoll, Some(300), None);
+            let more_polls = Limits::new(Kind::LongPoll, Some(100), None);
+            let _uncapped = Limits::new(Kind::Stream, None, Some((5, by_path())));
+            assert_eq!(limit("long_poll"), Some(400.0), "the caps of both layers");
+            assert_eq!(limit("stream"), None, "a per-key cap alone is not exported");
+            drop(more_polls);
+            assert_eq!(limit("long_poll"), Some(300.0));
+            let slot = polls.acquire(&parts("a")).unwrap();
+            drop(polls);
+            assert_eq!(
+                limit("long_poll"),
+                Some(300.0),
+                "a held request keeps its layer's cap"
+            );
+            drop(slot);
+            assert_eq!(limit("long_poll"), Some(0.0));
+        });
     }
 }

@@ -42,6 +42,15 @@ pub(crate) fn held(kind: Kind, delta: f64) {
     let _ = (kind, delta);
 }
 
+/// A layer of `kind` with a cap of `max` held requests was built (`delta` is `max`), or dropped
+/// (`-max`).
+pub(crate) fn held_limit(kind: Kind, delta: f64) {
+    #[cfg(feature = "metrics")]
+    metrics::gauge!(names::HELD_LIMIT, "layer" => kind.label()).increment(delta);
+    #[cfg(not(feature = "metrics"))]
+    let _ = (kind, delta);
+}
+
 /// A request of `kind`'s layer got an answer of kind `what`: `events`, `timeout`, `shutdown`,
 /// `superseded`, `stream` (a stream opened), or a rejection's code.
 pub(crate) fn answered(kind: Kind, what: &'static str) {
@@ -63,6 +72,30 @@ pub(crate) fn poll_gap(gap: Duration) {
     metrics::histogram!(names::POLL_GAP).record(gap.as_secs_f64());
     #[cfg(not(feature = "metrics"))]
     let _ = gap;
+}
+
+/// A Redis reader starts: its counters are shown from 0, so that `rate` and `increase` see
+/// their first increment (a series that appears at 1 has no increase to show).
+#[cfg(feature = "redis")]
+pub(crate) fn redis_reader_started() {
+    #[cfg(feature = "metrics")]
+    for name in [names::REDIS_READER_RECONNECTS, names::REDIS_READER_LAGGED] {
+        metrics::counter!(name).increment(0);
+    }
+}
+
+/// A Redis reader's read or connection failed: it reconnects after a back-off.
+#[cfg(feature = "redis")]
+pub(crate) fn redis_reader_reconnect() {
+    #[cfg(feature = "metrics")]
+    metrics::counter!(names::REDIS_READER_RECONNECTS).increment(1);
+}
+
+/// A Redis reader found the stream trimmed past the newest event it had read.
+#[cfg(feature = "redis")]
+pub(crate) fn redis_reader_lagged() {
+    #[cfg(feature = "metrics")]
+    metrics::counter!(names::REDIS_READER_LAGGED).increment(1);
 }
 
 /// What one admitted request keeps for its metrics and its span.

@@ -1,6 +1,7 @@
 //! The metrics, scraped from the demo's `/metrics` over a real socket after a scenario whose
 //! every count is known: polls parked and answered, streams, a resync, an overload. One test
-//! alone in its file: the recorder is global to the process.
+//! of the recorder alone in its file: the recorder is global to the process. Beside it, the
+//! demo's p99 from buckets, on numbers worked out by hand.
 #![cfg(feature = "metrics")]
 
 mod common;
@@ -94,6 +95,9 @@ async fn the_scraped_metrics_count_what_happened() {
     let expected = [
         ("tower_push_parked_polls", 4.0),
         ("tower_push_open_streams", 2.0),
+        // The caps, for "how full": `--max-held` 4 on each layer.
+        (r#"tower_push_held_limit{layer="long_poll"}"#, 4.0),
+        (r#"tower_push_held_limit{layer="stream"}"#, 4.0),
         (
             r#"tower_push_answers_total{layer="long_poll",kind="events"}"#,
             3.0,
@@ -130,8 +134,29 @@ async fn the_scraped_metrics_count_what_happened() {
     for (name, count) in expected {
         assert_eq!(value(name), count, "{name}");
     }
-    let latency = value(r#"tower_push_publish_to_write_seconds{layer="stream",quantile="1"}"#);
-    assert!(latency > 0.0 && latency < 5.0, "{latency} s");
+    // Histograms with the crate's buckets, not summaries: both stream events took less than
+    // 5 s, and the cumulative counts never decrease.
+    for bound in tower_push::metrics::BUCKETS {
+        let name =
+            format!(r#"tower_push_publish_to_write_seconds_bucket{{layer="stream",le="{bound}"}}"#);
+        assert!(metrics.contains_key(&name), "no {name}");
+    }
+    let bucket = |le: &str| {
+        value(&format!(
+            r#"tower_push_publish_to_write_seconds_bucket{{layer="stream",le="{le}"}}"#
+        ))
+    };
+    assert_eq!(bucket("5"), 2.0);
+    assert_eq!(bucket("+Inf"), 2.0);
+    assert!(bucket("0.0005") <= bucket("0.001") && bucket("0.001") <= bucket("5"));
+    assert!(
+        !metrics.keys().any(|name| name.contains("quantile=")),
+        "no summaries"
+    );
+    // The demo's p99 comes from the same buckets: the five deliveries of the scenario (three
+    // polls and two streams, summed over both layers) all took less than 5 s.
+    let p99 = app::metrics::p99_ms(&[], &app::metrics::publish_to_write_buckets()).unwrap();
+    assert!(p99 > 0.0 && p99 < 5000.0, "{p99} ms");
     assert!(
         !metrics
             .keys()
@@ -157,4 +182,33 @@ async fn the_scraped_metrics_count_what_happened() {
     for poll in held {
         poll.abort();
     }
+}
+
+/// The demo's stats panel computes its p99 from the buckets as `histogram_quantile` does: the
+/// bucket the rank falls in, linear within it, from 0 in the first, and the largest finite
+/// bound when the rank falls in `+Inf`.
+#[test]
+fn the_panel_p99_interpolates_within_its_bucket() {
+    use app::metrics::p99_ms;
+    let close = |got: Option<f64>, want: f64| {
+        let got = got.unwrap_or_else(|| panic!("no p99, wanted {want}"));
+        assert!((got - want).abs() < 1e-9, "{got} ms, not {want}");
+    };
+    let inf = f64::INFINITY;
+    // 100 samples: 50 under 1 ms, 40 more under 2 ms, 10 more under 5 ms. Rank 99 is the 9th
+    // of the 10 in (2, 5]: 2 + 3 * 9 / 10 ms.
+    let now = [(0.001, 50.0), (0.002, 90.0), (0.005, 100.0), (inf, 100.0)];
+    close(p99_ms(&[], &now), 4.7);
+    // All in the first bucket: interpolated from 0, rank 0.99 of 1 ms.
+    let first = [(0.001, 100.0), (0.002, 100.0), (inf, 100.0)];
+    close(p99_ms(&[], &first), 0.99);
+    // Past the last finite bound: that bound.
+    let slow = [(0.001, 1.0), (0.002, 1.0), (inf, 100.0)];
+    close(p99_ms(&[], &slow), 2.0);
+    // Over an interval: only what was recorded since `earlier`, here 10 samples in (1, 2] ms.
+    let earlier = [(0.001, 50.0), (0.002, 80.0), (0.005, 90.0), (inf, 90.0)];
+    close(p99_ms(&earlier, &now), 1.0 + 9.9 / 10.0);
+    // Nothing recorded, or nothing since `earlier`: no p99.
+    assert_eq!(p99_ms(&[], &[]), None);
+    assert_eq!(p99_ms(&now, &now), None);
 }

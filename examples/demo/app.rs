@@ -169,23 +169,34 @@ impl Demo {
 
     /// Publishes a snapshot of the server's numbers on the `stats` topic every `every`, for as
     /// long as the returned task runs: held polls, open streams, events published per second,
-    /// and (with the `metrics` feature) the p99 from publish to client.
+    /// and (with the `metrics` feature) the p99 from publish to client over the last minute.
     pub(crate) fn spawn_stats(&self, every: Duration) -> tokio::task::JoinHandle<()> {
         let demo = self.clone();
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(every);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             let mut last = demo.topic.head().seq();
+            // The p99 is over the last minute, as `histogram_quantile(0.99, rate(...[1m]))`
+            // would be: the histogram now against the one a minute ago (at first, against
+            // nothing: since the start).
+            let minute = (60.0 / every.as_secs_f64()).ceil() as usize;
+            let mut latencies = std::collections::VecDeque::from([Vec::new()]);
             loop {
                 ticks.tick().await;
                 let head = demo.topic.head().seq();
                 let per_second = (head - last) as f64 / every.as_secs_f64();
                 last = head;
+                let latency = metrics::publish_to_write_buckets();
+                let p99_ms = metrics::p99_ms(&latencies[0], &latency);
+                latencies.push_back(latency);
+                if latencies.len() > minute {
+                    latencies.pop_front();
+                }
                 let snapshot = serde_json::json!({
                     "parked_polls": demo.poll.parked_polls(),
                     "open_streams": demo.stream.open_streams(),
                     "events_per_second": per_second,
-                    "p99_ms": metrics::p99_publish_to_write_ms(),
+                    "p99_ms": p99_ms,
                 });
                 let data = EventData::from_serialize(&snapshot).expect("a JSON object");
                 demo.stats.publish(data);
@@ -279,10 +290,20 @@ pub(crate) mod metrics {
 
     #[cfg(feature = "metrics")]
     fn handle() -> &'static metrics_exporter_prometheus::PrometheusHandle {
+        use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
         static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
             std::sync::OnceLock::new();
         HANDLE.get_or_init(|| {
-            let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+            // Histograms with the crate's buckets rather than the exporter's default summaries:
+            // buckets add up across instances, and `histogram_quantile` alerts need them.
+            let mut builder = PrometheusBuilder::new();
+            for name in tower_push::metrics::HISTOGRAMS {
+                let matcher = Matcher::Full((*name).to_owned());
+                builder = builder
+                    .set_buckets_for_metric(matcher, tower_push::metrics::BUCKETS)
+                    .expect("the crate's buckets are not empty");
+            }
+            let handle = builder
                 .install_recorder()
                 .expect("no other metrics recorder in this process");
             tower_push::metrics::describe();
@@ -317,26 +338,72 @@ pub(crate) mod metrics {
         }
     }
 
-    /// The p99 from publish to client over both layers, in milliseconds, from the recorder's
-    /// summaries; `None` without the feature or before any event was delivered.
-    pub(crate) fn p99_publish_to_write_ms() -> Option<f64> {
+    /// The publish-to-write histogram as it stands: each bucket's upper bound with its
+    /// cumulative count, summed over both layers (`sum by (le)`), ascending, `+Inf` last.
+    /// Empty without the feature or before any event was delivered.
+    pub(crate) fn publish_to_write_buckets() -> Vec<(f64, f64)> {
         #[cfg(feature = "metrics")]
         {
-            let handle = handle();
-            handle.run_upkeep();
-            let quantile = r#"quantile="0.99""#;
-            handle
-                .render()
-                .lines()
-                .filter(|line| line.starts_with(tower_push::metrics::PUBLISH_TO_WRITE))
-                .filter(|line| line.contains(quantile))
-                .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-                .filter(|seconds| seconds.is_finite())
-                .reduce(f64::max)
-                .map(|seconds| seconds * 1000.0)
+            let prefix = format!("{}_bucket{{", tower_push::metrics::PUBLISH_TO_WRITE);
+            let mut buckets: Vec<(f64, f64)> = Vec::new();
+            for line in handle().render().lines() {
+                let Some(labels) = line.strip_prefix(&prefix) else {
+                    continue;
+                };
+                let Some((_, le)) = labels.split_once(r#"le=""#) else {
+                    continue;
+                };
+                let le = le.split('"').next().unwrap_or_default();
+                let bound = match le {
+                    "+Inf" => Ok(f64::INFINITY),
+                    bound => bound.parse::<f64>(),
+                };
+                let count = line.rsplit(' ').next().unwrap_or_default().parse::<f64>();
+                let (Ok(bound), Ok(count)) = (bound, count) else {
+                    continue;
+                };
+                match buckets.iter_mut().find(|(le, _)| *le == bound) {
+                    Some((_, sum)) => *sum += count,
+                    None => buckets.push((bound, count)),
+                }
+            }
+            buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+            buckets
         }
         #[cfg(not(feature = "metrics"))]
-        None
+        Vec::new()
+    }
+
+    /// The p99 in milliseconds of what the histogram recorded between two of its states (an
+    /// empty `earlier`: since the start), computed as Prometheus's `histogram_quantile(0.99,
+    /// ...)` does over an increase: the bucket the 99th percentile falls in, interpolated
+    /// linearly within it (from 0 in the first), and the largest finite bound when it falls
+    /// in `+Inf`. `None` when nothing was recorded in between.
+    pub(crate) fn p99_ms(earlier: &[(f64, f64)], now: &[(f64, f64)]) -> Option<f64> {
+        let count_at = |le: f64| {
+            let before = earlier.iter().find(|(bound, _)| *bound == le);
+            now.iter()
+                .find(|(bound, _)| *bound == le)
+                .map_or(0.0, |(_, n)| *n)
+                - before.map_or(0.0, |(_, n)| *n)
+        };
+        let buckets: Vec<(f64, f64)> = now.iter().map(|(le, _)| (*le, count_at(*le))).collect();
+        let &(last, total) = buckets.last()?;
+        if last != f64::INFINITY || total <= 0.0 {
+            return None;
+        }
+        let rank = 0.99 * total;
+        let index = buckets.iter().position(|(_, count)| *count >= rank)?;
+        if index == buckets.len() - 1 {
+            return buckets.len().checked_sub(2).map(|i| buckets[i].0 * 1000.0);
+        }
+        let (start, below) = match index {
+            0 => (0.0, 0.0),
+            i => buckets[i - 1],
+        };
+        let (end, count) = buckets[index];
+        let seconds = start + (end - start) * (rank - below) / (count - below);
+        Some(seconds * 1000.0)
     }
 }
 

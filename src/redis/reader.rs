@@ -182,6 +182,9 @@ impl TopicShared {
         match mode {
             ReadMode::After(_) if !same => return true,
             ReadMode::After(_) => {
+                if snap.first.is_some_and(|first| first > state.head + 1) {
+                    self.lagged(&mut state);
+                }
                 let complete = snap.entries.len() < window;
                 for event in snap.entries {
                     if event.id().seq() > state.head {
@@ -216,6 +219,11 @@ impl TopicShared {
             return true;
         }
         let mut state = self.lock();
+        if let Some((first, true)) = events.first() {
+            if first.id().seq() > state.head + 1 {
+                self.lagged(&mut state);
+            }
+        }
         let mut same = true;
         for (event, of_epoch) in events {
             if !of_epoch {
@@ -231,6 +239,21 @@ impl TopicShared {
         drop(state);
         self.notify.notify_waiters();
         same
+    }
+
+    /// The stream was trimmed past `head` before this reader read what followed it (it was
+    /// disconnected, or slower than the publishers): retention dropped those events. The
+    /// window forgets what it held, so that it never joins events across the hole: a cursor
+    /// in it is answered by Redis (a resync), not with the events after the hole.
+    fn lagged(&self, state: &mut TopicState) {
+        tracing::warn!(
+            topic = %self.name,
+            seen = state.head,
+            "redis reader fell behind the stream's retention; clients behind it get a resync"
+        );
+        crate::telemetry::redis_reader_lagged();
+        state.window.clear();
+        state.shared = None;
     }
 
     /// What the reader does next: the read script (`Some`), or a blocking read after the head.
@@ -258,6 +281,7 @@ fn trim(window: &mut VecDeque<Event>, max: usize) {
 /// The reader task of one topic: follows the stream until the topic has been idle for the
 /// source's idle time, reconnecting with back-off after any failure.
 pub(crate) async fn run(source: Arc<SourceShared>, topic: Arc<TopicShared>) {
+    crate::telemetry::redis_reader_started();
     let mut connection: Option<MultiplexedConnection> = None;
     let mut backoff = BACKOFF_MIN;
     loop {
@@ -275,6 +299,7 @@ pub(crate) async fn run(source: Arc<SourceShared>, topic: Arc<TopicShared>) {
         match step.await {
             Ok(()) => backoff = BACKOFF_MIN,
             Err(err) => {
+                crate::telemetry::redis_reader_reconnect();
                 if topic.lock().synced {
                     tracing::warn!(topic = %topic.name, error = %err, "redis reader lost its connection");
                 }
@@ -418,5 +443,52 @@ mod tests {
         assert!(topic.apply_snapshot(newer, ReadMode::After(11), 4));
         topic.lost();
         assert!(matches!(topic.local(at(11), 10), Local::Syncing));
+    }
+
+    #[test]
+    fn a_window_never_joins_events_across_a_trimmed_hole() {
+        let epoch = Epoch::new(7);
+        let at = |seq| Position::After(Cursor::new(epoch, seq));
+        let run = || {
+            let topic = TopicShared::new(Arc::from("t"), "push:");
+            let snap = Snapshot {
+                epoch,
+                first: Some(1),
+                head: 4,
+                entries: (1..=4).map(|seq| event(epoch, seq)).collect(),
+            };
+            topic.apply_snapshot(snap, ReadMode::Tail, 8);
+            assert!(matches!(topic.local(at(4), 10), Local::Wait));
+            // The reader was away while 5..=9 were published and trimmed: the next read after
+            // 4 finds the stream starting at 10. A client at 4 must not get 10 as if it came
+            // next: the window cannot answer it any more, and Redis answers a resync.
+            let snap = Snapshot {
+                epoch,
+                first: Some(10),
+                head: 11,
+                entries: (10..=11).map(|seq| event(epoch, seq)).collect(),
+            };
+            assert!(!topic.apply_snapshot(snap, ReadMode::After(4), 8));
+            assert!(matches!(topic.local(at(4), 10), Local::Unknown));
+            assert_eq!(seqs(topic.local(at(9), 10)), vec![10, 11]);
+            // The same over XREAD: it returns what exists after the head, from 14.
+            assert!(topic.apply_events(vec![(event(epoch, 14), true)], 8));
+            assert!(matches!(topic.local(at(11), 10), Local::Unknown));
+            assert_eq!(seqs(topic.local(at(13), 10)), vec![14]);
+            // Without a hole, nothing is counted.
+            assert!(topic.apply_events(vec![(event(epoch, 15), true)], 8));
+            assert_eq!(seqs(topic.local(at(13), 10)), vec![14, 15]);
+        };
+        #[cfg(feature = "metrics")]
+        {
+            let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            metrics::with_local_recorder(&recorder, run);
+            let scrape = handle.render();
+            let lagged = format!("{} 2", crate::metrics::REDIS_READER_LAGGED);
+            assert!(scrape.contains(&lagged), "{scrape}");
+        }
+        #[cfg(not(feature = "metrics"))]
+        run();
     }
 }
