@@ -379,13 +379,15 @@ async fn scenario(
 
     // The live panel drew the server's numbers while the events were published: samples keep
     // coming, the page's own poll and streams show, and so does the publish rate and, with the
-    // `metrics` feature, the p99 from publish to client.
+    // `metrics` feature, the p99 from publish to client. The page's highest sample of held
+    // requests, not its last: the streams here end every 1.5 s and reopen a second later, so
+    // any one sample may fall in that second.
     let panel = r##"
         const chart = (id) => document.getElementById(id).dataset;
         return {
             samples: Number(document.getElementById("server").dataset.samples),
-            parked: Number(chart("parked_polls").last),
-            streams: Number(chart("open_streams").last),
+            parked: Math.max(...samples.parked_polls),
+            streams: Math.max(...samples.open_streams),
             rate: Number(chart("events_per_second").max),
             p99: chart("p99_ms").last,
             points: document.querySelectorAll("#server polyline[points*=',']").length,
