@@ -169,3 +169,56 @@ async fn the_drain_reports_the_connections_it_had_to_leave_open() {
     assert!(!drained.is_complete());
     assert_eq!(drained.still_open(), 1);
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn serving_from_threads_of_their_own_answers_and_drains_every_thread() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = std::thread::spawn(move || {
+        let stop = async {
+            let _ = stopped.await;
+        };
+        let service = tower::service_fn(handle);
+        Server::new()
+            .drain_timeout(Duration::from_millis(300))
+            .serve_per_thread(addr, 2, service, stop)
+            .unwrap()
+    });
+    // Both listeners answer: many connections, each one request.
+    let mut answered = 0;
+    for _ in 0..20 {
+        let reply = timeout(5 * SECOND, async {
+            loop {
+                match TcpStream::connect(addr).await {
+                    Ok(_) => break common::get(addr, "/poll").await,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(reply.status, StatusCode::OK);
+        answered += 1;
+    }
+    assert_eq!(answered, 20);
+    let (status, body) = common::post_json(addr, "/publish", r#"{"n":1}"#).await;
+    assert_eq!((status.as_u16(), body), (200, serde_json::json!(7)));
+    // Half a body on one connection: it cannot close by itself within the drain timeout.
+    let _slow = slow_publish(addr, 60_000).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.send(()).unwrap();
+    let drained = tokio::task::spawn_blocking(move || server.join().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(drained.still_open(), 1, "{drained}");
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "the listeners are closed"
+    );
+}

@@ -55,10 +55,19 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 struct Cli {
     #[command(flatten)]
     flags: app::Flags,
+    /// Serve from this many threads, each with a listener of its own (SO_REUSEPORT) and a
+    /// single-threaded runtime, as nginx's worker processes; 0 (the default) serves from one
+    /// multi-threaded runtime with work stealing
+    #[arg(long, value_name = "THREADS", default_value_t = 0)]
+    threads: usize,
 }
 
 fn main() {
     let cli = Cli::parse();
+    #[cfg(unix)]
+    if cli.threads > 0 {
+        return run_per_thread(cli);
+    }
     let runtime = server::runtime().build().unwrap_or_else(|err| {
         eprintln!("cannot start the runtime: {err}");
         std::process::exit(1);
@@ -89,4 +98,41 @@ async fn run(cli: Cli) {
         .serve(listener, demo.clone(), server::ctrl_c_or_sigterm())
         .await;
     eprintln!("stopped: {drained}");
+}
+
+/// `--threads N`: the same routes, served by `Server::serve_per_thread`.
+#[cfg(unix)]
+fn run_per_thread(cli: Cli) {
+    use std::net::ToSocketAddrs;
+    app::metrics::install();
+    let settings = cli.flags.settings();
+    let shutdown = Shutdown::new();
+    let demo = Demo::new(&settings, &shutdown).unwrap_or_else(|err| exit_usage::<Cli>(err));
+    let addr = &cli.flags.addr;
+    let resolved = addr
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next());
+    let Some(socket_addr) = resolved else {
+        exit_usage::<Cli>(format!("cannot resolve {addr}"))
+    };
+    println!(
+        "tower-push demo listening on http://{socket_addr} from {} threads (topic {}, epoch {})",
+        cli.threads,
+        demo.topic().name(),
+        demo.topic().epoch()
+    );
+    let stats = demo.clone();
+    let stop = async move {
+        let _stats = stats.spawn_stats(std::time::Duration::from_secs(1));
+        server::ctrl_c_or_sigterm().await;
+    };
+    let served =
+        Server::new()
+            .shutdown(shutdown)
+            .serve_per_thread(socket_addr, cli.threads, demo, stop);
+    match served {
+        Ok(drained) => eprintln!("stopped: {drained}"),
+        Err(err) => exit_usage::<Cli>(format!("cannot serve on {addr}: {err}")),
+    }
 }

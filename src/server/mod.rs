@@ -414,6 +414,86 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Serves `service` on `addr` from `threads` threads, each with a listener of its own on
+    /// the same address (`SO_REUSEPORT`: the kernel spreads the connections) and a
+    /// single-threaded runtime of its own, as nginx runs one event loop per worker process;
+    /// blocks until `stop` resolves and every thread has drained. The `Drained` counts the
+    /// connections left open on all threads.
+    ///
+    /// Against [`serve`](Server::serve) on tokio's multi-threaded runtime: no task moves
+    /// between threads (no work stealing), and a connection's tasks stay on the thread that
+    /// accepted it; a thread that gets more work than the other does not share it. `stop` runs
+    /// on a runtime of its own on the calling thread, which also runs what `spawn` hands it
+    /// (background tasks such as a stats publisher).
+    ///
+    /// # Errors
+    ///
+    /// When a runtime cannot be built or `addr` cannot be bound.
+    #[cfg(unix)]
+    pub fn serve_per_thread<S, B, Stop>(
+        self,
+        addr: std::net::SocketAddr,
+        threads: usize,
+        service: S,
+        stop: Stop,
+    ) -> std::io::Result<Drained>
+    where
+        S: Service<Request<Body>, Response = Response<B>, Error = Infallible>
+            + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+        Stop: Future<Output = ()>,
+    {
+        let threads = threads.max(1);
+        let stopping = Shutdown::new();
+        let mut listeners = Vec::with_capacity(threads);
+        for _ in 0..threads {
+            let socket = if addr.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()?
+            } else {
+                tokio::net::TcpSocket::new_v6()?
+            };
+            socket.set_reuseaddr(true)?;
+            socket.set_reuseport(true)?;
+            socket.bind(addr)?;
+            listeners.push(socket);
+        }
+        let handles: Vec<_> = listeners
+            .into_iter()
+            .map(|socket| {
+                let (server, service, stopping) = (self.clone(), service.clone(), stopping.clone());
+                std::thread::spawn(move || -> std::io::Result<Drained> {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .event_interval(EVENT_INTERVAL)
+                        .build()?;
+                    runtime.block_on(async move {
+                        let listener = socket.listen(1024)?;
+                        Ok(server.serve(listener, service, stopping.wait()).await)
+                    })
+                })
+            })
+            .collect();
+        let main = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        main.block_on(stop);
+        stopping.trigger();
+        let mut still_open = 0;
+        for handle in handles {
+            match handle.join() {
+                Ok(drained) => still_open += drained?.still_open,
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        Ok(Drained { still_open })
+    }
+}
+
 impl fmt::Debug for Server {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Server")

@@ -74,6 +74,10 @@ impl Target {
                 let mut command = Command::new(example("demo", "server,metrics"));
                 command.args(["--addr", &format!("127.0.0.1:{port}")]);
                 command.args(["--hold-ms", "600000", "--max-held", "1000000"]);
+                // More flags for the demo, to measure one of its settings against Nchan.
+                if let Ok(extra) = std::env::var("PUSH_DEMO_ARGS") {
+                    command.args(extra.split_whitespace());
+                }
                 let server = Server::listening(command, port).await;
                 let control = Conn::connect(server.addr).await.expect("connect");
                 (Self::Demo(server), control)
