@@ -12,7 +12,11 @@
 //! - `GET /poll[?after=<cursor>]`: long poll on the default topic.
 //! - `GET /stream[?after=<cursor>]`: a stream of the default topic, SSE when the request accepts
 //!   `text/event-stream`, NDJSON otherwise; resumes from `Last-Event-ID` too.
-//! - `POST /publish`: the body is one event's JSON data; answers `{"id":"<cursor>"}`.
+//! - `POST /publish[?topic=<name>]`: the body is one event's JSON data; answers
+//!   `{"id":"<cursor>"}`.
+//! - `GET /poll?topics=a,b` and `GET /stream?topics=a,b`: several topics on one request.
+//! - `GET /stats`: an SSE stream of the server's numbers, one sample a second (the page's panel).
+//! - `GET /metrics`: every metric in Prometheus's text format, with `--features metrics`.
 //!
 //! Ctrl-C or SIGTERM shuts it down gracefully: held polls answer at once, streams end with a
 //! final message, and the process exits once every connection has closed (or after a drain

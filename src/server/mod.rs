@@ -36,7 +36,9 @@
 //!   get `503`), the listener closes, and open connections get
 //!   [`drain_timeout`](Server::drain_timeout) to close.
 //! - **A runtime recipe** ([`runtime`]) and the stop signal of a service manager
-//!   ([`ctrl_c_or_sigterm`]).
+//!   ([`ctrl_c_or_sigterm`]); or, on Unix, one listener and one single-threaded runtime per
+//!   thread, as nginx's workers ([`Server::serve_per_thread`]; measured, it has not beaten the
+//!   multi-threaded runtime on fan-out here, see BENCHMARKS.md).
 //!
 //! tonic's server does most of this its own way and keeps its own loop: see `examples/tonic.rs`.
 //!
