@@ -1,15 +1,15 @@
 //! The embedded store: every stream in this process's memory.
 
 use std::collections::HashMap;
+use std::future::{ready, Future};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::store::{
-    media_type, Append, Appended, Chunk, Create, Created, ExpiresAt, Info, Mode, Payload, Read,
-    Store, StoreError,
+    media_type, Append, Appended, Chunk, Create, Created, Doorbell, ExpiresAt, Info, Mode, Payload,
+    Read, Store, StoreError,
 };
 use super::Offset;
 
@@ -25,14 +25,17 @@ use super::Offset;
 /// ```
 /// use tower_push::durable::{Append, Create, MemoryStore, Offset, Store};
 ///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tower_push::durable::StoreError> {
 /// let store = MemoryStore::builder().max_streams(100).max_bytes(1 << 20).build();
-/// store.create("/a", Create::new(Some("text/plain".into())))?;
-/// let appended = store.append("/a", Append::new("text/plain", "hello"))?;
+/// store.create("/a", Create::new(Some("text/plain".into()))).await?;
+/// let appended = store.append("/a", Append::new("text/plain", "hello")).await?;
 /// assert_eq!(appended.tail, Offset::new(1));
-/// let read = store.read("/a", Some(Offset::ZERO), 10, 1024)?;
+/// let read = store.read("/a", Some(Offset::ZERO), 10, 1024).await?;
 /// assert_eq!(read.chunks.len(), 1);
 /// assert!(read.up_to_date());
-/// # Ok::<(), tower_push::durable::StoreError>(())
+/// # Ok(())
+/// # }
 /// ```
 #[derive(Clone, Debug)]
 pub struct MemoryStore {
@@ -167,7 +170,7 @@ struct Stream {
     last_access: Instant,
     refs: usize,
     deleted: bool,
-    notify: Arc<Notify>,
+    doorbell: Doorbell,
     bytes: usize,
 }
 
@@ -258,7 +261,7 @@ impl Inner {
         let Some(stream) = self.streams.get_mut(path) else {
             return;
         };
-        stream.notify.notify_waiters();
+        stream.doorbell.ring();
         if stream.refs > 0 {
             stream.deleted = true;
             return;
@@ -266,7 +269,7 @@ impl Inner {
         let mut next = self.streams.remove(path);
         while let Some(stream) = next.take() {
             self.bytes -= stream.bytes;
-            stream.notify.notify_waiters();
+            stream.doorbell.ring();
             let Some(fork) = stream.fork else { break };
             if let Some(source) = self.streams.get_mut(&fork.source) {
                 source.refs -= 1;
@@ -275,6 +278,12 @@ impl Inner {
                 }
             }
         }
+    }
+
+    fn delete(&mut self, path: &str) -> Result<(), StoreError> {
+        self.live(path)?;
+        self.remove(path);
+        Ok(())
     }
 
     /// The stream at `path`, if it exists and is not deleted.
@@ -404,7 +413,7 @@ impl Inner {
             last_access: Instant::now(),
             refs: 0,
             deleted: false,
-            notify: Arc::new(Notify::new()),
+            doorbell: Doorbell::new(),
             bytes: 0,
         };
         for payload in prefix.into_iter().chain(body) {
@@ -512,7 +521,7 @@ impl Inner {
             stream.closed = true;
             stream.closed_by = tuple;
         }
-        stream.notify.notify_waiters();
+        stream.doorbell.ring();
         let appended = Appended {
             tail: stream.tail,
             closed: stream.closed,
@@ -614,12 +623,20 @@ fn same_config(stream: &Stream, create: &Create) -> bool {
 }
 
 impl Store for MemoryStore {
-    fn create(&self, path: &str, create: Create) -> Result<Created, StoreError> {
-        self.lock().create(path, create)
+    fn create(
+        &self,
+        path: &str,
+        create: Create,
+    ) -> impl Future<Output = Result<Created, StoreError>> + Send + 'static {
+        ready(self.lock().create(path, create))
     }
 
-    fn append(&self, path: &str, append: Append) -> Result<Appended, StoreError> {
-        self.lock().append(path, append)
+    fn append(
+        &self,
+        path: &str,
+        append: Append,
+    ) -> impl Future<Output = Result<Appended, StoreError>> + Send + 'static {
+        ready(self.lock().append(path, append))
     }
 
     fn read(
@@ -628,23 +645,20 @@ impl Store for MemoryStore {
         after: Option<Offset>,
         max_chunks: usize,
         max_bytes: usize,
-    ) -> Result<Read, StoreError> {
-        self.lock().read(path, after, max_chunks, max_bytes)
+    ) -> impl Future<Output = Result<Read, StoreError>> + Send + 'static {
+        ready(self.lock().read(path, after, max_chunks, max_bytes))
     }
 
-    fn info(&self, path: &str) -> Result<Info, StoreError> {
-        self.lock().live(path).map(|stream| stream.info())
+    fn info(&self, path: &str) -> impl Future<Output = Result<Info, StoreError>> + Send + 'static {
+        ready(self.lock().live(path).map(|stream| stream.info()))
     }
 
-    fn delete(&self, path: &str) -> Result<(), StoreError> {
-        let mut inner = self.lock();
-        inner.live(path)?;
-        inner.remove(path);
-        Ok(())
+    fn delete(&self, path: &str) -> impl Future<Output = Result<(), StoreError>> + Send + 'static {
+        ready(self.lock().delete(path))
     }
 
-    fn changes(&self, path: &str) -> Result<Arc<Notify>, StoreError> {
-        self.lock().live(path).map(|stream| stream.notify.clone())
+    fn changes(&self, path: &str) -> Result<Doorbell, StoreError> {
+        self.lock().live(path).map(|stream| stream.doorbell.clone())
     }
 }
 
@@ -652,14 +666,18 @@ impl Store for MemoryStore {
 mod tests {
     use super::*;
 
-    #[test]
-    fn reads_page_through_whole_appends_across_a_fork() {
+    #[tokio::test]
+    async fn reads_page_through_whole_appends_across_a_fork() {
         let store = MemoryStore::new();
         store
             .create("/s", Create::new(Some("text/plain".into())))
+            .await
             .unwrap();
         for part in ["aaaa", "bb", "cccccc"] {
-            store.append("/s", Append::new("text/plain", part)).unwrap();
+            store
+                .append("/s", Append::new("text/plain", part))
+                .await
+                .unwrap();
         }
         let mut fork = Create::new(None);
         fork.fork = Some(super::super::ForkFrom {
@@ -667,13 +685,16 @@ mod tests {
             offset: Some(Offset::new(2)),
             sub_offset: 0,
         });
-        store.create("/f", fork).unwrap();
-        store.append("/f", Append::new("text/plain", "dd")).unwrap();
+        store.create("/f", fork).await.unwrap();
+        store
+            .append("/f", Append::new("text/plain", "dd"))
+            .await
+            .unwrap();
 
         let mut after = Offset::ZERO;
         let mut pages = Vec::new();
         loop {
-            let read = store.read("/f", Some(after), 10, 5).unwrap();
+            let read = store.read("/f", Some(after), 10, 5).await.unwrap();
             let page: Vec<u8> = read
                 .chunks
                 .iter()
@@ -691,42 +712,53 @@ mod tests {
         // At most 5 bytes a page unless one append alone is larger; never half an append.
         assert_eq!(pages, ["aaaa", "bbdd"]);
         assert_eq!(after, Offset::new(3));
-        let one = store.read("/s", Some(Offset::ZERO), 1, usize::MAX).unwrap();
+        let one = store
+            .read("/s", Some(Offset::ZERO), 1, usize::MAX)
+            .await
+            .unwrap();
         assert_eq!(one.chunks.len(), 1);
         assert!(!one.up_to_date());
     }
 
-    #[test]
-    fn a_ttl_beyond_the_clock_never_expires_and_the_stream_stays_usable() {
+    #[tokio::test]
+    async fn a_ttl_beyond_the_clock_never_expires_and_the_stream_stays_usable() {
         let store = MemoryStore::new();
         let mut create = Create::new(Some("text/plain".into()));
         create.ttl = Some(u64::MAX);
-        assert!(store.create("/s", create.clone()).unwrap().created);
+        assert!(store.create("/s", create.clone()).await.unwrap().created);
         // Each of these reaches the stream's expiry check.
-        assert!(!store.create("/s", create).unwrap().created);
-        store.append("/s", Append::new("text/plain", "a")).unwrap();
-        let read = store.read("/s", Some(Offset::ZERO), 10, 1024).unwrap();
+        assert!(!store.create("/s", create).await.unwrap().created);
+        store
+            .append("/s", Append::new("text/plain", "a"))
+            .await
+            .unwrap();
+        let read = store
+            .read("/s", Some(Offset::ZERO), 10, 1024)
+            .await
+            .unwrap();
         assert_eq!(read.chunks.len(), 1);
-        assert_eq!(store.info("/s").unwrap().ttl, Some(u64::MAX));
+        assert_eq!(store.info("/s").await.unwrap().ttl, Some(u64::MAX));
         store.changes("/s").unwrap();
-        store.delete("/s").unwrap();
-        assert_eq!(store.info("/s"), Err(StoreError::NotFound));
+        store.delete("/s").await.unwrap();
+        assert_eq!(store.info("/s").await, Err(StoreError::NotFound));
     }
 
     /// A JSON array of many tiny values costs a handle per value besides its text, and many
     /// tiny appends cost their entries: the bound counts both, and a delete gives them back.
-    #[test]
-    fn the_byte_bound_counts_what_tiny_values_and_appends_cost() {
+    #[tokio::test]
+    async fn the_byte_bound_counts_what_tiny_values_and_appends_cost() {
         const MAX: usize = 8 << 20;
         let store = MemoryStore::builder().max_bytes(MAX).build();
         store
             .create("/j", Create::new(Some("application/json".into())))
+            .await
             .unwrap();
         // 100,000 values of one digit each: a 200 KB body.
         let body = bytes::Bytes::from(format!("[{}1]", "1,".repeat(99_999)));
         let mut values = 0;
         while store
             .append("/j", Append::new("application/json", body.clone()))
+            .await
             .is_ok()
         {
             values += 100_000;
@@ -737,16 +769,21 @@ mod tests {
             "{values} values held in {MAX} bytes"
         );
         assert!(store.bytes() >= held && store.bytes() <= MAX);
-        store.delete("/j").unwrap();
+        store.delete("/j").await.unwrap();
         assert_eq!(store.bytes(), 0);
 
         const SMALL: usize = 64 << 10;
         let store = MemoryStore::builder().max_bytes(SMALL).build();
         store
             .create("/t", Create::new(Some("text/plain".into())))
+            .await
             .unwrap();
         let mut appends = 0;
-        while store.append("/t", Append::new("text/plain", "x")).is_ok() {
+        while store
+            .append("/t", Append::new("text/plain", "x"))
+            .await
+            .is_ok()
+        {
             appends += 1;
         }
         let held = appends * (size_of::<Chunk>() + 1);
@@ -754,7 +791,7 @@ mod tests {
             appends > 0 && held <= SMALL,
             "{appends} appends held in {SMALL} bytes"
         );
-        store.delete("/t").unwrap();
+        store.delete("/t").await.unwrap();
         assert_eq!(store.bytes(), 0);
     }
 }

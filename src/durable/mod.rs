@@ -70,6 +70,6 @@ pub use self::memory::{MemoryStore, MemoryStoreBuilder};
 pub use self::offset::{InvalidOffset, Offset};
 pub use self::service::{DurableStreams, DurableStreamsBuilder, ResponseFuture};
 pub use self::store::{
-    Append, Appended, Chunk, Create, Created, ExpiresAt, ForkFrom, Info, Mode, Payload, Producer,
-    Read, Store, StoreError,
+    Append, Appended, Chunk, Create, Created, Doorbell, ExpiresAt, ForkFrom, Info, Mode, Payload,
+    Producer, Read, Store, StoreError,
 };

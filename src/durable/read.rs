@@ -2,7 +2,6 @@
 //! (catch-up) or, with `live=long-poll` or `live=sse`, through the crate's layers, with formats
 //! made for the read.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -13,49 +12,37 @@ use http::request::Parts;
 use http::{HeaderValue, Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 
-use super::answer::{empty, ready, Answer, Error};
+use super::answer::{empty, Answer, Error};
 use super::format::{DurablePoll, DurableSse};
 use super::headers::*;
 use super::json_array::json_array;
 use super::query::Query;
 use super::service::DurableStreams;
-use super::store::{Mode, Payload, Store, StoreError};
+use super::source::StreamSource;
+use super::store::{Info, Mode, Payload, Store, StoreError};
 use super::Offset;
-use crate::{Cursor, Epoch, PushBody};
+use crate::{chunked_stream, long_poll, ChunkedStream, Cursor, Epoch, LongPoll, PushBody};
 
-impl<St: Store + ?Sized> DurableStreams<St> {
+impl<St: Store> DurableStreams<St> {
     /// `HEAD`: the stream's tail, content type, expiry and whether it is closed.
-    pub(super) fn head(&self, parts: &Parts) -> Result<Response<PushBody>, Error> {
-        let info = self.store.info(self.key(parts.uri.path()))?;
-        let mut response = empty(StatusCode::OK);
-        let out = response.headers_mut();
-        if let Ok(ct) = HeaderValue::try_from(&info.content_type) {
-            out.insert(CONTENT_TYPE, ct);
-        }
-        out.insert(STREAM_NEXT_OFFSET, info.tail.to_header_value());
-        out.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if let Some(ttl) = info.ttl {
-            out.insert(STREAM_TTL, HeaderValue::from(ttl));
-        }
-        if let Some(at) = info
-            .expires_at
-            .and_then(|at| HeaderValue::try_from(at).ok())
-        {
-            out.insert(STREAM_EXPIRES_AT, at);
-        }
-        if info.closed {
-            set_true(out, STREAM_CLOSED);
-        }
-        Ok(response)
+    pub(super) fn head(&self, parts: &Parts) -> Answer {
+        let info = self.store.info(self.key(parts.uri.path()));
+        Box::pin(async move { Ok(head(info.await?)) })
     }
 
     /// `GET`: what follows `offset` (`-1`, the default: the start; `now`: the tail), at once or
     /// live.
-    pub(super) fn read(&mut self, parts: Parts) -> Result<Answer, Error> {
+    pub(super) fn read(&self, parts: Parts) -> Answer {
+        let start = Box::pin(self.clone().start_read(parts));
+        Box::pin(Reading::Starting { start })
+    }
+
+    /// What a `GET` answers at once, or the live read that answers it.
+    async fn start_read(self, parts: Parts) -> Result<Started<St>, Error> {
         let key = self.key(parts.uri.path()).to_owned();
         let query = Query::parse(parts.uri.query());
         // Existence first, then the offset.
-        let info = self.store.info(&key)?;
+        let info = self.store.info(&key).await?;
         let start = match &query.offsets[..] {
             [] => None,
             [one] => Some(one.as_slice()),
@@ -71,7 +58,10 @@ impl<St: Store + ?Sized> DurableStreams<St> {
             }
         };
         let sse = match query.live.as_deref() {
-            None => return Ok(ready(self.catch_up(&parts, &key, start, after))),
+            None => {
+                let answer = self.catch_up(&parts, &key, start, after).await?;
+                return Ok(Started::Now(answer));
+            }
             Some(b"long-poll") => false,
             Some(b"sse") => true,
             Some(_) => return Err(Error::InvalidLive),
@@ -80,7 +70,7 @@ impl<St: Store + ?Sized> DurableStreams<St> {
             return Err(Error::MissingOffset);
         }
         // A live read renews the TTL when it starts.
-        let read = self.store.read(&key, after, 0, 0)?;
+        let read = self.store.read(&key, after, 0, 0).await?;
         if read.info.epoch != info.epoch {
             return Err(StoreError::NotFound.into());
         }
@@ -91,28 +81,20 @@ impl<St: Store + ?Sized> DurableStreams<St> {
         let start = Cursor::new(Epoch::new(info.epoch), read.from.get());
         // The live layers read no body.
         let request = Request::from_parts(parts, ());
-        if sse {
+        Ok(if sse {
             let at_tail = read.up_to_date() && !read.info.closed;
             let format = DurableSse::read(start, at_tail, mode, cursor);
-            let answer = self.sse.call_with_format(request, format);
-            Ok(Box::pin(Live {
-                answer,
-                base64: mode == Mode::Binary,
-            }))
+            Started::Sse(self.sse, request, format, mode == Mode::Binary)
         } else {
             let content_type = HeaderValue::try_from(&info.content_type).ok();
             let format = DurablePoll::read(start, content_type, cursor);
-            let answer = self.poll.call_with_format(request, format);
-            Ok(Box::pin(Live {
-                answer,
-                base64: false,
-            }))
-        }
+            Started::Poll(self.poll, request, format)
+        })
     }
 
     /// A read without `live`: what follows the offset now, up to the read bound, with an
     /// `ETag` (`304` when the client has it).
-    fn catch_up(
+    async fn catch_up(
         &self,
         parts: &Parts,
         key: &str,
@@ -121,7 +103,8 @@ impl<St: Store + ?Sized> DurableStreams<St> {
     ) -> Result<Response<PushBody>, Error> {
         let read = self
             .store
-            .read(key, after, usize::MAX, self.config.max_read)?;
+            .read(key, after, usize::MAX, self.config.max_read);
+        let read = read.await?;
         let up_to_date = read.up_to_date();
         let closed = up_to_date && read.info.closed;
         let next = read.next();
@@ -180,6 +163,107 @@ impl<St: Store + ?Sized> DurableStreams<St> {
     }
 }
 
+/// The answer to a `HEAD` of the stream `info` describes.
+fn head(info: Info) -> Response<PushBody> {
+    let mut response = empty(StatusCode::OK);
+    let out = response.headers_mut();
+    if let Ok(ct) = HeaderValue::try_from(&info.content_type) {
+        out.insert(CONTENT_TYPE, ct);
+    }
+    out.insert(STREAM_NEXT_OFFSET, info.tail.to_header_value());
+    out.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(ttl) = info.ttl {
+        out.insert(STREAM_TTL, HeaderValue::from(ttl));
+    }
+    if let Some(at) = info
+        .expires_at
+        .and_then(|at| HeaderValue::try_from(at).ok())
+    {
+        out.insert(STREAM_EXPIRES_AT, at);
+    }
+    if info.closed {
+        set_true(out, STREAM_CLOSED);
+    }
+    response
+}
+
+/// How a `GET` goes on once the store has answered: with an answer now, or as a live read of
+/// one of the layers (with the request, its format, and for SSE whether the data is base64).
+enum Started<St> {
+    Now(Response<PushBody>),
+    Poll(
+        LongPoll<StreamSource<St>, DurablePoll>,
+        Request<()>,
+        DurablePoll,
+    ),
+    Sse(
+        ChunkedStream<StreamSource<St>, DurableSse>,
+        Request<()>,
+        DurableSse,
+        bool,
+    ),
+}
+
+pin_project! {
+    /// The answer to a `GET`: the store's answers first (boxed, and only until they arrive),
+    /// then, for a live read, the layer's future in place.
+    ///
+    /// A named future rather than an `async` block: a held read keeps it for as long as it is
+    /// held, and an `async` block that awaits the layer's future keeps room for that future
+    /// twice (about 0.5 KiB more per parked reader).
+    #[project = ReadingProj]
+    enum Reading<St: Store> {
+        Starting {
+            start: Pin<Box<dyn Future<Output = Result<Started<St>, Error>> + Send>>,
+        },
+        Poll {
+            #[pin]
+            answer: long_poll::future::ResponseFuture<StreamSource<St>, DurablePoll>,
+        },
+        Sse {
+            #[pin]
+            answer: chunked_stream::future::ResponseFuture<StreamSource<St>, DurableSse>,
+            base64: bool,
+        },
+    }
+}
+
+impl<St: Store> Future for Reading<St> {
+    type Output = Result<Response<PushBody>, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let next = match self.as_mut().project() {
+                ReadingProj::Starting { start } => match ready!(start.as_mut().poll(cx))? {
+                    Started::Now(answer) => return Poll::Ready(Ok(answer)),
+                    Started::Poll(mut poll, request, format) => Reading::Poll {
+                        answer: poll.call_with_format(request, format),
+                    },
+                    Started::Sse(mut sse, request, format, base64) => Reading::Sse {
+                        answer: sse.call_with_format(request, format),
+                        base64,
+                    },
+                },
+                ReadingProj::Poll { answer } => {
+                    let Ok(response) = ready!(answer.poll(cx));
+                    return Poll::Ready(Ok(response));
+                }
+                ReadingProj::Sse { answer, base64 } => {
+                    let Ok(mut response) = ready!(answer.poll(cx));
+                    if *base64 && response.status() == StatusCode::OK {
+                        let base64 = HeaderValue::from_static("base64");
+                        response
+                            .headers_mut()
+                            .insert(STREAM_SSE_DATA_ENCODING, base64);
+                    }
+                    return Poll::Ready(Ok(response));
+                }
+            };
+            self.set(next);
+        }
+    }
+}
+
 /// The `Stream-Cursor` of a live answer: the current 20 second interval since 2024-10-09, or,
 /// when the client already holds that one, a later one, so that caches do not serve a client
 /// its own previous answer again.
@@ -196,39 +280,6 @@ fn stream_cursor(client: Option<&[u8]>) -> u64 {
     match client {
         Some(c) if c >= current => c.saturating_add(crate::random::seconds(1..=180)),
         _ => current,
-    }
-}
-
-pin_project! {
-    /// The answer to a live read: the layer's, with `Stream-SSE-Data-Encoding: base64` on an
-    /// SSE stream of binary data.
-    ///
-    /// A named future rather than an `async` block: a held read keeps it for as long as it is
-    /// held, and an `async` block that awaits the layer's future keeps room for that future
-    /// twice (about 0.5 KiB more per parked reader).
-    struct Live<F> {
-        #[pin]
-        answer: F,
-        base64: bool,
-    }
-}
-
-impl<F> Future for Live<F>
-where
-    F: Future<Output = Result<Response<PushBody>, Infallible>>,
-{
-    type Output = Result<Response<PushBody>, Error>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let Ok(mut response) = ready!(this.answer.poll(cx));
-        if *this.base64 && response.status() == StatusCode::OK {
-            let base64 = HeaderValue::from_static("base64");
-            response
-                .headers_mut()
-                .insert(STREAM_SSE_DATA_ENCODING, base64);
-        }
-        Poll::Ready(Ok(response))
     }
 }
 

@@ -56,14 +56,14 @@ pub(super) struct Config {
 /// A `tower::Service<http::Request<B>>` for any body, that never fails: every problem is an
 /// HTTP answer with a short JSON body (`{"error":"<code>","message":"..."}`). The live modes
 /// go through the crate's [`LongPoll`] and [`ChunkedStream`] layers.
-pub struct DurableStreams<St: ?Sized> {
+pub struct DurableStreams<St> {
     pub(super) store: Arc<St>,
     pub(super) config: Arc<Config>,
     pub(super) poll: LongPoll<StreamSource<St>, DurablePoll>,
     pub(super) sse: ChunkedStream<StreamSource<St>, DurableSse>,
 }
 
-impl<St: ?Sized> Clone for DurableStreams<St> {
+impl<St> Clone for DurableStreams<St> {
     fn clone(&self) -> Self {
         Self {
             store: self.store.clone(),
@@ -74,7 +74,7 @@ impl<St: ?Sized> Clone for DurableStreams<St> {
     }
 }
 
-impl<St: ?Sized> fmt::Debug for DurableStreams<St> {
+impl<St> fmt::Debug for DurableStreams<St> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DurableStreams")
             .field("prefix", &self.config.prefix)
@@ -115,7 +115,7 @@ impl<St: Store> DurableStreams<St> {
     }
 }
 
-impl<St: ?Sized> DurableStreams<St> {
+impl<St> DurableStreams<St> {
     /// The store.
     pub fn store(&self) -> &Arc<St> {
         &self.store
@@ -291,7 +291,7 @@ impl<St: Store> DurableStreamsBuilder<St> {
     }
 }
 
-impl<St: ?Sized> DurableStreams<St> {
+impl<St> DurableStreams<St> {
     /// The store key of a path: without the prefix, if it has it.
     pub(super) fn key<'a>(&self, path: &'a str) -> &'a str {
         self.config.prefix.key(path)
@@ -300,7 +300,7 @@ impl<St: ?Sized> DurableStreams<St> {
 
 impl<St, B> Service<Request<B>> for DurableStreams<St>
 where
-    St: Store + ?Sized,
+    St: Store,
     B: Body + Send + 'static,
     B::Data: Send,
     B::Error: Into<BoxError>,
@@ -329,7 +329,7 @@ where
     }
 }
 
-impl<St: Store + ?Sized> DurableStreams<St> {
+impl<St: Store> DurableStreams<St> {
     /// The answer to a request, by method: the writes (`PUT`, `POST`, `DELETE`) are in
     /// `write.rs`, the reads (`GET`, `HEAD`) in `read.rs`.
     fn route<B>(&mut self, parts: Parts, body: B) -> Answer
@@ -350,12 +350,12 @@ impl<St: Store + ?Sized> DurableStreams<St> {
         match parts.method {
             Method::PUT => Box::pin(self.clone().create(parts, body)),
             Method::POST => Box::pin(self.clone().append(parts, body)),
-            Method::DELETE => ready(self.delete(&parts)),
+            Method::DELETE => self.delete(&parts),
             Method::GET => {
                 drop(body);
-                self.read(parts).unwrap_or_else(|err| ready(Err(err)))
+                self.read(parts)
             }
-            Method::HEAD => ready(self.head(&parts)),
+            Method::HEAD => self.head(&parts),
             _ => ready(Err(Error::MethodNotAllowed)),
         }
     }

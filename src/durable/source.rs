@@ -5,16 +5,15 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use pin_project_lite::pin_project;
 use tokio::sync::futures::OwnedNotified;
-use tokio::sync::Notify;
 use tower_service::Service;
 
 use super::json_array::json_array;
 use super::key::Prefix;
-use super::store::{Payload, Store};
+use super::store::{Doorbell, Payload, Read, Store, StoreError};
 use super::Offset;
 use crate::source::{Batch, Outcome, Position, Subscribe};
 use crate::{Cursor, Epoch, Event, EventData};
@@ -24,13 +23,13 @@ use crate::{Cursor, Epoch, Event, EventData};
 /// offset after it as its cursor, batches marked when they reach the tail, and
 /// [`Outcome::Closed`] at the tail of a closed stream. A stream deleted or recreated meanwhile
 /// answers [`Outcome::Gone`].
-pub(crate) struct StreamSource<St: ?Sized> {
+pub(crate) struct StreamSource<St> {
     store: Arc<St>,
     prefix: Prefix,
     max_bytes: usize,
 }
 
-impl<St: ?Sized> Clone for StreamSource<St> {
+impl<St> Clone for StreamSource<St> {
     fn clone(&self) -> Self {
         Self {
             store: self.store.clone(),
@@ -40,7 +39,7 @@ impl<St: ?Sized> Clone for StreamSource<St> {
     }
 }
 
-impl<St: ?Sized> fmt::Debug for StreamSource<St> {
+impl<St> fmt::Debug for StreamSource<St> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StreamSource")
             .field("prefix", &self.prefix)
@@ -49,7 +48,7 @@ impl<St: ?Sized> fmt::Debug for StreamSource<St> {
     }
 }
 
-impl<St: ?Sized> StreamSource<St> {
+impl<St> StreamSource<St> {
     /// The streams of `store`, named by request paths under `prefix`, read at most `max_bytes`
     /// (but at least one append) per answer.
     pub(crate) fn new(store: Arc<St>, prefix: Prefix, max_bytes: usize) -> Self {
@@ -61,7 +60,7 @@ impl<St: ?Sized> StreamSource<St> {
     }
 }
 
-impl<St: Store + ?Sized> Service<Subscribe> for StreamSource<St> {
+impl<St: Store> Service<Subscribe> for StreamSource<St> {
     type Response = Outcome;
     type Error = Infallible;
     type Future = ReadFuture<St>;
@@ -72,137 +71,171 @@ impl<St: Store + ?Sized> Service<Subscribe> for StreamSource<St> {
 
     fn call(&mut self, subscribe: Subscribe) -> ReadFuture<St> {
         ReadFuture {
-            store: self.store.clone(),
-            // Read now: a waiting long poll lets go of its request head.
-            key: self.prefix.key(subscribe.parts().uri.path()).into(),
-            position: subscribe.position(),
-            limit: subscribe.limit(),
-            max_bytes: self.max_bytes,
+            look: Look {
+                store: self.store.clone(),
+                // Read now: a waiting long poll lets go of its request head.
+                key: self.prefix.key(subscribe.parts().uri.path()).into(),
+                position: subscribe.position(),
+                limit: subscribe.limit(),
+                max_bytes: self.max_bytes,
+            },
+            looking: None,
             doorbell: None,
             notified: None,
         }
     }
 }
 
+/// One look at the stream in flight: what it found, or `None` while there is nothing yet.
+type Looking = Pin<Box<dyn Future<Output = Option<Outcome>> + Send>>;
+
 pin_project! {
     /// The future of [`StreamSource`]: the appends after its position as soon as there are
     /// any, or at once where the stream is (for [`Position::Head`]), that it is closed there,
     /// or that it is gone.
     ///
-    /// It waits on the stream's doorbell with [`crate::wake::poll_check`]: registered before
-    /// it reads again, so an append in between still wakes it.
+    /// It waits on the stream's doorbell the way [`crate::wake::poll_check`] does, with a
+    /// look at the store that may itself wait (for a sync, a round trip): the first look is
+    /// made unregistered, since most find something at once; one that finds nothing is made
+    /// again after the doorbell registration is enabled, so that a change in between still
+    /// wakes it. A look in flight is boxed, and only while it is in flight: a parked read
+    /// holds its registration and nothing of the store's.
     ///
     /// # Cancel safety
     ///
-    /// Waiting holds only a registration with the stream's doorbell, which dropping the future
-    /// removes; nothing else is lost, since the position is all the state there is.
+    /// Waiting holds only a registration with the stream's doorbell (or a look in flight, which
+    /// only reads), which dropping the future removes; nothing else is lost, since the position
+    /// is all the state there is.
     #[must_use = "futures do nothing unless polled"]
-    pub(crate) struct ReadFuture<St: ?Sized> {
-        store: Arc<St>,
-        // The stream's key in the store.
-        key: Box<str>,
-        position: Position,
-        limit: usize,
-        max_bytes: usize,
-        // The stream's doorbell, from the first poll that reads after a cursor.
-        doorbell: Option<Arc<Notify>>,
+    pub(crate) struct ReadFuture<St> {
+        look: Look<St>,
+        looking: Option<Looking>,
+        // The stream's doorbell, from the first look that found nothing.
+        doorbell: Option<Doorbell>,
         #[pin]
         notified: Option<OwnedNotified>,
     }
 }
 
-impl<St: Store + ?Sized> Future for ReadFuture<St> {
+impl<St: Store> Future for ReadFuture<St> {
     type Output = Result<Outcome, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let read = Reader {
-            store: &**this.store,
-            key: this.key,
-            limit: *this.limit,
-            max_bytes: *this.max_bytes,
-        };
-        let (epoch, after) = match *this.position {
-            Position::After(cursor) => (cursor.epoch(), Offset::new(cursor.seq())),
-            Position::Head => return Poll::Ready(Ok(read.head())),
-            Position::Oldest => return Poll::Ready(Ok(read.oldest())),
-        };
-        let doorbell = match this.doorbell {
-            Some(doorbell) => doorbell,
-            None => match read.store.changes(read.key) {
-                Ok(doorbell) => this.doorbell.insert(doorbell),
-                Err(_) => return Poll::Ready(Ok(Outcome::Gone)),
-            },
-        };
-        crate::wake::poll_check(this.notified, doorbell, cx, || read.after(epoch, after)).map(Ok)
+        let mut this = self.project();
+        loop {
+            if let Some(looking) = this.looking {
+                let found = ready!(looking.as_mut().poll(cx));
+                *this.looking = None;
+                if let Some(outcome) = found {
+                    this.notified.set(None);
+                    return Poll::Ready(Ok(outcome));
+                }
+                if this.notified.is_none() {
+                    // Nothing yet: register, then look again before waiting.
+                    let doorbell = match this.doorbell {
+                        Some(doorbell) => doorbell,
+                        None => match this.look.store.changes(&this.look.key) {
+                            Ok(doorbell) => this.doorbell.insert(doorbell),
+                            Err(_) => return Poll::Ready(Ok(Outcome::Gone)),
+                        },
+                    };
+                    this.notified
+                        .set(Some(doorbell.notify().clone().notified_owned()));
+                    let registered = this.notified.as_mut().as_pin_mut().expect("set above");
+                    registered.enable();
+                    *this.looking = Some(this.look.start());
+                    continue;
+                }
+            }
+            if let Some(registered) = this.notified.as_mut().as_pin_mut() {
+                ready!(registered.poll(cx));
+                // Rung: look again, unregistered first.
+                this.notified.set(None);
+            }
+            *this.looking = Some(this.look.start());
+        }
     }
 }
 
-impl<St: ?Sized> fmt::Debug for ReadFuture<St> {
+impl<St> fmt::Debug for ReadFuture<St> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ReadFuture")
-            .field("key", &self.key)
-            .field("position", &self.position)
-            .field("limit", &self.limit)
+            .field("key", &self.look.key)
+            .field("position", &self.look.position)
+            .field("limit", &self.look.limit)
             .field("waiting", &self.notified.is_some())
             .finish_non_exhaustive()
     }
 }
 
-/// One look at a stream, for a [`ReadFuture`].
-struct Reader<'a, St: ?Sized> {
-    store: &'a St,
-    key: &'a str,
+/// What a [`ReadFuture`] looks for in the store.
+struct Look<St> {
+    store: Arc<St>,
+    // The stream's key in the store.
+    key: Arc<str>,
+    position: Position,
     limit: usize,
     max_bytes: usize,
 }
 
-impl<St: Store + ?Sized> Reader<'_, St> {
-    /// Where the stream's tail is now.
-    fn head(&self) -> Outcome {
-        match self.store.info(self.key) {
-            Ok(info) => Outcome::Head(Cursor::new(Epoch::new(info.epoch), info.tail.get())),
-            Err(_) => Outcome::Gone,
+impl<St: Store> Look<St> {
+    /// One look at the stream.
+    fn start(&self) -> Looking {
+        let (store, key) = (self.store.clone(), self.key.clone());
+        let (limit, max_bytes) = (self.limit, self.max_bytes);
+        match self.position {
+            Position::After(cursor) => {
+                let read = store.read(&key, Some(Offset::new(cursor.seq())), limit, max_bytes);
+                Box::pin(async move { after(cursor.epoch(), read.await) })
+            }
+            // Where the stream's tail is now.
+            Position::Head => {
+                let info = store.info(&key);
+                Box::pin(async move {
+                    Some(match info.await {
+                        Ok(info) => {
+                            Outcome::Head(Cursor::new(Epoch::new(info.epoch), info.tail.get()))
+                        }
+                        Err(_) => Outcome::Gone,
+                    })
+                })
+            }
+            // The stream's first appends, or where it stands if it has none.
+            Position::Oldest => Box::pin(async move {
+                let Ok(info) = store.info(&key).await else {
+                    return Some(Outcome::Gone);
+                };
+                let epoch = Epoch::new(info.epoch);
+                let read = store.read(&key, Some(Offset::ZERO), limit, max_bytes).await;
+                Some(after(epoch, read).unwrap_or(Outcome::Head(Cursor::zero(epoch))))
+            }),
         }
     }
+}
 
-    /// The stream's first appends, or where it stands if it has none.
-    fn oldest(&self) -> Outcome {
-        let Ok(info) = self.store.info(self.key) else {
-            return Outcome::Gone;
+/// What the stream's incarnation `epoch` has after a read of it: its next appends, that it is
+/// closed there, or that it is gone; `None` while there is nothing yet.
+fn after(epoch: Epoch, read: Result<Read, StoreError>) -> Option<Outcome> {
+    let read = match read {
+        Ok(read) if Epoch::new(read.info.epoch) == epoch => read,
+        _ => return Some(Outcome::Gone),
+    };
+    let (from, up_to_date, closed) = (read.from, read.up_to_date(), read.info.closed);
+    let events: Vec<Event> = read
+        .chunks
+        .into_iter()
+        .map(|chunk| event(epoch, chunk.offset, chunk.payload))
+        .collect();
+    if let Some(batch) = Batch::new(events) {
+        let batch = match up_to_date {
+            true => batch.reaching_head(closed),
+            false => batch,
         };
-        let epoch = Epoch::new(info.epoch);
-        self.after(epoch, Offset::ZERO)
-            .unwrap_or(Outcome::Head(Cursor::zero(epoch)))
+        return Some(Outcome::Events(batch));
     }
-
-    /// What the stream's incarnation `epoch` has after `after`: its next appends, that it is
-    /// closed there, or that it is gone; `None` while there is nothing yet.
-    fn after(&self, epoch: Epoch, after: Offset) -> Option<Outcome> {
-        let read = match self
-            .store
-            .read(self.key, Some(after), self.limit, self.max_bytes)
-        {
-            Ok(read) if Epoch::new(read.info.epoch) == epoch => read,
-            _ => return Some(Outcome::Gone),
-        };
-        let (up_to_date, closed) = (read.up_to_date(), read.info.closed);
-        let events: Vec<Event> = read
-            .chunks
-            .into_iter()
-            .map(|chunk| event(epoch, chunk.offset, chunk.payload))
-            .collect();
-        if let Some(batch) = Batch::new(events) {
-            let batch = match up_to_date {
-                true => batch.reaching_head(closed),
-                false => batch,
-            };
-            return Some(Outcome::Events(batch));
-        }
-        closed.then(|| Outcome::Closed {
-            head: Cursor::new(epoch, after.get()),
-        })
-    }
+    closed.then(|| Outcome::Closed {
+        head: Cursor::new(epoch, from.get()),
+    })
 }
 
 /// The event of one append: its payload (a JSON append as the array of its values), with the
@@ -240,6 +273,7 @@ mod tests {
         let store = Arc::new(MemoryStore::new());
         store
             .create("/s", Create::new(Some("text/plain".into())))
+            .await
             .unwrap();
         let mut source = StreamSource::new(store.clone(), Prefix::new("/v1"), 1 << 20);
         let Outcome::Head(tail) = source.call(subscribe(Position::Head)).await.unwrap() else {
@@ -257,7 +291,10 @@ mod tests {
         drop(waiting);
         let mut waiting = Box::pin(source.call(subscribe(Position::After(tail))));
         assert!(waiting.as_mut().poll(&mut cx).is_pending());
-        store.append("/s", Append::new("text/plain", "a")).unwrap();
+        store
+            .append("/s", Append::new("text/plain", "a"))
+            .await
+            .unwrap();
         let Poll::Ready(Ok(Outcome::Events(batch))) = waiting.as_mut().poll(&mut cx) else {
             panic!("the append");
         };
@@ -268,7 +305,7 @@ mod tests {
             close: true,
             ..Append::default()
         };
-        store.append("/s", close).unwrap();
+        store.append("/s", close).await.unwrap();
         let at_end = source.call(subscribe(Position::After(batch.last())));
         assert_eq!(
             at_end.await.unwrap(),
@@ -276,13 +313,17 @@ mod tests {
         );
 
         // Deleted, then created again: a cursor of the first stream reads nothing of the second.
-        store.delete("/s").unwrap();
+        store.delete("/s").await.unwrap();
         let gone = source.call(subscribe(Position::After(batch.last())));
         assert_eq!(gone.await.unwrap(), Outcome::Gone);
         store
             .create("/s", Create::new(Some("text/plain".into())))
+            .await
             .unwrap();
-        store.append("/s", Append::new("text/plain", "b")).unwrap();
+        store
+            .append("/s", Append::new("text/plain", "b"))
+            .await
+            .unwrap();
         let other = source.call(subscribe(Position::After(tail)));
         assert_eq!(other.await.unwrap(), Outcome::Gone);
     }
@@ -290,7 +331,7 @@ mod tests {
     #[tokio::test]
     async fn a_waiting_read_learns_that_its_stream_was_deleted() {
         let store = Arc::new(MemoryStore::new());
-        store.create("/s", Create::new(None)).unwrap();
+        store.create("/s", Create::new(None)).await.unwrap();
         let mut source = StreamSource::new(store.clone(), Prefix::default(), 1 << 20);
         let parts = http::Request::get("/s").body(()).unwrap().into_parts().0;
         let Outcome::Head(tail) = source
@@ -304,7 +345,7 @@ mod tests {
         let after = Subscribe::new(Position::After(tail), 1, Arc::new(parts));
         let mut waiting = Box::pin(source.call(after));
         assert!(waiting.as_mut().poll(&mut cx).is_pending());
-        store.delete("/s").unwrap();
+        store.delete("/s").await.unwrap();
         assert_eq!(
             waiting.as_mut().poll(&mut cx),
             Poll::Ready(Ok(Outcome::Gone))

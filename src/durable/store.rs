@@ -1,6 +1,7 @@
 //! The store contract: what the protocol service asks of the place where streams live.
 
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -17,8 +18,19 @@ use super::Offset;
 /// without another request of the same stream in between, so that concurrent writers see a
 /// consistent order and a retried producer write is recognised.
 ///
-/// Methods are called from async code and must not block for long: an in-process store takes
-/// a lock; a store over the network would keep a local replica and apply writes through it.
+/// The methods return futures, so that a store may wait for a disk to sync or for a network
+/// round trip without blocking the runtime. A future is `'static`: it owns what it needs (a
+/// store is usually a handle to shared state, as [`MemoryStore`](super::MemoryStore) is). A
+/// store should decide when the method is called and let the future wait only for what makes
+/// the decision durable or visible, so that the order of calls is the order of decisions. A
+/// future resolves with the answer a client may act on: an append's future only once the
+/// append is as durable as the store promises, and a read never returns what a crash could
+/// still take back. Dropping a future must not undo or half-do the step.
+///
+/// Live readers wait on a stream's [`Doorbell`] ([`changes`](Store::changes)), which the store
+/// rings after every change of the stream that a read can see: an append, a close, a delete,
+/// an expiry. A store whose writes happen elsewhere (another process) rings it when it learns
+/// of them.
 ///
 /// Expiry (`Stream-TTL`, `Stream-Expires-At`) is the store's to check, lazily, on every access:
 /// an expired stream answers [`StoreError::NotFound`], or [`StoreError::Gone`] while forks still
@@ -34,51 +46,54 @@ use super::Offset;
 /// A store that refuses streams outside `/public/` and keeps the rest in memory:
 ///
 /// ```
-/// use std::sync::Arc;
+/// use std::future::Future;
 ///
-/// use tokio::sync::Notify;
 /// use tower_push::durable::*;
 ///
 /// struct PublicOnly(MemoryStore);
 ///
-/// impl PublicOnly {
-///     fn check(path: &str) -> Result<(), StoreError> {
-///         match path.starts_with("/public/") {
-///             true => Ok(()),
-///             false => Err(StoreError::NotFound),
-///         }
+/// fn public(path: &str) -> Result<(), StoreError> {
+///     match path.starts_with("/public/") {
+///         true => Ok(()),
+///         false => Err(StoreError::NotFound),
 ///     }
 /// }
 ///
 /// impl Store for PublicOnly {
-///     fn create(&self, path: &str, create: Create) -> Result<Created, StoreError> {
-///         Self::check(path)?;
-///         self.0.create(path, create)
+///     fn create(&self, path: &str, create: Create)
+///         -> impl Future<Output = Result<Created, StoreError>> + Send + 'static {
+///         let checked = public(path).map(|()| self.0.create(path, create));
+///         async move { checked?.await }
 ///     }
-///     fn append(&self, path: &str, append: Append) -> Result<Appended, StoreError> {
+///     fn append(&self, path: &str, append: Append)
+///         -> impl Future<Output = Result<Appended, StoreError>> + Send + 'static {
 ///         self.0.append(path, append)
 ///     }
 ///     fn read(&self, path: &str, after: Option<Offset>, chunks: usize, bytes: usize)
-///         -> Result<Read, StoreError> {
+///         -> impl Future<Output = Result<Read, StoreError>> + Send + 'static {
 ///         self.0.read(path, after, chunks, bytes)
 ///     }
-///     fn info(&self, path: &str) -> Result<Info, StoreError> {
+///     fn info(&self, path: &str) -> impl Future<Output = Result<Info, StoreError>> + Send + 'static {
 ///         self.0.info(path)
 ///     }
-///     fn delete(&self, path: &str) -> Result<(), StoreError> {
+///     fn delete(&self, path: &str) -> impl Future<Output = Result<(), StoreError>> + Send + 'static {
 ///         self.0.delete(path)
 ///     }
-///     fn changes(&self, path: &str) -> Result<Arc<Notify>, StoreError> {
+///     fn changes(&self, path: &str) -> Result<Doorbell, StoreError> {
 ///         self.0.changes(path)
 ///     }
 /// }
 ///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), StoreError> {
 /// let store = PublicOnly(MemoryStore::new());
-/// assert_eq!(store.create("/private/x", Create::new(None)).unwrap_err(), StoreError::NotFound);
-/// assert!(store.create("/public/x", Create::new(None))?.created);
+/// let refused = store.create("/private/x", Create::new(None)).await;
+/// assert_eq!(refused.unwrap_err(), StoreError::NotFound);
+/// assert!(store.create("/public/x", Create::new(None)).await?.created);
 /// let service = DurableStreams::new(store);
 /// # let _ = service;
-/// # Ok::<(), StoreError>(())
+/// # Ok(())
+/// # }
 /// ```
 pub trait Store: Send + Sync + 'static {
     /// Creates the stream at `path`, or confirms an identical one (`created: false`).
@@ -87,7 +102,11 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// [`StoreError::ConfigMismatch`] for an existing stream of another configuration, the fork
     /// errors, and the capacity errors.
-    fn create(&self, path: &str, create: Create) -> Result<Created, StoreError>;
+    fn create(
+        &self,
+        path: &str,
+        create: Create,
+    ) -> impl Future<Output = Result<Created, StoreError>> + Send + 'static;
 
     /// Appends to, or closes, the stream at `path`.
     ///
@@ -95,7 +114,11 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// [`StoreError::NotFound`], [`StoreError::Gone`], [`StoreError::Closed`], the producer and
     /// sequence errors, invalid JSON, and the capacity errors.
-    fn append(&self, path: &str, append: Append) -> Result<Appended, StoreError>;
+    fn append(
+        &self,
+        path: &str,
+        append: Append,
+    ) -> impl Future<Output = Result<Appended, StoreError>> + Send + 'static;
 
     /// Reads at most `max_chunks` appends after `after` (`None`: the tail), whole appends of at
     /// most `max_bytes` together but at least one. Renews the stream's TTL.
@@ -109,29 +132,72 @@ pub trait Store: Send + Sync + 'static {
         after: Option<Offset>,
         max_chunks: usize,
         max_bytes: usize,
-    ) -> Result<Read, StoreError>;
+    ) -> impl Future<Output = Result<Read, StoreError>> + Send + 'static;
 
     /// What is known about the stream, without renewing its TTL.
     ///
     /// # Errors
     ///
     /// [`StoreError::NotFound`], [`StoreError::Gone`].
-    fn info(&self, path: &str) -> Result<Info, StoreError>;
+    fn info(&self, path: &str) -> impl Future<Output = Result<Info, StoreError>> + Send + 'static;
 
     /// Deletes the stream; one that forks still read from is only marked deleted.
     ///
     /// # Errors
     ///
     /// [`StoreError::NotFound`], [`StoreError::Gone`].
-    fn delete(&self, path: &str) -> Result<(), StoreError>;
+    fn delete(&self, path: &str) -> impl Future<Output = Result<(), StoreError>> + Send + 'static;
 
-    /// The doorbell of the stream: notified (`notify_waiters`) by every append, close, delete
-    /// and expiry of it. Live readers create their `Notified` future, enable it, and then read.
+    /// The doorbell of the stream, rung by every change of it a read can see. Live readers
+    /// register with it before they read, so a change in between still wakes them.
     ///
     /// # Errors
     ///
     /// [`StoreError::NotFound`], [`StoreError::Gone`].
-    fn changes(&self, path: &str) -> Result<Arc<Notify>, StoreError>;
+    fn changes(&self, path: &str) -> Result<Doorbell, StoreError>;
+}
+
+/// How a [`Store`] tells the live readers of a stream that it changed.
+///
+/// Cloning is cheap and shares the doorbell. [`ring`](Self::ring) wakes every reader waiting
+/// on it at that moment; a reader that registers later reads the stream after registering, so
+/// it misses nothing. A store keeps one per stream (or per stream and incarnation) and rings it
+/// after the change is visible to reads.
+///
+/// # Examples
+///
+/// ```
+/// use tower_push::durable::Doorbell;
+///
+/// let doorbell = Doorbell::new();
+/// let readers_see_the_same = doorbell.clone();
+/// doorbell.ring();
+/// # let _ = readers_see_the_same;
+/// ```
+#[derive(Clone, Default)]
+pub struct Doorbell(Arc<Notify>);
+
+impl Doorbell {
+    /// A doorbell nobody waits on yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Wakes every reader waiting on it now.
+    pub fn ring(&self) {
+        self.0.notify_waiters();
+    }
+
+    /// What the readers park on.
+    pub(crate) fn notify(&self) -> &Arc<Notify> {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Doorbell {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Doorbell").finish_non_exhaustive()
+    }
 }
 
 /// What a stream holds: the payload mode its content type implies.
@@ -323,6 +389,7 @@ fn push_one_line(out: &mut Vec<u8>, json: &str) {
 
 /// One append of a stream, with the offset after it.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Chunk {
     /// The offset after this append.
     pub offset: Offset,
@@ -330,9 +397,17 @@ pub struct Chunk {
     pub payload: Payload,
 }
 
+impl Chunk {
+    /// The append of `payload` that ends at `offset`.
+    pub fn new(offset: Offset, payload: Payload) -> Self {
+        Self { offset, payload }
+    }
+}
+
 /// An absolute expiry time (`Stream-Expires-At`), as given and in milliseconds since the Unix
 /// epoch.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ExpiresAt {
     /// The RFC 3339 text as the client sent it, to echo.
     pub text: String,
@@ -340,8 +415,19 @@ pub struct ExpiresAt {
     pub unix_ms: i64,
 }
 
+impl ExpiresAt {
+    /// An expiry at `unix_ms`, given as `text`.
+    pub fn new(text: impl Into<String>, unix_ms: i64) -> Self {
+        Self {
+            text: text.into(),
+            unix_ms,
+        }
+    }
+}
+
 /// Where a fork starts: `Stream-Forked-From`, `Stream-Fork-Offset`, `Stream-Fork-Sub-Offset`.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ForkFrom {
     /// The path of the source stream, in the same key space as the store's paths.
     pub source: String,
@@ -350,6 +436,18 @@ pub struct ForkFrom {
     /// How many bytes (or JSON values) of the append after `offset` the fork starts with; 0 for
     /// none.
     pub sub_offset: u64,
+}
+
+impl ForkFrom {
+    /// A fork of `source` at `offset` (`None`: its tail), starting with nothing of the append
+    /// after it.
+    pub fn new(source: impl Into<String>, offset: Option<Offset>) -> Self {
+        Self {
+            source: source.into(),
+            offset,
+            sub_offset: 0,
+        }
+    }
 }
 
 /// A request to create a stream (`PUT`).
@@ -382,6 +480,7 @@ impl Create {
 
 /// A created (or confirmed) stream.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Created {
     /// Whether it was created now (`201`), rather than confirmed (`200`).
     pub created: bool,
@@ -389,8 +488,16 @@ pub struct Created {
     pub info: Info,
 }
 
+impl Created {
+    /// A stream created now (`created`) or confirmed.
+    pub fn new(created: bool, info: Info) -> Self {
+        Self { created, info }
+    }
+}
+
 /// An idempotent producer's claim: `Producer-Id`, `Producer-Epoch`, `Producer-Seq`.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Producer {
     /// The producer's id.
     pub id: String,
@@ -400,6 +507,17 @@ pub struct Producer {
     pub seq: u64,
 }
 
+impl Producer {
+    /// The claim of producer `id` for write `seq` of `epoch`.
+    pub fn new(id: impl Into<String>, epoch: u64, seq: u64) -> Self {
+        Self {
+            id: id.into(),
+            epoch,
+            seq,
+        }
+    }
+}
+
 /// A request to append to, or close, a stream (`POST`).
 ///
 /// # Examples
@@ -407,17 +525,20 @@ pub struct Producer {
 /// ```
 /// use tower_push::durable::{Append, Create, MemoryStore, Offset, Producer, Store, StoreError};
 ///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), StoreError> {
 /// let store = MemoryStore::new();
-/// store.create("/s", Create::new(Some("application/json".into())))?;
+/// store.create("/s", Create::new(Some("application/json".into()))).await?;
 /// let mut append = Append::new("application/json", r#"[{"a":1},{"b":2}]"#);
-/// append.producer = Some(Producer { id: "w".into(), epoch: 0, seq: 0 });
-/// let first = store.append("/s", append.clone())?;
+/// append.producer = Some(Producer::new("w", 0, 0));
+/// let first = store.append("/s", append.clone()).await?;
 /// assert!(first.wrote);
 /// // A retry is recognised and appends nothing.
-/// let retry = store.append("/s", append)?;
+/// let retry = store.append("/s", append).await?;
 /// assert!(!retry.wrote);
 /// assert_eq!(retry.tail, Offset::new(1));
-/// # Ok::<(), StoreError>(())
+/// # Ok(())
+/// # }
 /// ```
 #[derive(Clone, Debug, Default)]
 #[non_exhaustive]
@@ -447,6 +568,7 @@ impl Append {
 
 /// What an append did.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Appended {
     /// The tail after it.
     pub tail: Offset,
@@ -459,8 +581,22 @@ pub struct Appended {
     pub producer: Option<(u64, u64)>,
 }
 
+impl Appended {
+    /// An append that leaves the stream's tail at `tail`, open, having written data, with no
+    /// producer to echo; set the other fields where they differ.
+    pub fn new(tail: Offset) -> Self {
+        Self {
+            tail,
+            closed: false,
+            wrote: true,
+            producer: None,
+        }
+    }
+}
+
 /// What is known about a stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Info {
     /// The stream's incarnation: a stream deleted and created again at the same path gets
     /// another.
@@ -477,8 +613,24 @@ pub struct Info {
     pub expires_at: Option<String>,
 }
 
+impl Info {
+    /// An open stream of incarnation `epoch` and `content_type`, with its tail at `tail` and no
+    /// expiry; set the other fields where they differ.
+    pub fn new(epoch: u64, content_type: impl Into<String>, tail: Offset) -> Self {
+        Self {
+            epoch,
+            content_type: content_type.into(),
+            tail,
+            closed: false,
+            ttl: None,
+            expires_at: None,
+        }
+    }
+}
+
 /// The answer to a read.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Read {
     /// The stream.
     pub info: Info,
@@ -489,6 +641,11 @@ pub struct Read {
 }
 
 impl Read {
+    /// The appends `chunks` of a stream described by `info`, read after `from`.
+    pub fn new(info: Info, from: Offset, chunks: Vec<Chunk>) -> Self {
+        Self { info, from, chunks }
+    }
+
     /// The offset after the last append read, or where the read started.
     pub fn next(&self) -> Offset {
         self.chunks.last().map_or(self.from, |chunk| chunk.offset)

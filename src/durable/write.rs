@@ -8,14 +8,14 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use http_body::Body;
 
-use super::answer::{empty, Error};
+use super::answer::{empty, Answer, Error};
 use super::headers::*;
 use super::service::DurableStreams;
 use super::store::{Append, Create, ExpiresAt, ForkFrom, Producer, Store};
 use super::Offset;
 use crate::{BoxError, PushBody};
 
-impl<St: Store + ?Sized> DurableStreams<St> {
+impl<St: Store> DurableStreams<St> {
     /// `PUT`: creates the stream (`201`, with `Location`), or confirms an identical one
     /// (`200`).
     pub(super) async fn create<B>(self, parts: Parts, body: B) -> Result<Response<PushBody>, Error>
@@ -43,16 +43,13 @@ impl<St: Store + ?Sized> DurableStreams<St> {
         }
         if let Some(at) = expires_at {
             let unix_ms = super::time::parse_rfc3339(at).ok_or(Error::InvalidExpiresAt)?;
-            create.expires_at = Some(ExpiresAt {
-                text: at.to_owned(),
-                unix_ms,
-            });
+            create.expires_at = Some(ExpiresAt::new(at, unix_ms));
         }
         create.fork = self.fork(headers)?;
         create.closed = closed_header(headers);
         create.body = read_body(headers, body, self.config.max_body).await?;
         let path = parts.uri.path();
-        let created = self.store.create(self.key(path), create)?;
+        let created = self.store.create(self.key(path), create).await?;
         let mut response = empty(match created.created {
             true => StatusCode::CREATED,
             false => StatusCode::OK,
@@ -96,10 +93,10 @@ impl<St: Store + ?Sized> DurableStreams<St> {
             Some(_) if source.is_none() => return Err(Error::SubOffsetWithoutFork),
             Some(text) => integer(text).ok_or(Error::InvalidForkSubOffset)?,
         };
-        Ok(source.map(|source| ForkFrom {
-            source: self.key(source).to_owned(),
-            offset,
-            sub_offset,
+        Ok(source.map(|source| {
+            let mut fork = ForkFrom::new(self.key(source), offset);
+            fork.sub_offset = sub_offset;
+            fork
         }))
     }
 
@@ -130,7 +127,8 @@ impl<St: Store + ?Sized> DurableStreams<St> {
             stream_seq: stream_seq.map(str::to_owned),
             producer,
         };
-        let appended = self.store.append(self.key(parts.uri.path()), append)?;
+        let appended = self.store.append(self.key(parts.uri.path()), append);
+        let appended = appended.await?;
         let mut response = empty(match appended.wrote && with_producer {
             true => StatusCode::OK,
             false => StatusCode::NO_CONTENT,
@@ -148,9 +146,12 @@ impl<St: Store + ?Sized> DurableStreams<St> {
     }
 
     /// `DELETE`: removes the stream (`204`).
-    pub(super) fn delete(&self, parts: &Parts) -> Result<Response<PushBody>, Error> {
-        self.store.delete(self.key(parts.uri.path()))?;
-        Ok(empty(StatusCode::NO_CONTENT))
+    pub(super) fn delete(&self, parts: &Parts) -> Answer {
+        let deleted = self.store.delete(self.key(parts.uri.path()));
+        Box::pin(async move {
+            deleted.await?;
+            Ok(empty(StatusCode::NO_CONTENT))
+        })
     }
 }
 
