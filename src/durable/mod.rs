@@ -51,6 +51,8 @@
 //! ```
 
 mod answer;
+#[cfg(feature = "durable-file")]
+mod file;
 mod format;
 pub mod headers;
 mod json_array;
@@ -61,10 +63,14 @@ mod query;
 mod read;
 mod service;
 mod source;
+mod state;
 mod store;
 mod time;
 mod write;
 
+#[cfg(feature = "durable-file")]
+#[cfg_attr(docsrs, doc(cfg(feature = "durable-file")))]
+pub use self::file::{FileStore, FileStoreBuilder, OpenError};
 pub use self::format::{DurablePoll, DurableSse};
 pub use self::memory::{MemoryStore, MemoryStoreBuilder};
 pub use self::offset::{InvalidOffset, Offset};

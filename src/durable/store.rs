@@ -724,6 +724,9 @@ pub enum StoreError {
     TooManyStreams,
     /// The store holds as many bytes as it may.
     StorageFull,
+    /// The store cannot make changes durable now (its storage failed); what it answered
+    /// before stays.
+    Unavailable,
 }
 
 impl StoreError {
@@ -747,6 +750,7 @@ impl StoreError {
             | Self::InvalidSubOffset
             | Self::OffsetBeyondTail => StatusCode::BAD_REQUEST,
             Self::TooManyStreams | Self::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -772,6 +776,7 @@ impl StoreError {
             Self::OffsetBeyondTail => "offset_beyond_tail",
             Self::TooManyStreams => "too_many_streams",
             Self::StorageFull => "storage_full",
+            Self::Unavailable => "store_unavailable",
         }
     }
 }
