@@ -1,7 +1,10 @@
-//! A Durable Streams server on the embedded store: every stream under `/v1/stream/`.
+//! A Durable Streams server: every stream under `/v1/stream/`, in memory, or in a directory
+//! that survives a crash with `--data-dir DIR` (feature `durable-file`).
 //!
 //! ```sh
 //! cargo run --example durable --features durable,server -- --addr 127.0.0.1:4437
+//! # or, on disk:
+//! cargo run --example durable --features durable-file,server -- --data-dir ./streams
 //! curl -X PUT -H 'content-type: text/plain' http://127.0.0.1:4437/v1/stream/hello
 //! curl -X POST -H 'content-type: text/plain' -d 'hi' http://127.0.0.1:4437/v1/stream/hello
 //! curl 'http://127.0.0.1:4437/v1/stream/hello?offset=-1'
@@ -22,7 +25,7 @@ use std::time::Duration;
 
 use clap::{error::ErrorKind, Parser};
 use tokio::net::TcpListener;
-use tower_push::durable::{DurableStreams, MemoryStore};
+use tower_push::durable::{DurableStreams, MemoryStore, Store};
 use tower_push::server::{self, Server};
 use tower_push::{ChunkedStreamLayer, LongPollLayer, Shutdown};
 
@@ -33,7 +36,7 @@ use tower_push::{ChunkedStreamLayer, LongPollLayer, Shutdown};
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// Serves the Durable Streams protocol under /v1/stream/ from memory.
+/// Serves the Durable Streams protocol under /v1/stream/, from memory or from a directory.
 #[derive(Parser, Debug)]
 struct Args {
     /// Where to listen; HOST may be a name such as `localhost`.
@@ -47,10 +50,18 @@ struct Args {
     /// few KiB of memory. Default: a quarter of the open-files limit.
     #[arg(long, value_name = "READS")]
     max_held: Option<usize>,
-    /// The most streams kept in memory.
+    /// Keep the streams in this directory (created if need be), so that they survive a restart
+    /// and a crash: an append is answered once it is synced to disk. Without it, the streams
+    /// live in memory only. Needs the `durable-file` feature.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<std::path::PathBuf>,
+    /// The most bytes the log in --data-dir may take; beyond, appends get 507.
+    #[arg(long, value_name = "BYTES", default_value_t = 4 << 30)]
+    max_log_bytes: u64,
+    /// The most streams kept.
     #[arg(long, value_name = "STREAMS", default_value_t = 100_000)]
     max_streams: usize,
-    /// The most bytes of stream data kept in memory.
+    /// The most bytes of stream data kept (in memory, also with --data-dir).
     #[arg(long, value_name = "BYTES", default_value_t = 1 << 30)]
     max_bytes: usize,
     /// The largest request body, in bytes; larger ones get 413.
@@ -64,15 +75,40 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let Some(dir) = args.data_dir.clone() else {
+        let store = MemoryStore::builder()
+            .max_streams(args.max_streams)
+            .max_bytes(args.max_bytes)
+            .build();
+        return serve(args, store).await;
+    };
+    #[cfg(feature = "durable-file")]
+    {
+        let store = tower_push::durable::FileStore::builder()
+            .max_streams(args.max_streams)
+            .max_bytes(args.max_bytes)
+            .max_log_bytes(args.max_log_bytes)
+            .open(&dir)
+            .unwrap_or_else(|err| clap::Error::raw(ErrorKind::Io, format!("{err}\n")).exit());
+        serve(args, store).await
+    }
+    #[cfg(not(feature = "durable-file"))]
+    {
+        let message = format!(
+            "--data-dir {} needs the durable-file feature: cargo run --example durable \
+             --features durable-file,server\n",
+            dir.display()
+        );
+        clap::Error::raw(ErrorKind::InvalidValue, message).exit()
+    }
+}
+
+async fn serve<St: Store>(args: Args, store: St) -> Result<(), Box<dyn std::error::Error>> {
     // Before the layers are built, so that their caps are recorded.
     #[cfg(feature = "metrics")]
     let prometheus = metrics::install()?;
     let shutdown = Shutdown::new();
     let max_held = args.max_held.unwrap_or_else(server::held_cap);
-    let store = MemoryStore::builder()
-        .max_streams(args.max_streams)
-        .max_bytes(args.max_bytes)
-        .build();
     let service = DurableStreams::builder(store)
         .prefix("/v1/stream")
         .max_body_bytes(args.max_body)
@@ -118,7 +154,7 @@ mod metrics {
     use http::{header, HeaderValue, Request, Response};
     use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
     use tower::Service;
-    use tower_push::durable::{DurableStreams, MemoryStore, ResponseFuture};
+    use tower_push::durable::{DurableStreams, ResponseFuture, Store};
     use tower_push::{server, PushBody};
 
     /// Installs a Prometheus recorder whose histograms have the crate's buckets (not the
@@ -135,8 +171,8 @@ mod metrics {
     }
 
     /// `streams`, and `GET /metrics` answered from `prometheus`.
-    pub(crate) fn beside(
-        mut streams: DurableStreams<MemoryStore>,
+    pub(crate) fn beside<St: Store>(
+        mut streams: DurableStreams<St>,
         prometheus: PrometheusHandle,
     ) -> impl Service<
         Request<server::Body>,

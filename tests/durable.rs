@@ -43,11 +43,13 @@ fn main() -> ExitCode {
             shutdown_answers_held_long_polls,
             forks_read_their_source_up_to_the_fork_offset,
             the_store_refuses_streams_and_bytes_beyond_its_bounds,
+            the_file_store_keeps_every_acknowledged_append_through_kill_9,
         ])
         .needing(
             &[NODE, NPM],
             tests![
                 the_official_conformance_suite_passes,
+                the_official_conformance_suite_passes_on_the_file_store_after_crashes,
                 the_official_client_follows_live_and_resumes_from_its_offset,
             ],
         )
@@ -718,6 +720,11 @@ fn install(kit: &str, files: &[&str]) -> tempfile::TempDir {
 
 fn the_official_conformance_suite_passes() {
     let (_runtime, addr) = background_server();
+    conformance_suite(addr);
+}
+
+/// Runs the official suite against the server at `addr` and checks that all of it passes.
+fn conformance_suite(addr: SocketAddr) {
     let kit = ["package.json", "package-lock.json", "conformance.test.mjs"];
     let dir = install("durable-streams", &kit);
     let results = dir.path().join("results.json");
@@ -845,4 +852,194 @@ fn the_official_client_follows_live_and_resumes_from_its_offset() {
         );
         assert_eq!(done["offset"], offset(7), "{live}");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The file store, killed
+
+/// The durable example, built with the file store (a no-op when `cargo test --all-features`
+/// built it already).
+fn durable_example() -> std::path::PathBuf {
+    let output = Command::new(env!("CARGO"))
+        .args(["build", "--example", "durable", "--all-features"])
+        .args(["--message-format=json-render-diagnostics", "--quiet"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "the durable example does not build"
+    );
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|message| message["target"]["name"] == "durable")
+        .find_map(|message| message["executable"].as_str().map(Into::into))
+        .expect("cargo names the example's executable")
+}
+
+/// The durable example on `dir`, listening on a free port.
+async fn start_on(binary: &Path, dir: &Path) -> (common::external::Process, SocketAddr) {
+    loop {
+        let port = common::external::free_port();
+        let mut process = common::external::Process::spawn(
+            Command::new(binary)
+                .args(["--addr", &format!("127.0.0.1:{port}"), "--hold-ms", "1000"])
+                .arg("--data-dir")
+                .arg(dir),
+        );
+        match process
+            .listening(port, Duration::from_secs(30), || true)
+            .await
+        {
+            Ok(true) => return (process, SocketAddr::from(([127, 0, 0, 1], port))),
+            // Another process took the port first.
+            Ok(false) => continue,
+            Err(_) => panic!("the durable example did not listen within 30 s"),
+        }
+    }
+}
+
+const WRITERS: u64 = 8;
+const STREAMS: u64 = 4;
+
+/// One writer's append over its own connection: `Ok(true)` when acknowledged, `Ok(false)` for
+/// a duplicate, `Err` when the server went away.
+async fn produce(
+    sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    addr: SocketAddr,
+    writer: u64,
+    seq: u64,
+) -> Result<bool, String> {
+    let request = Request::post(format!("/v1/stream/crash-{}", writer % STREAMS))
+        .header("host", addr.to_string())
+        .header("content-type", "application/json")
+        .header("producer-id", format!("writer-{writer}"))
+        .header("producer-epoch", "0")
+        .header("producer-seq", seq.to_string())
+        .body(Full::new(Bytes::from(format!(
+            r#"{{"writer":{writer},"seq":{seq},"pad":"{}"}}"#,
+            "x".repeat((seq % 200) as usize)
+        ))))
+        .unwrap();
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    match response.status().as_u16() {
+        200 => Ok(true),
+        204 => Ok(false),
+        other => panic!("writer {writer} seq {seq}: {other}"),
+    }
+}
+
+/// Each writer's seqs in the streams, checked: in order, from 0, without gaps or doubles.
+async fn written(addr: SocketAddr) -> Vec<Option<u64>> {
+    let mut last = vec![None; WRITERS as usize];
+    for stream in 0..STREAMS {
+        let reply = get(addr, &format!("/v1/stream/crash-{stream}?offset=-1")).await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.header("stream-up-to-date"), Some("true"));
+        for value in reply.json().as_array().unwrap() {
+            let writer = value["writer"].as_u64().unwrap();
+            let seq = value["seq"].as_u64().unwrap();
+            let expected = last[writer as usize].map_or(0, |s: u64| s + 1);
+            assert_eq!(seq, expected, "writer {writer}: seq {seq} after {last:?}");
+            last[writer as usize] = Some(seq);
+        }
+    }
+    last
+}
+
+/// Kills the example (`kill -9`) under concurrent idempotent writers, `cycles` times, checking
+/// after each restart that every acknowledged append is there, in order, once, and that each
+/// writer's last append is a duplicate when retried.
+fn crash_cycles(binary: &Path, dir: &Path, cycles: u32) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut acked: Vec<Option<u64>> = vec![None; WRITERS as usize];
+        for cycle in 0..cycles {
+            let (process, addr) = start_on(binary, dir).await;
+            for stream in 0..STREAMS {
+                let path = format!("/v1/stream/crash-{stream}");
+                let reply = put(addr, &path, "application/json").await;
+                assert!(matches!(reply.status.as_u16(), 200 | 201));
+            }
+            let present = written(addr).await;
+            for writer in 0..WRITERS as usize {
+                assert!(
+                    present[writer] >= acked[writer],
+                    "cycle {cycle}: writer {writer} acknowledged {:?}, found {:?}",
+                    acked[writer],
+                    present[writer]
+                );
+            }
+            let tasks: Vec<_> = (0..WRITERS)
+                .map(|writer| {
+                    let next = present[writer as usize].map_or(0, |s| s + 1);
+                    tokio::spawn(async move {
+                        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+                        let io = hyper_util::rt::TokioIo::new(stream);
+                        let (mut sender, connection) =
+                            hyper::client::conn::http1::handshake(io).await.unwrap();
+                        tokio::spawn(connection);
+                        // The last append there is a duplicate when retried.
+                        if let Some(last) = next.checked_sub(1) {
+                            let retry = produce(&mut sender, addr, writer, last).await;
+                            assert_eq!(retry, Ok(false), "writer {writer} seq {last}");
+                        }
+                        let mut acked = next.checked_sub(1);
+                        for seq in next.. {
+                            match produce(&mut sender, addr, writer, seq).await {
+                                Ok(true) => acked = Some(seq),
+                                Ok(false) => panic!("writer {writer}: seq {seq} a duplicate"),
+                                Err(_) => break,
+                            }
+                        }
+                        acked
+                    })
+                })
+                .collect();
+            let millis = 150 + (u64::from(cycle) * 97) % 500;
+            tokio::time::sleep(Duration::from_millis(millis)).await;
+            let pid = process.id();
+            let killed = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            assert!(killed.unwrap().success());
+            for (writer, task) in tasks.into_iter().enumerate() {
+                acked[writer] = task.await.unwrap();
+            }
+            assert!(
+                acked.iter().any(Option::is_some),
+                "nothing was acknowledged"
+            );
+            drop(process);
+        }
+        // After the last kill: everything acknowledged is back.
+        let (_process, addr) = start_on(binary, dir).await;
+        let present = written(addr).await;
+        for writer in 0..WRITERS as usize {
+            assert!(present[writer] >= acked[writer], "writer {writer}");
+        }
+    });
+}
+
+fn the_file_store_keeps_every_acknowledged_append_through_kill_9() {
+    let binary = durable_example();
+    let dir = tempfile::tempdir().unwrap();
+    crash_cycles(&binary, dir.path(), 20);
+}
+
+fn the_official_conformance_suite_passes_on_the_file_store_after_crashes() {
+    let binary = durable_example();
+    let dir = tempfile::tempdir().unwrap();
+    crash_cycles(&binary, dir.path(), 3);
+    let runtime = runtime(false);
+    let (_process, addr) = runtime.block_on(start_on(&binary, dir.path()));
+    conformance_suite(addr);
 }

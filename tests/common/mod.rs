@@ -753,6 +753,11 @@ pub mod external {
             Self(child)
         }
 
+        /// The process's id.
+        pub fn id(&self) -> u32 {
+            self.0.id()
+        }
+
         /// Whether the process has exited.
         pub fn exited(&mut self) -> bool {
             self.0.try_wait().unwrap().is_some()
