@@ -1,15 +1,17 @@
-// Starts the Node reference server of Durable Streams (in memory) for the bench:
-// `node serve.mjs <long-poll timeout in ms>`. It listens on a free loopback port and prints
+// Starts the Node reference server of Durable Streams for the bench, in memory or on its file
+// store in a data directory: `node serve.mjs <long-poll timeout in ms> [<data directory>]`. It listens on a free loopback port and prints
 // `<port> <pid>` on its first line, answers `GET /stats` on a second port with the number of
 // long polls it holds, and exits when its standard input closes (the bench went away).
 import { createServer } from "node:http"
 import { DurableStreamTestServer } from "@durable-streams/server"
 
 const longPollTimeout = Number(process.argv[2] ?? 600000)
+const dataDir = process.argv[3]
 const server = new DurableStreamTestServer({
   port: 0,
   host: "127.0.0.1",
   longPollTimeout,
+  dataDir,
   // The other servers answer small bodies uncompressed; so does this one.
   compression: false,
 })

@@ -160,42 +160,56 @@ pub(super) fn find_node() -> Result<Program, String> {
     })
 }
 
-/// A running server of `--only durable`, and the data directory it may write to.
+/// A running server of `--only durable`, and the data directory it writes to (with `disk`, or
+/// `durable-streams` 0.1.5, which always does).
 pub(super) struct Running {
     server: Server,
-    _data: Option<tempfile::TempDir>,
+    kind: Kind,
+    program: Option<Program>,
+    data: Option<tempfile::TempDir>,
 }
 
 impl Running {
-    pub(super) async fn start(kind: Kind, program: Option<&Program>) -> Self {
-        match kind {
-            Kind::TowerPush => {
-                let port = nchan::free_port();
-                let mut command = Command::new(process::example("durable", "durable,server"));
-                command.args(["--addr", &format!("127.0.0.1:{port}")]);
-                command.args(["--hold-ms", &HOLD.as_millis().to_string()]);
-                command.args(["--max-held", "1000000"]);
-                Self {
-                    server: Server::listening(command, port).await,
-                    _data: None,
+    /// Starts `kind` in memory, or with `disk` on its store in a fresh data directory:
+    /// tower-push's `durable` example with `--data-dir` (built with `durable-file`), the Node
+    /// server with `dataDir`; `durable-streams` 0.1.5 writes its WAL either way.
+    pub(super) async fn start(kind: Kind, program: Option<&Program>, disk: bool) -> Self {
+        let rust_disk = program.is_some_and(|p| p.flags);
+        let data = (disk || (kind == Kind::Rust && rust_disk))
+            .then(|| tempfile::tempdir().expect("a data directory"));
+        let server = launch(kind, program, data.as_ref().map(|d| d.path())).await;
+        Self {
+            server,
+            kind,
+            program: program.cloned(),
+            data,
+        }
+    }
+
+    /// Kills the server (`SIGKILL`) and starts it again on the same data directory; the time
+    /// until it answers a read of `path` again.
+    pub(super) async fn kill_and_restart(&mut self, path: &str) -> Duration {
+        let _ = self.server.child.kill();
+        let _ = self.server.child.wait();
+        let data = self.data.as_ref().map(|d| d.path().to_owned());
+        let started = Instant::now();
+        self.server = launch(self.kind, self.program.as_ref(), data.as_deref()).await;
+        let head = format!("HEAD {path} HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n");
+        loop {
+            if let Ok(mut conn) = Conn::connect(self.addr()).await {
+                if conn.send(head.as_bytes()).await.is_ok() {
+                    if let Ok((status, _)) = conn.response().await {
+                        let name = self.kind.name();
+                        assert_eq!(status, 200, "{name}: HEAD {path} after a restart");
+                        return started.elapsed();
+                    }
                 }
             }
-            Kind::Node => {
-                let program = program.expect("the Node peer is installed");
-                let mut command = Command::new(&program.program);
-                command
-                    .arg(node_dir().join("serve.mjs"))
-                    .arg(HOLD.as_millis().to_string())
-                    .current_dir(node_dir());
-                Self {
-                    server: Server::spawn(command),
-                    _data: None,
-                }
-            }
-            Kind::Rust => {
-                let program = program.expect("durable-streams-server is installed");
-                start_rust(program).await
-            }
+            assert!(
+                started.elapsed() < Duration::from_secs(600),
+                "no answer after 600 s"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
@@ -242,34 +256,60 @@ impl Running {
     }
 }
 
-/// Starts `durable-streams-server` on a free loopback port, holding long polls for
-/// [`HOLD`], and waits until it accepts connections: 0.1.5 with its write-ahead log in a
-/// fresh data directory, 0.3.0 in memory.
-async fn start_rust(program: &Program) -> Running {
-    let port = nchan::free_port();
-    let mut command = Command::new(&program.program);
-    // Logging every request would cost it what the others do not pay.
-    command.env("RUST_LOG", "warn");
-    let data = if program.flags {
-        let data = tempfile::tempdir().expect("a data directory");
-        command.args(["--host", "127.0.0.1", "--port", &port.to_string()]);
-        command.arg("--data-dir").arg(data.path());
-        command.args(["--long-poll-timeout-ms", &HOLD.as_millis().to_string()]);
-        Some(data)
-    } else {
-        command
-            .env("DS_SERVER__BIND_ADDRESS", format!("127.0.0.1:{port}"))
-            .env("DS_STORAGE__MODE", "memory")
-            .env(
-                "DS_TRANSPORT__CONNECTION__LONG_POLL_TIMEOUT_SECS",
-                HOLD.as_secs().to_string(),
-            )
-            .env("DS_OBSERVABILITY__RUST_LOG", "warn");
-        None
-    };
-    Running {
-        server: Server::listening(command, port).await,
-        _data: data,
+/// Starts `kind` on a free loopback port, holding long polls for [`HOLD`], on its store in
+/// `data` if given, and waits until it accepts connections.
+async fn launch(kind: Kind, program: Option<&Program>, data: Option<&Path>) -> Server {
+    match kind {
+        Kind::TowerPush => {
+            let port = nchan::free_port();
+            let features = match data {
+                Some(_) => "durable-file,server",
+                None => "durable,server",
+            };
+            let mut command = Command::new(process::example("durable", features));
+            command.args(["--addr", &format!("127.0.0.1:{port}")]);
+            command.args(["--hold-ms", &HOLD.as_millis().to_string()]);
+            command.args(["--max-held", "1000000"]);
+            if let Some(data) = data {
+                command.arg("--data-dir").arg(data);
+            }
+            Server::listening(command, port).await
+        }
+        Kind::Node => {
+            let program = program.expect("the Node peer is installed");
+            let mut command = Command::new(&program.program);
+            command
+                .arg(node_dir().join("serve.mjs"))
+                .arg(HOLD.as_millis().to_string())
+                .current_dir(node_dir());
+            if let Some(data) = data {
+                command.arg(data);
+            }
+            Server::spawn(command)
+        }
+        Kind::Rust => {
+            let program = program.expect("durable-streams-server is installed");
+            let port = nchan::free_port();
+            let mut command = Command::new(&program.program);
+            // Logging every request would cost it what the others do not pay.
+            command.env("RUST_LOG", "warn");
+            if program.flags {
+                command.args(["--host", "127.0.0.1", "--port", &port.to_string()]);
+                let data = data.expect("0.1.5 writes its WAL");
+                command.arg("--data-dir").arg(data);
+                command.args(["--long-poll-timeout-ms", &HOLD.as_millis().to_string()]);
+            } else {
+                command
+                    .env("DS_SERVER__BIND_ADDRESS", format!("127.0.0.1:{port}"))
+                    .env("DS_STORAGE__MODE", "memory")
+                    .env(
+                        "DS_TRANSPORT__CONNECTION__LONG_POLL_TIMEOUT_SECS",
+                        HOLD.as_secs().to_string(),
+                    )
+                    .env("DS_OBSERVABILITY__RUST_LOG", "warn");
+            }
+            Server::listening(command, port).await
+        }
     }
 }
 
@@ -305,8 +345,8 @@ pub(super) struct Fanout {
 
 /// Parks `n` readers at the tail of a fresh stream on `kind`, reads the memory growth,
 /// appends one message and times every reader's answer.
-pub(super) async fn fanout(kind: Kind, program: Option<&Program>, n: usize) -> Fanout {
-    let running = Running::start(kind, program).await;
+pub(super) async fn fanout(kind: Kind, program: Option<&Program>, disk: bool, n: usize) -> Fanout {
+    let running = Running::start(kind, program, disk).await;
     let tail = running.create().await;
     let rss_before = running.rss_kib();
     let request: Arc<[u8]> =
@@ -365,45 +405,138 @@ pub(super) async fn fanout(kind: Kind, program: Option<&Program>, n: usize) -> F
     fanout
 }
 
-/// Appends `total` messages to a fresh stream on `kind` over `connections` keep-alive
-/// connections, each sending its next append when the last is answered; appends per second.
+/// The streams the writers of [`appends`] share.
+const WRITER_STREAMS: usize = 16;
+
+/// What [`appends`] measured.
+pub(super) struct Appends {
+    pub(super) rate: f64,
+    pub(super) p50: f64,
+    pub(super) p99: f64,
+}
+
+/// `writers` idempotent producers (`Producer-Id`, `-Epoch`, `-Seq`), each on a keep-alive
+/// connection of its own and appending to one of 16 fresh streams, send `total` appends
+/// together, each its next when the last is answered: acknowledged appends per second, and
+/// each append's latency from its request to its answer.
 pub(super) async fn appends(
     kind: Kind,
     program: Option<&Program>,
-    connections: usize,
+    disk: bool,
+    writers: usize,
     total: usize,
-) -> f64 {
-    let running = Running::start(kind, program).await;
-    running.create().await;
+) -> Appends {
+    let running = Running::start(kind, program, disk).await;
     let addr = running.addr();
-    let request: Arc<[u8]> = append_request().into();
-    let mut conns = Vec::with_capacity(connections);
-    for _ in 0..connections {
+    let mut conn = Conn::connect(addr).await.expect("connect");
+    for stream in 0..WRITER_STREAMS {
+        let put = format!(
+            "PUT {STREAM}-{stream} HTTP/1.1\r\nhost: 127.0.0.1\r\n\
+             content-type: application/json\r\ncontent-length: 0\r\n\r\n"
+        );
+        let (status, _) = exchange(&mut conn, put.as_bytes()).await;
+        assert!(matches!(status, 200 | 201), "PUT: {status}");
+    }
+    let mut conns = Vec::with_capacity(writers);
+    for _ in 0..writers {
         conns.push(Conn::connect(addr).await.expect("connect"));
     }
     let start = Instant::now();
     let tasks: Vec<_> = conns
         .into_iter()
         .enumerate()
-        .map(|(i, mut conn)| {
-            let request = request.clone();
-            // The first `total % connections` connections send one more.
-            let count = total / connections + usize::from(i < total % connections);
+        .map(|(writer, mut conn)| {
+            // The first `total % writers` writers send one more.
+            let count = total / writers + usize::from(writer < total % writers);
             tokio::spawn(async move {
-                for _ in 0..count {
-                    let (status, _) = exchange(&mut conn, &request).await;
+                let mut latencies = Vec::with_capacity(count);
+                for seq in 0..count {
+                    let request = format!(
+                        "POST {STREAM}-{} HTTP/1.1\r\nhost: 127.0.0.1\r\n\
+                         content-type: application/json\r\nproducer-id: w{writer}\r\n\
+                         producer-epoch: 0\r\nproducer-seq: {seq}\r\n\
+                         content-length: {}\r\n\r\n{MESSAGE}",
+                        writer % WRITER_STREAMS,
+                        MESSAGE.len()
+                    );
+                    let sent = Instant::now();
+                    let (status, _) = exchange(&mut conn, request.as_bytes()).await;
+                    latencies.push(sent.elapsed().as_secs_f64() * 1e3);
+                    assert!(matches!(status, 200 | 204), "append: {status}");
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::with_capacity(total);
+    for task in tasks {
+        latencies.extend(task.await.expect("append task"));
+    }
+    let rate = total as f64 / start.elapsed().as_secs_f64();
+    latencies.sort_by(f64::total_cmp);
+    let appends = Appends {
+        rate,
+        p50: percentile(&latencies, 0.50),
+        p99: percentile(&latencies, 0.99),
+    };
+    eprintln!(
+        "   {:24} {total} appends by {writers} writer(s): {rate:.0}/s, p50 {:.2} ms, p99 {:.2} ms",
+        kind.name(),
+        appends.p50,
+        appends.p99,
+    );
+    appends
+}
+
+/// Fills a fresh store on disk with `streams` streams holding `bytes` in appends of 16 KiB
+/// (over 8 connections), kills the server (`SIGKILL`) and starts it again: the seconds until it
+/// answers again, its recovery.
+pub(super) async fn recovery(
+    kind: Kind,
+    program: Option<&Program>,
+    streams: usize,
+    bytes: usize,
+) -> f64 {
+    const BODY: usize = 16 << 10;
+    const CONNECTIONS: usize = 8;
+    let mut running = Running::start(kind, program, true).await;
+    let addr = running.addr();
+    let appends = bytes.div_ceil(BODY);
+    let body: Arc<str> = "r".repeat(BODY).into();
+    let tasks: Vec<_> = (0..CONNECTIONS)
+        .map(|c| {
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut conn = Conn::connect(addr).await.expect("connect");
+                for stream in (c..streams).step_by(CONNECTIONS) {
+                    let put = format!(
+                        "PUT /v1/stream/r{stream} HTTP/1.1\r\nhost: 127.0.0.1\r\n\
+                         content-type: text/plain\r\ncontent-length: 0\r\n\r\n"
+                    );
+                    let (status, _) = exchange(&mut conn, put.as_bytes()).await;
+                    assert!(matches!(status, 200 | 201), "PUT: {status}");
+                }
+                for append in (c..appends).step_by(CONNECTIONS) {
+                    let post = format!(
+                        "POST /v1/stream/r{} HTTP/1.1\r\nhost: 127.0.0.1\r\n\
+                         content-type: text/plain\r\ncontent-length: {BODY}\r\n\r\n{body}",
+                        append % streams
+                    );
+                    let (status, _) = exchange(&mut conn, post.as_bytes()).await;
                     assert!(matches!(status, 200 | 204), "append: {status}");
                 }
             })
         })
         .collect();
     for task in tasks {
-        task.await.expect("append task");
+        task.await.expect("fill task");
     }
-    let rate = total as f64 / start.elapsed().as_secs_f64();
+    let last = format!("/v1/stream/r{}", streams - 1);
+    let took = running.kill_and_restart(&last).await.as_secs_f64();
     eprintln!(
-        "   {:24} {total} appends over {connections} connection(s): {rate:.0}/s",
-        kind.name()
+        "   {:24} {streams} streams, {} MB: recovered in {took:.2} s",
+        kind.name(),
+        bytes >> 20
     );
-    rate
+    took
 }

@@ -21,6 +21,12 @@
 //! 10,000 readers, memory per parked reader, and append throughput. A peer that is not
 //! installed is skipped, and its table says why. See `durable.rs`.
 //!
+//! `--only durable-disk` does the same with every server on its disk store (tower-push's
+//! `durable` example with `--data-dir`, the Node server with `dataDir`, `durable-streams`
+//! 0.1.5's WAL), and adds appends by 1, 8 and 32 idempotent writers (acknowledged per second,
+//! latency p50 and p99) and the recovery after a `kill -9` of 10,000 streams holding 100 MB
+//! (`--recovery STREAMS,MB`).
+//!
 //! # Files
 //!
 //! - `main.rs`: this overview, the settings (the command line), and what every part shares:
@@ -78,8 +84,10 @@ fn main() {
             eprintln!("{message}");
             eprintln!(
                 "usage: cargo bench --bench push [-- --quick] [--runs N] [--parked N] \
-                 [--scaling N,N,...] [--csv PATH] [--appends N] [--head-pad BYTES] \
-                 [--only memory,fanout,throughput,stream,nchan,scaling,stacks,topics,durable]"
+                 [--scaling N,N,...] [--csv PATH] [--appends N] [--recovery STREAMS,MB] \
+                 [--head-pad BYTES] \
+                 [--only memory,fanout,throughput,stream,nchan,scaling,stacks,topics,durable,\
+                 durable-disk]"
             );
             std::process::exit(2);
         }
@@ -108,6 +116,9 @@ struct Settings {
     csv: Option<PathBuf>,
     /// How many appends each append-throughput measurement of `--only durable` sends.
     appends: usize,
+    /// The streams and bytes `--only durable-disk` recovers after a `kill -9`.
+    recovery_streams: usize,
+    recovery_bytes: usize,
     only: Vec<String>,
 }
 
@@ -125,6 +136,8 @@ impl Settings {
             scaling: vec![1_000, 10_000, 50_000],
             csv: None,
             appends: 20_000,
+            recovery_streams: 10_000,
+            recovery_bytes: 100 << 20,
             only: Vec::new(),
         };
         let mut args = args.iter();
@@ -144,6 +157,8 @@ impl Settings {
                     settings.steady_for = Duration::from_secs(1);
                     settings.scaling = vec![1_000, 5_000];
                     settings.appends = 5_000;
+                    settings.recovery_streams = 1_000;
+                    settings.recovery_bytes = 10 << 20;
                 }
                 "--runs" => {
                     settings.runs = value()?.parse().map_err(|e| format!("--runs: {e}"))?;
@@ -167,6 +182,19 @@ impl Settings {
                 "--head-pad" => {
                     let pad = value()?.parse().map_err(|e| format!("--head-pad: {e}"))?;
                     HEAD_PAD.store(pad, Ordering::Relaxed);
+                }
+                "--recovery" => {
+                    // `STREAMS,MB`
+                    let text = value()?;
+                    let parse = |v: &str| {
+                        v.trim()
+                            .parse::<usize>()
+                            .map_err(|e| format!("--recovery: {e}"))
+                    };
+                    let (streams, mb) =
+                        text.split_once(',').ok_or("--recovery takes STREAMS,MB")?;
+                    settings.recovery_streams = parse(streams)?.max(1);
+                    settings.recovery_bytes = parse(mb)? << 20;
                 }
                 "--appends" => {
                     settings.appends = value()?.parse().map_err(|e| format!("--appends: {e}"))?;

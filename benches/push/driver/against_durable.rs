@@ -1,5 +1,7 @@
-//! The tables of `--only durable`: tower-push against each Durable Streams peer, run after
-//! run. The servers and the measurements are in `durable.rs`.
+//! The tables of `--only durable` (every server in memory, but for `durable-streams` 0.1.5,
+//! which always writes its WAL) and `--only durable-disk` (every server on its disk store:
+//! tower-push's file store, the Node server's `dataDir`, 0.1.5's WAL): tower-push against each
+//! Durable Streams peer, run after run. The servers and the measurements are in `durable.rs`.
 
 use crate::{durable, Settings};
 
@@ -11,6 +13,8 @@ use super::table::Table;
 /// the demo program (the same serving path with the embedded log: what a parked reader costs
 /// beyond a parked poll).
 pub(super) struct AgainstDurable {
+    /// Every server on its disk store.
+    disk: bool,
     peers: Vec<durable::Program>,
     tables: Vec<(durable::Kind, Table)>,
     demo: Table,
@@ -18,7 +22,7 @@ pub(super) struct AgainstDurable {
 
 impl AgainstDurable {
     /// Looks for both peers; a missing one gets a table that says why it was skipped.
-    pub(super) fn find() -> Self {
+    pub(super) fn find(disk: bool) -> Self {
         let mut peers = Vec::new();
         let mut tables = Vec::new();
         let found = [
@@ -41,6 +45,7 @@ impl AgainstDurable {
         }
         let demo = Table::new("the demo program's parked polls");
         Self {
+            disk,
             peers,
             tables,
             demo,
@@ -85,7 +90,7 @@ impl AgainstDurable {
             let mut p99 = Vec::new();
             let mut memory = Vec::new();
             for &kind in &order {
-                let fanout = durable::fanout(kind, self.program(kind), n).await;
+                let fanout = durable::fanout(kind, self.program(kind), self.disk, n).await;
                 p50.push((kind, fanout.p50));
                 p99.push((kind, fanout.p99));
                 memory.push((kind, fanout.per_reader_kib));
@@ -110,19 +115,39 @@ impl AgainstDurable {
             self.demo
                 .add(&name, "KiB", Some((1.10, false)), false, demo.per_poll);
         }
-        for connections in [1, settings.connections] {
-            let mut rates = Vec::new();
+        for writers in [1, 8, settings.connections] {
+            let (mut rates, mut p50, mut p99) = (Vec::new(), Vec::new(), Vec::new());
             for &kind in &order {
                 let program = self.program(kind);
-                let rate = durable::appends(kind, program, connections, settings.appends).await;
-                rates.push((kind, rate));
+                let appends =
+                    durable::appends(kind, program, self.disk, writers, settings.appends).await;
+                rates.push((kind, appends.rate));
+                p50.push((kind, appends.p50));
+                p99.push((kind, appends.p99));
+            }
+            let name = |what: &str| {
+                format!(
+                    "appends by {writers} idempotent writer{}, {what}",
+                    if writers == 1 { "" } else { "s" }
+                )
+            };
+            self.add(&name("acknowledged per second"), "appends/s", &rates);
+            self.add(&name("latency p50"), "ms", &p50);
+            self.add(&name("latency p99"), "ms", &p99);
+        }
+        if self.disk {
+            let mut recovery = Vec::new();
+            for &kind in &order {
+                let (streams, bytes) = (settings.recovery_streams, settings.recovery_bytes);
+                let took = durable::recovery(kind, self.program(kind), streams, bytes).await;
+                recovery.push((kind, took));
             }
             let name = format!(
-                "append throughput, {} appends, {connections} connection{}",
-                settings.appends,
-                if connections == 1 { "" } else { "s" }
+                "recovery after kill -9, {} streams and {} MB, until the first answer",
+                settings.recovery_streams,
+                settings.recovery_bytes >> 20
             );
-            self.add(&name, "appends/s", &rates);
+            self.add(&name, "s", &recovery);
         }
     }
 

@@ -78,7 +78,9 @@ pub(super) async fn run(settings: Settings, open_files: OpenFiles) {
         std::mem::size_of::<tower_push::memory::Subscription>(),
     );
     let durable_part = settings.only.iter().any(|p| p == "durable");
-    let mut against_durable = durable_part.then(AgainstDurable::find);
+    let disk_part = settings.only.iter().any(|p| p == "durable-disk");
+    let mut against_durable = durable_part.then(|| AgainstDurable::find(false));
+    let mut against_disk = disk_part.then(|| AgainstDurable::find(true));
     let mut table = Table::new("baseline");
     let mut curve = Vec::new();
     let mut topic_rows = Vec::new();
@@ -172,7 +174,10 @@ pub(super) async fn run(settings: Settings, open_files: OpenFiles) {
             };
             compare(&settings, &sides, run, &mut against_nchan, &mut curve).await;
         }
-        if let Some(against) = &mut against_durable {
+        for against in [&mut against_durable, &mut against_disk]
+            .into_iter()
+            .flatten()
+        {
             against.run(&settings, run, open_files.now.0).await;
         }
     }
@@ -186,7 +191,7 @@ pub(super) async fn run(settings: Settings, open_files: OpenFiles) {
     if !topic_rows.is_empty() {
         print_topics(&settings, &topic_rows);
     }
-    if let Some(against) = &against_durable {
+    for against in [&against_durable, &against_disk].into_iter().flatten() {
         against.print(&settings);
     }
     if settings.wants("scaling") {
