@@ -5,6 +5,10 @@
 import { createServer } from "node:http"
 import { DurableStreamTestServer } from "@durable-streams/server"
 
+// The file store logs its recovery to standard output, where the bench reads the ports: send
+// every log line to standard error instead.
+console.log = console.info = (...args) => console.error(...args)
+
 const longPollTimeout = Number(process.argv[2] ?? 600000)
 const dataDir = process.argv[3]
 const server = new DurableStreamTestServer({
@@ -30,7 +34,7 @@ const stats = createServer((req, res) => {
 })
 await new Promise((resolve) => stats.listen(0, "127.0.0.1", resolve))
 
-console.log(`${new URL(url).port} ${stats.address().port}`)
+process.stdout.write(`${new URL(url).port} ${stats.address().port}\n`)
 process.stdin.resume()
 process.stdin.on("end", () => process.exit(0))
 process.stdin.on("close", () => process.exit(0))

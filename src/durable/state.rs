@@ -55,8 +55,8 @@ pub(super) trait Journal {
     /// The stream at `path` changes by `change`.
     fn change(&mut self, path: &str, change: &Change) -> u64;
 
-    /// The stream at `path` is deleted.
-    fn remove(&mut self, path: &str) -> u64;
+    /// The stream at `path`, as `stream` is, is deleted.
+    fn remove(&mut self, path: &str, stream: &Stream) -> u64;
 
     /// `doorbell` is to ring once the changes so far are visible.
     fn ring(&mut self, doorbell: &Doorbell);
@@ -75,7 +75,7 @@ impl Journal for () {
         0
     }
 
-    fn remove(&mut self, _path: &str) -> u64 {
+    fn remove(&mut self, _path: &str, _stream: &Stream) -> u64 {
         0
     }
 
@@ -208,7 +208,10 @@ impl<J: Journal> State<J> {
 
     /// Deletes the stream at `path`, journal first.
     fn delete_now(&mut self, path: &str) {
-        let lsn = self.journal.remove(path);
+        let Some(stream) = self.streams.get(path) else {
+            return;
+        };
+        let lsn = self.journal.remove(path, stream);
         self.removed_at = lsn;
         if let Some(stream) = self.streams.get_mut(path) {
             stream.lsn = lsn;

@@ -42,9 +42,10 @@ use super::Offset;
 /// thread writes the log: it takes every change made since its last sync, writes them as one
 /// batch and syncs once, so concurrent writers (of any streams) share a sync and an append
 /// waits about one sync, whatever the number of writers. Reads are served from memory, and
-/// never return a change that is not durable yet (they wait for its sync). When the log holds
-/// more than twice what the streams hold (and at least 64 MiB), it is rewritten with what is
-/// live, so deletes and expiries give their space back.
+/// never return a change that is not durable yet (they wait for its sync). When more than half
+/// of the log (and at least 64 MiB) is streams deleted or expired since, or it nears its bound
+/// with a sixteenth of the bound to gain, it is rewritten with what is live, so deletes and
+/// expiries give their space back.
 ///
 /// At start, the log is read back: every batch is checked (CRC-32) and applied whole; a last
 /// batch that a crash cut short is cut off (it was never acknowledged); damage before a batch
@@ -223,6 +224,7 @@ impl FileStoreBuilder {
                 max_log_bytes: self.max_log_bytes,
                 failed: None,
                 closing: false,
+                dead: 0,
             },
             removed_at: 0,
         }
@@ -365,12 +367,23 @@ pub(super) struct FileJournal {
     max_log_bytes: u64,
     failed: Option<StoreError>,
     closing: bool,
+    /// About how many bytes of the log hold streams deleted since its last compaction.
+    dead: u64,
 }
 
 /// What a record costs in the log besides its data: its framing and fields.
 const RECORD_COST: usize = 256;
 
 impl FileJournal {
+    /// Whether the log should be compacted: more than half of it (and at least
+    /// [`COMPACT_FROM`]) is dead, or it nears its bound and a sixteenth of the bound is dead.
+    fn compact_now(&self) -> bool {
+        let (len, dead) = (self.log_len, self.dead);
+        let mostly_dead = len > COMPACT_FROM && dead > len / 2;
+        let near_full = len > self.max_log_bytes / 4 * 3 && dead > self.max_log_bytes / 16;
+        mostly_dead || near_full
+    }
+
     fn next(&mut self) -> u64 {
         let lsn = self.next_lsn;
         self.next_lsn += 1;
@@ -397,8 +410,13 @@ impl Journal for FileJournal {
         self.next()
     }
 
-    fn remove(&mut self, path: &str) -> u64 {
+    fn remove(&mut self, path: &str, stream: &Stream) -> u64 {
         Writer(&mut self.pending).remove(path);
+        // What the stream wrote to the log is dead now, about: its data and a record's framing
+        // per append (forks still reading a retired stream keep some of it live: a compaction
+        // counts exactly).
+        let data: usize = stream.chunks.iter().map(|c| c.payload.size() + 32).sum();
+        self.dead += data as u64;
         self.next()
     }
 
@@ -604,10 +622,7 @@ fn write_log(shared: &Shared, mut media: Box<dyn Media>, mut number: u64) {
             let rings = std::mem::take(&mut journal.rings);
             journal.log_len += (log::BATCH_HEADER_LEN + body.len()) as u64;
             let lsn = journal.next_lsn - 1;
-            let log_len = journal.log_len;
-            let compact = log_len > COMPACT_FROM && log_len > 2 * state.bytes as u64
-                || log_len > state.journal.max_log_bytes / 4 * 3;
-            (body, lsn, rings, compact)
+            (body, lsn, rings, journal.compact_now())
         };
         let written = media
             .append(&log::batch(number, &body))
@@ -708,7 +723,10 @@ fn compact_log(shared: &Shared, media: &mut dyn Media, number: &mut u64) -> io::
         write(&body, media)?;
     }
     media.swap()?;
-    lock(shared).journal.log_len = len;
+    let mut state = lock(shared);
+    state.journal.log_len = len;
+    state.journal.dead = 0;
+    drop(state);
     synced(shared, lsn, &rings);
     Ok(())
 }

@@ -536,3 +536,87 @@ async fn no_acknowledged_append_is_lost_or_doubled_through_crashes_and_faults() 
         run_seed(seed).await;
     }
 }
+
+/// Stream names are data in the log: hostile ones neither reach the file system nor collide.
+#[tokio::test]
+async fn hostile_names_stay_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = format!("/{}", "n".repeat(10_000));
+    let names = [
+        "/../../escape",
+        "/a%2Fb",
+        "/a/b",
+        "/Case",
+        "/case",
+        "/ünï/cödé/🦀",
+        "/nul\u{0}byte",
+        long.as_str(),
+    ];
+    let store = FileStore::open(dir.path()).unwrap();
+    for (i, name) in names.iter().enumerate() {
+        store
+            .create(name, Create::new(Some("text/plain".into())))
+            .await
+            .unwrap();
+        store
+            .append(name, Append::new("text/plain", i.to_string()))
+            .await
+            .unwrap();
+    }
+    drop(store);
+    let store = FileStore::open(dir.path()).unwrap();
+    assert_eq!(store.len(), names.len());
+    for (i, name) in names.iter().enumerate() {
+        assert_eq!(contents(&store, name).await, [i.to_string()], "{name:?}");
+    }
+    let mut files: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    files.sort();
+    assert_eq!(files, ["lock", "log"]);
+    assert!(!dir.path().parent().unwrap().join("escape").exists());
+}
+
+/// A log at its bound refuses what would take it beyond with `507`, and stays readable.
+#[tokio::test]
+async fn a_full_log_refuses_writes_and_stays_readable() {
+    let builder = FileStore::builder().max_log_bytes(256 << 10);
+    let (store, _sim) = reopen(&builder, Vec::new()).unwrap();
+    store
+        .create("/s", Create::new(Some("text/plain".into())))
+        .await
+        .unwrap();
+    let chunk = "z".repeat(16 << 10);
+    let mut appended = 0;
+    let refused = loop {
+        match store
+            .append("/s", Append::new("text/plain", chunk.clone()))
+            .await
+        {
+            Ok(_) => appended += 1,
+            Err(err) => break err,
+        }
+        assert!(appended < 100, "the bound holds");
+    };
+    assert_eq!(refused, StoreError::StorageFull);
+    assert_eq!(refused.status(), 507);
+    assert!(store.log_bytes() <= 256 << 10);
+    assert_eq!(contents(&store, "/s").await.len(), appended);
+    // Deleting gives the space back once the log is compacted, which the delete's batch
+    // starts (the log is near its bound and grew since its last compaction).
+    store.delete("/s").await.unwrap();
+    let compacted = std::time::Instant::now();
+    while store.log_bytes() > 64 << 10 {
+        assert!(compacted.elapsed().as_secs() < 10, "compacted within 10 s");
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    store
+        .create("/t", Create::new(Some("text/plain".into())))
+        .await
+        .unwrap();
+    store
+        .append("/t", Append::new("text/plain", chunk))
+        .await
+        .unwrap();
+}
