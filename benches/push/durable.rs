@@ -194,13 +194,13 @@ impl Running {
         let data = self.data.as_ref().map(|d| d.path().to_owned());
         let started = Instant::now();
         self.server = launch(self.kind, self.program.as_ref(), data.as_deref()).await;
-        let head = format!("HEAD {path} HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n");
+        let head = format!("GET {path}?offset=now HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n");
         loop {
             if let Ok(mut conn) = Conn::connect(self.addr()).await {
                 if conn.send(head.as_bytes()).await.is_ok() {
                     if let Ok((status, _)) = conn.response().await {
                         let name = self.kind.name();
-                        assert_eq!(status, 200, "{name}: HEAD {path} after a restart");
+                        assert_eq!(status, 200, "{name}: GET {path} after a restart");
                         return started.elapsed();
                     }
                 }

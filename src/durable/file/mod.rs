@@ -183,6 +183,7 @@ impl FileStoreBuilder {
             .map_err(|why| OpenError::unreadable(dir.join(media::LOG), why))?;
         let (valid, next) = match scanned {
             Scanned::Whole { next } => (len, next),
+            // Also the zeros ahead of the end that the log is written into.
             Scanned::Torn { valid, next } => {
                 disk.truncate(valid).map_err(at)?;
                 (valid, next)
