@@ -503,33 +503,33 @@ pub(super) async fn recovery(
     let addr = running.addr();
     let appends = bytes.div_ceil(BODY);
     let body: Arc<str> = "r".repeat(BODY).into();
-    let tasks: Vec<_> = (0..CONNECTIONS)
-        .map(|c| {
-            let body = body.clone();
-            tokio::spawn(async move {
-                let mut conn = Conn::connect(addr).await.expect("connect");
-                for stream in (c..streams).step_by(CONNECTIONS) {
-                    let put = format!(
-                        "PUT /v1/stream/r{stream} HTTP/1.1\r\nhost: 127.0.0.1\r\n\
-                         content-type: text/plain\r\ncontent-length: 0\r\n\r\n"
-                    );
-                    let (status, _) = exchange(&mut conn, put.as_bytes()).await;
-                    assert!(matches!(status, 200 | 201), "PUT: {status}");
-                }
-                for append in (c..appends).step_by(CONNECTIONS) {
-                    let post = format!(
-                        "POST /v1/stream/r{} HTTP/1.1\r\nhost: 127.0.0.1\r\n\
-                         content-type: text/plain\r\ncontent-length: {BODY}\r\n\r\n{body}",
-                        append % streams
-                    );
-                    let (status, _) = exchange(&mut conn, post.as_bytes()).await;
-                    assert!(matches!(status, 200 | 204), "append: {status}");
-                }
+    // Every stream first, then the appends, each phase over all connections.
+    for phase in ["PUT", "POST"] {
+        let tasks: Vec<_> = (0..CONNECTIONS)
+            .map(|c| {
+                let body = body.clone();
+                tokio::spawn(async move {
+                    let mut conn = Conn::connect(addr).await.expect("connect");
+                    let (count, length) = match phase {
+                        "PUT" => (streams, 0),
+                        _ => (appends, BODY),
+                    };
+                    for i in (c..count).step_by(CONNECTIONS) {
+                        let request = format!(
+                            "{phase} /v1/stream/r{} HTTP/1.1\r\nhost: 127.0.0.1\r\n\
+                             content-type: text/plain\r\ncontent-length: {length}\r\n\r\n{}",
+                            i % streams,
+                            &body[..length]
+                        );
+                        let (status, _) = exchange(&mut conn, request.as_bytes()).await;
+                        assert!(matches!(status, 200..=204), "{phase}: {status}");
+                    }
+                })
             })
-        })
-        .collect();
-    for task in tasks {
-        task.await.expect("fill task");
+            .collect();
+        for task in tasks {
+            task.await.expect("fill task");
+        }
     }
     let last = format!("/v1/stream/r{}", streams - 1);
     let took = running.kill_and_restart(&last).await.as_secs_f64();
