@@ -203,16 +203,13 @@ pub(crate) mod check {
     /// The hold, when a proxy idle timeout is declared, is safely below it.
     pub(crate) fn hold(hold: Duration, proxy_idle: Option<Duration>) -> Result<(), ConfigError> {
         positive("hold timeout", hold)?;
-        match proxy_idle.map(|idle| (idle, ConfigError::max_below(idle))) {
-            Some((proxy_idle, max_hold)) if hold > max_hold => {
-                Err(ConfigError::HoldNotBelowProxyIdle {
-                    hold,
-                    proxy_idle,
-                    max_hold,
-                })
+        below_proxy_idle(hold, proxy_idle).map_err(|(proxy_idle, max_hold)| {
+            ConfigError::HoldNotBelowProxyIdle {
+                hold,
+                proxy_idle,
+                max_hold,
             }
-            _ => Ok(()),
-        }
+        })
     }
 
     /// The heartbeat interval, when a proxy idle timeout is declared, is safely below it.
@@ -221,14 +218,24 @@ pub(crate) mod check {
         proxy_idle: Option<Duration>,
     ) -> Result<(), ConfigError> {
         positive("heartbeat interval", heartbeat)?;
-        match proxy_idle.map(|idle| (idle, ConfigError::max_below(idle))) {
-            Some((proxy_idle, max_heartbeat)) if heartbeat > max_heartbeat => {
-                Err(ConfigError::HeartbeatNotBelowProxyIdle {
-                    heartbeat,
-                    proxy_idle,
-                    max_heartbeat,
-                })
+        below_proxy_idle(heartbeat, proxy_idle).map_err(|(proxy_idle, max_heartbeat)| {
+            ConfigError::HeartbeatNotBelowProxyIdle {
+                heartbeat,
+                proxy_idle,
+                max_heartbeat,
             }
+        })
+    }
+
+    /// The one rule both layers' intervals follow: when a proxy idle timeout is declared, the
+    /// interval is at most [`ConfigError::max_below`] it; if not, the idle timeout and that
+    /// most.
+    fn below_proxy_idle(
+        interval: Duration,
+        proxy_idle: Option<Duration>,
+    ) -> Result<(), (Duration, Duration)> {
+        match proxy_idle.map(|idle| (idle, ConfigError::max_below(idle))) {
+            Some((proxy_idle, max)) if interval > max => Err((proxy_idle, max)),
             _ => Ok(()),
         }
     }

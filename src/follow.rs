@@ -88,25 +88,31 @@ impl Pipeline {
         self.limits.current()
     }
 
-    /// Admits the request with head `parts` to follow `source`, or says why it is refused.
+    /// Admits the request with head `parts` to follow `source`, or answers why it is refused.
     /// `start` is the format's say on where the request starts ([`PollFormat::start`]): a
-    /// position, or `None` to read the layer's cursor parameter.
+    /// position, or `None` to read the layer's cursor parameter; `refuse` writes a refusal in
+    /// the format ([`PollFormat::rejection`]). Both layers admit through here, so a request is
+    /// refused for the same reasons, with the same answer, whichever layer it meets.
     ///
     /// [`PollFormat::start`]: crate::format::PollFormat::start
+    /// [`PollFormat::rejection`]: crate::format::PollFormat::rejection
+    // The refusal is the answer itself, made once per refused request: boxing it would
+    // allocate for nothing.
+    #[allow(clippy::result_large_err)]
     pub(crate) fn admit<S>(
         self: &Arc<Self>,
         parts: Parts,
         source: &S,
         start: impl FnOnce(&Parts) -> Result<Option<Position>, Rejection>,
-    ) -> Result<Follow<S>, Rejection>
+        refuse: impl FnOnce(&Rejection) -> Response<PushBody>,
+    ) -> Result<Follow<S>, Response<PushBody>>
     where
         S: Service<Subscribe> + Clone,
     {
-        let admitted = self.try_admit(parts, source, start);
-        if let Err(rejection) = &admitted {
-            telemetry::rejected(self.kind, rejection);
-        }
-        admitted
+        self.try_admit(parts, source, start).map_err(|rejection| {
+            telemetry::rejected(self.kind, &rejection);
+            refuse(&rejection)
+        })
     }
 
     fn try_admit<S>(

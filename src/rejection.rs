@@ -284,6 +284,21 @@ mod tests {
         (status, serde_json::from_slice(&bytes).unwrap())
     }
 
+    /// The JSON answer to `rejection` has `status`, the code `error`, and `header` (with its
+    /// value) among its headers; returns the body.
+    async fn answers(
+        rejection: Rejection,
+        status: u16,
+        error: &str,
+        header: (header::HeaderName, &str),
+    ) -> serde_json::Value {
+        assert_eq!(rejection.to_json_response().headers()[&header.0], header.1);
+        let (got, body) = json(rejection).await;
+        assert_eq!(got, status);
+        assert_eq!(body["error"], error);
+        body
+    }
+
     #[tokio::test]
     async fn bodies_carry_code_message_and_resync_cursors() {
         let (status, body) = json(Rejection::MalformedCursor(CursorError::Empty)).await;
@@ -330,22 +345,16 @@ mod tests {
         let shutting_down = Rejection::ShuttingDown {
             retry_after: Duration::from_secs(3),
         };
-        assert_eq!(
-            shutting_down.to_json_response().headers()[header::RETRY_AFTER],
-            "3"
-        );
-        let (status, body) = json(shutting_down).await;
-        assert_eq!(status, 503);
-        assert_eq!(body["error"], "shutting_down");
-
-        let method = Rejection::MethodNotAllowed;
-        assert_eq!(
-            method.to_json_response().headers()[header::ALLOW],
-            "GET, HEAD"
-        );
-        let (status, body) = json(method).await;
-        assert_eq!(status, 405);
-        assert_eq!(body["error"], "method_not_allowed");
+        let retry_after = (header::RETRY_AFTER, "3");
+        answers(shutting_down, 503, "shutting_down", retry_after).await;
+        let allow = (header::ALLOW, "GET, HEAD");
+        answers(
+            Rejection::MethodNotAllowed,
+            405,
+            "method_not_allowed",
+            allow,
+        )
+        .await;
 
         let (status, body) = json(Rejection::HeadTooLarge {
             size: 9000,

@@ -3,80 +3,48 @@
 
 mod common;
 
-use std::convert::Infallible;
-use std::future::{ready, Ready};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use common::{get, poll_layer, serve, RawResponse, NDJSON};
+use common::{get, poll_layer, serve, Answers, RawResponse, NDJSON};
 use http::request::Parts;
 use http::HeaderValue;
 use http::Request;
-use tower::{Service, ServiceExt};
+use tower::ServiceExt;
 use tower_push::format::{NdjsonFormat, StreamEnd, StreamFormat};
-use tower_push::source::{Batch, Outcome, Position, Subscribe};
+use tower_push::source::{Batch, Outcome, Position};
 use tower_push::{ChunkedStreamLayer, Cursor, CursorError, Epoch, Event, EventData, Rejection};
 
 const EPOCH: Epoch = Epoch::new(9);
 
 /// A log of three events that has ended: events after a cursor below 3, `Closed` at 3.
-#[derive(Clone)]
-struct Ended;
-
-impl Service<Subscribe> for Ended {
-    type Response = Outcome;
-    type Error = Infallible;
-    type Future = Ready<Result<Outcome, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
+const ENDED: Answers = Answers(|req| {
+    let head = Cursor::new(EPOCH, 3);
+    let after = match req.position() {
+        Position::After(cursor) => cursor.seq(),
+        Position::Oldest => 0,
+        Position::Head => return Outcome::Head(head),
+    };
+    if after >= 3 {
+        return Outcome::Closed { head };
     }
-
-    fn call(&mut self, req: Subscribe) -> Self::Future {
-        let head = Cursor::new(EPOCH, 3);
-        let after = match req.position() {
-            Position::After(cursor) => cursor.seq(),
-            Position::Oldest => 0,
-            Position::Head => return ready(Ok(Outcome::Head(head))),
-        };
-        if after >= 3 {
-            return ready(Ok(Outcome::Closed { head }));
-        }
-        let events = (after + 1..=3)
-            .map(|seq| Event::new(Cursor::new(EPOCH, seq), EventData::from_bytes("raw\nbytes")))
-            .collect();
-        let batch = Batch::new(events).unwrap().reaching_head(true);
-        ready(Ok(Outcome::Events(batch)))
-    }
-}
+    let events = (after + 1..=3)
+        .map(|seq| Event::new(Cursor::new(EPOCH, seq), EventData::from_bytes("raw\nbytes")))
+        .collect();
+    Outcome::Events(Batch::new(events).unwrap().reaching_head(true))
+});
 
 /// A log that was deleted after its second event: events after a cursor below 2, `Gone` from 2.
-#[derive(Clone)]
-struct Deleted;
-
-impl Service<Subscribe> for Deleted {
-    type Response = Outcome;
-    type Error = Infallible;
-    type Future = Ready<Result<Outcome, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
+const DELETED: Answers = Answers(|req| match req.position() {
+    Position::After(cursor) if cursor.seq() < 2 => {
+        let event = Event::new(Cursor::new(EPOCH, 2), EventData::from_json("2").unwrap());
+        Outcome::Events(Batch::new(vec![event]).unwrap())
     }
-
-    fn call(&mut self, req: Subscribe) -> Self::Future {
-        match req.position() {
-            Position::After(cursor) if cursor.seq() < 2 => {
-                let event = Event::new(Cursor::new(EPOCH, 2), EventData::from_json("2").unwrap());
-                ready(Ok(Outcome::Events(Batch::new(vec![event]).unwrap())))
-            }
-            _ => ready(Ok(Outcome::Gone)),
-        }
-    }
-}
+    _ => Outcome::Gone,
+});
 
 #[tokio::test(start_paused = true)]
 async fn a_long_poll_at_the_end_of_a_closed_log_answers_at_once() {
-    let addr = serve(poll_layer(Duration::from_secs(60)).layer(Ended)).await;
+    let addr = serve(poll_layer(Duration::from_secs(60)).layer(ENDED)).await;
     let started = tokio::time::Instant::now();
     let at_end = Cursor::new(EPOCH, 3);
     let reply = get(addr, &format!("/poll?after={at_end}")).await;
@@ -96,7 +64,7 @@ async fn a_long_poll_at_the_end_of_a_closed_log_answers_at_once() {
 
 #[tokio::test]
 async fn a_stream_ends_with_a_closed_message_after_the_last_events() {
-    let addr = serve(ChunkedStreamLayer::new().layer(Ended)).await;
+    let addr = serve(ChunkedStreamLayer::new().layer(ENDED)).await;
     let after = Cursor::new(EPOCH, 1);
     let mut stream = RawResponse::get(addr, &format!("/stream?after={after}"), &[NDJSON]).await;
     assert_eq!(stream.status, 200);
@@ -157,7 +125,7 @@ async fn a_start_position_the_format_reads_wins_over_the_query() {
         .uri("/stream?after=garbage&from=2")
         .body(())
         .unwrap();
-    let response = layer.layer(Ended).oneshot(request).await.unwrap();
+    let response = layer.layer(ENDED).oneshot(request).await.unwrap();
     assert_eq!(response.status(), 200, "the malformed `after` is not read");
     let body = http_body_util::BodyExt::collect(response.into_body())
         .await
@@ -173,16 +141,16 @@ async fn a_start_position_the_format_reads_wins_over_the_query() {
         .uri("/stream?after=garbage")
         .body(())
         .unwrap();
-    let response = layer.layer(Ended).oneshot(plain).await.unwrap();
+    let response = layer.layer(ENDED).oneshot(plain).await.unwrap();
     assert_eq!(response.status(), 400);
     let bad = Request::builder().uri("/stream?from=x").body(()).unwrap();
-    let response = layer.layer(Ended).oneshot(bad).await.unwrap();
+    let response = layer.layer(ENDED).oneshot(bad).await.unwrap();
     assert_eq!(response.status(), 400);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_long_poll_on_a_deleted_log_answers_404_at_once() {
-    let addr = serve(poll_layer(Duration::from_secs(60)).layer(Deleted)).await;
+    let addr = serve(poll_layer(Duration::from_secs(60)).layer(DELETED)).await;
     let started = tokio::time::Instant::now();
     let reply = get(addr, &format!("/poll?after={}", Cursor::new(EPOCH, 2))).await;
     assert_eq!(started.elapsed(), Duration::ZERO, "no hold");
@@ -192,7 +160,7 @@ async fn a_long_poll_on_a_deleted_log_answers_404_at_once() {
 
 #[tokio::test]
 async fn a_stream_ends_with_the_gone_message_when_its_log_is_deleted() {
-    let addr = serve(ChunkedStreamLayer::new().layer(Deleted)).await;
+    let addr = serve(ChunkedStreamLayer::new().layer(DELETED)).await;
     let gone = RawResponse::get(
         addr,
         &format!("/stream?after={}", Cursor::new(EPOCH, 2)),

@@ -9,14 +9,14 @@
 //! Nchan's message id (`?last_event_id=<time>:<tag>`), `/publish` a publisher location on the
 //! same channel, which also answers the channel's subscriber count.
 
-use std::io::{BufRead, BufReader, Write as _};
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::client::Conn;
-use crate::process::{children, cpu_ns, rss_kib};
+use crate::process::{children, cpu_ns, rss_kib, spawn_reporting};
 use crate::SEED;
 
 /// Where the Debian package `libnginx-mod-nchan` puts the module.
@@ -276,22 +276,14 @@ impl Nginx {
             .module
             .as_ref()
             .map_or("-".to_owned(), |m| m.display().to_string());
-        let mut wrapper = Command::new(exe)
+        let mut command = Command::new(exe);
+        command
             .arg("serve")
             .arg("nginx")
             .arg(&program.nginx)
             .arg(module)
-            .arg(connections.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the nginx process");
-        let stdout = wrapper.stdout.take().expect("piped stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read nginx's port");
+            .arg(connections.to_string());
+        let (wrapper, line) = spawn_reporting(command, "the nginx process");
         if let Some(reason) = line.strip_prefix("error ") {
             panic!("nginx did not start: {}", reason.trim());
         }

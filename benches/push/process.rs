@@ -51,6 +51,24 @@ pub(super) struct Server {
     pub(super) control: SocketAddr,
 }
 
+/// Starts `command` (`what` names it in panics) with its standard input and output piped, and
+/// reads the first line it prints: what a process of the bench reports once it is ready (its
+/// ports, or `error <reason>`). The process exits when its standard input closes.
+pub(super) fn spawn_reporting(mut command: Command, what: &str) -> (Child, String) {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|err| panic!("start {what}: {err}"));
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .unwrap_or_else(|err| panic!("read the first line of {what}: {err}"));
+    (child, line)
+}
+
 impl Server {
     pub(super) fn start(kind: &str) -> Self {
         let exe = std::env::current_exe().expect("own executable");
@@ -61,18 +79,8 @@ impl Server {
 
     /// Starts `command`, which prints the ports of the service under test and of its control
     /// service on its first line and exits when its standard input closes.
-    pub(super) fn spawn(mut command: Command) -> Self {
-        let mut child = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the server process");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read the server's port");
+    pub(super) fn spawn(command: Command) -> Self {
+        let (child, line) = spawn_reporting(command, "the server");
         let ports: Vec<u16> = line
             .split_whitespace()
             .map(|p| p.parse().expect("the server prints its ports"))

@@ -1,60 +1,21 @@
-use std::convert::Infallible;
-use std::sync::Arc;
-use std::task::{Context, Poll};
-
 use http::request::Parts;
-use http::{Request, Response};
+use http::Request;
 use tower_service::Service;
 
 use super::future::ResponseFuture;
-use super::layer::Config;
 use super::stream::EventStream;
 use crate::format::{AutoFormat, StreamFormat};
 use crate::source::{Outcome, Subscribe};
-use crate::{BoxError, PushBody};
+use crate::BoxError;
 
-/// Chunked streaming over an event source `S`: see the [module docs](crate::chunked_stream).
-///
-/// Built by [`ChunkedStreamLayer`](super::ChunkedStreamLayer).
-#[derive(Clone, Debug)]
-pub struct ChunkedStream<S, F = AutoFormat> {
-    inner: S,
-    config: Arc<Config>,
-    format: F,
-}
-
-impl<S> ChunkedStream<S> {
-    /// A service over the event source `source` with the default settings, like
-    /// `tower::timeout::Timeout::new`; build a [`ChunkedStreamLayer`](super::ChunkedStreamLayer) for others.
+define_push_service! {
+    /// Chunked streaming over an event source `S`: see the [module docs](crate::chunked_stream).
     ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tower_push::{ChunkedStream, MemoryLog};
-    ///
-    /// let service = ChunkedStream::new(MemoryLog::new().topic("news"));
-    /// assert_eq!(service.get_ref().name(), "news");
-    /// ```
-    pub fn new(source: S) -> Self {
-        super::ChunkedStreamLayer::new().layer(source)
-    }
-}
-
-impl<S, F> ChunkedStream<S, F> {
-    pub(crate) fn from_parts(inner: S, config: Arc<Config>, format: F) -> Self {
-        Self {
-            inner,
-            config,
-            format,
-        }
-    }
-
-    define_inner_service_accessors!();
+    /// Built by [`ChunkedStreamLayer`](super::ChunkedStreamLayer).
+    pub struct ChunkedStream<S, F = AutoFormat>, built by ChunkedStreamLayer;
 
     /// How many streams of this service's layer are open right now.
-    pub fn open_streams(&self) -> usize {
-        self.config.pipeline.held()
-    }
+    fn open_streams;
 }
 
 impl<S, F, B> Service<Request<B>> for ChunkedStream<S, F>
@@ -64,14 +25,7 @@ where
     S::Error: Into<BoxError>,
     F: StreamFormat,
 {
-    type Response = Response<PushBody>;
-    type Error = Infallible;
-    type Future = ResponseFuture<S, F>;
-
-    /// Always ready: the event source is driven to readiness by the stream itself.
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
+    define_push_service_readiness!();
 
     /// # Panics
     ///
@@ -109,12 +63,11 @@ where
 
     fn answer(&mut self, parts: Parts, format: F) -> ResponseFuture<S, F> {
         let config = &*self.config;
-        let admitted = config
-            .pipeline
-            .admit(parts, &self.inner, |parts| format.start(parts));
-        let follow = match admitted {
+        let start = |parts: &_| format.start(parts);
+        let refuse = |rejection: &_| format.rejection(rejection);
+        let follow = match config.pipeline.admit(parts, &self.inner, start, refuse) {
             Ok(follow) => follow,
-            Err(rejection) => return ResponseFuture::rejected(format.rejection(&rejection)),
+            Err(refused) => return ResponseFuture::rejected(refused),
         };
         let lifetime = crate::random::shorten(config.max_lifetime, config.lifetime_jitter);
         let stream = EventStream::new(follow, format, config.heartbeat, lifetime);

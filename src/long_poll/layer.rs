@@ -1,11 +1,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tower_layer::Layer;
-
 use super::supersede::Supersede;
 use super::LongPoll;
-use crate::config::{check, Shared};
+use crate::config::check;
 use crate::follow::Pipeline;
 use crate::format::{JsonFormat, PollFormat};
 use crate::limit::KeyFn;
@@ -21,114 +19,59 @@ pub(crate) struct Config {
     pub(crate) supersede: Option<Arc<Supersede>>,
 }
 
-/// Applies long polling to an event source: see the [module docs](crate::long_poll).
-///
-/// The layer is a cheap-to-clone configuration value. Build one with [`LongPollLayer::builder`],
-/// or take the defaults with [`LongPollLayer::new`].
-///
-/// # Examples
-///
-/// ```
-/// use std::time::Duration;
-/// use tower_push::{LongPollLayer, MemoryLog};
-///
-/// let layer = LongPollLayer::builder()
-///     .hold_timeout(Duration::from_secs(20))
-///     .proxy_idle_timeout(Duration::from_secs(60))
-///     .max_events(100)
-///     .build()?;
-/// let service = layer.layer(MemoryLog::new().topic("news"));
-/// # let _ = service;
-/// # Ok::<(), tower_push::ConfigError>(())
-/// ```
+/// The builder's settings of long polling alone, with their defaults.
 #[derive(Clone, Debug)]
-pub struct LongPollLayer<F = JsonFormat> {
-    config: Arc<Config>,
-    format: F,
-}
-
-impl LongPollLayer {
-    /// A layer with the default settings (see [`LongPollBuilder`]).
-    pub fn new() -> Self {
-        LongPollBuilder::new()
-            .build()
-            .expect("default settings are valid")
-    }
-
-    /// A builder for a layer with other settings.
-    pub fn builder() -> LongPollBuilder {
-        LongPollBuilder::new()
-    }
-}
-
-impl<F> LongPollLayer<F> {
-    /// How many polls of this layer's services are held right now.
-    pub fn parked_polls(&self) -> usize {
-        self.config.pipeline.held()
-    }
-}
-
-impl Default for LongPollLayer {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl<F: Clone> LongPollLayer<F> {
-    /// Wraps the event source `source` in this layer's service: the same as
-    /// [`Layer::layer`](tower_layer::Layer::layer), without having to import the trait (or
-    /// depend on `tower`) to call it.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tower_push::{LongPollLayer, MemoryLog};
-    ///
-    /// let service = LongPollLayer::new().layer(MemoryLog::new().topic("news"));
-    /// assert_eq!(service.parked_polls(), 0);
-    /// ```
-    pub fn layer<S>(&self, source: S) -> LongPoll<S, F> {
-        LongPoll::from_parts(source, self.config.clone(), self.format.clone())
-    }
-}
-
-impl<S, F: Clone> Layer<S> for LongPollLayer<F> {
-    type Service = LongPoll<S, F>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        LongPollLayer::layer(self, inner)
-    }
-}
-
-/// Settings for a [`LongPollLayer`], checked once by [`build`](LongPollBuilder::build).
-///
-/// `LongPollBuilder::new()` equals `Default::default()`.
-#[derive(Clone, Debug)]
-pub struct LongPollBuilder<F = JsonFormat> {
-    shared: Shared,
+struct Settings {
     hold: Duration,
     hold_jitter: f64,
     supersede: Option<KeyFn>,
-    format: F,
 }
 
-impl LongPollBuilder {
-    /// The default settings.
-    pub fn new() -> Self {
+impl Settings {
+    fn new() -> Self {
         Self {
-            shared: Shared::new(),
             hold: Duration::from_secs(25),
             hold_jitter: 0.0,
             supersede: None,
-            format: JsonFormat,
         }
     }
 }
 
-impl Default for LongPollBuilder {
-    fn default() -> Self {
-        Self::new()
-    }
+define_push_layer! {
+    /// Applies long polling to an event source: see the [module docs](crate::long_poll).
+    ///
+    /// The layer is a cheap-to-clone configuration value. Build one with [`LongPollLayer::builder`],
+    /// or take the defaults with [`LongPollLayer::new`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_push::{LongPollLayer, MemoryLog};
+    ///
+    /// let layer = LongPollLayer::builder()
+    ///     .hold_timeout(Duration::from_secs(20))
+    ///     .proxy_idle_timeout(Duration::from_secs(60))
+    ///     .max_events(100)
+    ///     .build()?;
+    /// let service = layer.layer(MemoryLog::new().topic("news"));
+    /// # let _ = service;
+    /// # Ok::<(), tower_push::ConfigError>(())
+    /// ```
+    pub struct LongPollLayer<F = JsonFormat>, serves LongPoll;
+
+    /// How many polls of this layer's services are held right now.
+    fn parked_polls;
+
+    /// Settings for a [`LongPollLayer`], checked once by [`build`](LongPollBuilder::build).
+    ///
+    /// `LongPollBuilder::new()` equals `Default::default()`.
+    pub struct LongPollBuilder;
+
+    /// The wire format of the answers.
+    ///
+    /// Default is [`JsonFormat`].
+    fn format<G: PollFormat>;
 }
 
 impl<F> LongPollBuilder<F> {
@@ -142,7 +85,7 @@ impl<F> LongPollBuilder<F> {
     /// Default is 25 seconds, below the common 30 and 60 second proxy defaults.
     #[must_use]
     pub fn hold_timeout(mut self, hold: Duration) -> Self {
-        self.hold = hold;
+        self.settings.hold = hold;
         self
     }
 
@@ -153,11 +96,13 @@ impl<F> LongPollBuilder<F> {
     /// Default is 0.0 (no jitter).
     #[must_use]
     pub fn hold_jitter(mut self, fraction: f64) -> Self {
-        self.hold_jitter = fraction;
+        self.settings.hold_jitter = fraction;
         self
     }
 
     define_shared_setters! {
+        layer: LongPollLayer;
+
         /// The most polls this layer holds at once, over all its services; more are refused with
         /// `503 overloaded` and a `Retry-After` of 1 to 5 seconds.
         ///
@@ -195,91 +140,6 @@ impl<F> LongPollBuilder<F> {
         ///
         /// Default is none declared.
         fn proxy_idle_timeout;
-
-        /// The most events one answer carries; a client that is further behind gets the rest on its
-        /// next request, at once.
-        ///
-        /// Default is 256.
-        fn max_events;
-
-        /// The most bytes of event data one answer carries, so that an answer the client does not
-        /// read holds a bounded amount of memory whatever the events weigh; the events left out
-        /// come with the next request, at once. An answer always carries at least one event, so
-        /// an event larger than this still goes out, alone. JSON framing adds the id and about 20
-        /// bytes per event.
-        ///
-        /// Default is 256 KiB.
-        fn max_bytes;
-
-        /// The largest request head (URI and headers, in bytes) a poll may have. A held poll keeps
-        /// its head for its source, so this bounds what each parked poll holds; a larger head is
-        /// answered `431 head_too_large`.
-        ///
-        /// Default is 32 KiB.
-        fn max_head_bytes;
-
-        /// The query parameter that carries the cursor. The `Last-Event-ID` header is read too, and
-        /// wins when both are present.
-        ///
-        /// Default is `after`.
-        fn cursor_param;
-
-        /// Where a request without a cursor starts.
-        ///
-        /// Default is [`Origin::Head`](crate::source::Origin::Head): only events published from
-        /// now on.
-        fn origin;
-
-        /// The shutdown signal: once triggered, held requests are answered at once as if their hold
-        /// had expired, and new requests get `503` with `Retry-After`.
-        ///
-        /// Default is none.
-        fn shutdown;
-
-        /// The window over which the clients of held polls spread their return after a shutdown:
-        /// each poll the shutdown answers carries a delay drawn at random from zero to this, in
-        /// `Push-Retry-Ms` (and `Retry-After`, rounded up to whole seconds), so that ten thousand
-        /// clients do not reconnect to the next process in the same millisecond. Zero answers
-        /// without a delay.
-        ///
-        /// Default is 5 seconds.
-        fn reconnect_window;
-
-        /// The query parameter that names the topics of a multiplexed request (see
-        /// [Several topics](crate#several-topics)): `GET /poll?topics=inbox,presence` follows
-        /// both topics with one request and one composite cursor. The inner service gets one
-        /// [`Subscribe`](crate::source::Subscribe) per topic, each naming its topic.
-        ///
-        /// Default is `topics`.
-        fn topics_param;
-
-        /// How many topics one multiplexed request may name; a request naming more gets `400
-        /// too_many_topics`. `0` turns multiplexing off: the topics parameter is then read as
-        /// nothing special.
-        ///
-        /// A parked request holds one subscription per topic (a few hundred bytes each with the
-        /// in-memory log), and its composite cursor, sent back in every SSE `id:`, grows by up
-        /// to 38 bytes per topic. 16 covers what one screen of an application follows (an
-        /// inbox, notifications, presence, a few open documents) while a parked request stays
-        /// near the cost of one that follows a single topic, and a cursor stays under 600
-        /// bytes. At most 256.
-        ///
-        /// Default is 16.
-        ///
-        /// # Examples
-        ///
-        /// ```
-        /// use tower_push::{ConfigError, LongPollLayer};
-        ///
-        /// let layer = LongPollLayer::builder().max_topics(64).build()?;
-        /// # let _ = layer;
-        /// assert!(matches!(
-        ///     LongPollLayer::builder().max_topics(1000).build(),
-        ///     Err(ConfigError::TooManyTopics { .. })
-        /// ));
-        /// # Ok::<(), ConfigError>(())
-        /// ```
-        fn max_topics;
     }
 
     /// Keeps one poll in flight per client: `client` extracts a client id from the request
@@ -309,29 +169,8 @@ impl<F> LongPollBuilder<F> {
     where
         K: Fn(&http::request::Parts) -> Option<String> + Send + Sync + 'static,
     {
-        self.supersede = Some(KeyFn::new(client));
+        self.settings.supersede = Some(KeyFn::new(client));
         self
-    }
-
-    /// The wire format of the answers.
-    ///
-    /// Default is [`JsonFormat`].
-    #[must_use]
-    pub fn format<G: PollFormat>(self, format: G) -> LongPollBuilder<G> {
-        let Self {
-            shared,
-            hold,
-            hold_jitter,
-            supersede,
-            format: _,
-        } = self;
-        LongPollBuilder {
-            shared,
-            hold,
-            hold_jitter,
-            supersede,
-            format,
-        }
     }
 
     /// Checks the settings and builds the layer.
@@ -346,16 +185,19 @@ impl<F> LongPollBuilder<F> {
     /// - [`ConfigError::InvalidParamName`] for a query parameter name that is empty or would need
     ///   percent-encoding.
     pub fn build(self) -> Result<LongPollLayer<F>, ConfigError> {
-        check::hold(self.hold, self.shared.proxy_idle)?;
-        check::fraction("hold jitter", self.hold_jitter)?;
+        check::hold(self.settings.hold, self.shared.proxy_idle)?;
+        check::fraction("hold jitter", self.settings.hold_jitter)?;
         let config = Config {
             pipeline: Arc::new(
                 self.shared
                     .build(Kind::LongPoll, ["max parked", "max parked per key"])?,
             ),
-            hold: self.hold,
-            hold_jitter: self.hold_jitter,
-            supersede: self.supersede.map(|key| Arc::new(Supersede::new(key))),
+            hold: self.settings.hold,
+            hold_jitter: self.settings.hold_jitter,
+            supersede: self
+                .settings
+                .supersede
+                .map(|key| Arc::new(Supersede::new(key))),
         };
         Ok(LongPollLayer {
             config: Arc::new(config),

@@ -1,58 +1,19 @@
-use std::convert::Infallible;
-use std::sync::Arc;
-use std::task::{Context, Poll};
-
-use http::{Request, Response};
+use http::Request;
 use tower_service::Service;
 
 use super::future::ResponseFuture;
-use super::layer::Config;
 use crate::format::{JsonFormat, PollFormat};
 use crate::source::{Outcome, Subscribe};
-use crate::{BoxError, PushBody};
+use crate::BoxError;
 
-/// Long polling over an event source `S`: see the [module docs](crate::long_poll).
-///
-/// Built by [`LongPollLayer`](super::LongPollLayer).
-#[derive(Clone, Debug)]
-pub struct LongPoll<S, F = JsonFormat> {
-    inner: S,
-    config: Arc<Config>,
-    format: F,
-}
-
-impl<S> LongPoll<S> {
-    /// A service over the event source `source` with the default settings, like
-    /// `tower::timeout::Timeout::new`; build a [`LongPollLayer`](super::LongPollLayer) for others.
+define_push_service! {
+    /// Long polling over an event source `S`: see the [module docs](crate::long_poll).
     ///
-    /// # Examples
-    ///
-    /// ```
-    /// use tower_push::{LongPoll, MemoryLog};
-    ///
-    /// let service = LongPoll::new(MemoryLog::new().topic("news"));
-    /// assert_eq!(service.get_ref().name(), "news");
-    /// ```
-    pub fn new(source: S) -> Self {
-        super::LongPollLayer::new().layer(source)
-    }
-}
-
-impl<S, F> LongPoll<S, F> {
-    pub(crate) fn from_parts(inner: S, config: Arc<Config>, format: F) -> Self {
-        Self {
-            inner,
-            config,
-            format,
-        }
-    }
-
-    define_inner_service_accessors!();
+    /// Built by [`LongPollLayer`](super::LongPollLayer).
+    pub struct LongPoll<S, F = JsonFormat>, built by LongPollLayer;
 
     /// How many polls of this service's layer are held right now.
-    pub fn parked_polls(&self) -> usize {
-        self.config.pipeline.held()
-    }
+    fn parked_polls;
 }
 
 impl<S, F, B> Service<Request<B>> for LongPoll<S, F>
@@ -61,15 +22,7 @@ where
     S::Error: Into<BoxError>,
     F: PollFormat,
 {
-    type Response = Response<PushBody>;
-    type Error = Infallible;
-    type Future = ResponseFuture<S, F>;
-
-    /// Always ready: the event source is driven to readiness inside each response future, so a
-    /// source that is not ready becomes a `503`, not back-pressure on the connection.
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
+    define_push_service_readiness!();
 
     /// # Panics
     ///
@@ -98,14 +51,17 @@ where
         let (parts, body) = req.into_parts();
         // A poll carries nothing in its body; do not keep it alive for the whole hold.
         drop(body);
-        let config = &*self.config;
-        let admitted = config
+        let start = |parts: &_| format.start(parts);
+        let refuse = |rejection: &_| format.rejection(rejection);
+        let follow = match self
+            .config
             .pipeline
-            .admit(parts, &self.inner, |parts| format.start(parts));
-        let follow = match admitted {
+            .admit(parts, &self.inner, start, refuse)
+        {
             Ok(follow) => follow,
-            Err(rejection) => return ResponseFuture::rejected(format.rejection(&rejection)),
+            Err(refused) => return ResponseFuture::rejected(refused),
         };
+        let config = &*self.config;
         let superseded = config
             .supersede
             .as_ref()

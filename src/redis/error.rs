@@ -26,17 +26,17 @@ enum Kind {
 
 impl Error {
     pub(crate) fn config(message: impl Into<String>) -> Self {
-        Self {
-            kind: Kind::Config(message.into()),
-            source: None,
-        }
+        Self::with_message(Kind::Config(message.into()), None)
     }
 
     pub(crate) fn config_with(message: impl Into<String>, source: impl Into<BoxError>) -> Self {
-        Self {
-            kind: Kind::Config(message.into()),
-            source: Some(source.into()),
-        }
+        Self::with_message(Kind::Config(message.into()), Some(source.into()))
+    }
+
+    /// An error of a kind that carries a message (a setting, a corrupt entry), with its source
+    /// if it has one.
+    fn with_message(kind: Kind, source: Option<BoxError>) -> Self {
+        Self { kind, source }
     }
 
     pub(crate) fn redis(err: redis::RedisError) -> Self {
@@ -62,17 +62,11 @@ impl Error {
     }
 
     pub(crate) fn corrupt(message: impl Into<String>) -> Self {
-        Self {
-            kind: Kind::Corrupt(message.into()),
-            source: None,
-        }
+        Self::with_message(Kind::Corrupt(message.into()), None)
     }
 
     pub(crate) fn corrupt_with(message: impl Into<String>, source: impl Into<BoxError>) -> Self {
-        Self {
-            kind: Kind::Corrupt(message.into()),
-            source: Some(source.into()),
-        }
+        Self::with_message(Kind::Corrupt(message.into()), Some(source.into()))
     }
 
     pub(crate) fn no_runtime() -> Self {

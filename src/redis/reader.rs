@@ -369,6 +369,16 @@ mod tests {
     use super::*;
     use crate::EventData;
 
+    /// A read that found the stream holding the events `range` of `epoch`, and nothing else.
+    fn stream(epoch: Epoch, range: std::ops::RangeInclusive<u64>) -> Snapshot {
+        Snapshot {
+            epoch,
+            first: Some(*range.start()),
+            head: *range.end(),
+            entries: range.map(|seq| event(epoch, seq)).collect(),
+        }
+    }
+
     fn event(epoch: Epoch, seq: u64) -> Event {
         Event::new(
             Cursor::new(epoch, seq),
@@ -391,12 +401,7 @@ mod tests {
         let topic = TopicShared::new(Arc::from("t"), "push:");
         let at = |seq| Position::After(Cursor::new(epoch, seq));
         assert!(matches!(topic.local(at(0), 10), Local::Syncing));
-        let snap = Snapshot {
-            epoch,
-            first: Some(3),
-            head: 10,
-            entries: (3..=10).map(|seq| event(epoch, seq)).collect(),
-        };
+        let snap = stream(epoch, 3..=10);
         assert!(!topic.apply_snapshot(snap, ReadMode::Tail, 4));
         // The window holds 7..=10.
         assert_eq!(seqs(topic.local(at(6), 10)), vec![7, 8, 9, 10]);
@@ -451,23 +456,13 @@ mod tests {
         let at = |seq| Position::After(Cursor::new(epoch, seq));
         let run = || {
             let topic = TopicShared::new(Arc::from("t"), "push:");
-            let snap = Snapshot {
-                epoch,
-                first: Some(1),
-                head: 4,
-                entries: (1..=4).map(|seq| event(epoch, seq)).collect(),
-            };
+            let snap = stream(epoch, 1..=4);
             topic.apply_snapshot(snap, ReadMode::Tail, 8);
             assert!(matches!(topic.local(at(4), 10), Local::Wait));
             // The reader was away while 5..=9 were published and trimmed: the next read after
             // 4 finds the stream starting at 10. A client at 4 must not get 10 as if it came
             // next: the window cannot answer it any more, and Redis answers a resync.
-            let snap = Snapshot {
-                epoch,
-                first: Some(10),
-                head: 11,
-                entries: (10..=11).map(|seq| event(epoch, seq)).collect(),
-            };
+            let snap = stream(epoch, 10..=11);
             assert!(!topic.apply_snapshot(snap, ReadMode::After(4), 8));
             assert!(matches!(topic.local(at(4), 10), Local::Unknown));
             assert_eq!(seqs(topic.local(at(9), 10)), vec![10, 11]);

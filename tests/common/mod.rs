@@ -32,6 +32,28 @@ pub fn data(n: u64) -> EventData {
     EventData::from_serialize(&serde_json::json!({ "n": n })).unwrap()
 }
 
+/// An event source whose state never changes (a log that has ended, one that was deleted): it
+/// answers every subscription at once with what its function makes of it.
+#[derive(Clone, Copy)]
+pub struct Answers(pub fn(&tower_push::source::Subscribe) -> tower_push::source::Outcome);
+
+impl Service<tower_push::source::Subscribe> for Answers {
+    type Response = tower_push::source::Outcome;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<tower_push::source::Outcome, Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: tower_push::source::Subscribe) -> Self::Future {
+        std::future::ready(Ok((self.0)(&req)))
+    }
+}
+
 /// A long-poll layer that holds a poll for `hold`, with every other setting at its default.
 pub fn poll_layer(hold: Duration) -> LongPollLayer {
     LongPollLayer::builder().hold_timeout(hold).build().unwrap()
