@@ -84,9 +84,11 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     };
     #[cfg(feature = "durable-file")]
     {
-        let store = tower_push::durable::FileStore::builder()
+        let memory = MemoryStore::builder()
             .max_streams(args.max_streams)
-            .max_bytes(args.max_bytes)
+            .max_bytes(args.max_bytes);
+        let store = tower_push::durable::FileStore::builder()
+            .memory(memory)
             .max_log_bytes(args.max_log_bytes)
             .open(&dir)
             .unwrap_or_else(|err| clap::Error::raw(ErrorKind::Io, format!("{err}\n")).exit());

@@ -2,11 +2,15 @@
 //! from the documented set, never a panic or a hang, and offsets parse only in canonical form.
 #![no_main]
 
+mod paused;
+
 use std::sync::OnceLock;
 
+use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Method, Request, Uri};
 use libfuzzer_sys::fuzz_target;
 use tower::ServiceExt;
+use tower_push::durable::headers::REQUEST_HEADERS;
 use tower_push::durable::{DurableStreams, MemoryStore, Offset};
 
 fn service() -> &'static DurableStreams<MemoryStore> {
@@ -16,32 +20,6 @@ fn service() -> &'static DurableStreams<MemoryStore> {
         DurableStreams::builder(store).max_body_bytes(4096).build().unwrap()
     })
 }
-
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    // A paused clock: holds expire as soon as nothing else can happen.
-    RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .unwrap()
-    })
-}
-
-const HEADERS: [&str; 11] = [
-    "content-type",
-    "stream-ttl",
-    "stream-expires-at",
-    "stream-closed",
-    "stream-seq",
-    "stream-forked-from",
-    "stream-fork-offset",
-    "stream-fork-sub-offset",
-    "producer-id",
-    "producer-epoch",
-    "producer-seq",
-];
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
@@ -61,11 +39,16 @@ fuzz_target!(|data: &[u8]| {
     let Ok(uri) = Uri::try_from(target) else { return };
     let mut builder = Request::builder().method(method).uri(uri);
     if let Ok(value) = HeaderValue::from_bytes(value) {
-        builder = builder.header(HEADERS[*header as usize % HEADERS.len()], value);
+        // `Content-Type` and the protocol's own headers.
+        let name = match *header as usize % (REQUEST_HEADERS.len() + 1) {
+            0 => CONTENT_TYPE,
+            i => REQUEST_HEADERS[i - 1].clone(),
+        };
+        builder = builder.header(name, value);
     }
     let Ok(request) = builder.body(String::from_utf8_lossy(body).into_owned()) else { return };
 
-    runtime().block_on(async {
+    paused::runtime().block_on(async {
         let response = service().clone().oneshot(request).await.unwrap();
         let status = response.status().as_u16();
         assert!(

@@ -2,6 +2,8 @@
 //! documented set, never a panic or a hang.
 #![no_main]
 
+mod paused;
+
 use std::sync::OnceLock;
 
 use http::{HeaderValue, Request, Uri};
@@ -22,18 +24,6 @@ fn topic() -> &'static Topic {
     })
 }
 
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    // A paused clock: holds expire as soon as nothing else can happen.
-    RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .unwrap()
-    })
-}
-
 fuzz_target!(|data: &[u8]| {
     let split = data.first().map_or(0, |&b| b as usize).min(data.len().saturating_sub(1));
     let (target, last_event_id) = data.get(1..).unwrap_or_default().split_at(split);
@@ -47,7 +37,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(request) = builder.body(()) else { return };
     let (parts, ()) = request.into_parts();
 
-    runtime().block_on(async {
+    paused::runtime().block_on(async {
         let poll = LongPollLayer::new().layer(topic().clone());
         let response = poll
             .oneshot(Request::from_parts(parts.clone(), ()))

@@ -54,6 +54,29 @@ pub const PRODUCER_EXPECTED_SEQ: HeaderName = HeaderName::from_static("producer-
 /// `Producer-Received-Seq`: the sequence number received in a gap.
 pub const PRODUCER_RECEIVED_SEQ: HeaderName = HeaderName::from_static("producer-received-seq");
 
+/// The protocol's own request headers, which the service reads on `PUT` and `POST` (besides
+/// `Content-Type`): for allow-lists, proxies that forward only what they know, and tests.
+///
+/// # Examples
+///
+/// ```
+/// use tower_push::durable::headers::{PRODUCER_SEQ, REQUEST_HEADERS};
+///
+/// assert!(REQUEST_HEADERS.contains(&PRODUCER_SEQ));
+/// ```
+pub const REQUEST_HEADERS: [HeaderName; 10] = [
+    STREAM_TTL,
+    STREAM_EXPIRES_AT,
+    STREAM_CLOSED,
+    STREAM_SEQ,
+    STREAM_FORKED_FROM,
+    STREAM_FORK_OFFSET,
+    STREAM_FORK_SUB_OFFSET,
+    PRODUCER_ID,
+    PRODUCER_EPOCH,
+    PRODUCER_SEQ,
+];
+
 const TRUE: HeaderValue = HeaderValue::from_static("true");
 
 pub(crate) fn set_true(headers: &mut HeaderMap, name: HeaderName) {

@@ -1,6 +1,5 @@
 //! The embedded store: every stream in this process's memory.
 
-use std::collections::HashMap;
 use std::future::{ready, Future};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -40,8 +39,8 @@ pub struct MemoryStore {
 /// Settings of a [`MemoryStore`].
 #[derive(Clone, Debug)]
 pub struct MemoryStoreBuilder {
-    max_streams: usize,
-    max_bytes: usize,
+    pub(super) max_streams: usize,
+    pub(super) max_bytes: usize,
 }
 
 impl MemoryStoreBuilder {
@@ -74,15 +73,7 @@ impl MemoryStoreBuilder {
     /// The store.
     pub fn build(self) -> MemoryStore {
         MemoryStore {
-            inner: Arc::new(Mutex::new(State {
-                streams: HashMap::new(),
-                bytes: 0,
-                next_epoch: crate::random::u64() >> 16,
-                max_streams: self.max_streams,
-                max_bytes: self.max_bytes,
-                journal: (),
-                removed_at: 0,
-            })),
+            inner: Arc::new(Mutex::new(State::new(&self, ()))),
         }
     }
 }

@@ -364,7 +364,9 @@ impl<St: Store> DurableStreams<St> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
+    use http::{HeaderName, HeaderValue};
+
+    use crate::durable::headers::REQUEST_HEADERS;
 
     #[test]
     fn the_service_and_its_future_are_send_and_sync_where_hyper_needs_it() {
@@ -419,20 +421,12 @@ mod tests {
             "\u{0}",
             "%zz",
         ];
-        let names = [
-            "content-type",
-            "stream-ttl",
-            "stream-expires-at",
-            "stream-closed",
-            "stream-seq",
-            "stream-forked-from",
-            "stream-fork-offset",
-            "stream-fork-sub-offset",
-            "producer-id",
-            "producer-epoch",
-            "producer-seq",
-            "if-none-match",
-        ];
+        let protocol_headers = REQUEST_HEADERS;
+        let protocol = protocol_headers.iter().map(HeaderName::as_str);
+        let names: Vec<&str> = ["content-type", "if-none-match"]
+            .into_iter()
+            .chain(protocol)
+            .collect();
         let methods = [
             Method::GET,
             Method::PUT,

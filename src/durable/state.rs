@@ -10,7 +10,7 @@ use super::store::{
     media_type, Append, Appended, Chunk, Create, Created, Doorbell, ExpiresAt, Info, Mode, Payload,
     Read, StoreError,
 };
-use super::Offset;
+use super::{MemoryStoreBuilder, Offset};
 
 /// The streams of a store and every decision about them: what [`MemoryStore`] keeps behind
 /// its lock, and what the file store keeps in memory and writes ahead to its log.
@@ -194,6 +194,19 @@ fn wall_ms() -> i64 {
 }
 
 impl<J: Journal> State<J> {
+    /// No streams yet, within the bounds of `bounds`, telling `journal` of every change.
+    pub(super) fn new(bounds: &MemoryStoreBuilder, journal: J) -> Self {
+        Self {
+            streams: HashMap::new(),
+            bytes: 0,
+            next_epoch: crate::random::u64() >> 16,
+            max_streams: bounds.max_streams,
+            max_bytes: bounds.max_bytes,
+            journal,
+            removed_at: 0,
+        }
+    }
+
     /// Removes or retires the stream at `path` if it has expired.
     fn expire(&mut self, path: &str) {
         let (now, wall) = (Instant::now(), wall_ms());

@@ -323,6 +323,11 @@ impl Payload {
             push_one_line(&mut text, item);
             ends.push(text.len());
         }
+        Ok(Some(Self::json_block(text, ends)))
+    }
+
+    /// JSON values that share one block of `text`, each ending where `ends` says.
+    pub(super) fn json_block(text: Vec<u8>, ends: Vec<usize>) -> Self {
         let text = Bytes::from(text);
         let mut start = 0;
         let values = ends.into_iter().map(|end| {
@@ -330,7 +335,7 @@ impl Payload {
             start = end;
             value
         });
-        Ok(Some(Self::Json(values.collect())))
+        Self::Json(values.collect())
     }
 
     /// The first `n` bytes or values, or `None` if there are fewer.

@@ -256,14 +256,7 @@ impl Reader<'_> {
                     text.extend_from_slice(self.bytes()?);
                     ends.push(text.len());
                 }
-                let text = Bytes::from(text);
-                let mut start = 0;
-                let values = ends.into_iter().map(|end| {
-                    let value = text.slice(start..end);
-                    start = end;
-                    value
-                });
-                Ok(Payload::Json(values.collect()))
+                Ok(Payload::json_block(text, ends))
             }
             _ => Err(Malformed),
         }

@@ -20,7 +20,7 @@ use self::log::{Record, Scanned, Unreadable, Writer};
 use self::media::{Disk, Media, OpenFailed};
 use super::state::{Change, Journal, State, Stream};
 use super::store::{Append, Appended, Create, Created, Doorbell, Info, Read, Store, StoreError};
-use super::Offset;
+use super::{MemoryStoreBuilder, Offset};
 
 /// A [`Store`] that keeps its streams in a directory and survives a crash: an acknowledged
 /// append (create, close, delete) is on disk, with the producer state it changed, before its
@@ -107,45 +107,47 @@ pub struct FileStore {
 /// Settings of a [`FileStore`].
 #[derive(Clone, Debug)]
 pub struct FileStoreBuilder {
-    max_streams: usize,
-    max_bytes: usize,
+    memory: MemoryStoreBuilder,
     max_log_bytes: u64,
 }
 
 impl Default for FileStoreBuilder {
     fn default() -> Self {
         Self {
-            max_streams: 100_000,
-            max_bytes: 1 << 30,
+            memory: MemoryStoreBuilder::default(),
             max_log_bytes: 4 << 30,
         }
     }
 }
 
 impl FileStoreBuilder {
-    /// The most streams the store holds, as
-    /// [`MemoryStoreBuilder::max_streams`](super::MemoryStoreBuilder::max_streams).
+    /// The bounds of the streams, in number and in memory, as a [`MemoryStore`]'s (the file
+    /// store serves them from memory too).
     ///
-    /// Default is 100,000.
-    #[must_use]
-    pub fn max_streams(mut self, max: usize) -> Self {
-        self.max_streams = max;
-        self
-    }
-
-    /// The most bytes the streams hold in memory, counted as
-    /// [`MemoryStoreBuilder::max_bytes`](super::MemoryStoreBuilder::max_bytes) counts them.
+    /// Default is [`MemoryStore`]'s defaults: 100,000 streams, 1 GiB.
     ///
-    /// Default is 1 GiB.
+    /// [`MemoryStore`]: super::MemoryStore
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use tower_push::durable::{FileStore, MemoryStore};
+    ///
+    /// let store = FileStore::builder()
+    ///     .memory(MemoryStore::builder().max_streams(1_000).max_bytes(256 << 20))
+    ///     .max_log_bytes(1 << 30)
+    ///     .open("streams")?;
+    /// # Ok::<(), tower_push::durable::OpenError>(())
+    /// ```
     #[must_use]
-    pub fn max_bytes(mut self, max: usize) -> Self {
-        self.max_bytes = max;
+    pub fn memory(mut self, bounds: MemoryStoreBuilder) -> Self {
+        self.memory = bounds;
         self
     }
 
     /// The most bytes the log may take on disk; a change that would take it beyond answers
     /// `507 Insufficient Storage` (and the log is compacted as soon as it can give space
-    /// back). Keep it above twice [`max_bytes`](Self::max_bytes), so that a compaction always
+    /// back). Keep it above twice the memory bound ([`memory`](Self::memory)), so that a compaction always
     /// makes room.
     ///
     /// Default is 4 GiB.
@@ -211,24 +213,17 @@ impl FileStoreBuilder {
     }
 
     fn state(&self) -> State<FileJournal> {
-        State {
-            streams: HashMap::new(),
-            bytes: 0,
-            next_epoch: crate::random::u64() >> 16,
-            max_streams: self.max_streams,
-            max_bytes: self.max_bytes,
-            journal: FileJournal {
-                pending: Vec::new(),
-                next_lsn: 1,
-                rings: Vec::new(),
-                log_len: 0,
-                max_log_bytes: self.max_log_bytes,
-                failed: None,
-                closing: false,
-                dead: 0,
-            },
-            removed_at: 0,
-        }
+        let journal = FileJournal {
+            pending: Vec::new(),
+            next_lsn: 1,
+            rings: Vec::new(),
+            log_len: 0,
+            max_log_bytes: self.max_log_bytes,
+            failed: None,
+            closing: false,
+            dead: 0,
+        };
+        State::new(&self.memory, journal)
     }
 }
 
