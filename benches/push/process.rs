@@ -94,20 +94,24 @@ impl Server {
     }
 
     /// Starts `program` with `args`, a program that listens on `port` (which the arguments
-    /// name) and serves everything there; waits until it accepts connections.
+    /// name) and serves everything there; waits until it accepts connections. A server that
+    /// recovers its data first may take long: the wait ends when it exits, or after 600 s.
     pub(super) async fn listening(mut command: Command, port: u16) -> Self {
-        let child = command
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap_or_else(|err| panic!("start {command:?}: {err}"));
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
         while tokio::net::TcpStream::connect(addr).await.is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("{command:?} exited ({status}) before it listened on {addr}");
+            }
             assert!(
                 std::time::Instant::now() < deadline,
-                "{command:?} did not listen on {addr} within 10 s"
+                "{command:?} did not listen on {addr} within 600 s"
             );
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
