@@ -3,11 +3,10 @@
 use std::future::{ready, Future};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::state::State;
-use super::store::{Append, Appended, Create, Created, Doorbell, Info, Read, Store, StoreError};
-use super::Offset;
+use super::state::{store_over_state, Locked, State};
+use super::store::StoreError;
 
-/// The embedded [`Store`]: streams in memory, bounded in number and bytes.
+/// The embedded [`Store`](super::Store): streams in memory, bounded in number and bytes.
 ///
 /// Cloning is cheap and shares the streams. One lock covers every stream, so each operation is
 /// atomic; operations copy no stream data while they hold it (payloads are reference counted).
@@ -125,50 +124,32 @@ impl Default for MemoryStore {
     }
 }
 
-impl Store for MemoryStore {
-    fn create(
+impl Locked for MemoryStore {
+    type Journal = ();
+
+    fn decide<T>(
         &self,
-        path: &str,
-        create: Create,
-    ) -> impl Future<Output = Result<Created, StoreError>> + Send + 'static {
-        ready(self.lock().create(path, create))
+        _path: &str,
+        _write: bool,
+        decide: impl FnOnce(&mut State<()>) -> Result<T, StoreError>,
+    ) -> (Result<T, StoreError>, u64) {
+        (decide(&mut self.lock()), 0)
     }
 
-    fn append(
+    fn answer<T: Send + 'static>(
         &self,
-        path: &str,
-        append: Append,
-    ) -> impl Future<Output = Result<Appended, StoreError>> + Send + 'static {
-        ready(self.lock().append(path, append))
-    }
-
-    fn read(
-        &self,
-        path: &str,
-        after: Option<Offset>,
-        max_chunks: usize,
-        max_bytes: usize,
-    ) -> impl Future<Output = Result<Read, StoreError>> + Send + 'static {
-        ready(self.lock().read(path, after, max_chunks, max_bytes))
-    }
-
-    fn info(&self, path: &str) -> impl Future<Output = Result<Info, StoreError>> + Send + 'static {
-        ready(self.lock().info(path))
-    }
-
-    fn delete(&self, path: &str) -> impl Future<Output = Result<(), StoreError>> + Send + 'static {
-        ready(self.lock().delete(path))
-    }
-
-    fn changes(&self, path: &str) -> Result<Doorbell, StoreError> {
-        self.lock().changes(path)
+        (answer, _): (Result<T, StoreError>, u64),
+    ) -> impl Future<Output = Result<T, StoreError>> + Send + 'static {
+        ready(answer)
     }
 }
+
+store_over_state!(MemoryStore);
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::durable::{Chunk, Payload};
+    use crate::durable::{Append, Chunk, Create, Offset, Payload, Store};
 
     #[tokio::test]
     async fn reads_page_through_whole_appends_across_a_fork() {

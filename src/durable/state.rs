@@ -2,6 +2,7 @@
 //! and the file store.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
@@ -83,6 +84,102 @@ impl Journal for () {
         doorbell.ring();
     }
 }
+
+/// A store that keeps a [`State`] behind a lock: how it decides, and when an answer may leave.
+/// [`store_over_state!`] implements [`Store`](super::Store) with it.
+pub(super) trait Locked {
+    /// What the store's state tells of its changes.
+    type Journal: Journal;
+
+    /// Decides with `decide` under the lock (a write, unless the store takes none now), and
+    /// says where the journal must be durable for the answer to leave.
+    fn decide<T>(
+        &self,
+        path: &str,
+        write: bool,
+        decide: impl FnOnce(&mut State<Self::Journal>) -> Result<T, StoreError>,
+    ) -> (Result<T, StoreError>, u64);
+
+    /// The answer, once it may leave.
+    fn answer<T: Send + 'static>(
+        &self,
+        decided: (Result<T, StoreError>, u64),
+    ) -> impl Future<Output = Result<T, StoreError>> + Send + 'static;
+}
+
+/// Implements [`Store`](super::Store) for a [`Locked`] store: each method one decision of its
+/// state.
+macro_rules! store_over_state {
+    ($store:ty) => {
+        impl $crate::durable::Store for $store {
+            fn create(
+                &self,
+                path: &str,
+                create: $crate::durable::Create,
+            ) -> impl ::std::future::Future<
+                Output = Result<$crate::durable::Created, $crate::durable::StoreError>,
+            > + Send
+                   + 'static {
+                self.answer(self.decide(path, true, |state| state.create(path, create)))
+            }
+
+            fn append(
+                &self,
+                path: &str,
+                append: $crate::durable::Append,
+            ) -> impl ::std::future::Future<
+                Output = Result<$crate::durable::Appended, $crate::durable::StoreError>,
+            > + Send
+                   + 'static {
+                self.answer(self.decide(path, true, |state| state.append(path, append)))
+            }
+
+            fn read(
+                &self,
+                path: &str,
+                after: Option<$crate::durable::Offset>,
+                max_chunks: usize,
+                max_bytes: usize,
+            ) -> impl ::std::future::Future<
+                Output = Result<$crate::durable::Read, $crate::durable::StoreError>,
+            > + Send
+                   + 'static {
+                let read = |state: &mut _| {
+                    $crate::durable::state::State::read(state, path, after, max_chunks, max_bytes)
+                };
+                self.answer(self.decide(path, false, read))
+            }
+
+            fn info(
+                &self,
+                path: &str,
+            ) -> impl ::std::future::Future<
+                Output = Result<$crate::durable::Info, $crate::durable::StoreError>,
+            > + Send
+                   + 'static {
+                self.answer(self.decide(path, false, |state| state.info(path)))
+            }
+
+            fn delete(
+                &self,
+                path: &str,
+            ) -> impl ::std::future::Future<Output = Result<(), $crate::durable::StoreError>>
+                   + Send
+                   + 'static {
+                self.answer(self.decide(path, true, |state| state.delete(path)))
+            }
+
+            fn changes(
+                &self,
+                path: &str,
+            ) -> Result<$crate::durable::Doorbell, $crate::durable::StoreError> {
+                self.decide(path, false, |state| state.changes(path)).0
+            }
+        }
+    };
+}
+
+pub(super) use store_over_state;
 
 /// What an accepted append changes in its stream: data, `Stream-Seq`, a producer's state,
 /// closure; all of it or none.

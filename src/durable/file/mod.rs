@@ -18,11 +18,11 @@ use tokio::sync::watch;
 
 use self::log::{Record, Scanned, Unreadable, Writer};
 use self::media::{Disk, Media, OpenFailed};
-use super::state::{Change, Journal, State, Stream};
-use super::store::{Append, Appended, Create, Created, Doorbell, Info, Read, Store, StoreError};
-use super::{MemoryStoreBuilder, Offset};
+use super::state::{store_over_state, Change, Journal, Locked, State, Stream};
+use super::store::{Doorbell, StoreError};
+use super::MemoryStoreBuilder;
 
-/// A [`Store`] that keeps its streams in a directory and survives a crash: an acknowledged
+/// A [`Store`](super::Store) that keeps its streams in a directory and survives a crash: an acknowledged
 /// append (create, close, delete) is on disk, with the producer state it changed, before its
 /// answer leaves.
 ///
@@ -64,7 +64,7 @@ use super::{MemoryStoreBuilder, Offset};
 ///
 /// # Bounds
 ///
-/// [`max_bytes`](FileStoreBuilder::max_bytes) bounds memory as the memory store's does, and
+/// [`memory`](FileStoreBuilder::memory) bounds the streams in memory as a memory store's are, and
 /// [`max_log_bytes`](FileStoreBuilder::max_log_bytes) the log: a change that does not fit
 /// answers `507` and the store stays readable. A failed write or sync (a full disk, an I/O
 /// error) fails the store for writes until it is opened again, since what the disk holds is
@@ -494,6 +494,22 @@ impl FileStore {
         let state = lock(&self.shared);
         state.journal.log_len + state.journal.pending.len() as u64
     }
+}
+
+impl fmt::Debug for FileStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = lock(&self.shared);
+        f.debug_struct("FileStore")
+            .field("streams", &state.streams.len())
+            .field("bytes", &state.bytes)
+            .field("log_bytes", &state.journal.log_len)
+            .field("failed", &state.journal.failed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Locked for FileStore {
+    type Journal = FileJournal;
 
     /// Decides with `decide` (a write, refused once the log failed), and says where the log
     /// must be durable for the answer to leave.
@@ -503,22 +519,20 @@ impl FileStore {
         write: bool,
         decide: impl FnOnce(&mut State<FileJournal>) -> Result<T, StoreError>,
     ) -> (Result<T, StoreError>, u64) {
-        {
-            let mut state = lock(&self.shared);
-            let idle = state.journal.pending.is_empty();
-            let answer = match (&state.journal.failed, write) {
-                (Some(failed), true) => Err(failed.clone()),
-                _ => decide(&mut state),
-            };
-            if idle && !state.journal.pending.is_empty() {
-                self.shared.wake.notify_one();
-            }
-            (answer, state.lsn_of(path))
+        let mut state = lock(&self.shared);
+        let idle = state.journal.pending.is_empty();
+        let answer = match (&state.journal.failed, write) {
+            (Some(failed), true) => Err(failed.clone()),
+            _ => decide(&mut state),
+        };
+        if idle && !state.journal.pending.is_empty() {
+            self.shared.wake.notify_one();
         }
+        (answer, state.lsn_of(path))
     }
 
     /// `answer`, once the log is durable up to `lsn`.
-    fn durable<T: Send + 'static>(
+    fn answer<T: Send + 'static>(
         &self,
         (answer, lsn): (Result<T, StoreError>, u64),
     ) -> impl Future<Output = Result<T, StoreError>> + Send + 'static {
@@ -541,59 +555,7 @@ impl FileStore {
     }
 }
 
-impl fmt::Debug for FileStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = lock(&self.shared);
-        f.debug_struct("FileStore")
-            .field("streams", &state.streams.len())
-            .field("bytes", &state.bytes)
-            .field("log_bytes", &state.journal.log_len)
-            .field("failed", &state.journal.failed)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Store for FileStore {
-    fn create(
-        &self,
-        path: &str,
-        create: Create,
-    ) -> impl Future<Output = Result<Created, StoreError>> + Send + 'static {
-        self.durable(self.decide(path, true, |state| state.create(path, create)))
-    }
-
-    fn append(
-        &self,
-        path: &str,
-        append: Append,
-    ) -> impl Future<Output = Result<Appended, StoreError>> + Send + 'static {
-        self.durable(self.decide(path, true, |state| state.append(path, append)))
-    }
-
-    fn read(
-        &self,
-        path: &str,
-        after: Option<Offset>,
-        max_chunks: usize,
-        max_bytes: usize,
-    ) -> impl Future<Output = Result<Read, StoreError>> + Send + 'static {
-        self.durable(self.decide(path, false, |state| {
-            state.read(path, after, max_chunks, max_bytes)
-        }))
-    }
-
-    fn info(&self, path: &str) -> impl Future<Output = Result<Info, StoreError>> + Send + 'static {
-        self.durable(self.decide(path, false, |state| state.info(path)))
-    }
-
-    fn delete(&self, path: &str) -> impl Future<Output = Result<(), StoreError>> + Send + 'static {
-        self.durable(self.decide(path, true, |state| state.delete(path)))
-    }
-
-    fn changes(&self, path: &str) -> Result<Doorbell, StoreError> {
-        lock(&self.shared).changes(path)
-    }
-}
+store_over_state!(FileStore);
 
 /// A log bigger than this is compacted once it holds more than twice what the streams hold.
 const COMPACT_FROM: u64 = 64 << 20;
