@@ -137,6 +137,7 @@ impl FileStoreBuilder {
     ///     .memory(MemoryStore::builder().max_streams(1_000).max_bytes(256 << 20))
     ///     .max_log_bytes(1 << 30)
     ///     .open("streams")?;
+    /// assert!(store.is_empty());
     /// # Ok::<(), tower_push::durable::OpenError>(())
     /// ```
     #[must_use]
