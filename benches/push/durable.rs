@@ -503,7 +503,12 @@ pub(super) async fn recovery(
     let addr = running.addr();
     let appends = bytes.div_ceil(BODY);
     let body: Arc<str> = "r".repeat(BODY).into();
-    // Every stream first, then the appends, each phase over all connections.
+    // Every stream first, then the appends, each phase over all connections. The Node
+    // reference on its file store answers some appends to streams it has just acknowledged
+    // `404` while other connections append (seen on 0.3.7: about 5 % of the first appends
+    // at 10,000 streams; the stream answers again a moment later): such an append is retried
+    // and counted, so that the recovery is still timed on the same data.
+    let mut retried = 0;
     for phase in ["PUT", "POST"] {
         let tasks: Vec<_> = (0..CONNECTIONS)
             .map(|c| {
@@ -514,6 +519,7 @@ pub(super) async fn recovery(
                         "PUT" => (streams, 0),
                         _ => (appends, BODY),
                     };
+                    let mut retried = 0;
                     for i in (c..count).step_by(CONNECTIONS) {
                         let request = format!(
                             "{phase} /v1/stream/r{} HTTP/1.1\r\nhost: 127.0.0.1\r\n\
@@ -521,15 +527,32 @@ pub(super) async fn recovery(
                             i % streams,
                             &body[..length]
                         );
-                        let (status, _) = exchange(&mut conn, request.as_bytes()).await;
-                        assert!(matches!(status, 200..=204), "{phase}: {status}");
+                        let mut tries = 0;
+                        loop {
+                            let (status, _) = exchange(&mut conn, request.as_bytes()).await;
+                            if status == 404 && phase == "POST" && tries < 50 {
+                                tries += 1;
+                                retried += 1;
+                                tokio::time::sleep(Duration::from_millis(10)).await;
+                                continue;
+                            }
+                            assert!(matches!(status, 200..=204), "{phase}: {status}");
+                            break;
+                        }
                     }
+                    retried
                 })
             })
             .collect();
         for task in tasks {
-            task.await.expect("fill task");
+            retried += task.await.expect("fill task");
         }
+    }
+    if retried > 0 {
+        eprintln!(
+            "   {:24} answered 404 to {retried} appends to streams it had created; retried",
+            kind.name()
+        );
     }
     let last = format!("/v1/stream/r{}", streams - 1);
     let took = running.kill_and_restart(&last).await.as_secs_f64();
