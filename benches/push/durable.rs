@@ -167,6 +167,8 @@ pub(super) struct Running {
     kind: Kind,
     program: Option<Program>,
     data: Option<tempfile::TempDir>,
+    /// The bytes of stream data the run stores (see [`Running::storing`]).
+    room: usize,
 }
 
 impl Running {
@@ -174,15 +176,28 @@ impl Running {
     /// tower-push's `durable` example with `--data-dir` (built with `durable-file`), the Node
     /// server with `dataDir`; `durable-streams` 0.1.5 writes its WAL either way.
     pub(super) async fn start(kind: Kind, program: Option<&Program>, disk: bool) -> Self {
+        Self::storing(kind, program, disk, 0).await
+    }
+
+    /// As [`Running::start`], for a run that stores `room` bytes of stream data: tower-push's
+    /// example is given `--max-bytes` and `--max-log-bytes` of twice and four times that when
+    /// its defaults (1 GiB and 4 GiB) would refuse it, as a user who stores that much would.
+    pub(super) async fn storing(
+        kind: Kind,
+        program: Option<&Program>,
+        disk: bool,
+        room: usize,
+    ) -> Self {
         let rust_disk = program.is_some_and(|p| p.flags);
         let data = (disk || (kind == Kind::Rust && rust_disk))
             .then(|| tempfile::tempdir().expect("a data directory"));
-        let server = launch(kind, program, data.as_ref().map(|d| d.path())).await;
+        let server = launch(kind, program, data.as_ref().map(|d| d.path()), room).await;
         Self {
             server,
             kind,
             program: program.cloned(),
             data,
+            room,
         }
     }
 
@@ -193,7 +208,7 @@ impl Running {
         let _ = self.server.child.wait();
         let data = self.data.as_ref().map(|d| d.path().to_owned());
         let started = Instant::now();
-        self.server = launch(self.kind, self.program.as_ref(), data.as_deref()).await;
+        self.server = launch(self.kind, self.program.as_ref(), data.as_deref(), self.room).await;
         let head = format!("GET {path}?offset=now HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n");
         loop {
             if let Ok(mut conn) = Conn::connect(self.addr()).await {
@@ -257,8 +272,9 @@ impl Running {
 }
 
 /// Starts `kind` on a free loopback port, holding long polls for [`HOLD`], on its store in
-/// `data` if given, and waits until it accepts connections.
-async fn launch(kind: Kind, program: Option<&Program>, data: Option<&Path>) -> Server {
+/// `data` if given, with room for `room` bytes of stream data, and waits until it accepts
+/// connections.
+async fn launch(kind: Kind, program: Option<&Program>, data: Option<&Path>, room: usize) -> Server {
     match kind {
         Kind::TowerPush => {
             let port = nchan::free_port();
@@ -272,6 +288,10 @@ async fn launch(kind: Kind, program: Option<&Program>, data: Option<&Path>) -> S
             command.args(["--max-held", "1000000"]);
             if let Some(data) = data {
                 command.arg("--data-dir").arg(data);
+            }
+            if room * 2 > 1 << 30 {
+                command.args(["--max-bytes", &(room * 2).to_string()]);
+                command.args(["--max-log-bytes", &(room * 4).to_string()]);
             }
             Server::listening(command, port).await
         }
@@ -499,7 +519,7 @@ pub(super) async fn recovery(
 ) -> f64 {
     const BODY: usize = 16 << 10;
     const CONNECTIONS: usize = 8;
-    let mut running = Running::start(kind, program, true).await;
+    let mut running = Running::storing(kind, program, true, bytes).await;
     let addr = running.addr();
     let appends = bytes.div_ceil(BODY);
     let body: Arc<str> = "r".repeat(BODY).into();
