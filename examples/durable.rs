@@ -21,10 +21,13 @@
 //! `/v1/stream/`) in Prometheus's text format: held long-poll reads and open SSE reads count in
 //! the layers' gauges, against their caps, as in the demo.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use clap::{error::ErrorKind, Parser};
+use http::request::Parts;
 use tokio::net::TcpListener;
+use tower_push::authorize::{Access, Check, Verdict};
 use tower_push::durable::{DurableStreams, MemoryStore, Store};
 use tower_push::server::{self, Server};
 use tower_push::{ChunkedStreamLayer, LongPollLayer, Shutdown};
@@ -67,6 +70,14 @@ struct Args {
     /// The largest request body, in bytes; larger ones get 413.
     #[arg(long, value_name = "BYTES", default_value_t = 16 << 20)]
     max_body: usize,
+    /// Only clients with a token in this file may use the streams: one line per token, `TOKEN
+    /// read|write PREFIX[,PREFIX...]`, where a prefix starts the stream names (after
+    /// /v1/stream) it grants (`/` for all) and `write` grants creating, appending, closing and
+    /// deleting as well as reading; `#` starts a comment. A client sends its token as
+    /// `Authorization: Bearer TOKEN` or as the cookie `push_token`. Without it, every stream
+    /// is open to everyone
+    #[arg(long, value_name = "FILE")]
+    tokens: Option<std::path::PathBuf>,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -111,7 +122,15 @@ async fn serve<St: Store>(args: Args, store: St) -> Result<(), Box<dyn std::erro
     let prometheus = metrics::install()?;
     let shutdown = Shutdown::new();
     let max_held = args.max_held.unwrap_or_else(server::held_cap);
-    let service = DurableStreams::builder(store)
+    let mut builder = DurableStreams::builder(store);
+    if let Some(path) = &args.tokens {
+        let tokens = Tokens::load(path)
+            .unwrap_or_else(|err| clap::Error::raw(ErrorKind::InvalidValue, err + "\n").exit());
+        builder = builder.authorize(move |request: &Parts, stream: Option<&str>, access| {
+            Check::ready(tokens.verdict(request, stream.unwrap_or_default(), access))
+        });
+    }
+    let service = builder
         .prefix("/v1/stream")
         .max_body_bytes(args.max_body)
         .long_poll(
@@ -146,6 +165,76 @@ async fn serve<St: Store>(args: Args, store: St) -> Result<(), Box<dyn std::erro
         .await;
     eprintln!("stopped: {drained}");
     Ok(())
+}
+
+/// The tokens of `--tokens FILE`: what each may do, on which streams.
+struct Tokens(HashMap<String, Grant>);
+
+struct Grant {
+    write: bool,
+    prefixes: Vec<String>,
+}
+
+impl Tokens {
+    fn load(path: &std::path::Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|err| format!("cannot read the tokens file {}: {err}", path.display()))?;
+        let mut tokens = HashMap::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or_default().trim();
+            if line.is_empty() {
+                continue;
+            }
+            let problem = |what: &str| format!("{}: line {}: {what}", path.display(), i + 1);
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let [token, access, prefixes] = words[..] else {
+                return Err(problem("write TOKEN read|write PREFIX[,PREFIX...]"));
+            };
+            let write = match access {
+                "read" => false,
+                "write" => true,
+                _ => return Err(problem("the access is read or write")),
+            };
+            let prefixes = prefixes.split(',').map(str::to_owned).collect();
+            if tokens
+                .insert(token.to_owned(), Grant { write, prefixes })
+                .is_some()
+            {
+                return Err(problem("this token is listed twice"));
+            }
+        }
+        Ok(Self(tokens))
+    }
+
+    /// Whether `request` may do `access` on `stream`: its token (`Authorization: Bearer`, or
+    /// the cookie `push_token`) must grant a prefix of the stream's name, and `write` for
+    /// anything but reading.
+    fn verdict(&self, request: &Parts, stream: &str, access: Access) -> Verdict {
+        let bearer = request
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "));
+        let cookie = || {
+            let cookies = request.headers.get_all(http::header::COOKIE).iter();
+            cookies
+                .filter_map(|value| value.to_str().ok())
+                .flat_map(|value| value.split(';'))
+                .find_map(|cookie| cookie.trim().strip_prefix("push_token="))
+        };
+        let Some(grant) = bearer.or_else(cookie).and_then(|t| self.0.get(t)) else {
+            return Verdict::Unauthenticated;
+        };
+        let covered = grant
+            .prefixes
+            .iter()
+            .any(|prefix| stream.starts_with(prefix));
+        if covered && (grant.write || access == Access::Read) {
+            Verdict::Allow
+        } else {
+            Verdict::Deny
+        }
+    }
 }
 
 /// `GET /metrics` beside the streams, with the `metrics` feature.

@@ -37,6 +37,10 @@ pub(crate) struct Shared {
     pub(crate) topics_param: String,
     /// How many topics one multiplexed request may name; `0` turns multiplexing off.
     pub(crate) max_topics: usize,
+    /// Who may read which topics, if anyone is checked.
+    pub(crate) authorizer: Option<crate::authorize::Authorizer>,
+    /// How often a held request checks again, if not the default.
+    pub(crate) reauthorize_every: Option<Duration>,
 }
 
 impl Shared {
@@ -55,23 +59,42 @@ impl Shared {
             reconnect_window: Duration::from_secs(5),
             topics_param: TopicsParam::DEFAULT.to_owned(),
             max_topics: TopicsParam::DEFAULT_MAX,
+            authorizer: None,
+            reauthorize_every: None,
         }
     }
 
     /// Checks the settings and builds the pipeline they configure for `kind`'s layer; `caps`
     /// names the two caps in errors, as the builder's setters call them (`["max parked", "max
-    /// parked per key"]`).
+    /// parked per key"]`); `hold` is how long the layer holds a request at most (`None`: a
+    /// stream, held until its lifetime ends), to know whether held requests must check their
+    /// authorization again while they wait.
     pub(crate) fn build(
         self,
         kind: Kind,
         caps: [&'static str; 2],
+        hold: Option<Duration>,
     ) -> Result<Pipeline, ConfigError> {
         check::at_least_one("max events", self.max_events)?;
         check::at_least_one("max bytes", self.max_bytes)?;
         check::at_least_one("max head bytes", self.max_head_bytes)?;
         check::cap(caps[0], self.max)?;
         check::cap(caps[1], self.max_per_key.as_ref().map(|(max, _)| *max))?;
+        let mut authorizer = self.authorizer;
+        if let Some(every) = self.reauthorize_every {
+            check::positive("reauthorize every", every)?;
+            match &mut authorizer {
+                Some(authorizer) => authorizer.every = every,
+                None => return Err(ConfigError::ReauthorizeWithoutAuthorize),
+            }
+        }
+        let recheck = authorizer
+            .as_ref()
+            .map(|a| a.every)
+            .filter(|every| hold.is_none_or(|hold| hold > *every));
         Ok(Pipeline {
+            authorizer,
+            recheck,
             kind,
             limits: Limits::new(kind, self.max, self.max_per_key),
             max_events: self.max_events,
@@ -158,6 +181,8 @@ pub enum ConfigError {
         /// The highest maximum allowed.
         limit: usize,
     },
+    /// `reauthorize_every` is set on a builder that authorizes nobody (no `authorize`).
+    ReauthorizeWithoutAuthorize,
 }
 
 impl ConfigError {
@@ -276,6 +301,9 @@ impl fmt::Display for ConfigError {
                 f,
                 "max topics of {max} is above the limit of {limit}: a parked request holds one \
                  subscription per topic"
+            ),
+            Self::ReauthorizeWithoutAuthorize => f.write_str(
+                "reauthorize every is set, but nothing is authorized: set authorize as well",
             ),
         }
     }

@@ -21,6 +21,7 @@ use http::Response;
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
+use crate::authorize::{Authorizer, Checks, Decision};
 use crate::limit::{Limits, Slot};
 use crate::request::CursorParam;
 use crate::shutdown::{self, Shutdown};
@@ -52,6 +53,11 @@ pub(crate) struct Pipeline {
     pub(crate) shared_frame: Mutex<Vec<(Batch, crate::format::FrameKey, bytes::Bytes)>>,
     /// An empty request head, shared by the waiting requests that need theirs no more.
     pub(crate) no_head: Arc<Parts>,
+    /// Who may read which topics, if anyone is checked.
+    pub(crate) authorizer: Option<Authorizer>,
+    /// How often a held request checks its authorization again: set when requests are held
+    /// longer than the authorizer's interval.
+    pub(crate) recheck: Option<Duration>,
 }
 
 /// What a layer remembers to share answers: the batch the last poll was answered with, and the
@@ -156,6 +162,29 @@ impl Pipeline {
                 )
             }
         };
+        // Who may read what, before anything of a topic is looked at.
+        let mut watch = None;
+        if let Some(authorizer) = &self.authorizer {
+            let checks = match &topics {
+                Some(topics) => authorizer.start(&parts, topics.iter().map(Some)),
+                None => authorizer.start(&parts, [None]),
+            };
+            let pending = match checks.now() {
+                Some(decision) => {
+                    refuse_unless_allowed(decision)?;
+                    None
+                }
+                None => Some(checks),
+            };
+            if pending.is_some() || self.recheck.is_some() {
+                watch = Some(Box::new(Watch {
+                    checks: pending,
+                    recheck: self
+                        .recheck
+                        .map(|every| Box::pin(tokio::time::sleep(every))),
+                }));
+            }
+        }
         let Ok(slot) = self.limits.acquire(&parts) else {
             let retry_after = crate::random::retry_after();
             return Err(Rejection::Overloaded { retry_after });
@@ -178,8 +207,25 @@ impl Pipeline {
             shutdown: self.shutdown.as_ref().map(Shutdown::wait),
             slot: Some(slot),
             detached: false,
+            watch,
         })
     }
+}
+
+/// The answer for a request whose authorization decided `decision`: none if allowed.
+fn refuse_unless_allowed(decision: Decision) -> Result<(), Rejection> {
+    match decision {
+        Decision::Allow => Ok(()),
+        Decision::Unauthenticated => Err(Rejection::Unauthenticated),
+        // Exactly as a topic the source does not serve.
+        Decision::Deny(topic) => Err(Rejection::UnknownTopic { topic }),
+    }
+}
+
+/// The authorization of an admitted request: checks still running, and when to check again.
+struct Watch {
+    checks: Option<Checks>,
+    recheck: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 /// One step of following a source.
@@ -341,6 +387,9 @@ pin_project! {
         slot: Option<Slot>,
         // Whether the request head has storage of its own yet.
         detached: bool,
+        // Authorization checks still running, and the timer of the next one; `None` for a
+        // request that is not checked again.
+        watch: Option<Box<Watch>>,
         // The most bytes of event data one step hands over.
         // The layer's settings: the byte bound of a step, the reconnect window.
         pipeline: Arc<Pipeline>,
@@ -415,6 +464,10 @@ where
     /// head when it was called, and keeps its own clone if it needs it later. The request then
     /// holds no head at all while it waits. Anything else gets [`detach`](Self::detach).
     pub(crate) fn release_head(self: Pin<&mut Self>) {
+        if self.watch.is_some() {
+            // Its credentials are checked again while it waits.
+            return self.detach();
+        }
         let last_call = match &self.many {
             None => self.call.is_some() && matches!(self.subscribe.position(), Position::After(_)),
             Some(many) => many
@@ -443,6 +496,15 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Result<Step, Rejection>> {
         let mut this = self.project();
+        if let Some(watch) = this.watch {
+            ready!(poll_watch(
+                watch,
+                this.subscribe,
+                this.many,
+                this.pipeline,
+                cx
+            ))?;
+        }
         if let Some(many) = this.many {
             let step = ready!(poll_many(many, this.source, this.pipeline, cx))?;
             if let Step::Events(batch) = &step {
@@ -577,6 +639,43 @@ where
         this.call.set(None);
         this.many.take();
         this.shutdown.set(None);
+        this.watch.take();
+    }
+}
+
+/// Drives a request's authorization: waits for its checks, and starts them again each time
+/// the re-check timer fires. Ready with `Ok` while the request may go on.
+fn poll_watch<S>(
+    watch: &mut Watch,
+    subscribe: &Subscribe,
+    many: &Option<Box<Many<S>>>,
+    pipeline: &Pipeline,
+    cx: &mut Context<'_>,
+) -> Poll<Result<(), Rejection>>
+where
+    S: Service<Subscribe>,
+{
+    loop {
+        if let Some(checks) = &mut watch.checks {
+            let decision = ready!(checks.poll(cx));
+            watch.checks = None;
+            refuse_unless_allowed(decision)?;
+        }
+        let Some(timer) = &mut watch.recheck else {
+            return Poll::Ready(Ok(()));
+        };
+        if timer.as_mut().poll(cx).is_pending() {
+            return Poll::Ready(Ok(()));
+        }
+        let (Some(authorizer), Some(every)) = (&pipeline.authorizer, pipeline.recheck) else {
+            return Poll::Ready(Ok(()));
+        };
+        timer.as_mut().reset(tokio::time::Instant::now() + every);
+        let parts = subscribe.parts();
+        watch.checks = Some(match many {
+            Some(many) => authorizer.start(parts, many.lanes.iter().map(|l| Some(&l.topic))),
+            None => authorizer.start(parts, [None]),
+        });
     }
 }
 

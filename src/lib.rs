@@ -168,6 +168,7 @@ eprintln!("stopped: {drained}");
 #[macro_use]
 mod macros;
 
+pub mod authorize;
 mod body;
 pub mod chunked_stream;
 pub mod compression;

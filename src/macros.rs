@@ -246,6 +246,31 @@ macro_rules! define_shared_setters {
             self
         }
 
+        /// Checks who may read which topics, with `authorize`: before a request reaches the
+        /// source, and again while it is held (see [`reauthorize_every`](Self::reauthorize_every)).
+        /// A request the check refuses is answered `401 unauthenticated` or, for a topic the
+        /// credentials do not grant, exactly as a topic the source does not serve; see the
+        /// [`authorize`](crate::authorize) module.
+        ///
+        /// Default: no check.
+        #[must_use]
+        pub fn authorize(mut self, authorize: impl crate::authorize::Authorize) -> Self {
+            self.shared.authorizer = Some(crate::authorize::Authorizer::new(authorize));
+            self
+        }
+
+        /// How often a request that is still held (an open stream, a long poll held longer than
+        /// this) checks its authorization again; when it no longer may, it ends with `401
+        /// unauthenticated` (a stream, with the format's final message for it). Needs
+        /// [`authorize`](Self::authorize).
+        ///
+        /// Default is 60 seconds.
+        #[must_use]
+        pub fn reauthorize_every(mut self, interval: std::time::Duration) -> Self {
+            self.shared.reauthorize_every = Some(interval);
+            self
+        }
+
         /// The most events one answer carries (a poll's answer, a stream's frame); events that
         /// are ready together go out together, and a client that is further behind gets the
         /// rest at once (in the next frame, or with its next request).

@@ -19,6 +19,7 @@ use crate::{Cursor, CursorError, PushBody, Resume, TopicsError};
 /// | rejection | status | code |
 /// | --- | --- | --- |
 /// | [`MethodNotAllowed`](Rejection::MethodNotAllowed) | `405` with `Allow: GET, HEAD` | `method_not_allowed` |
+/// | [`Unauthenticated`](Rejection::Unauthenticated) | `401` with `WWW-Authenticate: Bearer` | `unauthenticated` |
 /// | [`HeadTooLarge`](Rejection::HeadTooLarge) | `431` | `head_too_large` |
 /// | [`MalformedCursor`](Rejection::MalformedCursor) | `400` | `malformed_cursor` |
 /// | [`CursorAhead`](Rejection::CursorAhead) | `400` | `cursor_ahead` |
@@ -37,6 +38,9 @@ use crate::{Cursor, CursorError, PushBody, Resume, TopicsError};
 pub enum Rejection {
     /// The request's method is neither `GET` nor `HEAD`: push endpoints only read.
     MethodNotAllowed,
+    /// The request carries no credentials, or ones that are invalid or were revoked (see
+    /// [`authorize`](crate::authorize)): the client authenticates again.
+    Unauthenticated,
     /// The request's head (URI and headers) is larger than the layer keeps for a held request
     /// (see the builders' `max_head_bytes`).
     HeadTooLarge {
@@ -110,6 +114,7 @@ impl Rejection {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Unauthenticated => StatusCode::UNAUTHORIZED,
             Self::HeadTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::MalformedCursor(_)
             | Self::CursorAhead { .. }
@@ -128,6 +133,7 @@ impl Rejection {
     pub fn code(&self) -> &'static str {
         match self {
             Self::MethodNotAllowed => "method_not_allowed",
+            Self::Unauthenticated => "unauthenticated",
             Self::HeadTooLarge { .. } => "head_too_large",
             Self::MalformedCursor(_) => "malformed_cursor",
             Self::CursorAhead { .. } | Self::TopicAhead { .. } => "cursor_ahead",
@@ -172,6 +178,7 @@ impl Rejection {
                 ..
             } => (Some(&**topic), Some(oldest.clone()), Some(head.clone())),
             Self::MethodNotAllowed
+            | Self::Unauthenticated
             | Self::HeadTooLarge { .. }
             | Self::MalformedCursor(_)
             | Self::Topics(_)
@@ -192,7 +199,8 @@ impl Rejection {
     /// The rejection as a JSON response: the status, `Content-Type: application/json`,
     /// `Retry-After` for [`ShuttingDown`](Rejection::ShuttingDown) and
     /// [`Overloaded`](Rejection::Overloaded), `Allow` for
-    /// [`MethodNotAllowed`](Rejection::MethodNotAllowed), and the body of
+    /// [`MethodNotAllowed`](Rejection::MethodNotAllowed), `WWW-Authenticate: Bearer` for
+    /// [`Unauthenticated`](Rejection::Unauthenticated), and the body of
     /// [`to_json`](Rejection::to_json).
     ///
     /// # Examples
@@ -218,6 +226,9 @@ impl Rejection {
         if let Self::MethodNotAllowed = self {
             headers.insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         }
+        if let Self::Unauthenticated = self {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         response
     }
 }
@@ -226,6 +237,9 @@ impl fmt::Display for Rejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::MethodNotAllowed => f.write_str("only GET and HEAD are served here"),
+            Self::Unauthenticated => f.write_str(
+                "credentials are missing, invalid or revoked: authenticate and try again",
+            ),
             Self::HeadTooLarge { size, max } => write!(
                 f,
                 "request head of {size} bytes is larger than the {max} bytes kept for a held request"

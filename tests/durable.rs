@@ -47,6 +47,7 @@ fn main() -> ExitCode {
             shutdown_answers_held_long_polls,
             forks_read_their_source_up_to_the_fork_offset,
             the_store_refuses_streams_and_bytes_beyond_its_bounds,
+            authorization_refuses_as_if_the_stream_did_not_exist,
             the_file_store_keeps_every_acknowledged_append_through_kill_9,
         ])
         .needing(
@@ -656,6 +657,156 @@ fn forks_read_their_source_up_to_the_fork_offset() {
             204
         );
         assert_eq!(get(addr, "/v1/stream/src").await.status, 404);
+    });
+}
+
+/// With `authorize`: no token gets 401; a read-only token that appends, deletes, forks or reads
+/// outside its prefix gets exactly the answer for a stream that does not exist (status,
+/// headers and body), and a create it may not do gets 403; a live read whose grant is revoked
+/// ends.
+fn authorization_refuses_as_if_the_stream_did_not_exist() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use tower_push::authorize::{Access, Check, Verdict};
+    let revoked = Arc::new(AtomicBool::new(false));
+    let check = {
+        let revoked = revoked.clone();
+        move |request: &http::request::Parts, stream: Option<&str>, access: Access| {
+            let token = request
+                .headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok());
+            let stream = stream.unwrap_or_default();
+            let readable = stream.starts_with("/public/") && !revoked.load(Ordering::SeqCst);
+            Check::ready(match token {
+                Some("Bearer admin") => Verdict::Allow,
+                Some("Bearer reader") if access == Access::Read && readable => Verdict::Allow,
+                Some("Bearer reader") => Verdict::Deny,
+                _ => Verdict::Unauthenticated,
+            })
+        }
+    };
+    let runtime = runtime(false);
+    runtime.block_on(async {
+        let service = DurableStreams::builder(MemoryStore::new())
+            .prefix("/v1/stream")
+            .authorize(check)
+            .long_poll(
+                LongPollLayer::builder()
+                    .hold_timeout(Duration::from_secs(10))
+                    .reauthorize_every(Duration::from_millis(100)),
+            )
+            .build()
+            .unwrap();
+        let addr = serve(service).await;
+        let admin = [
+            ("authorization", "Bearer admin"),
+            ("content-type", "text/plain"),
+        ];
+        let reader = [
+            ("authorization", "Bearer reader"),
+            ("content-type", "text/plain"),
+        ];
+        for path in ["/v1/stream/public/a", "/v1/stream/private/b"] {
+            let created = send(addr, Method::PUT, path, &admin, "").await;
+            assert_eq!(created.status, 201, "{path}");
+            let appended = send(addr, Method::POST, path, &admin, "hello").await;
+            assert_eq!(appended.status, 204, "{path}");
+        }
+        // No token, a wrong one: 401, whatever the stream.
+        for headers in [&[][..], &[("authorization", "Bearer nobody")][..]] {
+            for path in ["/v1/stream/public/a", "/v1/stream/none"] {
+                let refused = send(addr, Method::GET, path, headers, "").await;
+                assert_eq!(refused.status, 401, "{path}");
+                assert_eq!(refused.header("www-authenticate"), Some("Bearer"));
+                assert_eq!(code(&refused), "unauthenticated");
+            }
+        }
+        // The reader reads its prefix.
+        let read = send(
+            addr,
+            Method::GET,
+            "/v1/stream/public/a?offset=-1",
+            &reader,
+            "",
+        )
+        .await;
+        assert_eq!(read.status, 200);
+        assert_eq!(&read.body[..], b"hello");
+        // Anything else answers as a stream that does not exist, byte for byte.
+        let comparable = |reply: &Reply| {
+            let mut headers: Vec<_> = reply
+                .headers
+                .iter()
+                .filter(|(name, _)| *name != "date")
+                .map(|(n, v)| format!("{n}: {v:?}"))
+                .collect();
+            headers.sort();
+            (reply.status, headers, reply.body.clone())
+        };
+        let missing = send(addr, Method::GET, "/v1/stream/never?offset=-1", &admin, "").await;
+        assert_eq!(missing.status, 404);
+        for (method, path, body) in [
+            (Method::GET, "/v1/stream/private/b?offset=-1", ""),
+            (Method::POST, "/v1/stream/public/a", "more"),
+            (Method::DELETE, "/v1/stream/public/a", ""),
+        ] {
+            let refused = send(addr, method.clone(), path, &reader, body).await;
+            assert_eq!(
+                comparable(&refused),
+                comparable(&missing),
+                "{method} {path}"
+            );
+        }
+        let missing_head = send(addr, Method::HEAD, "/v1/stream/never", &admin, "").await;
+        let refused_head = send(addr, Method::HEAD, "/v1/stream/private/b", &reader, "").await;
+        assert_eq!(comparable(&refused_head), comparable(&missing_head));
+        // A create it may not make: 403, whether the stream exists or not.
+        for path in ["/v1/stream/public/new", "/v1/stream/public/a"] {
+            let refused = send(addr, Method::PUT, path, &reader, "").await;
+            assert_eq!(refused.status, 403, "{path}");
+            assert_eq!(code(&refused), "forbidden");
+        }
+        // A fork from a stream it may not read: as a fork from a missing one.
+        let fork = |from: &'static str| {
+            [
+                ("authorization", "Bearer admin"),
+                ("content-type", "text/plain"),
+                ("stream-forked-from", from),
+            ]
+        };
+        let from_missing = fork("/v1/stream/never");
+        let absent = send(addr, Method::PUT, "/v1/stream/public/f1", &from_missing, "").await;
+        assert_eq!(absent.status, 404);
+        let mut denied_fork = fork("/v1/stream/private/b");
+        denied_fork[0] = ("authorization", "Bearer reader");
+        let refused = send(addr, Method::PUT, "/v1/stream/public/f1", &denied_fork, "").await;
+        // The create itself is refused first for this reader: 403, not a hint about the source.
+        assert_eq!(refused.status, 403);
+        // The stream is still there for the admin, untouched.
+        let read = send(
+            addr,
+            Method::GET,
+            "/v1/stream/public/a?offset=-1",
+            &admin,
+            "",
+        )
+        .await;
+        assert_eq!(&read.body[..], b"hello");
+
+        // A live read whose grant is revoked while it waits: answered as a missing stream.
+        let tail = read.header("stream-next-offset").unwrap().to_owned();
+        let live = format!("/v1/stream/public/a?offset={tail}&live=long-poll");
+        let waiting =
+            tokio::spawn(async move { send(addr, Method::GET, &live, &reader, "").await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!waiting.is_finished());
+        revoked.store(true, Ordering::SeqCst);
+        let ended = tokio::time::timeout(Duration::from_secs(3), waiting).await;
+        let ended = ended.expect("answered within 3 s").unwrap();
+        // As a stream deleted while the reader waited.
+        assert_eq!(ended.status, 404);
+        assert_eq!(code(&ended), "stream_not_found");
     });
 }
 

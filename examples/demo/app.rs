@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
 use tower::ServiceExt;
+use tower_push::authorize::{Access, Check, Verdict};
 use tower_push::format::{AutoFormat, Framing, SseFormat};
 use tower_push::memory::Topic;
 use tower_push::server;
@@ -45,6 +46,8 @@ pub(crate) struct Settings {
     /// usual 1024, `server::held_cap`), and the other half is left for requests that answer at
     /// once, publishers and the listener, so that the server never runs out of descriptors.
     pub(crate) max_held: usize,
+    /// Who may read and publish which topics; `None`: everyone, everything.
+    pub(crate) tokens: Option<Tokens>,
 }
 
 impl Default for Settings {
@@ -56,6 +59,7 @@ impl Default for Settings {
             max_stream: Duration::from_secs(300),
             sse_retry: Duration::from_secs(1),
             max_held: server::held_cap(),
+            tokens: None,
         }
     }
 }
@@ -87,19 +91,154 @@ pub(crate) struct Flags {
     /// 6 KiB of memory. Default: a quarter of the open-files limit
     #[arg(long, value_name = "REQUESTS")]
     max_held: Option<usize>,
+    /// Only clients with a token in this file may read and publish: one line per token, `TOKEN
+    /// TOPIC[,TOPIC...]` (`*` for every topic), `#` starts a comment. A client sends its token
+    /// as `Authorization: Bearer TOKEN` or as the cookie `push_token` (the page sets it).
+    /// SIGHUP reads the file again. Without it, everyone may read and publish everything
+    #[arg(long, value_name = "FILE")]
+    tokens: Option<std::path::PathBuf>,
 }
 
 impl Flags {
-    /// The settings the flags give, the others at their defaults.
-    pub(crate) fn settings(&self) -> Settings {
-        Settings {
+    /// The settings the flags give, the others at their defaults; the tokens file is read.
+    pub(crate) fn settings(&self) -> Result<Settings, String> {
+        let tokens = match &self.tokens {
+            Some(path) => Some(Tokens::load(path)?),
+            None => None,
+        };
+        Ok(Settings {
             hold: Duration::from_millis(self.hold_ms),
             retention: self.retention,
             heartbeat: Duration::from_millis(self.heartbeat_ms),
             max_stream: Duration::from_millis(self.max_stream_ms),
             sse_retry: Duration::from_millis(self.sse_retry_ms),
             max_held: self.max_held.unwrap_or_else(server::held_cap),
+            tokens,
+        })
+    }
+}
+
+/// The tokens of `--tokens FILE` and the topics each grants, shared by every route and read
+/// again on `SIGHUP`.
+#[derive(Clone)]
+pub(crate) struct Tokens {
+    path: std::path::PathBuf,
+    grants: std::sync::Arc<std::sync::RwLock<Grants>>,
+}
+
+/// Each token's topics; `None` for a token that grants every topic (`*`).
+type Grants = std::collections::HashMap<String, Option<std::collections::HashSet<String>>>;
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the tokens themselves.
+        let count = self.grants.read().map_or(0, |grants| grants.len());
+        f.debug_struct("Tokens")
+            .field("path", &self.path)
+            .field("tokens", &count)
+            .finish()
+    }
+}
+
+impl Tokens {
+    /// Reads the tokens file at `path`.
+    pub(crate) fn load(path: &std::path::Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|err| format!("cannot read the tokens file {}: {err}", path.display()))?;
+        let tokens = Self::parse(&text).map_err(|err| format!("{}: {err}", path.display()))?;
+        Ok(Self {
+            path: path.to_owned(),
+            ..tokens
+        })
+    }
+
+    /// Tokens from text: one line per token, as in the file (which [`reload`](Self::reload)
+    /// cannot read again).
+    pub(crate) fn parse(text: &str) -> Result<Self, String> {
+        Ok(Self {
+            path: std::path::PathBuf::new(),
+            grants: std::sync::Arc::new(std::sync::RwLock::new(Self::grants(text)?)),
+        })
+    }
+
+    fn read(path: &std::path::Path) -> Result<Grants, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|err| format!("cannot read the tokens file {}: {err}", path.display()))?;
+        Self::grants(&text).map_err(|err| format!("{}: {err}", path.display()))
+    }
+
+    fn grants(text: &str) -> Result<Grants, String> {
+        let mut grants = Grants::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or_default().trim();
+            if line.is_empty() {
+                continue;
+            }
+            let mut words = line.split_whitespace();
+            let (Some(token), Some(topics), None) = (words.next(), words.next(), words.next())
+            else {
+                return Err(format!("line {}: write TOKEN TOPIC[,TOPIC...]", i + 1));
+            };
+            let topics = (topics != "*").then(|| topics.split(',').map(str::to_owned).collect());
+            if grants.insert(token.to_owned(), topics).is_some() {
+                return Err(format!("line {}: this token is listed twice", i + 1));
+            }
         }
+        Ok(grants)
+    }
+
+    /// Reads the file again; on failure the tokens stay as they were.
+    pub(crate) fn reload(&self) -> Result<usize, String> {
+        let grants = Self::read(&self.path)?;
+        let count = grants.len();
+        *self
+            .grants
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = grants;
+        Ok(count)
+    }
+
+    /// The token of a request: `Authorization: Bearer TOKEN`, else the cookie `push_token`.
+    fn token(request: &http::request::Parts) -> Option<&str> {
+        let bearer = request
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "));
+        bearer.or_else(|| {
+            let cookies = request.headers.get_all(header::COOKIE).iter();
+            cookies
+                .filter_map(|value| value.to_str().ok())
+                .flat_map(|value| value.split(';'))
+                .find_map(|cookie| cookie.trim().strip_prefix("push_token="))
+        })
+    }
+
+    /// Whether `request` may read or publish `topic` (`None`: the route's own topic, `stats`
+    /// on `/stats`, else `default`). The server's numbers on `/stats` are for any valid token.
+    pub(crate) fn verdict(&self, request: &http::request::Parts, topic: Option<&str>) -> Verdict {
+        let grants = self
+            .grants
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(granted) = Self::token(request).and_then(|token| grants.get(token)) else {
+            return Verdict::Unauthenticated;
+        };
+        let topic = match (topic, request.uri.path()) {
+            (Some(topic), _) => topic,
+            (None, "/stats") => return Verdict::Allow,
+            (None, _) => "default",
+        };
+        match granted {
+            Some(topics) if !topics.contains(topic) => Verdict::Deny,
+            _ => Verdict::Allow,
+        }
+    }
+
+    /// The check for the layers' `authorize`.
+    fn check(&self) -> impl Fn(&http::request::Parts, Option<&str>, Access) -> Check + Send + Sync {
+        let tokens = self.clone();
+        move |request, topic, _| Check::ready(tokens.verdict(request, topic))
     }
 }
 
@@ -136,6 +275,8 @@ pub(crate) struct Demo {
     /// The `stats` topic: one snapshot of the server's numbers a second, for the page's panel.
     stats: Topic,
     stats_stream: ChunkedStream<Topic>,
+    /// Who may publish where, with `--tokens`.
+    tokens: Option<Tokens>,
 }
 
 impl Demo {
@@ -146,7 +287,9 @@ impl Demo {
             .max_topics(MAX_TOPICS)
             .build()?;
         let (poll, stream) = layers(settings, shutdown)?;
-        Ok(Self::with(log, &poll, &stream))
+        let mut demo = Self::with(log, &poll, &stream);
+        demo.tokens = settings.tokens.clone();
+        Ok(demo)
     }
 
     /// The routes over `log`, with both layers as they are.
@@ -164,6 +307,7 @@ impl Demo {
             topic,
             stats,
             log,
+            tokens: None,
         }
     }
 
@@ -223,14 +367,49 @@ impl Demo {
             _ => {}
         }
         // `POST /publish?topic=NAME` publishes on that topic, created if needed.
-        let target = match query_param(req.uri(), "topic") {
-            Some(name) if req.uri().path() == "/publish" => self.publish_topic(name),
-            _ => Ok(self.topic.clone()),
+        let name = query_param(req.uri(), "topic")
+            .filter(|_| req.uri().path() == "/publish")
+            .map(str::to_owned);
+        let verdict = match &self.tokens {
+            Some(tokens) if req.uri().path() == "/publish" => {
+                let (parts, body) = req.into_parts();
+                let verdict = tokens.verdict(&parts, Some(name.as_deref().unwrap_or("default")));
+                (Request::from_parts(parts, body), verdict)
+            }
+            _ => (req, Verdict::Allow),
+        };
+        let (req, verdict) = verdict;
+        let target = match verdict {
+            Verdict::Allow => match &name {
+                Some(name) => self.publish_topic(name),
+                None => Ok(self.topic.clone()),
+            },
+            // Publishing creates a topic: a refusal saying there is no such topic would be
+            // untrue, and this one tells nothing of which topics exist.
+            Verdict::Deny => Err((
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this token may not publish on this topic".to_owned(),
+            )),
+            _ => Err((
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "send a token: Authorization: Bearer TOKEN, or the cookie push_token".to_owned(),
+            )),
         };
         let publish = move |body| {
             std::future::ready(match target {
                 Ok(topic) => publish_to(&topic, body),
-                Err((status, code, message)) => error(status, code, &message),
+                Err((status, code, message)) => {
+                    let mut refused = error(status, code, &message);
+                    if status == StatusCode::UNAUTHORIZED {
+                        let bearer = HeaderValue::from_static("Bearer");
+                        refused
+                            .headers_mut()
+                            .insert(header::WWW_AUTHENTICATE, bearer);
+                    }
+                    refused
+                }
             })
         };
         if query_param(req.uri(), "topics").is_some() {
@@ -412,20 +591,24 @@ pub(crate) fn layers(
     settings: &Settings,
     shutdown: &Shutdown,
 ) -> Result<(LongPollLayer, ChunkedStreamLayer), ConfigError> {
-    let poll = LongPollLayer::builder()
+    let mut poll = LongPollLayer::builder()
         .hold_timeout(settings.hold)
         .max_parked(settings.max_held)
-        .shutdown(shutdown.clone())
-        .build()?;
+        .shutdown(shutdown.clone());
     let sse = SseFormat::new().retry(settings.sse_retry);
-    let stream = ChunkedStreamLayer::builder()
+    let mut stream = ChunkedStreamLayer::builder()
         .heartbeat_interval(settings.heartbeat)
         .max_lifetime(settings.max_stream)
         .max_streams(settings.max_held)
         .format(AutoFormat::new(Framing::Ndjson).sse(sse))
-        .shutdown(shutdown.clone())
-        .build()?;
-    Ok((poll, stream))
+        .shutdown(shutdown.clone());
+    if let Some(tokens) = &settings.tokens {
+        // Checked when a request comes, and every 60 s while it is held (a stream lives up to
+        // five minutes): a token taken out of the file ends its streams within a minute.
+        poll = poll.authorize(tokens.check());
+        stream = stream.authorize(tokens.check());
+    }
+    Ok((poll.build()?, stream.build()?))
 }
 
 /// The future of one demo answer.

@@ -81,7 +81,11 @@ fn main() {
 
 async fn run(cli: Cli) {
     app::metrics::install();
-    let settings = cli.flags.settings();
+    let settings = cli
+        .flags
+        .settings()
+        .unwrap_or_else(|err| exit_usage::<Cli>(err));
+    reload_on_hangup(&settings);
     let shutdown = Shutdown::new();
     let demo = Demo::new(&settings, &shutdown).unwrap_or_else(|err| exit_usage::<Cli>(err));
 
@@ -104,12 +108,38 @@ async fn run(cli: Cli) {
     eprintln!("stopped: {drained}");
 }
 
+/// With `--tokens FILE`: reads the file again on every SIGHUP (a token taken out of it ends its
+/// streams within a minute, at their next check).
+fn reload_on_hangup(settings: &app::Settings) {
+    #[cfg(unix)]
+    if let Some(tokens) = settings.tokens.clone() {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            eprintln!("cannot listen for SIGHUP: the tokens file is read once");
+            return;
+        };
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                match tokens.reload() {
+                    Ok(count) => eprintln!("tokens file read again: {count} tokens"),
+                    Err(err) => eprintln!("{err}; the tokens stay as they were"),
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = settings;
+}
+
 /// `--threads N`: the same routes, served by `Server::serve_per_thread`.
 #[cfg(unix)]
 fn run_per_thread(cli: Cli) {
     use std::net::ToSocketAddrs;
     app::metrics::install();
-    let settings = cli.flags.settings();
+    let settings = cli
+        .flags
+        .settings()
+        .unwrap_or_else(|err| exit_usage::<Cli>(err));
     let shutdown = Shutdown::new();
     let demo = Demo::new(&settings, &shutdown).unwrap_or_else(|err| exit_usage::<Cli>(err));
     let addr = &cli.flags.addr;
@@ -127,7 +157,9 @@ fn run_per_thread(cli: Cli) {
         demo.topic().epoch()
     );
     let stats = demo.clone();
+    let hangup = settings.clone();
     let stop = async move {
+        reload_on_hangup(&hangup);
         let _stats = stats.spawn_stats(std::time::Duration::from_secs(1));
         server::ctrl_c_or_sigterm().await;
     };

@@ -154,10 +154,11 @@ impl<F> ChunkedStreamBuilder<F> {
         check::positive("max lifetime", self.settings.max_lifetime)?;
         check::fraction("lifetime jitter", self.settings.lifetime_jitter)?;
         let config = Config {
-            pipeline: Arc::new(
-                self.shared
-                    .build(Kind::Stream, ["max streams", "max streams per key"])?,
-            ),
+            pipeline: Arc::new(self.shared.build(
+                Kind::Stream,
+                ["max streams", "max streams per key"],
+                None,
+            )?),
             heartbeat: self.settings.heartbeat,
             max_lifetime: self.settings.max_lifetime,
             lifetime_jitter: self.settings.lifetime_jitter,

@@ -5,7 +5,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 
-use http::header::{ALLOW, CONTENT_TYPE};
+use http::header::{ALLOW, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{HeaderValue, Response, StatusCode};
 
 use super::headers::{
@@ -43,6 +43,11 @@ pub(crate) enum Error {
     Deleted,
     /// A method the protocol does not have.
     MethodNotAllowed,
+    /// No credentials, or invalid or revoked ones (see [`authorize`](crate::authorize)).
+    Unauthenticated,
+    /// The credentials do not grant creating this stream. (The other operations a grant lacks
+    /// answer as if the stream did not exist.)
+    Forbidden,
     /// The stream name, the path after the prefix, is longer than `max` bytes.
     NameTooLong {
         /// The longest name, in bytes.
@@ -107,6 +112,8 @@ impl Error {
             Self::Store(err) => err.status(),
             Self::Deleted => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
             Self::NameTooLong { .. } => StatusCode::URI_TOO_LONG,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyUnreadable
@@ -139,6 +146,8 @@ impl Error {
             Self::Store(err) => err.code(),
             Self::Deleted => "stream_not_found",
             Self::MethodNotAllowed => "method_not_allowed",
+            Self::Unauthenticated => "unauthenticated",
+            Self::Forbidden => "forbidden",
             Self::NameTooLong { .. } => "stream_name_too_long",
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::BodyUnreadable => "body_unreadable",
@@ -167,7 +176,7 @@ impl Error {
 
     /// The answer: the status, `Content-Type: application/json` and the body
     /// `{"error":"<code>","message":"<message>"}`; `Allow` for a method the protocol does not
-    /// have; for a store's refusal, `Stream-Closed` and `Stream-Next-Offset` (a closed stream),
+    /// have; `WWW-Authenticate: Bearer` for missing credentials; for a store's refusal, `Stream-Closed` and `Stream-Next-Offset` (a closed stream),
     /// `Producer-Epoch` (a stale producer epoch), `Producer-Expected-Seq` and
     /// `Producer-Received-Seq` (a producer's sequence gap).
     pub(crate) fn into_response(self) -> Response<PushBody> {
@@ -180,6 +189,9 @@ impl Error {
             Self::MethodNotAllowed => {
                 let methods = "GET, HEAD, PUT, POST, DELETE, OPTIONS";
                 headers.insert(ALLOW, HeaderValue::from_static(methods));
+            }
+            Self::Unauthenticated => {
+                headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             Self::Store(StoreError::Closed { tail }) => {
                 set_true(headers, STREAM_CLOSED);
@@ -210,6 +222,10 @@ impl fmt::Display for Error {
             Self::Store(err) => err.fmt(f),
             Self::Deleted => f.write_str("the stream was deleted"),
             Self::MethodNotAllowed => f.write_str("use GET, HEAD, PUT, POST, DELETE or OPTIONS"),
+            Self::Unauthenticated => f.write_str(
+                "credentials are missing, invalid or revoked: authenticate and try again",
+            ),
+            Self::Forbidden => f.write_str("these credentials may not create this stream"),
             Self::NameTooLong { max } => {
                 write!(f, "the stream name is longer than {max} bytes")
             }

@@ -148,10 +148,14 @@ impl PollFormat for DurablePoll {
     }
 }
 
-/// A stream deleted (or recreated) while a reader waited reads as missing.
+/// A stream deleted (or recreated) while a reader waited reads as missing; one its reader may
+/// no longer read (its grant revoked while it waited) exactly as one deleted then, so that the
+/// reader cannot tell them apart; credentials revoked while it waited, as any request without
+/// them.
 fn rejected(rejection: &Rejection) -> Response<PushBody> {
     match rejection {
-        Rejection::Gone { .. } => Error::Deleted.into_response(),
+        Rejection::Gone { .. } | Rejection::UnknownTopic { .. } => Error::Deleted.into_response(),
+        Rejection::Unauthenticated => Error::Unauthenticated.into_response(),
         other => other.to_json_response(),
     }
 }

@@ -21,7 +21,8 @@ use super::format::{DurablePoll, DurableSse};
 use super::headers::{preflight, security};
 use super::key::Prefix;
 use super::source::StreamSource;
-use super::store::Store;
+use super::store::{Store, StoreError};
+use crate::authorize::{Access, Authorize, Authorizer, Check, Verdict};
 use crate::{
     BoxError, ChunkedStream, ChunkedStreamBuilder, ChunkedStreamLayer, ConfigError, LongPoll,
     LongPollBuilder, LongPollLayer, PushBody,
@@ -49,6 +50,8 @@ pub(super) struct Config {
     pub(super) max_read: usize,
     pub(super) max_name: usize,
     pub(super) max_producer_id: usize,
+    /// Who may do what with which streams, if anyone is checked.
+    pub(super) authorizer: Option<Authorizer>,
 }
 
 /// The Durable Streams protocol over a [`Store`]: see the [module docs](super).
@@ -111,6 +114,7 @@ impl<St: Store> DurableStreams<St> {
             max_producer_id: 256,
             poll: LongPollLayer::builder(),
             sse: ChunkedStreamLayer::builder().max_lifetime(Duration::from_secs(60)),
+            authorizer: None,
         }
     }
 }
@@ -169,6 +173,7 @@ pub struct DurableStreamsBuilder<St> {
     max_producer_id: usize,
     poll: LongPollBuilder,
     sse: ChunkedStreamBuilder,
+    authorizer: Option<Authorizer>,
 }
 
 impl<St: Store> DurableStreamsBuilder<St> {
@@ -246,6 +251,57 @@ impl<St: Store> DurableStreamsBuilder<St> {
         self
     }
 
+    /// Checks who may do what with which streams, with `authorize`, which is asked with the
+    /// request's head, the stream's name (the path after the [`prefix`](Self::prefix)) and
+    /// the operation: [`Access::Create`] for a `PUT` (and [`Access::Read`] of the stream a
+    /// fork starts from), [`Access::Write`] for a `POST` (an append or a close),
+    /// [`Access::Delete`], and [`Access::Read`] for `GET` and `HEAD`. It is asked before the
+    /// store is: a refusal tells nothing of whether the stream exists.
+    ///
+    /// - [`Verdict::Unauthenticated`]: `401 unauthenticated` with `WWW-Authenticate: Bearer`.
+    /// - [`Verdict::Deny`]: exactly the answer for a stream that does not exist (`404
+    ///   stream_not_found`; `404 fork_source_not_found` for the source of a fork), but for a
+    ///   create, which a missing stream would not refuse: `403 forbidden`.
+    ///
+    /// Live reads check again while they wait, every `reauthorize_every` of the
+    /// [`long_poll`](Self::long_poll) and [`sse`](Self::sse) builders (60 s by default): a
+    /// reader whose grant is revoked is answered `404 stream_not_found` (a long poll) or its
+    /// stream ends; one whose credentials are revoked, `401`. See [`crate::authorize`].
+    ///
+    /// Default: no check.
+    ///
+    /// # Examples
+    ///
+    /// A token that may read every stream under `/public/`, and another that may do anything:
+    ///
+    /// ```
+    /// use tower_push::authorize::{Access, Check, Verdict};
+    /// use tower_push::durable::{DurableStreams, MemoryStore};
+    ///
+    /// let service = DurableStreams::builder(MemoryStore::new())
+    ///     .prefix("/v1/stream")
+    ///     .authorize(|request: &http::request::Parts, stream: Option<&str>, access: Access| {
+    ///         let token = request.headers.get("authorization").and_then(|v| v.to_str().ok());
+    ///         let stream = stream.unwrap_or_default();
+    ///         Check::ready(match token {
+    ///             Some("Bearer admin") => Verdict::Allow,
+    ///             Some("Bearer reader") if access == Access::Read && stream.starts_with("/public/") => {
+    ///                 Verdict::Allow
+    ///             }
+    ///             Some("Bearer reader") => Verdict::Deny,
+    ///             _ => Verdict::Unauthenticated,
+    ///         })
+    ///     })
+    ///     .build()?;
+    /// # drop(service);
+    /// # Ok::<(), tower_push::ConfigError>(())
+    /// ```
+    #[must_use]
+    pub fn authorize(mut self, authorize: impl Authorize) -> Self {
+        self.authorizer = Some(Authorizer::new(authorize));
+        self
+    }
+
     /// The service.
     ///
     /// # Errors
@@ -266,16 +322,23 @@ impl<St: Store> DurableStreamsBuilder<St> {
         let store = Arc::new(self.store);
         let prefix = Prefix::new(&self.prefix);
         let source = StreamSource::new(store.clone(), prefix.clone(), self.max_read);
-        let poll = self
-            .poll
+        let (mut poll, mut sse) = (self.poll, self.sse);
+        if let Some(authorizer) = &self.authorizer {
+            // Live reads check again while they wait, for the stream the path names.
+            let read = |authorizer: &Authorizer| {
+                let (authorizer, prefix) = (authorizer.clone(), prefix.clone());
+                move |parts: &Parts, _: Option<&str>, access: Access| {
+                    authorizer.check(parts, prefix.key(parts.uri.path()), access)
+                }
+            };
+            poll = poll.authorize(read(authorizer));
+            sse = sse.authorize(read(authorizer));
+        }
+        let poll = poll
             .format(DurablePoll::default())
             .build()?
             .layer(source.clone());
-        let sse = self
-            .sse
-            .format(DurableSse::default())
-            .build()?
-            .layer(source);
+        let sse = sse.format(DurableSse::default()).build()?.layer(source);
         Ok(DurableStreams {
             store,
             config: Arc::new(Config {
@@ -284,6 +347,7 @@ impl<St: Store> DurableStreamsBuilder<St> {
                 max_read: self.max_read,
                 max_name: self.max_name,
                 max_producer_id: self.max_producer_id,
+                authorizer: self.authorizer,
             }),
             poll,
             sse,
@@ -347,6 +411,67 @@ impl<St: Store> DurableStreams<St> {
         if self.key(parts.uri.path()).len() > max {
             return ready(Err(Error::NameTooLong { max }));
         }
+        let Some(authorizer) = &self.config.authorizer else {
+            return self.dispatch(parts, body);
+        };
+        let checks = self.checks(authorizer, &parts);
+        let verdicts: Option<Vec<Verdict>> = checks.iter().map(|(check, _)| check.now()).collect();
+        if let Some(verdicts) = verdicts {
+            if let Err(refused) = decide(&verdicts, checks.into_iter().map(|(_, d)| d)) {
+                return ready(Err(refused));
+            }
+            return self.dispatch(parts, body);
+        }
+        // A check that waits: the request waits for it, then goes on or is refused.
+        let mut this = self.clone();
+        Box::pin(async move {
+            let mut verdicts = Vec::with_capacity(checks.len());
+            let mut denied = Vec::with_capacity(checks.len());
+            for (check, refusal) in checks {
+                verdicts.push(check.await);
+                denied.push(refusal);
+            }
+            decide(&verdicts, denied)?;
+            this.dispatch(parts, body).await
+        })
+    }
+
+    /// The checks a request needs, each with the answer if it is denied.
+    fn checks(&self, authorizer: &Authorizer, parts: &Parts) -> Vec<(Check, Error)> {
+        let stream = self.key(parts.uri.path());
+        let missing = || Error::Store(StoreError::NotFound);
+        let mut checks = Vec::with_capacity(2);
+        let mut check = |stream: &str, access, denied| {
+            checks.push((authorizer.check(parts, stream, access), denied));
+        };
+        match parts.method {
+            Method::PUT => {
+                check(stream, Access::Create, Error::Forbidden);
+                let forked = parts.headers.get(super::headers::STREAM_FORKED_FROM);
+                if let Some(source) = forked.and_then(|v| v.to_str().ok()) {
+                    let source = self.key(source);
+                    check(
+                        source,
+                        Access::Read,
+                        Error::Store(StoreError::ForkSourceNotFound),
+                    );
+                }
+            }
+            Method::POST => check(stream, Access::Write, missing()),
+            Method::DELETE => check(stream, Access::Delete, missing()),
+            Method::GET | Method::HEAD => check(stream, Access::Read, missing()),
+            _ => {}
+        }
+        checks
+    }
+
+    /// The answer to a request allowed to go on, by method.
+    fn dispatch<B>(&mut self, parts: Parts, body: B) -> Answer
+    where
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
         match parts.method {
             Method::PUT => Box::pin(self.clone().create(parts, body)),
             Method::POST => Box::pin(self.clone().append(parts, body)),
@@ -358,6 +483,22 @@ impl<St: Store> DurableStreams<St> {
             Method::HEAD => self.head(&parts),
             _ => ready(Err(Error::MethodNotAllowed)),
         }
+    }
+}
+
+/// What a request's `verdicts` decide: missing credentials anywhere answer `401`, else the
+/// first denied check answers with its own refusal (`denied`, in the same order).
+fn decide(verdicts: &[Verdict], denied: impl IntoIterator<Item = Error>) -> Result<(), Error> {
+    if verdicts.contains(&Verdict::Unauthenticated) {
+        return Err(Error::Unauthenticated);
+    }
+    match verdicts
+        .iter()
+        .zip(denied)
+        .find(|(v, _)| **v == Verdict::Deny)
+    {
+        Some((_, refusal)) => Err(refusal),
+        None => Ok(()),
     }
 }
 

@@ -188,10 +188,11 @@ impl<F> LongPollBuilder<F> {
         check::hold(self.settings.hold, self.shared.proxy_idle)?;
         check::fraction("hold jitter", self.settings.hold_jitter)?;
         let config = Config {
-            pipeline: Arc::new(
-                self.shared
-                    .build(Kind::LongPoll, ["max parked", "max parked per key"])?,
-            ),
+            pipeline: Arc::new(self.shared.build(
+                Kind::LongPoll,
+                ["max parked", "max parked per key"],
+                Some(self.settings.hold),
+            )?),
             hold: self.settings.hold,
             hold_jitter: self.settings.hold_jitter,
             supersede: self
