@@ -259,7 +259,9 @@ impl fmt::Display for Rejection {
                 write!(f, "no topic {topic:?} is served here")
             }
             Self::UnknownTopic { topic: None } => {
-                f.write_str("request names no topic, and topics are served by name only")
+                // A source that serves topics by name only, asked without one; or a route the
+                // request's credentials do not grant (see `authorize`): the same words for both.
+                f.write_str("no topic served here answers this request")
             }
             Self::Gone { topic: Some(topic) } => write!(f, "topic {topic:?} was deleted"),
             Self::Gone { topic: None } => f.write_str("the log the request follows was deleted"),

@@ -307,3 +307,84 @@ async fn a_check_that_waits_is_waited_for_and_costs_the_answer_nothing() {
     assert_eq!(denied.json()["topic"], "secret");
     assert_eq!(get(addr, "/?topics=a", None).await.status, 401);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The demo's `--tokens`
+
+#[allow(dead_code)]
+#[path = "../examples/demo/app.rs"]
+mod demo_app;
+
+#[tokio::test]
+async fn the_demo_serves_each_token_its_topics_and_reads_the_file_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokens");
+    std::fs::write(
+        &file,
+        "# who may do what\nreader news\nwriter default,news\n",
+    )
+    .unwrap();
+    let tokens = demo_app::Tokens::load(&file).unwrap();
+    let settings = demo_app::Settings {
+        hold: Duration::from_millis(50),
+        tokens: Some(tokens.clone()),
+        ..demo_app::Settings::default()
+    };
+    let demo = demo_app::Demo::new(&settings, &tower_push::Shutdown::new()).unwrap();
+    let addr = common::serve_program(demo).await;
+    let publish = |token: Option<&'static str>, topic: &'static str| async move {
+        let mut request = http::Request::post(format!("/publish?topic={topic}"))
+            .header("host", "test")
+            .header("content-type", "application/json");
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let body = http_body_util::Full::new(bytes::Bytes::from_static(b"{\"n\":1}"));
+        common::send(addr, request.body(body).unwrap()).await
+    };
+
+    // No token, a wrong one: 401 for reading and for publishing.
+    for token in [None, Some("nobody")] {
+        assert_eq!(get(addr, "/poll", token).await.status, 401);
+        assert_eq!(get(addr, "/stream?topics=news", token).await.status, 401);
+        let refused = publish(token, "news").await;
+        assert_eq!(refused.status, 401);
+        assert_eq!(refused.header("www-authenticate"), Some("Bearer"));
+    }
+    // The reader reads (and publishes on) news, and nothing else: a topic it may not read
+    // answers as one that does not exist, and a publish elsewhere gets 403.
+    assert_eq!(
+        get(addr, "/poll?topics=news", Some("reader")).await.status,
+        204
+    );
+    let refused = get(addr, "/poll?topics=news,default", Some("reader")).await;
+    assert_eq!(refused.status, 400);
+    assert_eq!(refused.json()["topic"], "default");
+    let missing = get(addr, "/poll?topics=news,nosuch", Some("writer")).await;
+    assert_eq!(missing.json()["error"], refused.json()["error"]);
+    assert_eq!(get(addr, "/poll", Some("reader")).await.status, 400);
+    assert_eq!(publish(Some("reader"), "news").await.status, 200);
+    let refused = publish(Some("reader"), "default").await;
+    assert_eq!(refused.status, 403);
+    assert_eq!(refused.json()["error"], "forbidden");
+    // The writer publishes where it may, and the cookie carries a token as the header does.
+    assert_eq!(publish(Some("writer"), "default").await.status, 200);
+    assert_eq!(publish(Some("writer"), "other").await.status, 403);
+    let cookie = [("cookie", &b"theme=dark; push_token=writer"[..])];
+    assert_eq!(common::get_with(addr, "/poll", &cookie).await.status, 204);
+
+    // The file again, without the reader: its next request is refused.
+    std::fs::write(&file, "writer default,news\n").unwrap();
+    assert_eq!(tokens.reload(), Ok(1));
+    assert_eq!(
+        get(addr, "/poll?topics=news", Some("reader")).await.status,
+        401
+    );
+    // A file that does not parse leaves the tokens as they were.
+    std::fs::write(&file, "writer\n").unwrap();
+    assert!(tokens.reload().is_err());
+    assert_eq!(
+        get(addr, "/poll?topics=news", Some("writer")).await.status,
+        204
+    );
+}

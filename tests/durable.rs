@@ -48,6 +48,7 @@ fn main() -> ExitCode {
             forks_read_their_source_up_to_the_fork_offset,
             the_store_refuses_streams_and_bytes_beyond_its_bounds,
             authorization_refuses_as_if_the_stream_did_not_exist,
+            the_durable_example_serves_each_token_its_streams,
             the_file_store_keeps_every_acknowledged_append_through_kill_9,
         ])
         .needing(
@@ -1149,13 +1150,20 @@ fn durable_example() -> std::path::PathBuf {
 
 /// The durable example on `dir`, listening on a free port.
 async fn start_on(binary: &Path, dir: &Path) -> (common::external::Process, SocketAddr) {
+    start_with(binary, &["--data-dir".as_ref(), dir.as_os_str()]).await
+}
+
+/// The durable example with `args`, listening on a free port.
+async fn start_with(
+    binary: &Path,
+    args: &[&std::ffi::OsStr],
+) -> (common::external::Process, SocketAddr) {
     loop {
         let port = common::external::free_port();
         let mut process = common::external::Process::spawn(
             Command::new(binary)
                 .args(["--addr", &format!("127.0.0.1:{port}"), "--hold-ms", "1000"])
-                .arg("--data-dir")
-                .arg(dir),
+                .args(args),
         );
         match process
             .listening(port, Duration::from_secs(30), || true)
@@ -1300,6 +1308,65 @@ fn the_file_store_keeps_every_acknowledged_append_through_kill_9() {
     let binary = durable_example();
     let dir = tempfile::tempdir().unwrap();
     crash_cycles(&binary, dir.path(), 20);
+}
+
+/// `examples/durable --tokens FILE`: read-only and read-write tokens by prefix, over the
+/// binary a user runs; a tokens file with a mistake stops the start with its line.
+fn the_durable_example_serves_each_token_its_streams() {
+    let binary = durable_example();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokens");
+    std::fs::write(&file, "w write /\nr read /public/ # readers\n").unwrap();
+    let runtime = runtime(false);
+    runtime.block_on(async {
+        let (_process, addr) = start_with(&binary, &["--tokens".as_ref(), file.as_os_str()]).await;
+        let writer = [
+            ("authorization", "Bearer w"),
+            ("content-type", "text/plain"),
+        ];
+        let reader = [("cookie", "push_token=r"), ("content-type", "text/plain")];
+        for path in ["/v1/stream/public/a", "/v1/stream/b"] {
+            assert_eq!(send(addr, Method::PUT, path, &writer, "").await.status, 201);
+            assert_eq!(
+                send(addr, Method::POST, path, &writer, "x").await.status,
+                204
+            );
+        }
+        let read = send(
+            addr,
+            Method::GET,
+            "/v1/stream/public/a?offset=-1",
+            &reader,
+            "",
+        )
+        .await;
+        assert_eq!((read.status.as_u16(), &read.body[..]), (200, &b"x"[..]));
+        let missing = send(
+            addr,
+            Method::GET,
+            "/v1/stream/nosuch?offset=-1",
+            &writer,
+            "",
+        )
+        .await;
+        let refused = send(addr, Method::GET, "/v1/stream/b?offset=-1", &reader, "").await;
+        assert_eq!(
+            (refused.status, refused.body.clone()),
+            (missing.status, missing.body)
+        );
+        let append = send(addr, Method::POST, "/v1/stream/public/a", &reader, "y").await;
+        assert_eq!(append.status, 404);
+        assert_eq!(get(addr, "/v1/stream/public/a?offset=-1").await.status, 401);
+    });
+    std::fs::write(&file, "w write\n").unwrap();
+    let output = Command::new(&binary)
+        .args(["--addr", "127.0.0.1:0", "--tokens"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("line 1"), "{stderr}");
 }
 
 fn the_official_conformance_suite_passes_on_the_file_store_after_crashes() {
