@@ -388,3 +388,87 @@ async fn the_demo_serves_each_token_its_topics_and_reads_the_file_again() {
         204
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// The axum example's JSON Web Tokens
+
+#[allow(dead_code, unreachable_pub)]
+#[path = "../examples/axum.rs"]
+mod axum_example;
+
+/// A token for `topics`, valid for `seconds` from now (negative: expired), signed with `secret`.
+fn jwt(secret: &[u8], topics: &[&str], seconds: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = axum_example::Claims {
+        sub: "ada".to_owned(),
+        topics: topics.iter().map(|t| (*t).to_owned()).collect(),
+        exp: now.saturating_add_signed(seconds),
+    };
+    let key = jsonwebtoken::EncodingKey::from_secret(secret).unwrap();
+    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()
+}
+
+#[tokio::test]
+async fn the_axum_example_reads_each_topic_from_the_claims_of_a_json_web_token() {
+    const SECRET: &[u8] = b"a secret of the test";
+    let shutdown = tower_push::Shutdown::new();
+    let (poll, stream) = axum_example::layers_checked(&shutdown, 100).unwrap();
+    let log = axum_example::log().unwrap();
+    log.topic("chat").publish(event(1));
+    log.topic("secret").publish(event(1));
+    let router =
+        axum_example::router(&log, poll, stream).layer(axum::middleware::from_fn_with_state(
+            axum_example::Jwt::new(SECRET).unwrap(),
+            axum_example::authenticate,
+        ));
+    let addr = common::serve_program(router).await;
+    let chat = jwt(SECRET, &["chat"], 60);
+    let from_oldest = |topic: &str| {
+        let cursor = Cursor::zero(log.topic(topic).epoch());
+        format!("/topics/{topic}/poll?after={cursor}")
+    };
+
+    // No token, another key's, an expired one: 401.
+    for token in [
+        None,
+        Some(jwt(b"another key", &["chat"], 60)),
+        Some(jwt(SECRET, &["chat"], -60)),
+    ] {
+        let refused = get(addr, &from_oldest("chat"), token.as_deref()).await;
+        assert_eq!(refused.status, 401, "{token:?}");
+        assert_eq!(refused.header("www-authenticate"), Some("Bearer"));
+    }
+    // Its topic: the event. Another: exactly as a topic that does not exist.
+    let read = get(addr, &from_oldest("chat"), Some(&chat)).await;
+    assert_eq!(read.status, 200);
+    let refused = get(addr, &from_oldest("secret"), Some(&chat)).await;
+    let everything = jwt(SECRET, &["*"], 60);
+    let missing = get(addr, "/topics/nosuch/poll", Some(&everything)).await;
+    assert_eq!(comparable(&refused).0, comparable(&missing).0);
+    assert_eq!(refused.json()["error"], missing.json()["error"]);
+    assert_eq!(refused.json()["error"], "topic_not_found");
+    // Multiplexed on the default routes: refused whole, naming only the forbidden topic.
+    let path = format!(
+        "/poll?topics=chat,secret&after={}",
+        oldest(&log, &["chat", "secret"])
+    );
+    let refused = get(addr, &path, Some(&chat)).await;
+    assert_eq!(refused.status, 400);
+    assert_eq!(refused.json()["topic"], "secret");
+    // Publishing: where the token may, and 403 elsewhere.
+    let publish = |topic: &'static str, token: String| async move {
+        let request = http::Request::post(format!("/topics/{topic}/publish"))
+            .header("host", "test")
+            .header("authorization", format!("Bearer {token}"))
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                b"{\"n\":2}",
+            )))
+            .unwrap();
+        common::send(addr, request).await
+    };
+    assert_eq!(publish("chat", chat.clone()).await.status, 200);
+    assert_eq!(publish("secret", chat.clone()).await.status, 403);
+}

@@ -36,7 +36,10 @@ fn main() -> ExitCode {
     Suite::new()
         .needing(
             &[CHROMIUM, CHROMEDRIVER],
-            tests![both_panes_show_every_event_once_in_order_across_stream_reconnects],
+            tests![
+                both_panes_show_every_event_once_in_order_across_stream_reconnects,
+                the_page_sends_its_token_as_a_cookie_where_eventsource_cannot_send_a_header,
+            ],
         )
         .run()
 }
@@ -183,6 +186,96 @@ async fn publish(client: &Client, text: &str) -> String {
     page.published.1.unwrap()
 }
 
+/// A WebDriver session of headless Chromium with its profile in `profile`.
+async fn session(driver: &Driver, profile: &std::path::Path) -> Client {
+    let capabilities = json!({
+        "goog:chromeOptions": {
+            "binary": CHROMIUM.path(),
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync",
+                "--window-size=1100,1300",
+                format!("--user-data-dir={}", profile.display()),
+            ],
+        }
+    });
+    ClientBuilder::new(HttpConnector::new())
+        .capabilities(capabilities.as_object().unwrap().clone())
+        .connect(&driver.url)
+        .await
+        .expect("a WebDriver session")
+}
+
+/// The demo with `--tokens`: without a token the page's requests are refused; once the page's
+/// token form has set the `push_token` cookie, its `EventSource`, its long polls and its
+/// publishes carry it, and both panes show what it publishes.
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_sends_its_token_as_a_cookie_where_eventsource_cannot_send_a_header() {
+    let tokens = app::Tokens::parse("t0ken default,news\n").unwrap();
+    let settings = Settings {
+        hold: 2 * SECOND,
+        tokens: Some(tokens),
+        ..Settings::default()
+    };
+    let demo = Demo::new(&settings, &Shutdown::new()).unwrap();
+    let topic = demo.topic().clone();
+    let addr = serve(demo, StreamRequests::default()).await;
+    let driver = Driver::start().await;
+    let profile = tempfile::tempdir().unwrap();
+    let client = session(&driver, profile.path()).await;
+    let scenario = tokio::spawn(cookie_scenario(client.clone(), addr, topic));
+    let outcome = scenario.await;
+    let _ = client.close().await;
+    drop(driver);
+    if let Err(err) = outcome {
+        std::panic::resume_unwind(err.into_panic());
+    }
+}
+
+async fn cookie_scenario(client: Client, addr: SocketAddr, topic: tower_push::memory::Topic) {
+    client.goto(&format!("http://{addr}/")).await.unwrap();
+    // Without the cookie, the page's requests are refused: nothing waits on the topic, and a
+    // publish through the form fails.
+    sleep(Duration::from_secs(1)).await;
+    assert_eq!(topic.parked_subscriptions(), 0);
+    let input = client.find(Locator::Css("#message")).await.unwrap();
+    input.send_keys("refused").await.unwrap();
+    let button = client.find(Locator::Css("#publish button")).await.unwrap();
+    button.click().await.unwrap();
+    let status = client.find(Locator::Css("#published")).await.unwrap();
+    let refused = async {
+        loop {
+            let text = status.text().await.unwrap();
+            if text.starts_with("publish failed") {
+                break text;
+            }
+            sleep(Duration::from_millis(25)).await;
+        }
+    };
+    let text = tokio::time::timeout(5 * SECOND, refused)
+        .await
+        .expect("the page says the publish failed within 5 s");
+    assert!(text.contains("token"), "{text}");
+    assert_eq!(topic.head().seq(), 0, "nothing was published");
+
+    // The token, through the page's form: it sets the cookie and reloads.
+    let token = client.find(Locator::Css("#token-value")).await.unwrap();
+    token.send_keys("t0ken").await.unwrap();
+    let button = client.find(Locator::Css("#token button")).await.unwrap();
+    button.click().await.unwrap();
+    // The SSE pane, the long-poll pane and the two-topic pane wait on the topic.
+    parked(&topic, 3).await;
+    let id = publish(&client, "with a cookie").await;
+    let expected = vec![(id, "with a cookie".to_owned())];
+    let page = wait_for_page(&client, "both panes", 10 * SECOND, |page| {
+        page.sse.len() == 1 && page.poll.len() == 1
+    })
+    .await;
+    assert_eq!(page.sse, expected);
+    assert_eq!(page.poll, expected);
+}
+
 /// Where the screenshot goes: `target/` of this crate, or `CARGO_TARGET_DIR` when set.
 fn screenshot_path() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -193,8 +286,6 @@ fn screenshot_path() -> PathBuf {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn both_panes_show_every_event_once_in_order_across_stream_reconnects() {
-    let chromium = CHROMIUM.path();
-
     // The demo with short streams: each ends after at most 1.5 s and EventSource reconnects.
     let settings = Settings {
         hold: 2 * SECOND,
@@ -212,23 +303,7 @@ async fn both_panes_show_every_event_once_in_order_across_stream_reconnects() {
 
     let driver = Driver::start().await;
     let profile = tempfile::tempdir().unwrap();
-    let capabilities = json!({
-        "goog:chromeOptions": {
-            "binary": chromium,
-            "args": [
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync",
-                "--window-size=1100,1300",
-                format!("--user-data-dir={}", profile.path().display()),
-            ],
-        }
-    });
-    let client = ClientBuilder::new(HttpConnector::new())
-        .capabilities(capabilities.as_object().unwrap().clone())
-        .connect(&driver.url)
-        .await
-        .expect("a WebDriver session");
+    let client = session(&driver, profile.path()).await;
 
     // Run the scenario in a task so the browser session is closed even when it fails.
     let scenario = tokio::spawn(scenario(client.clone(), addr, topic, epoch, streams));
