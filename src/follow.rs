@@ -504,6 +504,10 @@ where
                 this.pipeline,
                 cx
             ))?;
+            if watch.checks.is_none() && watch.recheck.is_none() {
+                // Checked, and not to be checked again: the request holds nothing for it.
+                *this.watch = None;
+            }
         }
         if let Some(many) = this.many {
             let step = ready!(poll_many(many, this.source, this.pipeline, cx))?;

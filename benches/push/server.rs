@@ -8,6 +8,9 @@
 //! | --- | --- |
 //! | `tower-push-poll` | `LongPollLayer` over a `MemoryLog` topic |
 //! | `tower-push-poll-1-thread` | the same on one runtime worker thread (nginx: one worker) |
+//! | `tower-push-poll-authorized` | `tower-push-poll` with an `authorize` check: the request's `token` query parameter looked up in a set of 1,000 tokens; checked again every 1,200 s, longer than the hold, as the default 60 s is longer than a 25 s hold |
+//! | `tower-push-poll-authorized-async` | the same check answered by a future (`Check::new`) |
+//! | `tower-push-poll-authorized-rechecked` | the same check at once, again every 60 s while held (shorter than the hold) |
 //! | `tower-push-stream` | `ChunkedStreamLayer` (SSE) over the same kind of topic |
 //! | `pending` | a hyper handler that never answers |
 //! | `notify` | a hyper handler that waits on a `Notify`, then answers the newest event from a shared `Mutex<Vec<Bytes>>` |
@@ -29,6 +32,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{broadcast, Notify};
 use tower::ServiceExt;
+use tower_push::authorize::{Access, Check, Verdict};
 use tower_push::format::SseFormat;
 use tower_push::{ChunkedStreamLayer, Epoch, EventData, LongPollLayer, MemoryLog};
 
@@ -77,6 +81,40 @@ pub(super) fn run(kind: &str) {
             "tower-push-poll" => {
                 let poll = LongPollLayer::builder()
                     .hold_timeout(Duration::from_secs(600))
+                    .build()
+                    .expect("long-poll settings")
+                    .layer(state.topic.clone());
+                serve_on_stack(&stack, main, poll).await;
+            }
+            "tower-push-poll-authorized"
+            | "tower-push-poll-authorized-async"
+            | "tower-push-poll-authorized-rechecked" => {
+                let wait = kind.ends_with("-async");
+                let every = match kind.ends_with("-rechecked") {
+                    true => Duration::from_secs(60),
+                    false => Duration::from_secs(1200),
+                };
+                let tokens: Arc<std::collections::HashSet<String>> =
+                    Arc::new((0..1000).map(|i| format!("token-{i}")).collect());
+                let check = move |request: &http::request::Parts, _: Option<&str>, _: Access| {
+                    let token = request
+                        .uri
+                        .query()
+                        .and_then(|q| q.split('&').find_map(|p| p.strip_prefix("token=")));
+                    let verdict = match token {
+                        Some(token) if tokens.contains(token) => Verdict::Allow,
+                        Some(_) => Verdict::Deny,
+                        None => Verdict::Unauthenticated,
+                    };
+                    match wait {
+                        true => Check::new(async move { verdict }),
+                        false => Check::ready(verdict),
+                    }
+                };
+                let poll = LongPollLayer::builder()
+                    .hold_timeout(Duration::from_secs(600))
+                    .authorize(check)
+                    .reauthorize_every(every)
                     .build()
                     .expect("long-poll settings")
                     .layer(state.topic.clone());

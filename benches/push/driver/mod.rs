@@ -8,6 +8,8 @@
 //! - `throughput.rs`: `--only throughput`, polls answered at once over keep-alive connections.
 //! - `stream.rs`: `--only stream`, latency and throughput of one SSE stream.
 //! - `topics.rs`: `--only topics`, polls that follow several topics.
+//! - `authorize.rs`: `--only authorize`, polls parked with an authorization check against
+//!   the same polls without.
 //! - `peer.rs`: the long-poll servers set against each other by `--only nchan` and
 //!   `--only scaling`.
 //! - `compare.rs`: `--only nchan` and `--only scaling`, one run.
@@ -16,6 +18,7 @@
 //!   `durable.rs`).
 
 mod against_durable;
+mod authorize;
 mod compare;
 mod load;
 mod parked;
@@ -82,6 +85,7 @@ pub(super) async fn run(settings: Settings, open_files: OpenFiles) {
     let mut against_durable = durable_part.then(|| AgainstDurable::find(false));
     let mut against_disk = disk_part.then(|| AgainstDurable::find(true));
     let mut table = Table::new("baseline");
+    let mut unchecked = Table::new("authorization off");
     let mut curve = Vec::new();
     let mut topic_rows = Vec::new();
     for run in 0..settings.runs {
@@ -129,6 +133,9 @@ pub(super) async fn run(settings: Settings, open_files: OpenFiles) {
         }
         if settings.only.iter().any(|p| p == "topics") {
             topics(&settings, &mut topic_rows).await;
+        }
+        if settings.only.iter().any(|p| p == "authorize") {
+            authorize::authorize(&settings, &mut unchecked, order).await;
         }
         if settings.only.iter().any(|p| p == "probe") {
             for kind in [
@@ -190,6 +197,9 @@ pub(super) async fn run(settings: Settings, open_files: OpenFiles) {
     }
     if !topic_rows.is_empty() {
         print_topics(&settings, &topic_rows);
+    }
+    if settings.only.iter().any(|p| p == "authorize") {
+        unchecked.print(settings.runs);
     }
     for against in [&against_durable, &against_disk].into_iter().flatten() {
         against.print(&settings);
