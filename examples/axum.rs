@@ -45,7 +45,10 @@ use tower::ServiceExt;
 use tower_push::authorize::{Access, Check, Verdict};
 use tower_push::memory::Topic;
 use tower_push::server::{self, Server};
-use tower_push::{ChunkedStreamLayer, ConfigError, EventData, LongPollLayer, MemoryLog, Shutdown};
+use tower_push::{
+    ChunkedStreamBuilder, ChunkedStreamLayer, ConfigError, EventData, LongPollBuilder,
+    LongPollLayer, MemoryLog, Shutdown,
+};
 
 // Allocate with jemalloc: a parked poll then costs about 6 KiB of memory instead of 10 with
 // glibc's malloc, measured with 10,000 of them (BENCHMARKS.md, "What the connection stack
@@ -114,15 +117,12 @@ pub fn layers(
     shutdown: &Shutdown,
     max_held: usize,
 ) -> Result<(LongPollLayer, ChunkedStreamLayer), ConfigError> {
-    let poll = LongPollLayer::builder()
-        .max_parked(max_held)
-        .shutdown(shutdown.clone())
-        .build()?;
-    let stream = ChunkedStreamLayer::builder()
-        .max_streams(max_held)
-        .shutdown(shutdown.clone())
-        .build()?;
-    Ok((poll, stream))
+    layers_from(
+        LongPollLayer::builder(),
+        ChunkedStreamLayer::builder(),
+        shutdown,
+        max_held,
+    )
 }
 
 /// [`layers`], each checking every request's topics with [`check`].
@@ -130,17 +130,20 @@ pub fn layers_checked(
     shutdown: &Shutdown,
     max_held: usize,
 ) -> Result<(LongPollLayer, ChunkedStreamLayer), ConfigError> {
-    let poll = LongPollLayer::builder()
-        .max_parked(max_held)
-        .shutdown(shutdown.clone())
-        .authorize(check)
-        .build()?;
-    let stream = ChunkedStreamLayer::builder()
-        .max_streams(max_held)
-        .shutdown(shutdown.clone())
-        .authorize(check)
-        .build()?;
-    Ok((poll, stream))
+    let poll = LongPollLayer::builder().authorize(check);
+    let stream = ChunkedStreamLayer::builder().authorize(check);
+    layers_from(poll, stream, shutdown, max_held)
+}
+
+fn layers_from(
+    poll: LongPollBuilder,
+    stream: ChunkedStreamBuilder,
+    shutdown: &Shutdown,
+    max_held: usize,
+) -> Result<(LongPollLayer, ChunkedStreamLayer), ConfigError> {
+    let poll = poll.max_parked(max_held).shutdown(shutdown.clone());
+    let stream = stream.max_streams(max_held).shutdown(shutdown.clone());
+    Ok((poll.build()?, stream.build()?))
 }
 
 /// What a valid token says: who it is, the topics it may read and publish (`"*"`: all), and

@@ -130,7 +130,11 @@ async fn post(addr: SocketAddr, path: &str, content_type: &str, body: &str) -> R
 }
 
 async fn get(addr: SocketAddr, path: &str) -> Reply {
-    send(addr, Method::GET, path, &[], "").await
+    get_with(addr, path, &[]).await
+}
+
+async fn get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Reply {
+    send(addr, Method::GET, path, headers, "").await
 }
 
 /// The `error` code of a JSON error body.
@@ -724,14 +728,7 @@ fn authorization_refuses_as_if_the_stream_did_not_exist() {
             }
         }
         // The reader reads its prefix.
-        let read = send(
-            addr,
-            Method::GET,
-            "/v1/stream/public/a?offset=-1",
-            &reader,
-            "",
-        )
-        .await;
+        let read = get_with(addr, "/v1/stream/public/a?offset=-1", &reader).await;
         assert_eq!(read.status, 200);
         assert_eq!(&read.body[..], b"hello");
         // Anything else answers as a stream that does not exist, byte for byte.
@@ -1332,14 +1329,7 @@ fn the_durable_example_serves_each_token_its_streams() {
                 204
             );
         }
-        let read = send(
-            addr,
-            Method::GET,
-            "/v1/stream/public/a?offset=-1",
-            &reader,
-            "",
-        )
-        .await;
+        let read = get_with(addr, "/v1/stream/public/a?offset=-1", &reader).await;
         assert_eq!((read.status.as_u16(), &read.body[..]), (200, &b"x"[..]));
         let missing = send(
             addr,
