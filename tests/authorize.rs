@@ -215,6 +215,31 @@ async fn a_foreign_cursor_reads_nothing_of_the_topic_it_came_from() {
 }
 
 #[tokio::test]
+async fn a_foreign_last_event_id_reads_nothing_of_the_topic_it_came_from() {
+    let log = log(&["a"]);
+    let secret = log.topic("secret");
+    for n in 2..=9 {
+        secret.publish(event(n));
+    }
+    let grants = Grants::new(&[("t", &["a"])]);
+    let (_, stream) = servers(&log, &grants, Duration::from_secs(60)).await;
+    // `EventSource` sends back the last id it saw: here one of "secret", for a stream of "a".
+    let foreign = secret.head().to_string();
+    let headers: [(&str, &[u8]); 3] = [
+        ("authorization", b"Bearer t"),
+        ("accept", b"text/event-stream"),
+        ("last-event-id", foreign.as_bytes()),
+    ];
+    let reply = get_with(stream, "/?topics=a", &headers).await;
+    // Another epoch: "a" must resync, told in "a"'s own cursors only.
+    assert_eq!(reply.status, 410);
+    assert_eq!(reply.json()["error"], "epoch_mismatch");
+    assert_eq!(reply.json()["topic"], "a");
+    let body = String::from_utf8(reply.body.to_vec()).unwrap();
+    assert!(!body.contains("secret") && !body.contains(&foreign), "{body}");
+}
+
+#[tokio::test]
 async fn a_held_poll_ends_with_401_soon_after_its_token_is_revoked() {
     let log = log(&["a"]);
     let grants = Grants::new(&[("t", &["a"]), ("other", &["a"])]);
@@ -471,4 +496,55 @@ async fn the_axum_example_reads_each_topic_from_the_claims_of_a_json_web_token()
     };
     assert_eq!(publish("chat", chat.clone()).await.status, 200);
     assert_eq!(publish("secret", chat.clone()).await.status, 403);
+}
+
+/// The demo program itself: `--tokens FILE`, and the file read again on SIGHUP.
+#[tokio::test]
+async fn the_demo_program_reads_its_tokens_file_again_on_sighup() {
+    let binary = common::external::example("demo");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokens");
+    std::fs::write(&file, "early default\n").unwrap();
+    let (process, addr) = loop {
+        let port = common::external::free_port();
+        let mut process = common::external::Process::spawn(
+            std::process::Command::new(&binary)
+                .args(["--addr", &format!("127.0.0.1:{port}"), "--hold-ms", "100"])
+                .arg("--tokens")
+                .arg(&file),
+        );
+        match process
+            .listening(port, Duration::from_secs(30), || true)
+            .await
+        {
+            Ok(true) => break (process, SocketAddr::from(([127, 0, 0, 1], port))),
+            Ok(false) => continue,
+            Err(_) => panic!("the demo did not listen within 30 s"),
+        }
+    };
+    assert_eq!(get(addr, "/poll", Some("early")).await.status, 204);
+    assert_eq!(get(addr, "/poll", Some("late")).await.status, 401);
+    std::fs::write(&file, "late default\n").unwrap();
+    let hangup = std::process::Command::new("kill")
+        .args(["-HUP", &process.id().to_string()])
+        .status();
+    assert!(hangup.unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(addr, "/poll", Some("late")).await.status != 204 {
+        assert!(
+            Instant::now() < deadline,
+            "the new token is not taken after SIGHUP"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(get(addr, "/poll", Some("early")).await.status, 401);
+    // A file that cannot be read refuses the start, with the reason.
+    let output = std::process::Command::new(&binary)
+        .args(["--addr", "127.0.0.1:0", "--tokens"])
+        .arg(dir.path().join("missing"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot read the tokens file"), "{stderr}");
 }

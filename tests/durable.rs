@@ -685,6 +685,9 @@ fn authorization_refuses_as_if_the_stream_did_not_exist() {
             let readable = stream.starts_with("/public/") && !revoked.load(Ordering::SeqCst);
             Check::ready(match token {
                 Some("Bearer admin") => Verdict::Allow,
+                // May do anything under /public/, and nothing elsewhere.
+                Some("Bearer public") if stream.starts_with("/public/") => Verdict::Allow,
+                Some("Bearer public") => Verdict::Deny,
                 Some("Bearer reader") if access == Access::Read && readable => Verdict::Allow,
                 Some("Bearer reader") => Verdict::Deny,
                 _ => Verdict::Unauthenticated,
@@ -781,6 +784,20 @@ fn authorization_refuses_as_if_the_stream_did_not_exist() {
         let refused = send(addr, Method::PUT, "/v1/stream/public/f1", &denied_fork, "").await;
         // The create itself is refused first for this reader: 403, not a hint about the source.
         assert_eq!(refused.status, 403);
+        // A token that may create the fork but not read its source: exactly as a fork from a
+        // stream that does not exist.
+        let mut unreadable_source = fork("/v1/stream/private/b");
+        unreadable_source[0] = ("authorization", "Bearer public");
+        let refused = send(
+            addr,
+            Method::PUT,
+            "/v1/stream/public/f2",
+            &unreadable_source,
+            "",
+        )
+        .await;
+        assert_eq!(comparable(&refused), comparable(&absent));
+        assert_eq!(code(&refused), "fork_source_not_found");
         // The stream is still there for the admin, untouched.
         let read = send(
             addr,
@@ -1125,24 +1142,7 @@ fn the_official_python_client_follows_the_file_store_across_kill_9() {
 /// The durable example, built with the file store (a no-op when `cargo test --all-features`
 /// built it already).
 fn durable_example() -> std::path::PathBuf {
-    let output = Command::new(env!("CARGO"))
-        .args(["build", "--example", "durable", "--all-features"])
-        .args(["--message-format=json-render-diagnostics", "--quiet"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "the durable example does not build"
-    );
-    String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|message| message["target"]["name"] == "durable")
-        .find_map(|message| message["executable"].as_str().map(Into::into))
-        .expect("cargo names the example's executable")
+    common::external::example("durable")
 }
 
 /// The durable example on `dir`, listening on a free port.

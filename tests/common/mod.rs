@@ -674,6 +674,27 @@ pub mod external {
         format!("not usable: {}", list.join(", "))
     }
 
+    /// The example `name`, built with every feature as a user builds it (a no-op when `cargo
+    /// test --all-features` built it already): the path of its executable.
+    #[allow(dead_code)]
+    pub fn example(name: &str) -> PathBuf {
+        let output = std::process::Command::new(env!("CARGO"))
+            .args(["build", "--example", name, "--all-features"])
+            .args(["--message-format=json-render-diagnostics", "--quiet"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "the {name} example does not build");
+        String::from_utf8(output.stdout)
+            .unwrap()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|message| message["target"]["name"] == name)
+            .find_map(|message| message["executable"].as_str().map(Into::into))
+            .expect("cargo names the example's executable")
+    }
+
     /// Whether this is a CI run (`CI=true`), where a missing program fails the tests that need it.
     fn ci() -> bool {
         std::env::var("CI").as_deref() == Ok("true")
