@@ -236,7 +236,10 @@ async fn a_foreign_last_event_id_reads_nothing_of_the_topic_it_came_from() {
     assert_eq!(reply.json()["error"], "epoch_mismatch");
     assert_eq!(reply.json()["topic"], "a");
     let body = String::from_utf8(reply.body.to_vec()).unwrap();
-    assert!(!body.contains("secret") && !body.contains(&foreign), "{body}");
+    assert!(
+        !body.contains("secret") && !body.contains(&foreign),
+        "{body}"
+    );
 }
 
 #[tokio::test]

@@ -2,7 +2,9 @@
 //! and crashes between the log and the disk.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Seek, SeekFrom, Write};
+use std::io::{self, Write};
+#[cfg(not(unix))]
+use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 /// What the log asks of its storage.
@@ -129,8 +131,17 @@ impl Disk {
 
     /// Writes `bytes` at `at` in the log.
     fn write_at(&mut self, bytes: &[u8], at: u64) -> io::Result<()> {
-        self.log.seek(SeekFrom::Start(at))?;
-        self.log.write_all(bytes)
+        // One positional write (`pwrite`), not a seek and a write.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::FileExt;
+            self.log.write_all_at(bytes, at)
+        }
+        #[cfg(not(unix))]
+        {
+            self.log.seek(SeekFrom::Start(at))?;
+            self.log.write_all(bytes)
+        }
     }
 }
 

@@ -520,16 +520,21 @@ impl Locked for FileStore {
         write: bool,
         decide: impl FnOnce(&mut State<FileJournal>) -> Result<T, StoreError>,
     ) -> (Result<T, StoreError>, u64) {
-        let mut state = lock(&self.shared);
-        let idle = state.journal.pending.is_empty();
-        let answer = match (&state.journal.failed, write) {
-            (Some(failed), true) => Err(failed.clone()),
-            _ => decide(&mut state),
+        let (answer, lsn, wake) = {
+            let mut state = lock(&self.shared);
+            let idle = state.journal.pending.is_empty();
+            let answer = match (&state.journal.failed, write) {
+                (Some(failed), true) => Err(failed.clone()),
+                _ => decide(&mut state),
+            };
+            let wake = idle && !state.journal.pending.is_empty();
+            (answer, state.lsn_of(path), wake)
         };
-        if idle && !state.journal.pending.is_empty() {
+        // Once the lock is free: the log's thread takes it as soon as it wakes.
+        if wake {
             self.shared.wake.notify_one();
         }
-        (answer, state.lsn_of(path))
+        (answer, lsn)
     }
 
     /// `answer`, once the log is durable up to `lsn`.
