@@ -508,23 +508,13 @@ async fn the_demo_program_reads_its_tokens_file_again_on_sighup() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("tokens");
     std::fs::write(&file, "early default\n").unwrap();
-    let (process, addr) = loop {
-        let port = common::external::free_port();
-        let mut process = common::external::Process::spawn(
-            std::process::Command::new(&binary)
-                .args(["--addr", &format!("127.0.0.1:{port}"), "--hold-ms", "100"])
-                .arg("--tokens")
-                .arg(&file),
-        );
-        match process
-            .listening(port, Duration::from_secs(30), || true)
-            .await
-        {
-            Ok(true) => break (process, SocketAddr::from(([127, 0, 0, 1], port))),
-            Ok(false) => continue,
-            Err(_) => panic!("the demo did not listen within 30 s"),
-        }
-    };
+    let (process, addr) = common::external::program_listening(|addr| {
+        let mut command = std::process::Command::new(&binary);
+        command.args(["--addr", addr, "--hold-ms", "100", "--tokens"]);
+        command.arg(&file);
+        command
+    })
+    .await;
     assert_eq!(get(addr, "/poll", Some("early")).await.status, 204);
     assert_eq!(get(addr, "/poll", Some("late")).await.status, 401);
     std::fs::write(&file, "late default\n").unwrap();

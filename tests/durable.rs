@@ -1155,23 +1155,14 @@ async fn start_with(
     binary: &Path,
     args: &[&std::ffi::OsStr],
 ) -> (common::external::Process, SocketAddr) {
-    loop {
-        let port = common::external::free_port();
-        let mut process = common::external::Process::spawn(
-            Command::new(binary)
-                .args(["--addr", &format!("127.0.0.1:{port}"), "--hold-ms", "1000"])
-                .args(args),
-        );
-        match process
-            .listening(port, Duration::from_secs(30), || true)
-            .await
-        {
-            Ok(true) => return (process, SocketAddr::from(([127, 0, 0, 1], port))),
-            // Another process took the port first.
-            Ok(false) => continue,
-            Err(_) => panic!("the durable example did not listen within 30 s"),
-        }
-    }
+    common::external::program_listening(|addr| {
+        let mut command = Command::new(binary);
+        command
+            .args(["--addr", addr, "--hold-ms", "1000"])
+            .args(args);
+        command
+    })
+    .await
 }
 
 const WRITERS: u64 = 8;

@@ -837,6 +837,26 @@ pub mod external {
         }
     }
 
+    /// One of this crate's programs started by `command` for a free loopback port (which it
+    /// gets as `--addr 127.0.0.1:PORT`), once it listens: a port another process took first
+    /// makes it exit, and another port is tried.
+    #[allow(dead_code)]
+    pub async fn program_listening(command: impl Fn(&str) -> Command) -> (Process, SocketAddr) {
+        loop {
+            let port = free_port();
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            let mut process = Process::spawn(&mut command(&addr.to_string()));
+            match process
+                .listening(port, Duration::from_secs(30), || true)
+                .await
+            {
+                Ok(true) => return (process, addr),
+                Ok(false) => continue,
+                Err(_) => panic!("{addr} is not listened on within 30 s"),
+            }
+        }
+    }
+
     /// A port on the loopback interface that is free now. Another process may take it before the
     /// program meant for it binds it: then that program exits, and the test tries another port.
     pub fn free_port() -> u16 {
