@@ -75,7 +75,7 @@ struct Args {
     /// /v1/stream) it grants (`/` for all) and `write` grants creating, appending, closing and
     /// deleting as well as reading; `#` starts a comment. A client sends its token as
     /// `Authorization: Bearer TOKEN` or as the cookie `push_token`. Without it, every stream
-    /// is open to everyone
+    /// is open to everyone. SIGHUP reads the file again
     #[arg(long, value_name = "FILE")]
     tokens: Option<std::path::PathBuf>,
 }
@@ -126,7 +126,12 @@ async fn serve<St: Store>(args: Args, store: St) -> Result<(), Box<dyn std::erro
     if let Some(path) = &args.tokens {
         let tokens = Tokens::load(path)
             .unwrap_or_else(|err| clap::Error::raw(ErrorKind::InvalidValue, err + "\n").exit());
+        let tokens = std::sync::Arc::new(std::sync::RwLock::new(tokens));
+        reload_on_hangup(path.clone(), tokens.clone());
         builder = builder.authorize(move |request: &Parts, stream: Option<&str>, access| {
+            let tokens = tokens
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             Check::ready(tokens.verdict(request, stream.unwrap_or_default(), access))
         });
     }
@@ -165,6 +170,34 @@ async fn serve<St: Store>(args: Args, store: St) -> Result<(), Box<dyn std::erro
         .await;
     eprintln!("stopped: {drained}");
     Ok(())
+}
+
+/// Reads the tokens file again on every SIGHUP; a file that does not read keeps the tokens as
+/// they were. Live reads whose token went check again within a minute and end.
+fn reload_on_hangup(path: std::path::PathBuf, tokens: std::sync::Arc<std::sync::RwLock<Tokens>>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            eprintln!("cannot listen for SIGHUP: the tokens file is read once");
+            return;
+        };
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                match Tokens::load(&path) {
+                    Ok(read) => {
+                        eprintln!("tokens file read again: {} tokens", read.0.len());
+                        *tokens
+                            .write()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner) = read;
+                    }
+                    Err(err) => eprintln!("{err}; the tokens stay as they were"),
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = (path, tokens);
 }
 
 /// The tokens of `--tokens FILE`: what each may do, on which streams.

@@ -1307,7 +1307,7 @@ fn the_durable_example_serves_each_token_its_streams() {
     std::fs::write(&file, "w write /\nr read /public/ # readers\n").unwrap();
     let runtime = runtime(false);
     runtime.block_on(async {
-        let (_process, addr) = start_with(&binary, &["--tokens".as_ref(), file.as_os_str()]).await;
+        let (process, addr) = start_with(&binary, &["--tokens".as_ref(), file.as_os_str()]).await;
         let writer = [
             ("authorization", "Bearer w"),
             ("content-type", "text/plain"),
@@ -1338,6 +1338,22 @@ fn the_durable_example_serves_each_token_its_streams() {
         let append = send(addr, Method::POST, "/v1/stream/public/a", &reader, "y").await;
         assert_eq!(append.status, 404);
         assert_eq!(get(addr, "/v1/stream/public/a?offset=-1").await.status, 401);
+
+        // SIGHUP reads the file again: the reader may now write under /public/.
+        std::fs::write(&file, "w write /\nr write /public/\n").unwrap();
+        let hangup = Command::new("kill")
+            .args(["-HUP", &process.id().to_string()])
+            .status();
+        assert!(hangup.unwrap().success());
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let append = send(addr, Method::POST, "/v1/stream/public/a", &reader, "y").await;
+            if append.status == 204 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{:?}", append.status);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     });
     std::fs::write(&file, "w write\n").unwrap();
     let output = Command::new(&binary)
