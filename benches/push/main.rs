@@ -86,7 +86,7 @@ fn main() {
                 "usage: cargo bench --bench push [-- --quick] [--runs N] [--parked N] \
                  [--scaling N,N,...] [--csv PATH] [--appends N] [--recovery STREAMS,MB] \
                  [--head-pad BYTES] \
-                 [--only memory,fanout,throughput,stream,nchan,scaling,stacks,topics,authorize,durable,\
+                 [--only memory,fanout,throughput,stream,nchan,scaling,stacks,topics,authorize,compression,durable,\
                  durable-disk]"
             );
             std::process::exit(2);

@@ -12,6 +12,8 @@
 //! | `tower-push-poll-authorized-async` | the same check answered by a future (`Check::new`) |
 //! | `tower-push-poll-authorized-rechecked` | the same check at once, again every 60 s while held (shorter than the hold) |
 //! | `tower-push-stream` | `ChunkedStreamLayer` (SSE) over the same kind of topic |
+//! | `tower-push-ndjson` | `ChunkedStreamLayer` (NDJSON) inside tower-http's `CompressionLayer`, which compresses nothing here |
+//! | `tower-push-ndjson-gzip` | the same, compressing every stream with gzip at tower-http's defaults |
 //! | `pending` | a hyper handler that never answers |
 //! | `notify` | a hyper handler that waits on a `Notify`, then answers the newest event from a shared `Mutex<Vec<Bytes>>` |
 //! | `ready` | a hyper handler that answers tower-push's bytes at once |
@@ -31,7 +33,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{broadcast, Notify};
-use tower::ServiceExt;
+use tower::{Layer, ServiceExt};
 use tower_push::authorize::{Access, Check, Verdict};
 use tower_push::format::SseFormat;
 use tower_push::{ChunkedStreamLayer, Epoch, EventData, LongPollLayer, MemoryLog};
@@ -128,6 +130,31 @@ pub(super) fn run(kind: &str) {
                     .expect("long-poll settings")
                     .layer(state.log.clone());
                 serve_on_stack(&stack, main, poll).await;
+            }
+            "tower-push-ndjson" | "tower-push-ndjson-gzip" => {
+                let stream = ChunkedStreamLayer::builder()
+                    .heartbeat_interval(Duration::from_secs(60))
+                    .max_lifetime(Duration::from_secs(3600))
+                    .build()
+                    .expect("stream settings")
+                    .layer(state.topic.clone());
+                // tower-http's compression with its defaults: gzip at its default level and
+                // window, on NDJSON, which its default predicate compresses.
+                let gzip = kind.ends_with("-gzip");
+                let compressed = tower_http::compression::CompressionLayer::new()
+                    .gzip(true)
+                    .compress_when(
+                        move |_: http::StatusCode,
+                              _: http::Version,
+                              _: &http::HeaderMap,
+                              _: &http::Extensions| gzip,
+                    )
+                    .layer(stream);
+                serve(
+                    main,
+                    hyper::service::service_fn(move |req| compressed.clone().oneshot(req)),
+                )
+                .await;
             }
             "tower-push-stream" => {
                 let stream = ChunkedStreamLayer::builder()

@@ -10,6 +10,8 @@
 //! - `topics.rs`: `--only topics`, polls that follow several topics.
 //! - `authorize.rs`: `--only authorize`, polls parked with an authorization check against
 //!   the same polls without.
+//! - `compression.rs`: `--only compression`, streams open through tower-http's gzip against
+//!   the same streams uncompressed.
 //! - `peer.rs`: the long-poll servers set against each other by `--only nchan` and
 //!   `--only scaling`.
 //! - `compare.rs`: `--only nchan` and `--only scaling`, one run.
@@ -20,6 +22,7 @@
 mod against_durable;
 mod authorize;
 mod compare;
+mod compression;
 mod load;
 mod parked;
 mod peer;
@@ -86,6 +89,7 @@ pub(super) async fn run(settings: Settings, open_files: OpenFiles) {
     let mut against_disk = disk_part.then(|| AgainstDurable::find(true));
     let mut table = Table::new("baseline");
     let mut unchecked = Table::new("authorization off");
+    let mut uncompressed = Table::new("uncompressed");
     let mut curve = Vec::new();
     let mut topic_rows = Vec::new();
     for run in 0..settings.runs {
@@ -136,6 +140,9 @@ pub(super) async fn run(settings: Settings, open_files: OpenFiles) {
         }
         if settings.only.iter().any(|p| p == "authorize") {
             authorize::authorize(&settings, &mut unchecked, order).await;
+        }
+        if settings.only.iter().any(|p| p == "compression") {
+            compression::compression(&settings, &mut uncompressed, order).await;
         }
         if settings.only.iter().any(|p| p == "probe") {
             for kind in [
@@ -200,6 +207,9 @@ pub(super) async fn run(settings: Settings, open_files: OpenFiles) {
     }
     if settings.only.iter().any(|p| p == "authorize") {
         unchecked.print(settings.runs);
+    }
+    if settings.only.iter().any(|p| p == "compression") {
+        uncompressed.print(settings.runs);
     }
     for against in [&against_durable, &against_disk].into_iter().flatten() {
         against.print(&settings);

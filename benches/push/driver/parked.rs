@@ -69,11 +69,21 @@ pub(super) async fn park_then_publish(
     n: usize,
     publish: bool,
 ) -> (f64, Vec<f64>) {
+    send_then_publish(kind, get_request(path, None), n, publish).await
+}
+
+/// As [`park_then_publish`], with `request` (the whole request head) for every client.
+async fn send_then_publish(
+    kind: &str,
+    request: Vec<u8>,
+    n: usize,
+    publish: bool,
+) -> (f64, Vec<f64>) {
     let server = Server::start(kind);
     let mut control = Conn::connect(server.control).await.expect("connect");
     control.stats().await.expect("stats");
     let before = server.rss_kib();
-    let clients = spawn_clients(server.addr, get_request(path, None), n, false);
+    let clients = spawn_clients(server.addr, request, n, false);
     wait_parked(&mut control, n).await;
     let after = server.rss_kib();
     let per_poll = (after.saturating_sub(before)) as f64 / n as f64;
@@ -101,4 +111,18 @@ pub(super) async fn park(kind: &str, path: &str, n: usize) -> f64 {
     let (per_poll, _) = park_then_publish(kind, path, n, false).await;
     eprintln!("   {kind:17} {path}: {per_poll:.2} KiB per parked poll (N={n})");
     per_poll
+}
+
+/// Sends `n` requests for `path` with the extra `headers` (`name: value` each) and returns the
+/// server's memory growth per request waiting on its topic, in KiB.
+pub(super) async fn park_with(kind: &str, path: &str, headers: &[&str], n: usize) -> f64 {
+    let mut head = format!("GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\n");
+    for header in headers {
+        head.push_str(header);
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
+    let (per_request, _) = send_then_publish(kind, head.into_bytes(), n, false).await;
+    eprintln!("   {kind:24} {path} {headers:?}: {per_request:.2} KiB per request (N={n})");
+    per_request
 }
