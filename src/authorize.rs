@@ -230,22 +230,28 @@ impl Authorizer {
     }
 
     /// Starts the checks of `request` reading each of `topics` (one `None` for a request to a
-    /// single-topic route).
+    /// single-topic route). Checks that answer at once are decided on the spot, without
+    /// allocating: only checks that wait are kept.
     pub(crate) fn start<'a>(
         &self,
         request: &Parts,
         topics: impl IntoIterator<Item = Option<&'a Arc<str>>>,
     ) -> Checks {
-        let checks = topics
-            .into_iter()
-            .map(|topic| {
-                let check = self
-                    .check
-                    .authorize(request, topic.map(|t| &**t), Access::Read);
-                (topic.cloned(), check)
-            })
-            .collect();
-        Checks { checks }
+        let mut checks = Checks {
+            unauthenticated: false,
+            first_denied: None,
+            pending: Vec::new(),
+        };
+        for (at, topic) in topics.into_iter().enumerate() {
+            let check = self
+                .check
+                .authorize(request, topic.map(|t| &**t), Access::Read);
+            match check.now() {
+                Some(verdict) => checks.record(at, topic, verdict),
+                None => checks.pending.push((at, topic.cloned(), check)),
+            }
+        }
+        checks
     }
 
     /// Checks `request` for `access` to `topic`, outside the layers (the Durable Streams
@@ -267,7 +273,13 @@ impl fmt::Debug for Authorizer {
 /// The checks of one request's topics, and what they decide together.
 #[derive(Debug)]
 pub(crate) struct Checks {
-    checks: Vec<(Option<Arc<str>>, Check)>,
+    /// Whether a check answered [`Verdict::Unauthenticated`].
+    unauthenticated: bool,
+    /// The first topic (in the request's order) a check denied, with its place.
+    first_denied: Option<(usize, Option<Arc<str>>)>,
+    /// The checks still running, each with its topic's place; empty, and so not allocated,
+    /// when every check answered at once.
+    pending: Vec<(usize, Option<Arc<str>>, Check)>,
 }
 
 /// What a request's checks decided, once every one answered or one refused.
@@ -280,47 +292,55 @@ pub(crate) enum Decision {
 }
 
 impl Checks {
-    /// The decision, if every check has answered without waiting.
-    pub(crate) fn now(&self) -> Option<Decision> {
-        let verdicts: Option<Vec<_>> = self.checks.iter().map(|(_, c)| c.now()).collect();
-        verdicts.map(|verdicts| self.decide(&verdicts))
+    /// Counts the verdict of the check of the topic at place `at`.
+    fn record(&mut self, at: usize, topic: Option<&Arc<str>>, verdict: Verdict) {
+        match verdict {
+            Verdict::Allow => {}
+            Verdict::Unauthenticated => self.unauthenticated = true,
+            Verdict::Deny => {
+                if self
+                    .first_denied
+                    .as_ref()
+                    .is_none_or(|(first, _)| at < *first)
+                {
+                    self.first_denied = Some((at, topic.cloned()));
+                }
+            }
+        }
     }
 
-    fn decide(&self, verdicts: &[Verdict]) -> Decision {
-        if verdicts.contains(&Verdict::Unauthenticated) {
-            return Decision::Unauthenticated;
+    /// The decision, if it is known without waiting: missing credentials decide at once.
+    pub(crate) fn now(&self) -> Option<Decision> {
+        if self.unauthenticated {
+            return Some(Decision::Unauthenticated);
         }
-        match verdicts.iter().position(|v| *v == Verdict::Deny) {
-            Some(i) => Decision::Deny(self.checks[i].0.clone()),
-            None => Decision::Allow,
+        self.pending.is_empty().then(|| self.decide())
+    }
+
+    fn decide(&self) -> Decision {
+        match (&self.first_denied, self.unauthenticated) {
+            (_, true) => Decision::Unauthenticated,
+            (Some((_, topic)), false) => Decision::Deny(topic.clone()),
+            (None, false) => Decision::Allow,
         }
     }
 
     /// Waits for every check (an `Unauthenticated` one decides at once).
     pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Decision> {
-        let mut waiting = false;
-        for (_, check) in &mut self.checks {
-            let verdict = match check.now() {
-                Some(verdict) => verdict,
-                None => match Pin::new(&mut *check).poll(cx) {
-                    Poll::Ready(verdict) => {
-                        *check = Check::ready(verdict);
-                        verdict
-                    }
-                    Poll::Pending => {
-                        waiting = true;
-                        continue;
-                    }
-                },
-            };
-            if verdict == Verdict::Unauthenticated {
-                return Poll::Ready(Decision::Unauthenticated);
+        let mut i = 0;
+        while i < self.pending.len() {
+            match Pin::new(&mut self.pending[i].2).poll(cx) {
+                Poll::Ready(verdict) => {
+                    let (at, topic, _) = self.pending.swap_remove(i);
+                    self.record(at, topic.as_ref(), verdict);
+                }
+                Poll::Pending => i += 1,
             }
         }
-        if waiting {
-            return Poll::Pending;
+        match self.now() {
+            Some(decision) => Poll::Ready(decision),
+            None => Poll::Pending,
         }
-        Poll::Ready(self.now().expect("every check answered"))
     }
 }
 
@@ -350,6 +370,28 @@ mod tests {
         let topics: Vec<Arc<str>> = vec!["a".into()];
         let checks = authorizer.start(&parts(), topics.iter().map(Some));
         assert_eq!(checks.now(), Some(Decision::Allow));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn checks_that_answer_at_once_keep_nothing_and_the_order_of_denials_holds() {
+        // "a" waits and is denied, "b" is denied at once: "a" comes first in the request.
+        let authorizer = Authorizer::new(|_: &Parts, topic: Option<&str>, _: Access| match topic {
+            Some("a") => Check::new(async {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                Verdict::Deny
+            }),
+            Some("b") => Check::ready(Verdict::Deny),
+            _ => Check::ready(Verdict::Allow),
+        });
+        let topics: Vec<Arc<str>> = vec!["a".into(), "b".into(), "c".into()];
+        let mut checks = authorizer.start(&parts(), topics.iter().map(Some));
+        assert_eq!(checks.now(), None);
+        let decision = std::future::poll_fn(|cx| checks.poll(cx)).await;
+        assert_eq!(decision, Decision::Deny(Some("a".into())));
+        // Only checks that wait are kept: none here, and nothing allocated for them.
+        let checks = authorizer.start(&parts(), topics[1..].iter().map(Some));
+        assert_eq!(checks.pending.capacity(), 0);
+        assert_eq!(checks.now(), Some(Decision::Deny(Some("b".into()))));
     }
 
     #[tokio::test(start_paused = true)]
