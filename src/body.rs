@@ -9,6 +9,8 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use sync_wrapper::SyncWrapper;
 
+use crate::compression::Encoder;
+
 /// The body of every response the layers produce.
 ///
 /// Each data frame is one or more complete encoded messages: a long-poll answer is a single
@@ -80,6 +82,51 @@ impl PushBody {
         Self {
             kind: Kind::Stream(SyncWrapper::new(frames)),
         }
+    }
+
+    /// This body written by `encoder`: a stream frame by frame, each frame flushed so that the
+    /// client decodes it whole as soon as it arrives; a body of one frame whole, when it has at
+    /// least `min_size` bytes. `Err` gives the body back unchanged when it stays as it is (too
+    /// small, or empty).
+    pub(crate) fn encode(self, mut encoder: Encoder, min_size: usize) -> Result<Self, Self> {
+        match self.kind {
+            Kind::Full(Some(bytes)) if bytes.len() >= min_size.max(1) => {
+                Ok(Self::full(encoder.encode(&bytes, true)))
+            }
+            Kind::Full(_) => Err(self),
+            Kind::Stream(frames) => Ok(Self::stream(Box::pin(Encoded {
+                frames: frames.into_inner(),
+                encoder,
+                ended: false,
+            }))),
+        }
+    }
+}
+
+/// A stream's frames, each written by a compressor and flushed.
+struct Encoded {
+    frames: Pin<Box<dyn Frames>>,
+    encoder: Encoder,
+    ended: bool,
+}
+
+impl Frames for Encoded {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<(Bytes, bool)>> {
+        let this = self.get_mut();
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        let (bytes, last) = match ready!(this.frames.as_mut().poll_frame(cx)) {
+            Some(frame) => frame,
+            None => (Bytes::new(), true),
+        };
+        if bytes.is_empty() && !last {
+            return Poll::Ready(Some((bytes, false)));
+        }
+        this.ended = last;
+        // The final frame also ends the coded stream (a trailer, a checksum), even when the
+        // stream had nothing more to say.
+        Poll::Ready(Some((this.encoder.encode(&bytes, last), last)))
     }
 }
 

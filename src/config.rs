@@ -41,6 +41,8 @@ pub(crate) struct Shared {
     pub(crate) authorizer: Option<crate::authorize::Authorizer>,
     /// How often a held request checks again, if not the default.
     pub(crate) reauthorize_every: Option<Duration>,
+    /// How answers are compressed, if they are.
+    pub(crate) compression: Option<crate::compression::Compression>,
 }
 
 impl Shared {
@@ -61,6 +63,7 @@ impl Shared {
             max_topics: TopicsParam::DEFAULT_MAX,
             authorizer: None,
             reauthorize_every: None,
+            compression: None,
         }
     }
 
@@ -92,7 +95,11 @@ impl Shared {
             .as_ref()
             .map(|a| a.every)
             .filter(|every| hold.is_none_or(|hold| hold > *every));
+        let compression = self.compression.map(|c| c.check()).transpose()?;
         Ok(Pipeline {
+            compression: compression
+                .filter(|c| !c.codings.is_empty())
+                .map(std::sync::Arc::new),
             authorizer,
             recheck,
             kind,
@@ -183,6 +190,18 @@ pub enum ConfigError {
     },
     /// `reauthorize_every` is set on a builder that authorizes nobody (no `authorize`).
     ReauthorizeWithoutAuthorize,
+    /// A compression coding whose feature this build of the crate leaves out.
+    CodingNotBuilt {
+        /// The coding.
+        coding: crate::compression::Coding,
+    },
+    /// A compression window outside
+    /// [`MIN_WINDOW`](crate::compression::Compression::MIN_WINDOW)`..=`
+    /// [`MAX_WINDOW`](crate::compression::Compression::MAX_WINDOW).
+    CompressionWindow {
+        /// The rejected window, in bytes.
+        bytes: usize,
+    },
 }
 
 impl ConfigError {
@@ -304,6 +323,22 @@ impl fmt::Display for ConfigError {
             ),
             Self::ReauthorizeWithoutAuthorize => f.write_str(
                 "reauthorize every is set, but nothing is authorized: set authorize as well",
+            ),
+            Self::CodingNotBuilt { coding } => write!(
+                f,
+                "compression coding {coding} is not built: enable the crate's feature \
+                 compression-{feature}",
+                feature = match coding {
+                    crate::compression::Coding::Brotli => "br",
+                    crate::compression::Coding::Zstd => "zstd",
+                    _ => "gzip",
+                }
+            ),
+            Self::CompressionWindow { bytes } => write!(
+                f,
+                "compression window of {bytes} bytes must be between {} and {} bytes",
+                crate::compression::Compression::MIN_WINDOW,
+                crate::compression::Compression::MAX_WINDOW,
             ),
         }
     }

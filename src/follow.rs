@@ -58,6 +58,8 @@ pub(crate) struct Pipeline {
     /// How often a held request checks its authorization again: set when requests are held
     /// longer than the authorizer's interval.
     pub(crate) recheck: Option<Duration>,
+    /// How answers are compressed, if they are (never with an empty list of codings).
+    pub(crate) compression: Option<Arc<crate::compression::Compression>>,
 }
 
 /// What a layer remembers to share answers: the batch the last poll was answered with, and the
@@ -432,6 +434,11 @@ where
     S::Error: Into<BoxError>,
 {
     /// The request's head.
+    /// The layer's settings.
+    pub(crate) fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+
     pub(crate) fn parts(&self) -> &Parts {
         self.subscribe.parts()
     }

@@ -246,6 +246,24 @@ macro_rules! define_shared_setters {
             self
         }
 
+        /// Compresses answers in a coding the request accepts, each stream frame flushed so
+        /// that the client reads every message as soon as it arrives; see the
+        /// [`compression`](crate::compression) module.
+        ///
+        /// Default: no compression.
+        ///
+        /// # Errors
+        ///
+        /// `build` fails with [`ConfigError::CodingNotBuilt`](crate::ConfigError::CodingNotBuilt)
+        /// for a coding whose feature is off, and with
+        /// [`ConfigError::CompressionWindow`](crate::ConfigError::CompressionWindow) for a window
+        /// out of range.
+        #[must_use]
+        pub fn compression(mut self, compression: crate::compression::Compression) -> Self {
+            self.shared.compression = Some(compression);
+            self
+        }
+
         /// Checks who may read which topics, with `authorize`: before a request reaches the
         /// source, and again while it is held (see [`reauthorize_every`](Self::reauthorize_every)).
         /// A request the check refuses is answered `401 unauthenticated` or, for a topic the

@@ -11,6 +11,7 @@ use http::Response;
 use tower_service::Service;
 
 use super::stream::EventStream;
+use crate::compression::{self, Choice};
 use crate::format::StreamFormat;
 use crate::headers::{self, PUSH_CURSOR};
 use crate::source::{Outcome, Subscribe};
@@ -33,7 +34,8 @@ where
     S: Service<Subscribe>,
 {
     Rejected(Option<Response<PushBody>>),
-    Opening(Option<Pin<Box<EventStream<S, F>>>>),
+    /// The stream, and the coding its request accepts when the layer compresses.
+    Opening(Option<Pin<Box<EventStream<S, F>>>>, Option<Choice>),
 }
 
 impl<S, F> ResponseFuture<S, F>
@@ -46,9 +48,9 @@ where
         }
     }
 
-    pub(crate) fn opening(stream: Pin<Box<EventStream<S, F>>>) -> Self {
+    pub(crate) fn opening(stream: Pin<Box<EventStream<S, F>>>, choice: Option<Choice>) -> Self {
         Self {
-            state: State::Opening(Some(stream)),
+            state: State::Opening(Some(stream), choice),
         }
     }
 }
@@ -65,9 +67,11 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut response = match &mut self.get_mut().state {
             State::Rejected(response) => response.take().expect("polled after completion"),
-            State::Opening(stream) => {
+            State::Opening(stream, choice) => {
                 let mut stream = stream.take().expect("polled after completion");
-                match stream.as_mut().poll_open(cx) {
+                // Kept while the stream moves into the body.
+                let compression = stream.compression().cloned();
+                let response = match stream.as_mut().poll_open(cx) {
                     Err(rejection) => {
                         stream.as_mut().refused(&rejection);
                         stream.format().rejection(&rejection)
@@ -84,7 +88,8 @@ where
                         }
                         response
                     }
-                }
+                };
+                compression::answer(response, *choice, compression.as_deref())
             }
         };
         headers::stream(response.headers_mut());
@@ -99,7 +104,7 @@ where
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
             State::Rejected(_) => "rejected",
-            State::Opening(_) => "opening",
+            State::Opening(..) => "opening",
         };
         f.debug_struct("ResponseFuture")
             .field("state", &state)

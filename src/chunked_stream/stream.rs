@@ -92,6 +92,11 @@ where
         &self.format
     }
 
+    /// How the layer compresses its answers, if it does.
+    pub(crate) fn compression(&self) -> Option<&std::sync::Arc<crate::compression::Compression>> {
+        self.follow.pipeline().compression.as_ref()
+    }
+
     /// The cursor the stream opened at, once the request or the source has named it.
     pub(crate) fn opened_at(&self) -> Option<Resume> {
         self.opened_at.clone()
