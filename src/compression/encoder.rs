@@ -32,6 +32,14 @@ impl Encoder {
     /// # Panics
     ///
     /// Panics for a coding this build leaves out; the builders refuse to offer one.
+    #[cfg_attr(
+        not(any(
+            feature = "compression-gzip",
+            feature = "compression-br",
+            feature = "compression-zstd"
+        )),
+        allow(unreachable_code, unused_variables)
+    )]
     pub(crate) fn new(coding: Coding, settings: &Compression) -> Self {
         let level = settings.level;
         let window_log = settings.window_log();
@@ -47,16 +55,21 @@ impl Encoder {
             #[cfg(feature = "compression-zstd")]
             Coding::Zstd => Inner::Zstd(Box::new(zstd::Stream::new(level, window_log))),
             #[allow(unreachable_patterns)]
-            _ => {
-                let _ = (level, window_log);
-                panic!("compression coding {coding} is not built")
-            }
+            _ => unreachable!("compression coding {coding} is not built"),
         };
         Self { inner }
     }
 
     /// Compresses `input` and flushes it; with `last`, ends the coded stream (its final block
     /// and checksum) and frees the compressor. Empty after the end.
+    #[cfg_attr(
+        not(any(
+            feature = "compression-gzip",
+            feature = "compression-br",
+            feature = "compression-zstd"
+        )),
+        allow(unused_mut, unused_variables)
+    )]
     pub(crate) fn encode(&mut self, input: &[u8], last: bool) -> Bytes {
         let mut out = Vec::with_capacity(input.len() / 2 + 64);
         match &mut self.inner {
@@ -227,6 +240,159 @@ mod deflate {
     }
 }
 
+/// zstd, with libzstd.
+///
+/// A stream keeps its own compression context, sized for the window: the window's buffer, a
+/// hash table and a chain table no larger than the window, and a block's worth of sequences.
+#[cfg(feature = "compression-zstd")]
+mod zstd {
+    use zstd_safe::zstd_sys::ZSTD_EndDirective;
+    use zstd_safe::{CCtx, CParameter, InBuffer, OutBuffer};
+
+    use super::Level;
+
+    pub(super) struct Stream {
+        level: i32,
+        window_log: u32,
+        /// Made at the first frame, dropped at the end.
+        context: Option<CCtx<'static>>,
+    }
+
+    impl Stream {
+        pub(super) fn new(level: Level, window_log: u8) -> Self {
+            Self {
+                level: super::scale(level, [1, 1, 3, 19]),
+                window_log: u32::from(window_log),
+                context: None,
+            }
+        }
+
+        pub(super) fn encode(&mut self, input: &[u8], last: bool, out: &mut Vec<u8>) {
+            let (level, window_log) = (self.level, self.window_log);
+            let context = self
+                .context
+                .get_or_insert_with(|| context(level, window_log));
+            let directive = if last {
+                ZSTD_EndDirective::ZSTD_e_end
+            } else {
+                ZSTD_EndDirective::ZSTD_e_flush
+            };
+            let mut input = InBuffer::around(input);
+            loop {
+                out.reserve(input.src.len() - input.pos + 64);
+                let mut output = OutBuffer::around_pos(out, out.len());
+                let left = context
+                    .compress_stream2(&mut output, &mut input, directive)
+                    .unwrap_or_else(|code| {
+                        unreachable!("zstd refused a flush: {}", zstd_safe::get_error_name(code))
+                    });
+                if left == 0 && input.pos == input.src.len() {
+                    break;
+                }
+            }
+            if last {
+                self.context = None;
+            }
+        }
+    }
+
+    /// A context that compresses with `level` in a window of `2^window_log` bytes (at least
+    /// zstd's smallest, 1 KiB, as the settings are), and keeps its tables within the window's
+    /// size.
+    fn context(level: i32, window_log: u32) -> CCtx<'static> {
+        let mut context = CCtx::create();
+        for parameter in [
+            CParameter::CompressionLevel(level),
+            CParameter::WindowLog(window_log),
+            // A quarter of the window's entries (four bytes each): the window's size again.
+            CParameter::HashLog(window_log - 2),
+            CParameter::ChainLog(window_log - 2),
+            CParameter::ChecksumFlag(false),
+        ] {
+            context
+                .set_parameter(parameter)
+                .expect("parameters within zstd's bounds");
+        }
+        context
+    }
+}
+
+/// br, with the brotli crate.
+///
+/// A stream keeps its own encoder, with a window of the setting's size.
+#[cfg(feature = "compression-br")]
+mod brotli {
+    use brotli::enc::encode::{
+        BrotliEncoderOperation, BrotliEncoderParameter, BrotliEncoderStateStruct,
+    };
+    use brotli::enc::StandardAlloc;
+
+    use super::Level;
+
+    pub(super) struct Stream {
+        quality: u32,
+        window_log: u32,
+        /// Made at the first frame, dropped at the end.
+        encoder: Option<BrotliEncoderStateStruct<StandardAlloc>>,
+    }
+
+    impl Stream {
+        pub(super) fn new(level: Level, window_log: u8) -> Self {
+            Self {
+                quality: super::scale(level, [0, 1, 5, 11]) as u32,
+                window_log: u32::from(window_log),
+                encoder: None,
+            }
+        }
+
+        pub(super) fn encode(&mut self, input: &[u8], last: bool, out: &mut Vec<u8>) {
+            let (quality, window_log) = (self.quality, self.window_log);
+            let encoder = self.encoder.get_or_insert_with(|| {
+                let mut encoder = BrotliEncoderStateStruct::new(StandardAlloc::default());
+                encoder.set_parameter(BrotliEncoderParameter::BROTLI_PARAM_QUALITY, quality);
+                encoder.set_parameter(BrotliEncoderParameter::BROTLI_PARAM_LGWIN, window_log);
+                encoder
+            });
+            let operation = if last {
+                BrotliEncoderOperation::BROTLI_OPERATION_FINISH
+            } else {
+                BrotliEncoderOperation::BROTLI_OPERATION_FLUSH
+            };
+            let (mut available_in, mut read) = (input.len(), 0);
+            loop {
+                let start = out.len();
+                let room = available_in + 64;
+                out.resize(start + room, 0);
+                let (mut available_out, mut written) = (room, 0);
+                let ok = encoder.compress_stream(
+                    operation,
+                    &mut available_in,
+                    input,
+                    &mut read,
+                    &mut available_out,
+                    &mut out[start..],
+                    &mut written,
+                    &mut None,
+                    &mut |_, _, _, _| (),
+                );
+                assert!(ok, "brotli refused a flush");
+                out.truncate(start + written);
+                let done = if last {
+                    encoder.is_finished()
+                } else {
+                    available_in == 0 && !encoder.has_more_output()
+                };
+                if done {
+                    break;
+                }
+            }
+            if last {
+                self.encoder = None;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,98 +424,159 @@ mod tests {
             .unwrap()
     }
 
-    /// A decoder fed a stream's bytes as they arrive.
-    #[cfg(feature = "compression-gzip")]
-    struct Inflate {
-        gzip: bool,
-        header: usize,
-        inflate: flate2::Decompress,
-        out: Vec<u8>,
+    /// A decoder fed a stream's bytes as they arrive: everything decoded so far, after the
+    /// bytes given.
+    fn decoder(coding: Coding) -> Box<dyn FnMut(&[u8]) -> Vec<u8>> {
+        let mut out = Vec::new();
+        match coding {
+            #[cfg(feature = "compression-gzip")]
+            Coding::Gzip | Coding::Deflate => {
+                let gzip = coding == Coding::Gzip;
+                let mut header = if gzip { 10 } else { 0 };
+                let mut inflate = flate2::Decompress::new(!gzip);
+                Box::new(move |mut bytes| {
+                    let skip = std::cmp::min(header, bytes.len());
+                    header -= skip;
+                    bytes = &bytes[skip..];
+                    while !bytes.is_empty() {
+                        out.reserve(64 * 1024);
+                        let before = inflate.total_in();
+                        let status = inflate
+                            .decompress_vec(bytes, &mut out, flate2::FlushDecompress::Sync)
+                            .unwrap();
+                        bytes = &bytes[(inflate.total_in() - before) as usize..];
+                        if status == flate2::Status::StreamEnd {
+                            // What follows is gzip's trailer.
+                            assert!(gzip && bytes.len() == 8 || bytes.is_empty(), "{bytes:?}");
+                            break;
+                        }
+                    }
+                    out.clone()
+                })
+            }
+            #[cfg(feature = "compression-br")]
+            Coding::Brotli => {
+                use ::brotli::{BrotliDecompressStream, BrotliResult, BrotliState, HeapAlloc};
+                let mut state = BrotliState::new(
+                    HeapAlloc::<u8>::default(),
+                    HeapAlloc::<u32>::default(),
+                    HeapAlloc::<::brotli::HuffmanCode>::default(),
+                );
+                Box::new(move |bytes| {
+                    let (mut available_in, mut read) = (bytes.len(), 0);
+                    loop {
+                        let mut buffer = vec![0; 64 * 1024];
+                        let (mut available_out, mut written, mut total) = (buffer.len(), 0, 0);
+                        let result = BrotliDecompressStream(
+                            &mut available_in,
+                            &mut read,
+                            bytes,
+                            &mut available_out,
+                            &mut written,
+                            &mut buffer,
+                            &mut total,
+                            &mut state,
+                        );
+                        out.extend_from_slice(&buffer[..written]);
+                        match result {
+                            BrotliResult::NeedsMoreOutput => continue,
+                            BrotliResult::NeedsMoreInput | BrotliResult::ResultSuccess => break,
+                            BrotliResult::ResultFailure => panic!("not brotli"),
+                        }
+                    }
+                    out.clone()
+                })
+            }
+            #[cfg(feature = "compression-zstd")]
+            Coding::Zstd => {
+                let mut context = zstd_safe::DCtx::create();
+                Box::new(move |bytes| {
+                    let mut input = zstd_safe::InBuffer::around(bytes);
+                    loop {
+                        out.reserve(64 * 1024);
+                        let written = out.len();
+                        let mut output = zstd_safe::OutBuffer::around_pos(&mut out, written);
+                        context.decompress_stream(&mut output, &mut input).unwrap();
+                        let full = output.pos() == output.capacity();
+                        if input.pos == input.src.len() && !full {
+                            break;
+                        }
+                    }
+                    out.clone()
+                })
+            }
+            #[allow(unreachable_patterns)]
+            _ => unreachable!("{coding} is not built"),
+        }
     }
 
-    #[cfg(feature = "compression-gzip")]
-    impl Inflate {
-        fn new(gzip: bool) -> Self {
-            Self {
-                gzip,
-                header: if gzip { 10 } else { 0 },
-                inflate: flate2::Decompress::new(!gzip),
-                out: Vec::new(),
-            }
-        }
+    /// Every coding this build writes.
+    fn built() -> impl Iterator<Item = Coding> {
+        Coding::ALL.into_iter().filter(|c| c.is_built())
+    }
 
-        /// Everything decoded so far, after `bytes` more.
-        fn feed(&mut self, mut bytes: &[u8]) -> &[u8] {
-            let skip = self.header.min(bytes.len());
-            self.header -= skip;
-            bytes = &bytes[skip..];
-            while !bytes.is_empty() {
-                self.out.reserve(64 * 1024);
-                let before = self.inflate.total_in();
-                let status = self
-                    .inflate
-                    .decompress_vec(bytes, &mut self.out, flate2::FlushDecompress::Sync)
-                    .unwrap();
-                bytes = &bytes[(self.inflate.total_in() - before) as usize..];
-                if status == flate2::Status::StreamEnd {
-                    // What follows is gzip's trailer.
-                    assert!(self.gzip && bytes.len() == 8 || bytes.is_empty(), "{bytes:?}");
-                    break;
+    #[test]
+    fn streams_decode_frame_by_frame() {
+        let events = events(60);
+        for coding in built() {
+            for (level, window) in [
+                (Level::Default, 4096),
+                (Level::Fastest, 1024),
+                (Level::Precise(9), 32 * 1024),
+                (Level::Precise(0), 2048),
+            ] {
+                let mut encoder = Encoder::new(coding, &settings(coding, level, window));
+                let mut decode = decoder(coding);
+                let (mut sent, mut plain) = (0, Vec::new());
+                for event in &events {
+                    let frame = encoder.encode(event, false);
+                    plain.extend_from_slice(event);
+                    sent += frame.len();
+                    // Each event is whole in what has arrived, without waiting for the next.
+                    let decoded = decode(&frame);
+                    assert!(decoded == plain, "{coding} {level:?} {window}");
+                }
+                let end = encoder.encode(b"", true);
+                assert_eq!(decode(&end), plain, "{coding} {level:?} {window}");
+                assert!(encoder.encode(b"late", true).is_empty());
+                if level == Level::Default {
+                    assert!(
+                        sent * 10 < plain.len() * 4,
+                        "{coding} {level:?} {window}: {sent} of {}",
+                        plain.len()
+                    );
                 }
             }
-            &self.out
         }
     }
 
     #[cfg(feature = "compression-gzip")]
     #[test]
-    fn deflate_streams_decode_frame_by_frame() {
+    fn deflate_streams_end_with_their_checksums() {
         use std::io::Read;
-        let events = events(60);
-        for (coding, level, window) in [
-            (Coding::Gzip, Level::Default, 4096),
-            (Coding::Gzip, Level::Fastest, 1024),
-            (Coding::Gzip, Level::Precise(9), 32 * 1024),
-            (Coding::Gzip, Level::Precise(0), 4096),
-            (Coding::Deflate, Level::Default, 4096),
-            (Coding::Deflate, Level::Precise(3), 2048),
-        ] {
-            let mut encoder = Encoder::new(coding, &settings(coding, level, window));
-            let mut decoder = Inflate::new(coding == Coding::Gzip);
-            let (mut sent, mut plain, mut all) = (0, Vec::new(), Vec::new());
-            for event in &events {
-                let frame = encoder.encode(event, false);
-                plain.extend_from_slice(event);
-                sent += frame.len();
-                all.extend_from_slice(&frame);
-                // Each event is whole in what has arrived, without waiting for the next.
-                assert_eq!(decoder.feed(&frame), plain, "{coding} {level:?} {window}");
+        let events = events(20);
+        for coding in [Coding::Gzip, Coding::Deflate] {
+            let mut encoder = Encoder::new(coding, &settings(coding, Level::Default, 1024));
+            let mut all = Vec::new();
+            for (i, event) in events.iter().enumerate() {
+                all.extend_from_slice(&encoder.encode(event, i + 1 == events.len()));
             }
-            let end = encoder.encode(b"", true);
-            all.extend_from_slice(&end);
-            assert_eq!(decoder.feed(&end), plain);
-            assert!(encoder.encode(b"late", true).is_empty());
-            // The whole stream, checksum and length included.
             let mut whole = Vec::new();
             if coding == Coding::Gzip {
-                flate2::read::GzDecoder::new(&all[..]).read_to_end(&mut whole).unwrap();
+                flate2::read::GzDecoder::new(&all[..])
+                    .read_to_end(&mut whole)
+                    .unwrap();
             } else {
-                flate2::read::ZlibDecoder::new(&all[..]).read_to_end(&mut whole).unwrap();
+                flate2::read::ZlibDecoder::new(&all[..])
+                    .read_to_end(&mut whole)
+                    .unwrap();
             }
-            assert_eq!(whole, plain);
-            if level != Level::Precise(0) {
-                assert!(sent * 10 < plain.len() * 4, "{coding} {level:?} {window}: {sent} of {}", plain.len());
-            }
+            assert_eq!(whole, events.concat());
         }
     }
 
-    #[cfg(feature = "compression-gzip")]
     #[test]
-    fn deflate_frames_larger_than_the_window_and_the_buffers() {
-        use std::io::Read;
-        let coding = Coding::Gzip;
-        let mut encoder = Encoder::new(coding, &settings(coding, Level::Default, 1024));
-        let mut decoder = Inflate::new(true);
+    fn frames_larger_than_the_window_and_the_buffers() {
         // Incompressible bytes, so that the compressor's output outgrows its first buffer.
         let mut state = 0x2545_f491_u32;
         let noise: Vec<u8> = (0..200_000)
@@ -360,17 +587,18 @@ mod tests {
                 state as u8
             })
             .collect();
-        let mut plain = Vec::new();
-        let mut all = Vec::new();
-        for input in [&noise[..], b"small", &noise[..70_000], b""] {
-            let frame = encoder.encode(input, input.is_empty());
-            plain.extend_from_slice(input);
-            all.extend_from_slice(&frame);
-            assert_eq!(decoder.feed(&frame), plain);
+        for coding in built() {
+            let mut encoder = Encoder::new(coding, &settings(coding, Level::Default, 1024));
+            let mut decode = decoder(coding);
+            let mut plain = Vec::new();
+            for input in [&noise[..], b"small", &noise[..70_000], b""] {
+                let frame = encoder.encode(input, input.is_empty());
+                plain.extend_from_slice(input);
+                let decoded = decode(&frame);
+                assert_eq!(decoded.len(), plain.len(), "{coding}");
+                assert!(decoded == plain, "{coding}");
+            }
         }
-        let mut whole = Vec::new();
-        flate2::read::GzDecoder::new(&all[..]).read_to_end(&mut whole).unwrap();
-        assert_eq!(whole, plain);
     }
 
     #[cfg(feature = "compression-gzip")]
@@ -382,7 +610,9 @@ mod tests {
         let mut encoder = Encoder::new(coding, &settings(coding, Level::Default, 4096));
         let bytes = encoder.encode(&body, true);
         let mut whole = Vec::new();
-        flate2::read::GzDecoder::new(&bytes[..]).read_to_end(&mut whole).unwrap();
+        flate2::read::GzDecoder::new(&bytes[..])
+            .read_to_end(&mut whole)
+            .unwrap();
         assert_eq!(whole, body);
     }
 }
