@@ -3,13 +3,13 @@
 //! the harness for tests that need an external program ([`external`]).
 #![allow(dead_code, unreachable_pub)]
 
+pub mod decode;
+
 use std::convert::Infallible;
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use flate2::write::GzDecoder;
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
@@ -289,10 +289,12 @@ pub struct RawResponse {
     buf: Vec<u8>,
     pub status: u16,
     pub head: String,
-    gzip: Option<GzDecoder<Vec<u8>>>,
+    decoder: Option<decode::Decoder>,
     /// Decoded body bytes not yet taken as messages.
     body: Vec<u8>,
     end: Option<End>,
+    /// The body's bytes as they went over the wire (chunk data, before decoding).
+    wire: usize,
 }
 
 impl RawResponse {
@@ -322,9 +324,10 @@ impl RawResponse {
             buf: Vec::new(),
             status: 0,
             head: String::new(),
-            gzip: None,
+            decoder: None,
             body: Vec::new(),
             end: None,
+            wire: 0,
         };
         let end = loop {
             if let Some(i) = find(&response.buf, b"\r\n\r\n") {
@@ -341,9 +344,7 @@ impl RawResponse {
         response.head = String::from_utf8(response.buf[..end].to_vec()).unwrap();
         response.buf.drain(..end + 4);
         response.status = response.head[9..12].parse().unwrap();
-        if response.header("content-encoding").as_deref() == Some("gzip") {
-            response.gzip = Some(GzDecoder::new(Vec::new()));
-        }
+        response.decoder = decode::Decoder::of(response.header("content-encoding").as_deref());
         Ok(response)
     }
 
@@ -359,6 +360,20 @@ impl RawResponse {
             }
         }
         Some(String::from_utf8(self.buf.drain(..length).collect()).unwrap())
+    }
+
+    /// The raw bytes of an answer with a `Content-Length`, undecoded.
+    pub async fn raw_content(&mut self) -> Vec<u8> {
+        let length: usize = self.header("content-length").unwrap().parse().unwrap();
+        while self.buf.len() < length {
+            assert!(self.fill().await, "the connection closed before the body's end");
+        }
+        self.buf.drain(..length).collect()
+    }
+
+    /// How many bytes of body arrived in chunks so far, as they went over the wire.
+    pub fn wire_bytes(&self) -> usize {
+        self.wire
     }
 
     /// A header of the head, by name.
@@ -402,13 +417,10 @@ impl RawResponse {
             }
         }
         let data = &self.buf[line + 2..line + 2 + size];
-        match &mut self.gzip {
-            Some(gzip) => {
-                gzip.write_all(data).unwrap();
-                // Whatever the sender flushed through its gzip encoder decodes completely.
-                gzip.flush().unwrap();
-                self.body.append(gzip.get_mut());
-            }
+        self.wire += size;
+        match &mut self.decoder {
+            // Whatever the sender flushed through its encoder decodes completely.
+            Some(decoder) => self.body.append(&mut decoder.feed(data)),
             None => self.body.extend_from_slice(data),
         }
         self.buf.drain(..line + 2 + size + 2);
