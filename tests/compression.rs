@@ -112,17 +112,26 @@ async fn heartbeats_and_the_final_message_decode_and_end_the_coded_stream() {
         let event = next_event(&mut stream, b"\n\n").await;
         assert!(event.contains("ord_007919"), "{coding}: {event}");
         // A quiet stream's heartbeat is a comment, and decodes on its own.
-        let heartbeat = timeout(5 * SECOND, stream.message(b"\n\n")).await.unwrap().unwrap();
+        let heartbeat = timeout(5 * SECOND, stream.message(b"\n\n"))
+            .await
+            .unwrap()
+            .unwrap();
         assert!(heartbeat.starts_with(':'), "{coding}: {heartbeat:?}");
         // The lifetime's end: the final message, then the end of the coded stream (gzip's
         // checksum and length checked by the decoder), then the end of the body.
         let last = loop {
-            let message = timeout(5 * SECOND, stream.message(b"\n\n")).await.unwrap().unwrap();
+            let message = timeout(5 * SECOND, stream.message(b"\n\n"))
+                .await
+                .unwrap()
+                .unwrap();
             if !message.starts_with(':') {
                 break message;
             }
         };
-        assert!(last.contains("event: end") || last.contains("retry"), "{coding}: {last}");
+        assert!(
+            last.contains("event: end") || last.contains("retry"),
+            "{coding}: {last}"
+        );
         stream.assert_ended().await;
     }
 }
@@ -137,13 +146,20 @@ async fn a_compressed_stream_resumes_from_last_event_id() {
         let mut stream = RawResponse::get(
             addr,
             "/",
-            &[SSE, ("accept-encoding", coding), ("last-event-id", &last_seen)],
+            &[
+                SSE,
+                ("accept-encoding", coding),
+                ("last-event-id", &last_seen),
+            ],
         )
         .await;
         assert_eq!(stream.header("content-encoding").as_deref(), Some(coding));
         for id in &ids[10..] {
             let message = next_event(&mut stream, b"\n\n").await;
-            assert!(message.starts_with(&format!("id: {id}\n")), "{coding}: {message}");
+            assert!(
+                message.starts_with(&format!("id: {id}\n")),
+                "{coding}: {message}"
+            );
         }
     }
 }
@@ -209,10 +225,13 @@ async fn long_poll_answers_are_compressed_above_the_minimum_size() {
     assert!(plain.header("content-encoding").is_none(), "{}", plain.head);
     assert_eq!(plain.header("vary").as_deref(), Some("accept-encoding"));
     assert!(plain.content().await.unwrap().contains("\"data\":1"));
-    let mut forced = RawResponse::get(addr, &path, &[("accept-encoding", "gzip, identity;q=0")]).await;
+    let mut forced =
+        RawResponse::get(addr, &path, &[("accept-encoding", "gzip, identity;q=0")]).await;
     assert_eq!(forced.header("content-encoding").as_deref(), Some("gzip"));
     let body = forced.raw_content().await;
-    assert!(String::from_utf8(decode_whole("gzip", &body)).unwrap().contains("\"data\":1"));
+    assert!(String::from_utf8(decode_whole("gzip", &body))
+        .unwrap()
+        .contains("\"data\":1"));
     // A hold that ends empty is a 204, without a body to compress.
     let path = format!("/?after={}", topic.head());
     let empty = RawResponse::get(addr, &path, &[("accept-encoding", "gzip")]).await;
@@ -227,7 +246,13 @@ async fn malformed_or_unknown_codings_get_identity() {
     topic.publish(order(1));
     let path = format!("/?after={start}");
     let addr = serve(stream_layer(Duration::from_secs(3600)).layer(topic.clone())).await;
-    for field in ["gzip;q=2", "gzip;q=abc", "compress", "x-unknown, *;q=0", "identity"] {
+    for field in [
+        "gzip;q=2",
+        "gzip;q=abc",
+        "compress",
+        "x-unknown, *;q=0",
+        "identity",
+    ] {
         let mut stream = RawResponse::get(addr, &path, &[SSE, ("accept-encoding", field)]).await;
         assert_eq!(stream.status, 200, "{field}: {}", stream.head);
         assert!(stream.header("content-encoding").is_none(), "{field}");
@@ -260,7 +285,10 @@ async fn tower_http_compression_around_leaves_a_compressed_answer_alone() {
     let mut stream = open(addr, "gzip", NDJSON).await;
     parked(&topic, 1).await;
     topic.publish(order(7));
-    let line = timeout(5 * SECOND, stream.message(b"\n")).await.unwrap().unwrap();
+    let line = timeout(5 * SECOND, stream.message(b"\n"))
+        .await
+        .unwrap()
+        .unwrap();
     assert!(line.contains("ord_055433"), "{line}");
 }
 
@@ -289,11 +317,18 @@ async fn compressed_streams_over_http2() {
             let id = topic.publish(order(n));
             let mut decoded = Vec::new();
             while !(decoded.ends_with(b"\n\n") && decoded.windows(6).any(|w| w == b"data: ")) {
-                let frame = timeout(5 * SECOND, body.frame()).await.unwrap().unwrap().unwrap();
+                let frame = timeout(5 * SECOND, body.frame())
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .unwrap();
                 decoded.extend(decoder.feed(&frame.into_data().unwrap()));
             }
             let text = String::from_utf8(decoded).unwrap();
-            assert!(text.contains(&format!("id: {id}\ndata: ")), "{coding}: {text}");
+            assert!(
+                text.contains(&format!("id: {id}\ndata: ")),
+                "{coding}: {text}"
+            );
         }
     }
 }
@@ -319,10 +354,14 @@ fn decode_whole(coding: &str, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     match coding {
         "gzip" => {
-            flate2::read::GzDecoder::new(body).read_to_end(&mut out).unwrap();
+            flate2::read::GzDecoder::new(body)
+                .read_to_end(&mut out)
+                .unwrap();
         }
         "deflate" => {
-            flate2::read::ZlibDecoder::new(body).read_to_end(&mut out).unwrap();
+            flate2::read::ZlibDecoder::new(body)
+                .read_to_end(&mut out)
+                .unwrap();
         }
         other => out = Decoder::of(Some(other)).unwrap().feed(body),
     }

@@ -20,7 +20,7 @@ use common::{serve, RawResponse, Reply};
 use http::{Method, Request};
 use http_body_util::Full;
 use tower_push::durable::{DurableStreams, MemoryStore};
-use tower_push::{LongPollLayer, Shutdown};
+use tower_push::{ChunkedStreamLayer, LongPollLayer, Shutdown};
 
 /// The suite's vite needs Node.js 20.19; Debian 12's package is 18.
 const NODE: Program = Program::new("node", "nodejs").at_least(
@@ -44,6 +44,7 @@ fn main() -> ExitCode {
             long_poll_waits_for_an_append_and_times_out_with_the_offset,
             long_poll_at_the_tail_of_a_closed_stream_answers_at_once,
             sse_pairs_every_data_event_with_a_control_and_ends_on_close,
+            sse_live_reads_are_compressed_each_event_flushed,
             shutdown_answers_held_long_polls,
             forks_read_their_source_up_to_the_fork_offset,
             the_store_refuses_streams_and_bytes_beyond_its_bounds,
@@ -594,6 +595,53 @@ fn sse_pairs_every_data_event_with_a_control_and_ends_on_close() {
             )
         );
         sse.assert_ended().await;
+    });
+}
+
+/// `live=sse` through a stream layer that compresses: each data and control event decodes as
+/// soon as it arrives, in every coding the build has (all of them under `--all-features`).
+fn sse_live_reads_are_compressed_each_event_flushed() {
+    use tower_push::compression::{Coding, Compression};
+    runtime(false).block_on(async {
+        let service = DurableStreams::builder(MemoryStore::new())
+            .prefix("/v1/stream")
+            .sse(ChunkedStreamLayer::builder().compression(Compression::new()))
+            .build()
+            .unwrap();
+        let addr = serve(service).await;
+        let json = [("content-type", "application/json")];
+        let codings = [Coding::Gzip, Coding::Deflate, Coding::Brotli, Coding::Zstd];
+        for coding in codings.into_iter().filter(|c| c.is_built()) {
+            let path = format!("/v1/stream/{coding}");
+            put(addr, &path, "application/json").await;
+            let live = format!("{path}?offset=-1&live=sse");
+            let mut sse =
+                RawResponse::get(addr, &live, &[("accept-encoding", coding.as_str())]).await;
+            assert_eq!(sse.status, 200);
+            assert_eq!(
+                sse.header("content-encoding").as_deref(),
+                Some(coding.as_str())
+            );
+            assert_eq!(sse.header("vary").as_deref(), Some("accept-encoding"));
+            // Caught up: the first control event.
+            let control = sse.message(b"\n\n").await.unwrap();
+            assert!(control.contains("\"upToDate\":true"), "{coding}: {control}");
+            for n in 0..5 {
+                let body =
+                    format!(r#"{{"order":{n},"status":"shipped","customer":"Ada Lovelace"}}"#);
+                send(addr, Method::POST, &path, &json, body.clone()).await;
+                let data = tokio::time::timeout(Duration::from_secs(5), sse.message(b"\n\n"))
+                    .await
+                    .expect("the event stayed in the compressor")
+                    .unwrap();
+                assert_eq!(data, format!("event: data\ndata:[{body}]\n\n"), "{coding}");
+                let control = sse.message(b"\n\n").await.unwrap();
+                assert!(
+                    control.starts_with("event: control\n"),
+                    "{coding}: {control}"
+                );
+            }
+        }
     });
 }
 

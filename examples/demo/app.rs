@@ -11,6 +11,7 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
 use tower::ServiceExt;
 use tower_push::authorize::{Access, Check, Verdict};
+use tower_push::compression::{Coding, Compression};
 use tower_push::format::{AutoFormat, Framing, SseFormat};
 use tower_push::memory::Topic;
 use tower_push::server;
@@ -48,6 +49,8 @@ pub(crate) struct Settings {
     pub(crate) max_held: usize,
     /// Who may read and publish which topics; `None`: everyone, everything.
     pub(crate) tokens: Option<Tokens>,
+    /// How answers are compressed for the clients that accept it; `None`: never.
+    pub(crate) compression: Option<Compression>,
 }
 
 impl Default for Settings {
@@ -60,6 +63,7 @@ impl Default for Settings {
             sse_retry: Duration::from_secs(1),
             max_held: server::held_cap(),
             tokens: None,
+            compression: Some(Compression::new()),
         }
     }
 }
@@ -97,6 +101,12 @@ pub(crate) struct Flags {
     /// SIGHUP reads the file again. Without it, everyone may read and publish everything
     #[arg(long, value_name = "FILE")]
     tokens: Option<std::path::PathBuf>,
+    /// The content codings offered to clients that accept them, in the order of preference
+    /// that settles ties (`zstd,br,gzip,deflate`), or `none`. Each event is flushed through the
+    /// compressor, so it arrives as fast as uncompressed. Default: every coding this build has
+    /// (the crate's features `compression-gzip`, `compression-br`, `compression-zstd`)
+    #[arg(long, value_name = "CODINGS")]
+    compression: Option<String>,
 }
 
 impl Flags {
@@ -106,7 +116,27 @@ impl Flags {
             Some(path) => Some(Tokens::load(path)?),
             None => None,
         };
+        let compression = match self.compression.as_deref() {
+            None => Some(Compression::new()),
+            Some("none") => None,
+            Some(list) => {
+                let codings = list
+                    .split(',')
+                    .map(|name| match name.trim() {
+                        "zstd" => Ok(Coding::Zstd),
+                        "br" => Ok(Coding::Brotli),
+                        "gzip" => Ok(Coding::Gzip),
+                        "deflate" => Ok(Coding::Deflate),
+                        other => Err(format!(
+                            "--compression: unknown coding {other:?} (zstd, br, gzip, deflate or none)"
+                        )),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                Some(Compression::new().codings(codings))
+            }
+        };
         Ok(Settings {
+            compression,
             hold: Duration::from_millis(self.hold_ms),
             retention: self.retention,
             heartbeat: Duration::from_millis(self.heartbeat_ms),
@@ -602,6 +632,10 @@ pub(crate) fn layers(
         .max_streams(settings.max_held)
         .format(AutoFormat::new(Framing::Ndjson).sse(sse))
         .shutdown(shutdown.clone());
+    if let Some(compression) = &settings.compression {
+        poll = poll.compression(compression.clone());
+        stream = stream.compression(compression.clone());
+    }
     if let Some(tokens) = &settings.tokens {
         // Checked when a request comes, and every 60 s while it is held (a stream lives up to
         // five minutes): a token taken out of the file ends its streams within a minute.

@@ -8,7 +8,15 @@ use std::io::Write as _;
 pub enum Decoder {
     Gzip(flate2::write::GzDecoder<Vec<u8>>),
     Deflate(flate2::write::ZlibDecoder<Vec<u8>>),
-    Brotli(Box<brotli::BrotliState<brotli::HeapAlloc<u8>, brotli::HeapAlloc<u32>, brotli::HeapAlloc<brotli::HuffmanCode>>>),
+    Brotli(
+        Box<
+            brotli::BrotliState<
+                brotli::HeapAlloc<u8>,
+                brotli::HeapAlloc<u32>,
+                brotli::HeapAlloc<brotli::HuffmanCode>,
+            >,
+        >,
+    ),
     Zstd(zstd_safe::DCtx<'static>),
 }
 

@@ -366,7 +366,10 @@ impl RawResponse {
     pub async fn raw_content(&mut self) -> Vec<u8> {
         let length: usize = self.header("content-length").unwrap().parse().unwrap();
         while self.buf.len() < length {
-            assert!(self.fill().await, "the connection closed before the body's end");
+            assert!(
+                self.fill().await,
+                "the connection closed before the body's end"
+            );
         }
         self.buf.drain(..length).collect()
     }
