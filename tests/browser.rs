@@ -47,6 +47,10 @@ fn main() -> ExitCode {
 /// The `Last-Event-ID` of each `/stream` request, in order of arrival.
 type StreamRequests = Arc<Mutex<Vec<Option<String>>>>;
 
+/// The `Accept-Encoding` of each `/stream` request and the `Content-Encoding` of its answer, in
+/// every test of this binary.
+static STREAM_CODINGS: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+
 /// Serves the demo's routes on a fresh loopback port, recording `/stream` requests.
 async fn serve(demo: Demo, streams: StreamRequests) -> SocketAddr {
     common::serve_program(tower::service_fn(
@@ -60,7 +64,20 @@ async fn serve(demo: Demo, streams: StreamRequests) -> SocketAddr {
                     .map(|v| v.to_str().unwrap().to_owned());
                 streams.lock().unwrap().push(last_event_id);
             }
-            tower::Service::call(&mut demo.clone(), req)
+            let stream = req.uri().path() == "/stream";
+            let header = |headers: &http::HeaderMap, name| {
+                headers.get(name).map_or("", |v| v.to_str().unwrap()).to_owned()
+            };
+            let accepted = header(req.headers(), "accept-encoding");
+            let answer = tower::Service::call(&mut demo.clone(), req);
+            async move {
+                let response = answer.await?;
+                if stream && response.status() == http::StatusCode::OK {
+                    let coding = header(response.headers(), "content-encoding");
+                    STREAM_CODINGS.lock().unwrap().push((accepted, coding));
+                }
+                Ok::<_, std::convert::Infallible>(response)
+            }
         },
     ))
     .await
@@ -436,6 +453,14 @@ async fn scenario(
     }
 
     // Every reconnect carried an id the server had sent: the opening id or an event's id.
+    // Chromium accepts every coding the demo offers, and the demo prefers zstd: the page showed
+    // each event from compressed streams, each event flushed through the compressor.
+    let codings = STREAM_CODINGS.lock().unwrap().clone();
+    assert!(!codings.is_empty());
+    for (accepted, coding) in &codings {
+        assert!(accepted.contains("zstd"), "{codings:?}");
+        assert_eq!(coding, "zstd", "{codings:?}");
+    }
     let streams = streams.lock().unwrap().clone();
     assert_eq!(
         streams[0], None,
