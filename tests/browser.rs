@@ -66,7 +66,10 @@ async fn serve(demo: Demo, streams: StreamRequests) -> SocketAddr {
             }
             let stream = req.uri().path() == "/stream";
             let header = |headers: &http::HeaderMap, name| {
-                headers.get(name).map_or("", |v| v.to_str().unwrap()).to_owned()
+                headers
+                    .get(name)
+                    .map_or("", |v| v.to_str().unwrap())
+                    .to_owned()
             };
             let accepted = header(req.headers(), "accept-encoding");
             let answer = tower::Service::call(&mut demo.clone(), req);

@@ -33,6 +33,7 @@ fn main() -> ExitCode {
                 heartbeats_keep_a_quiet_stream_open_past_the_proxy_read_timeout,
                 without_heartbeats_nginx_cuts_a_quiet_stream_at_the_proxy_read_timeout,
                 a_hold_below_the_proxy_read_timeout_ends_in_a_clean_204,
+                compressed_streams_pass_through_with_nginx_gzip_on_and_off,
             ],
         )
         .run()
@@ -55,15 +56,21 @@ struct Nginx {
 }
 
 impl Nginx {
-    /// Starts nginx on a free loopback port, proxying everything to `upstream`.
+    /// Starts nginx on a free loopback port, proxying everything to `upstream`, with gzip on.
     async fn start(upstream: SocketAddr) -> Self {
+        Self::start_with(upstream, true).await
+    }
+
+    /// Starts nginx on a free loopback port, proxying everything to `upstream`; with `gzip`,
+    /// nginx compresses push content types itself.
+    async fn start_with(upstream: SocketAddr, gzip: bool) -> Self {
         let program = NGINX.path();
         for _ in 0..5 {
             let port = free_port();
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
             let dir = tempfile::tempdir().unwrap();
             let conf = dir.path().join("nginx.conf");
-            std::fs::write(&conf, config(dir.path(), addr, upstream)).unwrap();
+            std::fs::write(&conf, config(dir.path(), addr, upstream, gzip)).unwrap();
             let process = Process::spawn(
                 Command::new(&program)
                     .arg("-p")
@@ -100,8 +107,9 @@ impl Nginx {
 
 /// A common production configuration: buffering on (the default, stated), HTTP/1.1 with
 /// keep-alive to the upstream, a short read timeout, and gzip for push content types.
-fn config(dir: &std::path::Path, listen: SocketAddr, upstream: SocketAddr) -> String {
+fn config(dir: &std::path::Path, listen: SocketAddr, upstream: SocketAddr, gzip: bool) -> String {
     let dir = dir.display();
+    let gzip = if gzip { "on" } else { "off" };
     format!(
         r#"master_process off;
 pid {dir}/nginx.pid;
@@ -115,7 +123,7 @@ http {{
     uwsgi_temp_path {dir}/uwsgi;
     scgi_temp_path {dir}/scgi;
 
-    gzip on;
+    gzip {gzip};
     gzip_proxied any;
     gzip_types application/json application/x-ndjson text/event-stream;
     gzip_min_length 1;
@@ -229,6 +237,53 @@ async fn through_nginx_each_event_arrives_before_the_next_is_published() {
         }
         drop(stream);
         parked(&topic, 0).await;
+    }
+}
+
+/// The layers compress a stream themselves: nginx passes it through as it is, whether its own
+/// gzip is on (it leaves an answer that has a `Content-Encoding` alone) or off, and each event
+/// still arrives, and decodes, before the next is published.
+#[tokio::main(flavor = "current_thread")]
+async fn compressed_streams_pass_through_with_nginx_gzip_on_and_off() {
+    let topic = MemoryLog::new().topic("t");
+    let layer = ChunkedStreamLayer::builder()
+        .heartbeat_interval(SECOND)
+        .compression(tower_push::compression::Compression::new())
+        .build()
+        .unwrap();
+    let upstream = serve(layer.layer(topic.clone())).await;
+    for gzip in [true, false] {
+        let nginx = Nginx::start_with(upstream, gzip).await;
+        for coding in ["gzip", "br", "zstd", "deflate"] {
+            for (accept, delimiter, opens) in FRAMINGS {
+                let encoding = ("accept-encoding", coding);
+                let mut stream = RawResponse::get(nginx.addr, "/stream", &[accept, encoding]).await;
+                assert_eq!(stream.status, 200, "{}", stream.head);
+                assert_eq!(
+                    stream.header("content-encoding").as_deref(),
+                    Some(coding),
+                    "gzip {gzip}"
+                );
+                if opens {
+                    let open = timeout(2 * SECOND, stream.message(delimiter)).await;
+                    let open = open.expect("the opening id arrives at once").unwrap();
+                    assert_eq!(open, format!("id: {}\n\n", topic.head()));
+                }
+                for n in 1..=3 {
+                    parked(&topic, 1).await;
+                    let id = topic.publish(data(n));
+                    let message = timeout(2 * SECOND, event(&mut stream, delimiter))
+                        .await
+                        .unwrap_or_else(|_| {
+                            panic!("{coding}, nginx gzip {gzip}: event {n} was held")
+                        })
+                        .unwrap();
+                    assert_eq!(event_of(&message, accept), (id.to_string(), n));
+                }
+                drop(stream);
+                parked(&topic, 0).await;
+            }
+        }
     }
 }
 
