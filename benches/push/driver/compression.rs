@@ -1,15 +1,89 @@
-//! `--only compression`: NDJSON streams held open through tower-http's `CompressionLayer`,
-//! gzip at its defaults, against the same streams through the same layer without compressing,
-//! in the same run: memory per open stream (the compressor each compressed stream keeps).
+//! `--only compression`: SSE streams of the demo program (a child process, as users run it)
+//! in each coding it offers against the same streams uncompressed, in the same run: memory
+//! per stream after it has sent a feed of events, the server's CPU per delivered event, the
+//! bytes on the wire per event and the time from publish to an event decoded by a client.
+//! And, in-process, NDJSON streams held open through tower-http's `CompressionLayer` (gzip at
+//! its defaults) against the same streams uncompressed.
 
-use crate::{cursor, Settings};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::client::{find, Conn};
+use crate::process::{cpu_ns, example, Server};
+use crate::{cursor, nchan, percentile, unix_nanos, Settings};
 
 use super::parked::park_with;
 use super::table::Table;
 
-/// One round of `--only compression`, in the order `order` gives (gzip first, or last).
+/// The tests' decoders: a client's view of each coding.
+#[allow(unreachable_pub)]
+#[path = "../../../tests/common/decode.rs"]
+mod decode;
+
+/// The codings measured, each against identity.
+const CODINGS: [&str; 3] = ["gzip", "br", "zstd"];
+
+/// How many events each stream is sent, and how far apart they are published.
+const EVENTS: usize = 50;
+const PACE: Duration = Duration::from_millis(30);
+
+/// One round of `--only compression`, each side in the order `order` gives (compressed first,
+/// or last).
 pub(super) async fn compression(settings: &Settings, table: &mut Table, order: [bool; 2]) {
     let n = settings.parked;
+    for coding in CODINGS {
+        for compressed in order {
+            let accept = if compressed { coding } else { "identity" };
+            let figures = feed(accept, n).await;
+            let row =
+                |what: &str| format!("{what}, N={n} SSE streams of the demo program, {coding}");
+            table.add(
+                &row("memory per stream after 50 events"),
+                "KiB",
+                None,
+                compressed,
+                figures.kib,
+            );
+            table.add(
+                &row("server CPU per delivered event"),
+                "us",
+                None,
+                compressed,
+                figures.cpu_us,
+            );
+            table.add(
+                &row("bytes on the wire per event"),
+                "B",
+                Some((0.40, false)),
+                compressed,
+                figures.bytes,
+            );
+            table.add(
+                &row("publish to decoded, p50"),
+                "ms",
+                None,
+                compressed,
+                figures.p50,
+            );
+            table.add(
+                &row("publish to decoded, p99"),
+                "ms",
+                None,
+                compressed,
+                figures.p99,
+            );
+            eprintln!(
+                "   demo {accept:8} N={n}: {:.2} KiB per stream, {:.2} us CPU per event, {:.0} B per event, \
+                 publish to decoded p50 {:.2} ms p99 {:.2} ms",
+                figures.kib, figures.cpu_us, figures.bytes, figures.p50, figures.p99
+            );
+        }
+    }
     let path = format!("/?after={}", cursor(1));
     for gzip in order {
         let kind = match gzip {
@@ -17,7 +91,201 @@ pub(super) async fn compression(settings: &Settings, table: &mut Table, order: [
             false => "tower-push-ndjson",
         };
         let kib = park_with(kind, &path, &["accept-encoding: gzip"], n).await;
-        let name = format!("memory per open NDJSON stream, N={n}, gzip at tower-http's defaults");
+        let name = format!(
+            "memory per open NDJSON stream, N={n}, tower-http's gzip at its defaults (in-process)"
+        );
         table.add(&name, "KiB", None, gzip, kib);
+    }
+}
+
+/// What one side of a round measured.
+struct Figures {
+    kib: f64,
+    cpu_us: f64,
+    bytes: f64,
+    p50: f64,
+    p99: f64,
+}
+
+/// Starts the demo program, opens `n` SSE streams with `Accept-Encoding: accept` and one more
+/// that decodes what it reads, publishes [`EVENTS`] order events [`PACE`] apart, and measures.
+async fn feed(accept: &str, n: usize) -> Figures {
+    let port = nchan::free_port();
+    let mut command = Command::new(example("demo", super::peer::DEMO_FEATURES));
+    command.args(["--addr", &format!("127.0.0.1:{port}")]);
+    command.args(["--max-held", &(n + 16).to_string()]);
+    let server = Server::listening(command, port).await;
+    let mut control = Conn::connect(server.addr).await.expect("connect");
+    let request = format!(
+        "GET /stream HTTP/1.1\r\nhost: 127.0.0.1\r\naccept: text/event-stream\r\n\
+         accept-encoding: {accept}\r\n\r\n"
+    );
+    let before = server.rss_kib();
+    let opened = Arc::new(AtomicUsize::new(0));
+    let mut readers = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (request, opened) = (request.clone(), opened.clone());
+        let addr = server.addr;
+        readers.push(tokio::spawn(async move {
+            let mut socket = TcpStream::connect(addr).await.expect("connect");
+            socket.set_nodelay(true).expect("TCP_NODELAY");
+            socket.write_all(request.as_bytes()).await.expect("send");
+            // Reads everything, as a client that keeps up does; counts the stream open once its
+            // head has come.
+            let mut buf = vec![0; 16 * 1024];
+            let (mut head, mut open) = (Vec::new(), false);
+            loop {
+                let read = socket.read(&mut buf).await.unwrap_or(0);
+                if read == 0 {
+                    return;
+                }
+                if !open {
+                    head.extend_from_slice(&buf[..read]);
+                    if find(&head, b"\r\n\r\n").is_some() {
+                        open = true;
+                        head = Vec::new();
+                        opened.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+        // Keep the listen backlog from overflowing.
+        if readers.len() % 256 == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while opened.load(Ordering::Relaxed) < n {
+        assert!(Instant::now() < deadline, "{accept}: streams did not open");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut probe = Probe::open(server.addr, &request).await;
+    let cpu = cpu_ns(server.child.id());
+    let mut latencies = Vec::with_capacity(EVENTS);
+    for i in 0..EVENTS {
+        let event = order(i);
+        let publish = format!(
+            "POST /publish HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\n\r\n{event}",
+            event.len()
+        );
+        control.send(publish.as_bytes()).await.expect("publish");
+        let (status, _) = control.response().await.expect("publish");
+        assert_eq!(status, 200, "POST /publish");
+        latencies.push(probe.next_event().await);
+        tokio::time::sleep(PACE).await;
+    }
+    // The other streams read every event (the pace leaves them time), and the server is idle.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let cpu_ns = cpu_ns(server.child.id()) - cpu;
+    let after = server.rss_kib();
+    for reader in readers {
+        reader.abort();
+    }
+    latencies.sort_by(f64::total_cmp);
+    Figures {
+        kib: after.saturating_sub(before) as f64 / (n + 1) as f64,
+        cpu_us: cpu_ns as f64 / 1e3 / ((n + 1) * EVENTS) as f64,
+        bytes: probe.wire as f64 / EVENTS as f64,
+        p50: percentile(&latencies, 0.50),
+        p99: percentile(&latencies, 0.99),
+    }
+}
+
+/// A realistic feed's event of about 300 bytes: an order with the same keys every time, and
+/// its publish time in Unix nanoseconds (`t`).
+fn order(i: usize) -> String {
+    let status = ["paid", "packed", "shipped", "delivered"][i % 4];
+    format!(
+        r#"{{"id":"ord_{:06}","type":"order.updated","status":"{status}","customer":{{"id":"cus_{}","name":"Ada Lovelace","email":"ada@example.com"}},"items":[{{"sku":"SKU-{}","qty":{},"price":19.99}}],"currency":"EUR","t":{}}}"#,
+        i * 7919 % 1_000_000,
+        i * 31 % 10_000,
+        1000 + i % 90,
+        1 + i % 3,
+        unix_nanos()
+    )
+}
+
+/// A stream that decodes what it reads, as a client does: how long each event took from its
+/// publish to being decoded, and how many body bytes came over the wire.
+struct Probe {
+    socket: TcpStream,
+    buf: Vec<u8>,
+    decoder: Option<decode::Decoder>,
+    decoded: Vec<u8>,
+    wire: usize,
+}
+
+impl Probe {
+    async fn open(addr: std::net::SocketAddr, request: &str) -> Self {
+        let mut socket = TcpStream::connect(addr).await.expect("connect");
+        socket.set_nodelay(true).expect("TCP_NODELAY");
+        socket.write_all(request.as_bytes()).await.expect("send");
+        let mut probe = Self {
+            socket,
+            buf: Vec::new(),
+            decoder: None,
+            decoded: Vec::new(),
+            wire: 0,
+        };
+        let end = loop {
+            if let Some(end) = find(&probe.buf, b"\r\n\r\n") {
+                break end;
+            }
+            probe.fill().await;
+        };
+        let head = String::from_utf8_lossy(&probe.buf[..end]).to_ascii_lowercase();
+        let coding = head
+            .lines()
+            .find_map(|line| line.strip_prefix("content-encoding:"))
+            .map(str::trim);
+        probe.decoder = decode::Decoder::of(coding);
+        probe.buf.drain(..end + 4);
+        probe
+    }
+
+    async fn fill(&mut self) {
+        let mut chunk = [0; 16 * 1024];
+        let read = self.socket.read(&mut chunk).await.expect("read");
+        assert!(read > 0, "the stream ended");
+        self.buf.extend_from_slice(&chunk[..read]);
+    }
+
+    /// Reads until the next event's `data:` line is decoded; its latency in ms.
+    async fn next_event(&mut self) -> f64 {
+        loop {
+            if let Some(at) = find(&self.decoded, b"\n\n") {
+                let message: Vec<u8> = self.decoded.drain(..at + 2).collect();
+                if let Some(t) = find(&message, b"\"t\":") {
+                    let digits: String = message[t + 4..]
+                        .iter()
+                        .take_while(|b| b.is_ascii_digit())
+                        .map(|&b| b as char)
+                        .collect();
+                    let published: u64 = digits.parse().expect("t");
+                    return unix_nanos().saturating_sub(published) as f64 / 1e6;
+                }
+                continue;
+            }
+            // One chunk: `size\r\n data \r\n`.
+            while let Some(line) = find(&self.buf, b"\r\n") {
+                let size =
+                    usize::from_str_radix(std::str::from_utf8(&self.buf[..line]).unwrap(), 16)
+                        .expect("chunk size");
+                if self.buf.len() < line + 2 + size + 2 {
+                    break;
+                }
+                let data: Vec<u8> = self.buf[line + 2..line + 2 + size].to_vec();
+                self.buf.drain(..line + 2 + size + 2);
+                self.wire += size;
+                match &mut self.decoder {
+                    Some(decoder) => self.decoded.extend(decoder.feed(&data)),
+                    None => self.decoded.extend_from_slice(&data),
+                }
+            }
+            if find(&self.decoded, b"\n\n").is_none() {
+                self.fill().await;
+            }
+        }
     }
 }

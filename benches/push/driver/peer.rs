@@ -9,6 +9,9 @@ use crate::client::{get_request, Conn};
 use crate::process::{children, cpu_ns, example, Server};
 use crate::{cursor, event_json, nchan};
 
+/// The features the README's command builds the demo program with.
+pub(super) const DEMO_FEATURES: &str = "server,metrics,compression-full";
+
 /// The long-poll servers of `--only nchan` and `--only scaling`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Peer {
@@ -17,7 +20,7 @@ pub(super) enum Peer {
     /// the info rows of `--only nchan`.
     TowerPushOneThread,
     /// The demo program as users run it (`cargo run --release --example demo --features
-    /// server,metrics`), at the size of the memory row: started with its defaults but for
+    /// server,metrics,compression-full`), at the size of the memory row: started with its defaults but for
     /// `--hold-ms` (the measurement outlasts the 25 s hold) and `--max-held` (above the
     /// number of polls parked; by default it is a quarter of the open-files limit).
     Demo,
@@ -71,7 +74,7 @@ impl Target {
             }
             Peer::Demo | Peer::DemoHttp2 => {
                 let port = nchan::free_port();
-                let mut command = Command::new(example("demo", "server,metrics"));
+                let mut command = Command::new(example("demo", DEMO_FEATURES));
                 command.args(["--addr", &format!("127.0.0.1:{port}")]);
                 command.args(["--hold-ms", "600000", "--max-held", "1000000"]);
                 // More flags for the demo, to measure one of its settings against Nchan.
