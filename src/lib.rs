@@ -16,6 +16,7 @@
 //! | `durable` (feature `durable`) | the Durable Streams protocol (create, append, read, follow live, fork) over a store, on the same pipeline |
 //! | `redis` (feature `redis`) | an event source on Redis Streams: one feed for many server processes |
 //! | `metrics` (feature `metrics`) | metrics through the `metrics` facade and a span per request |
+//! | [`compression::Compression`] (features `compression-gzip`, `compression-br`, `compression-zstd`, `compression-full`) | compressed answers, every stream frame flushed |
 //! | `server` (feature `server`) | the serving loop around hyper: one builder per protocol, deadlines on clients, caps, accept back-off, a graceful drain |
 //! | [`Cursor`] | the opaque, URL-safe, ordered position that carries the log's epoch |
 //! | [`Resume`] | what a client sends back: a cursor, or the composite cursor of a request on [several topics](#several-topics) |
@@ -25,7 +26,7 @@
 //! | [`ConfigError`] | a setting the builders refuse, with what to change |
 //! | [`PushBody`] | the body of every answer: one frame per message |
 //! | [`headers`] | the anti-buffering headers every answer carries |
-//! | [`compression`] | the predicate that keeps tower-http's compression off push responses |
+//! | [`compression`] | compressed streams that still flush every event (gzip, deflate, br, zstd), and the predicate that keeps tower-http's compression off push responses |
 //! | [`io`] | a write-progress deadline for connections whose client stopped reading, and telling HTTP/2 from HTTP/1 without hyper-util's `auto` builder |
 //!
 //! # A complete server
@@ -89,7 +90,7 @@ eprintln!("stopped: {drained}");
 )]
 //!
 //! The `demo` example is the same server with streaming, several topics, flags and a page:
-//! `cargo run --example demo --features server,metrics`.
+//! `cargo run --example demo --features server,metrics,compression-full`.
 //!
 //! # Several topics
 //!
@@ -149,8 +150,11 @@ eprintln!("stopped: {drained}");
 //!
 //! Around them:
 //!
-//! - **Compression** batches and encodes streams: give tower-http's `CompressionLayer` the
-//!   predicate [`compression::not_push`] (its default predicate skips SSE but not NDJSON).
+//! - **Compression**: the layers compress their own answers, each stream frame flushed, with
+//!   the builders' `compression` setting ([`compression::Compression`]); tower-http's
+//!   `CompressionLayer` leaves those alone. Without it, give `CompressionLayer` the predicate
+//!   [`compression::not_push`] (its default predicate skips SSE but not NDJSON), which would
+//!   otherwise hold events back in its encoder.
 //! - **Timeouts**: an outer `TimeoutLayer` shorter than the hold answers held polls with its own
 //!   error (`408`) before the hold expires; keep it longer than the hold. It covers only the
 //!   response future, so it never cuts a stream; bound streams with

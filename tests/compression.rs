@@ -16,6 +16,11 @@ use tower_push::{ChunkedStreamLayer, EventData, LongPollLayer, MemoryLog};
 
 const CODINGS: [&str; 4] = ["gzip", "deflate", "br", "zstd"];
 
+/// Every coding, br included (which `Compression::new` leaves out).
+fn every_coding() -> Compression {
+    Compression::new().codings([Coding::Gzip, Coding::Deflate, Coding::Brotli, Coding::Zstd])
+}
+
 /// An order event of about 300 bytes: objects with the same keys every time, as feeds are.
 fn order(n: u64) -> EventData {
     let status = ["paid", "packed", "shipped", "delivered"][n as usize % 4];
@@ -36,7 +41,7 @@ fn stream_layer(heartbeat: Duration) -> ChunkedStreamLayer {
     ChunkedStreamLayer::builder()
         .heartbeat_interval(heartbeat)
         .max_lifetime(Duration::from_secs(3600))
-        .compression(Compression::new())
+        .compression(every_coding())
         .build()
         .unwrap()
 }
@@ -102,7 +107,7 @@ async fn heartbeats_and_the_final_message_decode_and_end_the_coded_stream() {
             .heartbeat_interval(Duration::from_millis(50))
             .max_lifetime(Duration::from_millis(400))
             .lifetime_jitter(0.0)
-            .compression(Compression::new())
+            .compression(every_coding())
             .build()
             .unwrap();
         let addr = serve(layer.layer(topic.clone())).await;
@@ -196,7 +201,7 @@ async fn long_poll_answers_are_compressed_above_the_minimum_size() {
     let start = topic.head();
     let layer = LongPollLayer::builder()
         .hold_timeout(Duration::from_millis(100))
-        .compression(Compression::new().min_size(512))
+        .compression(every_coding().min_size(512))
         .build()
         .unwrap();
     let addr = serve(layer.layer(topic.clone())).await;

@@ -605,7 +605,15 @@ fn sse_live_reads_are_compressed_each_event_flushed() {
     runtime(false).block_on(async {
         let service = DurableStreams::builder(MemoryStore::new())
             .prefix("/v1/stream")
-            .sse(ChunkedStreamLayer::builder().compression(Compression::new()))
+            .sse(
+                ChunkedStreamLayer::builder().compression(
+                    Compression::new().codings(
+                        [Coding::Gzip, Coding::Deflate, Coding::Brotli, Coding::Zstd]
+                            .into_iter()
+                            .filter(|c| c.is_built()),
+                    ),
+                ),
+            )
             .build()
             .unwrap();
         let addr = serve(service).await;

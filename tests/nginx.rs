@@ -248,7 +248,12 @@ async fn compressed_streams_pass_through_with_nginx_gzip_on_and_off() {
     let topic = MemoryLog::new().topic("t");
     let layer = ChunkedStreamLayer::builder()
         .heartbeat_interval(SECOND)
-        .compression(tower_push::compression::Compression::new())
+        .compression(tower_push::compression::Compression::new().codings([
+            tower_push::compression::Coding::Gzip,
+            tower_push::compression::Coding::Deflate,
+            tower_push::compression::Coding::Brotli,
+            tower_push::compression::Coding::Zstd,
+        ]))
         .build()
         .unwrap();
     let upstream = serve(layer.layer(topic.clone())).await;

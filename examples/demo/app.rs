@@ -102,9 +102,10 @@ pub(crate) struct Flags {
     #[arg(long, value_name = "FILE")]
     tokens: Option<std::path::PathBuf>,
     /// The content codings offered to clients that accept them, in the order of preference
-    /// that settles ties (`zstd,br,gzip,deflate`), or `none`. Each event is flushed through the
-    /// compressor, so it arrives as fast as uncompressed. Default: every coding this build has
-    /// (the crate's features `compression-gzip`, `compression-br`, `compression-zstd`)
+    /// that settles ties (`gzip,deflate,zstd,br`), or `none`. Each event is flushed through the
+    /// compressor, so it arrives as fast as uncompressed. A gzip stream keeps about 1 KiB more,
+    /// zstd 33 KiB, br 308 KiB. Default: gzip, deflate and zstd, those this build has (the
+    /// crate's features `compression-gzip`, `compression-zstd`)
     #[arg(long, value_name = "CODINGS")]
     compression: Option<String>,
 }
@@ -128,7 +129,7 @@ impl Flags {
                         "gzip" => Ok(Coding::Gzip),
                         "deflate" => Ok(Coding::Deflate),
                         other => Err(format!(
-                            "--compression: unknown coding {other:?} (zstd, br, gzip, deflate or none)"
+                            "--compression: unknown coding {other:?} (gzip, deflate, zstd, br or none)"
                         )),
                     })
                     .collect::<Result<Vec<_>, _>>()?;
@@ -542,7 +543,7 @@ pub(crate) mod metrics {
         #[cfg(not(feature = "metrics"))]
         {
             let message =
-                "built without the `metrics` feature: cargo run --example demo --features server,metrics";
+                "built without the `metrics` feature: cargo run --example demo --features server,metrics,compression-full";
             super::error(http::StatusCode::NOT_FOUND, "metrics_off", message)
         }
     }

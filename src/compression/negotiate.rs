@@ -135,6 +135,7 @@ mod tests {
     use super::*;
     use http::HeaderValue;
 
+    /// An order of preference other than the default, to tell the server's order apart.
     const ALL: [Coding; 4] = [Coding::Zstd, Coding::Brotli, Coding::Gzip, Coding::Deflate];
 
     fn choose(fields: &[&str], offered: &[Coding]) -> Choice {

@@ -18,20 +18,28 @@ use crate::ConfigError;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Coding {
-    /// `gzip` (RFC 1952): DEFLATE with a CRC-32.
+    /// `gzip` (RFC 1952): DEFLATE with a CRC-32. A stream keeps the last window of bytes it
+    /// sent, and nothing else: about the window (1 KiB by default) between events.
     Gzip,
-    /// `deflate` (RFC 1950): DEFLATE with an Adler-32, in the zlib format.
+    /// `deflate` (RFC 1950): DEFLATE with an Adler-32, in the zlib format; kept as gzip is.
     Deflate,
-    /// `br` (RFC 7932).
+    /// `br` (RFC 7932). A stream keeps a brotli encoder: about 308 KiB at the default level,
+    /// whatever the window, so br is offered only when [named](Compression::codings).
     Brotli,
-    /// `zstd` (RFC 8878).
+    /// `zstd` (RFC 8878). A stream keeps a zstd context sized for the window: about 33 KiB
+    /// with a 1 KiB window, 56 KiB with 4 KiB.
     Zstd,
 }
 
 impl Coding {
-    /// Every coding, in the default order of preference.
+    /// Every coding, in the default order of preference: the least memory per stream first.
     pub(crate) const ALL: [Coding; 4] =
-        [Coding::Zstd, Coding::Brotli, Coding::Gzip, Coding::Deflate];
+        [Coding::Gzip, Coding::Deflate, Coding::Zstd, Coding::Brotli];
+
+    /// Whether [`Compression::new`] offers it.
+    fn offered_by_default(self) -> bool {
+        self != Coding::Brotli
+    }
 
     /// The coding's name in `Accept-Encoding` and `Content-Encoding`.
     pub fn as_str(self) -> &'static str {
@@ -118,18 +126,22 @@ pub struct Compression {
 }
 
 impl Compression {
-    /// The smallest window, 1 KiB.
+    /// The smallest window, 1 KiB (zstd's smallest).
     pub const MIN_WINDOW: usize = 1024;
     /// The largest window, 32 KiB: the largest DEFLATE allows.
     pub const MAX_WINDOW: usize = 32 * 1024;
 
-    /// Every coding this build writes (zstd, br, gzip, deflate, in that order of preference),
-    /// at [`Level::Default`], with a 4 KiB window and a minimum size of 512 bytes.
+    /// gzip, deflate and zstd, in that order of preference, those this build writes, at
+    /// [`Level::Default`], with a 1 KiB window and a minimum size of 512 bytes. br is offered
+    /// only when named: its encoder keeps far more memory per stream (see [`Coding`]).
     pub fn new() -> Self {
         Self {
-            codings: Coding::ALL.into_iter().filter(|c| c.is_built()).collect(),
+            codings: Coding::ALL
+                .into_iter()
+                .filter(|c| c.is_built() && c.offered_by_default())
+                .collect(),
             level: Level::Default,
-            window: 4 * 1024,
+            window: 1024,
             min_size: 512,
         }
     }
@@ -137,7 +149,7 @@ impl Compression {
     /// The codings to offer, in the server's order of preference, which decides between codings
     /// a request weighs alike (browsers send `gzip, deflate, br, zstd`, all alike).
     ///
-    /// Default is every coding this build writes: zstd, br, gzip, deflate.
+    /// Default is gzip, deflate and zstd, those this build writes.
     ///
     /// # Errors
     ///
@@ -159,7 +171,8 @@ impl Compression {
     /// How far back, in bytes, a message may refer to earlier ones: a larger window finds more
     /// repetition and keeps more memory per stream. Rounded up to a power of two.
     ///
-    /// Default is 4 KiB.
+    /// Default is 1 KiB: on a feed of 300-byte JSON events, 4 KiB saved 4% more bytes for
+    /// 23 KiB more per zstd stream and 40% more CPU per gzip event.
     ///
     /// # Errors
     ///
@@ -244,6 +257,7 @@ mod tests {
     #[test]
     fn codings_named_twice_are_offered_once() {
         let built: Vec<_> = Coding::ALL.into_iter().filter(|c| c.is_built()).collect();
+        assert!(!Compression::new().codings.contains(&Coding::Brotli));
         let twice = built.iter().chain(&built).copied();
         let checked = Compression::new().codings(twice).check().unwrap();
         assert_eq!(checked.codings, built);

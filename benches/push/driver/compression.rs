@@ -25,8 +25,9 @@ use super::table::Table;
 #[path = "../../../tests/common/decode.rs"]
 mod decode;
 
-/// The codings measured, each against identity.
-const CODINGS: [&str; 3] = ["gzip", "br", "zstd"];
+/// The codings measured, each against identity: gzip and zstd as the demo offers them by
+/// default, br with `--compression br` (it is offered only when named).
+const CODINGS: [&str; 3] = ["gzip", "zstd", "br"];
 
 /// How many events each stream is sent, and how far apart they are published.
 const EVENTS: usize = 50;
@@ -39,7 +40,7 @@ pub(super) async fn compression(settings: &Settings, table: &mut Table, order: [
     for coding in CODINGS {
         for compressed in order {
             let accept = if compressed { coding } else { "identity" };
-            let figures = feed(accept, n).await;
+            let figures = feed(accept, n, coding == "br").await;
             let row =
                 |what: &str| format!("{what}, N={n} SSE streams of the demo program, {coding}");
             table.add(
@@ -84,6 +85,15 @@ pub(super) async fn compression(settings: &Settings, table: &mut Table, order: [
             );
         }
     }
+    for coding in CODINGS {
+        let (bytes, us) = alone(coding);
+        let row = |what: &str| {
+            format!("{what}, each event compressed alone (shared by every stream, in-process), {coding}")
+        };
+        table.add(&row("bytes on the wire per event"), "B", None, true, bytes);
+        table.add(&row("CPU per compression"), "us", None, true, us);
+        eprintln!("   {coding:4} each event alone: {bytes:.0} B, {us:.2} us per compression");
+    }
     let path = format!("/?after={}", cursor(1));
     for gzip in order {
         let kind = match gzip {
@@ -98,6 +108,47 @@ pub(super) async fn compression(settings: &Settings, table: &mut Table, order: [
     }
 }
 
+/// The other design: each event compressed once, with nothing before it, so that every stream
+/// could send the same bytes (a stream then keeps no compressor at all). Its bytes per event,
+/// as the SSE frame the demo sends (`id:` and `data:` lines) with the flush, and the CPU of one
+/// compression in microseconds: the codecs at the levels and window the layers use by default.
+fn alone(coding: &str) -> (f64, f64) {
+    let frames: Vec<Vec<u8>> = (0..EVENTS)
+        .map(|i| format!("id: 1a2b3c4d5e6f7a8b-{i}\ndata: {}\n\n", order(i)).into_bytes())
+        .collect();
+    let started = Instant::now();
+    let mut bytes = 0;
+    for frame in &frames {
+        bytes += match coding {
+            "gzip" => {
+                let mut deflate = flate2::Compress::new(flate2::Compression::new(6), false);
+                let mut out = Vec::with_capacity(frame.len() + 64);
+                deflate
+                    .compress_vec(frame, &mut out, flate2::FlushCompress::Sync)
+                    .expect("deflate");
+                out.len()
+            }
+            "br" => {
+                let mut writer = brotli::CompressorWriter::new(Vec::new(), 4096, 5, 12);
+                std::io::Write::write_all(&mut writer, frame).expect("brotli");
+                std::io::Write::flush(&mut writer).expect("brotli");
+                writer.get_ref().len()
+            }
+            "zstd" => {
+                let mut out = vec![0; frame.len() + 64];
+                let mut context = zstd_safe::CCtx::create();
+                context
+                    .set_parameter(zstd_safe::CParameter::WindowLog(12))
+                    .expect("zstd");
+                context.compress2(&mut out[..], frame).expect("zstd")
+            }
+            other => unreachable!("{other}"),
+        };
+    }
+    let us = started.elapsed().as_secs_f64() * 1e6 / EVENTS as f64;
+    (bytes as f64 / EVENTS as f64, us)
+}
+
 /// What one side of a round measured.
 struct Figures {
     kib: f64,
@@ -107,13 +158,16 @@ struct Figures {
     p99: f64,
 }
 
-/// Starts the demo program, opens `n` SSE streams with `Accept-Encoding: accept` and one more
+/// Starts the demo program (offering br alone, with `br`), opens `n` SSE streams with `Accept-Encoding: accept` and one more
 /// that decodes what it reads, publishes [`EVENTS`] order events [`PACE`] apart, and measures.
-async fn feed(accept: &str, n: usize) -> Figures {
+async fn feed(accept: &str, n: usize, br: bool) -> Figures {
     let port = nchan::free_port();
     let mut command = Command::new(example("demo", super::peer::DEMO_FEATURES));
     command.args(["--addr", &format!("127.0.0.1:{port}")]);
     command.args(["--max-held", &(n + 16).to_string()]);
+    if br {
+        command.args(["--compression", "br"]);
+    }
     let server = Server::listening(command, port).await;
     let mut control = Conn::connect(server.addr).await.expect("connect");
     let request = format!(
