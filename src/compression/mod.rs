@@ -57,6 +57,11 @@
 //! `not_push` is a plain function with the signature tower-http accepts as a predicate, so this
 //! crate does not depend on tower-http, and reading a header costs nothing per response.
 
+/// The integration tests' decoders, a client's view of each coding, for the unit tests.
+#[cfg(test)]
+#[allow(unreachable_pub, dead_code)]
+#[path = "../../tests/common/decode.rs"]
+mod decode;
 mod encoder;
 mod negotiate;
 mod settings;
