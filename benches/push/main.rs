@@ -213,6 +213,20 @@ impl Settings {
     }
 }
 
+/// A realistic feed's event of about 260 bytes, number `i` of the feed: an order with the same
+/// keys every time, and its publish time in Unix nanoseconds (`t`), as in [`event_json`].
+fn order_json(i: usize) -> String {
+    let status = ["paid", "packed", "shipped", "delivered"][i % 4];
+    format!(
+        r#"{{"id":"ord_{:06}","type":"order.updated","status":"{status}","customer":{{"id":"cus_{}","name":"Ada Lovelace","email":"ada@example.com"}},"items":[{{"sku":"SKU-{}","qty":{},"price":19.99}}],"currency":"EUR","t":{}}}"#,
+        i * 7919 % 1_000_000,
+        i * 31 % 10_000,
+        1000 + i % 90,
+        1 + i % 3,
+        unix_nanos()
+    )
+}
+
 /// `{"n":<n>,"t":<unix nanos>}`: the event every publisher sends; `t` is read back by the
 /// client to measure publish-to-receive latency (both processes share the system clock).
 fn event_json(n: u64) -> String {

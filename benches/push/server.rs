@@ -413,7 +413,8 @@ impl State {
         let _ = self.sender.send((n, data));
     }
 
-    /// The control service: `POST /publish` (one event), `POST /burst?n=` (as fast as
+    /// The control service: `POST /publish` (one event), `POST /publish-order?i=` (the order
+    /// feed's event `i`), `POST /burst?n=` (as fast as
     /// possible), `POST /steady?n=&rate=` (at a steady rate), `GET /stats`.
     fn control(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
         // Streams publish to one side only: the other side's work must not slow it down.
@@ -431,6 +432,11 @@ impl State {
         match (req.method(), req.uri().path()) {
             (&Method::POST, "/publish") => {
                 self.publish(1, event_json(1));
+                text("ok")
+            }
+            (&Method::POST, "/publish-order") => {
+                let i = query_u64(&req, "i");
+                self.publish(i, crate::order_json(i as usize));
                 text("ok")
             }
             (&Method::POST, "/burst") => {

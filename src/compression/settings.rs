@@ -27,7 +27,8 @@ pub enum Coding {
     /// whatever the window, so br is offered only when [named](Compression::codings).
     Brotli,
     /// `zstd` (RFC 8878). A stream keeps a zstd context sized for the window: about 33 KiB
-    /// with a 1 KiB window, 56 KiB with 4 KiB.
+    /// with a 1 KiB window, 56 KiB with 4 KiB, so zstd is offered only when
+    /// [named](Compression::codings).
     Zstd,
 }
 
@@ -36,9 +37,10 @@ impl Coding {
     pub(crate) const ALL: [Coding; 4] =
         [Coding::Gzip, Coding::Deflate, Coding::Zstd, Coding::Brotli];
 
-    /// Whether [`Compression::new`] offers it.
+    /// Whether [`Compression::new`] offers it: the codings that keep at most a few KiB per
+    /// stream.
     fn offered_by_default(self) -> bool {
-        self != Coding::Brotli
+        matches!(self, Coding::Gzip | Coding::Deflate)
     }
 
     /// The coding's name in `Accept-Encoding` and `Content-Encoding`.
@@ -131,9 +133,10 @@ impl Compression {
     /// The largest window, 32 KiB: the largest DEFLATE allows.
     pub const MAX_WINDOW: usize = 32 * 1024;
 
-    /// gzip, deflate and zstd, in that order of preference, those this build writes, at
-    /// [`Level::Default`], with a 1 KiB window and a minimum size of 512 bytes. br is offered
-    /// only when named: its encoder keeps far more memory per stream (see [`Coding`]).
+    /// gzip and deflate, in that order of preference, if this build writes them, at
+    /// [`Level::Default`], with a 1 KiB window and a minimum size of 512 bytes. zstd and br
+    /// are offered only when named: their compressors keep far more memory per stream (see
+    /// [`Coding`]).
     pub fn new() -> Self {
         Self {
             codings: Coding::ALL
@@ -149,7 +152,7 @@ impl Compression {
     /// The codings to offer, in the server's order of preference, which decides between codings
     /// a request weighs alike (browsers send `gzip, deflate, br, zstd`, all alike).
     ///
-    /// Default is gzip, deflate and zstd, those this build writes.
+    /// Default is gzip and deflate, if this build writes them.
     ///
     /// # Errors
     ///
@@ -257,7 +260,8 @@ mod tests {
     #[test]
     fn codings_named_twice_are_offered_once() {
         let built: Vec<_> = Coding::ALL.into_iter().filter(|c| c.is_built()).collect();
-        assert!(!Compression::new().codings.contains(&Coding::Brotli));
+        let offered = Compression::new().codings;
+        assert!(!offered.contains(&Coding::Brotli) && !offered.contains(&Coding::Zstd));
         let twice = built.iter().chain(&built).copied();
         let checked = Compression::new().codings(twice).check().unwrap();
         assert_eq!(checked.codings, built);

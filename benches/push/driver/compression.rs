@@ -2,8 +2,8 @@
 //! in each coding it offers against the same streams uncompressed, in the same run: memory
 //! per stream after it has sent a feed of events, the server's CPU per delivered event, the
 //! bytes on the wire per event and the time from publish to an event decoded by a client.
-//! And, in-process, NDJSON streams held open through tower-http's `CompressionLayer` (gzip at
-//! its defaults) against the same streams uncompressed.
+//! And the same figures, in-process, for NDJSON streams through tower-http's `CompressionLayer`
+//! (gzip at its defaults) against the same streams uncompressed.
 
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,9 +15,8 @@ use tokio::net::TcpStream;
 
 use crate::client::{find, Conn};
 use crate::process::{cpu_ns, example, Server};
-use crate::{cursor, nchan, percentile, unix_nanos, Settings};
+use crate::{cursor, nchan, order_json, percentile, unix_nanos, Settings};
 
-use super::parked::park_with;
 use super::table::Table;
 
 /// The tests' decoders: a client's view of each coding.
@@ -25,8 +24,8 @@ use super::table::Table;
 #[path = "../../../tests/common/decode.rs"]
 mod decode;
 
-/// The codings measured, each against identity: gzip and zstd as the demo offers them by
-/// default, br with `--compression br` (it is offered only when named).
+/// The codings measured, each against identity: gzip as the demo offers it by default, zstd
+/// and br with `--compression zstd` and `--compression br` (they are offered only when named).
 const CODINGS: [&str; 3] = ["gzip", "zstd", "br"];
 
 /// How many events each stream is sent, and how far apart they are published.
@@ -40,7 +39,7 @@ pub(super) async fn compression(settings: &Settings, table: &mut Table, order: [
     for coding in CODINGS {
         for compressed in order {
             let accept = if compressed { coding } else { "identity" };
-            let figures = feed(accept, n, coding == "br").await;
+            let figures = feed(Target::Demo(coding), accept, n).await;
             let row =
                 |what: &str| format!("{what}, N={n} SSE streams of the demo program, {coding}");
             table.add(
@@ -94,17 +93,57 @@ pub(super) async fn compression(settings: &Settings, table: &mut Table, order: [
         table.add(&row("CPU per compression"), "us", None, true, us);
         eprintln!("   {coding:4} each event alone: {bytes:.0} B, {us:.2} us per compression");
     }
-    let path = format!("/?after={}", cursor(1));
+    // tower-http's `CompressionLayer` (gzip at its defaults) around the stream layer, NDJSON
+    // (which its default predicate compresses), against the same layer told not to compress.
     for gzip in order {
         let kind = match gzip {
             true => "tower-push-ndjson-gzip",
             false => "tower-push-ndjson",
         };
-        let kib = park_with(kind, &path, &["accept-encoding: gzip"], n).await;
-        let name = format!(
-            "memory per open NDJSON stream, N={n}, tower-http's gzip at its defaults (in-process)"
+        let figures = feed(Target::InProcess(kind), "gzip", n).await;
+        let row = |what: &str| {
+            format!("{what}, N={n} NDJSON streams through tower-http's gzip (in-process)")
+        };
+        table.add(
+            &row("memory per stream after 50 events"),
+            "KiB",
+            None,
+            gzip,
+            figures.kib,
         );
-        table.add(&name, "KiB", None, gzip, kib);
+        table.add(
+            &row("server CPU per delivered event"),
+            "us",
+            None,
+            gzip,
+            figures.cpu_us,
+        );
+        table.add(
+            &row("bytes on the wire per event"),
+            "B",
+            None,
+            gzip,
+            figures.bytes,
+        );
+        table.add(
+            &row("publish to decoded, p50"),
+            "ms",
+            None,
+            gzip,
+            figures.p50,
+        );
+        table.add(
+            &row("publish to decoded, p99"),
+            "ms",
+            None,
+            gzip,
+            figures.p99,
+        );
+        eprintln!(
+            "   {kind:22} N={n}: {:.2} KiB per stream, {:.2} us CPU per event, {:.0} B per event, \
+             publish to decoded p50 {:.2} ms p99 {:.2} ms",
+            figures.kib, figures.cpu_us, figures.bytes, figures.p50, figures.p99
+        );
     }
 }
 
@@ -114,7 +153,7 @@ pub(super) async fn compression(settings: &Settings, table: &mut Table, order: [
 /// compression in microseconds: the codecs at the levels and window the layers use by default.
 fn alone(coding: &str) -> (f64, f64) {
     let frames: Vec<Vec<u8>> = (0..EVENTS)
-        .map(|i| format!("id: 1a2b3c4d5e6f7a8b-{i}\ndata: {}\n\n", order(i)).into_bytes())
+        .map(|i| format!("id: 1a2b3c4d5e6f7a8b-{i}\ndata: {}\n\n", order_json(i)).into_bytes())
         .collect();
     let started = Instant::now();
     let mut bytes = 0;
@@ -158,20 +197,46 @@ struct Figures {
     p99: f64,
 }
 
-/// Starts the demo program (offering br alone, with `br`), opens `n` SSE streams with `Accept-Encoding: accept` and one more
-/// that decodes what it reads, publishes [`EVENTS`] order events [`PACE`] apart, and measures.
-async fn feed(accept: &str, n: usize, br: bool) -> Figures {
-    let port = nchan::free_port();
-    let mut command = Command::new(example("demo", super::peer::DEMO_FEATURES));
-    command.args(["--addr", &format!("127.0.0.1:{port}")]);
-    command.args(["--max-held", &(n + 16).to_string()]);
-    if br {
-        command.args(["--compression", "br"]);
-    }
-    let server = Server::listening(command, port).await;
-    let mut control = Conn::connect(server.addr).await.expect("connect");
+/// Whose streams a side of a round reads.
+#[derive(Clone, Copy)]
+enum Target {
+    /// The demo program offering this coding: SSE streams, published to over `POST /publish`.
+    Demo(&'static str),
+    /// The bench's own server of this kind: NDJSON streams, published to over its control
+    /// service's `POST /publish-order`.
+    InProcess(&'static str),
+}
+
+/// Starts `target`, opens `n` streams with `Accept-Encoding: accept` and one more that decodes
+/// what it reads, publishes [`EVENTS`] order events [`PACE`] apart, and measures.
+async fn feed(target: Target, accept: &str, n: usize) -> Figures {
+    let (server, path, framing, delimiter) = match target {
+        Target::Demo(coding) => {
+            let port = nchan::free_port();
+            let mut command = Command::new(example("demo", super::peer::DEMO_FEATURES));
+            command.args(["--addr", &format!("127.0.0.1:{port}")]);
+            command.args(["--max-held", &(n + 16).to_string()]);
+            if coding != "gzip" {
+                command.args(["--compression", coding]);
+            }
+            let server = Server::listening(command, port).await;
+            (
+                server,
+                "/stream".to_owned(),
+                "text/event-stream",
+                &b"\n\n"[..],
+            )
+        }
+        Target::InProcess(kind) => (
+            Server::start(kind),
+            format!("/?after={}", cursor(1)),
+            "application/x-ndjson",
+            &b"\n"[..],
+        ),
+    };
+    let mut control = Conn::connect(server.control).await.expect("connect");
     let request = format!(
-        "GET /stream HTTP/1.1\r\nhost: 127.0.0.1\r\naccept: text/event-stream\r\n\
+        "GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\naccept: {framing}\r\n\
          accept-encoding: {accept}\r\n\r\n"
     );
     let before = server.rss_kib();
@@ -213,19 +278,26 @@ async fn feed(accept: &str, n: usize, br: bool) -> Figures {
         assert!(Instant::now() < deadline, "{accept}: streams did not open");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let mut probe = Probe::open(server.addr, &request).await;
+    let mut probe = Probe::open(server.addr, &request, delimiter).await;
     let cpu = cpu_ns(server.child.id());
     let mut latencies = Vec::with_capacity(EVENTS);
     for i in 0..EVENTS {
-        let event = order(i);
-        let publish = format!(
-            "POST /publish HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n\
-             content-length: {}\r\n\r\n{event}",
-            event.len()
-        );
+        let publish = match target {
+            Target::Demo(_) => {
+                let event = order_json(i);
+                format!(
+                    "POST /publish HTTP/1.1\r\nhost: 127.0.0.1\r\n\
+                     content-type: application/json\r\ncontent-length: {}\r\n\r\n{event}",
+                    event.len()
+                )
+            }
+            Target::InProcess(_) => format!(
+                "POST /publish-order?i={i} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: 0\r\n\r\n"
+            ),
+        };
         control.send(publish.as_bytes()).await.expect("publish");
         let (status, _) = control.response().await.expect("publish");
-        assert_eq!(status, 200, "POST /publish");
+        assert_eq!(status, 200, "{publish}");
         latencies.push(probe.next_event().await);
         tokio::time::sleep(PACE).await;
     }
@@ -246,20 +318,6 @@ async fn feed(accept: &str, n: usize, br: bool) -> Figures {
     }
 }
 
-/// A realistic feed's event of about 300 bytes: an order with the same keys every time, and
-/// its publish time in Unix nanoseconds (`t`).
-fn order(i: usize) -> String {
-    let status = ["paid", "packed", "shipped", "delivered"][i % 4];
-    format!(
-        r#"{{"id":"ord_{:06}","type":"order.updated","status":"{status}","customer":{{"id":"cus_{}","name":"Ada Lovelace","email":"ada@example.com"}},"items":[{{"sku":"SKU-{}","qty":{},"price":19.99}}],"currency":"EUR","t":{}}}"#,
-        i * 7919 % 1_000_000,
-        i * 31 % 10_000,
-        1000 + i % 90,
-        1 + i % 3,
-        unix_nanos()
-    )
-}
-
 /// A stream that decodes what it reads, as a client does: how long each event took from its
 /// publish to being decoded, and how many body bytes came over the wire.
 struct Probe {
@@ -268,10 +326,12 @@ struct Probe {
     decoder: Option<decode::Decoder>,
     decoded: Vec<u8>,
     wire: usize,
+    /// What ends a message: `\n\n` for SSE, `\n` for NDJSON.
+    delimiter: &'static [u8],
 }
 
 impl Probe {
-    async fn open(addr: std::net::SocketAddr, request: &str) -> Self {
+    async fn open(addr: std::net::SocketAddr, request: &str, delimiter: &'static [u8]) -> Self {
         let mut socket = TcpStream::connect(addr).await.expect("connect");
         socket.set_nodelay(true).expect("TCP_NODELAY");
         socket.write_all(request.as_bytes()).await.expect("send");
@@ -281,6 +341,7 @@ impl Probe {
             decoder: None,
             decoded: Vec::new(),
             wire: 0,
+            delimiter,
         };
         let end = loop {
             if let Some(end) = find(&probe.buf, b"\r\n\r\n") {
@@ -308,8 +369,8 @@ impl Probe {
     /// Reads until the next event's `data:` line is decoded; its latency in ms.
     async fn next_event(&mut self) -> f64 {
         loop {
-            if let Some(at) = find(&self.decoded, b"\n\n") {
-                let message: Vec<u8> = self.decoded.drain(..at + 2).collect();
+            if let Some(at) = find(&self.decoded, self.delimiter) {
+                let message: Vec<u8> = self.decoded.drain(..at + self.delimiter.len()).collect();
                 if let Some(t) = find(&message, b"\"t\":") {
                     let digits: String = message[t + 4..]
                         .iter()
@@ -337,7 +398,7 @@ impl Probe {
                     None => self.decoded.extend_from_slice(&data),
                 }
             }
-            if find(&self.decoded, b"\n\n").is_none() {
+            if find(&self.decoded, self.delimiter).is_none() {
                 self.fill().await;
             }
         }

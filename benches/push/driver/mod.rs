@@ -10,8 +10,8 @@
 //! - `topics.rs`: `--only topics`, polls that follow several topics.
 //! - `authorize.rs`: `--only authorize`, polls parked with an authorization check against
 //!   the same polls without.
-//! - `compression.rs`: `--only compression`, streams open through tower-http's gzip against
-//!   the same streams uncompressed.
+//! - `compression.rs`: `--only compression`, the demo program's SSE streams in each coding,
+//!   and NDJSON streams through tower-http's gzip, each against the same streams uncompressed.
 //! - `peer.rs`: the long-poll servers set against each other by `--only nchan` and
 //!   `--only scaling`.
 //! - `compare.rs`: `--only nchan` and `--only scaling`, one run.

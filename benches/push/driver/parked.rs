@@ -112,17 +112,3 @@ pub(super) async fn park(kind: &str, path: &str, n: usize) -> f64 {
     eprintln!("   {kind:17} {path}: {per_poll:.2} KiB per parked poll (N={n})");
     per_poll
 }
-
-/// Sends `n` requests for `path` with the extra `headers` (`name: value` each) and returns the
-/// server's memory growth per request waiting on its topic, in KiB.
-pub(super) async fn park_with(kind: &str, path: &str, headers: &[&str], n: usize) -> f64 {
-    let mut head = format!("GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\n");
-    for header in headers {
-        head.push_str(header);
-        head.push_str("\r\n");
-    }
-    head.push_str("\r\n");
-    let (per_request, _) = send_then_publish(kind, head.into_bytes(), n, false).await;
-    eprintln!("   {kind:24} {path} {headers:?}: {per_request:.2} KiB per request (N={n})");
-    per_request
-}
