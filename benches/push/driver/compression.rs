@@ -36,6 +36,35 @@ const PACE: Duration = Duration::from_millis(30);
 /// or last).
 pub(super) async fn compression(settings: &Settings, table: &mut Table, order: [bool; 2]) {
     let n = settings.parked;
+    // One stream alone: what compression adds to an event's way, without a fan-out's queue.
+    for coding in CODINGS {
+        for compressed in order {
+            let accept = if compressed { coding } else { "identity" };
+            let alone = feed(Target::Demo(coding), accept, 0).await;
+            let row = |what: &str| format!("{what}, one SSE stream of the demo program, {coding}");
+            table.add(
+                &row("publish to decoded, p50"),
+                "ms",
+                None,
+                compressed,
+                alone.p50,
+            );
+            table.add(
+                &row("publish to decoded, p99"),
+                "ms",
+                None,
+                compressed,
+                alone.p99,
+            );
+            table.add(
+                &row("bytes on the wire per event"),
+                "B",
+                Some((0.40, false)),
+                compressed,
+                alone.bytes,
+            );
+        }
+    }
     for coding in CODINGS {
         for compressed in order {
             let accept = if compressed { coding } else { "identity" };
