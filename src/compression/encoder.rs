@@ -25,6 +25,15 @@ enum Inner {
     Ended,
 }
 
+// Without a coding, nothing makes an encoder: its methods have nothing to do.
+#[cfg_attr(
+    not(any(
+        feature = "compression-gzip",
+        feature = "compression-br",
+        feature = "compression-zstd"
+    )),
+    allow(unreachable_code, unused_variables, unused_mut)
+)]
 impl Encoder {
     /// A compressor for `coding` with `settings`, which allocates only when it is first given
     /// bytes.
@@ -32,14 +41,6 @@ impl Encoder {
     /// # Panics
     ///
     /// Panics for a coding this build leaves out; the builders refuse to offer one.
-    #[cfg_attr(
-        not(any(
-            feature = "compression-gzip",
-            feature = "compression-br",
-            feature = "compression-zstd"
-        )),
-        allow(unreachable_code, unused_variables)
-    )]
     pub(crate) fn new(coding: Coding, settings: &Compression) -> Self {
         let level = settings.level;
         let window_log = settings.window_log();
@@ -62,14 +63,6 @@ impl Encoder {
 
     /// Compresses `input` and flushes it; with `last`, ends the coded stream (its final block
     /// and checksum) and frees the compressor. Empty after the end.
-    #[cfg_attr(
-        not(any(
-            feature = "compression-gzip",
-            feature = "compression-br",
-            feature = "compression-zstd"
-        )),
-        allow(unused_mut, unused_variables)
-    )]
     pub(crate) fn encode(&mut self, input: &[u8], last: bool) -> Bytes {
         let mut out = Vec::with_capacity(input.len() / 2 + 64);
         match &mut self.inner {
