@@ -13,6 +13,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use tokio::sync::watch;
 
@@ -223,6 +224,8 @@ impl FileStoreBuilder {
             failed: None,
             closing: false,
             dead: 0,
+            taken: 0,
+            gathering: false,
         };
         State::new(&self.memory, journal)
     }
@@ -366,6 +369,11 @@ pub(super) struct FileJournal {
     closing: bool,
     /// About how many bytes of the log hold streams deleted since its last compaction.
     dead: u64,
+    /// The last record the log's thread took into a batch.
+    taken: u64,
+    /// The log's thread waits for more records to join its next batch: every new record wakes
+    /// it.
+    gathering: bool,
 }
 
 /// What a record costs in the log besides its data: its framing and fields.
@@ -527,7 +535,7 @@ impl Locked for FileStore {
                 (Some(failed), true) => Err(failed.clone()),
                 _ => decide(&mut state),
             };
-            let wake = idle && !state.journal.pending.is_empty();
+            let wake = (idle || state.journal.gathering) && !state.journal.pending.is_empty();
             (answer, state.lsn_of(path), wake)
         };
         // Once the lock is free: the log's thread takes it as soon as it wakes.
@@ -563,12 +571,19 @@ impl Locked for FileStore {
 
 store_over_state!(FileStore);
 
+/// The longest the log's thread waits for records to join a batch, when the last batch had
+/// more than are pending: about a round trip from an answer to its writer's next append.
+const GATHER: std::time::Duration = std::time::Duration::from_micros(200);
+
 /// A log bigger than this is compacted once it holds more than twice what the streams hold.
 const COMPACT_FROM: u64 = 64 << 20;
 
 /// The log's thread: writes what the store's changes left pending, one batch and one sync at a
 /// time, until the store is dropped or a write fails.
 fn write_log(shared: &Shared, mut media: Box<dyn Media>, mut number: u64) {
+    // How many records the last batch had: the writers answered by its sync are likely on
+    // their way back with their next ones.
+    let mut last_batch = 0;
     loop {
         let (body, lsn, rings, compact) = {
             let mut state = lock(shared);
@@ -581,7 +596,26 @@ fn write_log(shared: &Shared, mut media: Box<dyn Media>, mut number: u64) {
             if state.journal.pending.is_empty() {
                 return;
             }
+            // Fewer records than the last batch had: wait a moment for the others, so that one
+            // sync serves them all rather than every other sync serving a few.
+            let deadline = Instant::now() + GATHER;
+            while state.journal.next_lsn - 1 - state.journal.taken < last_batch
+                && !state.journal.closing
+            {
+                let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                    break;
+                };
+                state.journal.gathering = true;
+                state = shared
+                    .wake
+                    .wait_timeout(state, left)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+                state.journal.gathering = false;
+            }
             let journal = &mut state.journal;
+            last_batch = journal.next_lsn - 1 - journal.taken;
+            journal.taken = journal.next_lsn - 1;
             let body = std::mem::take(&mut journal.pending);
             let rings = std::mem::take(&mut journal.rings);
             journal.log_len += (log::BATCH_HEADER_LEN + body.len()) as u64;
@@ -645,6 +679,7 @@ fn compact_log(shared: &Shared, media: &mut dyn Media, number: &mut u64) -> io::
         // What is pending is in the streams already.
         let journal = &mut state.journal;
         journal.pending.clear();
+        journal.taken = journal.next_lsn - 1;
         let rings = std::mem::take(&mut journal.rings);
         (streams, state.next_epoch, state.journal.next_lsn - 1, rings)
     };
