@@ -117,10 +117,14 @@ impl Pipeline {
     where
         S: Service<Subscribe> + Clone,
     {
-        self.try_admit(parts, source, start).map_err(|rejection| {
-            telemetry::rejected(self.kind, &rejection);
-            refuse(&rejection)
-        })
+        // The coding the request accepts, read before its head is given away or refused.
+        let compression = self.compression.as_deref();
+        let choice = crate::compression::negotiate(&parts.headers, compression);
+        self.try_admit(parts, source, start, choice)
+            .map_err(|rejection| {
+                telemetry::rejected(self.kind, &rejection);
+                crate::compression::answer(refuse(&rejection), choice, compression)
+            })
     }
 
     fn try_admit<S>(
@@ -128,6 +132,7 @@ impl Pipeline {
         parts: Parts,
         source: &S,
         start: impl FnOnce(&Parts) -> Result<Option<Position>, Rejection>,
+        choice: Option<crate::compression::Choice>,
     ) -> Result<Follow<S>, Rejection>
     where
         S: Service<Subscribe> + Clone,
@@ -209,6 +214,7 @@ impl Pipeline {
             shutdown: self.shutdown.as_ref().map(Shutdown::wait),
             slot: Some(slot),
             detached: false,
+            choice,
             watch,
         })
     }
@@ -389,6 +395,8 @@ pin_project! {
         slot: Option<Slot>,
         // Whether the request head has storage of its own yet.
         detached: bool,
+        // The coding the request accepts, when the layer compresses.
+        choice: Option<crate::compression::Choice>,
         // Authorization checks still running, and the timer of the next one; `None` for a
         // request that is not checked again.
         watch: Option<Box<Watch>>,
@@ -434,9 +442,21 @@ where
     S::Error: Into<BoxError>,
 {
     /// The request's head.
-    /// The layer's settings.
-    pub(crate) fn pipeline(&self) -> &Pipeline {
-        &self.pipeline
+    /// `response` in the coding the request accepts, if the layer compresses.
+    pub(crate) fn compress(&self, response: Response<PushBody>) -> Response<PushBody> {
+        let compression = self.pipeline.compression.as_deref();
+        crate::compression::answer(response, self.choice, compression)
+    }
+
+    /// The coding the request accepts and the layer's compression settings, for an answer
+    /// that outlives the follower (a stream's body).
+    pub(crate) fn compression(
+        &self,
+    ) -> Option<(
+        crate::compression::Choice,
+        Arc<crate::compression::Compression>,
+    )> {
+        Some((self.choice?, self.pipeline.compression.clone()?))
     }
 
     pub(crate) fn parts(&self) -> &Parts {

@@ -11,7 +11,7 @@ use http::Response;
 use tower_service::Service;
 
 use super::stream::EventStream;
-use crate::compression::{self, Choice};
+use crate::compression;
 use crate::format::StreamFormat;
 use crate::headers::{self, PUSH_CURSOR};
 use crate::source::{Outcome, Subscribe};
@@ -34,8 +34,7 @@ where
     S: Service<Subscribe>,
 {
     Rejected(Option<Response<PushBody>>),
-    /// The stream, and the coding its request accepts when the layer compresses.
-    Opening(Option<Pin<Box<EventStream<S, F>>>>, Option<Choice>),
+    Opening(Option<Pin<Box<EventStream<S, F>>>>),
 }
 
 impl<S, F> ResponseFuture<S, F>
@@ -48,9 +47,9 @@ where
         }
     }
 
-    pub(crate) fn opening(stream: Pin<Box<EventStream<S, F>>>, choice: Option<Choice>) -> Self {
+    pub(crate) fn opening(stream: Pin<Box<EventStream<S, F>>>) -> Self {
         Self {
-            state: State::Opening(Some(stream), choice),
+            state: State::Opening(Some(stream)),
         }
     }
 }
@@ -67,10 +66,10 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut response = match &mut self.get_mut().state {
             State::Rejected(response) => response.take().expect("polled after completion"),
-            State::Opening(stream, choice) => {
+            State::Opening(stream) => {
                 let mut stream = stream.take().expect("polled after completion");
                 // Kept while the stream moves into the body.
-                let compression = stream.compression().cloned();
+                let compression = stream.compression();
                 let response = match stream.as_mut().poll_open(cx) {
                     Err(rejection) => {
                         stream.as_mut().refused(&rejection);
@@ -89,7 +88,12 @@ where
                         response
                     }
                 };
-                compression::answer(response, *choice, compression.as_deref())
+                match compression {
+                    Some((choice, settings)) => {
+                        compression::answer(response, Some(choice), Some(&settings))
+                    }
+                    None => response,
+                }
             }
         };
         headers::stream(response.headers_mut());
@@ -104,7 +108,7 @@ where
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
             State::Rejected(_) => "rejected",
-            State::Opening(..) => "opening",
+            State::Opening(_) => "opening",
         };
         f.debug_struct("ResponseFuture")
             .field("state", &state)

@@ -6,7 +6,7 @@ use super::future::ResponseFuture;
 use super::stream::EventStream;
 use crate::format::{AutoFormat, StreamFormat};
 use crate::source::{Outcome, Subscribe};
-use crate::{compression, BoxError};
+use crate::BoxError;
 
 define_push_service! {
     /// Chunked streaming over an event source `S`: see the [module docs](crate::chunked_stream).
@@ -63,19 +63,14 @@ where
 
     fn answer(&mut self, parts: Parts, format: F) -> ResponseFuture<S, F> {
         let config = &*self.config;
-        let compression = config.pipeline.compression.as_deref();
-        let choice = compression::negotiate(&parts.headers, compression);
         let start = |parts: &_| format.start(parts);
         let refuse = |rejection: &_| format.rejection(rejection);
         let follow = match config.pipeline.admit(parts, &self.inner, start, refuse) {
             Ok(follow) => follow,
-            Err(refused) => {
-                let refused = compression::answer(refused, choice, compression);
-                return ResponseFuture::rejected(refused);
-            }
+            Err(refused) => return ResponseFuture::rejected(refused),
         };
         let lifetime = crate::random::shorten(config.max_lifetime, config.lifetime_jitter);
         let stream = EventStream::new(follow, format, config.heartbeat, lifetime);
-        ResponseFuture::opening(Box::pin(stream), choice)
+        ResponseFuture::opening(Box::pin(stream))
     }
 }

@@ -92,9 +92,14 @@ where
         &self.format
     }
 
-    /// How the layer compresses its answers, if it does.
-    pub(crate) fn compression(&self) -> Option<&std::sync::Arc<crate::compression::Compression>> {
-        self.follow.pipeline().compression.as_ref()
+    /// The coding the request accepts and the layer's compression settings, if it compresses.
+    pub(crate) fn compression(
+        &self,
+    ) -> Option<(
+        crate::compression::Choice,
+        std::sync::Arc<crate::compression::Compression>,
+    )> {
+        self.follow.compression()
     }
 
     /// The cursor the stream opened at, once the request or the source has named it.

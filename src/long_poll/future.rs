@@ -13,7 +13,6 @@ use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
 use super::supersede::Superseded;
-use crate::compression::{self, Choice};
 use crate::follow::{Follow, Step};
 use crate::format::PollFormat;
 use crate::source::{Outcome, Subscribe};
@@ -56,8 +55,6 @@ pin_project! {
             deadline: Instant,
             // Boxed: most layers do not track clients, and a parked poll should not pay for it.
             superseded: Option<Pin<Box<Superseded>>>,
-            // The coding the request accepts, when the layer compresses.
-            choice: Option<Choice>,
         },
     }
 }
@@ -80,7 +77,6 @@ where
         format: F,
         hold: Duration,
         superseded: Option<Superseded>,
-        choice: Option<Choice>,
     ) -> Self {
         Self {
             state: State::Holding {
@@ -89,7 +85,6 @@ where
                 sleep: None,
                 deadline: Instant::now() + hold,
                 superseded: superseded.map(Box::pin),
-                choice,
             },
         }
     }
@@ -106,9 +101,8 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut state = self.project().state;
         let mut response = ready!(state.as_mut().poll_answer(cx));
-        if let StateProj::Holding { follow, choice, .. } = state.as_mut().project() {
-            let compression = follow.pipeline().compression.as_deref();
-            response = compression::answer(response, *choice, compression);
+        if let StateProj::Holding { follow, .. } = state.as_mut().project() {
+            response = follow.compress(response);
         }
         // Free the source's future, the timers and the place under the caps at once, not when
         // the server gets around to dropping this future.
@@ -135,7 +129,6 @@ where
                 sleep,
                 deadline,
                 superseded,
-                choice: _,
             } => (follow, format, sleep, *deadline, superseded),
         };
         let (response, outcome) = loop {

@@ -4,7 +4,7 @@ use tower_service::Service;
 use super::future::ResponseFuture;
 use crate::format::{JsonFormat, PollFormat};
 use crate::source::{Outcome, Subscribe};
-use crate::{compression, BoxError};
+use crate::BoxError;
 
 define_push_service! {
     /// Long polling over an event source `S`: see the [module docs](crate::long_poll).
@@ -52,15 +52,11 @@ where
         // A poll carries nothing in its body; do not keep it alive for the whole hold.
         drop(body);
         let config = &*self.config;
-        let compression = config.pipeline.compression.as_deref();
-        let choice = compression::negotiate(&parts.headers, compression);
         let start = |parts: &_| format.start(parts);
         let refuse = |rejection: &_| format.rejection(rejection);
         let follow = match config.pipeline.admit(parts, &self.inner, start, refuse) {
             Ok(follow) => follow,
-            Err(refused) => {
-                return ResponseFuture::rejected(compression::answer(refused, choice, compression))
-            }
+            Err(refused) => return ResponseFuture::rejected(refused),
         };
         let superseded = config
             .supersede
@@ -70,6 +66,6 @@ where
             0.0 => config.hold,
             jitter => crate::random::shorten(config.hold, jitter),
         };
-        ResponseFuture::hold(follow, format, hold, superseded, choice)
+        ResponseFuture::hold(follow, format, hold, superseded)
     }
 }
