@@ -256,7 +256,7 @@ mod zstd {
     impl Stream {
         pub(super) fn new(level: Level, window_log: u8) -> Self {
             Self {
-                level: super::scale(level, [1, 1, 3, 19]),
+                level: super::scale(level, [1, 1, 3, 22]),
                 window_log: u32::from(window_log),
                 context: None,
             }
@@ -461,6 +461,8 @@ mod tests {
                 (Level::Fastest, 1024),
                 (Level::Precise(9), 32 * 1024),
                 (Level::Precise(0), 2048),
+                // Clamped to each coding's highest.
+                (Level::Precise(99), 1024),
             ] {
                 let mut encoder = Encoder::new(coding, &settings(coding, level, window));
                 let mut client = Client::new(coding);
