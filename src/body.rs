@@ -90,7 +90,7 @@ impl PushBody {
     /// small, or empty).
     pub(crate) fn encode(self, mut encoder: Encoder, min_size: usize) -> Result<Self, Self> {
         match self.kind {
-            Kind::Full(Some(bytes)) if bytes.len() >= min_size.max(1) => {
+            Kind::Full(Some(bytes)) if bytes.len() >= min_size => {
                 Ok(Self::full(encoder.encode(&bytes, true)))
             }
             Kind::Full(_) => Err(self),

@@ -45,6 +45,7 @@ fn main() -> ExitCode {
             long_poll_at_the_tail_of_a_closed_stream_answers_at_once,
             sse_pairs_every_data_event_with_a_control_and_ends_on_close,
             sse_live_reads_are_compressed_each_event_flushed,
+            catch_up_reads_compress_with_an_etag_per_coding,
             shutdown_answers_held_long_polls,
             forks_read_their_source_up_to_the_fork_offset,
             the_store_refuses_streams_and_bytes_beyond_its_bounds,
@@ -650,6 +651,60 @@ fn sse_live_reads_are_compressed_each_event_flushed() {
                 );
             }
         }
+    });
+}
+
+/// A catch-up read of a service that compresses: gzip when the client accepts it and the
+/// answer is large enough, each coding with an `ETag` of its own, so that a `304` is never
+/// answered for a representation the client does not hold.
+fn catch_up_reads_compress_with_an_etag_per_coding() {
+    use std::io::Read as _;
+    use tower_push::compression::{Coding, Compression};
+    if !Coding::Gzip.is_built() {
+        return;
+    }
+    runtime(false).block_on(async {
+        let service = DurableStreams::builder(MemoryStore::new())
+            .prefix("/v1/stream")
+            .compression(Compression::new())
+            .build()
+            .unwrap();
+        let addr = serve(service).await;
+        put(addr, "/v1/stream/orders", "application/json").await;
+        let json = [("content-type", "application/json")];
+        for n in 0..30 {
+            let body = format!(r#"{{"order":{n},"status":"shipped","customer":"Ada Lovelace"}}"#);
+            send(addr, Method::POST, "/v1/stream/orders", &json, body).await;
+        }
+        let path = "/v1/stream/orders?offset=-1";
+        let gzip = get_with(addr, path, &[("accept-encoding", "gzip")]).await;
+        assert_eq!(gzip.status, 200);
+        assert_eq!(gzip.header("content-encoding"), Some("gzip"));
+        assert_eq!(gzip.header("vary"), Some("accept-encoding"));
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&gzip.body[..])
+            .read_to_string(&mut text)
+            .unwrap();
+        let values: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+        assert_eq!(values.len(), 30);
+        let plain = get(addr, path).await;
+        assert_eq!(plain.header("content-encoding"), None);
+        assert_eq!(plain.body, text.as_bytes());
+        let (gzip_tag, plain_tag) = (gzip.header("etag").unwrap(), plain.header("etag").unwrap());
+        assert_ne!(gzip_tag, plain_tag);
+        // The client holds the gzip representation: 304 while it asks for gzip, the other
+        // representation whole when it does not.
+        let again = [("accept-encoding", "gzip"), ("if-none-match", gzip_tag)];
+        assert_eq!(get_with(addr, path, &again).await.status, 304);
+        let other = get_with(addr, path, &[("if-none-match", gzip_tag)]).await;
+        assert_eq!(other.status, 200);
+        assert_eq!(other.body, plain.body);
+        // A small read is not worth compressing: identity, and the identity tag.
+        put(addr, "/v1/stream/small", "application/json").await;
+        send(addr, Method::POST, "/v1/stream/small", &json, "1").await;
+        let small = get_with(addr, "/v1/stream/small?offset=-1", &[("accept-encoding", "gzip")]).await;
+        assert_eq!(small.header("content-encoding"), None);
+        assert_eq!(&small.body[..], b"[1]");
     });
 }
 

@@ -81,6 +81,30 @@ pub(crate) fn negotiate(headers: &HeaderMap, settings: Option<&Compression>) -> 
     settings.map(|settings| negotiate::negotiate(headers, &settings.codings))
 }
 
+/// The smallest whole answer compressed: any with a byte when the client refuses identity.
+fn min_size(required: bool, settings: &Compression) -> usize {
+    if required {
+        1
+    } else {
+        settings.min_size.max(1)
+    }
+}
+
+/// The coding a whole answer of `len` bytes is written in, as [`answer`] writes it: for an
+/// answer that must know it before it is made (an entity tag of its own per coding).
+pub(crate) fn coding_for(
+    choice: Option<Choice>,
+    settings: Option<&Compression>,
+    len: usize,
+) -> Option<Coding> {
+    match (choice?, settings?) {
+        (Choice::Coding { coding, required }, settings) if len >= min_size(required, settings) => {
+            Some(coding)
+        }
+        _ => None,
+    }
+}
+
 /// `response` in the coding of `choice` (made by [`negotiate`] with `settings`), saying that it
 /// varies with `Accept-Encoding`. An answer without a body (`204`), one too small to be worth
 /// it and one already encoded stay as they are; nothing changes when the layer does not
@@ -101,10 +125,9 @@ pub(crate) fn answer(
     if response.headers().contains_key(CONTENT_ENCODING) {
         return response;
     }
-    let min_size = if required { 1 } else { settings.min_size };
     let encoder = Encoder::new(coding, settings);
     let body = std::mem::take(response.body_mut());
-    match body.encode(encoder, min_size) {
+    match body.encode(encoder, min_size(required, settings)) {
         Ok(encoded) => {
             *response.body_mut() = encoded;
             let headers = response.headers_mut();

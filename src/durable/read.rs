@@ -21,7 +21,9 @@ use super::service::DurableStreams;
 use super::source::StreamSource;
 use super::store::{Info, Mode, Payload, Store, StoreError};
 use super::Offset;
-use crate::{chunked_stream, long_poll, ChunkedStream, Cursor, Epoch, LongPoll, PushBody};
+use crate::{
+    chunked_stream, compression, long_poll, ChunkedStream, Cursor, Epoch, LongPoll, PushBody,
+};
 
 impl<St: Store> DurableStreams<St> {
     /// `HEAD`: the stream's tail, content type, expiry and whether it is closed.
@@ -112,25 +114,12 @@ impl<St: Store> DurableStreams<St> {
             None | Some(b"-1") => "-1".to_owned(),
             Some(_) => read.from.to_string(),
         };
-        let etag = format!(
-            "\"{:x}:{start}:{next}{}\"",
-            read.info.epoch,
-            if closed { ":c" } else { "" }
-        );
-        let etag = HeaderValue::try_from(etag).expect("hex, digits and punctuation");
-        let matches = parts
-            .headers
-            .get_all(IF_NONE_MATCH)
-            .iter()
-            .any(|v| v == etag || v == "*");
-        let mut response = if matches {
-            empty(StatusCode::NOT_MODIFIED)
-        } else if Mode::of(&read.info.content_type) == Mode::Json {
+        let body = if Mode::of(&read.info.content_type) == Mode::Json {
             let values = read.chunks.iter().flat_map(|chunk| match &chunk.payload {
                 Payload::Json(values) => &values[..],
                 Payload::Bytes(_) => &[],
             });
-            Response::new(PushBody::full(json_array(values.map(|value| &value[..]))))
+            json_array(values.map(|value| &value[..]))
         } else {
             let mut body = Vec::new();
             for chunk in &read.chunks {
@@ -138,8 +127,31 @@ impl<St: Store> DurableStreams<St> {
                     body.extend_from_slice(bytes);
                 }
             }
+            body
+        };
+        // Each coding is a representation of its own, with an entity tag of its own.
+        let settings = self.config.compression.as_ref();
+        let choice = compression::negotiate(&parts.headers, settings);
+        let coding = compression::coding_for(choice, settings, body.len());
+        let etag = format!(
+            "\"{:x}:{start}:{next}{}{}{}\"",
+            read.info.epoch,
+            if closed { ":c" } else { "" },
+            if coding.is_some() { ":" } else { "" },
+            coding.map_or("", |coding| coding.as_str()),
+        );
+        let etag = HeaderValue::try_from(etag).expect("hex, digits and punctuation");
+        let matches = parts
+            .headers
+            .get_all(IF_NONE_MATCH)
+            .iter()
+            .any(|v| v == etag || v == "*");
+        let response = if matches {
+            empty(StatusCode::NOT_MODIFIED)
+        } else {
             Response::new(PushBody::full(body))
         };
+        let mut response = compression::answer(response, choice, settings);
         let out = response.headers_mut();
         if let Ok(ct) = HeaderValue::try_from(&read.info.content_type) {
             out.insert(CONTENT_TYPE, ct);

@@ -23,6 +23,7 @@ use super::key::Prefix;
 use super::source::StreamSource;
 use super::store::{Store, StoreError};
 use crate::authorize::{Access, Authorize, Authorizer, Check, Verdict};
+use crate::compression::Compression;
 use crate::{
     BoxError, ChunkedStream, ChunkedStreamBuilder, ChunkedStreamLayer, ConfigError, LongPoll,
     LongPollBuilder, LongPollLayer, PushBody,
@@ -52,6 +53,8 @@ pub(super) struct Config {
     pub(super) max_producer_id: usize,
     /// Who may do what with which streams, if anyone is checked.
     pub(super) authorizer: Option<Authorizer>,
+    /// How catch-up reads are compressed, if they are.
+    pub(super) compression: Option<Compression>,
 }
 
 /// The Durable Streams protocol over a [`Store`]: see the [module docs](super).
@@ -115,6 +118,7 @@ impl<St: Store> DurableStreams<St> {
             poll: LongPollLayer::builder(),
             sse: ChunkedStreamLayer::builder().max_lifetime(Duration::from_secs(60)),
             authorizer: None,
+            compression: None,
         }
     }
 }
@@ -174,6 +178,7 @@ pub struct DurableStreamsBuilder<St> {
     poll: LongPollBuilder,
     sse: ChunkedStreamBuilder,
     authorizer: Option<Authorizer>,
+    compression: Option<Compression>,
 }
 
 impl<St: Store> DurableStreamsBuilder<St> {
@@ -302,6 +307,31 @@ impl<St: Store> DurableStreamsBuilder<St> {
         self
     }
 
+    /// Compresses answers in a coding the request accepts: catch-up reads whole (from the
+    /// setting's minimum size, each coding with an `ETag` of its own), and live reads with
+    /// every event flushed, as [`sse`](Self::sse) and [`long_poll`](Self::long_poll) builders
+    /// given this same setting do; see the [`compression`](crate::compression) module.
+    ///
+    /// Default: no compression.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_push::compression::Compression;
+    /// use tower_push::durable::{DurableStreams, MemoryStore};
+    ///
+    /// let service = DurableStreams::builder(MemoryStore::new())
+    ///     .compression(Compression::new())
+    ///     .build()?;
+    /// # drop(service);
+    /// # Ok::<(), tower_push::ConfigError>(())
+    /// ```
+    #[must_use]
+    pub fn compression(mut self, compression: Compression) -> Self {
+        self.compression = Some(compression);
+        self
+    }
+
     /// The service.
     ///
     /// # Errors
@@ -323,6 +353,14 @@ impl<St: Store> DurableStreamsBuilder<St> {
         let prefix = Prefix::new(&self.prefix);
         let source = StreamSource::new(store.clone(), prefix.clone(), self.max_read);
         let (mut poll, mut sse) = (self.poll, self.sse);
+        let compression = match self.compression {
+            Some(compression) => {
+                poll = poll.compression(compression.clone());
+                sse = sse.compression(compression.clone());
+                Some(compression.check()?).filter(|c| !c.codings.is_empty())
+            }
+            None => None,
+        };
         if let Some(authorizer) = &self.authorizer {
             // Live reads check again while they wait, for the stream the path names.
             let read = |authorizer: &Authorizer| {
@@ -348,6 +386,7 @@ impl<St: Store> DurableStreamsBuilder<St> {
                 max_name: self.max_name,
                 max_producer_id: self.max_producer_id,
                 authorizer: self.authorizer,
+                compression,
             }),
             poll,
             sse,
