@@ -57,6 +57,7 @@ fn main() -> ExitCode {
             &[NODE, NPM],
             tests![
                 the_official_conformance_suite_passes,
+                the_official_conformance_suite_passes_with_compression,
                 the_official_conformance_suite_passes_on_the_file_store_after_crashes,
                 the_official_ts_client_follows_live_and_resumes_from_its_offset,
                 the_official_ts_client_follows_the_file_store_across_kill_9,
@@ -702,7 +703,12 @@ fn catch_up_reads_compress_with_an_etag_per_coding() {
         // A small read is not worth compressing: identity, and the identity tag.
         put(addr, "/v1/stream/small", "application/json").await;
         send(addr, Method::POST, "/v1/stream/small", &json, "1").await;
-        let small = get_with(addr, "/v1/stream/small?offset=-1", &[("accept-encoding", "gzip")]).await;
+        let small = get_with(
+            addr,
+            "/v1/stream/small?offset=-1",
+            &[("accept-encoding", "gzip")],
+        )
+        .await;
         assert_eq!(small.header("content-encoding"), None);
         assert_eq!(&small.body[..], b"[1]");
     });
@@ -1010,6 +1016,47 @@ fn install(kit: &str, files: &[&str]) -> tempfile::TempDir {
 fn the_official_conformance_suite_passes() {
     let (_runtime, addr) = background_server();
     conformance_suite(addr);
+}
+
+/// The suite again, against a service that compresses every answer in every coding the build
+/// has, for the suite's client (Node.js's `fetch`, which accepts gzip, deflate and br and
+/// decodes them).
+fn the_official_conformance_suite_passes_with_compression() {
+    use tower_push::compression::{Coding, Compression};
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let every = [Coding::Gzip, Coding::Deflate, Coding::Brotli, Coding::Zstd];
+    let service = DurableStreams::builder(MemoryStore::new())
+        .long_poll(LongPollLayer::builder().hold_timeout(Duration::from_secs(1)))
+        .compression(
+            Compression::new()
+                .codings(every.into_iter().filter(|c| c.is_built()))
+                .min_size(1),
+        )
+        .build()
+        .unwrap();
+    // Counts the compressed answers, to know that the suite's client asked for them.
+    let compressed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = compressed.clone();
+    let service = tower::service_fn(move |req: Request<hyper::body::Incoming>| {
+        let answer = tower::Service::call(&mut service.clone(), req);
+        let counted = counted.clone();
+        async move {
+            let response = answer.await?;
+            if response.headers().contains_key("content-encoding") {
+                counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Ok::<_, std::convert::Infallible>(response)
+        }
+    });
+    let addr = runtime.block_on(serve(service));
+    conformance_suite(addr);
+    let compressed = compressed.load(std::sync::atomic::Ordering::Relaxed);
+    println!("{compressed} answers compressed during the suite");
+    assert!(compressed > 100, "{compressed} answers compressed");
 }
 
 /// Runs the official suite against the server at `addr` and checks that all of it passes.
