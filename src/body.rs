@@ -84,19 +84,23 @@ impl PushBody {
         }
     }
 
-    /// This body written by `encoder`: a stream frame by frame, each frame flushed so that the
-    /// client decodes it whole as soon as it arrives; a body of one frame whole, when it has at
-    /// least `min_size` bytes. `Err` gives the body back unchanged when it stays as it is (too
-    /// small, or empty).
-    pub(crate) fn encode(self, mut encoder: Encoder, min_size: usize) -> Result<Self, Self> {
+    /// This body written by the encoder `encoder` makes: a stream frame by frame, each frame
+    /// flushed so that the client decodes it whole as soon as it arrives; a body of one frame
+    /// whole, when it has at least `min_size` bytes. `Err` gives the body back unchanged when
+    /// it stays as it is (too small, or empty), without making an encoder.
+    pub(crate) fn encode(
+        self,
+        encoder: impl FnOnce() -> Encoder,
+        min_size: usize,
+    ) -> Result<Self, Self> {
         match self.kind {
             Kind::Full(Some(bytes)) if bytes.len() >= min_size => {
-                Ok(Self::full(encoder.encode(&bytes, true)))
+                Ok(Self::full(encoder().encode(&bytes, true)))
             }
             Kind::Full(_) => Err(self),
             Kind::Stream(frames) => Ok(Self::stream(Box::pin(Encoded {
                 frames: frames.into_inner(),
-                encoder,
+                encoder: encoder(),
                 ended: false,
             }))),
         }

@@ -125,7 +125,7 @@ pub(crate) fn answer(
     if response.headers().contains_key(CONTENT_ENCODING) {
         return response;
     }
-    let encoder = Encoder::new(coding, settings);
+    let encoder = || Encoder::new(coding, settings);
     let body = std::mem::take(response.body_mut());
     match body.encode(encoder, min_size(required, settings)) {
         Ok(encoded) => {
