@@ -92,6 +92,7 @@ fn min_size(required: bool, settings: &Compression) -> usize {
 
 /// The coding a whole answer of `len` bytes is written in, as [`answer`] writes it: for an
 /// answer that must know it before it is made (an entity tag of its own per coding).
+#[cfg(feature = "durable")]
 pub(crate) fn coding_for(
     choice: Option<Choice>,
     settings: Option<&Compression>,
