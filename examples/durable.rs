@@ -28,6 +28,7 @@ use clap::{error::ErrorKind, Parser};
 use http::request::Parts;
 use tokio::net::TcpListener;
 use tower_push::authorize::{Access, Check, Verdict};
+use tower_push::compression::Compression;
 use tower_push::durable::{DurableStreams, MemoryStore, Store};
 use tower_push::server::{self, Server};
 use tower_push::{ChunkedStreamLayer, LongPollLayer, Shutdown};
@@ -78,6 +79,12 @@ struct Args {
     /// is open to everyone. SIGHUP reads the file again
     #[arg(long, value_name = "FILE")]
     tokens: Option<std::path::PathBuf>,
+    /// Compress answers for the clients that accept it, in these content codings, in the order
+    /// of preference that settles ties (`gzip,deflate,zstd,br`): catch-up reads whole, live
+    /// reads with every event flushed. Needs the crate's `compression-*` features. Default: no
+    /// compression
+    #[arg(long, value_name = "CODINGS", value_delimiter = ',')]
+    compression: Vec<tower_push::compression::Coding>,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -134,6 +141,10 @@ async fn serve<St: Store>(args: Args, store: St) -> Result<(), Box<dyn std::erro
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             Check::ready(tokens.verdict(request, stream.unwrap_or_default(), access))
         });
+    }
+    if !args.compression.is_empty() {
+        let compression = Compression::new().codings(args.compression.iter().copied());
+        builder = builder.compression(compression);
     }
     let service = builder
         .prefix("/v1/stream")

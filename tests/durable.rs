@@ -51,6 +51,7 @@ fn main() -> ExitCode {
             the_store_refuses_streams_and_bytes_beyond_its_bounds,
             authorization_refuses_as_if_the_stream_did_not_exist,
             the_durable_example_serves_each_token_its_streams,
+            the_durable_example_compresses_when_asked,
             the_file_store_keeps_every_acknowledged_append_through_kill_9,
         ])
         .needing(
@@ -1458,6 +1459,41 @@ fn the_file_store_keeps_every_acknowledged_append_through_kill_9() {
 
 /// `examples/durable --tokens FILE`: read-only and read-write tokens by prefix, over the
 /// binary a user runs; a tokens file with a mistake stops the start with its line.
+/// `examples/durable --compression gzip`: a catch-up read in gzip for a client that accepts it,
+/// identity for one that does not; a coding the build lacks would be refused at start.
+fn the_durable_example_compresses_when_asked() {
+    use std::io::Read as _;
+    let binary = durable_example();
+    runtime(false).block_on(async {
+        let (process, addr) =
+            start_with(&binary, &["--compression".as_ref(), "gzip".as_ref()]).await;
+        let json = [("content-type", "application/json")];
+        let path = "/v1/stream/orders";
+        assert_eq!(send(addr, Method::PUT, path, &json, "").await.status, 201);
+        for n in 0..30 {
+            let body = format!(r#"{{"order":{n},"status":"shipped","customer":"Ada Lovelace"}}"#);
+            send(addr, Method::POST, path, &json, body).await;
+        }
+        let read = format!("{path}?offset=-1");
+        let gzip = get_with(addr, &read, &[("accept-encoding", "gzip")]).await;
+        assert_eq!(gzip.header("content-encoding"), Some("gzip"));
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&gzip.body[..])
+            .read_to_string(&mut text)
+            .unwrap();
+        let plain = get(addr, &read).await;
+        assert_eq!(plain.header("content-encoding"), None);
+        assert_eq!(plain.body, text.as_bytes());
+        assert!(
+            gzip.body.len() * 3 < plain.body.len(),
+            "{} of {}",
+            gzip.body.len(),
+            plain.body.len()
+        );
+        drop(process);
+    });
+}
+
 fn the_durable_example_serves_each_token_its_streams() {
     let binary = durable_example();
     let dir = tempfile::tempdir().unwrap();

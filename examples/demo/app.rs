@@ -123,16 +123,9 @@ impl Flags {
             Some(list) => {
                 let codings = list
                     .split(',')
-                    .map(|name| match name.trim() {
-                        "zstd" => Ok(Coding::Zstd),
-                        "br" => Ok(Coding::Brotli),
-                        "gzip" => Ok(Coding::Gzip),
-                        "deflate" => Ok(Coding::Deflate),
-                        other => Err(format!(
-                            "--compression: unknown coding {other:?} (gzip, deflate, zstd, br or none)"
-                        )),
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
+                    .map(|name| name.trim().parse::<Coding>())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|err| format!("--compression: {err}, or none"))?;
                 Some(Compression::new().codings(codings))
             }
         };

@@ -68,7 +68,7 @@ mod settings;
 
 pub(crate) use self::encoder::Encoder;
 pub(crate) use self::negotiate::Choice;
-pub use self::settings::{Coding, Compression, Level};
+pub use self::settings::{Coding, Compression, Level, UnknownCoding};
 
 use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, VARY};
 use http::{HeaderValue, Response};

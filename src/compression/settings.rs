@@ -79,6 +79,41 @@ impl Coding {
     }
 }
 
+/// Reads a coding's name as `Content-Encoding` writes it (`gzip`, `deflate`, `br`, `zstd`,
+/// ignoring case; `x-gzip` is `gzip`), for command lines and configuration files.
+///
+/// # Examples
+///
+/// ```
+/// use tower_push::compression::Coding;
+///
+/// assert_eq!("br".parse(), Ok(Coding::Brotli));
+/// assert!("compress".parse::<Coding>().is_err());
+/// ```
+impl std::str::FromStr for Coding {
+    type Err = UnknownCoding;
+
+    fn from_str(name: &str) -> Result<Self, UnknownCoding> {
+        Self::from_token(name).ok_or_else(|| UnknownCoding(name.to_owned()))
+    }
+}
+
+/// A name that is not a coding the crate writes; see [`Coding`]'s `FromStr`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnknownCoding(String);
+
+impl std::fmt::Display for UnknownCoding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "unknown content coding {:?}: expected gzip, deflate, br or zstd",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for UnknownCoding {}
+
 impl std::fmt::Display for Coding {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
