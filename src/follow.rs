@@ -441,7 +441,6 @@ where
     S: Service<Subscribe, Response = Outcome>,
     S::Error: Into<BoxError>,
 {
-    /// The request's head.
     /// `response` in the coding the request accepts, if the layer compresses.
     pub(crate) fn compress(&self, response: Response<PushBody>) -> Response<PushBody> {
         let compression = self.pipeline.compression.as_deref();
@@ -459,6 +458,7 @@ where
         Some((self.choice?, self.pipeline.compression.clone()?))
     }
 
+    /// The request's head.
     pub(crate) fn parts(&self) -> &Parts {
         self.subscribe.parts()
     }
