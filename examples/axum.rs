@@ -4,7 +4,7 @@
 //! not exist is a `404`.
 //!
 //! ```text
-//! cargo run --example axum --features server -- --addr 127.0.0.1:3000
+//! cargo run --example axum --features cli -- --addr 127.0.0.1:3000
 //! curl -d '{"text":"hi"}' localhost:3000/topics/chat/publish     # {"id":"<epoch>-1"}
 //! curl -i 'localhost:3000/topics/chat/poll?after=<epoch>-0'      # 200 with the event
 //! curl -N -H 'accept: text/event-stream' localhost:3000/topics/chat/stream
@@ -38,9 +38,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
-use clap::{error::ErrorKind, Parser};
+use clap::Parser;
 use serde_json::json;
-use tokio::net::TcpListener;
 use tower::ServiceExt;
 use tower_push::authorize::{Access, Check, Verdict};
 use tower_push::memory::Topic;
@@ -62,14 +61,8 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// Long polling and streaming with axum.
 #[derive(Parser)]
 struct Args {
-    /// Where to listen; HOST may be a name such as `localhost`.
-    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:3000")]
-    addr: String,
-    /// The most polls held at once, and the most streams open at once; beyond, 503 overloaded.
-    /// Each held request over HTTP/1.1 keeps a connection, and so a file descriptor, and about
-    /// 6 KiB of memory. Default: a quarter of the open-files limit.
-    #[arg(long, value_name = "REQUESTS")]
-    max_held: Option<usize>,
+    #[command(flatten)]
+    serve: server::Flags,
     /// Require a JSON Web Token signed with this secret (HS256) on every route; its `topics`
     /// claim names the topics it may read and publish.
     #[arg(long, value_name = "SECRET")]
@@ -83,7 +76,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let shutdown = Shutdown::new();
-    let max_held = args.max_held.unwrap_or_else(server::held_cap);
+    let max_held = args.serve.max_held();
     let router = match &args.jwt_secret {
         None => {
             let (poll, stream) = layers(&shutdown, max_held)?;
@@ -96,16 +89,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 .layer(axum::middleware::from_fn_with_state(jwt, authenticate))
         }
     };
-    let listener = TcpListener::bind(&args.addr).await.unwrap_or_else(|err| {
-        let message = format!("cannot listen on {}: {err}\n", args.addr);
-        clap::Error::raw(ErrorKind::Io, message).exit()
-    });
-    println!("listening on http://{}", listener.local_addr()?);
     // Ctrl-C or SIGTERM: held polls answer and streams end, then connections close.
-    let drained = Server::new()
-        .shutdown(shutdown)
-        .serve(listener, router, server::ctrl_c_or_sigterm())
-        .await;
+    let drained = args.serve.serve(Server::new().shutdown(shutdown), router).await;
     eprintln!("stopped: {drained}");
     Ok(())
 }

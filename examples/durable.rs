@@ -2,9 +2,9 @@
 //! that survives a crash with `--data-dir DIR` (feature `durable-file`).
 //!
 //! ```sh
-//! cargo run --example durable --features durable,server -- --addr 127.0.0.1:4437
+//! cargo run --example durable --features durable,cli -- --addr 127.0.0.1:4437
 //! # or, on disk:
-//! cargo run --example durable --features durable-file,server -- --data-dir ./streams
+//! cargo run --example durable --features durable-file,cli -- --data-dir ./streams
 //! curl -X PUT -H 'content-type: text/plain' http://127.0.0.1:4437/v1/stream/hello
 //! curl -X POST -H 'content-type: text/plain' -d 'hi' http://127.0.0.1:4437/v1/stream/hello
 //! curl 'http://127.0.0.1:4437/v1/stream/hello?offset=-1'
@@ -17,7 +17,7 @@
 //! within 10 s, a body within 30 s, write progress within 30 s, connections within the
 //! open-files limit.
 //!
-//! Built with `--features durable,server,metrics`, it also answers `GET /metrics` (outside
+//! Built with `--features durable,cli,metrics`, it also answers `GET /metrics` (outside
 //! `/v1/stream/`) in Prometheus's text format: held long-poll reads and open SSE reads count in
 //! the layers' gauges, against their caps, as in the demo.
 
@@ -26,7 +26,6 @@ use std::time::Duration;
 
 use clap::{error::ErrorKind, Parser};
 use http::request::Parts;
-use tokio::net::TcpListener;
 use tower_push::authorize::{Access, Check, Verdict};
 use tower_push::compression::Compression;
 use tower_push::durable::{DurableStreams, MemoryStore, Store};
@@ -41,19 +40,18 @@ use tower_push::{ChunkedStreamLayer, LongPollLayer, Shutdown};
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// Serves the Durable Streams protocol under /v1/stream/, from memory or from a directory.
+/// Where the example listens without `--addr`.
+const ADDR: &str = "127.0.0.1:4437";
+
 #[derive(Parser, Debug)]
 struct Args {
-    /// Where to listen; HOST may be a name such as `localhost`.
-    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:4437")]
-    addr: String,
+    // `--addr` (default here 127.0.0.1:4437) and `--max-held`: the most long-poll reads held
+    // at once, and the most SSE reads open at once.
+    #[command(flatten)]
+    serve: server::Flags,
     /// How long a `live=long-poll` read waits for data before it answers 204, in milliseconds.
     #[arg(long, value_name = "MILLIS", default_value_t = 25_000)]
     hold_ms: u64,
-    /// The most long-poll reads held at once, and the most SSE reads open at once; beyond,
-    /// `503`. Each held read over HTTP/1.1 keeps a connection, and so a file descriptor, and a
-    /// few KiB of memory. Default: a quarter of the open-files limit.
-    #[arg(long, value_name = "READS")]
-    max_held: Option<usize>,
     /// Keep the streams in this directory (created if need be), so that they survive a restart
     /// and a crash: an append is answered once it is synced to disk. Without it, the streams
     /// live in memory only. Needs the `durable-file` feature.
@@ -116,7 +114,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     {
         let message = format!(
             "--data-dir {} needs the durable-file feature: cargo run --example durable \
-             --features durable-file,server\n",
+             --features durable-file,cli\n",
             dir.display()
         );
         clap::Error::raw(ErrorKind::InvalidValue, message).exit()
@@ -128,7 +126,7 @@ async fn serve<St: Store>(args: Args, store: St) -> Result<(), Box<dyn std::erro
     #[cfg(feature = "metrics")]
     let prometheus = metrics::install()?;
     let shutdown = Shutdown::new();
-    let max_held = args.max_held.unwrap_or_else(server::held_cap);
+    let max_held = args.serve.max_held();
     let mut builder = DurableStreams::builder(store);
     if let Some(path) = &args.tokens {
         let tokens = Tokens::load(path)
@@ -166,20 +164,12 @@ async fn serve<St: Store>(args: Args, store: St) -> Result<(), Box<dyn std::erro
     #[cfg(feature = "metrics")]
     let service = metrics::beside(service, prometheus);
 
-    let listener = TcpListener::bind(&args.addr).await.unwrap_or_else(|err| {
-        let message = format!("cannot listen on {}: {err}\n", args.addr);
-        clap::Error::raw(ErrorKind::Io, message).exit()
-    });
-    println!(
-        "serving Durable Streams on http://{}/v1/stream/",
-        listener.local_addr()?
-    );
+    println!("Durable Streams under /v1/stream/");
+    let listener = args.serve.listen(args.serve.addr_or(ADDR)).await;
     // Ctrl-C or SIGTERM: held reads answer and SSE streams end, then connections close.
-    let drained = Server::new()
-        .shutdown(shutdown)
-        .serve(listener, service, server::ctrl_c_or_sigterm())
-        .await;
-    eprintln!("stopped: {drained}");
+    let stop = server::ctrl_c_or_sigterm();
+    let drained = Server::new().shutdown(shutdown).serve(listener, service, stop);
+    eprintln!("stopped: {}", drained.await);
     Ok(())
 }
 

@@ -1,9 +1,9 @@
 //! Long polling and streaming on one topic of the in-memory log, routed by hand without a
-//! framework and served by hyper through the crate's serving loop (feature `server`): HTTP/1.1
+//! framework and served by hyper through the crate's serving loop (feature `cli`, with `server`): HTTP/1.1
 //! and HTTP/2 (prior knowledge) on one port.
 //!
 //! ```text
-//! cargo run --example hyper --features server -- --addr 127.0.0.1:3000
+//! cargo run --example hyper --features cli -- --addr 127.0.0.1:3000
 //! curl -d '{"text":"hi"}' localhost:3000/publish             # {"id":"<epoch>-1"}
 //! curl -i 'localhost:3000/poll?after=<epoch>-0'              # 200 with the event
 //! curl -i 'localhost:3000/poll?after=<epoch>-1'              # held until the next event, or 204
@@ -22,9 +22,8 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 
-use clap::{error::ErrorKind, Parser};
+use clap::Parser;
 use http::{header, Method, Request, Response, StatusCode};
-use tokio::net::TcpListener;
 use tower::ServiceExt;
 use tower_push::memory::Topic;
 use tower_push::server::{self, Server};
@@ -47,43 +46,24 @@ const MAX_EVENT_BYTES: usize = 64 * 1024;
 /// Long polling and streaming with plain hyper.
 #[derive(Parser)]
 struct Args {
-    /// Where to listen; HOST may be a name such as `localhost`.
-    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:3000")]
-    addr: String,
-    /// The most polls held at once, and the most streams open at once; beyond, 503 overloaded.
-    /// Each held request over HTTP/1.1 keeps a connection, and so a file descriptor, and about
-    /// 6 KiB of memory. Default: a quarter of the open-files limit.
-    #[arg(long, value_name = "REQUESTS")]
-    max_held: Option<usize>,
+    #[command(flatten)]
+    serve: server::Flags,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse();
-    server::runtime().build()?.block_on(run(args))
-}
-
-async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let shutdown = Shutdown::new();
-    let (poll, stream) = layers(&shutdown, args.max_held.unwrap_or_else(server::held_cap))?;
-    let routes = Routes {
-        topic: MemoryLog::new().topic("default"),
-        poll,
-        stream,
-    };
-    let listener = TcpListener::bind(&args.addr).await.unwrap_or_else(|err| {
-        let message = format!("cannot listen on {}: {err}\n", args.addr);
-        clap::Error::raw(ErrorKind::Io, message).exit()
-    });
-    println!("listening on http://{}", listener.local_addr()?);
-    // The routes as a tower service: the server clones it for each connection.
-    let service = tower::service_fn(move |req| routes.handle(req));
-    // Ctrl-C or SIGTERM: held polls answer and streams end, then connections close.
-    let drained = Server::new()
-        .shutdown(shutdown)
-        .serve(listener, service, server::ctrl_c_or_sigterm())
-        .await;
-    eprintln!("stopped: {drained}");
-    Ok(())
+    let Args { serve } = Args::parse();
+    server::runtime().build()?.block_on(async move {
+        let shutdown = Shutdown::new();
+        let (poll, stream) = layers(&shutdown, serve.max_held())?;
+        let topic = MemoryLog::new().topic("default");
+        let routes = Routes { topic, poll, stream };
+        // The routes as a tower service: the server clones it for each connection. Ctrl-C or
+        // SIGTERM: held polls answer and streams end, then connections close.
+        let service = tower::service_fn(move |req| routes.handle(req));
+        let drained = serve.serve(Server::new().shutdown(shutdown), service).await;
+        eprintln!("stopped: {drained}");
+        Ok(())
+    })
 }
 
 /// Both layers, drained by `shutdown`, each holding at most `max_held` requests (polls parked,

@@ -3,7 +3,7 @@
 //! one arrives through both.
 //!
 //! ```text
-//! cargo run --features redis,server --example redis -- [--addr 127.0.0.1:3000]
+//! cargo run --features redis,cli --example redis -- [--addr 127.0.0.1:3000]
 //!     [--redis redis://127.0.0.1:6379] [--hold-ms 25000] [--retention 1024]
 //! ```
 //!
@@ -21,8 +21,8 @@
 //! Try it, with a Redis 7 on the default port:
 //!
 //! ```text
-//! cargo run --features redis,server --example redis -- --addr 127.0.0.1:3000 &
-//! cargo run --features redis,server --example redis -- --addr 127.0.0.1:3001 &
+//! cargo run --features redis,cli --example redis -- --addr 127.0.0.1:3000 &
+//! cargo run --features redis,cli --example redis -- --addr 127.0.0.1:3001 &
 //! curl -N localhost:3001/stream                     # NDJSON lines as events arrive
 //! curl -d '{"text":"hi"}' localhost:3000/publish    # {"id":"…-1"}, shows up on :3001
 //! curl -i 'localhost:3001/poll?after=<id>'          # waits on :3001 for the next event
@@ -35,7 +35,6 @@ use std::time::Duration;
 
 use clap::{error::ErrorKind, Parser};
 use http::{header, Method, Request, Response, StatusCode};
-use tokio::net::TcpListener;
 use tower::ServiceExt;
 use tower_push::redis::{RedisSource, RedisTopic};
 use tower_push::server::{self, Server};
@@ -54,9 +53,8 @@ const MAX_EVENT_BYTES: usize = 64 * 1024;
 #[derive(Parser)]
 #[command(name = "redis")]
 struct Args {
-    /// Where to listen; HOST may be a name such as `localhost`
-    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:3000")]
-    addr: String,
+    #[command(flatten)]
+    serve: server::Flags,
     /// The Redis server that holds the feed
     #[arg(long, value_name = "URL", default_value = "redis://127.0.0.1:6379")]
     redis: String,
@@ -66,10 +64,6 @@ struct Args {
     /// How many events Redis keeps per topic (`MAXLEN ~`)
     #[arg(long, value_name = "EVENTS", default_value_t = 1024)]
     retention: usize,
-    /// The most polls held at once, and the most streams open at once; beyond, 503 overloaded.
-    /// Default: a quarter of the open-files limit
-    #[arg(long, value_name = "REQUESTS")]
-    max_held: Option<usize>,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -89,7 +83,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         });
     let topic = source.topic("default")?;
     let shutdown = Shutdown::new();
-    let max_held = args.max_held.unwrap_or_else(server::held_cap);
+    let max_held = args.serve.max_held();
     let poll = LongPollLayer::builder()
         .hold_timeout(Duration::from_millis(args.hold_ms))
         .max_parked(max_held)
@@ -102,14 +96,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .build()?
         .layer(topic.clone());
 
-    let listener = TcpListener::bind(&args.addr)
-        .await
-        .unwrap_or_else(|err| exit(format!("cannot listen on {}: {err}", args.addr)));
-    println!(
-        "tower-push redis example listening on http://{} (feed on {})",
-        listener.local_addr()?,
-        args.redis
-    );
+    println!("tower-push redis example, the feed on {}", args.redis);
     // The routes, chosen before the answer's future is made, so that a held poll's future holds
     // only its layer's.
     let service = tower::service_fn(move |req: Request<server::Body>| {
@@ -124,10 +111,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         };
         answer
     });
-    let drained = Server::new()
-        .shutdown(shutdown)
-        .serve(listener, service, server::ctrl_c_or_sigterm())
-        .await;
+    let drained = args.serve.serve(Server::new().shutdown(shutdown), service).await;
     eprintln!("stopped: {drained}");
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! too.
 //!
 //! ```text
-//! cargo run --example tonic --features server -- --addr 127.0.0.1:3000
+//! cargo run --example tonic --features cli -- --addr 127.0.0.1:3000
 //! grpcurl -plaintext localhost:3000 grpc.health.v1.Health/Check
 //! curl -d '{"text":"hi"}' localhost:3000/publish     # {"id":"<epoch>-1"}
 //! curl -i 'localhost:3000/poll?after=<epoch>-0'      # 200 with the event
@@ -29,7 +29,7 @@ use std::time::Duration;
 use axum::routing::post;
 use axum::{Json, Router};
 use bytes::Bytes;
-use clap::{error::ErrorKind, Parser};
+use clap::Parser;
 use futures_util::Stream;
 use http::StatusCode;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -51,14 +51,8 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// gRPC, long polling and streaming with tonic.
 #[derive(Parser)]
 struct Args {
-    /// Where to listen; HOST may be a name such as `localhost`.
-    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:3000")]
-    addr: String,
-    /// The most polls held at once, and the most streams open at once; beyond, 503 overloaded.
-    /// Each held request over HTTP/1.1 keeps a connection, and so a file descriptor, and about
-    /// 6 KiB of memory. Default: a quarter of the open-files limit.
-    #[arg(long, value_name = "REQUESTS")]
-    max_held: Option<usize>,
+    #[command(flatten)]
+    flags: server::Flags,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -71,7 +65,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // Each held request over HTTP/1.1 keeps a file descriptor: by default a quarter of the
     // open-files limit each for polls and streams, beyond which they are answered `503
     // overloaded`.
-    let max_held = args.max_held.unwrap_or_else(server::held_cap);
+    let max_held = args.flags.max_held();
     let topic = MemoryLog::new().topic("default");
     let poll = LongPollLayer::builder()
         .max_parked(max_held)
@@ -94,11 +88,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 }
             }),
         );
-    let listener = TcpListener::bind(&args.addr).await.unwrap_or_else(|err| {
-        let message = format!("cannot listen on {}: {err}\n", args.addr);
-        clap::Error::raw(ErrorKind::Io, message).exit()
-    });
-    println!("listening on http://{}", listener.local_addr()?);
+    let listener = args.flags.listen(args.flags.addr()).await;
     let stop = shutdown.wait();
     tokio::spawn(async move {
         server::ctrl_c_or_sigterm().await;

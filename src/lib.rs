@@ -90,7 +90,7 @@ eprintln!("stopped: {drained}");
 )]
 //!
 //! The `demo` example is the same server with streaming, several topics, flags and a page:
-//! `cargo run --example demo --features server,metrics,compression-full`.
+//! `cargo run --example demo --features cli,metrics,compression-full`.
 //!
 //! # Several topics
 //!

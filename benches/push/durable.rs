@@ -1,5 +1,5 @@
 //! `--only durable`: tower-push's Durable Streams service, as users run it (the `durable`
-//! example, built with `--features durable,server` and started with its defaults but for
+//! example, built with `--features durable,cli` and started with its defaults but for
 //! `--hold-ms` and `--max-held`, which a user serving this many readers sets), against the
 //! protocol's other servers, each in a child process on a free loopback port:
 //!
@@ -279,8 +279,8 @@ async fn launch(kind: Kind, program: Option<&Program>, data: Option<&Path>, room
         Kind::TowerPush => {
             let port = nchan::free_port();
             let features = match data {
-                Some(_) => "durable-file,server",
-                None => "durable,server",
+                Some(_) => "durable-file,cli",
+                None => "durable,cli",
             };
             let mut command = Command::new(process::example("durable", features));
             command.args(["--addr", &format!("127.0.0.1:{port}")]);

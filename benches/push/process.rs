@@ -55,18 +55,29 @@ pub(super) struct Server {
 /// reads the first line it prints: what a process of the bench reports once it is ready (its
 /// ports, or `error <reason>`). The process exits when its standard input closes.
 pub(super) fn spawn_reporting(mut command: Command, what: &str) -> (Child, String) {
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|err| panic!("start {what}: {err}"));
+    let mut child = spawn(&mut command, true, what);
     let stdout = child.stdout.take().expect("piped stdout");
     let mut line = String::new();
     BufReader::new(stdout)
         .read_line(&mut line)
         .unwrap_or_else(|err| panic!("read the first line of {what}: {err}"));
     (child, line)
+}
+
+/// Starts `command` (`what` names it in panics) with its standard error inherited; a process
+/// that `reports` on its standard output gets it and its input piped (it exits when its input
+/// closes), any other gets neither.
+fn spawn(command: &mut Command, reports: bool, what: &str) -> Child {
+    let pipe = || match reports {
+        true => Stdio::piped(),
+        false => Stdio::null(),
+    };
+    command
+        .stdin(pipe())
+        .stdout(pipe())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|err| panic!("start {what}: {err}"))
 }
 
 impl Server {
@@ -97,12 +108,8 @@ impl Server {
     /// name) and serves everything there; waits until it accepts connections. A server that
     /// recovers its data first may take long: the wait ends when it exits, or after 600 s.
     pub(super) async fn listening(mut command: Command, port: u16) -> Self {
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|err| panic!("start {command:?}: {err}"));
+        let what = format!("{command:?}");
+        let mut child = spawn(&mut command, false, &what);
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
         while tokio::net::TcpStream::connect(addr).await.is_err() {

@@ -71,9 +71,8 @@ impl Default for Settings {
 /// The demo's command line: where to listen, and the [`Settings`] a user may change.
 #[derive(clap::Args, Debug)]
 pub(crate) struct Flags {
-    /// Where to listen; HOST may be a name such as `localhost`
-    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:3000")]
-    pub(crate) addr: String,
+    #[command(flatten)]
+    pub(crate) serve: server::Flags,
     /// How long a poll without events is held before it answers 204, in milliseconds
     #[arg(long, value_name = "MILLIS", default_value_t = millis(Settings::default().hold))]
     hold_ms: u64,
@@ -90,11 +89,6 @@ pub(crate) struct Flags {
     /// milliseconds
     #[arg(long, value_name = "MILLIS", default_value_t = millis(Settings::default().sse_retry))]
     sse_retry_ms: u64,
-    /// The most polls held at once, and the most streams open at once; beyond, 503 overloaded.
-    /// Each held request over HTTP/1.1 keeps a connection, and so a file descriptor, and about
-    /// 6 KiB of memory. Default: a quarter of the open-files limit
-    #[arg(long, value_name = "REQUESTS")]
-    max_held: Option<usize>,
     /// Only clients with a token in this file may read and publish: one line per token, `TOKEN
     /// TOPIC[,TOPIC...]` (`*` for every topic), `#` starts a comment. A client sends its token
     /// as `Authorization: Bearer TOKEN` or as the cookie `push_token` (the page sets it).
@@ -136,7 +130,7 @@ impl Flags {
             heartbeat: Duration::from_millis(self.heartbeat_ms),
             max_stream: Duration::from_millis(self.max_stream_ms),
             sse_retry: Duration::from_millis(self.sse_retry_ms),
-            max_held: self.max_held.unwrap_or_else(server::held_cap),
+            max_held: self.serve.max_held(),
             tokens,
         })
     }
@@ -536,7 +530,7 @@ pub(crate) mod metrics {
         #[cfg(not(feature = "metrics"))]
         {
             let message =
-                "built without the `metrics` feature: cargo run --example demo --features server,metrics,compression-full";
+                "built without the `metrics` feature: cargo run --example demo --features cli,metrics,compression-full";
             super::error(http::StatusCode::NOT_FOUND, "metrics_off", message)
         }
     }

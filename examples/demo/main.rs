@@ -2,8 +2,8 @@
 //! hyper (HTTP/1.1 and HTTP/2 on one port).
 //!
 //! ```text
-//! cargo run --example demo --features server -- --help    # every flag, with its default
-//! cargo run --example demo --features server -- --addr localhost:3000 --hold-ms 25000
+//! cargo run --example demo --features cli -- --help    # every flag, with its default
+//! cargo run --example demo --features cli -- --addr localhost:3000 --hold-ms 25000
 //! ```
 //!
 //! Routes:
@@ -89,23 +89,12 @@ async fn run(cli: Cli) {
     let shutdown = Shutdown::new();
     let demo = Demo::new(&settings, &shutdown).unwrap_or_else(|err| exit_usage::<Cli>(err));
 
-    let addr = &cli.flags.addr;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .unwrap_or_else(|err| exit_usage::<Cli>(format!("cannot listen on {addr}: {err}")));
-    println!(
-        "tower-push demo listening on http://{} (topic {}, epoch {})",
-        listener.local_addr().expect("bound"),
-        demo.topic().name(),
-        demo.topic().epoch()
-    );
+    let topic = demo.topic();
+    println!("tower-push demo: topic {}, epoch {}", topic.name(), topic.epoch());
     let _stats = demo.spawn_stats(std::time::Duration::from_secs(1));
     // Ctrl-C or SIGTERM: held polls answer and streams end, then connections close.
-    let drained = Server::new()
-        .shutdown(shutdown)
-        .serve(listener, demo.clone(), server::ctrl_c_or_sigterm())
-        .await;
-    eprintln!("stopped: {drained}");
+    let drained = cli.flags.serve.serve(Server::new().shutdown(shutdown), demo.clone());
+    eprintln!("stopped: {}", drained.await);
 }
 
 /// With `--tokens FILE`: reads the file again on every SIGHUP (a token taken out of it ends its
@@ -134,7 +123,6 @@ fn reload_on_hangup(settings: &app::Settings) {
 /// `--threads N`: the same routes, served by `Server::serve_per_thread`.
 #[cfg(unix)]
 fn run_per_thread(cli: Cli) {
-    use std::net::ToSocketAddrs;
     app::metrics::install();
     let settings = cli
         .flags
@@ -142,14 +130,8 @@ fn run_per_thread(cli: Cli) {
         .unwrap_or_else(|err| exit_usage::<Cli>(err));
     let shutdown = Shutdown::new();
     let demo = Demo::new(&settings, &shutdown).unwrap_or_else(|err| exit_usage::<Cli>(err));
-    let addr = &cli.flags.addr;
-    let resolved = addr
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut addrs| addrs.next());
-    let Some(socket_addr) = resolved else {
-        exit_usage::<Cli>(format!("cannot resolve {addr}"))
-    };
+    let addr = cli.flags.serve.addr();
+    let socket_addr = cli.flags.serve.socket_addr(addr);
     println!(
         "tower-push demo listening on http://{socket_addr} from {} threads (topic {}, epoch {})",
         cli.threads,

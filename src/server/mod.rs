@@ -75,6 +75,8 @@
 //! [`WriteTimeout`]: crate::io::WriteTimeout
 
 mod body;
+#[cfg(feature = "cli")]
+mod flags;
 mod service;
 
 use std::convert::Infallible;
@@ -93,6 +95,8 @@ use tokio::sync::Semaphore;
 use tower_service::Service;
 
 pub use self::body::{Body, BodyError, ReadError};
+#[cfg(feature = "cli")]
+pub use self::flags::Flags;
 use self::service::{Connection, Shared};
 use crate::io::{Protocol, WriteTimeout};
 use crate::{BoxError, Shutdown};

@@ -10,7 +10,7 @@ use crate::process::{children, cpu_ns, example, Server};
 use crate::{cursor, event_json, nchan};
 
 /// The features the README's command builds the demo program with.
-pub(super) const DEMO_FEATURES: &str = "server,metrics,compression-full";
+pub(super) const DEMO_FEATURES: &str = "cli,metrics,compression-full";
 
 /// The long-poll servers of `--only nchan` and `--only scaling`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,0 +1,127 @@
+//! The command-line flags every push program takes (feature `cli`).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use tokio::net::TcpListener;
+use tower_service::Service;
+
+use super::{ctrl_c_or_sigterm, held_cap, Body, Drained, Server};
+use crate::BoxError;
+
+/// The flags every push program takes, for a [clap](https://docs.rs/clap) command line
+/// (feature `cli`): where to listen, and how many requests the layers may hold. Flatten it into
+/// the program's own arguments, so that every program names these settings the same way.
+///
+/// `--addr` defaults to `127.0.0.1:3000`; a program that listens elsewhere by default takes
+/// [`addr_or`](Self::addr_or) instead of [`addr`](Self::addr).
+///
+/// # Examples
+///
+/// ```no_run
+/// use clap::Parser;
+/// use tower_push::server::{self, Flags, Server};
+/// use tower_push::{LongPollLayer, MemoryLog, Shutdown};
+///
+/// /// Long polling on one topic.
+/// #[derive(Parser)]
+/// struct Args {
+///     #[command(flatten)]
+///     serve: Flags,
+/// }
+///
+/// fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     let args = Args::parse();
+///     server::runtime().build()?.block_on(async {
+///         let shutdown = Shutdown::new();
+///         let poll = LongPollLayer::builder()
+///             .max_parked(args.serve.max_held())
+///             .shutdown(shutdown.clone())
+///             .build()?
+///             .layer(MemoryLog::new().topic("news"));
+///         // Prints `listening on http://127.0.0.1:3000`; Ctrl-C or SIGTERM drains it.
+///         let drained = args.serve.serve(Server::new().shutdown(shutdown), poll).await;
+///         eprintln!("stopped: {drained}");
+///         Ok(())
+///     })
+/// }
+/// ```
+#[derive(clap::Args, Clone, Debug)]
+#[non_exhaustive]
+pub struct Flags {
+    /// Where to listen; HOST may be a name such as `localhost` [default: 127.0.0.1:3000, or the
+    /// program's own]
+    #[arg(long, value_name = "HOST:PORT")]
+    pub addr: Option<String>,
+    /// The most polls held at once, and the most streams open at once; beyond, 503 overloaded.
+    /// Each held request over HTTP/1.1 keeps a connection, and so a file descriptor, and about
+    /// 6 KiB of memory. Default: a quarter of the open-files limit
+    #[arg(long, value_name = "REQUESTS")]
+    pub max_held: Option<usize>,
+}
+
+impl Flags {
+    /// Where `--addr` says to listen, `127.0.0.1:3000` without it.
+    pub fn addr(&self) -> &str {
+        self.addr_or("127.0.0.1:3000")
+    }
+
+    /// Where `--addr` says to listen, `default` without it.
+    pub fn addr_or<'a>(&'a self, default: &'a str) -> &'a str {
+        self.addr.as_deref().unwrap_or(default)
+    }
+
+    /// The cap `--max-held` gives each of held polls and open streams; [`held_cap`] without it.
+    pub fn max_held(&self) -> usize {
+        self.max_held.unwrap_or_else(held_cap)
+    }
+
+    /// Binds `addr` (see [`addr_or`](Self::addr_or)) and prints `listening on http://ADDR` on
+    /// standard output; exits the process with clap's I/O error (`error: cannot listen on ADDR:
+    /// REASON`, exit code 74) when it cannot.
+    pub async fn listen(&self, addr: &str) -> TcpListener {
+        let listener = match TcpListener::bind(addr).await {
+            Ok(listener) => listener,
+            Err(err) => exit_io(format!("cannot listen on {addr}: {err}")),
+        };
+        match listener.local_addr() {
+            Ok(local) => println!("listening on http://{local}"),
+            Err(err) => exit_io(format!("cannot listen on {addr}: {err}")),
+        }
+        listener
+    }
+
+    /// Serves `service` with `server` on [`addr`](Self::addr) ([`listen`](Self::listen)) until
+    /// Ctrl-C or SIGTERM ([`ctrl_c_or_sigterm`]), then drains: see [`Server::serve`].
+    pub async fn serve<S, B>(&self, server: Server, service: S) -> Drained
+    where
+        S: Service<Request<Body>, Response = Response<B>, Error = Infallible>
+            + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let listener = self.listen(self.addr()).await;
+        server.serve(listener, service, ctrl_c_or_sigterm()).await
+    }
+
+    /// The first address `addr` (see [`addr_or`](Self::addr_or)) resolves to, for
+    /// [`Server::serve_per_thread`]; exits the process with clap's I/O error when there is none.
+    pub fn socket_addr(&self, addr: &str) -> SocketAddr {
+        use std::net::ToSocketAddrs;
+        match addr.to_socket_addrs().map(|mut all| all.next()) {
+            Ok(Some(resolved)) => resolved,
+            Ok(None) => exit_io(format!("cannot resolve {addr}")),
+            Err(err) => exit_io(format!("cannot resolve {addr}: {err}")),
+        }
+    }
+}
+
+/// Exits as clap does for an I/O error: `error: MESSAGE` on standard error, exit code 74.
+fn exit_io(message: String) -> ! {
+    clap::Error::raw(clap::error::ErrorKind::Io, message + "\n").exit()
+}
