@@ -101,13 +101,7 @@ async fn send(
     headers: &[(&str, &str)],
     body: impl Into<Bytes>,
 ) -> Reply {
-    let mut request = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", addr.to_string());
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
+    let request = common::request_head(addr, method, path, headers);
     common::send(addr, request.body(Full::new(body.into())).unwrap()).await
 }
 
@@ -131,6 +125,10 @@ async fn post(addr: SocketAddr, path: &str, content_type: &str, body: &str) -> R
         body.to_owned(),
     )
     .await
+}
+
+async fn delete(addr: SocketAddr, path: &str) -> Reply {
+    send(addr, Method::DELETE, path, &[], "").await
 }
 
 async fn get(addr: SocketAddr, path: &str) -> Reply {
@@ -185,14 +183,7 @@ fn create_append_and_read_back_with_the_protocol_headers() {
         assert_eq!(read.header("stream-up-to-date"), Some("true"));
         assert_eq!(read.header("stream-next-offset"), Some(offset(2).as_str()));
         let etag = read.header("etag").unwrap().to_owned();
-        let cached = send(
-            addr,
-            Method::GET,
-            "/v1/stream/a",
-            &[("if-none-match", &etag)],
-            "",
-        )
-        .await;
+        let cached = get_with(addr, "/v1/stream/a", &[("if-none-match", &etag)]).await;
         assert_eq!(cached.status, 304, "no offset and -1 share the etag");
 
         let rest = get(addr, &format!("/v1/stream/a?offset={}", offset(1))).await;
@@ -206,14 +197,8 @@ fn create_append_and_read_back_with_the_protocol_headers() {
         assert_eq!(head.header("stream-next-offset"), Some(offset(2).as_str()));
         assert_eq!(head.header("stream-closed"), None);
 
-        let closed = send(
-            addr,
-            Method::POST,
-            "/v1/stream/a",
-            &[("stream-closed", "true")],
-            "",
-        )
-        .await;
+        let closing = [("stream-closed", "true")];
+        let closed = send(addr, Method::POST, "/v1/stream/a", &closing, "").await;
         assert_eq!(closed.status, 204);
         assert_eq!(closed.header("stream-closed"), Some("true"));
         assert_eq!(
@@ -225,21 +210,15 @@ fn create_append_and_read_back_with_the_protocol_headers() {
         assert_eq!(code(&refused), "stream_closed");
         assert_eq!(refused.header("stream-closed"), Some("true"));
 
-        let deleted = send(addr, Method::DELETE, "/v1/stream/a", &[], "").await;
+        let deleted = delete(addr, "/v1/stream/a").await;
         assert_eq!(deleted.status, 204);
         let missing = get(addr, "/v1/stream/a").await;
         assert_eq!(missing.status, 404);
         assert_eq!(code(&missing), "stream_not_found");
         assert_eq!(missing.header("x-content-type-options"), Some("nosniff"));
 
-        let preflight = send(
-            addr,
-            Method::OPTIONS,
-            "/v1/stream/nothing",
-            &[("access-control-request-headers", "if-none-match")],
-            "",
-        )
-        .await;
+        let asking = [("access-control-request-headers", "if-none-match")];
+        let preflight = send(addr, Method::OPTIONS, "/v1/stream/nothing", &asking, "").await;
         assert_eq!(preflight.status, 204);
         assert!(preflight
             .header("access-control-allow-headers")
@@ -764,21 +743,11 @@ fn forks_read_their_source_up_to_the_fork_offset() {
         post(addr, "/v1/stream/fork", "text/plain", "x").await;
         assert_eq!(&get(addr, "/v1/stream/fork").await.body[..], b"ABx");
         // The source is only retired while the fork reads from it.
-        assert_eq!(
-            send(addr, Method::DELETE, "/v1/stream/src", &[], "")
-                .await
-                .status,
-            204
-        );
+        assert_eq!(delete(addr, "/v1/stream/src").await.status, 204);
         assert_eq!(get(addr, "/v1/stream/src").await.status, 410);
         assert_eq!(put(addr, "/v1/stream/src", "text/plain").await.status, 409);
         assert_eq!(&get(addr, "/v1/stream/fork").await.body[..], b"ABx");
-        assert_eq!(
-            send(addr, Method::DELETE, "/v1/stream/fork", &[], "")
-                .await
-                .status,
-            204
-        );
+        assert_eq!(delete(addr, "/v1/stream/fork").await.status, 204);
         assert_eq!(get(addr, "/v1/stream/src").await.status, 404);
     });
 }
@@ -969,7 +938,7 @@ fn the_store_refuses_streams_and_bytes_beyond_its_bounds() {
             (full.status.as_u16(), code(&full).as_str()),
             (507, "storage_full")
         );
-        send(addr, Method::DELETE, "/a", &[], "").await;
+        delete(addr, "/a").await;
         assert_eq!(store.bytes(), 0);
         assert_eq!(post(addr, "/b", "text/plain", "x").await.status, 204);
     });
