@@ -11,11 +11,11 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::external::{tests, Program, Suite};
+use common::external::Program;
 use common::{serve, RawResponse, Reply};
 use http::{Method, Request};
 use http_body_util::Full;
@@ -32,46 +32,38 @@ const NPM: Program = Program::new("npm", "npm");
 /// Debian ships apart, in `python3-venv`).
 const PYTHON: Program = Program::new("python3", "python3-venv");
 
-fn main() -> ExitCode {
-    Suite::new()
-        .plain(tests![
-            create_append_and_read_back_with_the_protocol_headers,
-            json_streams_flatten_arrays_and_read_back_one_array,
-            malformed_requests_get_400_with_a_code_naming_the_problem,
-            bodies_over_the_limit_get_413_and_ten_megabytes_are_stored,
-            producers_are_idempotent_and_fenced,
-            streams_expire_after_their_ttl_unless_used,
-            long_poll_waits_for_an_append_and_times_out_with_the_offset,
-            long_poll_at_the_tail_of_a_closed_stream_answers_at_once,
-            sse_pairs_every_data_event_with_a_control_and_ends_on_close,
-            sse_live_reads_are_compressed_each_event_flushed,
-            catch_up_reads_compress_with_an_etag_per_coding,
-            shutdown_answers_held_long_polls,
-            forks_read_their_source_up_to_the_fork_offset,
-            the_store_refuses_streams_and_bytes_beyond_its_bounds,
-            authorization_refuses_as_if_the_stream_did_not_exist,
-            the_durable_example_serves_each_token_its_streams,
-            the_durable_example_compresses_when_asked,
-            the_file_store_keeps_every_acknowledged_append_through_kill_9,
-        ])
-        .needing(
-            &[NODE, NPM],
-            tests![
-                the_official_conformance_suite_passes,
-                the_official_conformance_suite_passes_with_compression,
-                the_official_conformance_suite_passes_on_the_file_store_after_crashes,
-                the_official_ts_client_follows_live_and_resumes_from_its_offset,
-                the_official_ts_client_follows_the_file_store_across_kill_9,
-            ],
-        )
-        .needing(
-            &[PYTHON],
-            tests![
-                the_official_python_client_follows_live_and_resumes_from_its_offset,
-                the_official_python_client_follows_the_file_store_across_kill_9,
-            ],
-        )
-        .run()
+common::external::main! {
+    [] => [
+        create_append_and_read_back_with_the_protocol_headers,
+        json_streams_flatten_arrays_and_read_back_one_array,
+        malformed_requests_get_400_with_a_code_naming_the_problem,
+        bodies_over_the_limit_get_413_and_ten_megabytes_are_stored,
+        producers_are_idempotent_and_fenced,
+        streams_expire_after_their_ttl_unless_used,
+        long_poll_waits_for_an_append_and_times_out_with_the_offset,
+        long_poll_at_the_tail_of_a_closed_stream_answers_at_once,
+        sse_pairs_every_data_event_with_a_control_and_ends_on_close,
+        sse_live_reads_are_compressed_each_event_flushed,
+        catch_up_reads_compress_with_an_etag_per_coding,
+        shutdown_answers_held_long_polls,
+        forks_read_their_source_up_to_the_fork_offset,
+        the_store_refuses_streams_and_bytes_beyond_its_bounds,
+        authorization_refuses_as_if_the_stream_did_not_exist,
+        the_durable_example_serves_each_token_its_streams,
+        the_durable_example_compresses_when_asked,
+        the_file_store_keeps_every_acknowledged_append_through_kill_9,
+    ],
+    [NODE, NPM] => [
+        the_official_conformance_suite_passes,
+        the_official_conformance_suite_passes_with_compression,
+        the_official_conformance_suite_passes_on_the_file_store_after_crashes,
+        the_official_ts_client_follows_live_and_resumes_from_its_offset,
+        the_official_ts_client_follows_the_file_store_across_kill_9,
+    ],
+    [PYTHON] => [
+        the_official_python_client_follows_live_and_resumes_from_its_offset,
+        the_official_python_client_follows_the_file_store_across_kill_9,
+    ],
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -9,10 +9,10 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Command, ExitCode};
+use std::process::Command;
 use std::time::Duration;
 
-use common::external::{free_port, tests, Process, Program, Suite};
+use common::external::{free_port, Process, Program};
 use common::{data, parked, poll_layer, serve, End, RawResponse, NDJSON, SECOND, SSE};
 use http::Response;
 use tokio::sync::mpsc;
@@ -24,20 +24,15 @@ use tower_push::{ChunkedStreamLayer, MemoryLog, PushBody, Shutdown};
 
 const NGINX: Program = Program::new("nginx", "nginx");
 
-fn main() -> ExitCode {
-    Suite::new()
-        .needing(
-            &[NGINX],
-            tests![
-                through_nginx_each_event_arrives_before_the_next_is_published,
-                without_x_accel_buffering_nginx_holds_the_events,
-                heartbeats_keep_a_quiet_stream_open_past_the_proxy_read_timeout,
-                without_heartbeats_nginx_cuts_a_quiet_stream_at_the_proxy_read_timeout,
-                a_hold_below_the_proxy_read_timeout_ends_in_a_clean_204,
-                compressed_streams_pass_through_with_nginx_gzip_on_and_off,
-            ],
-        )
-        .run()
+common::external::main! {
+    [NGINX] => [
+        through_nginx_each_event_arrives_before_the_next_is_published,
+        without_x_accel_buffering_nginx_holds_the_events,
+        heartbeats_keep_a_quiet_stream_open_past_the_proxy_read_timeout,
+        without_heartbeats_nginx_cuts_a_quiet_stream_at_the_proxy_read_timeout,
+        a_hold_below_the_proxy_read_timeout_ends_in_a_clean_204,
+        compressed_streams_pass_through_with_nginx_gzip_on_and_off,
+    ],
 }
 
 /// nginx's `proxy_read_timeout` in these tests: how long it waits for the next bytes from the

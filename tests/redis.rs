@@ -5,12 +5,12 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Command, ExitCode};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::external::{free_port, tests, Process, Program, Suite};
+use common::external::{free_port, Process, Program};
 use common::{
     assert_foreign_cursors_resync, data, get, parked, poll_layer, serve, RawResponse, SECOND,
 };
@@ -22,26 +22,23 @@ use tower_push::{ChunkedStreamLayer, Cursor};
 
 const REDIS_SERVER: Program = Program::new("redis-server", "redis-server");
 
-fn main() -> ExitCode {
-    Suite::new()
-        .needing(
-            &[REDIS_SERVER],
-            tests![
-                two_servers_share_one_feed,
-                a_stream_survives_a_redis_restart_without_losing_events,
-                the_reader_catches_up_after_a_restart_with_lost_data_as_a_new_epoch,
-                ten_thousand_parked_polls_cost_one_blocking_read_per_topic,
-                a_deleted_and_recreated_stream_is_a_new_epoch,
-                redis_down_answers_503_within_the_hold,
-                bad_names_and_foreign_streams_are_errors,
-                an_idle_reader_retires_and_a_new_subscription_restarts_it,
-                expired_and_ahead_cursors_get_explicit_answers,
-                a_cursor_of_another_topic_or_source_gets_a_resync_on_both_layers,
-                one_request_follows_several_topics_of_one_source,
-            ],
-        )
-        .plain(tests![bad_settings_are_errors])
-        .run()
+common::external::main! {
+    [REDIS_SERVER] => [
+        two_servers_share_one_feed,
+        a_stream_survives_a_redis_restart_without_losing_events,
+        the_reader_catches_up_after_a_restart_with_lost_data_as_a_new_epoch,
+        ten_thousand_parked_polls_cost_one_blocking_read_per_topic,
+        a_deleted_and_recreated_stream_is_a_new_epoch,
+        redis_down_answers_503_within_the_hold,
+        bad_names_and_foreign_streams_are_errors,
+        an_idle_reader_retires_and_a_new_subscription_restarts_it,
+        expired_and_ahead_cursors_get_explicit_answers,
+        a_cursor_of_another_topic_or_source_gets_a_resync_on_both_layers,
+        one_request_follows_several_topics_of_one_source,
+    ],
+    [] => [
+        bad_settings_are_errors,
+    ],
 }
 
 /// A `redis-server` child process, killed on drop.

@@ -616,16 +616,17 @@ where
 
 /// The harness of test targets whose tests need an external program (nginx, a browser, Redis).
 ///
-/// A target sets `harness = false` and lists its tests in `main` with [`Suite`]. A test whose
-/// program is missing is reported as ignored, never as passed; under `CI=true` it fails instead,
-/// naming the program and the Debian package that provides it. Each test is a plain `fn` that
-/// starts its own runtime: an `async fn` under `#[tokio::main(...)]` with the flavor (and
-/// `start_paused`) it would have had under `#[tokio::test(...)]`. Arguments are those of `cargo
-/// test`: a name filter, `--list`, `--ignored`, `--exact`, `--test-threads`.
+/// A target sets `harness = false` and lists its tests with [`main!`](external::main). A test
+/// whose program is missing is reported as ignored, never as passed; under `CI=true` it fails
+/// instead, naming the program and the Debian package that provides it. Each test is a plain
+/// `fn` that starts its own runtime: an `async fn` under `#[tokio::main(...)]` with the flavor
+/// (and `start_paused`) it would have had under `#[tokio::test(...)]`. Arguments are those of
+/// `cargo test`: a name filter, `--list`, `--ignored`, `--exact`, `--test-threads`.
 ///
 /// ```ignore
-/// fn main() -> ExitCode {
-///     Suite::new().needing(&[NGINX], tests![first_test, second_test]).run()
+/// common::external::main! {
+///     [] => [a_test_that_needs_nothing],
+///     [NGINX] => [first_test, second_test],
 /// }
 /// ```
 pub mod external {
@@ -771,6 +772,21 @@ pub mod external {
     }
     #[allow(unused_imports)]
     pub(crate) use tests;
+
+    /// The `main` of a target: a [`Suite`] of its tests, each group after the programs it needs
+    /// (`[]` for none), run as the command line chooses.
+    #[allow(unused_macros)]
+    macro_rules! main {
+        ($([$($program:expr),* $(,)?] => [$($test:ident),* $(,)?]),* $(,)?) => {
+            fn main() -> std::process::ExitCode {
+                $crate::common::external::Suite::new()
+                    $(.needing(&[$($program),*], $crate::common::external::tests![$($test),*]))*
+                    .run()
+            }
+        };
+    }
+    #[allow(unused_imports)]
+    pub(crate) use main;
 
     /// The tests of one target.
     #[derive(Debug, Default)]
