@@ -81,20 +81,19 @@ async fn servers(log: &MemoryLog, grants: &Grants, every: Duration) -> (SocketAd
             Check::ready(grants.check(request, topic))
         }
     };
-    let poll = LongPollLayer::builder()
-        .hold_timeout(Duration::from_secs(10))
-        .authorize(check(grants))
-        .reauthorize_every(every)
-        .build()
-        .unwrap()
-        .layer(log.clone());
-    let stream = ChunkedStreamLayer::builder()
-        .heartbeat_interval(Duration::from_secs(5))
-        .authorize(check(grants))
-        .reauthorize_every(every)
-        .build()
-        .unwrap()
-        .layer(log.clone());
+    // The two builders are different types with the same authorization settings.
+    macro_rules! checked {
+        ($builder:expr) => {
+            $builder
+                .authorize(check(grants))
+                .reauthorize_every(every)
+                .build()
+                .unwrap()
+                .layer(log.clone())
+        };
+    }
+    let poll = checked!(LongPollLayer::builder().hold_timeout(Duration::from_secs(10)));
+    let stream = checked!(ChunkedStreamLayer::builder().heartbeat_interval(Duration::from_secs(5)));
     (serve(poll).await, serve(stream).await)
 }
 

@@ -16,12 +16,12 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Command, ExitCode};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use app::{Demo, Settings};
-use common::external::{free_port, tests, Process, Program, Suite};
+use common::external::{free_port, Process, Program};
 use common::{parked, wait_until, SECOND};
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -32,16 +32,11 @@ use tower_push::{server, Shutdown};
 const CHROMIUM: Program = Program::new("chromium", "chromium");
 const CHROMEDRIVER: Program = Program::new("chromedriver", "chromium-driver");
 
-fn main() -> ExitCode {
-    Suite::new()
-        .needing(
-            &[CHROMIUM, CHROMEDRIVER],
-            tests![
-                both_panes_show_every_event_once_in_order_across_stream_reconnects,
-                the_page_sends_its_token_as_a_cookie_where_eventsource_cannot_send_a_header,
-            ],
-        )
-        .run()
+common::external::main! {
+    [CHROMIUM, CHROMEDRIVER] => [
+        both_panes_show_every_event_once_in_order_across_stream_reconnects,
+        the_page_sends_its_token_as_a_cookie_where_eventsource_cannot_send_a_header,
+    ],
 }
 
 /// The `Last-Event-ID` of each `/stream` request, in order of arrival.

@@ -5,7 +5,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    assert_spread, data, get_with, parked, serve, serve_until, RawResponse, NDJSON, SECOND, SSE,
+    assert_spread, data, get_with, parked, quiet_stream, serve, serve_until, RawResponse, NDJSON,
+    SECOND, SSE,
 };
 use futures_util::StreamExt;
 use tokio::time::{timeout, Instant};
@@ -15,8 +16,7 @@ use tower_push::{
 };
 
 fn quiet_layer() -> ChunkedStreamLayer {
-    ChunkedStreamLayer::builder()
-        .heartbeat_interval(Duration::from_secs(3600))
+    quiet_stream()
         .max_lifetime(Duration::from_secs(7200))
         .build()
         .unwrap()
@@ -24,8 +24,7 @@ fn quiet_layer() -> ChunkedStreamLayer {
 
 /// Streams without heartbeats that end after `lifetime`, less up to `jitter` of it.
 fn lifetime_layer(lifetime: Duration, jitter: f64) -> ChunkedStreamLayer {
-    ChunkedStreamLayer::builder()
-        .heartbeat_interval(Duration::from_secs(3600))
+    quiet_stream()
         .max_lifetime(lifetime)
         .lifetime_jitter(jitter)
         .build()
@@ -292,29 +291,19 @@ async fn lifetimes_are_spread_by_jitter() {
     let topic = MemoryLog::new().topic("t");
     let lifetime = Duration::from_secs(100);
     let addr = serve(lifetime_layer(lifetime, 0.5).layer(topic.clone())).await;
-    let opened = Instant::now();
-    let streams: Vec<_> = (0..8)
-        .map(|_| {
-            tokio::spawn(async move {
-                let mut stream = RawResponse::get(addr, "/stream", &[NDJSON]).await;
-                let line = stream.message(b"\n").await.unwrap();
-                assert!(line.starts_with("{\"end\":\"lifetime\""));
-                opened.elapsed()
-            })
-        })
-        .collect();
-    assert_spread(streams, lifetime).await;
+    assert_spread(8, lifetime, move || async move {
+        let mut stream = RawResponse::get(addr, "/stream", &[NDJSON]).await;
+        let line = stream.message(b"\n").await.unwrap();
+        assert!(line.starts_with("{\"end\":\"lifetime\""));
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn shutdown_drains_streams_and_parked_polls() {
     let topic = MemoryLog::new().topic("t");
     let shutdown = Shutdown::new();
-    let stream_layer = ChunkedStreamLayer::builder()
-        .heartbeat_interval(Duration::from_secs(3600))
-        .shutdown(shutdown.clone())
-        .build()
-        .unwrap();
+    let stream_layer = quiet_stream().shutdown(shutdown.clone()).build().unwrap();
     let poll_layer = LongPollLayer::builder()
         .hold_timeout(Duration::from_secs(3600))
         .shutdown(shutdown.clone())

@@ -7,7 +7,7 @@ use std::io::Read as _;
 use std::time::Duration;
 
 use common::decode::Decoder;
-use common::{parked, serve, RawResponse, NDJSON, SECOND, SSE};
+use common::{parked, quiet_stream, serve, RawResponse, NDJSON, SECOND, SSE};
 use http_body_util::BodyExt;
 use tokio::time::{timeout, Instant};
 use tower::ServiceBuilder;
@@ -266,14 +266,7 @@ async fn malformed_or_unknown_codings_get_identity() {
         assert!(message.contains("ord_"), "{field}: {message}");
     }
     // Without compression configured, nothing says it varies.
-    let plain = serve(
-        ChunkedStreamLayer::builder()
-            .heartbeat_interval(Duration::from_secs(3600))
-            .build()
-            .unwrap()
-            .layer(topic.clone()),
-    )
-    .await;
+    let plain = serve(quiet_stream().build().unwrap().layer(topic.clone())).await;
     let stream = RawResponse::get(plain, &path, &[SSE, ("accept-encoding", "gzip")]).await;
     assert!(stream.header("content-encoding").is_none());
     assert!(stream.header("vary").is_none());

@@ -11,11 +11,11 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::external::{tests, Program, Suite};
+use common::external::Program;
 use common::{serve, RawResponse, Reply};
 use http::{Method, Request};
 use http_body_util::Full;
@@ -32,46 +32,38 @@ const NPM: Program = Program::new("npm", "npm");
 /// Debian ships apart, in `python3-venv`).
 const PYTHON: Program = Program::new("python3", "python3-venv");
 
-fn main() -> ExitCode {
-    Suite::new()
-        .plain(tests![
-            create_append_and_read_back_with_the_protocol_headers,
-            json_streams_flatten_arrays_and_read_back_one_array,
-            malformed_requests_get_400_with_a_code_naming_the_problem,
-            bodies_over_the_limit_get_413_and_ten_megabytes_are_stored,
-            producers_are_idempotent_and_fenced,
-            streams_expire_after_their_ttl_unless_used,
-            long_poll_waits_for_an_append_and_times_out_with_the_offset,
-            long_poll_at_the_tail_of_a_closed_stream_answers_at_once,
-            sse_pairs_every_data_event_with_a_control_and_ends_on_close,
-            sse_live_reads_are_compressed_each_event_flushed,
-            catch_up_reads_compress_with_an_etag_per_coding,
-            shutdown_answers_held_long_polls,
-            forks_read_their_source_up_to_the_fork_offset,
-            the_store_refuses_streams_and_bytes_beyond_its_bounds,
-            authorization_refuses_as_if_the_stream_did_not_exist,
-            the_durable_example_serves_each_token_its_streams,
-            the_durable_example_compresses_when_asked,
-            the_file_store_keeps_every_acknowledged_append_through_kill_9,
-        ])
-        .needing(
-            &[NODE, NPM],
-            tests![
-                the_official_conformance_suite_passes,
-                the_official_conformance_suite_passes_with_compression,
-                the_official_conformance_suite_passes_on_the_file_store_after_crashes,
-                the_official_ts_client_follows_live_and_resumes_from_its_offset,
-                the_official_ts_client_follows_the_file_store_across_kill_9,
-            ],
-        )
-        .needing(
-            &[PYTHON],
-            tests![
-                the_official_python_client_follows_live_and_resumes_from_its_offset,
-                the_official_python_client_follows_the_file_store_across_kill_9,
-            ],
-        )
-        .run()
+common::external::main! {
+    [] => [
+        create_append_and_read_back_with_the_protocol_headers,
+        json_streams_flatten_arrays_and_read_back_one_array,
+        malformed_requests_get_400_with_a_code_naming_the_problem,
+        bodies_over_the_limit_get_413_and_ten_megabytes_are_stored,
+        producers_are_idempotent_and_fenced,
+        streams_expire_after_their_ttl_unless_used,
+        long_poll_waits_for_an_append_and_times_out_with_the_offset,
+        long_poll_at_the_tail_of_a_closed_stream_answers_at_once,
+        sse_pairs_every_data_event_with_a_control_and_ends_on_close,
+        sse_live_reads_are_compressed_each_event_flushed,
+        catch_up_reads_compress_with_an_etag_per_coding,
+        shutdown_answers_held_long_polls,
+        forks_read_their_source_up_to_the_fork_offset,
+        the_store_refuses_streams_and_bytes_beyond_its_bounds,
+        authorization_refuses_as_if_the_stream_did_not_exist,
+        the_durable_example_serves_each_token_its_streams,
+        the_durable_example_compresses_when_asked,
+        the_file_store_keeps_every_acknowledged_append_through_kill_9,
+    ],
+    [NODE, NPM] => [
+        the_official_conformance_suite_passes,
+        the_official_conformance_suite_passes_with_compression,
+        the_official_conformance_suite_passes_on_the_file_store_after_crashes,
+        the_official_ts_client_follows_live_and_resumes_from_its_offset,
+        the_official_ts_client_follows_the_file_store_across_kill_9,
+    ],
+    [PYTHON] => [
+        the_official_python_client_follows_live_and_resumes_from_its_offset,
+        the_official_python_client_follows_the_file_store_across_kill_9,
+    ],
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -101,13 +93,7 @@ async fn send(
     headers: &[(&str, &str)],
     body: impl Into<Bytes>,
 ) -> Reply {
-    let mut request = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", addr.to_string());
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
+    let request = common::request_head(addr, method, path, headers);
     common::send(addr, request.body(Full::new(body.into())).unwrap()).await
 }
 
@@ -131,6 +117,10 @@ async fn post(addr: SocketAddr, path: &str, content_type: &str, body: &str) -> R
         body.to_owned(),
     )
     .await
+}
+
+async fn delete(addr: SocketAddr, path: &str) -> Reply {
+    send(addr, Method::DELETE, path, &[], "").await
 }
 
 async fn get(addr: SocketAddr, path: &str) -> Reply {
@@ -185,14 +175,7 @@ fn create_append_and_read_back_with_the_protocol_headers() {
         assert_eq!(read.header("stream-up-to-date"), Some("true"));
         assert_eq!(read.header("stream-next-offset"), Some(offset(2).as_str()));
         let etag = read.header("etag").unwrap().to_owned();
-        let cached = send(
-            addr,
-            Method::GET,
-            "/v1/stream/a",
-            &[("if-none-match", &etag)],
-            "",
-        )
-        .await;
+        let cached = get_with(addr, "/v1/stream/a", &[("if-none-match", &etag)]).await;
         assert_eq!(cached.status, 304, "no offset and -1 share the etag");
 
         let rest = get(addr, &format!("/v1/stream/a?offset={}", offset(1))).await;
@@ -206,14 +189,8 @@ fn create_append_and_read_back_with_the_protocol_headers() {
         assert_eq!(head.header("stream-next-offset"), Some(offset(2).as_str()));
         assert_eq!(head.header("stream-closed"), None);
 
-        let closed = send(
-            addr,
-            Method::POST,
-            "/v1/stream/a",
-            &[("stream-closed", "true")],
-            "",
-        )
-        .await;
+        let closing = [("stream-closed", "true")];
+        let closed = send(addr, Method::POST, "/v1/stream/a", &closing, "").await;
         assert_eq!(closed.status, 204);
         assert_eq!(closed.header("stream-closed"), Some("true"));
         assert_eq!(
@@ -225,21 +202,15 @@ fn create_append_and_read_back_with_the_protocol_headers() {
         assert_eq!(code(&refused), "stream_closed");
         assert_eq!(refused.header("stream-closed"), Some("true"));
 
-        let deleted = send(addr, Method::DELETE, "/v1/stream/a", &[], "").await;
+        let deleted = delete(addr, "/v1/stream/a").await;
         assert_eq!(deleted.status, 204);
         let missing = get(addr, "/v1/stream/a").await;
         assert_eq!(missing.status, 404);
         assert_eq!(code(&missing), "stream_not_found");
         assert_eq!(missing.header("x-content-type-options"), Some("nosniff"));
 
-        let preflight = send(
-            addr,
-            Method::OPTIONS,
-            "/v1/stream/nothing",
-            &[("access-control-request-headers", "if-none-match")],
-            "",
-        )
-        .await;
+        let asking = [("access-control-request-headers", "if-none-match")];
+        let preflight = send(addr, Method::OPTIONS, "/v1/stream/nothing", &asking, "").await;
         assert_eq!(preflight.status, 204);
         assert!(preflight
             .header("access-control-allow-headers")
@@ -764,21 +735,11 @@ fn forks_read_their_source_up_to_the_fork_offset() {
         post(addr, "/v1/stream/fork", "text/plain", "x").await;
         assert_eq!(&get(addr, "/v1/stream/fork").await.body[..], b"ABx");
         // The source is only retired while the fork reads from it.
-        assert_eq!(
-            send(addr, Method::DELETE, "/v1/stream/src", &[], "")
-                .await
-                .status,
-            204
-        );
+        assert_eq!(delete(addr, "/v1/stream/src").await.status, 204);
         assert_eq!(get(addr, "/v1/stream/src").await.status, 410);
         assert_eq!(put(addr, "/v1/stream/src", "text/plain").await.status, 409);
         assert_eq!(&get(addr, "/v1/stream/fork").await.body[..], b"ABx");
-        assert_eq!(
-            send(addr, Method::DELETE, "/v1/stream/fork", &[], "")
-                .await
-                .status,
-            204
-        );
+        assert_eq!(delete(addr, "/v1/stream/fork").await.status, 204);
         assert_eq!(get(addr, "/v1/stream/src").await.status, 404);
     });
 }
@@ -969,7 +930,7 @@ fn the_store_refuses_streams_and_bytes_beyond_its_bounds() {
             (full.status.as_u16(), code(&full).as_str()),
             (507, "storage_full")
         );
-        send(addr, Method::DELETE, "/a", &[], "").await;
+        delete(addr, "/a").await;
         assert_eq!(store.bytes(), 0);
         assert_eq!(post(addr, "/b", "text/plain", "x").await.status, 204);
     });

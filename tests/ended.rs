@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{get, poll_layer, serve, Answers, RawResponse, NDJSON};
@@ -42,6 +43,20 @@ const DELETED: Answers = Answers(|req| match req.position() {
     _ => Outcome::Gone,
 });
 
+/// Reads the whole NDJSON stream after `after`, which must open with 200 and end: its messages,
+/// and the body they came in (for failure messages).
+async fn ndjson_stream(addr: SocketAddr, after: Cursor) -> (Vec<serde_json::Value>, String) {
+    let mut stream = RawResponse::get(addr, &format!("/stream?after={after}"), &[NDJSON]).await;
+    assert_eq!(stream.status, 200);
+    let body = stream.body().await;
+    let lines = body
+        .lines()
+        .filter(|line| !line.is_empty())
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    (lines, body)
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_long_poll_at_the_end_of_a_closed_log_answers_at_once() {
     let addr = serve(poll_layer(Duration::from_secs(60)).layer(ENDED)).await;
@@ -65,15 +80,7 @@ async fn a_long_poll_at_the_end_of_a_closed_log_answers_at_once() {
 #[tokio::test]
 async fn a_stream_ends_with_a_closed_message_after_the_last_events() {
     let addr = serve(ChunkedStreamLayer::new().layer(ENDED)).await;
-    let after = Cursor::new(EPOCH, 1);
-    let mut stream = RawResponse::get(addr, &format!("/stream?after={after}"), &[NDJSON]).await;
-    assert_eq!(stream.status, 200);
-    let body = stream.body().await;
-    let lines: Vec<serde_json::Value> = body
-        .lines()
-        .filter(|line| !line.is_empty())
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
+    let (lines, body) = ndjson_stream(addr, Cursor::new(EPOCH, 1)).await;
     assert_eq!(lines.len(), 3, "{body}");
     assert_eq!(lines[0]["data"], "raw\nbytes");
     assert_eq!(
@@ -169,19 +176,7 @@ async fn a_stream_ends_with_the_gone_message_when_its_log_is_deleted() {
     .await;
     assert_eq!(gone.status, 404, "refused before the stream starts");
 
-    let mut stream = RawResponse::get(
-        addr,
-        &format!("/stream?after={}", Cursor::new(EPOCH, 1)),
-        &[NDJSON],
-    )
-    .await;
-    assert_eq!(stream.status, 200);
-    let body = stream.body().await;
-    let lines: Vec<serde_json::Value> = body
-        .lines()
-        .filter(|line| !line.is_empty())
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
+    let (lines, body) = ndjson_stream(addr, Cursor::new(EPOCH, 1)).await;
     assert_eq!(lines.len(), 2, "{body}");
     assert_eq!(lines[0]["data"], 2);
     assert_eq!(lines[1]["error"], "topic_gone", "{body}");

@@ -8,16 +8,25 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use common::{data, get, get_with, parked, poll_layer, serve};
+use common::{data, get, get_with, parked, poll_layer, poll_server, serve};
 use tokio::io::AsyncWriteExt;
 use tokio::time::{timeout, Instant};
 use tower_push::source::{Outcome, Subscribe};
 use tower_push::{Cursor, LongPollLayer, MemoryLog};
 
+/// The `n` of each event in a long poll's answer, in order.
+fn numbers(reply: &common::Reply) -> Vec<u64> {
+    let body = reply.json();
+    let events = body["events"].as_array().unwrap();
+    events
+        .iter()
+        .map(|e| e["data"]["n"].as_u64().unwrap())
+        .collect()
+}
+
 #[tokio::test]
 async fn held_poll_is_answered_when_an_event_is_published() {
-    let topic = MemoryLog::new().topic("t");
-    let addr = serve(poll_layer(Duration::from_secs(60)).layer(topic.clone())).await;
+    let (topic, addr) = poll_server(Duration::from_secs(60)).await;
     let head = topic.head();
 
     let poll = tokio::spawn(async move { get(addr, &format!("/poll?after={head}")).await });
@@ -92,13 +101,7 @@ async fn poll_without_cursor_starts_at_the_head_or_the_oldest() {
     let from_oldest = serve(oldest.layer(topic.clone())).await;
     let reply = get(from_oldest, "/poll").await;
     assert_eq!(reply.status, 200);
-    let ns: Vec<_> = reply.json()["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["data"]["n"].as_u64().unwrap())
-        .collect();
-    assert_eq!(ns, [1, 2]);
+    assert_eq!(numbers(&reply), [1, 2]);
 }
 
 /// The poll loop of a well-behaved client: follow `Push-Cursor` until `count` events arrived.
@@ -175,8 +178,7 @@ async fn no_gap_between_answers_under_a_full_speed_publisher() {
 
 #[tokio::test]
 async fn malformed_cursors_get_400_with_a_code() {
-    let topic = MemoryLog::new().topic("t");
-    let addr = serve(poll_layer(Duration::from_secs(60)).layer(topic.clone())).await;
+    let (topic, addr) = poll_server(Duration::from_secs(60)).await;
     let epoch = topic.head().epoch();
     let long = "1".repeat(200);
     let repeated = format!("/poll?after={epoch}-0&after={epoch}-0");
@@ -211,22 +213,33 @@ async fn malformed_cursors_get_400_with_a_code() {
     assert_eq!(topic.parked_subscriptions(), 0);
 }
 
-#[tokio::test]
-async fn cursor_ahead_of_the_head_gets_400_cursor_ahead() {
-    let topic = MemoryLog::new().topic("t");
-    let addr = serve(poll_layer(Duration::from_secs(60)).layer(topic.clone())).await;
-    let head = topic.publish(data(1));
-    let ahead = Cursor::new(head.epoch(), 99);
+/// Polls after `cursor`, which must be refused within 5 s (never held) with `status`, the push
+/// headers and the error `code`: the body of the refusal, for the test to check the rest.
+async fn refused_at_once(
+    addr: std::net::SocketAddr,
+    cursor: Cursor,
+    status: u16,
+    code: &str,
+) -> serde_json::Value {
     let reply = timeout(
         Duration::from_secs(5),
-        get(addr, &format!("/poll?after={ahead}")),
+        get(addr, &format!("/poll?after={cursor}")),
     )
     .await
     .unwrap();
-    assert_eq!(reply.status, 400);
+    assert_eq!(reply.status, status);
     reply.assert_push_headers();
     let body = reply.json();
-    assert_eq!(body["error"], "cursor_ahead");
+    assert_eq!(body["error"], code);
+    body
+}
+
+#[tokio::test]
+async fn cursor_ahead_of_the_head_gets_400_cursor_ahead() {
+    let (topic, addr) = poll_server(Duration::from_secs(60)).await;
+    let head = topic.publish(data(1));
+    let ahead = Cursor::new(head.epoch(), 99);
+    let body = refused_at_once(addr, ahead, 400, "cursor_ahead").await;
     assert_eq!(body["head"], head.to_string());
 }
 
@@ -242,16 +255,7 @@ async fn expired_cursor_gets_410_and_the_cursors_to_resync_from() {
     for n in 2..=10 {
         topic.publish(data(n));
     }
-    let reply = timeout(
-        Duration::from_secs(5),
-        get(addr, &format!("/poll?after={first}")),
-    )
-    .await
-    .unwrap();
-    assert_eq!(reply.status, 410);
-    reply.assert_push_headers();
-    let body = reply.json();
-    assert_eq!(body["error"], "cursor_expired");
+    let body = refused_at_once(addr, first, 410, "cursor_expired").await;
     let epoch = first.epoch();
     assert_eq!(body["oldest"], Cursor::new(epoch, 7).to_string());
     assert_eq!(body["head"], Cursor::new(epoch, 10).to_string());
@@ -260,13 +264,7 @@ async fn expired_cursor_gets_410_and_the_cursors_to_resync_from() {
     let oldest = body["oldest"].as_str().unwrap();
     let reply = get(addr, &format!("/poll?after={oldest}")).await;
     assert_eq!(reply.status, 200);
-    let ns: Vec<_> = reply.json()["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["data"]["n"].as_u64().unwrap())
-        .collect();
-    assert_eq!(ns, [8, 9, 10]);
+    assert_eq!(numbers(&reply), [8, 9, 10]);
 }
 
 #[tokio::test]
@@ -363,8 +361,7 @@ async fn source_that_never_names_the_head_gets_503_after_the_hold() {
 
 #[tokio::test]
 async fn client_that_disconnects_mid_hold_leaves_no_waiter() {
-    let topic = MemoryLog::new().topic("t");
-    let addr = serve(poll_layer(Duration::from_secs(600)).layer(topic.clone())).await;
+    let (topic, addr) = poll_server(Duration::from_secs(600)).await;
     let mut streams = Vec::new();
     for _ in 0..20 {
         let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -401,8 +398,7 @@ async fn max_events_splits_a_backlog_over_answers() {
 
 #[tokio::test]
 async fn a_percent_encoded_parameter_name_is_the_same_parameter() {
-    let topic = MemoryLog::new().topic("t");
-    let addr = serve(poll_layer(Duration::from_secs(60)).layer(topic.clone())).await;
+    let (topic, addr) = poll_server(Duration::from_secs(60)).await;
     let first = topic.publish(data(1));
     let ids: Vec<_> = (2..=4)
         .map(|n| topic.publish(data(n)).to_string())

@@ -88,17 +88,21 @@ fn publish_all(log: &MemoryLog, per_topic: u64) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// The path that follows every topic on `route`: from the start, or after `cursor`.
+fn every_topic(route: &str, cursor: Option<&str>) -> String {
+    let topics = TOPICS.join(",");
+    match cursor {
+        Some(cursor) => format!("{route}?topics={topics}&after={cursor}"),
+        None => format!("{route}?topics={topics}"),
+    }
+}
+
 /// Follows the topics with one poll loop until it has `total` events.
 async fn poll_loop(addr: SocketAddr, total: usize) -> Received {
     let mut received = Received::default();
     let mut cursor: Option<String> = None;
-    let topics = TOPICS.join(",");
     while received.count() < total {
-        let path = match &cursor {
-            Some(cursor) => format!("/poll?topics={topics}&after={cursor}"),
-            None => format!("/poll?topics={topics}"),
-        };
-        let reply = get(addr, &path).await;
+        let reply = get(addr, &every_topic("/poll", cursor.as_deref())).await;
         let header = reply.header("push-cursor").unwrap().to_owned();
         match reply.status.as_u16() {
             200 => {
@@ -122,12 +126,8 @@ async fn poll_loop(addr: SocketAddr, total: usize) -> Received {
 async fn ndjson_loop(addr: SocketAddr, total: usize, every: usize) -> Received {
     let mut received = Received::default();
     let mut cursor: Option<String> = None;
-    let topics = TOPICS.join(",");
     while received.count() < total {
-        let path = match &cursor {
-            Some(cursor) => format!("/stream?topics={topics}&after={cursor}"),
-            None => format!("/stream?topics={topics}"),
-        };
+        let path = every_topic("/stream", cursor.as_deref());
         let mut response = RawResponse::get(addr, &path, &[NDJSON]).await;
         assert_eq!(response.status, 200, "{}", response.head);
         if cursor.is_none() {
@@ -155,7 +155,7 @@ async fn ndjson_loop(addr: SocketAddr, total: usize, every: usize) -> Received {
 async fn sse_loop(addr: SocketAddr, total: usize, every: usize) -> Received {
     let mut received = Received::default();
     let mut last_id: Option<String> = None;
-    let path = format!("/stream?topics={}", TOPICS.join(","));
+    let path = every_topic("/stream", None);
     while received.count() < total {
         let mut headers = vec![SSE];
         if let Some(id) = &last_id {

@@ -9,34 +9,30 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Command, ExitCode};
+use std::process::Command;
 use std::time::Duration;
 
-use common::external::{free_port, tests, Process, Program, Suite};
+use common::external::{free_port, Process, Program};
 use common::{data, parked, poll_layer, serve, End, RawResponse, NDJSON, SECOND, SSE};
 use http::Response;
 use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
 use tower::Layer;
 use tower_push::headers::X_ACCEL_BUFFERING;
+use tower_push::memory::Topic;
 use tower_push::{ChunkedStreamLayer, MemoryLog, PushBody, Shutdown};
 
 const NGINX: Program = Program::new("nginx", "nginx");
 
-fn main() -> ExitCode {
-    Suite::new()
-        .needing(
-            &[NGINX],
-            tests![
-                through_nginx_each_event_arrives_before_the_next_is_published,
-                without_x_accel_buffering_nginx_holds_the_events,
-                heartbeats_keep_a_quiet_stream_open_past_the_proxy_read_timeout,
-                without_heartbeats_nginx_cuts_a_quiet_stream_at_the_proxy_read_timeout,
-                a_hold_below_the_proxy_read_timeout_ends_in_a_clean_204,
-                compressed_streams_pass_through_with_nginx_gzip_on_and_off,
-            ],
-        )
-        .run()
+common::external::main! {
+    [NGINX] => [
+        through_nginx_each_event_arrives_before_the_next_is_published,
+        without_x_accel_buffering_nginx_holds_the_events,
+        heartbeats_keep_a_quiet_stream_open_past_the_proxy_read_timeout,
+        without_heartbeats_nginx_cuts_a_quiet_stream_at_the_proxy_read_timeout,
+        a_hold_below_the_proxy_read_timeout_ends_in_a_clean_204,
+        compressed_streams_pass_through_with_nginx_gzip_on_and_off,
+    ],
 }
 
 /// nginx's `proxy_read_timeout` in these tests: how long it waits for the next bytes from the
@@ -170,6 +166,25 @@ fn stream_layer(heartbeat: Duration, shutdown: &Shutdown) -> ChunkedStreamLayer 
         .unwrap()
 }
 
+/// Reads a stream's opening message, which must arrive at once and carry the head of `topic`
+/// as its `id:` (SSE's start cursor).
+async fn assert_opens_at_the_head(stream: &mut RawResponse, delimiter: &[u8], topic: &Topic) {
+    let open = timeout(2 * SECOND, stream.message(delimiter)).await;
+    let open = open.expect("the opening id arrives at once").unwrap();
+    assert_eq!(open, format!("id: {}\n\n", topic.head()));
+}
+
+/// nginx in front of streams of a new topic with a heartbeat every `heartbeat`, and an NDJSON
+/// stream through it that accepts gzip as browsers do, opened with 200.
+async fn stream_through_nginx(heartbeat: Duration) -> (Topic, Nginx, RawResponse) {
+    let topic = MemoryLog::new().topic("t");
+    let layer = stream_layer(heartbeat, &Shutdown::new());
+    let nginx = Nginx::start(serve(layer.layer(topic.clone())).await).await;
+    let stream = RawResponse::get(nginx.addr, "/stream", &[NDJSON, GZIP]).await;
+    assert_eq!(stream.status, 200, "{}", stream.head);
+    (topic, nginx, stream)
+}
+
 fn without_accel_header(mut response: Response<PushBody>) -> Response<PushBody> {
     response.headers_mut().remove(X_ACCEL_BUFFERING);
     response
@@ -216,9 +231,7 @@ async fn through_nginx_each_event_arrives_before_the_next_is_published() {
         // nginx consumes X-Accel-* headers and never passes them on.
         assert_eq!(stream.header("x-accel-buffering"), None);
         if opens {
-            let open = timeout(2 * SECOND, stream.message(delimiter)).await;
-            let open = open.expect("the opening id arrives at once").unwrap();
-            assert_eq!(open, format!("id: {}\n\n", topic.head()));
+            assert_opens_at_the_head(&mut stream, delimiter, &topic).await;
         }
         for n in 1..=5 {
             parked(&topic, 1).await;
@@ -270,9 +283,7 @@ async fn compressed_streams_pass_through_with_nginx_gzip_on_and_off() {
                     "gzip {gzip}"
                 );
                 if opens {
-                    let open = timeout(2 * SECOND, stream.message(delimiter)).await;
-                    let open = open.expect("the opening id arrives at once").unwrap();
-                    assert_eq!(open, format!("id: {}\n\n", topic.head()));
+                    assert_opens_at_the_head(&mut stream, delimiter, &topic).await;
                 }
                 for n in 1..=3 {
                     parked(&topic, 1).await;
@@ -379,12 +390,7 @@ async fn without_x_accel_buffering_nginx_holds_the_events() {
 
 #[tokio::main(flavor = "current_thread")]
 async fn heartbeats_keep_a_quiet_stream_open_past_the_proxy_read_timeout() {
-    let topic = MemoryLog::new().topic("t");
-    let layer = stream_layer(Duration::from_millis(500), &Shutdown::new());
-    let nginx = Nginx::start(serve(layer.layer(topic.clone())).await).await;
-
-    let mut stream = RawResponse::get(nginx.addr, "/stream", &[NDJSON, GZIP]).await;
-    assert_eq!(stream.status, 200, "{}", stream.head);
+    let (topic, _nginx, mut stream) = stream_through_nginx(Duration::from_millis(500)).await;
     let opened = Instant::now();
     let quiet = 2 * PROXY_READ_TIMEOUT + SECOND / 2;
     let mut heartbeats = 0;
@@ -410,12 +416,7 @@ async fn heartbeats_keep_a_quiet_stream_open_past_the_proxy_read_timeout() {
 
 #[tokio::main(flavor = "current_thread")]
 async fn without_heartbeats_nginx_cuts_a_quiet_stream_at_the_proxy_read_timeout() {
-    let topic = MemoryLog::new().topic("t");
-    let layer = stream_layer(Duration::from_secs(3600), &Shutdown::new());
-    let nginx = Nginx::start(serve(layer.layer(topic.clone())).await).await;
-
-    let mut stream = RawResponse::get(nginx.addr, "/stream", &[NDJSON, GZIP]).await;
-    assert_eq!(stream.status, 200, "{}", stream.head);
+    let (_topic, nginx, mut stream) = stream_through_nginx(Duration::from_secs(3600)).await;
     let opened = Instant::now();
     let end = timeout(2 * PROXY_READ_TIMEOUT, stream.message(b"\n"))
         .await

@@ -16,33 +16,28 @@ mod common;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 
 use app::{Demo, Settings};
-use common::external::{tests, Program, Suite};
+use common::external::Program;
 use common::{get, parked, SECOND};
 use tower_push::metrics::{HISTOGRAMS, NAMES};
 use tower_push::Shutdown;
 
 const PROMTOOL: Program = Program::new("promtool", "prometheus");
 
-fn main() -> ExitCode {
-    Suite::new()
-        .needing(
-            &[PROMTOOL],
-            tests![
-                the_rules_load,
-                every_alert_fires_and_stays_quiet_as_its_tests_say,
-                every_query_of_the_dashboard_parses,
-                a_scrape_of_the_demo_passes_promtool_check_metrics,
-            ],
-        )
-        .plain(tests![
-            the_rules_and_the_dashboard_name_only_metrics_the_crate_records,
-            every_alert_has_a_test_that_fires_it_and_one_that_does_not,
-            metric_names_skips_what_is_not_a_metric,
-        ])
-        .run()
+common::external::main! {
+    [PROMTOOL] => [
+        the_rules_load,
+        every_alert_fires_and_stays_quiet_as_its_tests_say,
+        every_query_of_the_dashboard_parses,
+        a_scrape_of_the_demo_passes_promtool_check_metrics,
+    ],
+    [] => [
+        the_rules_and_the_dashboard_name_only_metrics_the_crate_records,
+        every_alert_has_a_test_that_fires_it_and_one_that_does_not,
+        metric_names_skips_what_is_not_a_metric,
+    ],
 }
 
 const RULES: &str = "tower-push-rules.yml";

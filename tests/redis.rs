@@ -5,12 +5,12 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Command, ExitCode};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::external::{free_port, tests, Process, Program, Suite};
+use common::external::{free_port, Process, Program};
 use common::{
     assert_foreign_cursors_resync, data, get, parked, poll_layer, serve, RawResponse, SECOND,
 };
@@ -22,26 +22,23 @@ use tower_push::{ChunkedStreamLayer, Cursor};
 
 const REDIS_SERVER: Program = Program::new("redis-server", "redis-server");
 
-fn main() -> ExitCode {
-    Suite::new()
-        .needing(
-            &[REDIS_SERVER],
-            tests![
-                two_servers_share_one_feed,
-                a_stream_survives_a_redis_restart_without_losing_events,
-                the_reader_catches_up_after_a_restart_with_lost_data_as_a_new_epoch,
-                ten_thousand_parked_polls_cost_one_blocking_read_per_topic,
-                a_deleted_and_recreated_stream_is_a_new_epoch,
-                redis_down_answers_503_within_the_hold,
-                bad_names_and_foreign_streams_are_errors,
-                an_idle_reader_retires_and_a_new_subscription_restarts_it,
-                expired_and_ahead_cursors_get_explicit_answers,
-                a_cursor_of_another_topic_or_source_gets_a_resync_on_both_layers,
-                one_request_follows_several_topics_of_one_source,
-            ],
-        )
-        .plain(tests![bad_settings_are_errors])
-        .run()
+common::external::main! {
+    [REDIS_SERVER] => [
+        two_servers_share_one_feed,
+        a_stream_survives_a_redis_restart_without_losing_events,
+        the_reader_catches_up_after_a_restart_with_lost_data_as_a_new_epoch,
+        ten_thousand_parked_polls_cost_one_blocking_read_per_topic,
+        a_deleted_and_recreated_stream_is_a_new_epoch,
+        redis_down_answers_503_within_the_hold,
+        bad_names_and_foreign_streams_are_errors,
+        an_idle_reader_retires_and_a_new_subscription_restarts_it,
+        expired_and_ahead_cursors_get_explicit_answers,
+        a_cursor_of_another_topic_or_source_gets_a_resync_on_both_layers,
+        one_request_follows_several_topics_of_one_source,
+    ],
+    [] => [
+        bad_settings_are_errors,
+    ],
 }
 
 /// A `redis-server` child process, killed on drop.
@@ -127,6 +124,13 @@ impl Redis {
     async fn source(&self) -> RedisSource {
         RedisSource::builder(self.url()).build().await.unwrap()
     }
+
+    /// Starts a server, and a source on it with the default settings.
+    async fn with_source(persistent: bool) -> (Self, RedisSource) {
+        let redis = Self::start(persistent).await;
+        let source = redis.source().await;
+        (redis, source)
+    }
 }
 
 impl Drop for Redis {
@@ -205,8 +209,7 @@ async fn two_servers_share_one_feed() {
 
 #[tokio::main(flavor = "current_thread")]
 async fn a_stream_survives_a_redis_restart_without_losing_events() {
-    let mut redis = Redis::start(true).await;
-    let source = redis.source().await;
+    let (mut redis, source) = Redis::with_source(true).await;
     let topic = source.topic("feed").unwrap();
     let layer = ChunkedStreamLayer::builder()
         .heartbeat_interval(3600 * SECOND)
@@ -254,8 +257,7 @@ async fn read(stream: &mut RawResponse, ids: &mut Vec<Cursor>, upto: u64) {
 
 #[tokio::main(flavor = "current_thread")]
 async fn the_reader_catches_up_after_a_restart_with_lost_data_as_a_new_epoch() {
-    let mut redis = Redis::start(false).await;
-    let source = redis.source().await;
+    let (mut redis, source) = Redis::with_source(false).await;
     let topic = source.topic("feed").unwrap();
     let addr = serve(poll_layer(5 * SECOND).layer(topic.clone())).await;
     let old = topic.publish(data(1)).await.unwrap();
@@ -267,14 +269,12 @@ async fn the_reader_catches_up_after_a_restart_with_lost_data_as_a_new_epoch() {
     let reply = timeout(10 * SECOND, get(addr, &format!("/poll?after={old}")))
         .await
         .unwrap();
-    assert_eq!(reply.status, 410, "{reply:?}");
-    assert_eq!(reply.json()["error"], "epoch_mismatch");
+    reply.assert_error(410, "epoch_mismatch");
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn ten_thousand_parked_polls_cost_one_blocking_read_per_topic() {
-    let redis = Redis::start(false).await;
-    let source = redis.source().await;
+    let (redis, source) = Redis::with_source(false).await;
     let topics = [source.topic("a").unwrap(), source.topic("b").unwrap()];
     let layer = poll_layer(60 * SECOND);
     const POLLS: usize = 10_000;
@@ -364,8 +364,7 @@ async fn ten_thousand_parked_polls_cost_one_blocking_read_per_topic() {
 
 #[tokio::main(flavor = "current_thread")]
 async fn a_deleted_and_recreated_stream_is_a_new_epoch() {
-    let redis = Redis::start(false).await;
-    let source = redis.source().await;
+    let (redis, source) = Redis::with_source(false).await;
     let topic = source.topic("feed").unwrap();
     let addr = serve(poll_layer(10 * SECOND).layer(topic.clone())).await;
     for n in 1..=3 {
@@ -388,8 +387,7 @@ async fn a_deleted_and_recreated_stream_is_a_new_epoch() {
 
     // The parked poll learns it within the hold (the reader checks the epoch every second).
     let reply = timeout(5 * SECOND, parked).await.unwrap().unwrap();
-    assert_eq!(reply.status, 410, "{reply:?}");
-    assert_eq!(reply.json()["error"], "epoch_mismatch");
+    reply.assert_error(410, "epoch_mismatch");
     // And a new poll with the old cursor too, from any process.
     let other =
         serve(poll_layer(10 * SECOND).layer(redis.source().await.topic("feed").unwrap())).await;
@@ -459,8 +457,7 @@ async fn bad_settings_are_errors() {
 
 #[tokio::main(flavor = "current_thread")]
 async fn bad_names_and_foreign_streams_are_errors() {
-    let redis = Redis::start(false).await;
-    let source = redis.source().await;
+    let (redis, source) = Redis::with_source(false).await;
     assert!(source.topic("").unwrap_err().is_config());
     assert!(source.topic("x:epoch").unwrap_err().is_config());
     // A stream written by someone else is an error, not a panic or a silent skip.
@@ -587,14 +584,12 @@ async fn expired_and_ahead_cursors_get_explicit_answers() {
     assert_eq!(events[0]["data"]["n"], first_seq);
 
     let reply = get(addr, &format!("/poll?after={}", Cursor::new(epoch, 41))).await;
-    assert_eq!(reply.status, 400, "{reply:?}");
-    assert_eq!(reply.json()["error"], "cursor_ahead");
+    reply.assert_error(400, "cursor_ahead");
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn a_cursor_of_another_topic_or_source_gets_a_resync_on_both_layers() {
-    let redis = Redis::start(false).await;
-    let source = redis.source().await;
+    let (redis, source) = Redis::with_source(false).await;
     let (a, b) = (source.topic("a").unwrap(), source.topic("b").unwrap());
     let mut a_head = None;
     for n in 1..=20 {
@@ -618,8 +613,7 @@ async fn a_cursor_of_another_topic_or_source_gets_a_resync_on_both_layers() {
 
 #[tokio::main(flavor = "current_thread")]
 async fn one_request_follows_several_topics_of_one_source() {
-    let redis = Redis::start(false).await;
-    let source = redis.source().await;
+    let (_redis, source) = Redis::with_source(false).await;
     let (inbox, presence) = (
         source.topic("inbox").unwrap(),
         source.topic("presence").unwrap(),
@@ -690,8 +684,7 @@ async fn one_request_follows_several_topics_of_one_source() {
 
     // A topic this source was never asked for is refused, and never remembered.
     let reply = get(poll, "/poll?topics=inbox,elsewhere").await;
-    assert_eq!(reply.status, 400);
-    assert_eq!(reply.json()["error"], "unknown_topic");
+    reply.assert_error(400, "unknown_topic");
     assert_eq!(reply.json()["topic"], "elsewhere");
     assert!(source.find_topic("elsewhere").is_none());
 }

@@ -6,12 +6,12 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    assert_foreign_cursors_resync, assert_spread, data, get, get_with, parked, poll_layer, request,
-    serve, wait_until, RawResponse, SECOND,
+    assert_foreign_cursors_resync, assert_spread, data, get, get_with, parked, poll_layer,
+    poll_server, quiet_stream, request, serve, wait_until, RawResponse, SECOND,
 };
 use http_body_util::BodyExt;
 use tokio::io::AsyncWriteExt;
-use tokio::time::{timeout, Instant};
+use tokio::time::timeout;
 use tower::ServiceExt;
 use tower_push::{ChunkedStreamLayer, Cursor, EventData, LongPollLayer, MemoryLog};
 
@@ -105,17 +105,11 @@ async fn jittered_holds_spread_the_204s() {
         .unwrap();
     let addr = serve(layer.layer(topic.clone())).await;
     let head = topic.head();
-    let started = Instant::now();
-    let polls: Vec<_> = (0..10)
-        .map(|_| {
-            tokio::spawn(async move {
-                let reply = get(addr, &format!("/poll?after={head}")).await;
-                assert_eq!(reply.status, 204);
-                started.elapsed()
-            })
-        })
-        .collect();
-    assert_spread(polls, hold).await;
+    assert_spread(10, hold, move || async move {
+        let reply = get(addr, &format!("/poll?after={head}")).await;
+        assert_eq!(reply.status, 204);
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -170,11 +164,7 @@ async fn a_second_poll_of_a_client_answers_the_first_at_once() {
 async fn a_client_that_stops_reading_falls_behind_and_gets_a_resync() {
     let log = MemoryLog::builder().retention(50).build().unwrap();
     let topic = log.topic("t");
-    let layer = ChunkedStreamLayer::builder()
-        .heartbeat_interval(Duration::from_secs(3600))
-        .max_events(10)
-        .build()
-        .unwrap();
+    let layer = quiet_stream().max_events(10).build().unwrap();
     let addr = serve(layer.layer(topic.clone())).await;
     let mut stream = RawResponse::get(addr, "/s", &[("accept", "application/x-ndjson")]).await;
     assert_eq!(stream.status, 200);
@@ -210,15 +200,7 @@ async fn a_client_that_stops_reading_falls_behind_and_gets_a_resync() {
 
 #[tokio::test]
 async fn hostile_requests_get_4xx_and_never_hang() {
-    let topic = MemoryLog::new().topic("t");
-    let addr = serve(
-        LongPollLayer::builder()
-            .hold_timeout(Duration::from_secs(60))
-            .build()
-            .unwrap()
-            .layer(topic.clone()),
-    )
-    .await;
+    let (topic, addr) = poll_server(Duration::from_secs(60)).await;
     let epoch = topic.head().epoch();
     let long_value = "9".repeat(10_000);
     let many = "x=1&".repeat(500);

@@ -571,6 +571,13 @@ impl Default for Knobs {
 }
 
 impl Knobs {
+    /// The defaults, with what `change` sets: a test shortens one deadline or limit.
+    fn with(change: impl FnOnce(&mut Self)) -> Self {
+        let mut knobs = Self::default();
+        change(&mut knobs);
+        knobs
+    }
+
     /// The crate's server with these deadlines, as the hyper, axum and demo examples serve.
     fn server(&self) -> Server {
         Server::new()
@@ -712,10 +719,7 @@ async fn unread_stream(served: &Served) -> TcpStream {
 
 #[tokio::test]
 async fn a_slowloris_connection_is_closed_after_the_header_read_timeout() {
-    let knobs = Knobs {
-        header_read: Duration::from_millis(300),
-        ..Knobs::default()
-    };
+    let knobs = Knobs::with(|k| k.header_read = Duration::from_millis(300));
     for stack in Stack::ALL {
         let served = Served::start(stack, knobs).await;
         // Sends nothing at all: the `auto` builders wait for the first bytes to tell HTTP/1
@@ -753,10 +757,7 @@ async fn tonic_closes_a_slowloris_connection_after_30_seconds() {
 
 #[tokio::test]
 async fn a_client_that_stops_reading_is_cut_after_the_write_timeout() {
-    let knobs = Knobs {
-        write: Duration::from_millis(300),
-        ..Knobs::default()
-    };
+    let knobs = Knobs::with(|k| k.write = Duration::from_millis(300));
     for stack in Stack::ALL {
         let served = Served::start(stack, knobs).await;
         let _unread = unread_stream(&served).await;
@@ -770,10 +771,7 @@ async fn a_client_that_stops_reading_is_cut_after_the_write_timeout() {
 #[tokio::test]
 async fn the_stop_returns_within_the_drain_deadline_whatever_clients_do() {
     let drain = Duration::from_millis(500);
-    let knobs = Knobs {
-        drain,
-        ..Knobs::default()
-    };
+    let knobs = Knobs::with(|k| k.drain = drain);
     for stack in Stack::ALL {
         let served = Served::start(stack, knobs).await;
         // Neither closes by itself: the head never completes, and the stream's final message
@@ -798,10 +796,7 @@ async fn the_stop_returns_within_the_drain_deadline_whatever_clients_do() {
 #[tokio::test]
 async fn beyond_the_caps_polls_and_streams_are_answered_overloaded() {
     // An open-files limit of 8: each example caps polls and streams at a quarter of it, 2.
-    let knobs = Knobs {
-        open_files: 8,
-        ..Knobs::default()
-    };
+    let knobs = Knobs::with(|k| k.open_files = 8);
     for stack in Stack::ALL {
         let served = Served::start(stack, knobs).await;
         let addr = served.addr;
@@ -876,10 +871,7 @@ async fn other_methods_on_the_push_routes_get_405_with_allow() {
 
 #[tokio::test]
 async fn the_stacks_tell_http2_from_http1_by_the_preface_and_close_a_partial_one() {
-    let knobs = Knobs {
-        header_read: Duration::from_millis(300),
-        ..Knobs::default()
-    };
+    let knobs = Knobs::with(|k| k.header_read = Duration::from_millis(300));
     // tonic serves through its own stack; the others tell the protocol from the first bytes.
     for stack in [Stack::Hyper, Stack::Axum, Stack::Demo] {
         let served = Served::start(stack, knobs).await;

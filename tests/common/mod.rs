@@ -19,7 +19,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tower::{Service, ServiceExt};
-use tower_push::{Cursor, EventData, LongPollLayer, Shutdown};
+use tower_push::{
+    ChunkedStreamBuilder, ChunkedStreamLayer, Cursor, EventData, LongPollLayer, Shutdown,
+};
 
 pub const SECOND: Duration = Duration::from_secs(1);
 
@@ -57,6 +59,19 @@ impl Service<tower_push::source::Subscribe> for Answers {
 /// A long-poll layer that holds a poll for `hold`, with every other setting at its default.
 pub fn poll_layer(hold: Duration) -> LongPollLayer {
     LongPollLayer::builder().hold_timeout(hold).build().unwrap()
+}
+
+/// A new topic `t`, and a server of long polls on it that holds each poll for `hold`.
+pub async fn poll_server(hold: Duration) -> (tower_push::memory::Topic, SocketAddr) {
+    let topic = tower_push::MemoryLog::new().topic("t");
+    let addr = serve(poll_layer(hold).layer(topic.clone())).await;
+    (topic, addr)
+}
+
+/// A stream layer's builder with heartbeats an hour apart, so that a stream carries only what
+/// the test publishes; every other setting is at its default until the test sets it.
+pub fn quiet_stream() -> ChunkedStreamBuilder {
+    ChunkedStreamLayer::builder().heartbeat_interval(Duration::from_secs(3600))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -187,6 +202,12 @@ impl Reply {
         self.headers.get(name).map(|v| v.to_str().unwrap())
     }
 
+    /// Asserts that this is a refusal with `status` and the error `code` in its JSON body.
+    pub fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!(self.status, status, "{self:?}");
+        assert_eq!(self.json()["error"], code, "{self:?}");
+    }
+
     /// The anti-buffering headers every long-poll answer must carry, and none of the
     /// connection-specific ones.
     pub fn assert_push_headers(&self) {
@@ -219,14 +240,26 @@ pub async fn request(
     path: &str,
     headers: &[(&str, &[u8])],
 ) -> Reply {
+    let request = request_head(addr, method, path, headers);
+    send(addr, request.body(Empty::<Bytes>::new()).unwrap()).await
+}
+
+/// The head of a request to `addr`, with its `host` and `headers`, for the caller to give a body.
+pub fn request_head(
+    addr: SocketAddr,
+    method: http::Method,
+    path: &str,
+    headers: &[(&str, impl AsRef<[u8]>)],
+) -> http::request::Builder {
     let mut request = Request::builder()
         .method(method)
         .uri(path)
         .header("host", addr.to_string());
     for (name, value) in headers {
-        request = request.header(*name, http::HeaderValue::from_bytes(value).unwrap());
+        let value = http::HeaderValue::from_bytes(value.as_ref()).unwrap();
+        request = request.header(*name, value);
     }
-    send(addr, request.body(Empty::<Bytes>::new()).unwrap()).await
+    request
 }
 
 /// Sends `request` over a new HTTP/1.1 connection and reads the whole answer.
@@ -553,10 +586,21 @@ pub async fn parked(topic: &impl Parked, n: usize) {
     wait_until(&what, 10 * SECOND, || topic.parked_subscriptions() == n).await;
 }
 
-/// Awaits `ends`, the times after which requests with a jittered `limit` (jitter 0.5) ended, and
-/// asserts that each ended between half the limit and the limit, and that they did not all end
-/// together.
-pub async fn assert_spread(ends: Vec<JoinHandle<Duration>>, limit: Duration) {
+/// Runs `n` requests made by `request` at once, each ending after a jittered `limit` (jitter
+/// 0.5), and asserts that each ended between half the limit and the limit after they started,
+/// and that they did not all end together.
+pub async fn assert_spread<R>(n: usize, limit: Duration, request: impl Fn() -> R)
+where
+    R: std::future::Future<Output = ()> + Send + 'static,
+{
+    let started = tokio::time::Instant::now();
+    let ends = (0..n).map(|_| {
+        let request = request();
+        tokio::spawn(async move {
+            request.await;
+            started.elapsed()
+        })
+    });
     let mut ends = futures_util::future::try_join_all(ends).await.unwrap();
     assert!(
         ends.iter().all(|d| *d >= limit / 2 && *d <= limit),
@@ -572,16 +616,17 @@ pub async fn assert_spread(ends: Vec<JoinHandle<Duration>>, limit: Duration) {
 
 /// The harness of test targets whose tests need an external program (nginx, a browser, Redis).
 ///
-/// A target sets `harness = false` and lists its tests in `main` with [`Suite`]. A test whose
-/// program is missing is reported as ignored, never as passed; under `CI=true` it fails instead,
-/// naming the program and the Debian package that provides it. Each test is a plain `fn` that
-/// starts its own runtime: an `async fn` under `#[tokio::main(...)]` with the flavor (and
-/// `start_paused`) it would have had under `#[tokio::test(...)]`. Arguments are those of `cargo
-/// test`: a name filter, `--list`, `--ignored`, `--exact`, `--test-threads`.
+/// A target sets `harness = false` and lists its tests with [`main!`](external::main). A test
+/// whose program is missing is reported as ignored, never as passed; under `CI=true` it fails
+/// instead, naming the program and the Debian package that provides it. Each test is a plain
+/// `fn` that starts its own runtime: an `async fn` under `#[tokio::main(...)]` with the flavor
+/// (and `start_paused`) it would have had under `#[tokio::test(...)]`. Arguments are those of
+/// `cargo test`: a name filter, `--list`, `--ignored`, `--exact`, `--test-threads`.
 ///
 /// ```ignore
-/// fn main() -> ExitCode {
-///     Suite::new().needing(&[NGINX], tests![first_test, second_test]).run()
+/// common::external::main! {
+///     [] => [a_test_that_needs_nothing],
+///     [NGINX] => [first_test, second_test],
 /// }
 /// ```
 pub mod external {
@@ -727,6 +772,21 @@ pub mod external {
     }
     #[allow(unused_imports)]
     pub(crate) use tests;
+
+    /// The `main` of a target: a [`Suite`] of its tests, each group after the programs it needs
+    /// (`[]` for none), run as the command line chooses.
+    #[allow(unused_macros)]
+    macro_rules! main {
+        ($([$($program:expr),* $(,)?] => [$($test:ident),* $(,)?]),* $(,)?) => {
+            fn main() -> std::process::ExitCode {
+                $crate::common::external::Suite::new()
+                    $(.needing(&[$($program),*], $crate::common::external::tests![$($test),*]))*
+                    .run()
+            }
+        };
+    }
+    #[allow(unused_imports)]
+    pub(crate) use main;
 
     /// The tests of one target.
     #[derive(Debug, Default)]

@@ -197,6 +197,20 @@ async fn contents(store: &FileStore, path: &str) -> Vec<String> {
         .collect()
 }
 
+/// Creates the text stream `path`.
+async fn create_text(store: &FileStore, path: &str) {
+    let create = Create::new(Some("text/plain".into()));
+    store.create(path, create).await.unwrap();
+}
+
+/// Appends `body` to the text stream `path`, which must take it.
+async fn append_text(store: &FileStore, path: &str, body: impl Into<bytes::Bytes>) {
+    store
+        .append(path, Append::new("text/plain", body))
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn everything_comes_back_after_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
@@ -215,21 +229,12 @@ async fn everything_comes_back_after_a_reopen() {
     append.producer = Some(Producer::new("w", 3, 0));
     append.stream_seq = Some("007".into());
     assert!(store.append("/j", append.clone()).await.unwrap().wrote);
-    store
-        .append("/t", Append::new("text/plain", "hello "))
-        .await
-        .unwrap();
-    store
-        .append("/t", Append::new("text/plain", "world"))
-        .await
-        .unwrap();
+    append_text(&store, "/t", "hello ").await;
+    append_text(&store, "/t", "world").await;
     let mut fork = Create::new(None);
     fork.fork = Some(ForkFrom::new("/t", Some(Offset::new(1))));
     store.create("/f", fork).await.unwrap();
-    store
-        .append("/f", Append::new("text/plain", "there"))
-        .await
-        .unwrap();
+    append_text(&store, "/f", "there").await;
     // Deleted while the fork reads from it: retired, not gone.
     store.delete("/t").await.unwrap();
     store.create("/d", Create::new(None)).await.unwrap();
@@ -305,20 +310,11 @@ async fn a_second_store_on_a_directory_is_refused_and_bad_logs_are_named() {
 async fn a_torn_last_batch_is_cut_off_and_damage_before_acknowledged_data_is_refused() {
     let builder = FileStore::builder();
     let (store, sim) = reopen(&builder, Vec::new()).unwrap();
-    store
-        .create("/s", Create::new(Some("text/plain".into())))
-        .await
-        .unwrap();
+    create_text(&store, "/s").await;
     let created = sim.platter().durable.len();
-    store
-        .append("/s", Append::new("text/plain", "one"))
-        .await
-        .unwrap();
+    append_text(&store, "/s", "one").await;
     let before = sim.platter().durable.len();
-    store
-        .append("/s", Append::new("text/plain", "two"))
-        .await
-        .unwrap();
+    append_text(&store, "/s", "two").await;
     let bytes = sim.platter().durable.clone();
     drop(store);
     for cut in before..bytes.len() {
@@ -352,14 +348,8 @@ async fn a_torn_last_batch_is_cut_off_and_damage_before_acknowledged_data_is_ref
 #[tokio::test]
 async fn a_failed_write_refuses_writes_and_keeps_reads() {
     let (store, sim) = reopen(&FileStore::builder(), Vec::new()).unwrap();
-    store
-        .create("/s", Create::new(Some("text/plain".into())))
-        .await
-        .unwrap();
-    store
-        .append("/s", Append::new("text/plain", "kept"))
-        .await
-        .unwrap();
+    create_text(&store, "/s").await;
+    append_text(&store, "/s", "kept").await;
     sim.platter().fail_after = Some(0);
     let lost = store.append("/s", Append::new("text/plain", "lost")).await;
     assert_eq!(lost.unwrap_err(), StoreError::StorageFull);
@@ -381,24 +371,12 @@ async fn a_failed_write_refuses_writes_and_keeps_reads() {
 async fn compaction_gives_space_back_and_keeps_the_streams() {
     let (store, sim) = reopen(&FileStore::builder().max_log_bytes(4 << 20), Vec::new()).unwrap();
     let big = "x".repeat(64 << 10);
-    store
-        .create("/keep", Create::new(Some("text/plain".into())))
-        .await
-        .unwrap();
-    store
-        .append("/keep", Append::new("text/plain", "kept"))
-        .await
-        .unwrap();
+    create_text(&store, "/keep").await;
+    append_text(&store, "/keep", "kept").await;
     for round in 0..100 {
         let path = format!("/tmp{round}");
-        store
-            .create(&path, Create::new(Some("text/plain".into())))
-            .await
-            .unwrap();
-        store
-            .append(&path, Append::new("text/plain", big.clone()))
-            .await
-            .unwrap();
+        create_text(&store, &path).await;
+        append_text(&store, &path, big.clone()).await;
         store.delete(&path).await.unwrap();
     }
     // 6.4 MB went through a log bounded by 4 MiB.
@@ -575,14 +553,8 @@ async fn hostile_names_stay_names() {
     ];
     let store = FileStore::open(dir.path()).unwrap();
     for (i, name) in names.iter().enumerate() {
-        store
-            .create(name, Create::new(Some("text/plain".into())))
-            .await
-            .unwrap();
-        store
-            .append(name, Append::new("text/plain", i.to_string()))
-            .await
-            .unwrap();
+        create_text(&store, name).await;
+        append_text(&store, name, i.to_string()).await;
     }
     drop(store);
     let store = FileStore::open(dir.path()).unwrap();
@@ -604,10 +576,7 @@ async fn hostile_names_stay_names() {
 async fn a_full_log_refuses_writes_and_stays_readable() {
     let builder = FileStore::builder().max_log_bytes(256 << 10);
     let (store, _sim) = reopen(&builder, Vec::new()).unwrap();
-    store
-        .create("/s", Create::new(Some("text/plain".into())))
-        .await
-        .unwrap();
+    create_text(&store, "/s").await;
     let chunk = "z".repeat(16 << 10);
     let mut appended = 0;
     let refused = loop {
@@ -632,12 +601,6 @@ async fn a_full_log_refuses_writes_and_stays_readable() {
         assert!(compacted.elapsed().as_secs() < 10, "compacted within 10 s");
         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
-    store
-        .create("/t", Create::new(Some("text/plain".into())))
-        .await
-        .unwrap();
-    store
-        .append("/t", Append::new("text/plain", chunk))
-        .await
-        .unwrap();
+    create_text(&store, "/t").await;
+    append_text(&store, "/t", chunk).await;
 }
