@@ -384,12 +384,11 @@ pub(super) enum Unreadable {
     Io(io::ErrorKind),
 }
 
-/// Reads the log of `len` bytes from `from`, written with up to `in_flight` batches unsynced at
-/// once, handing every record of every batch that checks to `apply`, in order.
+/// Reads the log of `len` bytes from `from`, handing every record of every batch that checks to
+/// `apply`, in order.
 pub(super) fn scan(
     from: &mut dyn Read,
     len: u64,
-    in_flight: u64,
     mut apply: impl FnMut(Record),
 ) -> Result<Scanned, Unreadable> {
     let io = |err: io::Error| Unreadable::Io(err.kind());
@@ -433,13 +432,9 @@ pub(super) fn scan(
                 at += (BATCH_HEADER_LEN + body.len()) as u64;
             }
             Err(mut rest) => {
-                // A crash can catch `in_flight` batches written and not yet synced, and the
-                // disk may have kept a later one of them whole and not this one. Does a batch
-                // beyond those check? Then it was acknowledged, and this is damage before it,
-                // not a torn write.
+                // Does any later batch check? Then this is damage, not a torn write.
                 from.read_to_end(&mut rest).map_err(io)?;
-                let beyond = last.map_or(in_flight - 1, |last| last + in_flight);
-                return match later_batch(&rest[1..], beyond) {
+                return match later_batch(&rest[1..], last) {
                     true => Err(Unreadable::Damaged { at }),
                     false => Ok(Scanned::Torn {
                         valid: at,
@@ -494,8 +489,8 @@ fn batch_header(head: &[u8], last: Option<u64>) -> Option<(u64, u64, u32)> {
     follows.then_some((number, len, sum))
 }
 
-/// Whether a batch numbered after `beyond` checks anywhere in `bytes`.
-fn later_batch(bytes: &[u8], beyond: u64) -> bool {
+/// Whether a batch numbered after `last` checks anywhere in `bytes`.
+fn later_batch(bytes: &[u8], last: Option<u64>) -> bool {
     let mut start = 0;
     while let Some(found) = find(&bytes[start..], BATCH) {
         let at = start + found;
@@ -506,7 +501,7 @@ fn later_batch(bytes: &[u8], beyond: u64) -> bool {
         let number = u64::from_le_bytes(head[8..16].try_into().expect("eight bytes"));
         let len = u64::from_le_bytes(head[16..24].try_into().expect("eight bytes"));
         let sum = u32::from_le_bytes(head[24..28].try_into().expect("four bytes"));
-        let later = number > beyond;
+        let later = last.is_none_or(|last| number > last);
         let body = usize::try_from(len).ok().and_then(|len| {
             bytes.get(at + BATCH_HEADER_LEN..(at + BATCH_HEADER_LEN).checked_add(len)?)
         });

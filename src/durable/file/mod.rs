@@ -39,23 +39,18 @@ use super::MemoryStoreBuilder;
 /// # How
 ///
 /// The streams live in memory, as in [`MemoryStore`](super::MemoryStore), and every change is
-/// appended to one log file before it is answered, as a database's write-ahead log is. Two
-/// threads write the log: each takes every change made since the last batch, writes them as one
+/// appended to one log file before it is answered, as a database's write-ahead log is. One
+/// thread writes the log: it takes every change made since its last sync, writes them as one
 /// batch and syncs once, so concurrent writers (of any streams) share a sync and an append
-/// waits about one sync, whatever the number of writers; while one thread syncs, the other can
-/// write and sync the next batch, and the device overlaps the two syncs. A sync makes durable
-/// every batch written before it, so a batch is acknowledged by its own sync or by a later one,
-/// whichever lands first; each thread syncs over a file handle of its own, so that a failed
-/// write-back is reported to both. Reads are served from memory, and
+/// waits about one sync, whatever the number of writers. Reads are served from memory, and
 /// never return a change that is not durable yet (they wait for its sync). When more than half
 /// of the log (and at least 64 MiB) is streams deleted or expired since, or it nears its bound
 /// with a sixteenth of the bound to gain, it is rewritten with what is live, so deletes and
 /// expiries give their space back.
 ///
-/// At start, the log is read back: every batch is checked (CRC-32) and applied whole; a batch
-/// that a crash cut short is cut off (it was never acknowledged), with the one batch that may
-/// follow it (two are in flight at most); damage before a batch that checks beyond those (data
-/// that a later sync acknowledged) refuses the start rather than lose it.
+/// At start, the log is read back: every batch is checked (CRC-32) and applied whole; a last
+/// batch that a crash cut short is cut off (it was never acknowledged); damage before a batch
+/// that checks (data that a later sync acknowledged) refuses the start rather than lose it.
 ///
 /// # The directory
 ///
@@ -75,7 +70,7 @@ use super::MemoryStoreBuilder;
 /// answers `507` and the store stays readable. A failed write or sync (a full disk, an I/O
 /// error) fails the store for writes until it is opened again, since what the disk holds is
 /// then unknown: writes answer `507` (a full disk) or `503`; what was durable stays readable.
-/// It keeps four files open whatever the number of streams (five while it compacts).
+/// It keeps three files open whatever the number of streams.
 ///
 /// A `Stream-TTL` window starts again when the store is opened: a stream outlives its TTL by at
 /// most the time the store was down. `Stream-Expires-At` is exact.
@@ -215,8 +210,7 @@ impl FileStoreBuilder {
         len: u64,
     ) -> Result<(State<FileJournal>, Scanned), Unreadable> {
         let mut state = self.state();
-        let in_flight = SYNC_SLOTS as u64;
-        let scanned = log::scan(from, len, in_flight, |record| replay(&mut state, record))?;
+        let scanned = log::scan(from, len, |record| replay(&mut state, record))?;
         Ok((state, scanned))
     }
 
