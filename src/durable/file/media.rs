@@ -223,10 +223,6 @@ impl Media for Disk {
 /// the open file and with it the report of a failed write-back.
 fn sync_handles(dir: &Path) -> io::Result<Vec<Arc<File>>> {
     (0..SYNC_SLOTS)
-        .map(|_| {
-            Ok(Arc::new(
-                OpenOptions::new().write(true).open(dir.join(LOG))?,
-            ))
-        })
+        .map(|_| Ok(Arc::new(OpenOptions::new().write(true).open(dir.join(LOG))?)))
         .collect()
 }

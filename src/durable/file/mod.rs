@@ -18,7 +18,7 @@ use std::time::Instant;
 use tokio::sync::watch;
 
 use self::log::{Record, Scanned, Unreadable, Writer};
-use self::media::{Disk, Media, OpenFailed, SYNC_SLOTS};
+use self::media::{Disk, Media, OpenFailed, SyncJob, SYNC_SLOTS};
 use super::state::{store_over_state, Change, Journal, Locked, State, Stream};
 use super::store::{Doorbell, StoreError};
 use super::MemoryStoreBuilder;
@@ -225,9 +225,8 @@ impl FileStoreBuilder {
             closing: false,
             dead: 0,
             taken: 0,
-            gathering: 0,
-            next_batch: 0,
-            compacting: false,
+            gathering: false,
+            idle: (0..SYNC_SLOTS).collect(),
             flights: std::collections::VecDeque::new(),
         };
         State::new(&self.memory, journal)
@@ -342,15 +341,12 @@ impl std::error::Error for OpenError {
     }
 }
 
-/// What the log's threads share with the store's handles.
+/// What the log's thread shares with the store's handles.
 struct Shared {
     state: Mutex<State<FileJournal>>,
-    // Wakes the log's threads when there is something to write (or they are to stop), and a
-    // compaction when the batches in flight have landed.
+    // Wakes the log's thread when there is something to write (or it is to stop).
     wake: Condvar,
     synced: watch::Sender<Synced>,
-    /// The log: taken with the state held, so that batches are written in the order taken.
-    media: Mutex<Box<dyn Media>>,
 }
 
 /// How far the log is durable.
@@ -377,13 +373,11 @@ pub(super) struct FileJournal {
     dead: u64,
     /// The last record the log's thread took into a batch.
     taken: u64,
-    /// How many of the log's threads wait for more records to join their next batch: every new
-    /// record wakes them.
-    gathering: u32,
-    /// The number of the next batch written to the log.
-    next_batch: u64,
-    /// A compaction waits for the batches in flight, or rewrites the log: no batch is taken.
-    compacting: bool,
+    /// The log's thread waits for more records to join its next batch: every new record wakes
+    /// it.
+    gathering: bool,
+    /// The sync slots free for a batch.
+    idle: Vec<usize>,
     /// The batches written whose syncs have not landed, in the order written.
     flights: std::collections::VecDeque<Flight>,
 }
@@ -442,17 +436,17 @@ impl Journal for FileJournal {
     }
 }
 
-/// Stops the log's threads when the last handle goes, after they wrote what was pending.
+/// Stops the log's thread when the last handle goes, after it wrote what was pending.
 struct Owner {
     shared: Arc<Shared>,
-    threads: Vec<JoinHandle<()>>,
+    thread: Option<JoinHandle<()>>,
 }
 
 impl Drop for Owner {
     fn drop(&mut self) {
         lock(&self.shared).journal.closing = true;
-        self.shared.wake.notify_all();
-        for thread in self.threads.drain(..) {
+        self.shared.wake.notify_one();
+        if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
     }
@@ -478,27 +472,21 @@ impl FileStore {
     }
 
     /// A store of `state`, writing its log to `media` from batch `next` on.
-    fn start(mut state: State<FileJournal>, media: Box<dyn Media>, next: u64) -> Self {
+    fn start(state: State<FileJournal>, media: Box<dyn Media>, next: u64) -> Self {
         let lsn = state.journal.next_lsn - 1;
-        state.journal.next_batch = next;
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
             wake: Condvar::new(),
             synced: watch::Sender::new(Synced { lsn, failed: None }),
-            media: Mutex::new(media),
         });
-        let threads = (0..SYNC_SLOTS)
-            .map(|slot| {
-                let writer = shared.clone();
-                std::thread::Builder::new()
-                    .name(format!("tower-push-log-{slot}"))
-                    .spawn(move || write_log(&writer, slot))
-                    .expect("the log's threads start")
-            })
-            .collect();
+        let writer = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("tower-push-log".into())
+            .spawn(move || write_log(&writer, media, next))
+            .expect("the log's thread starts");
         let owner = Owner {
             shared: shared.clone(),
-            threads,
+            thread: Some(thread),
         };
         Self {
             shared,
@@ -553,12 +541,12 @@ impl Locked for FileStore {
                 (Some(failed), true) => Err(failed.clone()),
                 _ => decide(&mut state),
             };
-            let wake = (idle || state.journal.gathering > 0) && !state.journal.pending.is_empty();
+            let wake = (idle || state.journal.gathering) && !state.journal.pending.is_empty();
             (answer, state.lsn_of(path), wake)
         };
         // Once the lock is free: the log's thread takes it as soon as it wakes.
         if wake {
-            self.shared.wake.notify_all();
+            self.shared.wake.notify_one();
         }
         (answer, lsn)
     }
@@ -596,76 +584,100 @@ const GATHER: std::time::Duration = std::time::Duration::from_micros(200);
 /// A log bigger than this is compacted once it holds more than twice what the streams hold.
 const COMPACT_FROM: u64 = 64 << 20;
 
-/// One of the log's [`SYNC_SLOTS`] threads: takes what the store's changes left pending as one
-/// batch, writes it (the batches in the order they were taken), syncs it over its own handle on
-/// the log and lands it; while it syncs, the other thread can take, write and sync the next
-/// batch, so that syncs overlap on the device. Until the store is dropped or the log fails.
-fn write_log(shared: &Shared, slot: usize) {
+/// The log's thread: writes what the store's changes left pending, one batch at a time, and
+/// hands each batch's sync to a free sync slot, so that up to [`SYNC_SLOTS`] syncs run at once
+/// while the next batch gathers; until the store is dropped or a write or sync fails.
+fn write_log(shared: &Arc<Shared>, mut media: Box<dyn Media>, mut number: u64) {
+    let slots: Vec<Slot> = (0..SYNC_SLOTS)
+        .map(|slot| Slot::start(shared.clone(), slot))
+        .collect();
     // How many records the last batch had: the writers answered by its sync are likely on
     // their way back with their next ones.
     let mut last_batch = 0;
     loop {
-        let mut state = lock(shared);
-        // Something to write (or the store closing), and no compaction under way.
-        while (state.journal.pending.is_empty() && !state.journal.closing
-            || state.journal.compacting)
-            && state.journal.failed.is_none()
-        {
-            state = shared
-                .wake
-                .wait(state)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
-        if state.journal.failed.is_some() || state.journal.pending.is_empty() {
-            return;
-        }
-        // Fewer records than the last batch had: wait a moment for the others, so that one
-        // sync serves them all rather than every other sync serving a few.
-        let deadline = Instant::now() + GATHER;
-        while state.journal.next_lsn - 1 - state.journal.taken < last_batch
-            && !state.journal.closing
-        {
-            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+        let (body, lsn, slot, compact) = {
+            let mut state = lock(shared);
+            // Something to write (or the store closing) and a slot to sync it in.
+            while (state.journal.pending.is_empty() && !state.journal.closing
+                || state.journal.idle.is_empty())
+                && state.journal.failed.is_none()
+            {
+                state = shared
+                    .wake
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+            if state.journal.failed.is_some() || state.journal.pending.is_empty() {
                 break;
-            };
-            state.journal.gathering += 1;
-            state = shared
-                .wake
-                .wait_timeout(state, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-            state.journal.gathering -= 1;
-        }
-        let journal = &mut state.journal;
-        if journal.pending.is_empty() || journal.compacting {
-            // The other thread took them meanwhile.
-            continue;
-        }
-        last_batch = journal.next_lsn - 1 - journal.taken;
-        journal.taken = journal.next_lsn - 1;
-        let body = std::mem::take(&mut journal.pending);
-        let rings = std::mem::take(&mut journal.rings);
-        journal.log_len += (log::BATCH_HEADER_LEN + body.len()) as u64;
-        let lsn = journal.next_lsn - 1;
-        let number = journal.next_batch;
-        journal.next_batch += 1;
-        journal.flights.push_back(Flight { number, rings });
-        let compact = journal.compact_now();
-        journal.compacting = compact;
-        // Taken before the state is let go: the batches reach the log in the order of their
-        // numbers. (Nobody waits for the state while holding the media.)
-        let mut media = shared.media.lock().unwrap_or_else(PoisonError::into_inner);
-        drop(state);
-        let written = media
-            .append(&log::batch(number, &body))
-            .map(|()| media.sync_job(slot));
-        drop(media);
+            }
+            // Fewer records than the last batch had: wait a moment for the others, so that one
+            // sync serves them all rather than every other sync serving a few.
+            let deadline = Instant::now() + GATHER;
+            while state.journal.next_lsn - 1 - state.journal.taken < last_batch
+                && !state.journal.closing
+            {
+                let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                    break;
+                };
+                state.journal.gathering = true;
+                state = shared
+                    .wake
+                    .wait_timeout(state, left)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+                state.journal.gathering = false;
+            }
+            let journal = &mut state.journal;
+            let slot = journal.idle.pop().expect("a free slot");
+            last_batch = journal.next_lsn - 1 - journal.taken;
+            journal.taken = journal.next_lsn - 1;
+            let body = std::mem::take(&mut journal.pending);
+            let rings = std::mem::take(&mut journal.rings);
+            journal.log_len += (log::BATCH_HEADER_LEN + body.len()) as u64;
+            let lsn = journal.next_lsn - 1;
+            journal.flights.push_back(Flight { number, rings });
+            (body, lsn, slot, journal.compact_now())
+        };
+        let written = media.append(&log::batch(number, &body));
         drop(body);
-        land(shared, number, lsn, written.and_then(|sync| sync()));
-        if compact && !compact_log(shared) {
-            return;
+        if let Err(err) = written {
+            lock(shared).journal.idle.push(slot);
+            fail(shared, &err);
+            break;
+        }
+        slots[slot].send(Job {
+            number,
+            lsn,
+            sync: media.sync_job(slot),
+        });
+        number += 1;
+        if compact {
+            // A compaction puts a new log in place: the syncs of the old one land first.
+            if !landed(shared) {
+                break;
+            }
+            if let Err(err) = compact_log(shared, &mut *media, &mut number) {
+                fail(shared, &err);
+                break;
+            }
         }
     }
+    // What is in flight lands (or fails) before the store's handles learn that it closed.
+    landed(shared);
+    drop(slots);
+}
+
+/// The jobs a sync slot's thread runs, and the thread.
+struct Slot {
+    jobs: Option<std::sync::mpsc::Sender<Job>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// A batch's sync, in a slot.
+struct Job {
+    number: u64,
+    lsn: u64,
+    sync: SyncJob,
 }
 
 /// A batch written to the log whose sync has not landed yet.
@@ -675,17 +687,60 @@ struct Flight {
     rings: Vec<Doorbell>,
 }
 
-/// Batch `number`'s sync returned `result`. A sync makes durable every batch written before
-/// it, so every flight up to `number` lands with it, even while an earlier batch's sync still
-/// runs on the other thread.
-fn land(shared: &Shared, number: u64, lsn: u64, result: io::Result<()>) {
+impl Slot {
+    /// Starts slot `slot`'s thread: each job it gets is synced, then landed.
+    fn start(shared: Arc<Shared>, slot: usize) -> Self {
+        let (jobs, received) = std::sync::mpsc::channel::<Job>();
+        let thread = std::thread::Builder::new()
+            .name(format!("tower-push-sync-{slot}"))
+            .spawn(move || {
+                for job in received {
+                    let synced = (job.sync)();
+                    land(&shared, slot, job.number, job.lsn, synced);
+                }
+            })
+            .expect("a sync slot's thread starts");
+        Self {
+            jobs: Some(jobs),
+            thread: Some(thread),
+        }
+    }
+
+    fn send(&self, job: Job) {
+        if let Some(jobs) = &self.jobs {
+            // The thread lives as long as the slot.
+            let _ = jobs.send(job);
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        // Its thread ends once the channel is closed and its last job landed.
+        self.jobs = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Batch `number`'s sync in `slot` returned `result`. A sync makes durable every batch written
+/// before it, so every flight up to `number` lands with it, even while an earlier batch's sync
+/// still runs in the other slot.
+fn land(shared: &Shared, slot: usize, number: u64, lsn: u64, result: io::Result<()>) {
+    let mut state = lock(shared);
+    state.journal.idle.push(slot);
     if let Err(err) = result {
+        drop(state);
         fail(shared, &err);
+        // The log's thread may wait for this slot (a failure before did not stop it waiting).
+        shared.wake.notify_all();
         return;
     }
-    let mut state = lock(shared);
     if state.journal.failed.is_some() {
         // After a failed sync nothing more becomes durable, even what a later sync covered.
+        drop(state);
+        shared.wake.notify_all();
         return;
     }
     let mut rings = Vec::new();
@@ -698,12 +753,21 @@ fn land(shared: &Shared, number: u64, lsn: u64, result: io::Result<()>) {
         let flight = state.journal.flights.pop_front().expect("a flight");
         rings.extend(flight.rings);
     }
-    let compaction_waits = state.journal.compacting && state.journal.flights.is_empty();
     drop(state);
-    if compaction_waits {
-        shared.wake.notify_all();
-    }
+    shared.wake.notify_all();
     synced(shared, lsn, &rings);
+}
+
+/// Waits until every batch in flight has landed; `false` when the log failed.
+fn landed(shared: &Shared) -> bool {
+    let mut state = lock(shared);
+    while state.journal.idle.len() < SYNC_SLOTS {
+        state = shared
+            .wake
+            .wait(state)
+            .unwrap_or_else(PoisonError::into_inner);
+    }
+    state.journal.failed.is_none()
 }
 
 /// Everything up to `lsn` is durable: answers may leave, readers may see it.
@@ -742,39 +806,8 @@ fn fail(shared: &Shared, err: &io::Error) {
     rings.iter().for_each(Doorbell::ring);
 }
 
-/// Once every batch in flight has landed, rewrites the log with what the streams hold now and
-/// puts it in the old one's place; the other thread takes no batch meanwhile. `false` when the
-/// log failed.
-fn compact_log(shared: &Shared) -> bool {
-    let mut state = lock(shared);
-    while !state.journal.flights.is_empty() && state.journal.failed.is_none() {
-        state = shared
-            .wake
-            .wait(state)
-            .unwrap_or_else(PoisonError::into_inner);
-    }
-    let failed = state.journal.failed.is_some();
-    drop(state);
-    let compacted = match failed {
-        true => Ok(()),
-        false => {
-            let mut media = shared.media.lock().unwrap_or_else(PoisonError::into_inner);
-            rewrite_log(shared, &mut **media)
-        }
-    };
-    lock(shared).journal.compacting = false;
-    shared.wake.notify_all();
-    match compacted {
-        Ok(()) => !failed,
-        Err(err) => {
-            fail(shared, &err);
-            false
-        }
-    }
-}
-
-/// Writes what the streams hold now as a new log, and puts it in the old one's place.
-fn rewrite_log(shared: &Shared, media: &mut dyn Media) -> io::Result<()> {
+/// Rewrites the log with what the streams hold now, and puts it in the old one's place.
+fn compact_log(shared: &Shared, media: &mut dyn Media, number: &mut u64) -> io::Result<()> {
     let (streams, next_epoch, lsn, rings) = {
         let mut state = lock(shared);
         let streams: Vec<(String, Stream)> = state
@@ -789,7 +822,6 @@ fn rewrite_log(shared: &Shared, media: &mut dyn Media) -> io::Result<()> {
         let rings = std::mem::take(&mut journal.rings);
         (streams, state.next_epoch, state.journal.next_lsn - 1, rings)
     };
-    let mut number = lock(shared).journal.next_batch;
     // Sources before their forks, so that replaying counts who reads from whom.
     let sources: HashMap<&str, &str> = streams
         .iter()
@@ -816,8 +848,8 @@ fn rewrite_log(shared: &Shared, media: &mut dyn Media) -> io::Result<()> {
     let mut body = Vec::new();
     Writer(&mut body).next_epoch(next_epoch);
     let mut write = |body: &[u8], media: &mut dyn Media| {
-        let batch = log::batch(number, body);
-        number += 1;
+        let batch = log::batch(*number, body);
+        *number += 1;
         len += batch.len() as u64;
         media.append_new(&batch)
     };
@@ -832,7 +864,6 @@ fn rewrite_log(shared: &Shared, media: &mut dyn Media) -> io::Result<()> {
     let mut state = lock(shared);
     state.journal.log_len = len;
     state.journal.dead = 0;
-    state.journal.next_batch = number;
     drop(state);
     synced(shared, lsn, &rings);
     Ok(())
