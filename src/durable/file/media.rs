@@ -6,17 +6,14 @@ use std::io::{self, Write};
 #[cfg(not(unix))]
 use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 /// What the log asks of its storage.
 pub(super) trait Media: Send + 'static {
     /// Writes `bytes` at the end of the log.
     fn append(&mut self, bytes: &[u8]) -> io::Result<()>;
 
-    /// A sync of everything appended so far, to run on another thread while more is appended:
-    /// once it returns `Ok`, what was appended before this call is durable. `slot` (below
-    /// [`SYNC_SLOTS`]) names the thread that runs it; jobs of different slots may run at once.
-    fn sync_job(&mut self, slot: usize) -> SyncJob;
+    /// Makes everything appended durable.
+    fn sync(&mut self) -> io::Result<()>;
 
     /// Writes `bytes` at the end of the log's replacement, which the first call after a
     /// [`swap`](Self::swap) (or ever) starts empty.
@@ -27,13 +24,6 @@ pub(super) trait Media: Send + 'static {
     fn swap(&mut self) -> io::Result<()>;
 }
 
-/// A sync to run on another thread: see [`Media::sync_job`].
-pub(super) type SyncJob = Box<dyn FnOnce() -> io::Result<()> + Send>;
-
-/// How many syncs may run at once: the device overlaps them (on this project's test machine,
-/// two threads syncing one file reach 1.4 to 1.6 times the syncs per second of one).
-pub(super) const SYNC_SLOTS: usize = 2;
-
 /// The log's files in a directory: `log`, `log.new` while a compaction writes it, and `lock`,
 /// which the store holds locked while it is open.
 ///
@@ -41,12 +31,6 @@ pub(super) const SYNC_SLOTS: usize = 2;
 /// zeros at a time, written out, so that a sync after an append flushes data only, and not the
 /// file's length and block map each time (on ext4 that is the difference between a data flush
 /// and a journal commit per sync). Recovery reads the zeros after the last batch as the end.
-///
-/// Syncs run on threads of their own, several at once, each slot over a handle on the log that
-/// it alone uses, opened before anything is written: Linux reports a failed write-back once to
-/// each open file, so a sync over a shared handle could return `Ok` after another sync took the
-/// error for pages both covered. With a handle per slot, every slot sees every failure since
-/// its last sync.
 #[derive(Debug)]
 pub(super) struct Disk {
     dir: PathBuf,
@@ -56,8 +40,6 @@ pub(super) struct Disk {
     /// The file's length: zeros from `end` on.
     allocated: u64,
     new: Option<File>,
-    /// Each sync slot's own handle on the log.
-    syncers: Vec<Arc<File>>,
     // Held for the lock on it.
     _lock: File,
 }
@@ -119,7 +101,6 @@ impl Disk {
             end: len,
             allocated: len,
             new: None,
-            syncers: sync_handles(dir)?,
             _lock: lock,
         };
         Ok((disk, reader))
@@ -183,9 +164,8 @@ impl Media for Disk {
         Ok(())
     }
 
-    fn sync_job(&mut self, slot: usize) -> SyncJob {
-        let file = self.syncers[slot].clone();
-        Box::new(move || file.sync_data())
+    fn sync(&mut self) -> io::Result<()> {
+        self.log.sync_data()
     }
 
     fn append_new(&mut self, bytes: &[u8]) -> io::Result<()> {
@@ -213,16 +193,6 @@ impl Media for Disk {
             .open(self.dir.join(LOG))?;
         let len = self.log.metadata()?.len();
         (self.end, self.allocated) = (len, len);
-        // The slots' handles are on the old log.
-        self.syncers = sync_handles(&self.dir)?;
         Ok(())
     }
-}
-
-/// A handle on the log for each sync slot; opened anew, not `try_clone`d, since a clone shares
-/// the open file and with it the report of a failed write-back.
-fn sync_handles(dir: &Path) -> io::Result<Vec<Arc<File>>> {
-    (0..SYNC_SLOTS)
-        .map(|_| Ok(Arc::new(OpenOptions::new().write(true).open(dir.join(LOG))?)))
-        .collect()
 }

@@ -18,7 +18,7 @@ use std::time::Instant;
 use tokio::sync::watch;
 
 use self::log::{Record, Scanned, Unreadable, Writer};
-use self::media::{Disk, Media, OpenFailed, SyncJob, SYNC_SLOTS};
+use self::media::{Disk, Media, OpenFailed};
 use super::state::{store_over_state, Change, Journal, Locked, State, Stream};
 use super::store::{Doorbell, StoreError};
 use super::MemoryStoreBuilder;
@@ -226,8 +226,6 @@ impl FileStoreBuilder {
             dead: 0,
             taken: 0,
             gathering: false,
-            idle: (0..SYNC_SLOTS).collect(),
-            flights: std::collections::VecDeque::new(),
         };
         State::new(&self.memory, journal)
     }
@@ -376,10 +374,6 @@ pub(super) struct FileJournal {
     /// The log's thread waits for more records to join its next batch: every new record wakes
     /// it.
     gathering: bool,
-    /// The sync slots free for a batch.
-    idle: Vec<usize>,
-    /// The batches written whose syncs have not landed, in the order written.
-    flights: std::collections::VecDeque<Flight>,
 }
 
 /// What a record costs in the log besides its data: its framing and fields.
@@ -584,31 +578,23 @@ const GATHER: std::time::Duration = std::time::Duration::from_micros(200);
 /// A log bigger than this is compacted once it holds more than twice what the streams hold.
 const COMPACT_FROM: u64 = 64 << 20;
 
-/// The log's thread: writes what the store's changes left pending, one batch at a time, and
-/// hands each batch's sync to a free sync slot, so that up to [`SYNC_SLOTS`] syncs run at once
-/// while the next batch gathers; until the store is dropped or a write or sync fails.
-fn write_log(shared: &Arc<Shared>, mut media: Box<dyn Media>, mut number: u64) {
-    let slots: Vec<Slot> = (0..SYNC_SLOTS)
-        .map(|slot| Slot::start(shared.clone(), slot))
-        .collect();
+/// The log's thread: writes what the store's changes left pending, one batch and one sync at a
+/// time, until the store is dropped or a write fails.
+fn write_log(shared: &Shared, mut media: Box<dyn Media>, mut number: u64) {
     // How many records the last batch had: the writers answered by its sync are likely on
     // their way back with their next ones.
     let mut last_batch = 0;
     loop {
-        let (body, lsn, slot, compact) = {
+        let (body, lsn, rings, compact) = {
             let mut state = lock(shared);
-            // Something to write (or the store closing) and a slot to sync it in.
-            while (state.journal.pending.is_empty() && !state.journal.closing
-                || state.journal.idle.is_empty())
-                && state.journal.failed.is_none()
-            {
+            while state.journal.pending.is_empty() && !state.journal.closing {
                 state = shared
                     .wake
                     .wait(state)
                     .unwrap_or_else(PoisonError::into_inner);
             }
-            if state.journal.failed.is_some() || state.journal.pending.is_empty() {
-                break;
+            if state.journal.pending.is_empty() {
+                return;
             }
             // Fewer records than the last batch had: wait a moment for the others, so that one
             // sync serves them all rather than every other sync serving a few.
@@ -628,159 +614,41 @@ fn write_log(shared: &Arc<Shared>, mut media: Box<dyn Media>, mut number: u64) {
                 state.journal.gathering = false;
             }
             let journal = &mut state.journal;
-            let slot = journal.idle.pop().expect("a free slot");
             last_batch = journal.next_lsn - 1 - journal.taken;
             journal.taken = journal.next_lsn - 1;
             let body = std::mem::take(&mut journal.pending);
             let rings = std::mem::take(&mut journal.rings);
             journal.log_len += (log::BATCH_HEADER_LEN + body.len()) as u64;
             let lsn = journal.next_lsn - 1;
-            journal.flights.push_back(Flight { number, rings });
-            (body, lsn, slot, journal.compact_now())
+            (body, lsn, rings, journal.compact_now())
         };
-        let written = media.append(&log::batch(number, &body));
-        drop(body);
-        if let Err(err) = written {
-            lock(shared).journal.idle.push(slot);
-            fail(shared, &err);
-            break;
-        }
-        slots[slot].send(Job {
-            number,
-            lsn,
-            sync: media.sync_job(slot),
-        });
+        let written = media
+            .append(&log::batch(number, &body))
+            .and_then(|()| media.sync());
         number += 1;
-        if compact {
-            // A compaction puts a new log in place: the syncs of the old one land first.
-            if !landed(shared) {
-                break;
+        drop(body);
+        let written = written.and_then(|()| {
+            synced(shared, lsn, &rings);
+            match compact {
+                true => compact_log(shared, &mut *media, &mut number),
+                false => Ok(()),
             }
-            if let Err(err) = compact_log(shared, &mut *media, &mut number) {
-                fail(shared, &err);
-                break;
-            }
+        });
+        if let Err(err) = written {
+            fail(shared, &err, rings);
+            return;
         }
     }
-    // What is in flight lands (or fails) before the store's handles learn that it closed.
-    landed(shared);
-    drop(slots);
-}
-
-/// The jobs a sync slot's thread runs, and the thread.
-struct Slot {
-    jobs: Option<std::sync::mpsc::Sender<Job>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-/// A batch's sync, in a slot.
-struct Job {
-    number: u64,
-    lsn: u64,
-    sync: SyncJob,
-}
-
-/// A batch written to the log whose sync has not landed yet.
-#[derive(Debug)]
-struct Flight {
-    number: u64,
-    rings: Vec<Doorbell>,
-}
-
-impl Slot {
-    /// Starts slot `slot`'s thread: each job it gets is synced, then landed.
-    fn start(shared: Arc<Shared>, slot: usize) -> Self {
-        let (jobs, received) = std::sync::mpsc::channel::<Job>();
-        let thread = std::thread::Builder::new()
-            .name(format!("tower-push-sync-{slot}"))
-            .spawn(move || {
-                for job in received {
-                    let synced = (job.sync)();
-                    land(&shared, slot, job.number, job.lsn, synced);
-                }
-            })
-            .expect("a sync slot's thread starts");
-        Self {
-            jobs: Some(jobs),
-            thread: Some(thread),
-        }
-    }
-
-    fn send(&self, job: Job) {
-        if let Some(jobs) = &self.jobs {
-            // The thread lives as long as the slot.
-            let _ = jobs.send(job);
-        }
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        // Its thread ends once the channel is closed and its last job landed.
-        self.jobs = None;
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// Batch `number`'s sync in `slot` returned `result`. A sync makes durable every batch written
-/// before it, so every flight up to `number` lands with it, even while an earlier batch's sync
-/// still runs in the other slot.
-fn land(shared: &Shared, slot: usize, number: u64, lsn: u64, result: io::Result<()>) {
-    let mut state = lock(shared);
-    state.journal.idle.push(slot);
-    if let Err(err) = result {
-        drop(state);
-        fail(shared, &err);
-        // The log's thread may wait for this slot (a failure before did not stop it waiting).
-        shared.wake.notify_all();
-        return;
-    }
-    if state.journal.failed.is_some() {
-        // After a failed sync nothing more becomes durable, even what a later sync covered.
-        drop(state);
-        shared.wake.notify_all();
-        return;
-    }
-    let mut rings = Vec::new();
-    while state
-        .journal
-        .flights
-        .front()
-        .is_some_and(|flight| flight.number <= number)
-    {
-        let flight = state.journal.flights.pop_front().expect("a flight");
-        rings.extend(flight.rings);
-    }
-    drop(state);
-    shared.wake.notify_all();
-    synced(shared, lsn, &rings);
-}
-
-/// Waits until every batch in flight has landed; `false` when the log failed.
-fn landed(shared: &Shared) -> bool {
-    let mut state = lock(shared);
-    while state.journal.idle.len() < SYNC_SLOTS {
-        state = shared
-            .wake
-            .wait(state)
-            .unwrap_or_else(PoisonError::into_inner);
-    }
-    state.journal.failed.is_none()
 }
 
 /// Everything up to `lsn` is durable: answers may leave, readers may see it.
 fn synced(shared: &Shared, lsn: u64, rings: &[Doorbell]) {
-    // Syncs land out of order: the later one may have covered the earlier's batch already.
-    shared
-        .synced
-        .send_modify(|synced| synced.lsn = synced.lsn.max(lsn));
+    shared.synced.send_modify(|synced| synced.lsn = lsn);
     rings.iter().for_each(Doorbell::ring);
 }
 
 /// The log failed to write: nothing more becomes durable until the store is opened again.
-fn fail(shared: &Shared, err: &io::Error) {
+fn fail(shared: &Shared, err: &io::Error, rings: Vec<Doorbell>) {
     let failed = match err.kind() {
         io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => StoreError::StorageFull,
         _ => StoreError::Unavailable,
@@ -788,18 +656,11 @@ fn fail(shared: &Shared, err: &io::Error) {
     tracing::error!(error = %err, "the durable streams log failed; writes are refused until it is opened again");
     let rings = {
         let mut state = lock(shared);
-        if state.journal.failed.is_some() {
-            return;
-        }
         state.journal.failed = Some(failed.clone());
         let mut all = std::mem::take(&mut state.journal.rings);
-        for flight in std::mem::take(&mut state.journal.flights) {
-            all.extend(flight.rings);
-        }
+        all.extend(rings);
         all
     };
-    // The log's thread stops at its next look.
-    shared.wake.notify_all();
     shared
         .synced
         .send_modify(|synced| synced.failed = Some(failed));

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use futures_util::future::join_all;
 
 use super::log::{self, Scanned};
-use super::media::{Media, SyncJob};
+use super::media::Media;
 use super::*;
 use crate::durable::{Append, Create, ForkFrom, Offset, Payload, Producer, Store, StoreError};
 
@@ -108,25 +108,13 @@ impl Media for Sim {
         Ok(())
     }
 
-    fn sync_job(&mut self, _slot: usize) -> SyncJob {
-        // What a sync covers is what was written before it started; it may land after a later
-        // sync did.
-        let upto = self.platter().written.len();
-        let sim = self.clone();
-        Box::new(move || {
-            // Some syncs are slow, so that a later batch's sync lands before an earlier one's.
-            if upto % 3 == 0 {
-                std::thread::sleep(std::time::Duration::from_micros(300));
-            }
-            let mut platter = sim.platter();
-            if Self::fault(&mut platter) {
-                return Err(io::Error::other("injected"));
-            }
-            if platter.durable.len() < upto {
-                platter.durable = platter.written[..upto].to_vec();
-            }
-            Ok(())
-        })
+    fn sync(&mut self) -> io::Result<()> {
+        let mut platter = self.platter();
+        if Self::fault(&mut platter) {
+            return Err(io::Error::other("injected"));
+        }
+        platter.durable = platter.written.clone();
+        Ok(())
     }
 
     fn append_new(&mut self, bytes: &[u8]) -> io::Result<()> {
