@@ -44,10 +44,7 @@ use tower::ServiceExt;
 use tower_push::authorize::{Access, Check, Verdict};
 use tower_push::memory::Topic;
 use tower_push::server::{self, Server};
-use tower_push::{
-    ChunkedStreamBuilder, ChunkedStreamLayer, ConfigError, EventData, LongPollBuilder,
-    LongPollLayer, MemoryLog, Shutdown,
-};
+use tower_push::{ChunkedStreamLayer, ConfigError, EventData, LongPollLayer, MemoryLog, Shutdown};
 
 // Allocate with jemalloc: a parked poll then costs about 6 KiB of memory instead of 10 with
 // glibc's malloc, measured with 10,000 of them (BENCHMARKS.md, "What the connection stack
@@ -90,7 +87,10 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     // Ctrl-C or SIGTERM: held polls answer and streams end, then connections close.
-    let drained = args.serve.serve(Server::new().shutdown(shutdown), router).await;
+    let drained = args
+        .serve
+        .serve(Server::new().shutdown(shutdown), router)
+        .await;
     eprintln!("stopped: {drained}");
     Ok(())
 }
@@ -102,12 +102,8 @@ pub fn layers(
     shutdown: &Shutdown,
     max_held: usize,
 ) -> Result<(LongPollLayer, ChunkedStreamLayer), ConfigError> {
-    layers_from(
-        LongPollLayer::builder(),
-        ChunkedStreamLayer::builder(),
-        shutdown,
-        max_held,
-    )
+    let (poll, stream) = (LongPollLayer::builder(), ChunkedStreamLayer::builder());
+    server::held_layers(poll, stream, max_held, shutdown)
 }
 
 /// [`layers`], each checking every request's topics with [`check`].
@@ -117,18 +113,7 @@ pub fn layers_checked(
 ) -> Result<(LongPollLayer, ChunkedStreamLayer), ConfigError> {
     let poll = LongPollLayer::builder().authorize(check);
     let stream = ChunkedStreamLayer::builder().authorize(check);
-    layers_from(poll, stream, shutdown, max_held)
-}
-
-fn layers_from(
-    poll: LongPollBuilder,
-    stream: ChunkedStreamBuilder,
-    shutdown: &Shutdown,
-    max_held: usize,
-) -> Result<(LongPollLayer, ChunkedStreamLayer), ConfigError> {
-    let poll = poll.max_parked(max_held).shutdown(shutdown.clone());
-    let stream = stream.max_streams(max_held).shutdown(shutdown.clone());
-    Ok((poll.build()?, stream.build()?))
+    server::held_layers(poll, stream, max_held, shutdown)
 }
 
 /// What a valid token says: who it is, the topics it may read and publish (`"*"`: all), and

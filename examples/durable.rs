@@ -168,7 +168,9 @@ async fn serve<St: Store>(args: Args, store: St) -> Result<(), Box<dyn std::erro
     let listener = args.serve.listen(args.serve.addr_or(ADDR)).await;
     // Ctrl-C or SIGTERM: held reads answer and SSE streams end, then connections close.
     let stop = server::ctrl_c_or_sigterm();
-    let drained = Server::new().shutdown(shutdown).serve(listener, service, stop);
+    let drained = Server::new()
+        .shutdown(shutdown)
+        .serve(listener, service, stop);
     eprintln!("stopped: {}", drained.await);
     Ok(())
 }

@@ -16,7 +16,7 @@
 //! Slow, stalled and greedy clients meet the deadlines and caps of
 //! `tower_push::server::Server` (a request head within 10 s, a body within 30 s, write progress
 //! within 30 s, connections within the open-files limit), and the layers' caps on held polls
-//! and open streams ([`layers`]).
+//! and open streams (`server::held_layers`).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -27,9 +27,7 @@ use http::{header, Method, Request, Response, StatusCode};
 use tower::ServiceExt;
 use tower_push::memory::Topic;
 use tower_push::server::{self, Server};
-use tower_push::{
-    ChunkedStreamLayer, ConfigError, EventData, LongPollLayer, MemoryLog, PushBody, Shutdown,
-};
+use tower_push::{ChunkedStreamLayer, EventData, LongPollLayer, MemoryLog, PushBody, Shutdown};
 
 // Allocate with jemalloc: a parked poll then costs about 6 KiB of memory instead of 10 with
 // glibc's malloc, measured with 10,000 of them (BENCHMARKS.md, "What the connection stack
@@ -54,9 +52,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let Args { serve } = Args::parse();
     server::runtime().build()?.block_on(async move {
         let shutdown = Shutdown::new();
-        let (poll, stream) = layers(&shutdown, serve.max_held())?;
+        // Both layers hold at most `--max-held` requests each (beyond, `503 overloaded`), and
+        // are drained by `shutdown`.
+        let (poll, stream) = (LongPollLayer::builder(), ChunkedStreamLayer::builder());
+        let (poll, stream) = server::held_layers(poll, stream, serve.max_held(), &shutdown)?;
         let topic = MemoryLog::new().topic("default");
-        let routes = Routes { topic, poll, stream };
+        let routes = Routes {
+            topic,
+            poll,
+            stream,
+        };
         // The routes as a tower service: the server clones it for each connection. Ctrl-C or
         // SIGTERM: held polls answer and streams end, then connections close.
         let service = tower::service_fn(move |req| routes.handle(req));
@@ -64,24 +69,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         eprintln!("stopped: {drained}");
         Ok(())
     })
-}
-
-/// Both layers, drained by `shutdown`, each holding at most `max_held` requests (polls parked,
-/// streams open): beyond, a request is answered `503 overloaded` with a `Retry-After`, instead
-/// of the server running out of file descriptors (`server::held_cap`).
-pub fn layers(
-    shutdown: &Shutdown,
-    max_held: usize,
-) -> Result<(LongPollLayer, ChunkedStreamLayer), ConfigError> {
-    let poll = LongPollLayer::builder()
-        .max_parked(max_held)
-        .shutdown(shutdown.clone())
-        .build()?;
-    let stream = ChunkedStreamLayer::builder()
-        .max_streams(max_held)
-        .shutdown(shutdown.clone())
-        .build()?;
-    Ok((poll, stream))
 }
 
 /// `GET /poll`, `GET /stream` and `POST /publish` on one topic.

@@ -111,7 +111,10 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         };
         answer
     });
-    let drained = args.serve.serve(Server::new().shutdown(shutdown), service).await;
+    let drained = args
+        .serve
+        .serve(Server::new().shutdown(shutdown), service)
+        .await;
     eprintln!("stopped: {drained}");
     Ok(())
 }

@@ -67,14 +67,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // overloaded`.
     let max_held = args.flags.max_held();
     let topic = MemoryLog::new().topic("default");
-    let poll = LongPollLayer::builder()
-        .max_parked(max_held)
-        .shutdown(shutdown.clone())
-        .build()?;
-    let stream = ChunkedStreamLayer::builder()
-        .max_streams(max_held)
-        .shutdown(shutdown.clone())
-        .build()?;
+    let (poll, stream) = (LongPollLayer::builder(), ChunkedStreamLayer::builder());
+    let (poll, stream) = server::held_layers(poll, stream, max_held, &shutdown)?;
     let publish_to = topic.clone();
     let router = Router::new()
         .route_service("/poll", poll.layer(topic.clone()))

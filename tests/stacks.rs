@@ -621,10 +621,12 @@ impl Served {
             ..demo_app::Settings::default()
         };
         let (poll, stream) = match stack {
-            Stack::Hyper => hyper_example::layers(&shutdown, knobs.max_held()),
-            Stack::Axum => axum_example::layers(&shutdown, knobs.max_held()),
-            // The tonic example serves the axum example's routes beside gRPC here.
-            Stack::Tonic => axum_example::layers(&shutdown, knobs.max_held()),
+            // The hyper and tonic examples build their layers as the axum example does
+            // (`server::held_layers` with the defaults); the tonic example serves the axum
+            // example's routes beside gRPC here.
+            Stack::Hyper | Stack::Axum | Stack::Tonic => {
+                axum_example::layers(&shutdown, knobs.max_held())
+            }
             Stack::Demo => demo_app::layers(&settings, &shutdown),
         }
         .unwrap();

@@ -90,10 +90,17 @@ async fn run(cli: Cli) {
     let demo = Demo::new(&settings, &shutdown).unwrap_or_else(|err| exit_usage::<Cli>(err));
 
     let topic = demo.topic();
-    println!("tower-push demo: topic {}, epoch {}", topic.name(), topic.epoch());
+    println!(
+        "tower-push demo: topic {}, epoch {}",
+        topic.name(),
+        topic.epoch()
+    );
     let _stats = demo.spawn_stats(std::time::Duration::from_secs(1));
     // Ctrl-C or SIGTERM: held polls answer and streams end, then connections close.
-    let drained = cli.flags.serve.serve(Server::new().shutdown(shutdown), demo.clone());
+    let drained = cli
+        .flags
+        .serve
+        .serve(Server::new().shutdown(shutdown), demo.clone());
     eprintln!("stopped: {}", drained.await);
 }
 

@@ -1,15 +1,10 @@
 //! The command-line flags every push program takes (feature `cli`).
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 
-use bytes::Bytes;
-use http::{Request, Response};
 use tokio::net::TcpListener;
-use tower_service::Service;
 
-use super::{ctrl_c_or_sigterm, held_cap, Body, Drained, Server};
-use crate::BoxError;
+use super::{ctrl_c_or_sigterm, held_cap, Drained, HttpService, Server};
 
 /// The flags every push program takes, for a [clap](https://docs.rs/clap) command line
 /// (feature `cli`): where to listen, and how many requests the layers may hold. Flatten it into
@@ -95,16 +90,7 @@ impl Flags {
 
     /// Serves `service` with `server` on [`addr`](Self::addr) ([`listen`](Self::listen)) until
     /// Ctrl-C or SIGTERM ([`ctrl_c_or_sigterm`]), then drains: see [`Server::serve`].
-    pub async fn serve<S, B>(&self, server: Server, service: S) -> Drained
-    where
-        S: Service<Request<Body>, Response = Response<B>, Error = Infallible>
-            + Clone
-            + Send
-            + 'static,
-        S::Future: Send + 'static,
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
+    pub async fn serve(&self, server: Server, service: impl HttpService) -> Drained {
         let listener = self.listen(self.addr()).await;
         server.serve(listener, service, ctrl_c_or_sigterm()).await
     }

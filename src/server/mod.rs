@@ -167,6 +167,43 @@ pub fn held_cap() -> usize {
     usize::try_from(open_files_limit() / 4).unwrap_or(usize::MAX)
 }
 
+/// Builds `poll` and `stream` (each with the program's own settings), each holding at most
+/// `max_held` requests (polls parked, streams open; beyond, `503 overloaded` with a
+/// `Retry-After`) and drained by `shutdown`: the two layers of a program served by [`Server`]
+/// with the same [`Shutdown`].
+///
+/// # Errors
+///
+/// What [`LongPollBuilder::build`](crate::LongPollBuilder::build) and
+/// [`ChunkedStreamBuilder::build`](crate::ChunkedStreamBuilder::build) refuse.
+///
+/// # Examples
+///
+/// ```
+/// use tower_push::server::{self, held_layers};
+/// use tower_push::{ChunkedStreamLayer, LongPollLayer, Shutdown};
+///
+/// let shutdown = Shutdown::new();
+/// let (poll, stream) = held_layers(
+///     LongPollLayer::builder(),
+///     ChunkedStreamLayer::builder(),
+///     server::held_cap(),
+///     &shutdown,
+/// )?;
+/// # let _ = (poll, stream);
+/// # Ok::<(), tower_push::ConfigError>(())
+/// ```
+pub fn held_layers<F, G>(
+    poll: crate::LongPollBuilder<F>,
+    stream: crate::ChunkedStreamBuilder<G>,
+    max_held: usize,
+    shutdown: &Shutdown,
+) -> Result<(crate::LongPollLayer<F>, crate::ChunkedStreamLayer<G>), crate::ConfigError> {
+    let poll = poll.max_parked(max_held).shutdown(shutdown.clone());
+    let stream = stream.max_streams(max_held).shutdown(shutdown.clone());
+    Ok((poll.build()?, stream.build()?))
+}
+
 /// Resolves on Ctrl-C, or on SIGTERM where there is one (what systemd, Docker and Kubernetes
 /// send): the stop signal to give [`Server::serve`].
 ///
@@ -193,6 +230,37 @@ pub async fn ctrl_c_or_sigterm() {
         () = ctrl_c => {}
         () = terminate => {}
     }
+}
+
+/// What [`Server`] serves: a tower service of HTTP requests with a [`Body`] that never fails
+/// (`Error = Infallible`, as the layers, an axum `Router` and the Durable Streams service), is
+/// cloned for each connection and answers with a body of [`Bytes`]; its futures are `Send`.
+///
+/// Every such service has it: name it in bounds, there is nothing to implement.
+pub trait HttpService:
+    Service<
+        Request<Body>,
+        Response = Response<Self::Body>,
+        Error = Infallible,
+        Future = Self::Answer,
+    > + Clone
+    + Send
+    + 'static
+{
+    /// The body of its answers.
+    type Body: http_body::Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static;
+    /// The future of one answer.
+    type Answer: Future<Output = Result<Response<Self::Body>, Infallible>> + Send + 'static;
+}
+
+impl<S, B> HttpService for S
+where
+    S: Service<Request<Body>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static,
+{
+    type Body = B;
+    type Answer = S::Future;
 }
 
 /// Serves a tower service over HTTP/1.1 and HTTP/2 with what a push server needs around
@@ -331,21 +399,12 @@ impl Server {
     /// The service is cloned for each connection and called for each request, as hyper-util's
     /// `TowerToHyperService` does. It never fails (`Error = Infallible`, as the layers, an axum
     /// `Router` and the Durable Streams service); its requests carry a [`Body`].
-    pub async fn serve<S, B>(
+    pub async fn serve<S: HttpService>(
         self,
         listener: TcpListener,
         service: S,
         stop: impl Future<Output = ()>,
-    ) -> Drained
-    where
-        S: Service<Request<Body>, Response = Response<B>, Error = Infallible>
-            + Clone
-            + Send
-            + 'static,
-        S::Future: Send + 'static,
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
+    ) -> Drained {
         let mut h1 = http1::Builder::new();
         // hyper enforces the header-read timeout only with a timer.
         h1.timer(TokioTimer::new())
@@ -437,23 +496,13 @@ impl Server {
     ///
     /// When a runtime cannot be built or `addr` cannot be bound.
     #[cfg(unix)]
-    pub fn serve_per_thread<S, B, Stop>(
+    pub fn serve_per_thread<S: HttpService>(
         self,
         addr: std::net::SocketAddr,
         threads: usize,
         service: S,
-        stop: Stop,
-    ) -> std::io::Result<Drained>
-    where
-        S: Service<Request<Body>, Response = Response<B>, Error = Infallible>
-            + Clone
-            + Send
-            + 'static,
-        S::Future: Send + 'static,
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-        Stop: Future<Output = ()>,
-    {
+        stop: impl Future<Output = ()>,
+    ) -> std::io::Result<Drained> {
         let threads = threads.max(1);
         let stopping = Shutdown::new();
         let mut listeners = Vec::with_capacity(threads);
