@@ -256,6 +256,25 @@ fn median(values: &[f64]) -> f64 {
 }
 
 /// The `p` quantile (0 to 1) of `sorted`, by nearest rank; NaN for none.
+/// The quantiles the bench reports of a latency, in the unit of its samples.
+#[derive(Clone, Copy, Debug)]
+struct Latency {
+    p50: f64,
+    p99: f64,
+    max: f64,
+}
+
+impl Latency {
+    /// The quantiles of `sorted` samples.
+    fn of(sorted: &[f64]) -> Self {
+        Self {
+            p50: percentile(sorted, 0.50),
+            p99: percentile(sorted, 0.99),
+            max: percentile(sorted, 1.0),
+        }
+    }
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;

@@ -44,6 +44,9 @@ use super::{ctrl_c_or_sigterm, held_cap, Drained, HttpService, Server};
 /// }
 /// ```
 #[derive(clap::Args, Clone, Debug)]
+// No argument group of its own: a program's own arguments may be a type named `Flags` too, and
+// clap refuses two groups of one name.
+#[group(skip)]
 #[non_exhaustive]
 pub struct Flags {
     /// Where to listen; HOST may be a name such as `localhost` [default: 127.0.0.1:3000, or the
@@ -110,4 +113,39 @@ impl Flags {
 /// Exits as clap does for an I/O error: `error: MESSAGE` on standard error, exit code 74.
 fn exit_io(message: String) -> ! {
     clap::Error::raw(clap::error::ErrorKind::Io, message + "\n").exit()
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::Flags as ServerFlags;
+
+    /// A program's own flags, named as the demo names them, with the server's flattened in.
+    #[derive(clap::Args)]
+    struct Flags {
+        #[command(flatten)]
+        serve: ServerFlags,
+        #[arg(long)]
+        hold_ms: Option<u64>,
+    }
+
+    #[derive(Parser)]
+    struct Program {
+        #[command(flatten)]
+        flags: Flags,
+    }
+
+    #[test]
+    fn flattens_into_a_program_whose_own_flags_have_the_same_name() {
+        Program::command().debug_assert();
+        let program = Program::parse_from(["program", "--addr", "[::1]:0", "--max-held", "7"]);
+        assert_eq!(program.flags.serve.addr(), "[::1]:0");
+        assert_eq!(program.flags.serve.max_held(), 7);
+        let defaults = Program::parse_from(["program"]);
+        assert_eq!(defaults.flags.serve.addr(), "127.0.0.1:3000");
+        assert_eq!(defaults.flags.serve.addr_or("127.0.0.1:4437"), "127.0.0.1:4437");
+        assert_eq!(defaults.flags.serve.max_held(), super::held_cap());
+        assert!(defaults.flags.hold_ms.is_none());
+    }
 }

@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::client::get_request;
-use crate::{nchan, percentile, Settings};
+use crate::{nchan, Latency, Settings};
 
 use super::load::{spawn_clients, spawn_h2_clients, H2_STREAMS};
 use super::peer::{Peer, Sides, Target};
@@ -16,12 +16,11 @@ use super::throughput::throughput_at;
 /// What one round of parked polls measured.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Parked {
-    pub(super) rss_before: u64,
-    pub(super) rss_after: u64,
+    /// The server's resident memory before the polls and with them parked, in KiB.
+    pub(super) rss_kib: (u64, u64),
     pub(super) per_poll: f64,
-    pub(super) p50: f64,
-    pub(super) p99: f64,
-    pub(super) max: f64,
+    /// From the publish to each client's last byte, in milliseconds.
+    pub(super) latency: Latency,
     /// The server's CPU time from the publish until every client had its answer, per
     /// answer, in microseconds.
     pub(super) cpu_us: f64,
@@ -76,7 +75,7 @@ pub(super) async fn compare(
                 let memory = name("memory per parked poll");
                 table.add(&memory, "KiB", Some((1.0, false)), ours, parked.per_poll);
                 let p99 = name("fan-out, publish to last byte, p99");
-                table.add(&p99, "ms", None, ours, parked.p99);
+                table.add(&p99, "ms", None, ours, parked.latency.p99);
             }
             if peer == Peer::Demo {
                 continue;
@@ -91,7 +90,7 @@ pub(super) async fn compare(
                     "ms",
                     None,
                     peer == Peer::TowerPushOneThread,
-                    parked.p99,
+                    parked.latency.p99,
                 );
             }
             if peer == Peer::TowerPushOneThread {
@@ -119,9 +118,9 @@ pub(super) async fn compare(
             if versus && settings.fanout.contains(&n) {
                 let name = |what: &str| format!("fan-out N={n}, publish to last byte, {what}");
                 let target = (n == settings.parked).then_some((1.0, false));
-                table.add(&name("p50"), "ms", None, ours, parked.p50);
-                table.add(&name("p99"), "ms", target, ours, parked.p99);
-                table.add(&name("max"), "ms", None, ours, parked.max);
+                table.add(&name("p50"), "ms", None, ours, parked.latency.p50);
+                table.add(&name("p99"), "ms", target, ours, parked.latency.p99);
+                table.add(&name("max"), "ms", None, ours, parked.latency.max);
             }
             if settings.wants("scaling") && settings.scaling.contains(&n) {
                 curve.push(Point {
@@ -237,12 +236,9 @@ pub(super) async fn parked_peer(peer: Peer, program: Option<&nchan::Program>, n:
     }
     latencies.sort_by(f64::total_cmp);
     let parked = Parked {
-        rss_before,
-        rss_after,
+        rss_kib: (rss_before, rss_after),
         per_poll,
-        p50: percentile(&latencies, 0.50),
-        p99: percentile(&latencies, 0.99),
-        max: percentile(&latencies, 1.0),
+        latency: Latency::of(&latencies),
         cpu_us,
     };
     eprintln!(
@@ -250,9 +246,9 @@ pub(super) async fn parked_peer(peer: Peer, program: Option<&nchan::Program>, n:
          server CPU {cpu_us:.1} us per answer; \
          {per_poll:.2} KiB per parked poll (RSS {rss_before} to {rss_after} KiB)",
         peer.name(),
-        parked.p50,
-        parked.p99,
-        parked.max,
+        parked.latency.p50,
+        parked.latency.p99,
+        parked.latency.max,
     );
     parked
 }

@@ -34,8 +34,8 @@ pub(super) fn print_curve(settings: &Settings, curve: &[Point], with_nchan: bool
             .collect();
         median(&ratios)
     };
-    let p50: fn(&Parked) -> f64 = |p| p.p50;
-    let p99: fn(&Parked) -> f64 = |p| p.p99;
+    let p50: fn(&Parked) -> f64 = |p| p.latency.p50;
+    let p99: fn(&Parked) -> f64 = |p| p.latency.p99;
     let memory: fn(&Parked) -> f64 = |p| p.per_poll;
     println!();
     println!(
@@ -119,12 +119,12 @@ pub(super) fn print_curve(settings: &Settings, curve: &[Point], with_nchan: bool
             point.peer.name(),
             point.n,
             point.run + 1,
-            p.p50,
-            p.p99,
-            p.max,
+            p.latency.p50,
+            p.latency.p99,
+            p.latency.max,
             p.per_poll,
-            p.rss_before,
-            p.rss_after,
+            p.rss_kib.0,
+            p.rss_kib.1,
             p.cpu_us,
         );
     }
