@@ -43,6 +43,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// Where the example listens without `--addr`.
 const ADDR: &str = "127.0.0.1:4437";
 
+/// The Durable Streams protocol under /v1/stream/, its streams in memory or in a data directory.
 #[derive(Parser, Debug)]
 struct Args {
     // `--addr` (default here 127.0.0.1:4437) and `--max-held`: the most long-poll reads held

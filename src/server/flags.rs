@@ -47,6 +47,8 @@ use super::{ctrl_c_or_sigterm, held_cap, Drained, HttpService, Server};
 // No argument group of its own: a program's own arguments may be a type named `Flags` too, and
 // clap refuses two groups of one name.
 #[group(skip)]
+// Its documentation is for Rust users: it is not the `--help` text of a program without one.
+#[command(about = None, long_about = None)]
 #[non_exhaustive]
 pub struct Flags {
     /// Where to listen; HOST may be a name such as `localhost` [default: 127.0.0.1:3000, or the
