@@ -45,9 +45,10 @@ const ADDR: &str = "127.0.0.1:4437";
 
 /// The Durable Streams protocol under /v1/stream/, its streams in memory or in a data directory.
 #[derive(Parser, Debug)]
+#[command(mut_arg("addr", |arg| arg.default_value(ADDR)))]
 struct Args {
-    // `--addr` (default here 127.0.0.1:4437) and `--max-held`: the most long-poll reads held
-    // at once, and the most SSE reads open at once.
+    // `--addr` and `--max-held`: the most long-poll reads held at once, and the most SSE reads
+    // open at once.
     #[command(flatten)]
     serve: server::Flags,
     /// How long a `live=long-poll` read waits for data before it answers 204, in milliseconds.
@@ -166,7 +167,7 @@ async fn serve<St: Store>(args: Args, store: St) -> Result<(), Box<dyn std::erro
     let service = metrics::beside(service, prometheus);
 
     println!("Durable Streams under /v1/stream/");
-    let listener = args.serve.listen(args.serve.addr_or(ADDR)).await;
+    let listener = args.serve.listen().await;
     // Ctrl-C or SIGTERM: held reads answer and SSE streams end, then connections close.
     let stop = server::ctrl_c_or_sigterm();
     let drained = Server::new()

@@ -82,7 +82,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 }
             }),
         );
-    let listener = args.flags.listen(args.flags.addr()).await;
+    let listener = args.flags.listen().await;
     let stop = shutdown.wait();
     tokio::spawn(async move {
         server::ctrl_c_or_sigterm().await;

@@ -137,8 +137,8 @@ fn run_per_thread(cli: Cli) {
         .unwrap_or_else(|err| exit_usage::<Cli>(err));
     let shutdown = Shutdown::new();
     let demo = Demo::new(&settings, &shutdown).unwrap_or_else(|err| exit_usage::<Cli>(err));
-    let addr = cli.flags.serve.addr();
-    let socket_addr = cli.flags.serve.socket_addr(addr);
+    let addr = &cli.flags.serve.addr;
+    let socket_addr = cli.flags.serve.socket_addr();
     println!(
         "tower-push demo listening on http://{socket_addr} from {} threads (topic {}, epoch {})",
         cli.threads,

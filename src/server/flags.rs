@@ -10,8 +10,8 @@ use super::{ctrl_c_or_sigterm, held_cap, Drained, HttpService, Server};
 /// (feature `cli`): where to listen, and how many requests the layers may hold. Flatten it into
 /// the program's own arguments, so that every program names these settings the same way.
 ///
-/// `--addr` defaults to `127.0.0.1:3000`; a program that listens elsewhere by default takes
-/// [`addr_or`](Self::addr_or) instead of [`addr`](Self::addr).
+/// `--addr` defaults to `127.0.0.1:3000`; a program that listens elsewhere by default says so
+/// on its own arguments: `#[command(mut_arg("addr", |arg| arg.default_value("127.0.0.1:4437")))]`.
 ///
 /// # Examples
 ///
@@ -51,10 +51,9 @@ use super::{ctrl_c_or_sigterm, held_cap, Drained, HttpService, Server};
 #[command(about = None, long_about = None)]
 #[non_exhaustive]
 pub struct Flags {
-    /// Where to listen; HOST may be a name such as `localhost` [default: 127.0.0.1:3000, or the
-    /// program's own]
-    #[arg(long, value_name = "HOST:PORT")]
-    pub addr: Option<String>,
+    /// Where to listen; HOST may be a name such as `localhost`
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:3000")]
+    pub addr: String,
     /// The most polls held at once, and the most streams open at once; beyond, 503 overloaded.
     /// Each held request over HTTP/1.1 keeps a connection, and so a file descriptor, and about
     /// 6 KiB of memory. Default: a quarter of the open-files limit
@@ -63,25 +62,16 @@ pub struct Flags {
 }
 
 impl Flags {
-    /// Where `--addr` says to listen, `127.0.0.1:3000` without it.
-    pub fn addr(&self) -> &str {
-        self.addr_or("127.0.0.1:3000")
-    }
-
-    /// Where `--addr` says to listen, `default` without it.
-    pub fn addr_or<'a>(&'a self, default: &'a str) -> &'a str {
-        self.addr.as_deref().unwrap_or(default)
-    }
-
     /// The cap `--max-held` gives each of held polls and open streams; [`held_cap`] without it.
     pub fn max_held(&self) -> usize {
         self.max_held.unwrap_or_else(held_cap)
     }
 
-    /// Binds `addr` (see [`addr_or`](Self::addr_or)) and prints `listening on http://ADDR` on
-    /// standard output; exits the process with clap's I/O error (`error: cannot listen on ADDR:
-    /// REASON`, exit code 74) when it cannot.
-    pub async fn listen(&self, addr: &str) -> TcpListener {
+    /// Binds `--addr` and prints `listening on http://ADDR` on standard output; exits the process
+    /// with clap's I/O error (`error: cannot listen on ADDR: REASON`, exit code 74) when it
+    /// cannot.
+    pub async fn listen(&self) -> TcpListener {
+        let addr = &self.addr;
         let listener = match TcpListener::bind(addr).await {
             Ok(listener) => listener,
             Err(err) => exit_io(format!("cannot listen on {addr}: {err}")),
@@ -93,17 +83,18 @@ impl Flags {
         listener
     }
 
-    /// Serves `service` with `server` on [`addr`](Self::addr) ([`listen`](Self::listen)) until
+    /// Serves `service` with `server` on `--addr` ([`listen`](Self::listen)) until
     /// Ctrl-C or SIGTERM ([`ctrl_c_or_sigterm`]), then drains: see [`Server::serve`].
     pub async fn serve(&self, server: Server, service: impl HttpService) -> Drained {
-        let listener = self.listen(self.addr()).await;
+        let listener = self.listen().await;
         server.serve(listener, service, ctrl_c_or_sigterm()).await
     }
 
-    /// The first address `addr` (see [`addr_or`](Self::addr_or)) resolves to, for
-    /// [`Server::serve_per_thread`]; exits the process with clap's I/O error when there is none.
-    pub fn socket_addr(&self, addr: &str) -> SocketAddr {
+    /// The first address `--addr` resolves to, for [`Server::serve_per_thread`]; exits the
+    /// process with clap's I/O error when there is none.
+    pub fn socket_addr(&self) -> SocketAddr {
         use std::net::ToSocketAddrs;
+        let addr = &self.addr;
         match addr.to_socket_addrs().map(|mut all| all.next()) {
             Ok(Some(resolved)) => resolved,
             Ok(None) => exit_io(format!("cannot resolve {addr}")),
@@ -138,15 +129,26 @@ mod tests {
         flags: Flags,
     }
 
+    /// A program that listens elsewhere by default.
+    #[derive(Parser)]
+    #[command(mut_arg("addr", |arg| arg.default_value("127.0.0.1:4437")))]
+    struct Elsewhere {
+        #[command(flatten)]
+        serve: ServerFlags,
+    }
+
     #[test]
     fn flattens_into_a_program_whose_own_flags_have_the_same_name() {
         Program::command().debug_assert();
         let program = Program::parse_from(["program", "--addr", "[::1]:0", "--max-held", "7"]);
-        assert_eq!(program.flags.serve.addr(), "[::1]:0");
+        assert_eq!(program.flags.serve.addr, "[::1]:0");
         assert_eq!(program.flags.serve.max_held(), 7);
         let defaults = Program::parse_from(["program"]);
-        assert_eq!(defaults.flags.serve.addr(), "127.0.0.1:3000");
-        assert_eq!(defaults.flags.serve.addr_or("127.0.0.1:4437"), "127.0.0.1:4437");
+        assert_eq!(defaults.flags.serve.addr, "127.0.0.1:3000");
+        Elsewhere::command().debug_assert();
+        let help = Elsewhere::command().render_help().to_string();
+        assert!(help.contains("[default: 127.0.0.1:4437]"), "{help}");
+        assert_eq!(Elsewhere::parse_from(["e"]).serve.addr, "127.0.0.1:4437");
         assert_eq!(defaults.flags.serve.max_held(), super::held_cap());
         assert!(defaults.flags.hold_ms.is_none());
     }
