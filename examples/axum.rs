@@ -87,11 +87,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     // Ctrl-C or SIGTERM: held polls answer and streams end, then connections close.
-    let drained = args
-        .serve
+    args.serve
         .serve(Server::new().shutdown(shutdown), router)
         .await;
-    eprintln!("stopped: {drained}");
     Ok(())
 }
 

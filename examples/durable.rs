@@ -167,13 +167,10 @@ async fn serve<St: Store>(args: Args, store: St) -> Result<(), Box<dyn std::erro
     let service = metrics::beside(service, prometheus);
 
     println!("Durable Streams under /v1/stream/");
-    let listener = args.serve.listen().await;
     // Ctrl-C or SIGTERM: held reads answer and SSE streams end, then connections close.
-    let stop = server::ctrl_c_or_sigterm();
-    let drained = Server::new()
-        .shutdown(shutdown)
-        .serve(listener, service, stop);
-    eprintln!("stopped: {}", drained.await);
+    args.serve
+        .serve(Server::new().shutdown(shutdown), service)
+        .await;
     Ok(())
 }
 

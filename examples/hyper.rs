@@ -65,8 +65,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // The routes as a tower service: the server clones it for each connection. Ctrl-C or
         // SIGTERM: held polls answer and streams end, then connections close.
         let service = tower::service_fn(move |req| routes.handle(req));
-        let drained = serve.serve(Server::new().shutdown(shutdown), service).await;
-        eprintln!("stopped: {drained}");
+        serve.serve(Server::new().shutdown(shutdown), service).await;
         Ok(())
     })
 }

@@ -111,11 +111,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         };
         answer
     });
-    let drained = args
-        .serve
+    args.serve
         .serve(Server::new().shutdown(shutdown), service)
         .await;
-    eprintln!("stopped: {drained}");
     Ok(())
 }
 

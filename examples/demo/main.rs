@@ -97,11 +97,10 @@ async fn run(cli: Cli) {
     );
     let _stats = demo.spawn_stats(std::time::Duration::from_secs(1));
     // Ctrl-C or SIGTERM: held polls answer and streams end, then connections close.
-    let drained = cli
-        .flags
+    cli.flags
         .serve
-        .serve(Server::new().shutdown(shutdown), demo.clone());
-    eprintln!("stopped: {}", drained.await);
+        .serve(Server::new().shutdown(shutdown), demo.clone())
+        .await;
 }
 
 /// With `--tokens FILE`: reads the file again on every SIGHUP (a token taken out of it ends its

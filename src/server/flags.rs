@@ -37,8 +37,7 @@ use super::{ctrl_c_or_sigterm, held_cap, Drained, HttpService, Server};
 ///             .build()?
 ///             .layer(MemoryLog::new().topic("news"));
 ///         // Prints `listening on http://127.0.0.1:3000`; Ctrl-C or SIGTERM drains it.
-///         let drained = args.serve.serve(Server::new().shutdown(shutdown), poll).await;
-///         eprintln!("stopped: {drained}");
+///         args.serve.serve(Server::new().shutdown(shutdown), poll).await;
 ///         Ok(())
 ///     })
 /// }
@@ -83,11 +82,13 @@ impl Flags {
         listener
     }
 
-    /// Serves `service` with `server` on `--addr` ([`listen`](Self::listen)) until
-    /// Ctrl-C or SIGTERM ([`ctrl_c_or_sigterm`]), then drains: see [`Server::serve`].
-    pub async fn serve(&self, server: Server, service: impl HttpService) -> Drained {
+    /// Serves `service` with `server` on `--addr` ([`listen`](Self::listen)) until Ctrl-C or
+    /// SIGTERM ([`ctrl_c_or_sigterm`]), then drains (see [`Server::serve`]) and says how the
+    /// drain ended on standard error (`stopped: all connections closed`, or how many were cut).
+    pub async fn serve(&self, server: Server, service: impl HttpService) {
         let listener = self.listen().await;
-        server.serve(listener, service, ctrl_c_or_sigterm()).await
+        let drained: Drained = server.serve(listener, service, ctrl_c_or_sigterm()).await;
+        eprintln!("stopped: {drained}");
     }
 
     /// The first address `--addr` resolves to, for [`Server::serve_per_thread`]; exits the
