@@ -25,6 +25,7 @@ use crate::authorize::{Authorizer, Checks, Decision};
 use crate::limit::{Limits, Slot};
 use crate::request::CursorParam;
 use crate::shutdown::{self, Shutdown};
+use crate::source::EventSource;
 use crate::source::{Batch, Origin, Outcome, Position, Subscribe};
 use crate::telemetry::{self, Kind, Telemetry};
 use crate::topics::TopicsParam;
@@ -438,8 +439,7 @@ where
 
 impl<S> Follow<S>
 where
-    S: Service<Subscribe, Response = Outcome>,
-    S::Error: Into<BoxError>,
+    S: EventSource,
 {
     /// `response` in the coding the request accepts, if the layer compresses.
     pub(crate) fn compress(&self, response: Response<PushBody>) -> Response<PushBody> {
@@ -721,8 +721,7 @@ fn poll_many<S>(
     cx: &mut Context<'_>,
 ) -> Poll<Result<Step, Rejection>>
 where
-    S: Service<Subscribe, Response = Outcome>,
-    S::Error: Into<BoxError>,
+    S: EventSource,
 {
     if !many.positioned {
         let mut waiting = false;

@@ -101,7 +101,36 @@
 use std::fmt;
 use std::sync::Arc;
 
+use tower_service::Service;
+
 use crate::{Cursor, Event};
+
+/// An event source: a tower service that answers a [`Subscribe`] with an [`Outcome`], and whose
+/// error can be boxed. The layers serve any such service (the in-memory log, the Redis source,
+/// a service of your own); every one is an `EventSource`: name it in bounds, there is nothing
+/// to implement.
+///
+/// # Examples
+///
+/// ```
+/// use tower_push::source::EventSource;
+/// use tower_push::MemoryLog;
+///
+/// fn follows<S: EventSource>(_source: &S) {}
+/// follows(&MemoryLog::new().topic("news"));
+/// ```
+pub trait EventSource: Service<Subscribe, Response = Outcome, Error = Self::Failure> {
+    /// Its error: the layers log it and answer `503`.
+    type Failure: Into<crate::BoxError>;
+}
+
+impl<S> EventSource for S
+where
+    S: Service<Subscribe, Response = Outcome>,
+    S::Error: Into<crate::BoxError>,
+{
+    type Failure = S::Error;
+}
 
 /// Where a subscription starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -14,8 +14,9 @@ use super::stream::EventStream;
 use crate::compression;
 use crate::format::StreamFormat;
 use crate::headers::{self, PUSH_CURSOR};
-use crate::source::{Outcome, Subscribe};
-use crate::{BoxError, PushBody};
+use crate::source::EventSource;
+use crate::source::Subscribe;
+use crate::PushBody;
 
 /// The response future of [`ChunkedStream`](super::ChunkedStream).
 ///
@@ -56,9 +57,8 @@ where
 
 impl<S, F> Future for ResponseFuture<S, F>
 where
-    S: Service<Subscribe, Response = Outcome> + Send + 'static,
+    S: EventSource + Send + 'static,
     S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
     F: StreamFormat,
 {
     type Output = Result<Response<PushBody>, Infallible>;

@@ -5,8 +5,7 @@ use tower_service::Service;
 use super::future::ResponseFuture;
 use super::stream::EventStream;
 use crate::format::{AutoFormat, StreamFormat};
-use crate::source::{Outcome, Subscribe};
-use crate::BoxError;
+use crate::source::EventSource;
 
 define_push_service! {
     /// Chunked streaming over an event source `S`: see the [module docs](crate::chunked_stream).
@@ -20,9 +19,8 @@ define_push_service! {
 
 impl<S, F, B> Service<Request<B>> for ChunkedStream<S, F>
 where
-    S: Service<Subscribe, Response = Outcome> + Clone + Send + 'static,
+    S: EventSource + Clone + Send + 'static,
     S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
     F: StreamFormat,
 {
     define_push_service_readiness!();
@@ -41,9 +39,8 @@ where
 
 impl<S, F> ChunkedStream<S, F>
 where
-    S: Service<Subscribe, Response = Outcome> + Clone + Send + 'static,
+    S: EventSource + Clone + Send + 'static,
     S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
     F: StreamFormat,
 {
     /// Answers `req` as [`call`](Service::call) does, in `format` instead of the one the

@@ -13,9 +13,10 @@ use tower_service::Service;
 use crate::body::Frames;
 use crate::follow::{Follow, Step};
 use crate::format::{StreamEnd, StreamFormat};
-use crate::source::{Outcome, Subscribe};
+use crate::source::EventSource;
+use crate::source::Subscribe;
 use crate::telemetry::{self, Kind};
-use crate::{BoxError, Rejection, Resume};
+use crate::{Rejection, Resume};
 
 pin_project! {
     /// Follows an event source for as long as a stream lives, writing each batch of events as one
@@ -61,8 +62,7 @@ pin_project! {
 
 impl<S, F> EventStream<S, F>
 where
-    S: Service<Subscribe, Response = Outcome>,
-    S::Error: Into<BoxError>,
+    S: EventSource,
     F: StreamFormat,
 {
     /// A stream admitted to `follow` its source, with a heartbeat `every` so often, ending after
@@ -203,9 +203,8 @@ where
 
 impl<S, F> Frames for EventStream<S, F>
 where
-    S: Service<Subscribe, Response = Outcome> + Send + 'static,
+    S: EventSource + Send + 'static,
     S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
     F: StreamFormat,
 {
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<(Bytes, bool)>> {

@@ -15,8 +15,9 @@ use tower_service::Service;
 use super::supersede::Superseded;
 use crate::follow::{Follow, Step};
 use crate::format::PollFormat;
-use crate::source::{Outcome, Subscribe};
-use crate::{headers, BoxError, PushBody, Rejection};
+use crate::source::EventSource;
+use crate::source::Subscribe;
+use crate::{headers, PushBody, Rejection};
 
 pin_project! {
     /// The response future of [`LongPoll`](super::LongPoll): holds the request until the event
@@ -92,8 +93,7 @@ where
 
 impl<S, F> Future for ResponseFuture<S, F>
 where
-    S: Service<Subscribe, Response = Outcome>,
-    S::Error: Into<BoxError>,
+    S: EventSource,
     F: PollFormat,
 {
     type Output = Result<Response<PushBody>, Infallible>;
@@ -114,8 +114,7 @@ where
 
 impl<S, F> State<S, F>
 where
-    S: Service<Subscribe, Response = Outcome>,
-    S::Error: Into<BoxError>,
+    S: EventSource,
     F: PollFormat,
 {
     fn poll_answer(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response<PushBody>> {

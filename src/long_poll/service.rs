@@ -3,8 +3,7 @@ use tower_service::Service;
 
 use super::future::ResponseFuture;
 use crate::format::{JsonFormat, PollFormat};
-use crate::source::{Outcome, Subscribe};
-use crate::BoxError;
+use crate::source::EventSource;
 
 define_push_service! {
     /// Long polling over an event source `S`: see the [module docs](crate::long_poll).
@@ -18,8 +17,7 @@ define_push_service! {
 
 impl<S, F, B> Service<Request<B>> for LongPoll<S, F>
 where
-    S: Service<Subscribe, Response = Outcome> + Clone,
-    S::Error: Into<BoxError>,
+    S: EventSource + Clone,
     F: PollFormat,
 {
     define_push_service_readiness!();
@@ -36,8 +34,7 @@ where
 
 impl<S, F> LongPoll<S, F>
 where
-    S: Service<Subscribe, Response = Outcome> + Clone,
-    S::Error: Into<BoxError>,
+    S: EventSource + Clone,
     F: PollFormat,
 {
     /// Answers `req` as [`call`](Service::call) does, in `format` instead of the layer's: for a
