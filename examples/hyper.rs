@@ -1,6 +1,6 @@
 //! Long polling and streaming on one topic of the in-memory log, routed by hand without a
-//! framework and served by hyper through the crate's serving loop (feature `cli`, with `server`): HTTP/1.1
-//! and HTTP/2 (prior knowledge) on one port.
+//! framework and served by hyper through the crate's serving loop (feature `cli`, which includes
+//! `server`): HTTP/1.1 and HTTP/2 (prior knowledge) on one port.
 //!
 //! ```text
 //! cargo run --example hyper --features cli -- --addr 127.0.0.1:3000
