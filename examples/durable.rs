@@ -152,14 +152,14 @@ async fn serve<St: Store>(args: Args, store: St) -> Result<(), Box<dyn std::erro
         .long_poll(
             LongPollLayer::builder()
                 .hold_timeout(Duration::from_millis(args.hold_ms))
-                .max_parked(max_held)
+                .max_held(max_held)
                 .shutdown(shutdown.clone()),
         )
         .sse(
             ChunkedStreamLayer::builder()
                 .max_lifetime(Duration::from_secs(60))
                 .lifetime_jitter(0.1)
-                .max_streams(max_held)
+                .max_held(max_held)
                 .shutdown(shutdown.clone()),
         )
         .build()?;

@@ -86,12 +86,12 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let max_held = args.serve.max_held();
     let poll = LongPollLayer::builder()
         .hold_timeout(Duration::from_millis(args.hold_ms))
-        .max_parked(max_held)
+        .max_held(max_held)
         .shutdown(shutdown.clone())
         .build()?
         .layer(topic.clone());
     let stream = ChunkedStreamLayer::builder()
-        .max_streams(max_held)
+        .max_held(max_held)
         .shutdown(shutdown.clone())
         .build()?
         .layer(topic.clone());

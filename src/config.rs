@@ -24,7 +24,7 @@ pub(crate) struct Shared {
     pub(crate) proxy_idle: Option<Duration>,
     pub(crate) max_events: usize,
     /// The most bytes of event data one answer or frame carries (at least one event).
-    pub(crate) max_bytes: usize,
+    pub(crate) max_answer_bytes: usize,
     /// The largest request head (URI and headers) a held request may keep.
     pub(crate) max_head_bytes: usize,
     /// The query parameter that carries the cursor.
@@ -36,7 +36,7 @@ pub(crate) struct Shared {
     /// The query parameter that names a multiplexed request's topics.
     pub(crate) topics_param: String,
     /// How many topics one multiplexed request may name; `0` turns multiplexing off.
-    pub(crate) max_topics: usize,
+    pub(crate) max_topics_per_request: usize,
     /// Who may read which topics, if anyone is checked.
     pub(crate) authorizer: Option<crate::authorize::Authorizer>,
     /// How often a held request checks again, if not the default.
@@ -53,36 +53,32 @@ impl Shared {
             max_per_key: None,
             proxy_idle: None,
             max_events: 256,
-            max_bytes: 256 * 1024,
+            max_answer_bytes: 256 * 1024,
             max_head_bytes: 32 * 1024,
             param: CursorParam::DEFAULT.to_owned(),
             origin: Origin::Head,
             shutdown: None,
             reconnect_window: Duration::from_secs(5),
             topics_param: TopicsParam::DEFAULT.to_owned(),
-            max_topics: TopicsParam::DEFAULT_MAX,
+            max_topics_per_request: TopicsParam::DEFAULT_MAX,
             authorizer: None,
             reauthorize_every: None,
             compression: None,
         }
     }
 
-    /// Checks the settings and builds the pipeline they configure for `kind`'s layer; `caps`
-    /// names the two caps in errors, as the builder's setters call them (`["max parked", "max
-    /// parked per key"]`); `hold` is how long the layer holds a request at most (`None`: a
+    /// Checks the settings and builds the pipeline they configure for `kind`'s layer; `hold` is how long the layer holds a request at most (`None`: a
     /// stream, held until its lifetime ends), to know whether held requests must check their
     /// authorization again while they wait.
-    pub(crate) fn build(
-        self,
-        kind: Kind,
-        caps: [&'static str; 2],
-        hold: Option<Duration>,
-    ) -> Result<Pipeline, ConfigError> {
+    pub(crate) fn build(self, kind: Kind, hold: Option<Duration>) -> Result<Pipeline, ConfigError> {
         check::at_least_one("max events", self.max_events)?;
-        check::at_least_one("max bytes", self.max_bytes)?;
+        check::at_least_one("max answer bytes", self.max_answer_bytes)?;
         check::at_least_one("max head bytes", self.max_head_bytes)?;
-        check::cap(caps[0], self.max)?;
-        check::cap(caps[1], self.max_per_key.as_ref().map(|(max, _)| *max))?;
+        check::cap("max held", self.max)?;
+        check::cap(
+            "max held per key",
+            self.max_per_key.as_ref().map(|(max, _)| *max),
+        )?;
         let mut authorizer = self.authorizer;
         if let Some(every) = self.reauthorize_every {
             check::positive("reauthorize every", every)?;
@@ -105,10 +101,10 @@ impl Shared {
             kind,
             limits: Limits::new(kind, self.max, self.max_per_key),
             max_events: self.max_events,
-            max_bytes: self.max_bytes,
+            max_answer_bytes: self.max_answer_bytes,
             max_head_bytes: self.max_head_bytes,
             param: CursorParam::new(&self.param)?,
-            topics: TopicsParam::new(&self.topics_param, self.max_topics)?,
+            topics: TopicsParam::new(&self.topics_param, self.max_topics_per_request)?,
             origin: self.origin,
             shutdown: self.shutdown,
             reconnect_window: self.reconnect_window,
@@ -318,7 +314,7 @@ impl fmt::Display for ConfigError {
             ),
             Self::TooManyTopics { max, limit } => write!(
                 f,
-                "max topics of {max} is above the limit of {limit}: a parked request holds one \
+                "max topics per request of {max} is above the limit of {limit}: a parked request holds one \
                  subscription per topic"
             ),
             Self::ReauthorizeWithoutAuthorize => f.write_str(

@@ -39,7 +39,7 @@ pub(crate) struct Pipeline {
     pub(crate) kind: Kind,
     pub(crate) limits: Limits,
     pub(crate) max_events: usize,
-    pub(crate) max_bytes: usize,
+    pub(crate) max_answer_bytes: usize,
     pub(crate) max_head_bytes: usize,
     pub(crate) param: CursorParam,
     /// Where a multiplexed request names its topics, and how many it may name.
@@ -558,7 +558,7 @@ where
             Outcome::Events(mut batch) => {
                 // Bytes bound what one answer or frame holds until the client reads it; the
                 // events left out come with the next step, from the advanced position.
-                batch.truncate_to_bytes(this.pipeline.max_bytes);
+                batch.truncate_to_bytes(this.pipeline.max_answer_bytes);
                 this.telemetry.delivered(batch.events());
                 this.subscribe.advance(batch.last());
                 Ok(Step::Events(batch))
@@ -790,8 +790,8 @@ where
             }
         };
         for event in batch.events() {
-            let full =
-                events.len() >= pipeline.max_events || bytes + event.size() > pipeline.max_bytes;
+            let full = events.len() >= pipeline.max_events
+                || bytes + event.size() > pipeline.max_answer_bytes;
             if full && !events.is_empty() {
                 // The rest comes with the next answer, read again from where the lane stands.
                 break;
@@ -802,7 +802,7 @@ where
             let topic = many.lanes[i].topic.clone();
             events.push(event.clone().tagged(topic, resume));
         }
-        if events.len() >= pipeline.max_events || bytes >= pipeline.max_bytes {
+        if events.len() >= pipeline.max_events || bytes >= pipeline.max_answer_bytes {
             // Full: the lanes not polled yet come first in the next answer.
             many.next = (i + 1) % count;
             return Poll::Ready(Ok(Step::Events(Batch::merged(events))));
@@ -857,7 +857,7 @@ impl Pipeline {
         assert_eq!(self.limits.max(), None, "no cap");
         assert_eq!(self.limits.max_per_key(), None, "no cap per key");
         assert_eq!(self.max_events, 256);
-        assert_eq!(self.max_bytes, 256 * 1024);
+        assert_eq!(self.max_answer_bytes, 256 * 1024);
         assert_eq!(self.max_head_bytes, 32 * 1024);
         assert_eq!(self.param, CursorParam::default());
         assert_eq!(self.topics, TopicsParam::default());

@@ -110,13 +110,13 @@ eprintln!("stopped: {drained}");
 //! - **Order**: within a topic, events come in order, without gaps or repeats. Across topics no
 //!   order is promised: an answer holds the events of the topics that had some, topic by topic,
 //!   and the topic that goes first turns round from answer to answer, so that a busy topic cannot
-//!   crowd the others out of answers bounded by `max_events` and `max_bytes`.
+//!   crowd the others out of answers bounded by `max_events` and `max_answer_bytes`.
 //! - **Per-topic resync**: when one topic's position can no longer be served, the answer is
 //!   `410` ([`Rejection::TopicResync`]) naming that `topic`, with composite `oldest` and `head`
 //!   cursors in which only that topic's position moved: reload that topic's state and go on from
 //!   either; the others lose nothing. Events of other topics that were ready go out first, in
 //!   an answer of their own. A stream ends with the same body as its final message.
-//! - Refused: more topics than [`max_topics`](LongPollBuilder::max_topics) (16 by default),
+//! - Refused: more topics than [`max_topics_per_request`](crate::PushBuilder::max_topics_per_request) (16 by default),
 //!   `400 too_many_topics`; a name that is not 1 to 128 of `A-Z a-z 0-9 - _ . : ~`, or named
 //!   twice, `400 invalid_topics`; a topic the source does not serve, `400 unknown_topic`; a
 //!   cursor without one position per topic, `400 malformed_cursor`.
@@ -165,7 +165,7 @@ eprintln!("stopped: {drained}");
 //!   axum's `ListenerExt::tap_io`); tonic sets it by default.
 //! - **A client that stops reading** would keep an answer in memory: wrap each accepted socket
 //!   in [`io::WriteTimeout`], and set HTTP/2's `max_concurrent_streams`, since each stream may
-//!   hold one answer of [`max_bytes`](LongPollBuilder::max_bytes).
+//!   hold one answer of [`max_answer_bytes`](PushBuilder::max_answer_bytes).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
@@ -186,6 +186,7 @@ mod follow;
 pub mod format;
 pub mod headers;
 pub mod io;
+pub mod layer;
 mod limit;
 pub mod long_poll;
 pub mod memory;
@@ -213,6 +214,7 @@ pub use self::chunked_stream::{ChunkedStream, ChunkedStreamBuilder, ChunkedStrea
 pub use self::config::ConfigError;
 pub use self::cursor::{Cursor, CursorError, Epoch, Resume};
 pub use self::event::{Event, EventData, EventName, InvalidEventName, InvalidJson};
+pub use self::layer::{PushBuilder, PushLayer};
 #[doc(inline)]
 pub use self::long_poll::{LongPoll, LongPollBuilder, LongPollLayer};
 #[doc(inline)]

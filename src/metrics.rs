@@ -8,9 +8,9 @@
 //!
 //! | name | type | labels | what | alert on |
 //! | --- | --- | --- | --- | --- |
-//! | `tower_push_parked_polls` | gauge | | long polls held right now | near `max_parked`: `503 overloaded` follows |
-//! | `tower_push_open_streams` | gauge | | streams open right now | near `max_streams` |
-//! | `tower_push_held_limit` | gauge | `layer` | the cap on held requests: the sum of `max_parked` (`long_poll`) or `max_streams` (`stream`) over the layers that have one and are alive | the two gauges above divided by it |
+//! | `tower_push_parked_polls` | gauge | | long polls held right now | near `max_held`: `503 overloaded` follows |
+//! | `tower_push_open_streams` | gauge | | streams open right now | near `max_held` |
+//! | `tower_push_held_limit` | gauge | `layer` | the cap on held requests: the sum of the `max_held` of the layers of that kind (`long_poll`, `stream`) over the layers that have one and are alive | the two gauges above divided by it |
 //! | `tower_push_answers_total` | counter | `layer` (`long_poll`, `stream`), `kind` | answers by kind: `events`, `timeout` (the `204` of an expired hold), `shutdown`, `superseded`, `stream` (a stream opened), or a refusal's code: `malformed_cursor`, `cursor_ahead` (`400`), `cursor_expired`, `epoch_mismatch` (`410`), `overloaded`, `source_unavailable`, `shutting_down` (`503`), `method_not_allowed`, `head_too_large` | a rising rate of `cursor_expired` (retention too short for how long clients are away), `source_unavailable`, `overloaded` |
 //! | `tower_push_events_delivered_total` | counter | `layer` | events handed to clients | a rate that drops to zero while publishers publish |
 //! | `tower_push_stream_frames_total` | counter | | stream frames with events | |
@@ -28,7 +28,7 @@
 //! than five minutes is forgotten (that client left).
 //!
 //! `tower_push_held_limit` is what makes "near the cap" an expression: a layer built with
-//! `max_parked` or `max_streams` adds its cap to the gauge of its `layer` label, and takes it
+//! `max_held` adds its cap to the gauge of its `layer` label, and takes it
 //! back when its last clone and service are dropped. With one capped layer of each kind per
 //! process (the usual server), `tower_push_parked_polls / tower_push_held_limit` is how full
 //! the long-poll cap is. Layers without a cap add nothing, and their held requests still count
@@ -87,8 +87,8 @@ use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 pub const PARKED_POLLS: &str = "tower_push_parked_polls";
 /// Gauge: streams open right now.
 pub const OPEN_STREAMS: &str = "tower_push_open_streams";
-/// Gauge: the caps on held requests by `layer` (`long_poll`: `max_parked`, `stream`:
-/// `max_streams`), summed over the live layers that have one.
+/// Gauge: the caps on held requests by `layer` (the `max_held` of each
+/// layer), summed over the live layers that have one.
 pub const HELD_LIMIT: &str = "tower_push_held_limit";
 /// Counter: answers by `layer` and `kind`.
 pub const ANSWERS: &str = "tower_push_answers_total";

@@ -113,7 +113,7 @@ pub enum TopicsError {
     TooMany {
         /// How many topics the request names.
         count: usize,
-        /// The most the layer allows (its builder's `max_topics`).
+        /// The most the layer allows (its builder's `max_topics_per_request`).
         max: usize,
     },
     /// A topic name is empty, longer than 128 bytes, or holds a character other than ASCII

@@ -701,7 +701,7 @@ fn shutdown_answers_held_long_polls() {
         put(addr, "/s", "text/plain").await;
         let poll = tokio::spawn(async move { get(addr, "/s?offset=now&live=long-poll").await });
         common::wait_until("the poll is parked", Duration::from_secs(5), || {
-            service.parked_polls() == 1
+            service.held_polls() == 1
         })
         .await;
         shutdown.trigger();

@@ -24,8 +24,8 @@ async fn polls_beyond_the_caps_get_503_overloaded() {
     let topic = MemoryLog::new().topic("t");
     let layer = LongPollLayer::builder()
         .hold_timeout(Duration::from_secs(60))
-        .max_parked(3)
-        .max_parked_per_key(2, topic_of)
+        .max_held(3)
+        .max_held_per_key(2, topic_of)
         .build()
         .unwrap();
     let addr = serve(layer.layer(topic.clone())).await;
@@ -36,7 +36,7 @@ async fn polls_beyond_the_caps_get_503_overloaded() {
         .map(|path| tokio::spawn(async move { get(addr, &format!("{path}?after={head}")).await }))
         .collect();
     parked(&topic, 3).await;
-    assert_eq!(layer.parked_polls(), 3);
+    assert_eq!(layer.held(), 3);
 
     for path in ["/t/a", "/t/c", "/other"] {
         let reply = timeout(5 * SECOND, get(addr, &format!("{path}?after={head}")))
@@ -56,7 +56,7 @@ async fn polls_beyond_the_caps_get_503_overloaded() {
             200
         );
     }
-    assert_eq!(layer.parked_polls(), 0, "every place was given back");
+    assert_eq!(layer.held(), 0, "every place was given back");
     let reply = get(addr, &format!("/t/a?after={head}")).await;
     assert_eq!(reply.status, 200, "room again");
 }
@@ -65,8 +65,8 @@ async fn polls_beyond_the_caps_get_503_overloaded() {
 async fn streams_beyond_the_caps_get_503_overloaded() {
     let topic = MemoryLog::new().topic("t");
     let layer = ChunkedStreamLayer::builder()
-        .max_streams(2)
-        .max_streams_per_key(1, topic_of)
+        .max_held(2)
+        .max_held_per_key(1, topic_of)
         .build()
         .unwrap();
     let addr = serve(layer.layer(topic.clone())).await;
@@ -81,13 +81,13 @@ async fn streams_beyond_the_caps_get_503_overloaded() {
     let over_total = RawResponse::get(addr, "/t/c", &ndjson).await;
     assert_eq!(over_total.status, 503);
     assert!(over_total.header("retry-after").is_some());
-    assert_eq!(layer.open_streams(), 2);
+    assert_eq!(layer.held(), 2);
 
     drop(first);
     wait_until(
         "a disconnected stream to give its place back",
         5 * SECOND,
-        || layer.open_streams() == 1,
+        || layer.held() == 1,
     )
     .await;
     let again = RawResponse::get(addr, "/t/a", &ndjson).await;

@@ -215,10 +215,7 @@ async fn soak_nothing_lost_nothing_reordered_nothing_left_parked() {
         let (peak, poll, stream) = (peak.clone(), poll.clone(), stream.clone());
         tokio::spawn(async move {
             loop {
-                peak.fetch_max(
-                    poll.parked_polls() + stream.open_streams(),
-                    Ordering::Relaxed,
-                );
+                peak.fetch_max(poll.held() + stream.held(), Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         })
@@ -255,7 +252,7 @@ async fn soak_nothing_lost_nothing_reordered_nothing_left_parked() {
 
     // Nothing stays parked once the clients are gone.
     let settled = timeout(Duration::from_secs(10), async {
-        while poll.parked_polls() + stream.open_streams() + topic.parked_subscriptions() > 0 {
+        while poll.held() + stream.held() + topic.parked_subscriptions() > 0 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     })
@@ -271,7 +268,7 @@ async fn soak_nothing_lost_nothing_reordered_nothing_left_parked() {
         tallies.len(),
         sum(|t| t.disconnects),
         peak.load(Ordering::Relaxed),
-        poll.parked_polls() + stream.open_streams() + topic.parked_subscriptions(),
+        poll.held() + stream.held() + topic.parked_subscriptions(),
         rss_before,
         rss_kib(),
     );

@@ -708,10 +708,7 @@ async fn unread_stream(served: &Served) -> TcpStream {
         .await
         .unwrap();
     let stream = served.stream.clone();
-    common::wait_until("the stream to open", 5 * SECOND, || {
-        stream.open_streams() == 1
-    })
-    .await;
+    common::wait_until("the stream to open", 5 * SECOND, || stream.held() == 1).await;
     let big = tower_push::EventData::from_serialize(&"x".repeat(96 * 1024)).unwrap();
     for _ in 0..128 {
         served.topic.publish(big.clone());
@@ -766,7 +763,7 @@ async fn a_client_that_stops_reading_is_cut_after_the_write_timeout() {
         // The stream held what was waiting for the client until the connection closed.
         let stream = served.stream.clone();
         let what = format!("{stack:?}: the stalled stream to end");
-        common::wait_until(&what, 10 * SECOND, || stream.open_streams() == 0).await;
+        common::wait_until(&what, 10 * SECOND, || stream.held() == 0).await;
     }
 }
 

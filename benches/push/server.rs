@@ -125,7 +125,7 @@ pub(super) fn run(kind: &str) {
             "tower-push-topics" => {
                 let poll = LongPollLayer::builder()
                     .hold_timeout(Duration::from_secs(600))
-                    .max_topics(64)
+                    .max_topics_per_request(64)
                     .build()
                     .expect("long-poll settings")
                     .layer(state.log.clone());

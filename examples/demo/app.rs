@@ -355,8 +355,8 @@ impl Demo {
                     latencies.pop_front();
                 }
                 let snapshot = serde_json::json!({
-                    "parked_polls": demo.poll.parked_polls(),
-                    "open_streams": demo.stream.open_streams(),
+                    "parked_polls": demo.poll.held(),
+                    "open_streams": demo.stream.held(),
                     "events_per_second": per_second,
                     "p99_ms": p99_ms,
                 });
@@ -611,13 +611,13 @@ pub(crate) fn layers(
 ) -> Result<(LongPollLayer, ChunkedStreamLayer), ConfigError> {
     let mut poll = LongPollLayer::builder()
         .hold_timeout(settings.hold)
-        .max_parked(settings.max_held)
+        .max_held(settings.max_held)
         .shutdown(shutdown.clone());
     let sse = SseFormat::new().retry(settings.sse_retry);
     let mut stream = ChunkedStreamLayer::builder()
         .heartbeat_interval(settings.heartbeat)
         .max_lifetime(settings.max_stream)
-        .max_streams(settings.max_held)
+        .max_held(settings.max_held)
         .format(AutoFormat::new(Framing::Ndjson).sse(sse))
         .shutdown(shutdown.clone());
     if let Some(compression) = &settings.compression {

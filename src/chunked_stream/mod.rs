@@ -63,9 +63,8 @@
 //! ```
 
 pub mod future;
-mod layer;
 mod service;
 mod stream;
 
-pub use self::layer::{ChunkedStreamBuilder, ChunkedStreamLayer};
 pub use self::service::ChunkedStream;
+pub use crate::layer::{ChunkedStreamBuilder, ChunkedStreamLayer, Streaming};

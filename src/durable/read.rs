@@ -251,8 +251,8 @@ impl<St: Store> Future for Reading<St> {
                     Started::Poll(mut poll, request, format) => Reading::Poll {
                         answer: poll.call_with_format(request, format),
                     },
-                    Started::Sse(mut sse, request, format, base64) => Reading::Sse {
-                        answer: sse.call_with_format(request, format),
+                    Started::Sse(sse, request, format, base64) => Reading::Sse {
+                        answer: sse.respond(request, |_| format),
                         base64,
                     },
                 },

@@ -98,7 +98,7 @@ impl<St: Store> DurableStreams<St> {
     /// use tower_push::durable::{DurableStreams, MemoryStore};
     ///
     /// let service = DurableStreams::new(MemoryStore::new());
-    /// assert_eq!(service.parked_polls(), 0);
+    /// assert_eq!(service.held_polls(), 0);
     /// ```
     pub fn new(store: St) -> Self {
         Self::builder(store)
@@ -129,14 +129,14 @@ impl<St> DurableStreams<St> {
         &self.store
     }
 
-    /// How many long polls are held right now.
-    pub fn parked_polls(&self) -> usize {
-        self.poll.parked_polls()
+    /// How many long-poll reads are held right now.
+    pub fn held_polls(&self) -> usize {
+        self.poll.held()
     }
 
-    /// How many SSE streams are open right now.
-    pub fn open_streams(&self) -> usize {
-        self.sse.open_streams()
+    /// How many SSE reads are held (open) right now.
+    pub fn held_streams(&self) -> usize {
+        self.sse.held()
     }
 }
 
@@ -161,7 +161,7 @@ impl<St> DurableStreams<St> {
 ///     )
 ///     .sse(ChunkedStreamLayer::builder().heartbeat_interval(Duration::from_secs(10)))
 ///     .build()?;
-/// assert_eq!(service.open_streams(), 0);
+/// assert_eq!(service.held_streams(), 0);
 ///
 /// let zero = DurableStreams::builder(MemoryStore::new()).max_body_bytes(0).build();
 /// assert!(zero.is_err());

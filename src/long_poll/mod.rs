@@ -32,9 +32,9 @@
 //!
 //! # Overload
 //!
-//! Every held poll counts (see [`LongPollLayer::parked_polls`]). Caps turn overload into a clear
-//! answer instead of exhausted memory or file descriptors: [`max_parked`] over all the layer's
-//! services and [`max_parked_per_key`] per topic or tenant answer `503 overloaded` with a
+//! Every held poll counts (see [`LongPollLayer::held`]). Caps turn overload into a clear
+//! answer instead of exhausted memory or file descriptors: [`max_held`] over all the layer's
+//! services and [`max_held_per_key`] per topic or tenant answer `503 overloaded` with a
 //! `Retry-After` of 1 to 5 seconds, spread so that refused clients do not return together, and
 //! [`hold_jitter`] spreads the `204`s of clients that reconnected together.
 //!
@@ -58,8 +58,8 @@
 //! # Ok::<(), tower_push::ConfigError>(())
 //! ```
 //!
-//! [`max_parked`]: LongPollBuilder::max_parked
-//! [`max_parked_per_key`]: LongPollBuilder::max_parked_per_key
+//! [`max_held`]: LongPollBuilder::max_held
+//! [`max_held_per_key`]: LongPollBuilder::max_held_per_key
 //! [`hold_jitter`]: LongPollBuilder::hold_jitter
 //!
 //! # Examples
@@ -86,9 +86,8 @@
 //! ```
 
 pub mod future;
-mod layer;
 mod service;
-mod supersede;
+pub(crate) mod supersede;
 
-pub use self::layer::{LongPollBuilder, LongPollLayer};
 pub use self::service::LongPoll;
+pub use crate::layer::{LongPollBuilder, LongPollLayer, LongPolling};

@@ -9,10 +9,10 @@ define_push_service! {
     /// Long polling over an event source `S`: see the [module docs](crate::long_poll).
     ///
     /// Built by [`LongPollLayer`](super::LongPollLayer).
-    pub struct LongPoll<S, F = JsonFormat>, built by LongPollLayer;
+    pub struct LongPoll<S, F = JsonFormat>, built by LongPollLayer in LongPolling;
 
     /// How many polls of this service's layer are held right now.
-    fn parked_polls;
+    fn held;
 }
 
 impl<S, F, B> Service<Request<B>> for LongPoll<S, F>
@@ -48,21 +48,15 @@ where
         let (parts, body) = req.into_parts();
         // A poll carries nothing in its body; do not keep it alive for the whole hold.
         drop(body);
-        let config = &*self.config;
-        let start = |parts: &_| format.start(parts);
-        let refuse = |rejection: &_| format.rejection(rejection);
-        let follow = match config.pipeline.admit(parts, &self.inner, start, refuse) {
-            Ok(follow) => follow,
-            Err(refused) => return ResponseFuture::rejected(refused),
-        };
-        let superseded = config
-            .supersede
-            .as_ref()
-            .and_then(|s| s.register(follow.parts()));
-        let hold = match config.hold_jitter {
-            0.0 => config.hold,
-            jitter => crate::random::shorten(config.hold, jitter),
-        };
-        ResponseFuture::hold(follow, format, hold, superseded)
+        let follow = self.config.admit(parts, &self.inner, &format);
+        follow.map_or_else(ResponseFuture::rejected, |follow| {
+            let mode = &self.config.mode;
+            let superseded = (mode.supersede.as_ref()).and_then(|s| s.register(follow.parts()));
+            let hold = match mode.hold_jitter {
+                0.0 => mode.hold,
+                jitter => crate::random::shorten(mode.hold, jitter),
+            };
+            ResponseFuture::hold(follow, format, hold, superseded)
+        })
     }
 }

@@ -37,6 +37,11 @@ struct Client {
 }
 
 impl Supersede {
+    /// A registry of its own with the same key, for another layer.
+    pub(crate) fn renewed(&self) -> Self {
+        Self::new(self.key.clone())
+    }
+
     pub(crate) fn new(key: KeyFn) -> Self {
         Self {
             key,

@@ -32,7 +32,7 @@ use super::{ctrl_c_or_sigterm, held_cap, Drained, HttpService, Server};
 ///     server::runtime().build()?.block_on(async {
 ///         let shutdown = Shutdown::new();
 ///         let poll = LongPollLayer::builder()
-///             .max_parked(args.serve.max_held())
+///             .max_held(args.serve.max_held())
 ///             .shutdown(shutdown.clone())
 ///             .build()?
 ///             .layer(MemoryLog::new().topic("news"));

@@ -26,8 +26,7 @@
 //!   ([`max_body_reads`](Server::max_body_reads): publishes and appends; beyond it `503
 //!   overloaded`, so that slow uploads cannot take the places of polls and streams), and the
 //!   concurrent HTTP/2 streams of one connection. The layers cap held polls and open streams
-//!   themselves ([`LongPollBuilder::max_parked`](crate::LongPollBuilder::max_parked),
-//!   [`ChunkedStreamBuilder::max_streams`](crate::ChunkedStreamBuilder::max_streams));
+//!   themselves ([`PushBuilder::max_held`](crate::PushBuilder::max_held));
 //!   [`held_cap`] is the share of the open-files limit the examples give each.
 //! - **Accept back-off**: when accepting fails, the loop waits 100 ms, then twice as long up to
 //!   1 s, rather than failing again at once in a busy loop.
@@ -158,7 +157,7 @@ pub fn open_files_limit() -> u64 {
 /// use tower_push::LongPollLayer;
 ///
 /// let poll = LongPollLayer::builder()
-///     .max_parked(tower_push::server::held_cap())
+///     .max_held(tower_push::server::held_cap())
 ///     .build()?;
 /// # let _ = poll;
 /// # Ok::<(), tower_push::ConfigError>(())
@@ -199,8 +198,8 @@ pub fn held_layers<F, G>(
     max_held: usize,
     shutdown: &Shutdown,
 ) -> Result<(crate::LongPollLayer<F>, crate::ChunkedStreamLayer<G>), crate::ConfigError> {
-    let poll = poll.max_parked(max_held).shutdown(shutdown.clone());
-    let stream = stream.max_streams(max_held).shutdown(shutdown.clone());
+    let poll = poll.max_held(max_held).shutdown(shutdown.clone());
+    let stream = stream.max_held(max_held).shutdown(shutdown.clone());
     Ok((poll.build()?, stream.build()?))
 }
 
