@@ -11,7 +11,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -27,6 +27,7 @@ use crate::request::CursorParam;
 use crate::shutdown::{self, Shutdown};
 use crate::source::EventSource;
 use crate::source::{Batch, Origin, Outcome, Position, Subscribe};
+use crate::sync::MutexExt;
 use crate::telemetry::{self, Kind, Telemetry};
 use crate::topics::TopicsParam;
 use crate::{BoxError, Cursor, Event, PushBody, Rejection, Resume};
@@ -601,11 +602,7 @@ where
             // The answer of one multiplexed request: nobody else gets this batch.
             return encode();
         }
-        let mut shared = self
-            .pipeline
-            .shared_answer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut shared = self.pipeline.shared_answer.locked();
         if let Some(answer) = shared.answer.as_ref().filter(|a| a.batch.same(batch)) {
             return answer.response();
         }
@@ -637,11 +634,7 @@ where
         if batch.is_merged() {
             return encode();
         }
-        let mut shared = self
-            .pipeline
-            .shared_frame
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut shared = self.pipeline.shared_frame.locked();
         let slot = shared
             .iter()
             .position(|(_, shared_key, _)| *shared_key == key);

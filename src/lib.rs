@@ -204,6 +204,7 @@ mod request;
 pub mod server;
 pub mod shutdown;
 pub mod source;
+mod sync;
 mod telemetry;
 mod topics;
 mod wake;

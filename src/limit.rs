@@ -5,10 +5,11 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use http::request::Parts;
 
+use crate::sync::MutexExt;
 use crate::telemetry::{self, Kind};
 
 /// Extracts a key from a request head (a topic, a tenant, a client), or `None` for no key.
@@ -124,7 +125,7 @@ impl Limits {
         };
         if let Some(gauge) = &self.per_key {
             if let Some(key) = gauge.key.key(parts) {
-                let mut counts = gauge.counts.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut counts = gauge.counts.locked();
                 let count = counts.entry(key.clone()).or_insert(0);
                 if *count >= gauge.max {
                     // `max` is at least 1, so the entry belongs to requests that hold places.
@@ -153,7 +154,7 @@ impl Drop for Slot {
         self.total.count.fetch_sub(1, Ordering::AcqRel);
         telemetry::held(self.total.kind, -1.0);
         if let Some((gauge, key)) = self.keyed.take() {
-            let mut counts = gauge.counts.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut counts = gauge.counts.locked();
             if let Some(count) = counts.get_mut(&key) {
                 *count -= 1;
                 if *count == 0 {

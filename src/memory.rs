@@ -45,7 +45,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -57,6 +57,7 @@ use tower_service::Service;
 
 use crate::config::check;
 use crate::source::{Batch, Outcome, Position, Subscribe};
+use crate::sync::{MutexExt, RwLockExt};
 use crate::{ConfigError, Cursor, Epoch, Event, EventData, EventName};
 
 /// An in-memory log of events, split into topics.
@@ -168,18 +169,11 @@ impl MemoryLog {
 
     /// How many topics the log holds.
     pub fn topic_count(&self) -> usize {
-        self.shared
-            .topics
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+        self.shared.topics.read_locked().len()
     }
 
     fn topics_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Arc<str>, Topic>> {
-        self.shared
-            .topics
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.shared.topics.write_locked()
     }
 
     /// Makes the topic `name`, which is not in `topics`.
@@ -210,11 +204,7 @@ impl MemoryLog {
     /// assert!(log.find_topic("news").is_some());
     /// ```
     pub fn find_topic(&self, name: &str) -> Option<Topic> {
-        let topics = self
-            .shared
-            .topics
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
+        let topics = self.shared.topics.read_locked();
         topics.get(name).cloned()
     }
 
@@ -243,12 +233,7 @@ impl Default for MemoryLog {
 
 impl fmt::Debug for MemoryLog {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let topics = self
-            .shared
-            .topics
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len();
+        let topics = self.shared.topics.read_locked().len();
         f.debug_struct("MemoryLog")
             .field("settings", &self.shared.settings)
             .field("topics", &topics)
@@ -530,11 +515,11 @@ impl TopicShared {
     fn read(&self) -> std::sync::RwLockReadGuard<'_, TopicState> {
         // The state is consistent after every statement that changes it, so a panic elsewhere
         // while the lock was held leaves nothing half-done.
-        self.state.read().unwrap_or_else(PoisonError::into_inner)
+        self.state.read_locked()
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, TopicState> {
-        self.state.write().unwrap_or_else(PoisonError::into_inner)
+        self.state.write_locked()
     }
 
     /// Answers `position` from the retained events, or `None` if the caller must wait for the
@@ -558,10 +543,7 @@ impl TopicShared {
         // `oldest <= after < head`: the next event is retained. Every subscription waiting at
         // `after` gets the same batch, built once (and so encoded once by the layers).
         let end = state.head.min(after.seq().saturating_add(limit as u64));
-        let mut shared = self
-            .shared_batch
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut shared = self.shared_batch.locked();
         if let Some((at, batch)) = &*shared {
             if *at == after && batch.last().seq() == end {
                 return Some(Outcome::Events(batch.clone()));

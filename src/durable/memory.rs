@@ -1,10 +1,11 @@
 //! The embedded store: every stream in this process's memory.
 
 use std::future::{ready, Future};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use super::state::{store_over_state, Locked, State};
 use super::store::StoreError;
+use crate::sync::MutexExt;
 
 /// The embedded [`Store`](super::Store): streams in memory, bounded in number and bytes.
 ///
@@ -114,7 +115,7 @@ impl MemoryStore {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State<()>> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner.locked()
     }
 }
 

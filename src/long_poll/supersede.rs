@@ -6,7 +6,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use http::request::Parts;
@@ -15,6 +15,7 @@ use tokio::sync::futures::OwnedNotified;
 use tokio::sync::Notify;
 
 use crate::limit::KeyFn;
+use crate::sync::MutexExt;
 
 /// The polls in flight per client key.
 pub(crate) struct Supersede {
@@ -57,12 +58,12 @@ impl Supersede {
         let key = self.key.key(parts)?;
         #[cfg(feature = "metrics")]
         {
-            let mut answered = self.answered.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut answered = self.answered.locked();
             if let Some(at) = answered.remove(&key) {
                 crate::telemetry::poll_gap(at.elapsed());
             }
         }
-        let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut clients = self.clients.locked();
         let client = clients
             .entry(key.clone())
             .or_insert_with(|| {
@@ -87,11 +88,7 @@ impl Supersede {
 
 impl fmt::Debug for Supersede {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let clients = self
-            .clients
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len();
+        let clients = self.clients.locked().len();
         f.debug_struct("Supersede")
             .field("clients", &clients)
             .finish()
@@ -116,8 +113,7 @@ pin_project! {
             let mut clients = this
                 .registry
                 .clients
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+                .locked();
             let newest = this.client.newest.load(Ordering::Acquire) == *this.generation;
             let same = clients
                 .get(this.key.as_str())
@@ -136,10 +132,7 @@ impl Superseded {
         {
             let now = std::time::Instant::now();
             let registry = &self.registry;
-            let mut answered = registry
-                .answered
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut answered = registry.answered.locked();
             if answered.len() >= 4096 && answered.len().is_power_of_two() {
                 answered.retain(|_, at| now.duration_since(*at) < GAP_MEMORY);
             }

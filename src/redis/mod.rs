@@ -77,7 +77,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -96,6 +96,7 @@ use crate::config::check;
 #[cfg(doc)]
 use crate::source::ResyncReason;
 use crate::source::{Outcome, Position, Subscribe};
+use crate::sync::MutexExt;
 use crate::{Cursor, Epoch, EventData, EventName};
 
 /// An event source on Redis Streams, shared by every process that uses the same Redis and key
@@ -152,11 +153,7 @@ impl RedisSource {
                 "topic {name:?} ends in \":epoch\", which names the epoch key of another topic"
             )));
         }
-        let mut topics = self
-            .shared
-            .topics
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut topics = self.shared.topics.locked();
         let topic = topics
             .entry(Arc::from(name))
             .or_insert_with_key(|name| {
@@ -175,11 +172,7 @@ impl RedisSource {
     /// The topic `name` if this source was asked for it with [`topic`](Self::topic); unlike
     /// `topic` it never remembers a new one, so it is safe to call with a name from a request.
     pub fn find_topic(&self, name: &str) -> Option<RedisTopic> {
-        let topics = self
-            .shared
-            .topics
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let topics = self.shared.topics.locked();
         topics.get(name).map(|topic| RedisTopic {
             source: self.shared.clone(),
             topic: topic.clone(),
@@ -219,12 +212,7 @@ impl RedisSource {
 
 impl fmt::Debug for RedisSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let topics = self
-            .shared
-            .topics
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len();
+        let topics = self.shared.topics.locked().len();
         f.debug_struct("RedisSource")
             .field("settings", &self.shared.settings)
             .field("topics", &topics)

@@ -6,7 +6,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use super::wire::{self, ReadMode, Snapshot};
 use super::{Error, SourceShared};
 use crate::source::{Batch, Outcome, Position};
+use crate::sync::MutexExt;
 use crate::{Cursor, Epoch, Event};
 
 /// How long one `XREAD BLOCK` waits. It bounds how late a reader notices a stream that was
@@ -84,7 +85,7 @@ impl TopicShared {
 
     fn lock(&self) -> MutexGuard<'_, TopicState> {
         // Every change leaves the state consistent, so a poisoned lock is still usable.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        self.state.locked()
     }
 
     /// Answers from the window, without Redis.

@@ -22,6 +22,7 @@ use self::media::{Disk, Media, OpenFailed};
 use super::state::{store_over_state, Change, Journal, Locked, State, Stream};
 use super::store::{Doorbell, StoreError};
 use super::MemoryStoreBuilder;
+use crate::sync::MutexExt;
 
 /// A [`Store`](super::Store) that keeps its streams in a directory and survives a crash: an acknowledged
 /// append (create, close, delete) is on disk, with the producer state it changed, before its
@@ -447,7 +448,7 @@ impl Drop for Owner {
 }
 
 fn lock(shared: &Shared) -> MutexGuard<'_, State<FileJournal>> {
-    shared.state.lock().unwrap_or_else(PoisonError::into_inner)
+    shared.state.locked()
 }
 
 impl FileStore {
