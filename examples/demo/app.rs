@@ -28,67 +28,63 @@ pub(crate) const PAGE: &str = include_str!("index.html");
 /// The largest event a client may publish.
 const MAX_EVENT_BYTES: usize = 64 * 1024;
 
-/// The demo's settings, with the command line's defaults.
-#[derive(Clone, Debug)]
+/// The demo's settings: the command line's tuning flags, with their defaults (written once,
+/// in the flags), and what the flags that name a file or a list give.
+#[derive(clap::Args, Clone, Debug)]
 pub(crate) struct Settings {
-    /// How long a poll is held without events before it answers `204`.
+    /// How long a poll without events is held before it answers 204, in milliseconds
+    #[arg(long = "hold-ms", value_name = "MILLIS", value_parser = millis, default_value = "25000")]
     pub(crate) hold: Duration,
-    /// How many events the log keeps.
+    /// How many events the log keeps per topic
+    #[arg(long, value_name = "EVENTS", default_value_t = 1024)]
     pub(crate) retention: usize,
-    /// How long a stream may stay silent before it sends a heartbeat.
+    /// How long a quiet stream waits before it sends a heartbeat, in milliseconds
+    #[arg(long = "heartbeat-ms", value_name = "MILLIS", value_parser = millis, default_value = "15000")]
     pub(crate) heartbeat: Duration,
-    /// How long a stream lives before it ends and the client reconnects.
+    /// How long a stream lives before it ends and the client resumes, in milliseconds
+    #[arg(long = "max-stream-ms", value_name = "MILLIS", value_parser = millis, default_value = "300000")]
     pub(crate) max_stream: Duration,
-    /// The `retry:` hint of SSE streams: how long `EventSource` waits before it reconnects.
+    /// The `retry:` hint of SSE streams: how long EventSource waits before it reconnects, in
+    /// milliseconds
+    #[arg(long = "sse-retry-ms", value_name = "MILLIS", value_parser = millis, default_value = "1000")]
     pub(crate) sse_retry: Duration,
-    /// The most polls held at once, and the most streams open at once; beyond, `503 overloaded`
-    /// with a `Retry-After`. Over HTTP/1.1 each keeps its connection, and so a file descriptor:
-    /// by default each kind may take a quarter of the open-files limit (256 each under the
-    /// usual 1024, `server::held_cap`), and the other half is left for requests that answer at
-    /// once, publishers and the listener, so that the server never runs out of descriptors.
+    /// The most polls held at once, and the most streams open at once (`--max-held`); beyond,
+    /// `503 overloaded` with a `Retry-After`. Over HTTP/1.1 each keeps its connection, and so a
+    /// file descriptor: by default each kind may take a quarter of the open-files limit (256
+    /// each under the usual 1024, `server::held_cap`), and the other half is left for requests
+    /// that answer at once, publishers and the listener, so that the server never runs out of
+    /// descriptors.
+    #[arg(skip = server::held_cap())]
     pub(crate) max_held: usize,
-    /// Who may read and publish which topics; `None`: everyone, everything.
+    /// Who may read and publish which topics (`--tokens`); `None`: everyone, everything.
+    #[arg(skip)]
     pub(crate) tokens: Option<Tokens>,
-    /// How answers are compressed for the clients that accept it; `None`: never.
+    /// How answers are compressed for the clients that accept it (`--compression`); `None`:
+    /// never.
+    #[arg(skip = Some(Compression::new()))]
     pub(crate) compression: Option<Compression>,
 }
 
 impl Default for Settings {
+    /// The settings of a command line without flags.
     fn default() -> Self {
-        Self {
-            hold: Duration::from_secs(25),
-            retention: 1024,
-            heartbeat: Duration::from_secs(15),
-            max_stream: Duration::from_secs(300),
-            sse_retry: Duration::from_secs(1),
-            max_held: server::held_cap(),
-            tokens: None,
-            compression: Some(Compression::new()),
+        #[derive(clap::Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            settings: Settings,
         }
+        <Defaults as clap::Parser>::parse_from(["demo"]).settings
     }
 }
 
-/// The demo's command line: where to listen, and the [`Settings`] a user may change.
+/// The demo's command line: where to listen, the [`Settings`] a user may change, and the two
+/// flags that name a file or a list.
 #[derive(clap::Args, Debug)]
 pub(crate) struct Flags {
     #[command(flatten)]
     pub(crate) serve: server::Flags,
-    /// How long a poll without events is held before it answers 204, in milliseconds
-    #[arg(long, value_name = "MILLIS", default_value_t = millis(Settings::default().hold))]
-    hold_ms: u64,
-    /// How many events the log keeps per topic
-    #[arg(long, value_name = "EVENTS", default_value_t = Settings::default().retention)]
-    retention: usize,
-    /// How long a quiet stream waits before it sends a heartbeat, in milliseconds
-    #[arg(long, value_name = "MILLIS", default_value_t = millis(Settings::default().heartbeat))]
-    heartbeat_ms: u64,
-    /// How long a stream lives before it ends and the client resumes, in milliseconds
-    #[arg(long, value_name = "MILLIS", default_value_t = millis(Settings::default().max_stream))]
-    max_stream_ms: u64,
-    /// The `retry:` hint of SSE streams: how long EventSource waits before it reconnects, in
-    /// milliseconds
-    #[arg(long, value_name = "MILLIS", default_value_t = millis(Settings::default().sse_retry))]
-    sse_retry_ms: u64,
+    #[command(flatten)]
+    tuning: Settings,
     /// Only clients with a token in this file may read and publish: one line per token, `TOKEN
     /// TOPIC[,TOPIC...]` (`*` for every topic), `#` starts a comment. A client sends its token
     /// as `Authorization: Bearer TOKEN` or as the cookie `push_token` (the page sets it).
@@ -105,14 +101,15 @@ pub(crate) struct Flags {
 }
 
 impl Flags {
-    /// The settings the flags give, the others at their defaults; the tokens file is read.
+    /// The settings the flags give; the tokens file is read.
     pub(crate) fn settings(&self) -> Result<Settings, String> {
-        let tokens = match &self.tokens {
-            Some(path) => Some(Tokens::load(path)?),
-            None => None,
-        };
-        let compression = match self.compression.as_deref() {
-            None => Some(Compression::new()),
+        let mut settings = self.tuning.clone();
+        settings.max_held = self.serve.max_held();
+        if let Some(path) = &self.tokens {
+            settings.tokens = Some(Tokens::load(path)?);
+        }
+        settings.compression = match self.compression.as_deref() {
+            None => settings.compression,
             Some("none") => None,
             Some(list) => {
                 let codings = list
@@ -123,16 +120,7 @@ impl Flags {
                 Some(Compression::new().codings(codings))
             }
         };
-        Ok(Settings {
-            compression,
-            hold: Duration::from_millis(self.hold_ms),
-            retention: self.retention,
-            heartbeat: Duration::from_millis(self.heartbeat_ms),
-            max_stream: Duration::from_millis(self.max_stream_ms),
-            sse_retry: Duration::from_millis(self.sse_retry_ms),
-            max_held: self.serve.max_held(),
-            tokens,
-        })
+        Ok(settings)
     }
 }
 
@@ -260,8 +248,12 @@ impl Tokens {
     }
 }
 
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+/// A flag's value in milliseconds.
+fn millis(value: &str) -> Result<Duration, String> {
+    value
+        .parse()
+        .map(Duration::from_millis)
+        .map_err(|err| format!("{err}: a whole number of milliseconds"))
 }
 
 /// Exits as `clap` does for a bad command line, for a problem found after parsing (a setting
