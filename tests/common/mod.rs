@@ -627,6 +627,7 @@ where
 /// common::external::main! {
 ///     [] => [a_test_that_needs_nothing],
 ///     [NGINX] => [first_test, second_test],
+///     [REDIS_SERVER] => redis::[a_test_of_the_module_redis],
 /// }
 /// ```
 pub mod external {
@@ -769,6 +770,9 @@ pub mod external {
         ($($test:ident),* $(,)?) => {
             vec![$((stringify!($test), $test as fn())),*]
         };
+        ($module:ident :: $($test:ident),* $(,)?) => {
+            vec![$((concat!(stringify!($module), "::", stringify!($test)), $module::$test as fn())),*]
+        };
     }
     #[allow(unused_imports)]
     pub(crate) use tests;
@@ -777,10 +781,13 @@ pub mod external {
     /// (`[]` for none), run as the command line chooses.
     #[allow(unused_macros)]
     macro_rules! main {
-        ($([$($program:expr),* $(,)?] => [$($test:ident),* $(,)?]),* $(,)?) => {
+        ($([$($program:expr),* $(,)?] => $($module:ident ::)? [$($test:ident),* $(,)?]),* $(,)?) => {
             fn main() -> std::process::ExitCode {
                 $crate::common::external::Suite::new()
-                    $(.needing(&[$($program),*], $crate::common::external::tests![$($test),*]))*
+                    $(.needing(
+                        &[$($program),*],
+                        $crate::common::external::tests![$($module ::)? $($test),*],
+                    ))*
                     .run()
             }
         };

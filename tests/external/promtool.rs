@@ -9,10 +9,7 @@
 //! is one the crate records (`tower_push::metrics::NAMES`), the dashboard shows every one of
 //! them, and every alert has a test case where it fires and one where it does not.
 
-#[allow(dead_code)]
-#[path = "../examples/demo/app.rs"]
-mod app;
-mod common;
+use crate::{app, common};
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -24,21 +21,7 @@ use common::{get, parked, SECOND};
 use tower_push::metrics::{HISTOGRAMS, NAMES};
 use tower_push::Shutdown;
 
-const PROMTOOL: Program = Program::new("promtool", "prometheus");
-
-common::external::main! {
-    [PROMTOOL] => [
-        the_rules_load,
-        every_alert_fires_and_stays_quiet_as_its_tests_say,
-        every_query_of_the_dashboard_parses,
-        a_scrape_of_the_demo_passes_promtool_check_metrics,
-    ],
-    [] => [
-        the_rules_and_the_dashboard_name_only_metrics_the_crate_records,
-        every_alert_has_a_test_that_fires_it_and_one_that_does_not,
-        metric_names_skips_what_is_not_a_metric,
-    ],
-}
+pub(crate) const PROMTOOL: Program = Program::new("promtool", "prometheus");
 
 const RULES: &str = "tower-push-rules.yml";
 const RULE_TESTS: &str = "tower-push-rules.test.yml";
@@ -76,18 +59,18 @@ fn promtool(args: &[&str], stdin: &[u8]) -> Output {
     output
 }
 
-fn the_rules_load() {
+pub(crate) fn the_rules_load() {
     promtool(&["check", "rules", RULES], b"");
 }
 
-fn every_alert_fires_and_stays_quiet_as_its_tests_say() {
+pub(crate) fn every_alert_fires_and_stays_quiet_as_its_tests_say() {
     promtool(&["test", "rules", RULE_TESTS], b"");
 }
 
 /// Each query of the dashboard as the expression of a recording rule, with Grafana's variables
 /// replaced by what they stand for (every job and instance, a 5-minute rate window):
 /// `promtool check rules` parses them all.
-fn every_query_of_the_dashboard_parses() {
+pub(crate) fn every_query_of_the_dashboard_parses() {
     let dir = tempfile::tempdir().unwrap();
     let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
     for (n, query) in dashboard_queries().iter().enumerate() {
@@ -107,7 +90,7 @@ fn every_query_of_the_dashboard_parses() {
 /// poll answered with an event and a refused cursor: what `/metrics` serves passes promtool's
 /// linter, and every `tower_push_` family in it is one of `tower_push::metrics::NAMES`.
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn a_scrape_of_the_demo_passes_promtool_check_metrics() {
+pub(crate) async fn a_scrape_of_the_demo_passes_promtool_check_metrics() {
     app::metrics::install();
     let settings = Settings {
         hold: 60 * SECOND,
@@ -144,7 +127,7 @@ async fn a_scrape_of_the_demo_passes_promtool_check_metrics() {
     }
 }
 
-fn the_rules_and_the_dashboard_name_only_metrics_the_crate_records() {
+pub(crate) fn the_rules_and_the_dashboard_name_only_metrics_the_crate_records() {
     let rules = rule_expressions();
     assert_eq!(rules.len(), alerts().len(), "one expression per alert");
     let queries = dashboard_queries();
@@ -179,7 +162,7 @@ fn the_rules_and_the_dashboard_name_only_metrics_the_crate_records() {
     }
 }
 
-fn every_alert_has_a_test_that_fires_it_and_one_that_does_not() {
+pub(crate) fn every_alert_has_a_test_that_fires_it_and_one_that_does_not() {
     let tests = read(RULE_TESTS);
     // (alert, fires) for each `alert_rule_test` entry.
     let mut cases = Vec::new();
@@ -366,7 +349,7 @@ fn metric_names(expr: &str) -> Vec<String> {
     names
 }
 
-fn metric_names_skips_what_is_not_a_metric() {
+pub(crate) fn metric_names_skips_what_is_not_a_metric() {
     let expr = r#"(sum by (job, le) (rate(a_bucket{kind=~"x|y", le="+Inf"}[5m])) / ignoring(kind) group_left sum(b) or on() c_total > 1e3) * 0.5"#;
     assert_eq!(metric_names(expr), ["a_bucket", "b", "c_total"]);
 }

@@ -6,7 +6,7 @@
 //! and pid file in a temporary directory) in front of a server on `127.0.0.1:0`. They need the
 //! `nginx` program: without it they are reported as ignored, and under `CI=true` as failed.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::process::Command;
@@ -22,18 +22,7 @@ use tower_push::headers::X_ACCEL_BUFFERING;
 use tower_push::memory::Topic;
 use tower_push::{ChunkedStreamLayer, MemoryLog, PushBody, Shutdown};
 
-const NGINX: Program = Program::new("nginx", "nginx");
-
-common::external::main! {
-    [NGINX] => [
-        through_nginx_each_event_arrives_before_the_next_is_published,
-        without_x_accel_buffering_nginx_holds_the_events,
-        heartbeats_keep_a_quiet_stream_open_past_the_proxy_read_timeout,
-        without_heartbeats_nginx_cuts_a_quiet_stream_at_the_proxy_read_timeout,
-        a_hold_below_the_proxy_read_timeout_ends_in_a_clean_204,
-        compressed_streams_pass_through_with_nginx_gzip_on_and_off,
-    ],
-}
+pub(crate) const NGINX: Program = Program::new("nginx", "nginx");
 
 /// nginx's `proxy_read_timeout` in these tests: how long it waits for the next bytes from the
 /// upstream before it gives up on the response.
@@ -219,7 +208,7 @@ fn event_of(message: &str, framing: (&str, &str)) -> (String, u64) {
 // Tests
 
 #[tokio::main(flavor = "current_thread")]
-async fn through_nginx_each_event_arrives_before_the_next_is_published() {
+pub(crate) async fn through_nginx_each_event_arrives_before_the_next_is_published() {
     let topic = MemoryLog::new().topic("t");
     let layer = stream_layer(SECOND, &Shutdown::new());
     let nginx = Nginx::start(serve(layer.layer(topic.clone())).await).await;
@@ -257,7 +246,7 @@ async fn through_nginx_each_event_arrives_before_the_next_is_published() {
 /// gzip is on (it leaves an answer that has a `Content-Encoding` alone) or off, and each event
 /// still arrives, and decodes, before the next is published.
 #[tokio::main(flavor = "current_thread")]
-async fn compressed_streams_pass_through_with_nginx_gzip_on_and_off() {
+pub(crate) async fn compressed_streams_pass_through_with_nginx_gzip_on_and_off() {
     let topic = MemoryLog::new().topic("t");
     let layer = ChunkedStreamLayer::builder()
         .heartbeat_interval(SECOND)
@@ -315,7 +304,7 @@ async fn compressed_streams_pass_through_with_nginx_gzip_on_and_off() {
 }
 
 #[tokio::main(flavor = "current_thread")]
-async fn without_x_accel_buffering_nginx_holds_the_events() {
+pub(crate) async fn without_x_accel_buffering_nginx_holds_the_events() {
     for (accept, delimiter, opens) in FRAMINGS {
         let topic = MemoryLog::new().topic("t");
         let shutdown = Shutdown::new();
@@ -389,7 +378,7 @@ async fn without_x_accel_buffering_nginx_holds_the_events() {
 }
 
 #[tokio::main(flavor = "current_thread")]
-async fn heartbeats_keep_a_quiet_stream_open_past_the_proxy_read_timeout() {
+pub(crate) async fn heartbeats_keep_a_quiet_stream_open_past_the_proxy_read_timeout() {
     let (topic, _nginx, mut stream) = stream_through_nginx(Duration::from_millis(500)).await;
     let opened = Instant::now();
     let quiet = 2 * PROXY_READ_TIMEOUT + SECOND / 2;
@@ -415,7 +404,7 @@ async fn heartbeats_keep_a_quiet_stream_open_past_the_proxy_read_timeout() {
 }
 
 #[tokio::main(flavor = "current_thread")]
-async fn without_heartbeats_nginx_cuts_a_quiet_stream_at_the_proxy_read_timeout() {
+pub(crate) async fn without_heartbeats_nginx_cuts_a_quiet_stream_at_the_proxy_read_timeout() {
     let (_topic, nginx, mut stream) = stream_through_nginx(Duration::from_secs(3600)).await;
     let opened = Instant::now();
     let end = timeout(2 * PROXY_READ_TIMEOUT, stream.message(b"\n"))
@@ -435,7 +424,7 @@ async fn without_heartbeats_nginx_cuts_a_quiet_stream_at_the_proxy_read_timeout(
 }
 
 #[tokio::main(flavor = "current_thread")]
-async fn a_hold_below_the_proxy_read_timeout_ends_in_a_clean_204() {
+pub(crate) async fn a_hold_below_the_proxy_read_timeout_ends_in_a_clean_204() {
     let topic = MemoryLog::new().topic("t");
     let below = Duration::from_millis(1500);
     let above = PROXY_READ_TIMEOUT + SECOND;

@@ -2,7 +2,7 @@
 //! loopback port. Without `redis-server` the tests that need it are reported as ignored, and
 //! under `CI=true` as failed.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -20,26 +20,7 @@ use tower::ServiceExt;
 use tower_push::redis::{RedisSource, RedisTopic};
 use tower_push::{ChunkedStreamLayer, Cursor};
 
-const REDIS_SERVER: Program = Program::new("redis-server", "redis-server");
-
-common::external::main! {
-    [REDIS_SERVER] => [
-        two_servers_share_one_feed,
-        a_stream_survives_a_redis_restart_without_losing_events,
-        the_reader_catches_up_after_a_restart_with_lost_data_as_a_new_epoch,
-        ten_thousand_parked_polls_cost_one_blocking_read_per_topic,
-        a_deleted_and_recreated_stream_is_a_new_epoch,
-        redis_down_answers_503_within_the_hold,
-        bad_names_and_foreign_streams_are_errors,
-        an_idle_reader_retires_and_a_new_subscription_restarts_it,
-        expired_and_ahead_cursors_get_explicit_answers,
-        a_cursor_of_another_topic_or_source_gets_a_resync_on_both_layers,
-        one_request_follows_several_topics_of_one_source,
-    ],
-    [] => [
-        bad_settings_are_errors,
-    ],
-}
+pub(crate) const REDIS_SERVER: Program = Program::new("redis-server", "redis-server");
 
 /// A `redis-server` child process, killed on drop.
 struct Redis {
@@ -156,7 +137,7 @@ async fn publish_retrying(topic: &RedisTopic, n: u64) -> Cursor {
 }
 
 #[tokio::main(flavor = "current_thread")]
-async fn two_servers_share_one_feed() {
+pub(crate) async fn two_servers_share_one_feed() {
     let redis = Redis::start(false).await;
     let (a, b) = (redis.source().await, redis.source().await);
     let (topic_a, topic_b) = (a.topic("feed").unwrap(), b.topic("feed").unwrap());
@@ -208,7 +189,7 @@ async fn two_servers_share_one_feed() {
 }
 
 #[tokio::main(flavor = "current_thread")]
-async fn a_stream_survives_a_redis_restart_without_losing_events() {
+pub(crate) async fn a_stream_survives_a_redis_restart_without_losing_events() {
     let (mut redis, source) = Redis::with_source(true).await;
     let topic = source.topic("feed").unwrap();
     let layer = ChunkedStreamLayer::builder()
@@ -256,7 +237,7 @@ async fn read(stream: &mut RawResponse, ids: &mut Vec<Cursor>, upto: u64) {
 }
 
 #[tokio::main(flavor = "current_thread")]
-async fn the_reader_catches_up_after_a_restart_with_lost_data_as_a_new_epoch() {
+pub(crate) async fn the_reader_catches_up_after_a_restart_with_lost_data_as_a_new_epoch() {
     let (mut redis, source) = Redis::with_source(false).await;
     let topic = source.topic("feed").unwrap();
     let addr = serve(poll_layer(5 * SECOND).layer(topic.clone())).await;
@@ -273,7 +254,7 @@ async fn the_reader_catches_up_after_a_restart_with_lost_data_as_a_new_epoch() {
 }
 
 #[tokio::main(flavor = "current_thread")]
-async fn ten_thousand_parked_polls_cost_one_blocking_read_per_topic() {
+pub(crate) async fn ten_thousand_parked_polls_cost_one_blocking_read_per_topic() {
     let (redis, source) = Redis::with_source(false).await;
     let topics = [source.topic("a").unwrap(), source.topic("b").unwrap()];
     let layer = poll_layer(60 * SECOND);
@@ -363,7 +344,7 @@ async fn ten_thousand_parked_polls_cost_one_blocking_read_per_topic() {
 }
 
 #[tokio::main(flavor = "current_thread")]
-async fn a_deleted_and_recreated_stream_is_a_new_epoch() {
+pub(crate) async fn a_deleted_and_recreated_stream_is_a_new_epoch() {
     let (redis, source) = Redis::with_source(false).await;
     let topic = source.topic("feed").unwrap();
     let addr = serve(poll_layer(10 * SECOND).layer(topic.clone())).await;
@@ -401,7 +382,7 @@ async fn a_deleted_and_recreated_stream_is_a_new_epoch() {
 }
 
 #[tokio::main(flavor = "current_thread")]
-async fn redis_down_answers_503_within_the_hold() {
+pub(crate) async fn redis_down_answers_503_within_the_hold() {
     let mut redis = Redis::start(false).await;
     let source = RedisSource::builder(redis.url())
         .timeout(Duration::from_millis(500))
@@ -444,7 +425,7 @@ async fn redis_down_answers_503_within_the_hold() {
 }
 
 #[tokio::main(flavor = "current_thread")]
-async fn bad_settings_are_errors() {
+pub(crate) async fn bad_settings_are_errors() {
     let err = RedisSource::builder("not a url").build().await.unwrap_err();
     assert!(err.is_config(), "{err:?}");
     let err = RedisSource::builder("redis://127.0.0.1:1")
@@ -456,7 +437,7 @@ async fn bad_settings_are_errors() {
 }
 
 #[tokio::main(flavor = "current_thread")]
-async fn bad_names_and_foreign_streams_are_errors() {
+pub(crate) async fn bad_names_and_foreign_streams_are_errors() {
     let (redis, source) = Redis::with_source(false).await;
     assert!(source.topic("").unwrap_err().is_config());
     assert!(source.topic("x:epoch").unwrap_err().is_config());
@@ -485,7 +466,7 @@ async fn bad_names_and_foreign_streams_are_errors() {
 }
 
 #[tokio::main(flavor = "current_thread")]
-async fn an_idle_reader_retires_and_a_new_subscription_restarts_it() {
+pub(crate) async fn an_idle_reader_retires_and_a_new_subscription_restarts_it() {
     let redis = Redis::start(false).await;
     let source = RedisSource::builder(redis.url())
         .reader_idle(2 * SECOND)
@@ -527,7 +508,7 @@ async fn an_idle_reader_retires_and_a_new_subscription_restarts_it() {
 }
 
 #[tokio::main(flavor = "current_thread")]
-async fn expired_and_ahead_cursors_get_explicit_answers() {
+pub(crate) async fn expired_and_ahead_cursors_get_explicit_answers() {
     let redis = Redis::start(false).await;
     let mut conn = redis.conn().await;
     // Small stream nodes, so that `MAXLEN ~` can trim a short stream.
@@ -588,7 +569,7 @@ async fn expired_and_ahead_cursors_get_explicit_answers() {
 }
 
 #[tokio::main(flavor = "current_thread")]
-async fn a_cursor_of_another_topic_or_source_gets_a_resync_on_both_layers() {
+pub(crate) async fn a_cursor_of_another_topic_or_source_gets_a_resync_on_both_layers() {
     let (redis, source) = Redis::with_source(false).await;
     let (a, b) = (source.topic("a").unwrap(), source.topic("b").unwrap());
     let mut a_head = None;
@@ -612,7 +593,7 @@ async fn a_cursor_of_another_topic_or_source_gets_a_resync_on_both_layers() {
 }
 
 #[tokio::main(flavor = "current_thread")]
-async fn one_request_follows_several_topics_of_one_source() {
+pub(crate) async fn one_request_follows_several_topics_of_one_source() {
     let (_redis, source) = Redis::with_source(false).await;
     let (inbox, presence) = (
         source.topic("inbox").unwrap(),
