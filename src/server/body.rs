@@ -27,6 +27,7 @@ use tokio::time::{Instant, Sleep};
 /// A request with a body also holds one of the server's
 /// [`max_body_reads`](super::Server::max_body_reads) places until its body has ended or is
 /// dropped; requests without a body (a long poll, a stream) hold none.
+#[derive(Debug)]
 pub struct Body {
     inner: Incoming,
     deadline: Instant,
@@ -156,15 +157,6 @@ impl http_body::Body for Body {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
-    }
-}
-
-impl fmt::Debug for Body {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Body")
-            .field("inner", &self.inner)
-            .field("deadline", &self.deadline)
-            .finish_non_exhaustive()
     }
 }
 
