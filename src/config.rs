@@ -240,37 +240,10 @@ pub(crate) mod check {
         Ok(())
     }
 
-    /// The hold, when a proxy idle timeout is declared, is safely below it.
-    pub(crate) fn hold(hold: Duration, proxy_idle: Option<Duration>) -> Result<(), ConfigError> {
-        positive("hold timeout", hold)?;
-        below_proxy_idle(hold, proxy_idle).map_err(|(proxy_idle, max_hold)| {
-            ConfigError::HoldNotBelowProxyIdle {
-                hold,
-                proxy_idle,
-                max_hold,
-            }
-        })
-    }
-
-    /// The heartbeat interval, when a proxy idle timeout is declared, is safely below it.
-    pub(crate) fn heartbeat(
-        heartbeat: Duration,
-        proxy_idle: Option<Duration>,
-    ) -> Result<(), ConfigError> {
-        positive("heartbeat interval", heartbeat)?;
-        below_proxy_idle(heartbeat, proxy_idle).map_err(|(proxy_idle, max_heartbeat)| {
-            ConfigError::HeartbeatNotBelowProxyIdle {
-                heartbeat,
-                proxy_idle,
-                max_heartbeat,
-            }
-        })
-    }
-
     /// The one rule both layers' intervals follow: when a proxy idle timeout is declared, the
     /// interval is at most [`ConfigError::max_below`] it; if not, the idle timeout and that
     /// most.
-    fn below_proxy_idle(
+    pub(crate) fn below_proxy_idle(
         interval: Duration,
         proxy_idle: Option<Duration>,
     ) -> Result<(), (Duration, Duration)> {

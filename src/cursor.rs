@@ -300,18 +300,6 @@ impl fmt::Display for Cursor {
     }
 }
 
-impl fmt::Debug for Cursor {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Cursor({self})")
-    }
-}
-
-impl serde::Serialize for Cursor {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
 impl<'de> serde::Deserialize<'de> for Cursor {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
@@ -412,18 +400,6 @@ impl fmt::Display for Resume {
     }
 }
 
-impl fmt::Debug for Resume {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Resume({self})")
-    }
-}
-
-impl serde::Serialize for Resume {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
 /// Parses the composite cursor of a request for `topics` topics: one cursor per topic, joined
 /// by `.` (for one topic, that topic's cursor).
 pub(crate) fn parse_composite(input: &[u8], topics: usize) -> Result<Vec<Cursor>, CursorError> {
@@ -507,6 +483,26 @@ impl fmt::Display for CursorError {
 }
 
 impl std::error::Error for CursorError {}
+
+/// `Debug` as `Type(text)` and `Serialize` as the text, for the types whose `Display` is the
+/// text a client sends back.
+macro_rules! debug_and_serialize_as_text {
+    ($($ty:ident),*) => {$(
+        impl fmt::Debug for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!(stringify!($ty), "({})"), self)
+            }
+        }
+
+        impl serde::Serialize for $ty {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_str(self)
+            }
+        }
+    )*};
+}
+
+debug_and_serialize_as_text!(Cursor, Resume);
 
 #[cfg(test)]
 mod tests {

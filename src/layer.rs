@@ -582,7 +582,15 @@ impl sealed::Settings for LongPolling {
     }
 
     fn check(&self, proxy_idle: Option<Duration>) -> Result<Option<Duration>, ConfigError> {
-        check::hold(self.hold, proxy_idle)?;
+        check::positive("hold timeout", self.hold)?;
+        let hold = self.hold;
+        check::below_proxy_idle(hold, proxy_idle).map_err(|(proxy_idle, max_hold)| {
+            ConfigError::HoldNotBelowProxyIdle {
+                hold,
+                proxy_idle,
+                max_hold,
+            }
+        })?;
         check::fraction("hold jitter", self.hold_jitter)?;
         Ok(Some(self.hold))
     }
@@ -720,7 +728,15 @@ impl sealed::Settings for Streaming {
     }
 
     fn check(&self, proxy_idle: Option<Duration>) -> Result<Option<Duration>, ConfigError> {
-        check::heartbeat(self.heartbeat, proxy_idle)?;
+        check::positive("heartbeat interval", self.heartbeat)?;
+        let heartbeat = self.heartbeat;
+        check::below_proxy_idle(heartbeat, proxy_idle).map_err(|(proxy_idle, max_heartbeat)| {
+            ConfigError::HeartbeatNotBelowProxyIdle {
+                heartbeat,
+                proxy_idle,
+                max_heartbeat,
+            }
+        })?;
         check::positive("max lifetime", self.max_lifetime)?;
         check::fraction("lifetime jitter", self.lifetime_jitter)?;
         Ok(None)
