@@ -319,23 +319,23 @@ impl<'de> serde::Deserialize<'de> for Cursor {
 /// # Examples
 ///
 /// ```
-/// use tower_push::{Cursor, Epoch, Resume};
+/// use tower_push::{Cursor, Epoch, CompositeCursor};
 ///
 /// let cursor = Cursor::new(Epoch::new(1), 4);
-/// let resume = Resume::from(cursor);
-/// assert_eq!(resume.cursor(), Some(cursor));
-/// assert_eq!(resume.to_string(), "0000000000000001-4");
+/// let composite = CompositeCursor::from(cursor);
+/// assert_eq!(composite.single(), Some(cursor));
+/// assert_eq!(composite.to_string(), "0000000000000001-4");
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct Resume(ResumeRepr);
+pub struct CompositeCursor(CompositeRepr);
 
 #[derive(Clone, PartialEq, Eq, Hash)]
-enum ResumeRepr {
+enum CompositeRepr {
     One(Cursor),
     Composite(std::sync::Arc<str>),
 }
 
-impl Resume {
+impl CompositeCursor {
     /// The composite cursor of `positions`, one per topic of a multiplexed request.
     pub(crate) fn composite(positions: impl IntoIterator<Item = Cursor>) -> Self {
         let mut text = String::new();
@@ -345,57 +345,58 @@ impl Resume {
             }
             text.push_str(cursor.text().as_str());
         }
-        Self(ResumeRepr::Composite(text.into()))
+        Self(CompositeRepr::Composite(text.into()))
     }
 
-    /// The cursor of a request that follows one topic; `None` for a composite cursor.
-    pub fn cursor(&self) -> Option<Cursor> {
+    /// The cursor of its one topic, for a request that follows one topic; `None` for a
+    /// composite cursor of several.
+    pub fn single(&self) -> Option<Cursor> {
         match &self.0 {
-            ResumeRepr::One(cursor) => Some(*cursor),
-            ResumeRepr::Composite(_) => None,
+            CompositeRepr::One(cursor) => Some(*cursor),
+            CompositeRepr::Composite(_) => None,
         }
     }
 
     /// Whether this is the composite cursor of a multiplexed request.
     pub fn is_composite(&self) -> bool {
-        matches!(self.0, ResumeRepr::Composite(_))
+        matches!(self.0, CompositeRepr::Composite(_))
     }
 
     /// Appends the text form, which never needs escaping in JSON, a header or a URL.
     pub(crate) fn push(&self, out: &mut Vec<u8>) {
         match &self.0 {
-            ResumeRepr::One(cursor) => out.extend_from_slice(cursor.text().as_bytes()),
-            ResumeRepr::Composite(text) => out.extend_from_slice(text.as_bytes()),
+            CompositeRepr::One(cursor) => out.extend_from_slice(cursor.text().as_bytes()),
+            CompositeRepr::Composite(text) => out.extend_from_slice(text.as_bytes()),
         }
     }
 
     /// The text form as a header value (`Push-Cursor`).
     pub fn to_header_value(&self) -> http::HeaderValue {
         let value = match &self.0 {
-            ResumeRepr::One(cursor) => http::HeaderValue::from_bytes(cursor.text().as_bytes()),
-            ResumeRepr::Composite(text) => http::HeaderValue::from_str(text),
+            CompositeRepr::One(cursor) => http::HeaderValue::from_bytes(cursor.text().as_bytes()),
+            CompositeRepr::Composite(text) => http::HeaderValue::from_str(text),
         };
         value.expect("cursor text is a valid header value")
     }
 }
 
-impl From<Cursor> for Resume {
+impl From<Cursor> for CompositeCursor {
     fn from(cursor: Cursor) -> Self {
-        Self(ResumeRepr::One(cursor))
+        Self(CompositeRepr::One(cursor))
     }
 }
 
-impl PartialEq<Cursor> for Resume {
+impl PartialEq<Cursor> for CompositeCursor {
     fn eq(&self, other: &Cursor) -> bool {
-        self.cursor() == Some(*other)
+        self.single() == Some(*other)
     }
 }
 
-impl fmt::Display for Resume {
+impl fmt::Display for CompositeCursor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.0 {
-            ResumeRepr::One(cursor) => cursor.fmt(f),
-            ResumeRepr::Composite(text) => f.write_str(text),
+            CompositeRepr::One(cursor) => cursor.fmt(f),
+            CompositeRepr::Composite(text) => f.write_str(text),
         }
     }
 }
@@ -502,7 +503,7 @@ macro_rules! debug_and_serialize_as_text {
     )*};
 }
 
-debug_and_serialize_as_text!(Cursor, Resume);
+debug_and_serialize_as_text!(Cursor, CompositeCursor);
 
 #[cfg(test)]
 mod tests {

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 
-use crate::{Cursor, Resume};
+use crate::{CompositeCursor, Cursor};
 
 /// The payload of an event: one JSON value, checked once when it is made.
 ///
@@ -282,7 +282,7 @@ pub struct Event {
 #[derive(Debug)]
 struct Tag {
     topic: Arc<str>,
-    resume: Resume,
+    resume: CompositeCursor,
 }
 
 /// Two events are equal when their ids, names and payloads are: when they were published is
@@ -310,7 +310,7 @@ impl Event {
 
     /// The same event, as the answer to a multiplexed request carries it: from `topic`, with
     /// `resume` the composite cursor after it.
-    pub(crate) fn tagged(mut self, topic: Arc<str>, resume: Resume) -> Self {
+    pub(crate) fn tagged(mut self, topic: Arc<str>, resume: CompositeCursor) -> Self {
         self.tag = Some(Arc::new(Tag { topic, resume }));
         self
     }
@@ -324,15 +324,15 @@ impl Event {
     /// What a client sends back to get what follows this event: its [`id`](Self::id), or in
     /// the answer to a multiplexed request the composite cursor after it (which holds the
     /// positions of all the request's topics).
-    pub fn resume(&self) -> Resume {
+    pub fn composite_cursor(&self) -> CompositeCursor {
         match &self.tag {
             Some(tag) => tag.resume.clone(),
-            None => Resume::from(self.id),
+            None => CompositeCursor::from(self.id),
         }
     }
 
-    /// Appends the text of [`resume`](Self::resume) without copying it first.
-    pub(crate) fn push_resume(&self, out: &mut Vec<u8>) {
+    /// Appends the text of [`composite_cursor`](Self::composite_cursor) without copying it first.
+    pub(crate) fn push_composite_cursor(&self, out: &mut Vec<u8>) {
         match &self.tag {
             Some(tag) => tag.resume.push(out),
             None => out.extend_from_slice(self.id.text().as_bytes()),

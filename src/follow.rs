@@ -30,7 +30,7 @@ use crate::source::{Batch, Origin, Outcome, Position, Subscribe};
 use crate::sync::MutexExt;
 use crate::telemetry::{self, Kind, Telemetry};
 use crate::topics::TopicsParam;
-use crate::{BoxError, Cursor, Event, PushBody, Rejection, Resume};
+use crate::{BoxError, CompositeCursor, Cursor, Event, PushBody, Rejection};
 
 /// What a layer knows before any request: built from the builders' shared settings by
 /// [`Shared::build`](crate::config::Shared::build).
@@ -245,10 +245,10 @@ pub(crate) enum Step {
     Events(Batch),
     /// The request named no cursor, and the source said where the head is (for a multiplexed
     /// request: where every topic stands); the follower now stands there.
-    Head(Resume),
+    Head(CompositeCursor),
     /// The source's log has ended where the follower stands (for a multiplexed request: every
     /// topic's log): nothing more will come.
-    Closed(Resume),
+    Closed(CompositeCursor),
 }
 
 /// The topics of a multiplexed request, each followed by a subscription of its own.
@@ -314,7 +314,7 @@ where
 
     /// The composite cursor of where every lane stands, with lane `moved` at `at` if given;
     /// `None` while a lane has no cursor yet.
-    fn resume(&self, moved: Option<(usize, Cursor)>) -> Option<Resume> {
+    fn composite_cursor(&self, moved: Option<(usize, Cursor)>) -> Option<CompositeCursor> {
         let mut positions = Vec::with_capacity(self.lanes.len());
         for (i, lane) in self.lanes.iter().enumerate() {
             positions.push(match (moved, lane.subscribe.position()) {
@@ -323,13 +323,13 @@ where
                 (_, Position::Head | Position::Oldest) => return None,
             });
         }
-        Some(Resume::composite(positions))
+        Some(CompositeCursor::composite(positions))
     }
 
     /// The rejection for lane `i`'s `outcome`, one that is neither events nor a head.
     fn refusal(&self, i: usize, outcome: Outcome) -> Rejection {
         let topic = self.lanes[i].topic.clone();
-        let moved = |cursor| self.resume(Some((i, cursor)));
+        let moved = |cursor| self.composite_cursor(Some((i, cursor)));
         match outcome {
             Outcome::Resync(resync) => match (moved(resync.oldest()), moved(resync.head())) {
                 (Some(oldest), Some(head)) => Rejection::TopicResync {
@@ -430,10 +430,10 @@ where
 
     /// What the client sends back to resume from where the request stands, once known: its
     /// cursor, or the composite cursor of a multiplexed request.
-    pub(crate) fn resume(&self) -> Option<Resume> {
+    pub(crate) fn composite_cursor(&self) -> Option<CompositeCursor> {
         match &self.many {
-            Some(many) => many.resume(None),
-            None => self.cursor().map(Resume::from),
+            Some(many) => many.composite_cursor(None),
+            None => self.cursor().map(CompositeCursor::from),
         }
     }
 }
@@ -746,7 +746,9 @@ where
             return Poll::Pending;
         }
         many.positioned = true;
-        let resume = many.resume(None).expect("every lane has a cursor");
+        let resume = many
+            .composite_cursor(None)
+            .expect("every lane has a cursor");
         return Poll::Ready(Ok(Step::Head(resume)));
     }
     let count = many.lanes.len();
@@ -791,7 +793,9 @@ where
             }
             bytes += event.size();
             many.lanes[i].subscribe.advance(event.id());
-            let resume = many.resume(None).expect("every lane has a cursor");
+            let resume = many
+                .composite_cursor(None)
+                .expect("every lane has a cursor");
             let topic = many.lanes[i].topic.clone();
             events.push(event.clone().tagged(topic, resume));
         }
@@ -803,7 +807,9 @@ where
     }
     if events.is_empty() {
         if many.lanes.iter().all(|lane| lane.closed) {
-            let resume = many.resume(None).expect("every lane has a cursor");
+            let resume = many
+                .composite_cursor(None)
+                .expect("every lane has a cursor");
             return Poll::Ready(Ok(Step::Closed(resume)));
         }
         // Every lane waits for its source, registered to be woken.

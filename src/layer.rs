@@ -55,8 +55,8 @@ use crate::{ConfigError, PushBody, Shutdown};
 
 /// A way of pushing: what a [`PushLayer`] of this mode holds requests for, and what it builds.
 ///
-/// Implemented by [`LongPolling`](crate::long_poll::LongPolling) and
-/// [`Streaming`](crate::chunked_stream::Streaming), and sealed: there is nothing to implement.
+/// Implemented by [`LongPolling`] and
+/// [`Streaming`], and sealed: there is nothing to implement.
 pub trait Mode: sealed::Settings + Clone + fmt::Debug + Send + Sync + 'static {
     /// The service a layer of this mode makes of an event source `S`, answering in format `F`.
     type Service<S, F>;
@@ -249,8 +249,8 @@ impl<M: Mode> Default for PushBuilder<M, M::DefaultFormat> {
 impl<M: Mode, F> PushBuilder<M, F> {
     /// The wire format of the answers.
     ///
-    /// Default: [`JsonFormat`](crate::format::JsonFormat) for long polling;
-    /// [`AutoFormat`](crate::format::AutoFormat) for streaming (SSE or NDJSON by `Accept`,
+    /// Default: [`JsonFormat`] for long polling;
+    /// [`AutoFormat`] for streaming (SSE or NDJSON by `Accept`,
     /// NDJSON when the request names neither).
     #[must_use]
     pub fn format<G: FormatFor<M>>(self, format: G) -> PushBuilder<M, G> {
@@ -525,7 +525,7 @@ impl<M: Mode, F> PushBuilder<M, F> {
 ///
 /// The layer is a cheap-to-clone configuration value. Build one with [`LongPollLayer::builder`],
 /// or take the defaults with [`LongPollLayer::new`]; the settings it shares with
-/// [`ChunkedStreamLayer`](crate::ChunkedStreamLayer) are those of [`PushBuilder`].
+/// [`ChunkedStreamLayer`] are those of [`PushBuilder`].
 ///
 /// # Examples
 ///
@@ -668,7 +668,7 @@ impl<F> LongPollBuilder<F> {
 ///
 /// The layer is a cheap-to-clone configuration value. Build one with
 /// [`ChunkedStreamLayer::builder`], or take the defaults with [`ChunkedStreamLayer::new`]; the
-/// settings it shares with [`LongPollLayer`](crate::LongPollLayer) are those of
+/// settings it shares with [`LongPollLayer`] are those of
 /// [`PushBuilder`].
 ///
 /// # Examples

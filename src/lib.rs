@@ -19,7 +19,7 @@
 //! | [`compression::Compression`] (features `compression-gzip`, `compression-br`, `compression-zstd`, `compression-full`) | compressed answers, every stream frame flushed |
 //! | `server` (feature `server`) | the serving loop around hyper: one builder per protocol, deadlines on clients, caps, accept back-off, a graceful drain |
 //! | [`Cursor`] | the opaque, URL-safe, ordered position that carries the log's epoch |
-//! | [`Resume`] | what a client sends back: a cursor, or the composite cursor of a request on [several topics](#several-topics) |
+//! | [`CompositeCursor`] | what a client sends back: a cursor, or the composite cursor of a request on [several topics](#several-topics) |
 //! | [`Event`], [`EventData`] | an event: its id, an optional SSE event name, and its JSON payload |
 //! | [`format`](mod@format) | how answers look on the wire: the JSON envelope by default, or your own |
 //! | [`Rejection`] | the answers without events (`400`, `410`, `503`) and their machine-readable codes |
@@ -96,7 +96,7 @@ eprintln!("stopped: {drained}");
 //!
 //! One request may follow several topics: `GET /poll?topics=inbox,presence` (or a stream with
 //! the same parameter) holds one request, not one per topic, and one **composite cursor** with a
-//! position per topic ([`Resume`]). Serve it with a source that serves topics by name: a
+//! position per topic ([`CompositeCursor`]). Serve it with a source that serves topics by name: a
 //! [`MemoryLog`] (or `redis::RedisSource`) itself rather than one of its topics; each topic
 //! gets its own subscription ([`Subscribe::topic`](source::Subscribe::topic)), and a publish
 //! wakes only the requests that follow its topic.
@@ -213,7 +213,7 @@ pub use self::body::PushBody;
 #[doc(inline)]
 pub use self::chunked_stream::{ChunkedStream, ChunkedStreamBuilder, ChunkedStreamLayer};
 pub use self::config::ConfigError;
-pub use self::cursor::{Cursor, CursorError, Epoch, Resume};
+pub use self::cursor::{CompositeCursor, Cursor, CursorError, Epoch};
 pub use self::event::{Event, EventData, EventName, InvalidEventName, InvalidJson};
 pub use self::layer::{PushBuilder, PushLayer};
 #[doc(inline)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use http::{header, HeaderValue, Response, StatusCode};
 
 use crate::source::Resync;
-use crate::{Cursor, CursorError, PushBody, Resume, TopicsError};
+use crate::{CompositeCursor, Cursor, CursorError, PushBody, TopicsError};
 
 /// Why a request is answered with an error status instead of events.
 ///
@@ -79,7 +79,7 @@ pub enum Rejection {
         /// The topic.
         topic: Arc<str>,
         /// The request's composite cursor with `topic` at its newest event.
-        head: Resume,
+        head: CompositeCursor,
     },
     /// A multiplexed request's position in `topic` can no longer be served: that topic must
     /// resync, and only that one. `oldest` and `head` are the request's composite cursor with
@@ -90,9 +90,9 @@ pub enum Rejection {
         /// Why, and that topic's own oldest and head cursors.
         resync: Resync,
         /// The composite cursor that reads every retained event of `topic`.
-        oldest: Resume,
+        oldest: CompositeCursor,
         /// The composite cursor that reads only new events of `topic`.
-        head: Resume,
+        head: CompositeCursor,
     },
     /// The event source failed or did not answer.
     SourceUnavailable,
@@ -158,12 +158,12 @@ impl Rejection {
             #[serde(skip_serializing_if = "Option::is_none")]
             topic: Option<&'a str>,
             #[serde(skip_serializing_if = "Option::is_none")]
-            oldest: Option<Resume>,
+            oldest: Option<CompositeCursor>,
             #[serde(skip_serializing_if = "Option::is_none")]
-            head: Option<Resume>,
+            head: Option<CompositeCursor>,
         }
         let (topic, oldest, head) = match self {
-            Self::CursorAhead { head } => (None, None, Some(Resume::from(*head))),
+            Self::CursorAhead { head } => (None, None, Some(CompositeCursor::from(*head))),
             Self::Resync(resync) => (
                 None,
                 Some(resync.oldest().into()),

@@ -390,16 +390,16 @@ impl Batch {
     /// The id of the newest event: the cursor to continue after.
     ///
     /// In the answer to a multiplexed request, the id of the last event in the batch, in its
-    /// own topic: continue after [`resume`](Self::resume) instead.
+    /// own topic: continue after [`composite_cursor`](Self::composite_cursor) instead.
     pub fn last(&self) -> Cursor {
         self.last_event().id()
     }
 
     /// What the client sends back to continue after this batch: the cursor of its last event,
     /// or in the answer to a multiplexed request the composite cursor after it (see
-    /// [`Event::resume`]).
-    pub fn resume(&self) -> crate::Resume {
-        self.last_event().resume()
+    /// [`Event::composite_cursor`]).
+    pub fn composite_cursor(&self) -> crate::CompositeCursor {
+        self.last_event().composite_cursor()
     }
 
     fn last_event(&self) -> &Event {

@@ -1,5 +1,5 @@
 //! Reading the topics of a multiplexed request: one request that follows several topics with one
-//! composite cursor (see [`Resume`](crate::Resume)).
+//! composite cursor (see [`CompositeCursor`](crate::CompositeCursor)).
 
 use std::fmt;
 use std::sync::Arc;

@@ -16,7 +16,7 @@ use crate::format::{StreamEnd, StreamFormat};
 use crate::source::EventSource;
 use crate::source::Subscribe;
 use crate::telemetry::{self, Kind};
-use crate::{Rejection, Resume};
+use crate::{CompositeCursor, Rejection};
 
 pin_project! {
     /// Follows an event source for as long as a stream lives, writing each batch of events as one
@@ -35,7 +35,7 @@ pin_project! {
         #[pin]
         lifetime: Sleep,
         // The cursor the stream opened at, once known.
-        opened_at: Option<Resume>,
+        opened_at: Option<CompositeCursor>,
         // Bytes written and not yet handed to the body.
         out: Vec<u8>,
         // A frame encoded once for every stream at the same cursor, not yet handed to the body.
@@ -69,7 +69,7 @@ where
     /// `lifetime`.
     pub(crate) fn new(follow: Follow<S>, format: F, every: Duration, lifetime: Duration) -> Self {
         let mut out = Vec::new();
-        let opened_at = follow.resume();
+        let opened_at = follow.composite_cursor();
         if let Some(cursor) = &opened_at {
             format.open(cursor, &mut out);
         }
@@ -103,7 +103,7 @@ where
     }
 
     /// The cursor the stream opened at, once the request or the source has named it.
-    pub(crate) fn opened_at(&self) -> Option<Resume> {
+    pub(crate) fn opened_at(&self) -> Option<CompositeCursor> {
         self.opened_at.clone()
     }
 
@@ -172,10 +172,13 @@ where
     }
 
     /// Writes the final message for `end` and marks the stream ended.
-    fn finish(self: Pin<&mut Self>, end: impl FnOnce(Resume) -> StreamEnd) -> (Bytes, bool) {
+    fn finish(
+        self: Pin<&mut Self>,
+        end: impl FnOnce(CompositeCursor) -> StreamEnd,
+    ) -> (Bytes, bool) {
         let this = self.project();
         let cursor = this.follow.cursor();
-        let end = match this.follow.resume() {
+        let end = match this.follow.composite_cursor() {
             Some(resume) => end(resume),
             None => StreamEnd::Rejected(Rejection::SourceUnavailable),
         };

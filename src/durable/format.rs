@@ -16,7 +16,7 @@ use super::Offset;
 use crate::format::sse::push_lines;
 use crate::format::{PollFormat, StreamEnd, StreamFormat};
 use crate::source::{Batch, Position};
-use crate::{Cursor, Event, PushBody, Rejection, Resume};
+use crate::{CompositeCursor, Cursor, Event, PushBody, Rejection};
 
 fn offset(cursor: Cursor) -> Offset {
     Offset::new(cursor.seq())
@@ -25,8 +25,8 @@ fn offset(cursor: Cursor) -> Offset {
 /// The offset where a request stands. Every live read starts at a position in one stream (the
 /// formats' `start`), which turns multiplexing off: a composite cursor cannot reach these
 /// formats, and would read as the start.
-fn offset_of(cursor: &Resume) -> Offset {
-    Offset::new(cursor.cursor().map_or(0, Cursor::seq))
+fn offset_of(cursor: &CompositeCursor) -> Offset {
+    Offset::new(cursor.single().map_or(0, Cursor::seq))
 }
 
 /// The body of a batch: the JSON array of every value, or the bytes one after another.
@@ -92,7 +92,7 @@ impl DurablePoll {
         }
     }
 
-    fn empty(cursor: &Resume) -> Response<PushBody> {
+    fn empty(cursor: &CompositeCursor) -> Response<PushBody> {
         let mut response = Response::new(PushBody::empty());
         *response.status_mut() = StatusCode::NO_CONTENT;
         let headers = response.headers_mut();
@@ -133,11 +133,11 @@ impl PollFormat for DurablePoll {
         self.open(response)
     }
 
-    fn timeout(&self, cursor: &Resume) -> Response<PushBody> {
+    fn timeout(&self, cursor: &CompositeCursor) -> Response<PushBody> {
         self.open(Self::empty(cursor))
     }
 
-    fn closed(&self, cursor: &Resume) -> Response<PushBody> {
+    fn closed(&self, cursor: &CompositeCursor) -> Response<PushBody> {
         let mut response = Self::empty(cursor);
         set_true(response.headers_mut(), STREAM_CLOSED);
         response
@@ -279,10 +279,10 @@ impl StreamFormat for DurableSse {
         HeaderValue::from_static("text/event-stream")
     }
 
-    fn open(&self, cursor: &Resume, out: &mut Vec<u8>) {
+    fn open(&self, cursor: &CompositeCursor, out: &mut Vec<u8>) {
         // A reader at the tail learns at once that it is caught up; one with data to catch up
         // on learns it with the last of it.
-        if let (true, Some(cursor)) = (self.at_tail, cursor.cursor()) {
+        if let (true, Some(cursor)) = (self.at_tail, cursor.single()) {
             self.control(cursor, true, out);
         }
     }

@@ -4,7 +4,7 @@ use http::HeaderValue;
 
 use super::{NdjsonFormat, SseFormat, StreamEnd, StreamFormat};
 use crate::PushBody;
-use crate::{Event, Rejection, Resume};
+use crate::{CompositeCursor, Event, Rejection};
 
 /// The two built-in stream framings.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -132,7 +132,7 @@ impl StreamFormat for AutoFormat {
         dispatch!(self, f => f.frame_key())
     }
 
-    fn open(&self, cursor: &Resume, out: &mut Vec<u8>) {
+    fn open(&self, cursor: &CompositeCursor, out: &mut Vec<u8>) {
         dispatch!(self, f => f.open(cursor, out))
     }
 

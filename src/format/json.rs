@@ -5,7 +5,7 @@ use http::{Response, StatusCode};
 use super::PollFormat;
 use crate::headers::PUSH_CURSOR;
 use crate::source::Batch;
-use crate::{Cursor, Event, PushBody, Resume};
+use crate::{CompositeCursor, Cursor, Event, PushBody};
 
 /// The default long-poll format: a JSON envelope, `204` on an empty hold, and the cursor in a
 /// `Push-Cursor` header on both.
@@ -47,7 +47,7 @@ impl JsonFormat {
         }
         out.extend_from_slice(br#"],"cursor":""#);
         let start = out.len();
-        batch.resume().push(&mut out);
+        batch.composite_cursor().push(&mut out);
         let cursor = start..out.len();
         out.extend_from_slice(br#""}"#);
         (out, cursor)
@@ -96,7 +96,7 @@ impl PollFormat for JsonFormat {
         true
     }
 
-    fn timeout(&self, cursor: &Resume) -> Response<PushBody> {
+    fn timeout(&self, cursor: &CompositeCursor) -> Response<PushBody> {
         let mut response = Response::new(PushBody::empty());
         *response.status_mut() = StatusCode::NO_CONTENT;
         response

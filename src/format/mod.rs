@@ -61,7 +61,7 @@ use http::request::Parts;
 use http::{HeaderValue, Response};
 
 use crate::source::{Batch, Position};
-use crate::{Event, PushBody, Rejection, Resume};
+use crate::{CompositeCursor, Event, PushBody, Rejection};
 
 /// How a long-poll layer writes its answers.
 ///
@@ -74,7 +74,7 @@ use crate::{Event, PushBody, Rejection, Resume};
 /// use http::Response;
 /// use tower_push::format::{JsonFormat, PollFormat};
 /// use tower_push::source::Batch;
-/// use tower_push::{LongPollLayer, PushBody, Resume};
+/// use tower_push::{LongPollLayer, PushBody, CompositeCursor};
 ///
 /// #[derive(Clone, Debug)]
 /// struct AlwaysOk;
@@ -84,7 +84,7 @@ use crate::{Event, PushBody, Rejection, Resume};
 ///         JsonFormat.events(batch)
 ///     }
 ///
-///     fn timeout(&self, cursor: &Resume) -> Response<PushBody> {
+///     fn timeout(&self, cursor: &CompositeCursor) -> Response<PushBody> {
 ///         Response::new(PushBody::full(format!(r#"{{"events":[],"cursor":"{cursor}"}}"#)))
 ///     }
 /// }
@@ -114,7 +114,7 @@ pub trait PollFormat: Clone + Send + Sync + 'static {
     /// use http::Response;
     /// use tower_push::format::{JsonFormat, PollFormat};
     /// use tower_push::source::{Batch, Position};
-    /// use tower_push::{Cursor, CursorError, Epoch, PushBody, Rejection, Resume};
+    /// use tower_push::{Cursor, CursorError, Epoch, PushBody, Rejection, CompositeCursor};
     ///
     /// #[derive(Clone, Debug)]
     /// struct Numbered;
@@ -134,7 +134,7 @@ pub trait PollFormat: Clone + Send + Sync + 'static {
     ///         JsonFormat.events(batch)
     ///     }
     ///
-    ///     fn timeout(&self, cursor: &Resume) -> Response<PushBody> {
+    ///     fn timeout(&self, cursor: &CompositeCursor) -> Response<PushBody> {
     ///         JsonFormat.timeout(cursor)
     ///     }
     /// }
@@ -155,13 +155,13 @@ pub trait PollFormat: Clone + Send + Sync + 'static {
 
     /// The answer when the hold expired without events; `cursor` is where the client stands
     /// (for a multiplexed request, its composite cursor).
-    fn timeout(&self, cursor: &Resume) -> Response<PushBody>;
+    fn timeout(&self, cursor: &CompositeCursor) -> Response<PushBody>;
 
     /// The answer at once when the source's log has ended at `cursor`, where the client stands
     /// ([`Outcome::Closed`](crate::source::Outcome::Closed)): no event will ever come.
     ///
     /// The default is the [`timeout`](Self::timeout) answer.
-    fn closed(&self, cursor: &Resume) -> Response<PushBody> {
+    fn closed(&self, cursor: &CompositeCursor) -> Response<PushBody> {
         self.timeout(cursor)
     }
 
@@ -187,7 +187,7 @@ pub trait PollFormat: Clone + Send + Sync + 'static {
     /// [`Push-Retry-Ms`](crate::headers::PUSH_RETRY_MS) and `Retry-After` (whole seconds,
     /// rounded up). A `204`, not a `503`: the poll was answered, and a client that ignores the
     /// hint still behaves correctly; the new requests of a draining server get `503` anyway.
-    fn shutdown(&self, cursor: &Resume, retry: Duration) -> Response<PushBody> {
+    fn shutdown(&self, cursor: &CompositeCursor, retry: Duration) -> Response<PushBody> {
         let mut response = self.timeout(cursor);
         let headers = response.headers_mut();
         headers.insert(
@@ -214,12 +214,12 @@ pub enum StreamEnd {
     /// The stream reached its maximum lifetime. The client reconnects from `cursor`.
     Lifetime {
         /// The cursor to resume from: the last event sent, or where the stream started.
-        cursor: Resume,
+        cursor: CompositeCursor,
     },
     /// The server is shutting down. The client reconnects from `cursor` after `retry`.
     Shutdown {
         /// The cursor to resume from.
-        cursor: Resume,
+        cursor: CompositeCursor,
         /// How long the client should wait before it reconnects: drawn at random from the
         /// layer's [reconnect window](crate::ChunkedStreamBuilder::reconnect_window), so that
         /// the clients of one shutdown do not all return at once.
@@ -234,7 +234,7 @@ pub enum StreamEnd {
     /// nothing more will come.
     Closed {
         /// The cursor of the last event.
-        cursor: Resume,
+        cursor: CompositeCursor,
     },
 }
 
@@ -338,12 +338,12 @@ pub trait StreamFormat: Clone + Send + Sync + 'static {
     /// composite cursor), before any event.
     ///
     /// The default writes nothing.
-    fn open(&self, cursor: &Resume, out: &mut Vec<u8>) {
+    fn open(&self, cursor: &CompositeCursor, out: &mut Vec<u8>) {
         let _ = (cursor, out);
     }
 
     /// Writes one event. In the answer to a multiplexed request, [`Event::topic`] names its
-    /// topic and [`Event::resume`] is the composite cursor to resume after it.
+    /// topic and [`Event::composite_cursor`] is the composite cursor to resume after it.
     fn event(&self, event: &Event, out: &mut Vec<u8>);
 
     /// Writes the events of `batch`, which went out together.

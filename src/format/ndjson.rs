@@ -45,7 +45,7 @@ impl StreamFormat for NdjsonFormat {
             // A multiplexed stream resumes from the composite cursor, not from the event's own.
             out.pop();
             out.extend_from_slice(b",\"cursor\":\"");
-            event.push_resume(out);
+            event.push_composite_cursor(out);
             out.extend_from_slice(b"\"}");
         }
         out.push(b'\n');

@@ -4,7 +4,7 @@ use http::HeaderValue;
 
 use super::json::push_event_object;
 use super::{FrameKey, StreamEnd, StreamFormat};
-use crate::{Event, Rejection, Resume};
+use crate::{CompositeCursor, Event, Rejection};
 
 /// Server-sent events (`text/event-stream`), as the WHATWG HTML standard defines them, readable
 /// by a browser's `EventSource`.
@@ -110,7 +110,7 @@ impl StreamFormat for SseFormat {
         Some(FrameKey::of::<Self>(0))
     }
 
-    fn open(&self, cursor: &Resume, out: &mut Vec<u8>) {
+    fn open(&self, cursor: &CompositeCursor, out: &mut Vec<u8>) {
         if let Some(retry) = self.retry {
             out.extend_from_slice(format!("retry: {}\n", retry.as_millis()).as_bytes());
         }
@@ -121,7 +121,7 @@ impl StreamFormat for SseFormat {
 
     fn event(&self, event: &Event, out: &mut Vec<u8>) {
         out.extend_from_slice(b"id: ");
-        event.push_resume(out);
+        event.push_composite_cursor(out);
         out.push(b'\n');
         if let Some(name) = event.name() {
             out.extend_from_slice(b"event: ");

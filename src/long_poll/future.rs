@@ -167,7 +167,7 @@ where
                         follow.release_head();
                         return Poll::Pending;
                     }
-                    break match follow.resume() {
+                    break match follow.composite_cursor() {
                         Some(cursor) if draining => (
                             format.shutdown(&cursor, follow.reconnect_delay()),
                             "shutdown",
