@@ -51,6 +51,8 @@ struct Args {
     // open at once.
     #[command(flatten)]
     serve: server::Flags,
+    #[command(flatten)]
+    threads: server::Threads,
     /// How long a `live=long-poll` read waits for data before it answers 204, in milliseconds.
     #[arg(long, value_name = "MILLIS", default_value_t = 25_000)]
     hold_ms: u64,
@@ -89,16 +91,12 @@ struct Args {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    server::runtime().build()?.block_on(run(args))
-}
-
-async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let Some(dir) = args.data_dir.clone() else {
         let store = MemoryStore::builder()
             .max_streams(args.max_streams)
             .max_bytes(args.max_bytes)
             .build();
-        return serve(args, store).await;
+        return serve(args, store);
     };
     #[cfg(feature = "durable-file")]
     {
@@ -110,7 +108,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             .max_log_bytes(args.max_log_bytes)
             .open(&dir)
             .unwrap_or_else(|err| clap::Error::raw(ErrorKind::Io, format!("{err}\n")).exit());
-        serve(args, store).await
+        serve(args, store)
     }
     #[cfg(not(feature = "durable-file"))]
     {
@@ -123,18 +121,19 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
 }
 
-async fn serve<St: Store>(args: Args, store: St) -> Result<(), Box<dyn std::error::Error>> {
+fn serve<St: Store>(args: Args, store: St) -> Result<(), Box<dyn std::error::Error>> {
     // Before the layers are built, so that their caps are recorded.
     #[cfg(feature = "metrics")]
     let prometheus = metrics::install()?;
     let shutdown = Shutdown::new();
     let max_held = args.serve.max_held();
     let mut builder = DurableStreams::builder(store);
+    let mut hangups = None;
     if let Some(path) = &args.tokens {
         let tokens = Tokens::load(path)
             .unwrap_or_else(|err| clap::Error::raw(ErrorKind::InvalidValue, err + "\n").exit());
         let tokens = std::sync::Arc::new(std::sync::RwLock::new(tokens));
-        reload_on_hangup(path.clone(), tokens.clone());
+        hangups = Some(reload_on_hangup(path.clone(), tokens.clone()));
         builder = builder.authorize(move |request: &Parts, stream: Option<&str>, access| {
             let tokens = tokens
                 .read()
@@ -168,38 +167,46 @@ async fn serve<St: Store>(args: Args, store: St) -> Result<(), Box<dyn std::erro
 
     println!("Durable Streams under /v1/stream/");
     // Ctrl-C or SIGTERM: held reads answer and SSE streams end, then connections close.
-    args.serve
-        .serve(Server::new().shutdown(shutdown), service)
-        .await;
+    let background = async move {
+        match hangups {
+            Some(hangups) => hangups.await,
+            None => std::future::pending().await,
+        }
+    };
+    let server = Server::new().shutdown(shutdown);
+    args.serve.run(args.threads, server, service, background);
     Ok(())
 }
 
-/// Reads the tokens file again on every SIGHUP; a file that does not read keeps the tokens as
-/// they were. Live reads whose token went check again within a minute and end.
-fn reload_on_hangup(path: std::path::PathBuf, tokens: std::sync::Arc<std::sync::RwLock<Tokens>>) {
+/// Reads the tokens file again on every SIGHUP, for as long as it runs (on the program's
+/// runtime); a file that does not read keeps the tokens as they were. Live reads whose token
+/// went check again within a minute and end.
+async fn reload_on_hangup(
+    path: std::path::PathBuf,
+    tokens: std::sync::Arc<std::sync::RwLock<Tokens>>,
+) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
         let Ok(mut hangups) = signal(SignalKind::hangup()) else {
             eprintln!("cannot listen for SIGHUP: the tokens file is read once");
-            return;
+            return std::future::pending().await;
         };
-        tokio::spawn(async move {
-            while hangups.recv().await.is_some() {
-                match Tokens::load(&path) {
-                    Ok(read) => {
-                        eprintln!("tokens file read again: {} tokens", read.0.len());
-                        *tokens
-                            .write()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner) = read;
-                    }
-                    Err(err) => eprintln!("{err}; the tokens stay as they were"),
+        while hangups.recv().await.is_some() {
+            match Tokens::load(&path) {
+                Ok(read) => {
+                    eprintln!("tokens file read again: {} tokens", read.0.len());
+                    *tokens
+                        .write()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = read;
                 }
+                Err(err) => eprintln!("{err}; the tokens stay as they were"),
             }
-        });
+        }
     }
     #[cfg(not(unix))]
     let _ = (path, tokens);
+    std::future::pending().await
 }
 
 /// The tokens of `--tokens FILE`: what each may do, on which streams.

@@ -57,6 +57,7 @@ common::external::main! {
         the_official_conformance_suite_passes,
         the_official_conformance_suite_passes_with_compression,
         the_official_conformance_suite_passes_on_the_file_store_after_crashes,
+        the_official_conformance_suite_passes_on_the_durable_example_from_two_threads,
         the_official_ts_client_follows_live_and_resumes_from_its_offset,
         the_official_ts_client_follows_the_file_store_across_kill_9,
     ],
@@ -1527,5 +1528,15 @@ fn the_official_conformance_suite_passes_on_the_file_store_after_crashes() {
     crash_cycles(&binary, dir.path(), 3);
     let runtime = runtime(false);
     let (_process, addr) = runtime.block_on(start_on(&binary, dir.path()));
+    conformance_suite(addr);
+}
+
+/// `--threads 2`: two single-threaded runtimes, each with a listener of its own, share the
+/// store; the suite's live reads wait on one thread for appends made through the other.
+fn the_official_conformance_suite_passes_on_the_durable_example_from_two_threads() {
+    let binary = durable_example();
+    let runtime = runtime(false);
+    let threads = ["--threads".as_ref(), "2".as_ref()];
+    let (_process, addr) = runtime.block_on(start_with(&binary, &threads));
     conformance_suite(addr);
 }

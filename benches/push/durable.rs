@@ -293,6 +293,10 @@ async fn launch(kind: Kind, program: Option<&Program>, data: Option<&Path>, room
                 command.args(["--max-bytes", &(room * 2).to_string()]);
                 command.args(["--max-log-bytes", &(room * 4).to_string()]);
             }
+            // More flags for the durable example, to measure one of its settings.
+            if let Ok(extra) = std::env::var("PUSH_DURABLE_ARGS") {
+                command.args(extra.split_whitespace());
+            }
             Server::listening(command, port).await
         }
         Kind::Node => {

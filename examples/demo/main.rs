@@ -59,17 +59,14 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 struct Cli {
     #[command(flatten)]
     flags: app::Flags,
-    /// Serve from this many threads, each with a listener of its own (SO_REUSEPORT) and a
-    /// single-threaded runtime, as nginx's worker processes; 0 (the default) serves from one
-    /// multi-threaded runtime with work stealing
-    #[arg(long, value_name = "THREADS", default_value_t = 0)]
-    threads: usize,
+    #[command(flatten)]
+    threads: server::Threads,
 }
 
 fn main() {
     let cli = Cli::parse();
     #[cfg(unix)]
-    if cli.threads > 0 {
+    if cli.threads.threads > 0 {
         return run_per_thread(cli);
     }
     let runtime = server::runtime().build().unwrap_or_else(|err| {
@@ -140,7 +137,7 @@ fn run_per_thread(cli: Cli) {
     let socket_addr = cli.flags.serve.socket_addr();
     println!(
         "tower-push demo listening on http://{socket_addr} from {} threads (topic {}, epoch {})",
-        cli.threads,
+        cli.threads.threads,
         demo.topic().name(),
         demo.topic().epoch()
     );
@@ -151,10 +148,12 @@ fn run_per_thread(cli: Cli) {
         let _stats = stats.spawn_stats(std::time::Duration::from_secs(1));
         server::ctrl_c_or_sigterm().await;
     };
-    let served =
-        Server::new()
-            .shutdown(shutdown)
-            .serve_per_thread(socket_addr, cli.threads, demo, stop);
+    let served = Server::new().shutdown(shutdown).serve_per_thread(
+        socket_addr,
+        cli.threads.threads,
+        demo,
+        stop,
+    );
     match served {
         Ok(drained) => eprintln!("stopped: {drained}"),
         Err(err) => exit_usage::<Cli>(format!("cannot serve on {addr}: {err}")),

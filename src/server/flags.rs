@@ -60,10 +60,85 @@ pub struct Flags {
     pub max_held: Option<usize>,
 }
 
+/// `--threads`, for the programs that serve with [`Flags::run`] and so can serve from several
+/// single-threaded runtimes (feature `cli`); flatten it beside [`Flags`].
+///
+/// On the machine the crate is measured on (2 cores, the load client on the same machine),
+/// `--threads 2` held a parked read of the Durable Streams example in 2.7 KiB against 6.6 on
+/// the multi-threaded runtime, with fan-out and appends within the noise (BENCHMARKS.md).
+/// What one thread takes it does not share: a thread with more connections than another does
+/// not hand any over.
+#[derive(clap::Args, Clone, Copy, Debug, Default)]
+#[group(skip)]
+#[command(about = None, long_about = None)]
+#[non_exhaustive]
+pub struct Threads {
+    /// Serve from this many threads, each with a listener of its own (SO_REUSEPORT) and a
+    /// single-threaded runtime, as nginx's worker processes; 0 serves from one multi-threaded
+    /// runtime with work stealing
+    #[arg(long, value_name = "THREADS", default_value_t = 0)]
+    pub threads: usize,
+}
+
 impl Flags {
     /// The cap `--max-held` gives each of held polls and open streams; [`held_cap`] without it.
     pub fn max_held(&self) -> usize {
         self.max_held.unwrap_or_else(held_cap)
+    }
+
+    /// Serves `service` until Ctrl-C or SIGTERM, as [`serve`](Self::serve) does, on the
+    /// runtimes `threads` asks for: one multi-threaded runtime ([`runtime`](super::runtime))
+    /// for 0, else that many threads with a single-threaded runtime and a listener each
+    /// ([`Server::serve_per_thread`]). Blocks until the drain ends, then prints `stopped: …`.
+    ///
+    /// `background` runs beside the server on the calling thread's runtime until the stop (a
+    /// task that reads a file again on SIGHUP, a stats publisher): it may spawn tasks and
+    /// listen for signals there.
+    ///
+    /// Exits the process with clap's I/O error (exit code 74) when a runtime cannot be built or
+    /// `--addr` cannot be bound, and where there is no `SO_REUSEPORT` (not Unix) when
+    /// `--threads` is not 0.
+    pub fn run<S: HttpService>(
+        &self,
+        threads: Threads,
+        server: Server,
+        service: S,
+        background: impl std::future::Future<Output = ()> + 'static,
+    ) {
+        let stop = async {
+            tokio::select! {
+                () = background => std::future::pending::<()>().await,
+                () = ctrl_c_or_sigterm() => {}
+            }
+        };
+        let drained = match threads.threads {
+            0 => {
+                let runtime = super::runtime()
+                    .build()
+                    .unwrap_or_else(|err| exit_io(format!("cannot start the runtime: {err}")));
+                runtime.block_on(async {
+                    let listener = self.listen().await;
+                    server.serve(listener, service, stop).await
+                })
+            }
+            #[cfg(not(unix))]
+            _ => exit_io("--threads needs SO_REUSEPORT, a Unix socket option".to_owned()),
+            #[cfg(unix)]
+            threads => {
+                let mut addr = self.socket_addr();
+                if addr.port() == 0 {
+                    // A port for every thread's listener, said before they listen.
+                    let free = std::net::TcpListener::bind(addr).and_then(|l| l.local_addr());
+                    addr = free
+                        .unwrap_or_else(|err| exit_io(format!("cannot listen on {addr}: {err}")));
+                }
+                println!("listening on http://{addr} from {threads} threads");
+                server
+                    .serve_per_thread(addr, threads, service, stop)
+                    .unwrap_or_else(|err| exit_io(format!("cannot serve on {addr}: {err}")))
+            }
+        };
+        eprintln!("stopped: {drained}");
     }
 
     /// Binds `--addr` and prints `listening on http://ADDR` on standard output; exits the process

@@ -95,7 +95,7 @@ use tower_service::Service;
 
 pub use self::body::{Body, BodyError, ReadError};
 #[cfg(feature = "cli")]
-pub use self::flags::Flags;
+pub use self::flags::{Flags, Threads};
 use self::service::{Connection, Shared};
 use crate::io::{Protocol, WriteTimeout};
 use crate::{BoxError, Shutdown};
@@ -505,6 +505,7 @@ impl Server {
         let threads = threads.max(1);
         let stopping = Shutdown::new();
         let mut listeners = Vec::with_capacity(threads);
+        let mut addr = addr;
         for _ in 0..threads {
             let socket = if addr.is_ipv4() {
                 tokio::net::TcpSocket::new_v4()?
@@ -514,6 +515,8 @@ impl Server {
             socket.set_reuseaddr(true)?;
             socket.set_reuseport(true)?;
             socket.bind(addr)?;
+            // Port 0: the first listener's port, for every other.
+            addr = socket.local_addr()?;
             listeners.push(socket);
         }
         let handles: Vec<_> = listeners
