@@ -28,7 +28,7 @@ use crate::shutdown::{self, Shutdown};
 use crate::source::EventSource;
 use crate::source::{Batch, Origin, Outcome, Position, Subscribe};
 use crate::sync::MutexExt;
-use crate::telemetry::{self, Kind, Telemetry};
+use crate::telemetry::{self, Kind, Recording, Telemetry};
 use crate::topics::TopicsParam;
 use crate::{BoxError, CompositeCursor, Cursor, Event, PushBody, Rejection};
 
@@ -415,8 +415,11 @@ where
     S: Service<Subscribe>,
 {
     /// What the request records.
-    pub(crate) fn telemetry(&self) -> &Telemetry {
-        &self.telemetry
+    pub(crate) fn telemetry(&self) -> Recording<'_> {
+        Recording {
+            telemetry: &self.telemetry,
+            meters: self.pipeline.limits.meters(),
+        }
     }
 
     /// Where a request for one topic stands, once it or its source has named a cursor; `None`
@@ -540,7 +543,8 @@ where
         if let Some(many) = this.many {
             let step = ready!(poll_many(many, this.source, this.pipeline, cx))?;
             if let Step::Events(batch) = &step {
-                this.telemetry.delivered(batch.events());
+                this.telemetry
+                    .delivered(this.pipeline.limits.meters(), batch.events());
             }
             return Poll::Ready(Ok(step));
         }
@@ -560,7 +564,8 @@ where
                 // Bytes bound what one answer or frame holds until the client reads it; the
                 // events left out come with the next step, from the advanced position.
                 batch.truncate_to_bytes(this.pipeline.max_answer_bytes);
-                this.telemetry.delivered(batch.events());
+                this.telemetry
+                    .delivered(this.pipeline.limits.meters(), batch.events());
                 this.subscribe.advance(batch.last());
                 Ok(Step::Events(batch))
             }

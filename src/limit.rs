@@ -49,6 +49,8 @@ struct Gauge {
     max: usize,
     /// Which layer's requests it counts, for the `metrics` gauge.
     kind: Kind,
+    /// The layer's series, registered once.
+    meters: telemetry::Meters,
 }
 
 struct KeyedGauge {
@@ -81,6 +83,7 @@ impl Limits {
                 count: AtomicUsize::new(0),
                 max: max.unwrap_or(usize::MAX),
                 kind,
+                meters: telemetry::Meters::new(kind),
             }),
             per_key: per_key.map(|(max, key)| {
                 Arc::new(KeyedGauge {
@@ -102,6 +105,11 @@ impl Limits {
         self.per_key.as_ref().map(|gauge| gauge.max)
     }
 
+    /// The series the layer's requests record into.
+    pub(crate) fn meters(&self) -> &telemetry::Meters {
+        &self.total.meters
+    }
+
     /// How many requests hold a place now.
     pub(crate) fn current(&self) -> usize {
         self.total.count.load(Ordering::Relaxed)
@@ -118,7 +126,7 @@ impl Limits {
         if taken.is_err() {
             return Err(Full::Total);
         }
-        telemetry::held(self.total.kind, 1.0);
+        self.total.meters.held(1.0);
         let mut slot = Slot {
             total: self.total.clone(),
             keyed: None,
@@ -152,7 +160,7 @@ impl Drop for Gauge {
 impl Drop for Slot {
     fn drop(&mut self) {
         self.total.count.fetch_sub(1, Ordering::AcqRel);
-        telemetry::held(self.total.kind, -1.0);
+        self.total.meters.held(-1.0);
         if let Some((gauge, key)) = self.keyed.take() {
             let mut counts = gauge.counts.locked();
             if let Some(count) = counts.get_mut(&key) {

@@ -2,9 +2,12 @@
 //! (feature `metrics`).
 //!
 //! The layers record into whatever recorder the application installs (a Prometheus exporter,
-//! StatsD, …); without one, recording costs a few atomic loads. Call [`describe`] once at start
-//! so that the exporter knows each metric's unit and help text. Without the feature nothing is
-//! recorded and a held request keeps nothing for it.
+//! StatsD, …); without one, recording costs a few atomic loads. Install it before building the
+//! layers: a layer registers the series its requests record into (held requests, events
+//! delivered, publish-to-write, the hold) once, when it is built, in the recorder installed
+//! then, so that an answer does not look them up again. Call [`describe`] once at start so that
+//! the exporter knows each metric's unit and help text. Without the feature nothing is recorded
+//! and a held request keeps nothing for it.
 //!
 //! | name | type | labels | what | alert on |
 //! | --- | --- | --- | --- | --- |

@@ -34,12 +34,50 @@ impl Kind {
 #[cfg(feature = "metrics")]
 use crate::metrics as names;
 
-/// One more (or one less) request holds a place in `kind`'s layer.
-pub(crate) fn held(kind: Kind, delta: f64) {
+/// The series a layer records into on every request, registered once when the layer is built,
+/// so that an answer does not look them up (a lookup hashes the name and the labels, and makes
+/// the labels, every time). They record into the recorder installed when the layer was built:
+/// install it first, as the caps' gauge already asks (`tower_push_held_limit`).
+#[derive(Debug)]
+pub(crate) struct Meters {
     #[cfg(feature = "metrics")]
-    metrics::gauge!(kind.gauge()).increment(delta);
-    #[cfg(not(feature = "metrics"))]
-    let _ = (kind, delta);
+    held: metrics::Gauge,
+    #[cfg(feature = "metrics")]
+    delivered: metrics::Counter,
+    #[cfg(feature = "metrics")]
+    publish_to_write: metrics::Histogram,
+    /// A long poll's hold (`None` for streams, which do not record one).
+    #[cfg(feature = "metrics")]
+    poll_hold: Option<metrics::Histogram>,
+}
+
+impl Meters {
+    /// The series of `kind`'s layer, registered now.
+    pub(crate) fn new(kind: Kind) -> Self {
+        #[cfg(feature = "metrics")]
+        {
+            let layer = kind.label();
+            Self {
+                held: metrics::gauge!(kind.gauge()),
+                delivered: metrics::counter!(names::EVENTS_DELIVERED, "layer" => layer),
+                publish_to_write: metrics::histogram!(names::PUBLISH_TO_WRITE, "layer" => layer),
+                poll_hold: (kind == Kind::LongPoll).then(|| metrics::histogram!(names::POLL_HOLD)),
+            }
+        }
+        #[cfg(not(feature = "metrics"))]
+        {
+            let _ = kind;
+            Self {}
+        }
+    }
+
+    /// One more (or one less) request holds a place in the layer.
+    pub(crate) fn held(&self, delta: f64) {
+        #[cfg(feature = "metrics")]
+        self.held.increment(delta);
+        #[cfg(not(feature = "metrics"))]
+        let _ = delta;
+    }
 }
 
 /// A layer of `kind` with a cap of `max` held requests was built (`delta` is `max`), or dropped
@@ -136,28 +174,25 @@ impl Telemetry {
     }
 
     /// `events` go to the client now: counted, and their publish-to-write latency recorded.
-    pub(crate) fn delivered(&self, events: &[Event]) {
+    pub(crate) fn delivered(&self, meters: &Meters, events: &[Event]) {
         #[cfg(feature = "metrics")]
         {
-            let layer = self.kind.label();
-            metrics::counter!(names::EVENTS_DELIVERED, "layer" => layer)
-                .increment(events.len() as u64);
-            let latency = metrics::histogram!(names::PUBLISH_TO_WRITE, "layer" => layer);
+            meters.delivered.increment(events.len() as u64);
             let now = std::time::SystemTime::now();
             for published in events.iter().filter_map(Event::published_at) {
                 let age = now.duration_since(published).unwrap_or_default();
-                latency.record(age.as_secs_f64());
+                meters.publish_to_write.record(age.as_secs_f64());
             }
         }
         #[cfg(not(feature = "metrics"))]
-        let _ = events;
+        let _ = (meters, events);
     }
 
     /// The request ends with `outcome` (`events`, `timeout`, `shutdown`, `superseded`, or a
     /// rejection's code; for streams `lifetime`, `shutdown`, `resync`, `failed`, `client_gone`)
     /// standing at `cursor`: recorded in the span, and for a long poll its hold time and kind of
     /// answer.
-    pub(crate) fn finished(&self, outcome: &'static str, cursor: Option<Cursor>) {
+    pub(crate) fn finished(&self, meters: &Meters, outcome: &'static str, cursor: Option<Cursor>) {
         #[cfg(feature = "metrics")]
         {
             let held = self.admitted.elapsed();
@@ -172,7 +207,9 @@ impl Telemetry {
             match self.kind {
                 Kind::LongPoll => {
                     answered(Kind::LongPoll, outcome);
-                    metrics::histogram!(names::POLL_HOLD).record(held.as_secs_f64());
+                    if let Some(poll_hold) = &meters.poll_hold {
+                        poll_hold.record(held.as_secs_f64());
+                    }
                 }
                 Kind::Stream => {
                     metrics::counter!(names::STREAM_ENDS, "reason" => outcome).increment(1);
@@ -180,11 +217,13 @@ impl Telemetry {
             }
         }
         #[cfg(not(feature = "metrics"))]
-        let _ = (outcome, cursor);
+        let _ = (meters, outcome, cursor);
     }
 
     /// A stream frame went out: one with events, or a heartbeat.
     pub(crate) fn frame(&self, heartbeat: bool) {
+        // Looked up per frame: registered with the layer, a stream layer's heartbeat series
+        // would show before its first heartbeat.
         #[cfg(feature = "metrics")]
         if heartbeat {
             metrics::counter!(names::STREAM_HEARTBEATS).increment(1);
@@ -193,5 +232,23 @@ impl Telemetry {
         }
         #[cfg(not(feature = "metrics"))]
         let _ = heartbeat;
+    }
+}
+
+/// What a request records, with its layer's series: see [`Telemetry`].
+pub(crate) struct Recording<'a> {
+    pub(crate) telemetry: &'a Telemetry,
+    pub(crate) meters: &'a Meters,
+}
+
+impl Recording<'_> {
+    /// See [`Telemetry::finished`].
+    pub(crate) fn finished(&self, outcome: &'static str, cursor: Option<Cursor>) {
+        self.telemetry.finished(self.meters, outcome, cursor);
+    }
+
+    /// See [`Telemetry::frame`].
+    pub(crate) fn frame(&self, heartbeat: bool) {
+        self.telemetry.frame(heartbeat);
     }
 }
