@@ -49,6 +49,10 @@ pub(crate) struct Meters {
     /// A long poll's hold (`None` for streams, which do not record one).
     #[cfg(feature = "metrics")]
     poll_hold: Option<metrics::Histogram>,
+    /// The answers of the kinds most requests end with (`events` and `timeout` for long
+    /// polls, `stream` for streams); the others are looked up when they happen.
+    #[cfg(feature = "metrics")]
+    common: Vec<(&'static str, metrics::Counter)>,
 }
 
 impl Meters {
@@ -62,6 +66,17 @@ impl Meters {
                 delivered: metrics::counter!(names::EVENTS_DELIVERED, "layer" => layer),
                 publish_to_write: metrics::histogram!(names::PUBLISH_TO_WRITE, "layer" => layer),
                 poll_hold: (kind == Kind::LongPoll).then(|| metrics::histogram!(names::POLL_HOLD)),
+                common: match kind {
+                    Kind::LongPoll => &["events", "timeout"][..],
+                    Kind::Stream => &["stream"][..],
+                }
+                .iter()
+                .map(|&what| {
+                    let counter =
+                        metrics::counter!(names::ANSWERS, "layer" => layer, "kind" => what);
+                    (what, counter)
+                })
+                .collect(),
             }
         }
         #[cfg(not(feature = "metrics"))]
@@ -69,6 +84,17 @@ impl Meters {
             let _ = kind;
             Self {}
         }
+    }
+
+    /// A request of the layer got an answer of kind `what`, as [`answered`] records it.
+    pub(crate) fn answered(&self, kind: Kind, what: &'static str) {
+        #[cfg(feature = "metrics")]
+        match self.common.iter().find(|(common, _)| *common == what) {
+            Some((_, counter)) => counter.increment(1),
+            None => answered(kind, what),
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = (kind, what);
     }
 
     /// One more (or one less) request holds a place in the layer.
@@ -206,7 +232,7 @@ impl Telemetry {
             tracing::debug!("answered");
             match self.kind {
                 Kind::LongPoll => {
-                    answered(Kind::LongPoll, outcome);
+                    meters.answered(Kind::LongPoll, outcome);
                     if let Some(poll_hold) = &meters.poll_hold {
                         poll_hold.record(held.as_secs_f64());
                     }

@@ -167,8 +167,9 @@ where
 
     /// The stream starts: its response head goes out.
     pub(crate) fn opened(self: Pin<&mut Self>) {
-        *self.project().opened = true;
-        telemetry::answered(Kind::Stream, "stream");
+        let this = self.project();
+        *this.opened = true;
+        (this.follow.telemetry().meters).answered(Kind::Stream, "stream");
     }
 
     /// Writes the final message for `end` and marks the stream ended.
