@@ -74,6 +74,11 @@ pub(crate) struct SharedAnswers {
     answer: Option<SharedAnswer>,
 }
 
+/// How many headers a poll's answer gets after the format wrote it: `Cache-Control` and
+/// `X-Accel-Buffering` ([`crate::headers::long_poll`]), `Vary` and `Content-Encoding`
+/// ([`crate::compression`]).
+const ANSWER_HEADERS: usize = 4;
+
 /// An answer encoded once for a batch: what each poll answered with that batch gets a copy of.
 #[derive(Debug)]
 pub(crate) struct SharedAnswer {
@@ -87,7 +92,14 @@ impl SharedAnswer {
     fn response(&self) -> Response<PushBody> {
         let mut response = Response::new(PushBody::full(self.body.clone()));
         *response.status_mut() = self.status;
-        *response.headers_mut() = self.headers.clone();
+        // Room for what every answer adds on its way out (the anti-buffering headers, `Vary`,
+        // `Content-Encoding`): a plain clone is exactly full, and the first of those would
+        // grow it again, once per answer of a fan-out.
+        let headers = response.headers_mut();
+        headers.reserve(self.headers.len() + ANSWER_HEADERS);
+        for (name, value) in &self.headers {
+            headers.append(name.clone(), value.clone());
+        }
         response
     }
 }
