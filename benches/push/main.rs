@@ -11,8 +11,8 @@
 //!
 //! Two parts set tower-push against a peer rather than a baseline: `--only nchan` measures nginx
 //! with its Nchan module (when installed) the same way, and `--only scaling` parks 1,000, 10,000
-//! and 50,000 polls on tower-push and Nchan and writes the curve to `push-scaling.csv` in the
-//! target directory, which `benches/plot.py` draws.
+//! and 50,000 polls on the demo program (the binary users run) and Nchan and writes the curve
+//! to `push-scaling.csv` in the target directory, which `benches/plot.py` draws.
 //!
 //! `--only durable` (not part of the default run) sets tower-push's Durable Streams service, the
 //! `durable` example as users run it, against the protocol's other servers,

@@ -66,8 +66,31 @@ pub(super) async fn compare(
             );
             continue;
         }
-        for peer in sides.order(versus && n == settings.parked) {
+        let scaled = settings.wants("scaling") && settings.scaling.contains(&n);
+        let compared = versus && (settings.fanout.contains(&n) || n == settings.parked);
+        let mut order = match compared {
+            true => sides.order(versus && n == settings.parked),
+            // A size of the curve alone: the demo program and Nchan, no in-process server.
+            false => sides.order(false),
+        };
+        if scaled {
+            // The curve is the demo program's: the program a user runs.
+            match order.iter().position(|&peer| peer == Peer::TowerPush) {
+                Some(at) if !compared => order[at] = Peer::Demo,
+                _ if !order.contains(&Peer::Demo) => order.insert(1, Peer::Demo),
+                _ => {}
+            }
+        }
+        for peer in order {
             let parked = parked_peer(peer, sides.nchan, n).await;
+            if scaled && matches!(peer, Peer::Demo | Peer::Nchan) {
+                curve.push(Point {
+                    peer,
+                    n,
+                    run,
+                    parked,
+                });
+            }
             if matches!(peer, Peer::Demo | Peer::Nchan) && versus && n == settings.parked {
                 // Nchan's figures are also the other side of the demo program's rows.
                 let ours = peer == Peer::Demo;
@@ -121,14 +144,6 @@ pub(super) async fn compare(
                 table.add(&name("p50"), "ms", None, ours, parked.latency.p50);
                 table.add(&name("p99"), "ms", target, ours, parked.latency.p99);
                 table.add(&name("max"), "ms", None, ours, parked.latency.max);
-            }
-            if settings.wants("scaling") && settings.scaling.contains(&n) {
-                curve.push(Point {
-                    peer,
-                    n,
-                    run,
-                    parked,
-                });
             }
         }
     }

@@ -20,11 +20,11 @@ pub(super) fn print_curve(settings: &Settings, curve: &[Point], with_nchan: bool
             .collect();
         median(&values)
     };
-    // The median over runs of the per-run ratio tower-push / Nchan.
+    // The median over runs of the per-run ratio of the demo program / Nchan.
     let ratio_of = |n: usize, value: fn(&Parked) -> f64| {
         let ratios: Vec<f64> = curve
             .iter()
-            .filter(|p| p.peer == Peer::TowerPush && p.n == n)
+            .filter(|p| p.peer == Peer::Demo && p.n == n)
             .filter_map(|ours| {
                 let theirs = curve
                     .iter()
@@ -39,14 +39,14 @@ pub(super) fn print_curve(settings: &Settings, curve: &[Point], with_nchan: bool
     let memory: fn(&Parked) -> f64 = |p| p.per_poll;
     println!();
     println!(
-        "How cost grows with the number of parked polls: fan-out after one publish (ms, \
-         publish to last byte) and memory per parked poll (KiB, RSS growth / N); medians of \
-         {} runs, ratios tower-push / Nchan as above.",
+        "How cost grows with the number of parked polls, on the demo program as users run it: \
+         fan-out after one publish (ms, publish to last byte) and memory per parked poll (KiB, \
+         RSS growth / N); medians of {} runs, ratios the demo program / Nchan in the same run.",
         settings.runs
     );
     println!();
     println!(
-        "| N | tower-push p50 | p99 | KiB/poll | Nchan p50 | p99 | KiB/poll | \
+        "| N | demo p50 | p99 | KiB/poll | Nchan p50 | p99 | KiB/poll | \
          p99 ratio | memory ratio |"
     );
     println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
@@ -54,7 +54,7 @@ pub(super) fn print_curve(settings: &Settings, curve: &[Point], with_nchan: bool
         println!("| Nchan peer skipped (see above) | | | | | | | | |");
     }
     for &n in &settings.scaling {
-        if !curve.iter().any(|p| p.peer == Peer::TowerPush && p.n == n) {
+        if !curve.iter().any(|p| p.peer == Peer::Demo && p.n == n) {
             println!(
                 "| {n} | skipped: the open-files limit is {limit}, too few for {n} \
                  connections in one process | | | | | | | |"
@@ -63,7 +63,7 @@ pub(super) fn print_curve(settings: &Settings, curve: &[Point], with_nchan: bool
         }
         let mut line = format!("| {n} ");
         for value in [p50, p99, memory] {
-            line += &format!("| {} ", figure(median_of(Peer::TowerPush, n, value)));
+            line += &format!("| {} ", figure(median_of(Peer::Demo, n, value)));
         }
         if with_nchan {
             for value in [p50, p99, memory] {
