@@ -19,9 +19,15 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-COLOURS = {"tower-push": "#1f6fb4", "nchan": "#c8402a", "tower-push-demo-h2": "#3a8a3a"}
+COLOURS = {
+    "tower-push-demo": "#1f6fb4",
+    "tower-push": "#1f6fb4",
+    "nchan": "#c8402a",
+    "tower-push-demo-h2": "#3a8a3a",
+}
 LABELS = {
-    "tower-push": "tower-push",
+    "tower-push-demo": "tower-push demo program",
+    "tower-push": "tower-push (in-process server)",
     "nchan": "nginx + Nchan",
     "tower-push-demo-h2": "tower-push demo over HTTP/2, 100 polls a connection",
 }

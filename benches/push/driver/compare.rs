@@ -167,13 +167,18 @@ pub(super) async fn compare(
         let connections = settings.connections;
         let name = format!("ready-poll throughput, {connections} connections");
         let one_thread = format!("{name}, tower-push on one runtime thread (info)");
+        let demo = format!("{name}, the demo program");
         for peer in sides.order(true) {
+            let (target, mut control) = Target::start(peer, sides.nchan, connections + 64).await;
+            let path = target.ready_path(&mut control).await;
+            let rps = throughput_at(settings, peer.name(), target.addr(), &path).await;
+            if matches!(peer, Peer::Demo | Peer::Nchan) {
+                // Nchan's figure is also the other side of the demo program's row.
+                table.add(&demo, "req/s", Some((1.0, true)), peer == Peer::Demo, rps);
+            }
             if peer == Peer::Demo {
                 continue;
             }
-            let (target, _control) = Target::start(peer, sides.nchan, connections + 64).await;
-            let path = target.ready_path();
-            let rps = throughput_at(settings, peer.name(), target.addr(), &path).await;
             if peer != Peer::TowerPush {
                 let ours = peer == Peer::TowerPushOneThread;
                 table.add(&one_thread, "req/s", None, ours, rps);

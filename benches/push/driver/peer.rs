@@ -110,11 +110,30 @@ impl Target {
         }
     }
 
-    /// A poll after the event before the newest: answered at once with one event.
-    pub(super) fn ready_path(&self) -> String {
+    /// A poll after the event before the newest: answered at once with one event. The demo
+    /// program's cursors are its own: two events are published to it first, and the poll
+    /// names the cursor of the first.
+    pub(super) async fn ready_path(&self, control: &mut Conn) -> String {
         match self {
             Self::TowerPush(_) => format!("/poll?after={}", cursor(0)),
-            Self::Demo(_) => unreachable!("the demo program's cursors are its own"),
+            Self::Demo(_) => {
+                let mut ids = Vec::new();
+                for n in 0..2 {
+                    let data = event_json(n);
+                    let request = format!(
+                        "POST /publish HTTP/1.1\r\nhost: 127.0.0.1\r\n\
+                         content-type: application/json\r\ncontent-length: {}\r\n\r\n{data}",
+                        data.len()
+                    );
+                    control.send(request.as_bytes()).await.expect("publish");
+                    let (status, body) = control.response_body().await.expect("publish");
+                    assert_eq!(status, 200, "POST /publish");
+                    let answer: serde_json::Value =
+                        serde_json::from_slice(&body).expect("the demo answers JSON");
+                    ids.push(answer["id"].as_str().expect("an id").to_owned());
+                }
+                format!("/poll?after={}", ids[0])
+            }
             Self::Nchan(nginx) => format!("/poll?last_event_id={}", nginx.older),
         }
     }
