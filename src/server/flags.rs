@@ -68,6 +68,32 @@ pub struct Flags {
 /// the multi-threaded runtime, with fan-out and appends within the noise (BENCHMARKS.md).
 /// What one thread takes it does not share: a thread with more connections than another does
 /// not hand any over.
+///
+/// # Examples
+///
+/// ```no_run
+/// use clap::Parser;
+/// use tower_push::server::{Flags, Server, Threads};
+/// use tower_push::{LongPollLayer, MemoryLog};
+///
+/// /// Long polling on one topic.
+/// #[derive(Parser)]
+/// struct Args {
+///     #[command(flatten)]
+///     serve: Flags,
+///     #[command(flatten)]
+///     threads: Threads,
+/// }
+///
+/// let args = Args::parse();
+/// let poll = LongPollLayer::builder()
+///     .max_held(args.serve.max_held())
+///     .build()?
+///     .layer(MemoryLog::new().topic("news"));
+/// // Blocks until Ctrl-C or SIGTERM; `--threads 2` serves from two threads.
+/// args.serve.run(args.threads, Server::new(), poll, std::future::pending());
+/// # Ok::<(), tower_push::ConfigError>(())
+/// ```
 #[derive(clap::Args, Clone, Copy, Debug, Default)]
 #[group(skip)]
 #[command(about = None, long_about = None)]
