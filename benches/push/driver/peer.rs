@@ -117,22 +117,9 @@ impl Target {
         match self {
             Self::TowerPush(_) => format!("/poll?after={}", cursor(0)),
             Self::Demo(_) => {
-                let mut ids = Vec::new();
-                for n in 0..2 {
-                    let data = event_json(n);
-                    let request = format!(
-                        "POST /publish HTTP/1.1\r\nhost: 127.0.0.1\r\n\
-                         content-type: application/json\r\ncontent-length: {}\r\n\r\n{data}",
-                        data.len()
-                    );
-                    control.send(request.as_bytes()).await.expect("publish");
-                    let (status, body) = control.response_body().await.expect("publish");
-                    assert_eq!(status, 200, "POST /publish");
-                    let answer: serde_json::Value =
-                        serde_json::from_slice(&body).expect("the demo answers JSON");
-                    ids.push(answer["id"].as_str().expect("an id").to_owned());
-                }
-                format!("/poll?after={}", ids[0])
+                let first = publish_to_demo(control, 0).await;
+                publish_to_demo(control, 1).await;
+                format!("/poll?after={first}")
             }
             Self::Nchan(nginx) => format!("/poll?last_event_id={}", nginx.older),
         }
@@ -195,21 +182,28 @@ impl Target {
                 control.post("/publish").await.expect("publish");
             }
             Self::Demo(_) => {
-                let data = event_json(1);
-                let request = format!(
-                    "POST /publish HTTP/1.1\r\nhost: 127.0.0.1\r\n\
-                     content-type: application/json\r\ncontent-length: {}\r\n\r\n{data}",
-                    data.len()
-                );
-                control.send(request.as_bytes()).await.expect("publish");
-                let (status, _) = control.response().await.expect("publish");
-                assert_eq!(status, 200, "POST /publish");
+                publish_to_demo(control, 1).await;
             }
             Self::Nchan(_) => {
                 nchan::publish(control, &event_json(1)).await;
             }
         }
     }
+}
+
+/// Publishes event `n` to the demo program over `control`: the cursor it answers with.
+async fn publish_to_demo(control: &mut Conn, n: u64) -> String {
+    let data = event_json(n);
+    let request = format!(
+        "POST /publish HTTP/1.1\r\nhost: 127.0.0.1\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{data}",
+        data.len()
+    );
+    control.send(request.as_bytes()).await.expect("publish");
+    let (status, body) = control.response_body().await.expect("publish");
+    assert_eq!(status, 200, "POST /publish");
+    let answer: serde_json::Value = serde_json::from_slice(&body).expect("the demo answers JSON");
+    answer["id"].as_str().expect("an id").to_owned()
 }
 
 /// Who takes part in one run of the peer comparison.
