@@ -40,6 +40,9 @@ use crate::metrics as names;
 /// install it first, as the caps' gauge already asks (`tower_push_held_limit`).
 #[derive(Debug)]
 pub(crate) struct Meters {
+    /// Which layer's series these are.
+    #[cfg(feature = "metrics")]
+    kind: Kind,
     #[cfg(feature = "metrics")]
     held: metrics::Gauge,
     #[cfg(feature = "metrics")]
@@ -62,6 +65,7 @@ impl Meters {
         {
             let layer = kind.label();
             Self {
+                kind,
                 held: metrics::gauge!(kind.gauge()),
                 delivered: metrics::counter!(names::EVENTS_DELIVERED, "layer" => layer),
                 publish_to_write: metrics::histogram!(names::PUBLISH_TO_WRITE, "layer" => layer),
@@ -87,14 +91,14 @@ impl Meters {
     }
 
     /// A request of the layer got an answer of kind `what`, as [`answered`] records it.
-    pub(crate) fn answered(&self, kind: Kind, what: &'static str) {
+    pub(crate) fn answered(&self, what: &'static str) {
         #[cfg(feature = "metrics")]
         match self.common.iter().find(|(common, _)| *common == what) {
             Some((_, counter)) => counter.increment(1),
-            None => answered(kind, what),
+            None => answered(self.kind, what),
         }
         #[cfg(not(feature = "metrics"))]
-        let _ = (kind, what);
+        let _ = what;
     }
 
     /// One more (or one less) request holds a place in the layer.
@@ -166,8 +170,6 @@ pub(crate) fn redis_reader_lagged() {
 #[derive(Debug)]
 pub(crate) struct Telemetry {
     #[cfg(feature = "metrics")]
-    kind: Kind,
-    #[cfg(feature = "metrics")]
     admitted: std::time::Instant,
     #[cfg(feature = "metrics")]
     span: tracing::Span,
@@ -187,7 +189,6 @@ impl Telemetry {
                 held_ms = tracing::field::Empty,
             );
             Self {
-                kind,
                 admitted: std::time::Instant::now(),
                 span,
             }
@@ -230,9 +231,9 @@ impl Telemetry {
             }
             let _entered = self.span.enter();
             tracing::debug!("answered");
-            match self.kind {
+            match meters.kind {
                 Kind::LongPoll => {
-                    meters.answered(Kind::LongPoll, outcome);
+                    meters.answered(outcome);
                     if let Some(poll_hold) = &meters.poll_hold {
                         poll_hold.record(held.as_secs_f64());
                     }

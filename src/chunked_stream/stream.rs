@@ -169,7 +169,7 @@ where
     pub(crate) fn opened(self: Pin<&mut Self>) {
         let this = self.project();
         *this.opened = true;
-        (this.follow.telemetry().meters).answered(Kind::Stream, "stream");
+        this.follow.telemetry().meters.answered("stream");
     }
 
     /// Writes the final message for `end` and marks the stream ended.
