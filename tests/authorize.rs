@@ -325,10 +325,13 @@ async fn a_check_that_waits_is_waited_for_and_costs_the_answer_nothing() {
 // ---------------------------------------------------------------------------------------------
 // The demo's `--tokens`
 
+// These need the programs' flags (feature `cli`).
+#[cfg(feature = "cli")]
 #[allow(dead_code)]
 #[path = "../examples/demo/app.rs"]
 mod demo_app;
 
+#[cfg(feature = "cli")]
 #[tokio::test]
 async fn the_demo_serves_each_token_its_topics_and_reads_the_file_again() {
     let dir = tempfile::tempdir().unwrap();
@@ -406,11 +409,13 @@ async fn the_demo_serves_each_token_its_topics_and_reads_the_file_again() {
 // ---------------------------------------------------------------------------------------------
 // The axum example's JSON Web Tokens
 
+#[cfg(feature = "cli")]
 #[allow(dead_code, unreachable_pub)]
 #[path = "../examples/axum.rs"]
 mod axum_example;
 
 /// A token for `topics`, valid for `seconds` from now (negative: expired), signed with `secret`.
+#[cfg(feature = "cli")]
 fn jwt(secret: &[u8], topics: &[&str], seconds: i64) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -425,6 +430,7 @@ fn jwt(secret: &[u8], topics: &[&str], seconds: i64) -> String {
     jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()
 }
 
+#[cfg(feature = "cli")]
 #[tokio::test]
 async fn the_axum_example_reads_each_topic_from_the_claims_of_a_json_web_token() {
     const SECRET: &[u8] = b"a secret of the test";
@@ -488,6 +494,7 @@ async fn the_axum_example_reads_each_topic_from_the_claims_of_a_json_web_token()
 }
 
 /// The demo program itself: `--tokens FILE`, and the file read again on SIGHUP.
+#[cfg(feature = "cli")]
 #[tokio::test]
 async fn the_demo_program_reads_its_tokens_file_again_on_sighup() {
     let binary = common::external::example("demo");
