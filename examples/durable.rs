@@ -1,10 +1,13 @@
-//! A Durable Streams server: every stream under `/v1/stream/`, in memory, or in a directory
-//! that survives a crash with `--data-dir DIR` (feature `durable-file`).
+//! A Durable Streams server: every stream under `/v1/stream/`, in memory, in a directory that
+//! survives a crash with `--data-dir DIR` (feature `durable-file`), or in a Redis shared by
+//! several processes with `--redis URL` (feature `redis`).
 //!
 //! ```sh
 //! cargo run --example durable --features durable,cli -- --addr 127.0.0.1:4437
 //! # or, on disk:
 //! cargo run --example durable --features durable-file,cli -- --data-dir ./streams
+//! # or in Redis, shared by every process started so:
+//! cargo run --example durable --features durable,redis,cli -- --redis redis://127.0.0.1:6379
 //! curl -X PUT -H 'content-type: text/plain' http://127.0.0.1:4437/v1/stream/hello
 //! curl -X POST -H 'content-type: text/plain' -d 'hi' http://127.0.0.1:4437/v1/stream/hello
 //! curl 'http://127.0.0.1:4437/v1/stream/hello?offset=-1'
@@ -59,8 +62,17 @@ struct Args {
     /// Keep the streams in this directory (created if need be), so that they survive a restart
     /// and a crash: an append is answered once it is synced to disk. Without it, the streams
     /// live in memory only. Needs the `durable-file` feature.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", conflicts_with = "redis")]
     data_dir: Option<std::path::PathBuf>,
+    /// Keep the streams in this Redis (7.0 or later), shared with every process started with
+    /// the same --redis and --redis-prefix: any of them answers any request. An append is as
+    /// durable as Redis's `appendfsync` makes it (`always`: on Redis's disk before the answer).
+    /// Needs the `redis` feature.
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
+    /// The prefix of the store's keys in --redis.
+    #[arg(long, value_name = "PREFIX", default_value = "ds:")]
+    redis_prefix: String,
     /// The most bytes the log in --data-dir may take; beyond, appends get 507.
     #[arg(long, value_name = "BYTES", default_value_t = 4 << 30)]
     max_log_bytes: u64,
@@ -91,6 +103,9 @@ struct Args {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
+    if let Some(url) = args.redis.clone() {
+        return on_redis(args, url);
+    }
     let Some(dir) = args.data_dir.clone() else {
         let store = MemoryStore::builder()
             .max_streams(args.max_streams)
@@ -121,7 +136,42 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 }
 
+/// Serves the streams of the Redis at `url`; exits (69) if it does not answer at start.
+#[cfg(feature = "redis")]
+fn on_redis(args: Args, url: String) -> Result<(), Box<dyn std::error::Error>> {
+    let store = tower_push::durable::RedisStore::builder(&url)
+        .key_prefix(&args.redis_prefix)
+        .build()
+        .unwrap_or_else(|err| clap::Error::raw(ErrorKind::InvalidValue, format!("{err}\n")).exit());
+    let started = store.clone();
+    let ready = async move {
+        if let Err(err) = started.ping().await {
+            eprintln!("error: redis at {url}: {err}");
+            std::process::exit(69);
+        }
+    };
+    serve_with(args, store, ready)
+}
+
+#[cfg(not(feature = "redis"))]
+fn on_redis(_: Args, url: String) -> Result<(), Box<dyn std::error::Error>> {
+    let message = format!(
+        "--redis {url} needs the redis feature: cargo run --example durable --features \
+         durable,redis,cli\n"
+    );
+    clap::Error::raw(ErrorKind::InvalidValue, message).exit()
+}
+
 fn serve<St: Store>(args: Args, store: St) -> Result<(), Box<dyn std::error::Error>> {
+    serve_with(args, store, async {})
+}
+
+/// Serves `store`, after `ready` (a check of what the store needs) on the program's runtime.
+fn serve_with<St: Store>(
+    args: Args,
+    store: St,
+    ready: impl std::future::Future<Output = ()> + 'static,
+) -> Result<(), Box<dyn std::error::Error>> {
     // Before the layers are built, so that their caps are recorded.
     #[cfg(feature = "metrics")]
     let prometheus = metrics::install()?;
@@ -168,6 +218,7 @@ fn serve<St: Store>(args: Args, store: St) -> Result<(), Box<dyn std::error::Err
     println!("Durable Streams under /v1/stream/");
     // Ctrl-C or SIGTERM: held reads answer and SSE streams end, then connections close.
     let background = async move {
+        ready.await;
         match hangups {
             Some(hangups) => hangups.await,
             None => std::future::pending().await,

@@ -5,7 +5,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 
-use http::header::{ALLOW, CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::header::{ALLOW, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderValue, Response, StatusCode};
 
 use super::headers::{
@@ -199,6 +199,9 @@ impl Error {
             }
             Self::Store(StoreError::StaleEpoch { current }) => {
                 headers.insert(PRODUCER_EPOCH, HeaderValue::from(current));
+            }
+            Self::Store(StoreError::Unavailable) => {
+                headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
             }
             Self::Store(StoreError::SeqGap { expected, received }) => {
                 headers.insert(PRODUCER_EXPECTED_SEQ, HeaderValue::from(expected));

@@ -61,6 +61,8 @@ mod memory;
 mod offset;
 mod query;
 mod read;
+#[cfg(feature = "redis")]
+mod redis_store;
 mod service;
 mod source;
 mod state;
@@ -74,6 +76,9 @@ pub use self::file::{FileStore, FileStoreBuilder, OpenError};
 pub use self::format::{DurablePoll, DurableSse};
 pub use self::memory::{MemoryStore, MemoryStoreBuilder};
 pub use self::offset::{InvalidOffset, Offset};
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use self::redis_store::{RedisStore, RedisStoreBuilder};
 pub use self::service::{DurableStreams, DurableStreamsBuilder, ResponseFuture};
 pub use self::store::{
     Append, Appended, Chunk, Create, Created, Doorbell, ExpiresAt, ForkFrom, Info, Mode, Payload,

@@ -196,14 +196,17 @@ impl<St: Store> Look<St> {
                         Ok(info) => {
                             Outcome::Head(Cursor::new(Epoch::new(info.epoch), info.tail.get()))
                         }
+                        Err(StoreError::Unavailable) => return None,
                         Err(_) => Outcome::Gone,
                     })
                 })
             }
             // The stream's first appends, or where it stands if it has none.
             Position::Oldest => Box::pin(async move {
-                let Ok(info) = store.info(&key).await else {
-                    return Some(Outcome::Gone);
+                let info = match store.info(&key).await {
+                    Ok(info) => info,
+                    Err(StoreError::Unavailable) => return None,
+                    Err(_) => return Some(Outcome::Gone),
                 };
                 let epoch = Epoch::new(info.epoch);
                 let read = store.read(&key, Some(Offset::ZERO), limit, max_bytes).await;
@@ -218,6 +221,8 @@ impl<St: Store> Look<St> {
 fn after(epoch: Epoch, read: Result<Read, StoreError>) -> Option<Outcome> {
     let read = match read {
         Ok(read) if Epoch::new(read.info.epoch) == epoch => read,
+        // A store that cannot answer now (Redis away): wait for the next change to look again.
+        Err(StoreError::Unavailable) => return None,
         _ => return Some(Outcome::Gone),
     };
     let (from, up_to_date, closed) = (read.from, read.up_to_date(), read.info.closed);

@@ -188,6 +188,12 @@ impl Doorbell {
         self.0.notify_waiters();
     }
 
+    /// Whether anyone but its keeper holds it (a reader waits, or is about to).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn is_shared(&self) -> bool {
+        Arc::strong_count(&self.0) > 1
+    }
+
     /// What the readers park on.
     pub(crate) fn notify(&self) -> &Arc<Notify> {
         &self.0

@@ -108,7 +108,7 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
-            Kind::Config(message) => write!(f, "invalid redis source setup: {message}"),
+            Kind::Config(message) => write!(f, "invalid redis setup: {message}"),
             Kind::Unavailable => f.write_str("redis is unavailable"),
             Kind::Refused => f.write_str("redis refused a command"),
             Kind::Timeout => f.write_str("redis did not answer in time"),

@@ -348,7 +348,7 @@ impl RedisSourceBuilder {
         .await
         .map_err(|_| Error::timeout())?
         .map_err(Error::redis)?;
-        check_version(&mut manager, settings.timeout).await?;
+        check_version(&mut manager, settings.timeout, "stream ids 0-*").await?;
         Ok(RedisSource {
             shared: Arc::new(SourceShared {
                 client,
@@ -362,8 +362,13 @@ impl RedisSourceBuilder {
     }
 }
 
-/// Refuses servers that cannot generate `0-*` ids (Redis before 7.0).
-async fn check_version(manager: &mut ConnectionManager, timeout: Duration) -> Result<(), Error> {
+/// Refuses servers older than 7.0, which lack what `needs` (the caller's reason) needs: `0-*`
+/// stream ids, flagged scripts.
+pub(crate) async fn check_version(
+    manager: &mut ConnectionManager,
+    timeout: Duration,
+    needs: &str,
+) -> Result<(), Error> {
     let info: String = tokio::time::timeout(
         timeout,
         redis::cmd("INFO").arg("server").query_async(manager),
@@ -381,10 +386,10 @@ async fn check_version(manager: &mut ConnectionManager, timeout: Duration) -> Re
     match major {
         Some(major) if major >= 7 => Ok(()),
         // Servers that speak the protocol but report no Redis version (forks) get the benefit
-        // of the doubt: the first publish fails clearly if `0-*` is not understood.
+        // of the doubt: the first command that needs 7.0 fails clearly.
         None => Ok(()),
         Some(_) => Err(Error::config(format!(
-            "redis {} is too old: stream ids 0-* need redis 7.0 or later",
+            "redis {} is too old: {needs} need redis 7.0 or later",
             version.unwrap_or("?")
         ))),
     }

@@ -1,0 +1,562 @@
+//! The Redis store: Durable Streams shared by every process that uses one Redis.
+
+mod bells;
+mod reply;
+
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::Script;
+use tokio::sync::{mpsc, OnceCell};
+
+use self::bells::Bells;
+use self::reply::Reply;
+use super::store::{media_type, Append, Appended, Create, Created, Doorbell, Info, Mode, Payload};
+use super::{Offset, Read, Store, StoreError};
+use crate::config::check;
+use crate::redis::Error;
+
+/// A [`Store`] in Redis, shared by every process that uses the same Redis and key prefix: any
+/// process may answer any request, as if there were one.
+///
+/// # What it promises
+///
+/// Every operation on a stream (a create, an append, a read, a delete) is one Lua script run
+/// by Redis, so it is atomic whichever process sent it: writers on several processes keep one
+/// order per stream, a producer's retry is recognised whichever process it reaches, and an
+/// append that one process acknowledged is in the answer of the next read through any other.
+/// An acknowledged append is as durable as Redis makes its writes: with `appendonly yes` and
+/// `appendfsync always` it is on Redis's disk before Redis answers, and survives a crash of
+/// Redis; with `appendfsync everysec` (Redis's default with `appendonly yes`) a crash of Redis
+/// may lose the last second; without persistence, a restart of Redis loses every stream, and
+/// readers are told so (`404`), never given another stream's data.
+///
+/// # Live readers
+///
+/// A long-poll or SSE reader parked in this process waits on the stream's
+/// [`Doorbell`], not on Redis. Per process, one connection subscribes (Redis Pub/Sub) to the
+/// channels of the streams that have readers parked here, and rings their doorbells when
+/// Redis publishes a change, which the scripts do with every change. A parked reader costs its
+/// future and nothing in Redis; a stream with readers costs one subscription per process. A
+/// stream whose readers are gone is unsubscribed within a few seconds. When the subscription
+/// connection breaks, it reconnects with back-off, subscribes again and wakes every reader to
+/// look again, so a change made while it was away is not missed.
+///
+/// # Faults
+///
+/// Every command waits at most [`timeout`](RedisStoreBuilder::timeout) for Redis. A request
+/// that needs Redis while it is unreachable or does not answer (stopped, restarting) is
+/// answered `503` with `Retry-After` ([`StoreError::Unavailable`]); an append answered so may
+/// or may not have been made, which an idempotent producer's retry settles. Parked readers
+/// stay parked through an outage and look again when Redis is back. When Redis refuses a write
+/// because it is out of memory (`maxmemory`), the append is answered `507`
+/// ([`StoreError::StorageFull`]); reads and deletes still work, so the store stays readable and
+/// can be emptied.
+///
+/// # Keys
+///
+/// The stream at `name` is the keys `<prefix>{<name>}:m` (a hash: what is known about it),
+/// `:d` (a list: its appends) and `:p` (a hash: its producers), and the Pub/Sub channel
+/// `<prefix>{<name>}`; `%`, `{` and `}` in the name are written `%25`, `%7B` and `%7D`. The
+/// braces are a Redis Cluster hash tag, so a stream's keys share one slot. A stream with a TTL
+/// or an expiry time is removed by Redis a second after it expires, unless forks read from it.
+///
+/// # Limits
+///
+/// It needs Redis 7.0 or later (scripts flagged `allow-oom`), and one Redis server (or a
+/// replicated pair behind a proxy), not Redis Cluster: a fork's script reads its source's keys,
+/// which a cluster could place on another node. Bound its memory with Redis's `maxmemory`
+/// (and `maxmemory-policy noeviction`, so that Redis refuses writes rather than evict streams).
+///
+/// # Examples
+///
+/// ```no_run
+/// use tower_push::durable::{Append, Create, DurableStreams, RedisStore, Store};
+///
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = RedisStore::builder("redis://127.0.0.1:6379")
+///     .key_prefix("streams:")
+///     .build()?;
+/// store.ping().await?;
+/// store.create("/chat", Create::new(Some("text/plain".into()))).await?;
+/// store.append("/chat", Append::new("text/plain", "hello")).await?;
+/// let read = store.read("/chat", None, 100, 1 << 20).await?;
+/// assert!(read.up_to_date());
+///
+/// // Serve it: every process with the same Redis and prefix serves the same streams.
+/// let service = DurableStreams::builder(store).build()?;
+/// # let _ = service;
+/// # Ok(())
+/// # }
+/// ```
+#[cfg_attr(docsrs, doc(cfg(all(feature = "durable", feature = "redis"))))]
+#[derive(Clone)]
+pub struct RedisStore {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    client: ::redis::Client,
+    connection: OnceCell<ConnectionManager>,
+    settings: Settings,
+    /// The operations that add data: refused at once by a Redis out of memory.
+    write: Script,
+    /// The operations that add none: run by a Redis out of memory too.
+    read: Script,
+    bells: Arc<Bells>,
+    /// What the subscription task is told to subscribe to; it ends when this is dropped.
+    subscribe: OnceLock<mpsc::UnboundedSender<Arc<str>>>,
+}
+
+#[derive(Clone, Debug)]
+struct Settings {
+    key_prefix: String,
+    timeout: Duration,
+}
+
+impl RedisStore {
+    /// A builder for a store on the Redis at `url` (`redis://[user:password@]host[:port][/db]`
+    /// or `unix:///path/to/socket`).
+    pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
+        RedisStoreBuilder {
+            url: url.into(),
+            settings: Settings {
+                key_prefix: "ds:".to_owned(),
+                timeout: Duration::from_secs(2),
+            },
+        }
+    }
+
+    /// Connects (if not connected yet) and checks that Redis answers and is 7.0 or later.
+    ///
+    /// The store connects on first use by itself; call this at start to refuse to serve
+    /// without Redis.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::is_unavailable`] if Redis cannot be reached or does not answer within the
+    /// timeout, [`Error::is_config`] for a Redis older than 7.0.
+    pub async fn ping(&self) -> Result<(), Error> {
+        let shared = &self.shared;
+        let mut connection = shared.connect().await?;
+        crate::redis::check_version(&mut connection, shared.settings.timeout, "flagged scripts")
+            .await
+    }
+
+    /// How many streams have live readers parked in this process (each one subscription).
+    pub fn followed_streams(&self) -> usize {
+        self.shared.bells.len()
+    }
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("settings", &self.shared.settings)
+            .field("followed_streams", &self.followed_streams())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Settings for a [`RedisStore`].
+#[cfg_attr(docsrs, doc(cfg(all(feature = "durable", feature = "redis"))))]
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct RedisStoreBuilder {
+    url: String,
+    settings: Settings,
+}
+
+impl RedisStoreBuilder {
+    /// The prefix of every key and channel of the store (see [`RedisStore`]'s keys).
+    ///
+    /// Default is `ds:`.
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.settings.key_prefix = prefix.into();
+        self
+    }
+
+    /// How long any single Redis command (connecting included) may take before the request
+    /// that needs it is answered `503`.
+    ///
+    /// Default is 2 seconds. Keep it below the long-poll hold.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.settings.timeout = timeout;
+        self
+    }
+
+    /// Checks the settings and builds the store. It connects on first use (see
+    /// [`RedisStore::ping`]), in the runtime that uses it, and reconnects by itself.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::is_config`] for an invalid URL or a zero timeout.
+    pub fn build(self) -> Result<RedisStore, Error> {
+        let Self { url, settings } = self;
+        check::positive("timeout", settings.timeout)
+            .map_err(|err| Error::config_with(err.to_string(), err))?;
+        let client = ::redis::Client::open(url.as_str())
+            .map_err(|err| Error::config_with(format!("invalid redis URL {url:?}"), err))?;
+        let common = include_str!("streams.lua");
+        Ok(RedisStore {
+            shared: Arc::new(Shared {
+                client,
+                connection: OnceCell::new(),
+                settings,
+                write: Script::new(&["#!lua\n", common, include_str!("write.lua")].concat()),
+                read: Script::new(
+                    &["#!lua flags=allow-oom\n", common, include_str!("read.lua")].concat(),
+                ),
+                bells: Arc::new(Bells::default()),
+                subscribe: OnceLock::new(),
+            }),
+        })
+    }
+}
+
+impl Shared {
+    /// The key base of the stream at `path`: `<prefix>{<path>}`, with `%`, `{` and `}` in the
+    /// path escaped, so that the braces are its hash tag and no two paths share a base.
+    fn base(&self, path: &str) -> String {
+        let mut base = String::with_capacity(self.settings.key_prefix.len() + path.len() + 2);
+        base.push_str(&self.settings.key_prefix);
+        base.push('{');
+        for c in path.chars() {
+            match c {
+                '%' => base.push_str("%25"),
+                '{' => base.push_str("%7B"),
+                '}' => base.push_str("%7D"),
+                c => base.push(c),
+            }
+        }
+        base.push('}');
+        base
+    }
+
+    /// The shared connection, made on first use.
+    async fn connect(&self) -> Result<ConnectionManager, Error> {
+        let timeout = self.settings.timeout;
+        let connect = self.connection.get_or_try_init(|| async {
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(timeout))
+                .set_response_timeout(Some(timeout))
+                .set_number_of_retries(1)
+                .set_max_delay(Duration::from_millis(500));
+            ConnectionManager::new_with_config(self.client.clone(), config)
+                .await
+                .map_err(Error::redis)
+        });
+        match tokio::time::timeout(timeout, connect).await {
+            Ok(connected) => connected.cloned(),
+            Err(_) => Err(Error::timeout()),
+        }
+    }
+
+    /// Runs `script` on the stream at `base` with `args` (after the operation's name).
+    async fn run(
+        &self,
+        script: &Script,
+        keys: &[&str],
+        args: Vec<Vec<u8>>,
+    ) -> Result<Reply, StoreError> {
+        let mut connection = self.connect().await.map_err(|err| unavailable(&err))?;
+        let mut invocation = script.prepare_invoke();
+        for key in keys {
+            invocation.key(*key);
+        }
+        for arg in args {
+            invocation.arg(arg);
+        }
+        let ran = tokio::time::timeout(
+            self.settings.timeout,
+            invocation.invoke_async::<::redis::Value>(&mut connection),
+        )
+        .await;
+        match ran {
+            Ok(Ok(value)) => Reply::parse(value),
+            Ok(Err(err)) if err.code() == Some("OOM") => Err(StoreError::StorageFull),
+            Ok(Err(err)) => Err(unavailable(&Error::redis(err))),
+            Err(_) => Err(unavailable(&Error::timeout())),
+        }
+    }
+
+    /// A read (or, with `renew` false and no appends, a look) of the stream at `base`.
+    async fn read(
+        &self,
+        base: &str,
+        after: Option<Offset>,
+        max_chunks: usize,
+        max_bytes: usize,
+        renew: bool,
+    ) -> Result<Read, StoreError> {
+        let args = vec![
+            b"read".to_vec(),
+            after
+                .map(|a| a.get().to_string())
+                .unwrap_or_default()
+                .into(),
+            max_chunks.to_string().into(),
+            max_bytes.to_string().into(),
+            flag(renew),
+        ];
+        let mut reply = self.run(&self.read, &[base], args).await?;
+        match reply.status.as_str() {
+            "ok" => {
+                let info = reply.info()?;
+                let from = reply.int()?;
+                let mode = Mode::of(&info.content_type);
+                let chunks = reply.chunks(from, mode)?;
+                Ok(Read::new(info, Offset::new(from), chunks))
+            }
+            "beyond" => Err(StoreError::OffsetBeyondTail),
+            _ => Err(reply.refusal()),
+        }
+    }
+}
+
+/// A store error for a Redis that cannot answer now, logged with its cause.
+fn unavailable(err: &Error) -> StoreError {
+    tracing::warn!(error = %err, cause = ?std::error::Error::source(err), "redis store");
+    StoreError::Unavailable
+}
+
+fn flag(on: bool) -> Vec<u8> {
+    if on { b"1" } else { b"0" }.to_vec()
+}
+
+/// A producer's epoch or sequence number as the scripts compare them: 20 decimal digits.
+fn digits(n: u64) -> Vec<u8> {
+    format!("{n:020}").into_bytes()
+}
+
+/// An append as the data list keeps it: the bytes, or each JSON value followed by `\n`.
+fn encode(payload: &Payload) -> Vec<u8> {
+    match payload {
+        Payload::Bytes(bytes) => bytes.to_vec(),
+        Payload::Json(values) => {
+            let mut out = Vec::with_capacity(payload.size());
+            for value in values.iter() {
+                out.extend_from_slice(value);
+                out.push(b'\n');
+            }
+            out
+        }
+    }
+}
+
+/// Splits a parsed body into what the scripts take: the encoded payload, or the code of the
+/// problem (which the script answers only where the protocol checks the body, after the
+/// stream's state).
+fn parsed(parse: Result<Option<Payload>, StoreError>) -> (Option<Vec<u8>>, Option<StoreError>) {
+    match parse {
+        Ok(payload) => (payload.as_ref().map(encode), None),
+        Err(err) => (None, Some(err)),
+    }
+}
+
+impl Store for RedisStore {
+    fn create(
+        &self,
+        path: &str,
+        create: Create,
+    ) -> impl Future<Output = Result<Created, StoreError>> + Send + 'static {
+        let shared = self.shared.clone();
+        let base = shared.base(path);
+        let source = create.fork.as_ref().map(|fork| shared.base(&fork.source));
+        async move {
+            // The body is parsed for the stream's content type: a fork without one of its own
+            // takes its source's, so look it up first.
+            let media = match (&create.content_type, &source) {
+                (Some(given), _) => media_type(given),
+                (None, Some(source)) if !create.body.is_empty() => {
+                    match shared.read(source, None, 0, 0, false).await {
+                        Ok(read) => media_type(&read.info.content_type),
+                        Err(StoreError::NotFound) => return Err(StoreError::ForkSourceNotFound),
+                        Err(StoreError::Gone) => return Err(StoreError::ForkSourceGone),
+                        Err(err) => return Err(err),
+                    }
+                }
+                _ => "application/octet-stream".to_owned(),
+            };
+            let mode = Mode::of(&media);
+            let (body, problem) = parsed(Payload::parse(mode, create.body.clone(), true));
+            let fork = create.fork.as_ref();
+            let args = vec![
+                b"create".to_vec(),
+                crate::random::u64().wrapping_shr(16).to_string().into(),
+                flag(create.content_type.is_some()),
+                create.content_type.clone().unwrap_or_default().into(),
+                media.clone().into(),
+                flag(mode == Mode::Json),
+                create.ttl.map(|t| t.to_string()).unwrap_or_default().into(),
+                create
+                    .expires_at
+                    .as_ref()
+                    .map(|at| at.text.clone())
+                    .unwrap_or_default()
+                    .into(),
+                create
+                    .expires_at
+                    .as_ref()
+                    .map(|at| at.unix_ms.to_string())
+                    .unwrap_or_default()
+                    .into(),
+                flag(fork.is_some()),
+                fork.map(|f| f.source.clone()).unwrap_or_default().into(),
+                fork.and_then(|f| f.offset)
+                    .map(|o| o.get().to_string())
+                    .unwrap_or_default()
+                    .into(),
+                fork.map_or(0, |f| f.sub_offset).to_string().into(),
+                flag(create.closed),
+                flag(body.is_some()),
+                body.unwrap_or_default(),
+                media.into(),
+                problem
+                    .as_ref()
+                    .map(|p| p.code())
+                    .unwrap_or_default()
+                    .into(),
+            ];
+            let keys: Vec<&str> = std::iter::once(base.as_str())
+                .chain(source.as_deref())
+                .collect();
+            let mut reply = shared.run(&shared.write, &keys, args).await?;
+            let created = match reply.status.as_str() {
+                "created" => true,
+                "exists" => false,
+                "bad" => return Err(problem.unwrap_or(StoreError::InvalidJson)),
+                _ => return Err(reply.refusal()),
+            };
+            Ok(Created::new(created, reply.info()?))
+        }
+    }
+
+    fn append(
+        &self,
+        path: &str,
+        append: Append,
+    ) -> impl Future<Output = Result<Appended, StoreError>> + Send + 'static {
+        let shared = self.shared.clone();
+        let base = shared.base(path);
+        async move {
+            let close_only = append.body.is_empty() && append.close;
+            let media = media_type(append.content_type.as_deref().unwrap_or_default());
+            let (data, problem) = parsed(Payload::parse(Mode::of(&media), append.body, false));
+            let producer = append.producer.as_ref();
+            let args = vec![
+                b"append".to_vec(),
+                flag(close_only),
+                media.into(),
+                flag(producer.is_some()),
+                producer.map(|p| p.id.clone()).unwrap_or_default().into(),
+                digits(producer.map_or(0, |p| p.epoch)),
+                digits(producer.map_or(0, |p| p.seq)),
+                producer
+                    .and_then(|p| p.seq.checked_sub(1))
+                    .map(digits)
+                    .unwrap_or_default(),
+                flag(append.stream_seq.is_some()),
+                append.stream_seq.clone().unwrap_or_default().into(),
+                flag(append.close),
+                problem
+                    .as_ref()
+                    .map(|p| p.code())
+                    .unwrap_or_default()
+                    .into(),
+                flag(data.is_some()),
+                data.clone().unwrap_or_default(),
+            ];
+            let mut reply = shared.run(&shared.write, &[&base], args).await?;
+            let answered = producer.map(|p| (p.epoch, p.seq));
+            let appended = match reply.status.as_str() {
+                "ok" => Appended {
+                    tail: Offset::new(reply.int()?),
+                    closed: reply.int()? == 1,
+                    wrote: data.is_some(),
+                    producer: answered,
+                },
+                "echo" => Appended {
+                    tail: Offset::new(reply.int()?),
+                    closed: true,
+                    wrote: false,
+                    producer: answered,
+                },
+                "dup" => Appended {
+                    tail: Offset::new(reply.int()?),
+                    closed: append.close,
+                    wrote: false,
+                    producer: Some((reply.number()?, reply.number()?)),
+                },
+                "bad" => return Err(problem.unwrap_or(StoreError::InvalidJson)),
+                _ => return Err(reply.refusal()),
+            };
+            // Readers here need not wait for the message to come back from Redis.
+            if appended.wrote || appended.closed {
+                shared.bells.ring(&base);
+            }
+            Ok(appended)
+        }
+    }
+
+    fn read(
+        &self,
+        path: &str,
+        after: Option<Offset>,
+        max_chunks: usize,
+        max_bytes: usize,
+    ) -> impl Future<Output = Result<Read, StoreError>> + Send + 'static {
+        let shared = self.shared.clone();
+        let base = shared.base(path);
+        async move { shared.read(&base, after, max_chunks, max_bytes, true).await }
+    }
+
+    fn info(&self, path: &str) -> impl Future<Output = Result<Info, StoreError>> + Send + 'static {
+        let shared = self.shared.clone();
+        let base = shared.base(path);
+        async move { Ok(shared.read(&base, None, 0, 0, false).await?.info) }
+    }
+
+    fn delete(&self, path: &str) -> impl Future<Output = Result<(), StoreError>> + Send + 'static {
+        let shared = self.shared.clone();
+        let base = shared.base(path);
+        async move {
+            let mut reply = shared
+                .run(&shared.read, &[&base], vec![b"delete".to_vec()])
+                .await?;
+            match reply.status.as_str() {
+                "ok" => {
+                    shared.bells.ring(&base);
+                    Ok(())
+                }
+                _ => Err(reply.refusal()),
+            }
+        }
+    }
+
+    /// The stream's doorbell in this process; whether the stream is there, the read that
+    /// follows tells.
+    fn changes(&self, path: &str) -> Result<Doorbell, StoreError> {
+        let shared = &self.shared;
+        let base = shared.base(path);
+        shared.bells.doorbell(&base, || {
+            let runtime = tokio::runtime::Handle::try_current().ok()?;
+            let sender = shared.subscribe.get_or_init(|| {
+                let (sender, commands) = mpsc::unbounded_channel();
+                let (client, bells) = (shared.client.clone(), shared.bells.clone());
+                runtime.spawn(bells::follow(
+                    client,
+                    bells,
+                    commands,
+                    shared.settings.timeout,
+                ));
+                sender
+            });
+            Some(sender.clone())
+        })
+    }
+}
