@@ -4,6 +4,9 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod decode;
+pub mod nginx;
+#[cfg(feature = "redis")]
+pub mod redis_server;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -778,17 +781,20 @@ pub mod external {
     pub(crate) use tests;
 
     /// The `main` of a target: a [`Suite`] of its tests, each group after the programs it needs
-    /// (`[]` for none), run as the command line chooses.
+    /// (`[]` for none), run as the command line chooses. A group may carry attributes (`#[cfg(feature = "redis")]`).
     #[allow(unused_macros)]
     macro_rules! main {
-        ($([$($program:expr),* $(,)?] => $($module:ident ::)? [$($test:ident),* $(,)?]),* $(,)?) => {
+        ($($(#[$attr:meta])* [$($program:expr),* $(,)?] => $($module:ident ::)? [$($test:ident),* $(,)?]),* $(,)?) => {
             fn main() -> std::process::ExitCode {
-                $crate::common::external::Suite::new()
-                    $(.needing(
+                let suite = $crate::common::external::Suite::new();
+                $(
+                    $(#[$attr])*
+                    let suite = suite.needing(
                         &[$($program),*],
                         $crate::common::external::tests![$($module ::)? $($test),*],
-                    ))*
-                    .run()
+                    );
+                )*
+                suite.run()
             }
         };
     }

@@ -15,9 +15,9 @@ mod nginx;
 mod promtool;
 mod redis;
 
-use nginx::NGINX;
+use common::nginx::NGINX;
+use common::redis_server::REDIS_SERVER;
 use promtool::PROMTOOL;
-use redis::REDIS_SERVER;
 
 common::external::main! {
     [NGINX] => nginx::[

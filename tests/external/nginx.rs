@@ -8,11 +8,9 @@
 
 use crate::common;
 
-use std::net::SocketAddr;
-use std::process::Command;
 use std::time::Duration;
 
-use common::external::{free_port, Process, Program};
+use common::nginx::{Nginx, PROXY_READ_TIMEOUT};
 use common::{data, parked, poll_layer, serve, End, RawResponse, NDJSON, SECOND, SSE};
 use http::Response;
 use tokio::sync::mpsc;
@@ -22,112 +20,7 @@ use tower_push::headers::X_ACCEL_BUFFERING;
 use tower_push::memory::Topic;
 use tower_push::{ChunkedStreamLayer, MemoryLog, PushBody, Shutdown};
 
-pub(crate) const NGINX: Program = Program::new("nginx", "nginx");
-
-/// nginx's `proxy_read_timeout` in these tests: how long it waits for the next bytes from the
-/// upstream before it gives up on the response.
-const PROXY_READ_TIMEOUT: Duration = Duration::from_secs(3);
-
 const GZIP: (&str, &str) = ("accept-encoding", "gzip");
-
-// ---------------------------------------------------------------------------------------------
-// nginx as a child process
-
-/// A running nginx in front of one upstream; stopped when dropped.
-struct Nginx {
-    process: Process,
-    addr: SocketAddr,
-    dir: tempfile::TempDir,
-}
-
-impl Nginx {
-    /// Starts nginx on a free loopback port, proxying everything to `upstream`, with gzip on.
-    async fn start(upstream: SocketAddr) -> Self {
-        Self::start_with(upstream, true).await
-    }
-
-    /// Starts nginx on a free loopback port, proxying everything to `upstream`; with `gzip`,
-    /// nginx compresses push content types itself.
-    async fn start_with(upstream: SocketAddr, gzip: bool) -> Self {
-        let program = NGINX.path();
-        for _ in 0..5 {
-            let port = free_port();
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            let dir = tempfile::tempdir().unwrap();
-            let conf = dir.path().join("nginx.conf");
-            std::fs::write(&conf, config(dir.path(), addr, upstream, gzip)).unwrap();
-            let process = Process::spawn(
-                Command::new(&program)
-                    .arg("-p")
-                    .arg(dir.path())
-                    .arg("-e")
-                    .arg(dir.path().join("error.log"))
-                    .arg("-c")
-                    .arg(&conf)
-                    .args(["-g", "daemon off;"]),
-            );
-            let mut nginx = Self { process, addr, dir };
-            // nginx writes its pid file once it has bound its port.
-            let pid = nginx.dir.path().join("nginx.pid");
-            let listening = nginx.process.listening(port, 10 * SECOND, || pid.exists());
-            match listening.await {
-                Ok(true) => return nginx,
-                Ok(false) => {
-                    let log = nginx.error_log();
-                    assert!(
-                        log.contains("Address already in use"),
-                        "nginx did not start:\n{log}"
-                    );
-                }
-                Err(_) => panic!("nginx did not start within 10 s:\n{}", nginx.error_log()),
-            }
-        }
-        panic!("no free port for nginx after 5 attempts");
-    }
-
-    fn error_log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
-    }
-}
-
-/// A common production configuration: buffering on (the default, stated), HTTP/1.1 with
-/// keep-alive to the upstream, a short read timeout, and gzip for push content types.
-fn config(dir: &std::path::Path, listen: SocketAddr, upstream: SocketAddr, gzip: bool) -> String {
-    let dir = dir.display();
-    let gzip = if gzip { "on" } else { "off" };
-    format!(
-        r#"master_process off;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log info;
-events {{ worker_connections 64; }}
-http {{
-    access_log {dir}/access.log;
-    client_body_temp_path {dir}/client_body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
-
-    gzip {gzip};
-    gzip_proxied any;
-    gzip_types application/json application/x-ndjson text/event-stream;
-    gzip_min_length 1;
-
-    server {{
-        listen {listen};
-        location / {{
-            proxy_pass http://{upstream};
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_buffering on;
-            proxy_read_timeout {timeout}s;
-        }}
-    }}
-}}
-"#,
-        timeout = PROXY_READ_TIMEOUT.as_secs(),
-    )
-}
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -260,7 +153,7 @@ pub(crate) async fn compressed_streams_pass_through_with_nginx_gzip_on_and_off()
         .unwrap();
     let upstream = serve(layer.layer(topic.clone())).await;
     for gzip in [true, false] {
-        let nginx = Nginx::start_with(upstream, gzip).await;
+        let nginx = Nginx::start_with(&[upstream], gzip, PROXY_READ_TIMEOUT).await;
         for coding in ["gzip", "br", "zstd", "deflate"] {
             for (accept, delimiter, opens) in FRAMINGS {
                 let encoding = ("accept-encoding", coding);

@@ -4,13 +4,11 @@
 
 use crate::common;
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::external::{free_port, Process, Program};
+use common::redis_server::Redis;
 use common::{
     assert_foreign_cursors_resync, data, get, parked, poll_layer, serve, RawResponse, SECOND,
 };
@@ -20,105 +18,15 @@ use tower::ServiceExt;
 use tower_push::redis::{RedisSource, RedisTopic};
 use tower_push::{ChunkedStreamLayer, Cursor};
 
-pub(crate) const REDIS_SERVER: Program = Program::new("redis-server", "redis-server");
-
-/// A `redis-server` child process, killed on drop.
-struct Redis {
-    process: Option<Process>,
-    program: PathBuf,
-    port: u16,
-    dir: PathBuf,
-    persistent: bool,
+/// A server on a free port with the default settings, and a source on it.
+async fn with_source(persistent: bool) -> (Redis, RedisSource) {
+    let redis = Redis::start(persistent).await;
+    let source = source_on(&redis).await;
+    (redis, source)
 }
 
-impl Redis {
-    /// Starts a server on a free loopback port.
-    async fn start(persistent: bool) -> Self {
-        let port = free_port();
-        let dir =
-            std::env::temp_dir().join(format!("tower-push-redis-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut redis = Self {
-            process: None,
-            program: REDIS_SERVER.path(),
-            port,
-            dir,
-            persistent,
-        };
-        redis.spawn().await;
-        redis
-    }
-
-    async fn spawn(&mut self) {
-        let mut command = Command::new(&self.program);
-        command
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", ""])
-            .arg("--dir")
-            .arg(&self.dir);
-        if self.persistent {
-            // Every write reaches the disk before it is acknowledged, so a kill loses nothing.
-            command.args(["--appendonly", "yes", "--appendfsync", "always"]);
-        } else {
-            command.args(["--appendonly", "no"]);
-        }
-        self.process = Some(Process::spawn(&mut command));
-        let client = redis::Client::open(self.url()).unwrap();
-        let deadline = Instant::now() + 10 * SECOND;
-        loop {
-            if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
-                if redis::cmd("PING")
-                    .query_async::<String>(&mut conn)
-                    .await
-                    .is_ok()
-                {
-                    return;
-                }
-            }
-            assert!(Instant::now() < deadline, "redis-server did not come up");
-            sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Kills the server (and reaps it).
-    fn kill(&mut self) {
-        self.process = None;
-    }
-
-    async fn restart(&mut self) {
-        self.kill();
-        self.spawn().await;
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    async fn conn(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap()
-    }
-
-    async fn source(&self) -> RedisSource {
-        RedisSource::builder(self.url()).build().await.unwrap()
-    }
-
-    /// Starts a server, and a source on it with the default settings.
-    async fn with_source(persistent: bool) -> (Self, RedisSource) {
-        let redis = Self::start(persistent).await;
-        let source = redis.source().await;
-        (redis, source)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+async fn source_on(redis: &Redis) -> RedisSource {
+    RedisSource::builder(redis.url()).build().await.unwrap()
 }
 
 /// Publishes, retrying while Redis is away, for at most 10 seconds.
@@ -139,7 +47,7 @@ async fn publish_retrying(topic: &RedisTopic, n: u64) -> Cursor {
 #[tokio::main(flavor = "current_thread")]
 pub(crate) async fn two_servers_share_one_feed() {
     let redis = Redis::start(false).await;
-    let (a, b) = (redis.source().await, redis.source().await);
+    let (a, b) = (source_on(&redis).await, source_on(&redis).await);
     let (topic_a, topic_b) = (a.topic("feed").unwrap(), b.topic("feed").unwrap());
     let layer = poll_layer(5 * SECOND);
     let addrs = [
@@ -190,7 +98,7 @@ pub(crate) async fn two_servers_share_one_feed() {
 
 #[tokio::main(flavor = "current_thread")]
 pub(crate) async fn a_stream_survives_a_redis_restart_without_losing_events() {
-    let (mut redis, source) = Redis::with_source(true).await;
+    let (mut redis, source) = with_source(true).await;
     let topic = source.topic("feed").unwrap();
     let layer = ChunkedStreamLayer::builder()
         .heartbeat_interval(3600 * SECOND)
@@ -238,7 +146,7 @@ async fn read(stream: &mut RawResponse, ids: &mut Vec<Cursor>, upto: u64) {
 
 #[tokio::main(flavor = "current_thread")]
 pub(crate) async fn the_reader_catches_up_after_a_restart_with_lost_data_as_a_new_epoch() {
-    let (mut redis, source) = Redis::with_source(false).await;
+    let (mut redis, source) = with_source(false).await;
     let topic = source.topic("feed").unwrap();
     let addr = serve(poll_layer(5 * SECOND).layer(topic.clone())).await;
     let old = topic.publish(data(1)).await.unwrap();
@@ -255,7 +163,7 @@ pub(crate) async fn the_reader_catches_up_after_a_restart_with_lost_data_as_a_ne
 
 #[tokio::main(flavor = "current_thread")]
 pub(crate) async fn ten_thousand_parked_polls_cost_one_blocking_read_per_topic() {
-    let (redis, source) = Redis::with_source(false).await;
+    let (redis, source) = with_source(false).await;
     let topics = [source.topic("a").unwrap(), source.topic("b").unwrap()];
     let layer = poll_layer(60 * SECOND);
     const POLLS: usize = 10_000;
@@ -345,7 +253,7 @@ pub(crate) async fn ten_thousand_parked_polls_cost_one_blocking_read_per_topic()
 
 #[tokio::main(flavor = "current_thread")]
 pub(crate) async fn a_deleted_and_recreated_stream_is_a_new_epoch() {
-    let (redis, source) = Redis::with_source(false).await;
+    let (redis, source) = with_source(false).await;
     let topic = source.topic("feed").unwrap();
     let addr = serve(poll_layer(10 * SECOND).layer(topic.clone())).await;
     for n in 1..=3 {
@@ -371,7 +279,7 @@ pub(crate) async fn a_deleted_and_recreated_stream_is_a_new_epoch() {
     reply.assert_error(410, "epoch_mismatch");
     // And a new poll with the old cursor too, from any process.
     let other =
-        serve(poll_layer(10 * SECOND).layer(redis.source().await.topic("feed").unwrap())).await;
+        serve(poll_layer(10 * SECOND).layer(source_on(&redis).await.topic("feed").unwrap())).await;
     let reply = get(other, &format!("/poll?after={old}")).await;
     assert_eq!(reply.status, 410);
     assert_eq!(reply.json()["head"], new.to_string());
@@ -438,7 +346,7 @@ pub(crate) async fn bad_settings_are_errors() {
 
 #[tokio::main(flavor = "current_thread")]
 pub(crate) async fn bad_names_and_foreign_streams_are_errors() {
-    let (redis, source) = Redis::with_source(false).await;
+    let (redis, source) = with_source(false).await;
     assert!(source.topic("").unwrap_err().is_config());
     assert!(source.topic("x:epoch").unwrap_err().is_config());
     // A stream written by someone else is an error, not a panic or a silent skip.
@@ -570,7 +478,7 @@ pub(crate) async fn expired_and_ahead_cursors_get_explicit_answers() {
 
 #[tokio::main(flavor = "current_thread")]
 pub(crate) async fn a_cursor_of_another_topic_or_source_gets_a_resync_on_both_layers() {
-    let (redis, source) = Redis::with_source(false).await;
+    let (redis, source) = with_source(false).await;
     let (a, b) = (source.topic("a").unwrap(), source.topic("b").unwrap());
     let mut a_head = None;
     for n in 1..=20 {
@@ -594,7 +502,7 @@ pub(crate) async fn a_cursor_of_another_topic_or_source_gets_a_resync_on_both_la
 
 #[tokio::main(flavor = "current_thread")]
 pub(crate) async fn one_request_follows_several_topics_of_one_source() {
-    let (_redis, source) = Redis::with_source(false).await;
+    let (_redis, source) = with_source(false).await;
     let (inbox, presence) = (
         source.topic("inbox").unwrap(),
         source.topic("presence").unwrap(),

@@ -6,7 +6,10 @@
 //! `venv` (and PyPI, for its pinned, hashed requirements); without them those tests are reported
 //! ignored, and fail under `CI=true`.
 
+#[path = "../common/mod.rs"]
 mod common;
+#[cfg(feature = "redis")]
+mod redis;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -16,6 +19,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::external::Program;
+#[cfg(feature = "redis")]
+use common::{nginx::NGINX, redis_server::REDIS_SERVER};
 use common::{serve, RawResponse, Reply};
 use http::{Method, Request};
 use http_body_util::Full;
@@ -64,6 +69,27 @@ common::external::main! {
     [PYTHON] => [
         the_official_python_client_follows_live_and_resumes_from_its_offset,
         the_official_python_client_follows_the_file_store_across_kill_9,
+    ],
+    #[cfg(feature = "redis")]
+    [REDIS_SERVER, NGINX] => redis::[
+        appends_through_one_process_are_read_live_through_the_other,
+        a_stopped_redis_answers_503_and_parked_readers_resume,
+        a_redis_restarted_empty_answers_404_and_the_processes_reconnect,
+    ],
+    #[cfg(feature = "redis")]
+    [REDIS_SERVER] => redis::[
+        kill_9_of_a_process_loses_no_acknowledged_append,
+        kill_9_of_redis_with_appendfsync_always_loses_no_acknowledged_append,
+        names_are_never_confused,
+        a_stream_past_its_ttl_leaves_redis,
+    ],
+    #[cfg(feature = "redis")]
+    [REDIS_SERVER, NGINX, NODE, NPM] => redis::[
+        the_official_suite_passes_through_nginx_alternating_over_two_processes,
+    ],
+    #[cfg(feature = "redis")]
+    [REDIS_SERVER, NGINX, PYTHON] => redis::[
+        the_official_python_client_follows_live_through_nginx_over_two_processes,
     ],
 }
 
@@ -1237,12 +1263,7 @@ fn client_follows_the_file_store_across_kill_9(client: &Client) {
     let (process, addr) = runtime.block_on(start_on(&binary, dir.path()));
     let mut process = Some(process);
     client_follows_and_resumes(client, &runtime, addr, || {
-        let running = process.take().expect("a running example");
-        let killed = Command::new("kill")
-            .args(["-9", &running.id().to_string()])
-            .status();
-        assert!(killed.unwrap().success());
-        drop(running);
+        kill_9(process.take().expect("a running example"));
         let (restarted, addr) = runtime.block_on(start_on(&binary, dir.path()));
         process = Some(restarted);
         addr
@@ -1315,6 +1336,8 @@ async fn produce(
     match response.status().as_u16() {
         200 => Ok(true),
         204 => Ok(false),
+        // The store's server went away (Redis).
+        503 => Err("503 store_unavailable".to_owned()),
         other => panic!("writer {writer} seq {seq}: {other}"),
     }
 }
@@ -1337,10 +1360,56 @@ async fn written(addr: SocketAddr) -> Vec<Option<u64>> {
     last
 }
 
-/// Kills the example (`kill -9`) under concurrent idempotent writers, `cycles` times, checking
-/// after each restart that every acknowledged append is there, in order, once, and that each
-/// writer's last append is a duplicate when retried.
-fn crash_cycles(binary: &Path, dir: &Path, cycles: u32) {
+/// What a crash cycle kills (`kill -9`) under load and starts again.
+trait Crash {
+    /// Starts what was killed (or everything, the first time): where appends go now.
+    async fn start(&mut self) -> SocketAddr;
+    /// Kills it with `SIGKILL`.
+    fn kill(&mut self);
+}
+
+/// The durable example on the file store in a directory.
+struct OnDisk<'a> {
+    binary: &'a Path,
+    dir: &'a Path,
+    process: Option<common::external::Process>,
+}
+
+impl<'a> OnDisk<'a> {
+    fn new(binary: &'a Path, dir: &'a Path) -> Self {
+        Self {
+            binary,
+            dir,
+            process: None,
+        }
+    }
+}
+
+impl Crash for OnDisk<'_> {
+    async fn start(&mut self) -> SocketAddr {
+        let (process, addr) = start_on(self.binary, self.dir).await;
+        self.process = Some(process);
+        addr
+    }
+
+    fn kill(&mut self) {
+        kill_9(self.process.take().expect("a running example"));
+    }
+}
+
+/// Kills `process` with `SIGKILL` (and reaps it).
+fn kill_9(process: common::external::Process) {
+    let killed = Command::new("kill")
+        .args(["-9", &process.id().to_string()])
+        .status();
+    assert!(killed.unwrap().success());
+    drop(process);
+}
+
+/// Kills what `crash` runs (`kill -9`) under concurrent idempotent writers, `cycles` times,
+/// checking after each restart that every acknowledged append is there, in order, once, and
+/// that each writer's last append is a duplicate when retried.
+fn crash_cycles(crash: &mut impl Crash, cycles: u32) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -1349,7 +1418,7 @@ fn crash_cycles(binary: &Path, dir: &Path, cycles: u32) {
     runtime.block_on(async {
         let mut acked: Vec<Option<u64>> = vec![None; WRITERS as usize];
         for cycle in 0..cycles {
-            let (process, addr) = start_on(binary, dir).await;
+            let addr = crash.start().await;
             for stream in 0..STREAMS {
                 let path = format!("/v1/stream/crash-{stream}");
                 let reply = put(addr, &path, "application/json").await;
@@ -1392,9 +1461,7 @@ fn crash_cycles(binary: &Path, dir: &Path, cycles: u32) {
                 .collect();
             let millis = 150 + (u64::from(cycle) * 97) % 500;
             tokio::time::sleep(Duration::from_millis(millis)).await;
-            let pid = process.id();
-            let killed = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            assert!(killed.unwrap().success());
+            crash.kill();
             for (writer, task) in tasks.into_iter().enumerate() {
                 acked[writer] = task.await.unwrap();
             }
@@ -1402,10 +1469,9 @@ fn crash_cycles(binary: &Path, dir: &Path, cycles: u32) {
                 acked.iter().any(Option::is_some),
                 "nothing was acknowledged"
             );
-            drop(process);
         }
         // After the last kill: everything acknowledged is back.
-        let (_process, addr) = start_on(binary, dir).await;
+        let addr = crash.start().await;
         let present = written(addr).await;
         for writer in 0..WRITERS as usize {
             assert!(present[writer] >= acked[writer], "writer {writer}");
@@ -1416,7 +1482,7 @@ fn crash_cycles(binary: &Path, dir: &Path, cycles: u32) {
 fn the_file_store_keeps_every_acknowledged_append_through_kill_9() {
     let binary = durable_example();
     let dir = tempfile::tempdir().unwrap();
-    crash_cycles(&binary, dir.path(), 20);
+    crash_cycles(&mut OnDisk::new(&binary, dir.path()), 20);
 }
 
 /// `examples/durable --tokens FILE`: read-only and read-write tokens by prefix, over the
@@ -1525,7 +1591,7 @@ fn the_durable_example_serves_each_token_its_streams() {
 fn the_official_conformance_suite_passes_on_the_file_store_after_crashes() {
     let binary = durable_example();
     let dir = tempfile::tempdir().unwrap();
-    crash_cycles(&binary, dir.path(), 3);
+    crash_cycles(&mut OnDisk::new(&binary, dir.path()), 3);
     let runtime = runtime(false);
     let (_process, addr) = runtime.block_on(start_on(&binary, dir.path()));
     conformance_suite(addr);

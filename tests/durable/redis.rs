@@ -1,0 +1,401 @@
+//! The Redis store, served by the durable example (`--redis URL`) as a user runs it, several
+//! processes on one `redis-server`, each started by the test on a free loopback port: the
+//! official suite and client through an nginx that sends consecutive requests to alternate
+//! processes, live reads across processes, `kill -9` of a process and of Redis, and a stopped
+//! or emptied Redis.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use super::common::external::{program_listening, Process};
+use super::common::nginx::Nginx;
+use super::common::redis_server::Redis;
+use super::common::RawResponse;
+use super::{
+    client_follows_and_resumes, conformance_suite, crash_cycles, durable_example, get, kill_9,
+    offset, post, put, runtime, send, Client, Crash,
+};
+use http::Method;
+
+/// The durable example on the Redis at `url`, with `args` (a long-poll hold of 1 s unless they
+/// say otherwise), listening on a free port.
+async fn example_on(binary: &Path, url: &str, args: &[&str]) -> (Process, SocketAddr) {
+    program_listening(|addr| {
+        let mut command = Command::new(binary);
+        command.args(["--addr", addr, "--redis", url]).args(args);
+        if !args.contains(&"--hold-ms") {
+            command.args(["--hold-ms", "1000"]);
+        }
+        command
+    })
+    .await
+}
+
+/// Two durable examples on one Redis behind an nginx that sends each request to the next of
+/// them in turn.
+struct Pair {
+    redis: Redis,
+    a: (Process, SocketAddr),
+    b: (Process, SocketAddr),
+    nginx: Nginx,
+}
+
+impl Pair {
+    async fn start(persistent: bool, args: &[&str]) -> Self {
+        let binary = durable_example();
+        let redis = Redis::start(persistent).await;
+        let a = example_on(&binary, &redis.url(), args).await;
+        let b = example_on(&binary, &redis.url(), args).await;
+        let read_timeout = Duration::from_secs(60);
+        let nginx = Nginx::start_with(&[a.1, b.1], false, read_timeout).await;
+        Self { redis, a, b, nginx }
+    }
+
+    /// Checks that nginx sent the requests so far (at least `least`) to both processes, about
+    /// half each.
+    fn assert_alternated(&self, least: usize) {
+        let used = self.nginx.upstreams_used();
+        let to_a = used.iter().filter(|u| **u == self.a.1.to_string()).count();
+        let to_b = used.iter().filter(|u| **u == self.b.1.to_string()).count();
+        println!("{to_a} requests to one process, {to_b} to the other");
+        assert!(to_a + to_b >= least, "{used:?}");
+        assert!(to_a.abs_diff(to_b) * 5 < to_a + to_b, "{to_a} and {to_b}");
+    }
+}
+
+pub(crate) fn the_official_suite_passes_through_nginx_alternating_over_two_processes() {
+    let runtime = runtime(false);
+    let pair = runtime.block_on(Pair::start(false, &[]));
+    conformance_suite(pair.nginx.addr);
+    pair.assert_alternated(1000);
+}
+
+pub(crate) fn the_official_python_client_follows_live_through_nginx_over_two_processes() {
+    let runtime = runtime(false);
+    let pair = runtime.block_on(Pair::start(false, &[]));
+    let addr = pair.nginx.addr;
+    client_follows_and_resumes(&Client::python(), &runtime, addr, || addr);
+    pair.assert_alternated(20);
+}
+
+/// Appends through one process, read live through the other with long polls and with SSE:
+/// every append arrives once, in order; prints how long after its answer it arrived.
+pub(crate) fn appends_through_one_process_are_read_live_through_the_other() {
+    const APPENDS: u64 = 200;
+    let runtime = runtime(false);
+    runtime.block_on(async {
+        let pair = Pair::start(false, &["--hold-ms", "20000"]).await;
+        let (a, b) = (pair.a.1, pair.b.1);
+        let path = "/v1/stream/across";
+        assert_eq!(put(a, path, "application/json").await.status, 201);
+        let long_poll = tokio::spawn(follow_long_poll(b, path, APPENDS));
+        let sse = tokio::spawn(follow_sse(b, path, APPENDS));
+        // Both readers are parked on B before the first append.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut acknowledged = Vec::new();
+        for n in 0..APPENDS {
+            let reply = post(a, path, "application/json", &format!("{{\"n\":{n}}}")).await;
+            assert_eq!(reply.status, 204);
+            acknowledged.push(Instant::now());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        for (mode, reader) in [("long-poll", long_poll), ("sse", sse)] {
+            let arrived = reader.await.unwrap();
+            let mut delays: Vec<Duration> = arrived
+                .iter()
+                .zip(&acknowledged)
+                .map(|(arrived, acked)| arrived.saturating_duration_since(*acked))
+                .collect();
+            delays.sort();
+            let at = |q: f64| delays[((delays.len() - 1) as f64 * q) as usize];
+            println!(
+                "{mode}: append answered by one process to read through the other: p50 {:?}, \
+                 p99 {:?}, max {:?} over {APPENDS}",
+                at(0.5),
+                at(0.99),
+                at(1.0)
+            );
+        }
+    });
+}
+
+/// Follows `path` on `addr` with long polls from the start until `count` values arrived,
+/// checking that they are `{"n":0}`, `{"n":1}`, ... once each; when each arrived.
+async fn follow_long_poll(addr: SocketAddr, path: &str, count: u64) -> Vec<Instant> {
+    let mut arrived = Vec::new();
+    let mut at = "-1".to_owned();
+    while (arrived.len() as u64) < count {
+        let reply = get(addr, &format!("{path}?offset={at}&live=long-poll")).await;
+        let now = Instant::now();
+        if reply.status == 200 {
+            for value in reply.json().as_array().unwrap() {
+                assert_eq!(value["n"], arrived.len() as u64, "long-poll");
+                arrived.push(now);
+            }
+        } else {
+            assert_eq!(reply.status, 204);
+        }
+        at = reply.header("stream-next-offset").unwrap().to_owned();
+    }
+    arrived
+}
+
+/// Like [`follow_long_poll`], with one SSE read.
+async fn follow_sse(addr: SocketAddr, path: &str, count: u64) -> Vec<Instant> {
+    let mut stream = RawResponse::get(
+        addr,
+        &format!("{path}?offset=-1&live=sse"),
+        &[("accept", "text/event-stream")],
+    )
+    .await;
+    assert_eq!(stream.status, 200);
+    let mut arrived = Vec::new();
+    while (arrived.len() as u64) < count {
+        let message = stream.message(b"\n\n").await.expect("an SSE event");
+        let now = Instant::now();
+        if !message.starts_with("event: data") {
+            continue;
+        }
+        let data: String = message
+            .lines()
+            .filter_map(|line| line.strip_prefix("data:"))
+            .map(str::trim_start)
+            .collect();
+        let values: serde_json::Value = serde_json::from_str(&data).unwrap();
+        for value in values.as_array().unwrap() {
+            assert_eq!(value["n"], arrived.len() as u64, "sse");
+            arrived.push(now);
+        }
+    }
+    arrived
+}
+
+/// A durable example on a Redis that keeps every acknowledged write (`appendfsync always`),
+/// killed and replaced by a new process each cycle.
+struct ProcessOnRedis {
+    binary: std::path::PathBuf,
+    redis: Redis,
+    process: Option<Process>,
+}
+
+impl Crash for ProcessOnRedis {
+    async fn start(&mut self) -> SocketAddr {
+        let (process, addr) = example_on(&self.binary, &self.redis.url(), &[]).await;
+        self.process = Some(process);
+        addr
+    }
+
+    fn kill(&mut self) {
+        kill_9(self.process.take().expect("a running example"));
+    }
+}
+
+pub(crate) fn kill_9_of_a_process_loses_no_acknowledged_append() {
+    let redis = runtime(false).block_on(Redis::start(true));
+    let mut crash = ProcessOnRedis {
+        binary: durable_example(),
+        redis,
+        process: None,
+    };
+    crash_cycles(&mut crash, 10);
+}
+
+/// A durable example on a Redis with `appendfsync always`, whose `redis-server` is killed and
+/// started again on its directory each cycle, while the example goes on.
+struct RedisKilled {
+    binary: std::path::PathBuf,
+    redis: Redis,
+    running: bool,
+    example: Option<(Process, SocketAddr)>,
+}
+
+impl Crash for RedisKilled {
+    async fn start(&mut self) -> SocketAddr {
+        if !self.running {
+            self.redis.spawn().await;
+            self.running = true;
+        }
+        let (_, addr) = match &self.example {
+            Some(example) => example,
+            None => {
+                let started = example_on(&self.binary, &self.redis.url(), &[]).await;
+                self.example.insert(started)
+            }
+        };
+        let addr = *addr;
+        // The example reconnects by itself: its first requests may still find Redis away.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while get(addr, "/v1/stream/crash-0").await.status == 503 {
+            assert!(Instant::now() < deadline, "the example did not reconnect");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        addr
+    }
+
+    fn kill(&mut self) {
+        self.redis.kill();
+        self.running = false;
+    }
+}
+
+pub(crate) fn kill_9_of_redis_with_appendfsync_always_loses_no_acknowledged_append() {
+    let redis = runtime(false).block_on(Redis::start(true));
+    let mut crash = RedisKilled {
+        binary: durable_example(),
+        redis,
+        running: true,
+        example: None,
+    };
+    crash_cycles(&mut crash, 10);
+}
+
+/// Redis stopped (`SIGSTOP`): an append answers `503` with `Retry-After` within the store's
+/// timeout; a reader parked on the other process stays parked and gets the next append once
+/// Redis goes on.
+pub(crate) fn a_stopped_redis_answers_503_and_parked_readers_resume() {
+    runtime(false).block_on(async {
+        let pair = Pair::start(false, &["--hold-ms", "20000"]).await;
+        let (a, b) = (pair.a.1, pair.b.1);
+        let path = "/v1/stream/paused";
+        assert_eq!(put(a, path, "text/plain").await.status, 201);
+        let parked = tokio::spawn(async move {
+            get(b, &format!("{path}?offset={}&live=long-poll", offset(0))).await
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        pair.redis.pause();
+        let asked = Instant::now();
+        let refused = post(a, path, "text/plain", "while stopped").await;
+        let waited = asked.elapsed();
+        refused.assert_error(503, "store_unavailable");
+        assert_eq!(refused.header("retry-after"), Some("1"));
+        assert!(waited < Duration::from_secs(5), "answered after {waited:?}");
+        assert!(!parked.is_finished(), "the parked reader answered");
+        pair.redis.resume();
+
+        // The append answered 503 may or may not have been made; the next one surely is.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while post(a, path, "text/plain", "back").await.status != 204 {
+            assert!(Instant::now() < deadline, "appends did not come back");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let read = tokio::time::timeout(Duration::from_secs(5), parked)
+            .await
+            .expect("the parked reader resumed")
+            .unwrap();
+        assert_eq!(read.status, 200);
+        // The first append reached Redis and ran once it went on, or it did not.
+        let body = String::from_utf8(read.body.to_vec()).unwrap();
+        assert!(
+            ["back", "while stopped", "while stoppedback"].contains(&body.as_str()),
+            "{body:?}"
+        );
+    });
+}
+
+/// Redis restarted without its data: a parked reader and every later read learn that the
+/// stream is gone (`404`), never another stream's data; the processes reconnect by themselves.
+pub(crate) fn a_redis_restarted_empty_answers_404_and_the_processes_reconnect() {
+    runtime(false).block_on(async {
+        let mut pair = Pair::start(false, &["--hold-ms", "20000"]).await;
+        let (a, b) = (pair.a.1, pair.b.1);
+        let path = "/v1/stream/forgotten";
+        assert_eq!(put(a, path, "text/plain").await.status, 201);
+        assert_eq!(post(a, path, "text/plain", "one").await.status, 204);
+        let parked = tokio::spawn(async move {
+            get(b, &format!("{path}?offset={}&live=long-poll", offset(1))).await
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        pair.redis.restart().await;
+        let woken = tokio::time::timeout(Duration::from_secs(10), parked)
+            .await
+            .expect("the parked reader was told")
+            .unwrap();
+        woken.assert_error(404, "stream_not_found");
+        for addr in [a, b] {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let read = loop {
+                let read = get(addr, &format!("{path}?offset=-1")).await;
+                if read.status != 503 || Instant::now() > deadline {
+                    break read;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
+            read.assert_error(404, "stream_not_found");
+        }
+        // A new stream at the path is a new incarnation: the old offset is not in it.
+        assert_eq!(put(b, path, "text/plain").await.status, 201);
+        let old = get(a, &format!("{path}?offset={}", offset(1))).await;
+        assert_eq!(old.status, 400, "{:?}", old.body);
+    });
+}
+
+/// Names that a careless key scheme would map to one key (braces, escapes, case), a long
+/// one and a unicode one: each its own stream.
+pub(crate) fn names_are_never_confused() {
+    runtime(false).block_on(async {
+        let redis = Redis::start(false).await;
+        let (_process, addr) = example_on(&durable_example(), &redis.url(), &[]).await;
+        let long = "n".repeat(1000);
+        let names = [
+            "a{b}",
+            "a%257Bb%257D",
+            "A{B}",
+            "a}b{",
+            "%25",
+            "%2525",
+            "caf%C3%A9",
+            long.as_str(),
+        ];
+        for (i, name) in names.iter().enumerate() {
+            let path = format!("/v1/stream/{name}");
+            assert_eq!(put(addr, &path, "text/plain").await.status, 201, "{name}");
+            assert_eq!(
+                post(addr, &path, "text/plain", &i.to_string()).await.status,
+                204
+            );
+        }
+        for (i, name) in names.iter().enumerate() {
+            let read = get(addr, &format!("/v1/stream/{name}?offset=-1")).await;
+            assert_eq!(read.body, i.to_string(), "{name}");
+        }
+    });
+}
+
+/// A stream past its TTL leaves Redis: nothing of it stays behind.
+pub(crate) fn a_stream_past_its_ttl_leaves_redis() {
+    runtime(false).block_on(async {
+        let redis = Redis::start(false).await;
+        let (_process, addr) = example_on(&durable_example(), &redis.url(), &[]).await;
+        let path = "/v1/stream/brief";
+        let headers = [("content-type", "text/plain"), ("stream-ttl", "1")];
+        assert_eq!(
+            send(addr, Method::PUT, path, &headers, "").await.status,
+            201
+        );
+        assert_eq!(post(addr, path, "text/plain", "data").await.status, 204);
+        assert_eq!(
+            keys(&redis).await.len(),
+            2,
+            "the stream's data and what is known about it"
+        );
+        // Expired after a second; Redis drops the keys a second later.
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        assert_eq!(keys(&redis).await, Vec::<String>::new());
+        let read = get(addr, &format!("{path}?offset=-1")).await;
+        read.assert_error(404, "stream_not_found");
+    });
+}
+
+/// The store's keys in `redis`.
+async fn keys(redis: &Redis) -> Vec<String> {
+    let mut conn = redis.conn().await;
+    redis::cmd("KEYS")
+        .arg("ds:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}
