@@ -47,6 +47,9 @@ const MESSAGE: &str = r#"{"n":1}"#;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Kind {
     TowerPush,
+    /// Two processes of tower-push's `durable` example on one `redis-server` (`--redis`), with
+    /// `appendonly yes` and `appendfsync always`: readers and writers alternate between them.
+    TowerPushRedis,
     /// `durable-streams-server`: crates.io `durable-streams` 0.1.5, or `durable-streams-server`
     /// 0.3.0.
     Rust,
@@ -58,6 +61,7 @@ impl Kind {
     pub(super) fn name(self) -> &'static str {
         match self {
             Self::TowerPush => "tower-push",
+            Self::TowerPushRedis => "tower-push on Redis, 2 processes",
             Self::Rust => "durable-streams-server",
             Self::Node => "@durable-streams/server",
         }
@@ -164,6 +168,10 @@ pub(super) fn find_node() -> Result<Program, String> {
 /// `durable-streams` 0.1.5, which always does).
 pub(super) struct Running {
     server: Server,
+    /// The other processes that serve the same streams (on Redis).
+    others: Vec<Server>,
+    /// The `redis-server` they share, and its directory.
+    redis: Option<(std::process::Child, tempfile::TempDir)>,
     kind: Kind,
     program: Option<Program>,
     data: Option<tempfile::TempDir>,
@@ -191,9 +199,28 @@ impl Running {
         let rust_disk = program.is_some_and(|p| p.flags);
         let data = (disk || (kind == Kind::Rust && rust_disk))
             .then(|| tempfile::tempdir().expect("a data directory"));
+        if kind == Kind::TowerPushRedis {
+            let (redis, url) = start_redis().await;
+            let mut servers = Vec::new();
+            for _ in 0..2 {
+                servers.push(launch_example(None, Some(&url), room).await);
+            }
+            let server = servers.remove(0);
+            return Self {
+                server,
+                others: servers,
+                redis: Some(redis),
+                kind,
+                program: None,
+                data,
+                room,
+            };
+        }
         let server = launch(kind, program, data.as_ref().map(|d| d.path()), room).await;
         Self {
             server,
+            others: Vec::new(),
+            redis: None,
             kind,
             program: program.cloned(),
             data,
@@ -232,8 +259,16 @@ impl Running {
         self.server.addr
     }
 
+    /// The address of every process that serves the streams.
+    fn addrs(&self) -> Vec<SocketAddr> {
+        let others = self.others.iter().map(|s| s.addr);
+        std::iter::once(self.server.addr).chain(others).collect()
+    }
+
+    /// The resident memory of every process that serves the streams (not Redis's).
     pub(super) fn rss_kib(&self) -> u64 {
-        self.server.rss_kib()
+        let others: u64 = self.others.iter().map(Server::rss_kib).sum();
+        self.server.rss_kib() + others
     }
 
     /// Creates the bench stream with one seed message; returns its tail.
@@ -247,6 +282,14 @@ impl Running {
         assert!(matches!(status, 200 | 201), "PUT {STREAM}: {status}");
         let (status, tail) = exchange(&mut conn, &append_request()).await;
         assert!(matches!(status, 200 | 204), "POST {STREAM}: {status}");
+        // A read through every process, so that what each allocates once (its connections
+        // to a shared store) is not counted against the readers.
+        let read = format!("GET {STREAM}?offset=-1 HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n");
+        for addr in self.addrs() {
+            let mut conn = Conn::connect(addr).await.expect("connect");
+            let (status, _) = exchange(&mut conn, read.as_bytes()).await;
+            assert_eq!(status, 200, "GET {STREAM}");
+        }
         tail.expect("the append answers Stream-Next-Offset")
     }
 
@@ -254,9 +297,10 @@ impl Running {
     /// the clients have sent), and then a settle delay for the last allocations.
     pub(super) async fn wait_parked(&self, sent: &AtomicUsize, n: usize) {
         let deadline = Instant::now() + Duration::from_secs(120);
-        let port = self.addr().port();
+        let ports: Vec<u16> = self.addrs().iter().map(SocketAddr::port).collect();
         loop {
-            let (sent, read) = (sent.load(Ordering::Relaxed), process::read_sockets(port));
+            let read: usize = ports.iter().map(|&port| process::read_sockets(port)).sum();
+            let sent = sent.load(Ordering::Relaxed);
             if sent >= n && read >= n {
                 break;
             }
@@ -276,29 +320,7 @@ impl Running {
 /// connections.
 async fn launch(kind: Kind, program: Option<&Program>, data: Option<&Path>, room: usize) -> Server {
     match kind {
-        Kind::TowerPush => {
-            let port = nchan::free_port();
-            let features = match data {
-                Some(_) => "durable-file,cli",
-                None => "durable,cli",
-            };
-            let mut command = Command::new(process::example("durable", features));
-            command.args(["--addr", &format!("127.0.0.1:{port}")]);
-            command.args(["--hold-ms", &HOLD.as_millis().to_string()]);
-            command.args(["--max-held", "1000000"]);
-            if let Some(data) = data {
-                command.arg("--data-dir").arg(data);
-            }
-            if room * 2 > 1 << 30 {
-                command.args(["--max-bytes", &(room * 2).to_string()]);
-                command.args(["--max-log-bytes", &(room * 4).to_string()]);
-            }
-            // More flags for the durable example, to measure one of its settings.
-            if let Ok(extra) = std::env::var("PUSH_DURABLE_ARGS") {
-                command.args(extra.split_whitespace());
-            }
-            Server::listening(command, port).await
-        }
+        Kind::TowerPush | Kind::TowerPushRedis => launch_example(data, None, room).await,
         Kind::Node => {
             let program = program.expect("the Node peer is installed");
             let mut command = Command::new(&program.program);
@@ -333,6 +355,83 @@ async fn launch(kind: Kind, program: Option<&Program>, data: Option<&Path>, room
                     .env("DS_OBSERVABILITY__RUST_LOG", "warn");
             }
             Server::listening(command, port).await
+        }
+    }
+}
+
+/// Starts tower-push's `durable` example on a free loopback port, holding long polls for
+/// [`HOLD`], in memory, on the file store in `data`, or on the Redis at `redis`.
+async fn launch_example(data: Option<&Path>, redis: Option<&str>, room: usize) -> Server {
+    let port = nchan::free_port();
+    // One build serves every store: the file store's and the Redis store's features.
+    let features = match (data, redis) {
+        (None, None) => "durable,cli",
+        _ => "durable-file,redis,cli",
+    };
+    let mut command = Command::new(process::example("durable", features));
+    command.args(["--addr", &format!("127.0.0.1:{port}")]);
+    command.args(["--hold-ms", &HOLD.as_millis().to_string()]);
+    command.args(["--max-held", "1000000"]);
+    if let Some(data) = data {
+        command.arg("--data-dir").arg(data);
+    }
+    if let Some(url) = redis {
+        command.args(["--redis", url]);
+    }
+    if room * 2 > 1 << 30 {
+        command.args(["--max-bytes", &(room * 2).to_string()]);
+        command.args(["--max-log-bytes", &(room * 4).to_string()]);
+    }
+    // More flags for the durable example, to measure one of its settings.
+    if let Ok(extra) = std::env::var("PUSH_DURABLE_ARGS") {
+        command.args(extra.split_whitespace());
+    }
+    Server::listening(command, port).await
+}
+
+/// Whether `redis-server` is installed; the error says why not.
+pub(super) fn find_redis() -> Result<(), String> {
+    in_path("redis-server", &[PathBuf::from("/usr/bin")])
+        .map(drop)
+        .ok_or_else(|| "redis-server not found in PATH (Debian package redis-server)".to_owned())
+}
+
+/// Starts `redis-server` on a free loopback port in a fresh directory, with an append-only
+/// file synced before every answer (`appendfsync always`), as the file store syncs before
+/// it answers; waits until it answers. Its URL.
+async fn start_redis() -> ((std::process::Child, tempfile::TempDir), String) {
+    let port = nchan::free_port();
+    let dir = tempfile::tempdir().expect("a data directory");
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args(["--appendonly", "yes", "--appendfsync", "always"])
+        .args(["--maxclients", "1000"])
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start redis-server");
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(Instant::now() < deadline, "redis-server did not listen");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    ((child, dir), format!("redis://127.0.0.1:{port}"))
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some((child, _)) = &mut self.redis {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }
@@ -377,10 +476,12 @@ pub(super) async fn fanout(kind: Kind, program: Option<&Program>, disk: bool, n:
         get_request(&format!("{STREAM}?offset={tail}&live=long-poll"), None).into();
     let sent = Arc::new(AtomicUsize::new(0));
     let gate = Arc::new(Semaphore::new(256));
-    let addr = running.addr();
+    let (addr, addrs) = (running.addr(), running.addrs());
     let readers: Vec<_> = (0..n)
         .map(|i| {
             let (gate, request, sent) = (gate.clone(), request.clone(), sent.clone());
+            // Readers alternate between the processes that serve the stream.
+            let addr = addrs[i % addrs.len()];
             tokio::spawn(async move {
                 let permit = gate.acquire_owned().await.expect("semaphore");
                 let mut conn = Conn::connect_from(addr, source(i)).await?;
@@ -461,8 +562,11 @@ pub(super) async fn appends(
         let (status, _) = exchange(&mut conn, put.as_bytes()).await;
         assert!(matches!(status, 200 | 201), "PUT: {status}");
     }
+    // Writers alternate between the processes that serve the streams.
+    let addrs = running.addrs();
     let mut conns = Vec::with_capacity(writers);
-    for _ in 0..writers {
+    for writer in 0..writers {
+        let addr = addrs[writer % addrs.len()];
         conns.push(Conn::connect(addr).await.expect("connect"));
     }
     let start = Instant::now();

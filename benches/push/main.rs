@@ -27,6 +27,11 @@
 //! latency p50 and p99) and the recovery after a `kill -9` of 10,000 streams holding 100 MB
 //! (`--recovery STREAMS,MB`).
 //!
+//! `--only durable-redis` measures the same (but recovery) on tower-push's `durable` example as
+//! two processes on one `redis-server` with `appendfsync always` (readers and writers
+//! alternating between the processes; memory is both processes' growth per reader), against
+//! one process on its file store and against `durable-streams` 0.1.5.
+//!
 //! # Files
 //!
 //! - `main.rs`: this overview, the settings (the command line), and what every part shares:
@@ -87,7 +92,7 @@ fn main() {
                  [--scaling N,N,...] [--csv PATH] [--appends N] [--recovery STREAMS,MB] \
                  [--head-pad BYTES] \
                  [--only memory,fanout,throughput,stream,nchan,scaling,stacks,topics,authorize,compression,durable,\
-                 durable-disk]"
+                 durable-disk,durable-redis]"
             );
             std::process::exit(2);
         }

@@ -15,9 +15,13 @@ use super::table::Table;
 pub(super) struct AgainstDurable {
     /// Every server on its disk store.
     disk: bool,
+    /// The server the others are compared with.
+    ours: durable::Kind,
     peers: Vec<durable::Program>,
+    /// A table against each server compared, and why it was skipped if it was.
     tables: Vec<(durable::Kind, Table)>,
-    demo: Table,
+    /// Against the demo program, for the servers in memory and on disk.
+    demo: Option<Table>,
 }
 
 impl AgainstDurable {
@@ -46,10 +50,37 @@ impl AgainstDurable {
         let demo = Table::new("the demo program's parked polls");
         Self {
             disk,
+            ours: durable::Kind::TowerPush,
             peers,
             tables,
-            demo,
+            demo: Some(demo),
         }
+    }
+
+    /// `--only durable-redis`: tower-push's durable example as two processes on one Redis
+    /// (synced before every answer), against one process on its file store and against
+    /// `durable-streams` 0.1.5 (its WAL); skipped, with the reason, without `redis-server`.
+    pub(super) fn find_redis() -> Self {
+        let mut against = Self::find(true);
+        against.ours = durable::Kind::TowerPushRedis;
+        against.demo = None;
+        against
+            .tables
+            .retain(|(kind, _)| *kind == durable::Kind::Rust);
+        against.peers.retain(|p| p.kind == durable::Kind::Rust);
+        let mut one = Table::new("tower-push, one process on its file store");
+        if let Err(reason) = durable::find_redis() {
+            println!("tower-push on Redis skipped: {reason}");
+            one.skipped = Some(reason.clone());
+            for (_, table) in &mut against.tables {
+                table.skipped = Some(reason.clone());
+            }
+        }
+        against.tables.insert(0, (durable::Kind::TowerPush, one));
+        let ours = durable::Kind::TowerPushRedis.name();
+        let tables = std::mem::take(&mut against.tables);
+        against.tables = tables.into_iter().map(|(k, t)| (k, t.of(ours))).collect();
+        against
     }
 
     fn program(&self, kind: durable::Kind) -> Option<&durable::Program> {
@@ -60,7 +91,7 @@ impl AgainstDurable {
     fn add(&mut self, name: &str, unit: &'static str, figures: &[(durable::Kind, f64)]) {
         let ours = figures
             .iter()
-            .find(|(kind, _)| *kind == durable::Kind::TowerPush)
+            .find(|(kind, _)| *kind == self.ours)
             .map(|&(_, value)| value);
         for (kind, table) in &mut self.tables {
             let theirs = figures.iter().find(|(k, _)| k == kind);
@@ -74,8 +105,15 @@ impl AgainstDurable {
     /// One run: fan-out at every size, then append throughput, every server in turn, the
     /// order rotating between runs.
     pub(super) async fn run(&mut self, settings: &Settings, run: usize, limit: u64) {
-        let mut order = vec![durable::Kind::TowerPush];
-        order.extend(self.peers.iter().map(|p| p.kind));
+        if self.tables.iter().all(|(_, table)| table.skipped.is_some()) {
+            return;
+        }
+        let mut order = vec![self.ours];
+        let compared = self
+            .tables
+            .iter()
+            .filter(|(_, table)| table.skipped.is_none());
+        order.extend(compared.map(|(kind, _)| *kind));
         let servers = order.len();
         order.rotate_left(run % servers);
         for &n in &settings.fanout {
@@ -100,20 +138,22 @@ impl AgainstDurable {
             self.add(&name("p50"), "ms", &p50);
             self.add(&name("p99"), "ms", &p99);
             self.add(&format!("memory per parked reader, N={n}"), "KiB", &memory);
+            let Some(table) = &mut self.demo else {
+                continue;
+            };
             let demo = parked_peer(Peer::Demo, None, n).await;
             let ours = memory
                 .iter()
                 .find(|(kind, _)| *kind == durable::Kind::TowerPush);
             let name = format!("memory per parked reader (ours) or poll (demo), N={n}");
-            self.demo.add(
+            table.add(
                 &name,
                 "KiB",
                 Some((1.10, false)),
                 true,
                 ours.map_or(0.0, |m| m.1),
             );
-            self.demo
-                .add(&name, "KiB", Some((1.10, false)), false, demo.per_poll);
+            table.add(&name, "KiB", Some((1.10, false)), false, demo.per_poll);
         }
         for writers in [1, 8, settings.connections] {
             let (mut rates, mut p50, mut p99) = (Vec::new(), Vec::new(), Vec::new());
@@ -135,7 +175,7 @@ impl AgainstDurable {
             self.add(&name("latency p50"), "ms", &p50);
             self.add(&name("latency p99"), "ms", &p99);
         }
-        if self.disk {
+        if self.disk && self.ours == durable::Kind::TowerPush {
             let mut recovery = Vec::new();
             for &kind in &order {
                 let (streams, bytes) = (settings.recovery_streams, settings.recovery_bytes);
@@ -155,6 +195,8 @@ impl AgainstDurable {
         for (_, table) in &self.tables {
             table.print(settings.runs);
         }
-        self.demo.print(settings.runs);
+        if let Some(demo) = &self.demo {
+            demo.print(settings.runs);
+        }
     }
 }

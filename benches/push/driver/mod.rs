@@ -87,6 +87,8 @@ pub(super) async fn run(settings: Settings, open_files: OpenFiles) {
     let disk_part = settings.only.iter().any(|p| p == "durable-disk");
     let mut against_durable = durable_part.then(|| AgainstDurable::find(false));
     let mut against_disk = disk_part.then(|| AgainstDurable::find(true));
+    let redis_part = settings.only.iter().any(|p| p == "durable-redis");
+    let mut against_redis = redis_part.then(AgainstDurable::find_redis);
     let mut table = Table::new("baseline");
     let mut unchecked = Table::new("authorization off");
     let mut uncompressed = Table::new("uncompressed");
@@ -188,7 +190,7 @@ pub(super) async fn run(settings: Settings, open_files: OpenFiles) {
             };
             compare(&settings, &sides, run, &mut against_nchan, &mut curve).await;
         }
-        for against in [&mut against_durable, &mut against_disk]
+        for against in [&mut against_durable, &mut against_disk, &mut against_redis]
             .into_iter()
             .flatten()
         {
@@ -211,7 +213,10 @@ pub(super) async fn run(settings: Settings, open_files: OpenFiles) {
     if settings.only.iter().any(|p| p == "compression") {
         uncompressed.print(settings.runs);
     }
-    for against in [&against_durable, &against_disk].into_iter().flatten() {
+    for against in [&against_durable, &against_disk, &against_redis]
+        .into_iter()
+        .flatten()
+    {
         against.print(&settings);
     }
     if settings.wants("scaling") {

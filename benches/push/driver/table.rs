@@ -20,7 +20,9 @@ struct Row {
 }
 
 pub(super) struct Table {
-    /// What tower-push is set against: the column's name.
+    /// What is measured: the first column's name.
+    ours: &'static str,
+    /// What it is set against: the second column's name.
     against: &'static str,
     rows: Vec<Row>,
     /// Why the other side was not measured, if it was not.
@@ -30,10 +32,18 @@ pub(super) struct Table {
 impl Table {
     pub(super) fn new(against: &'static str) -> Self {
         Self {
+            ours: "tower-push",
             against,
             rows: Vec::new(),
             skipped: None,
         }
+    }
+
+    /// The same table with `ours` in the first column, for a setup of tower-push other than
+    /// its default.
+    pub(super) fn of(mut self, ours: &'static str) -> Self {
+        self.ours = ours;
+        self
     }
 
     fn row(&mut self, name: &str, unit: &'static str, target: Option<(f64, bool)>) -> usize {
@@ -68,13 +78,13 @@ impl Table {
 
     pub(super) fn print(&self, runs: usize) {
         println!();
-        let against = self.against;
+        let (ours, against) = (self.ours, self.against);
         println!(
-            "Medians of {runs} runs; ratio: the median over runs of tower-push / {against} \
+            "Medians of {runs} runs; ratio: the median over runs of {ours} / {against} \
              measured in the same run."
         );
         println!();
-        println!("| measurement | unit | tower-push | {against} | ratio | target | met |");
+        println!("| measurement | unit | {ours} | {against} | ratio | target | met |");
         println!("| --- | --- | ---: | ---: | ---: | --- | --- |");
         if let Some(reason) = &self.skipped {
             println!("| {against} peer | skipped: {reason} | | | | | |");

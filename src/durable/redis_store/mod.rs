@@ -3,14 +3,15 @@
 mod bells;
 mod reply;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::Script;
-use tokio::sync::{mpsc, OnceCell};
+use tokio::sync::{mpsc, Notify, OnceCell};
 
 use self::bells::Bells;
 use self::reply::Reply;
@@ -18,6 +19,7 @@ use super::store::{media_type, Append, Appended, Create, Created, Doorbell, Info
 use super::{Offset, Read, Store, StoreError};
 use crate::config::check;
 use crate::redis::Error;
+use crate::sync::MutexExt;
 
 /// A [`Store`] in Redis, shared by every process that uses the same Redis and key prefix: any
 /// process may answer any request, as if there were one.
@@ -108,6 +110,8 @@ struct Shared {
     /// The operations that add none: run by a Redis out of memory too.
     read: Script,
     bells: Arc<Bells>,
+    /// The reads about to be sent, which an identical read joins.
+    flights: Mutex<HashMap<Look, Arc<Flight>>>,
     /// What the subscription task is told to subscribe to; it ends when this is dropped.
     subscribe: OnceLock<mpsc::UnboundedSender<Arc<str>>>,
 }
@@ -212,6 +216,7 @@ impl RedisStoreBuilder {
                     &["#!lua flags=allow-oom\n", common, include_str!("read.lua")].concat(),
                 ),
                 bells: Arc::new(Bells::default()),
+                flights: Mutex::new(HashMap::new()),
                 subscribe: OnceLock::new(),
             }),
         })
@@ -285,6 +290,11 @@ impl Shared {
     }
 
     /// A read (or, with `renew` false and no appends, a look) of the stream at `base`.
+    ///
+    /// The readers that one change wakes all read the same thing: an identical read that has
+    /// not been sent yet is joined rather than sent again, so they cost one round trip, not
+    /// one each. A read is joined only before it is sent, so every answer reflects what was
+    /// acknowledged before its request.
     async fn read(
         &self,
         base: &str,
@@ -293,17 +303,63 @@ impl Shared {
         max_bytes: usize,
         renew: bool,
     ) -> Result<Read, StoreError> {
+        let look = Look {
+            base: base.to_owned(),
+            after: after.map(Offset::get),
+            max_chunks,
+            max_bytes,
+            renew,
+        };
+        loop {
+            let (flight, leads) = {
+                let mut flights = self.flights.locked();
+                match flights.get(&look) {
+                    Some(flight) => (flight.clone(), false),
+                    None => {
+                        let flight = Arc::new(Flight::default());
+                        flights.insert(look.clone(), flight.clone());
+                        (flight, true)
+                    }
+                }
+            };
+            if !leads {
+                let landed = flight.landed.notified();
+                tokio::pin!(landed);
+                landed.as_mut().enable();
+                if flight.answer.get().is_none() {
+                    landed.await;
+                }
+                match flight.answer.get() {
+                    Some(answer) => return answer.clone(),
+                    // The read that was joined was dropped before it was answered.
+                    None => continue,
+                }
+            }
+            let mut leading = Leading {
+                flights: &self.flights,
+                look: &look,
+                flight: &flight,
+            };
+            // Let the other readers that the same change woke join before the read leaves.
+            tokio::task::yield_now().await;
+            leading.depart();
+            let answer = self.read_now(&look).await;
+            let _ = flight.answer.set(answer.clone());
+            drop(leading);
+            return answer;
+        }
+    }
+
+    /// One read as `look` says, sent now.
+    async fn read_now(&self, look: &Look) -> Result<Read, StoreError> {
         let args = vec![
             b"read".to_vec(),
-            after
-                .map(|a| a.get().to_string())
-                .unwrap_or_default()
-                .into(),
-            max_chunks.to_string().into(),
-            max_bytes.to_string().into(),
-            flag(renew),
+            look.after.map(|a| a.to_string()).unwrap_or_default().into(),
+            look.max_chunks.to_string().into(),
+            look.max_bytes.to_string().into(),
+            flag(look.renew),
         ];
-        let mut reply = self.run(&self.read, &[base], args).await?;
+        let mut reply = self.run(&self.read, &[&look.base], args).await?;
         match reply.status.as_str() {
             "ok" => {
                 let info = reply.info()?;
@@ -315,6 +371,51 @@ impl Shared {
             "beyond" => Err(StoreError::OffsetBeyondTail),
             _ => Err(reply.refusal()),
         }
+    }
+}
+
+/// What a read asks for: reads that ask the same share one answer.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Look {
+    base: String,
+    after: Option<u64>,
+    max_chunks: usize,
+    max_bytes: usize,
+    renew: bool,
+}
+
+/// A read that others joined: its answer once it lands.
+#[derive(Default)]
+struct Flight {
+    answer: OnceLock<Result<Read, StoreError>>,
+    landed: Notify,
+}
+
+/// The read that leads a [`Flight`]: it takes the flight off the list of those that may be
+/// joined when it leaves, and tells those who joined when it lands, or is dropped.
+struct Leading<'a> {
+    flights: &'a Mutex<HashMap<Look, Arc<Flight>>>,
+    look: &'a Look,
+    flight: &'a Arc<Flight>,
+}
+
+impl Leading<'_> {
+    /// No one joins any more: the read is about to be sent.
+    fn depart(&mut self) {
+        let mut flights = self.flights.locked();
+        if flights
+            .get(self.look)
+            .is_some_and(|f| Arc::ptr_eq(f, self.flight))
+        {
+            flights.remove(self.look);
+        }
+    }
+}
+
+impl Drop for Leading<'_> {
+    fn drop(&mut self) {
+        self.depart();
+        self.flight.landed.notify_waiters();
     }
 }
 
