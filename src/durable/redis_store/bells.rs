@@ -122,7 +122,7 @@ async fn serve(
         tokio::select! {
             command = commands.recv() => {
                 let Some(base) = command else { return false };
-                if !subscribe(sink, &[base.clone()], timeout).await {
+                if !subscribe(sink, std::slice::from_ref(&base), timeout).await {
                     return true;
                 }
                 bells.ring(&base);
