@@ -82,6 +82,7 @@ common::external::main! {
         kill_9_of_redis_with_appendfsync_always_loses_no_acknowledged_append,
         names_are_never_confused,
         a_stream_past_its_ttl_leaves_redis,
+        the_redis_store_answers_as_the_memory_store_does,
     ],
     #[cfg(feature = "redis")]
     [REDIS_SERVER, NGINX, NODE, NPM] => redis::[

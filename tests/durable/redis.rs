@@ -399,3 +399,124 @@ async fn keys(redis: &Redis) -> Vec<String> {
         .await
         .unwrap()
 }
+
+/// Seeded random operations (creates, forks, appends with producers, `Stream-Seq` and closing,
+/// reads with small budgets, deletes) on the Redis store and on the memory store: every answer
+/// is the same, but for the epochs each store picks (matched one to one). 8 seeds;
+/// `REDIS_STORE_SEEDS=N` runs N.
+pub(crate) fn the_redis_store_answers_as_the_memory_store_does() {
+    use tower_push::durable::{
+        Append, Create, ForkFrom, Info, MemoryStore, Offset, Producer, RedisStore, Store,
+    };
+    const OPERATIONS: usize = 400;
+    let seeds: u64 = std::env::var("REDIS_STORE_SEEDS").map_or(8, |n| n.parse().unwrap());
+
+    /// A store's answer, its epochs replaced by the order in which this run first saw them.
+    fn seen(epochs: &mut Vec<u64>, info: &Info) -> String {
+        let class = match epochs.iter().position(|e| *e == info.epoch) {
+            Some(at) => at,
+            None => {
+                epochs.push(info.epoch);
+                epochs.len() - 1
+            }
+        };
+        let mut info = info.clone();
+        info.epoch = class as u64;
+        format!("{info:?}")
+    }
+
+    runtime(false).block_on(async {
+        let redis = Redis::start(false).await;
+        for seed in 0..seeds {
+            let redis_store = RedisStore::builder(redis.url())
+                .key_prefix(format!("seed{seed}:"))
+                .build()
+                .unwrap();
+            let memory = MemoryStore::new();
+            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            let mut next = move |n: u64| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state % n
+            };
+            for op in 0..OPERATIONS {
+                let path = format!("/{}{}", ["s", "f"][next(2) as usize], next(3));
+                let json = next(2) == 0;
+                let ct = if json {
+                    "application/json"
+                } else {
+                    "text/plain"
+                };
+                let (a, b) = match next(10) {
+                    0 | 1 => {
+                        let mut create = Create::new((next(4) != 0).then(|| ct.to_owned()));
+                        create.closed = next(8) == 0;
+                        if next(3) == 0 {
+                            let source = format!("/s{}", next(3));
+                            let offset = (next(2) == 0).then(|| Offset::new(next(6)));
+                            let mut fork = ForkFrom::new(source, offset);
+                            fork.sub_offset = [0, 0, 1, 2][next(4) as usize];
+                            create.fork = Some(fork);
+                        }
+                        if next(4) == 0 {
+                            create.body = (if json { "[1,2]" } else { "hi" }).into();
+                        }
+                        if next(6) == 0 {
+                            create.ttl = Some(1_000_000 + next(3));
+                        }
+                        let a = redis_store.create(&path, create.clone()).await;
+                        let b = memory.create(&path, create).await;
+                        (
+                            a.map(|c| format!("{} {}", c.created, seen(&mut ours, &c.info))),
+                            b.map(|c| format!("{} {}", c.created, seen(&mut theirs, &c.info))),
+                        )
+                    }
+                    2..=5 => {
+                        let body = match (json, next(6)) {
+                            (_, 0) => String::new(),
+                            (true, 1) => "[]".to_owned(),
+                            (true, 2) => "{not json".to_owned(),
+                            (true, 3) => format!("[{op},{{\"k\":\"v\\n\"}}]"),
+                            (true, _) => format!("{{\"op\":{op}}}"),
+                            (false, _) => format!("text {op}\n"),
+                        };
+                        let mut append = Append::new(ct, body);
+                        append.close = next(10) == 0;
+                        if next(2) == 0 {
+                            let id = format!("p{}", next(2));
+                            append.producer = Some(Producer::new(id, next(3), next(5)));
+                        }
+                        if next(4) == 0 {
+                            append.stream_seq =
+                                Some(["a", "b", "c", "ab"][next(4) as usize].into());
+                        }
+                        let a = redis_store.append(&path, append.clone()).await;
+                        let b = memory.append(&path, append).await;
+                        (a.map(|x| format!("{x:?}")), b.map(|x| format!("{x:?}")))
+                    }
+                    6..=8 => {
+                        let after = (next(4) != 0).then(|| Offset::new(next(8)));
+                        let (chunks, bytes) = (next(5) as usize, 1 + next(30) as usize);
+                        let a = redis_store.read(&path, after, chunks, bytes).await;
+                        let b = memory.read(&path, after, chunks, bytes).await;
+                        let show = |epochs: &mut Vec<u64>, r: tower_push::durable::Read| {
+                            format!("{} {:?} {:?}", seen(epochs, &r.info), r.from, r.chunks)
+                        };
+                        (
+                            a.map(|r| show(&mut ours, r)),
+                            b.map(|r| show(&mut theirs, r)),
+                        )
+                    }
+                    _ => {
+                        let a = redis_store.delete(&path).await;
+                        let b = memory.delete(&path).await;
+                        (a.map(|()| String::new()), b.map(|()| String::new()))
+                    }
+                };
+                assert_eq!(a, b, "seed {seed}, operation {op} on {path}");
+            }
+        }
+    });
+}

@@ -476,8 +476,9 @@ impl Store for RedisStore {
                 (None, Some(source)) if !create.body.is_empty() => {
                     match shared.read(source, None, 0, 0, false).await {
                         Ok(read) => media_type(&read.info.content_type),
-                        Err(StoreError::NotFound) => return Err(StoreError::ForkSourceNotFound),
-                        Err(StoreError::Gone) => return Err(StoreError::ForkSourceGone),
+                        // The script tells (after what it checks first: a stream already
+                        // at the path).
+                        Err(StoreError::NotFound | StoreError::Gone) => String::new(),
                         Err(err) => return Err(err),
                     }
                 }
@@ -490,7 +491,12 @@ impl Store for RedisStore {
                 b"create".to_vec(),
                 crate::random::u64().wrapping_shr(16).to_string().into(),
                 flag(create.content_type.is_some()),
-                create.content_type.clone().unwrap_or_default().into(),
+                // Without one, a stream is `application/octet-stream` (a fork: its source's).
+                create
+                    .content_type
+                    .clone()
+                    .unwrap_or_else(|| "application/octet-stream".to_owned())
+                    .into(),
                 media.clone().into(),
                 flag(mode == Mode::Json),
                 create.ttl.map(|t| t.to_string()).unwrap_or_default().into(),
