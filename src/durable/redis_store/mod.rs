@@ -14,8 +14,11 @@ use ::redis::Script;
 use tokio::sync::{mpsc, Notify, OnceCell};
 
 use self::bells::Bells;
+use self::reply::decode;
 use self::reply::Reply;
-use super::store::{media_type, Append, Appended, Create, Created, Doorbell, Info, Mode, Payload};
+use super::store::{
+    media_type, Append, Appended, Chunk, Create, Created, Doorbell, Info, Mode, Payload,
+};
 use super::{Offset, Read, Store, StoreError};
 use crate::config::check;
 use crate::redis::Error;
@@ -261,18 +264,33 @@ impl Shared {
         }
     }
 
-    /// Runs `script` on the stream at `base` with `args` (after the operation's name).
+    /// Runs `script` on the stream at `base` with `args` (the operation's name first), then
+    /// unpins the sources that its forks let go of.
     async fn run(
         &self,
         script: &Script,
-        keys: &[&str],
+        base: &str,
+        args: Vec<Vec<u8>>,
+    ) -> Result<Reply, StoreError> {
+        let mut reply = self.run_once(script, base, args).await?;
+        let mut unpins = std::mem::take(&mut reply.unpins);
+        while let Some(source) = unpins.pop() {
+            let unpinned = self.run_once(&self.read, &source, vec![b"unpin".to_vec()]);
+            unpins.extend(unpinned.await?.unpins);
+        }
+        Ok(reply)
+    }
+
+    /// One run of `script` on the keys of the stream at `base`.
+    async fn run_once(
+        &self,
+        script: &Script,
+        base: &str,
         args: Vec<Vec<u8>>,
     ) -> Result<Reply, StoreError> {
         let mut connection = self.connect().await.map_err(|err| unavailable(&err))?;
         let mut invocation = script.prepare_invoke();
-        for key in keys {
-            invocation.key(*key);
-        }
+        invocation.key(base);
         for arg in args {
             invocation.arg(arg);
         }
@@ -359,18 +377,136 @@ impl Shared {
             look.max_bytes.to_string().into(),
             flag(look.renew),
         ];
-        let mut reply = self.run(&self.read, &[&look.base], args).await?;
+        let mut reply = self.run(&self.read, &look.base, args).await?;
         match reply.status.as_str() {
             "ok" => {
                 let info = reply.info()?;
                 let from = reply.int()?;
+                let own = reply.items()?;
+                let (source, upto) = (reply.text()?, reply.int()?);
+                let mut items = match source.as_str() {
+                    "" => Vec::new(),
+                    source => {
+                        let budget = (look.max_chunks, look.max_bytes);
+                        self.gather(source, from, upto, budget).await?
+                    }
+                };
+                items.extend(own);
+                let items = within(items, look.max_chunks, look.max_bytes);
                 let mode = Mode::of(&info.content_type);
-                let chunks = reply.chunks(from, mode)?;
-                Ok(Read::new(info, Offset::new(from), chunks))
+                Ok(Read::new(
+                    info,
+                    Offset::new(from),
+                    chunks(from, items, mode),
+                ))
             }
             "beyond" => Err(StoreError::OffsetBeyondTail),
             _ => Err(reply.refusal()),
         }
+    }
+
+    /// A fork's appends that are its source's: those of the stream at `base` (and of what it
+    /// was forked from) after `after` and at most at `upto`, oldest first, at least what
+    /// `budget` (appends, bytes) takes.
+    async fn gather(
+        &self,
+        base: &str,
+        after: u64,
+        upto: u64,
+        (max_chunks, max_bytes): (usize, usize),
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let (mut base, mut upto) = (base.to_owned(), upto);
+        let mut levels = Vec::new();
+        loop {
+            let args = vec![
+                b"range".to_vec(),
+                after.to_string().into(),
+                upto.to_string().into(),
+                max_chunks.to_string().into(),
+                max_bytes.to_string().into(),
+            ];
+            let mut reply = self.run(&self.read, &base, args).await?;
+            if reply.status != "ok" {
+                // A source is there while forks read from it: the fork went meanwhile.
+                return Err(StoreError::NotFound);
+            }
+            levels.push(reply.items()?);
+            let source = reply.text()?;
+            if source.is_empty() {
+                break;
+            }
+            (base, upto) = (source, reply.int()?);
+        }
+        Ok(levels.into_iter().rev().flatten().collect())
+    }
+
+    /// Creates a fork of another stream: pins the source (in its own run, as its keys may be
+    /// on another node), takes what the fork inherits, and creates the fork; unpins the source
+    /// if the fork was not created.
+    async fn fork(&self, base: &str, create: Create) -> Result<Created, StoreError> {
+        let fork = create.fork.clone().expect("a fork");
+        let source = self.base(&fork.source);
+        // A stream already at the path answers first.
+        let (args, _) = create_args(&create, None, None);
+        let mut probe = self.run(&self.write, base, args).await?;
+        match probe.status.as_str() {
+            "absent" => {}
+            "exists" => return Ok(Created::new(false, probe.info()?)),
+            _ => return Err(probe.refusal()),
+        }
+        let given = create.content_type.as_deref().map(media_type);
+        let pin = vec![
+            b"pin".to_vec(),
+            flag(given.is_some()),
+            given.unwrap_or_default().into(),
+            fork.offset
+                .map(|o| o.get().to_string())
+                .unwrap_or_default()
+                .into(),
+        ];
+        let mut pinned = self.run(&self.write, &source, pin).await?;
+        if pinned.status != "ok" {
+            return Err(pinned.refusal());
+        }
+        let created = async {
+            let inherited = Inherited {
+                content_type: pinned.text()?,
+                media: pinned.text()?,
+                json: pinned.text()? == "1",
+                ttl: pinned.text()?,
+                expires_at: pinned.text()?,
+                expires_ms: pinned.text()?,
+                offset: pinned.int()?,
+                prefix: None,
+            };
+            let mut inherited = inherited;
+            if fork.sub_offset > 0 {
+                let mode = if inherited.json {
+                    Mode::Json
+                } else {
+                    Mode::Binary
+                };
+                let anchor = self.gather(&source, inherited.offset, u64::MAX, (1, usize::MAX));
+                let anchor = anchor.await?.into_iter().next();
+                let cut = anchor.and_then(|item| decode(item, mode).prefix(fork.sub_offset));
+                let cut = cut.ok_or(StoreError::InvalidSubOffset)?;
+                inherited.prefix = Some(encode(&cut));
+            }
+            let (args, problem) = create_args(&create, Some(&source), Some(&inherited));
+            let mut reply = self.run(&self.write, base, args).await?;
+            match reply.status.as_str() {
+                "created" => Ok(Created::new(true, reply.info()?)),
+                "exists" => Ok(Created::new(false, reply.info()?)),
+                "bad" => Err(problem.unwrap_or(StoreError::InvalidJson)),
+                _ => Err(reply.refusal()),
+            }
+        };
+        let created = created.await;
+        if !created.as_ref().is_ok_and(|c| c.created) {
+            let unpin = self.run(&self.read, &source, vec![b"unpin".to_vec()]);
+            unpin.await?;
+        }
+        created
     }
 }
 
@@ -425,6 +561,122 @@ fn unavailable(err: &Error) -> StoreError {
     StoreError::Unavailable
 }
 
+/// What a fork takes from its source when it is created, as its pin answered.
+struct Inherited {
+    content_type: String,
+    media: String,
+    json: bool,
+    ttl: String,
+    expires_at: String,
+    expires_ms: String,
+    offset: u64,
+    /// The start of the append after the fork offset, which a sub-offset cuts.
+    prefix: Option<Vec<u8>>,
+}
+
+/// The arguments of a create: of a stream, of a fork whose source (at `source`) answered its
+/// pin with `inherited`, or of a look whether a fork's path is taken (neither); and the body's
+/// problem, which the script answers where the protocol checks it.
+fn create_args(
+    create: &Create,
+    source: Option<&str>,
+    inherited: Option<&Inherited>,
+) -> (Vec<Vec<u8>>, Option<StoreError>) {
+    let fork = create.fork.as_ref();
+    let (content_type, media) = match (&create.content_type, inherited) {
+        (Some(given), _) => (given.clone(), media_type(given)),
+        (None, Some(source)) => (source.content_type.clone(), source.media.clone()),
+        // Without one, a stream is `application/octet-stream`.
+        (None, None) => {
+            let default = "application/octet-stream";
+            (default.to_owned(), default.to_owned())
+        }
+    };
+    let mode = Mode::of(&media);
+    let own_expiry = create.ttl.is_some() || create.expires_at.is_some();
+    let (ttl, expires_at, expires_ms) = match inherited {
+        Some(source) if !own_expiry => (
+            source.ttl.clone(),
+            source.expires_at.clone(),
+            source.expires_ms.clone(),
+        ),
+        _ => (
+            create.ttl.map(|t| t.to_string()).unwrap_or_default(),
+            create
+                .expires_at
+                .as_ref()
+                .map(|at| at.text.clone())
+                .unwrap_or_default(),
+            create
+                .expires_at
+                .as_ref()
+                .map(|at| at.unix_ms.to_string())
+                .unwrap_or_default(),
+        ),
+    };
+    let (body, problem) = parsed(Payload::parse(mode, create.body.clone(), true));
+    let args = vec![
+        b"create".to_vec(),
+        crate::random::u64().wrapping_shr(16).to_string().into(),
+        flag(create.content_type.is_some()),
+        content_type.into(),
+        media.into(),
+        flag(mode == Mode::Json),
+        ttl.into(),
+        expires_at.into(),
+        expires_ms.into(),
+        flag(fork.is_some()),
+        fork.map(|f| f.source.clone()).unwrap_or_default().into(),
+        fork.and_then(|f| f.offset)
+            .map(|o| o.get().to_string())
+            .unwrap_or_default()
+            .into(),
+        fork.map_or(0, |f| f.sub_offset).to_string().into(),
+        flag(create.closed),
+        flag(body.is_some()),
+        body.unwrap_or_default(),
+        problem
+            .as_ref()
+            .map(|p| p.code())
+            .unwrap_or_default()
+            .into(),
+        flag(fork.is_some() && inherited.is_none()),
+        source.unwrap_or_default().into(),
+        inherited
+            .map(|i| i.offset.to_string())
+            .unwrap_or_default()
+            .into(),
+        inherited.and_then(|i| i.prefix.clone()).unwrap_or_default(),
+    ];
+    (args, problem)
+}
+
+/// The first appends of `items` that a read of at most `max_chunks` appends and `max_bytes`
+/// takes (at least one).
+fn within(items: Vec<Vec<u8>>, max_chunks: usize, max_bytes: usize) -> Vec<Vec<u8>> {
+    let mut bytes = 0usize;
+    let mut taken = Vec::new();
+    for item in items {
+        let fits = taken.len() < max_chunks
+            && (taken.is_empty() || bytes.saturating_add(item.len()) <= max_bytes);
+        if !fits {
+            break;
+        }
+        bytes += item.len();
+        taken.push(item);
+    }
+    taken
+}
+
+/// The appends of a read from `from` on, of a stream in `mode`.
+fn chunks(from: u64, items: Vec<Vec<u8>>, mode: Mode) -> Vec<Chunk> {
+    let offsets = (1..).map(|i| Offset::new(from + i));
+    let chunks = offsets
+        .zip(items)
+        .map(|(offset, item)| Chunk::new(offset, decode(item, mode)));
+    chunks.collect()
+}
+
 fn flag(on: bool) -> Vec<u8> {
     if on { b"1" } else { b"0" }.to_vec()
 }
@@ -467,72 +719,12 @@ impl Store for RedisStore {
     ) -> impl Future<Output = Result<Created, StoreError>> + Send + 'static {
         let shared = self.shared.clone();
         let base = shared.base(path);
-        let source = create.fork.as_ref().map(|fork| shared.base(&fork.source));
         async move {
-            // The body is parsed for the stream's content type: a fork without one of its own
-            // takes its source's, so look it up first.
-            let media = match (&create.content_type, &source) {
-                (Some(given), _) => media_type(given),
-                (None, Some(source)) if !create.body.is_empty() => {
-                    match shared.read(source, None, 0, 0, false).await {
-                        Ok(read) => media_type(&read.info.content_type),
-                        // The script tells (after what it checks first: a stream already
-                        // at the path).
-                        Err(StoreError::NotFound | StoreError::Gone) => String::new(),
-                        Err(err) => return Err(err),
-                    }
-                }
-                _ => "application/octet-stream".to_owned(),
-            };
-            let mode = Mode::of(&media);
-            let (body, problem) = parsed(Payload::parse(mode, create.body.clone(), true));
-            let fork = create.fork.as_ref();
-            let args = vec![
-                b"create".to_vec(),
-                crate::random::u64().wrapping_shr(16).to_string().into(),
-                flag(create.content_type.is_some()),
-                // Without one, a stream is `application/octet-stream` (a fork: its source's).
-                create
-                    .content_type
-                    .clone()
-                    .unwrap_or_else(|| "application/octet-stream".to_owned())
-                    .into(),
-                media.clone().into(),
-                flag(mode == Mode::Json),
-                create.ttl.map(|t| t.to_string()).unwrap_or_default().into(),
-                create
-                    .expires_at
-                    .as_ref()
-                    .map(|at| at.text.clone())
-                    .unwrap_or_default()
-                    .into(),
-                create
-                    .expires_at
-                    .as_ref()
-                    .map(|at| at.unix_ms.to_string())
-                    .unwrap_or_default()
-                    .into(),
-                flag(fork.is_some()),
-                fork.map(|f| f.source.clone()).unwrap_or_default().into(),
-                fork.and_then(|f| f.offset)
-                    .map(|o| o.get().to_string())
-                    .unwrap_or_default()
-                    .into(),
-                fork.map_or(0, |f| f.sub_offset).to_string().into(),
-                flag(create.closed),
-                flag(body.is_some()),
-                body.unwrap_or_default(),
-                media.into(),
-                problem
-                    .as_ref()
-                    .map(|p| p.code())
-                    .unwrap_or_default()
-                    .into(),
-            ];
-            let keys: Vec<&str> = std::iter::once(base.as_str())
-                .chain(source.as_deref())
-                .collect();
-            let mut reply = shared.run(&shared.write, &keys, args).await?;
+            if create.fork.is_some() {
+                return shared.fork(&base, create).await;
+            }
+            let (args, problem) = create_args(&create, None, None);
+            let mut reply = shared.run(&shared.write, &base, args).await?;
             let created = match reply.status.as_str() {
                 "created" => true,
                 "exists" => false,
@@ -578,7 +770,7 @@ impl Store for RedisStore {
                 flag(data.is_some()),
                 data.clone().unwrap_or_default(),
             ];
-            let mut reply = shared.run(&shared.write, &[&base], args).await?;
+            let mut reply = shared.run(&shared.write, &base, args).await?;
             let answered = producer.map(|p| (p.epoch, p.seq));
             let appended = match reply.status.as_str() {
                 "ok" => Appended {
@@ -633,7 +825,7 @@ impl Store for RedisStore {
         let base = shared.base(path);
         async move {
             let mut reply = shared
-                .run(&shared.read, &[&base], vec![b"delete".to_vec()])
+                .run(&shared.read, &base, vec![b"delete".to_vec()])
                 .await?;
             match reply.status.as_str() {
                 "ok" => {

@@ -4,24 +4,55 @@ use std::collections::VecDeque;
 
 use ::redis::Value;
 
-use crate::durable::store::{Chunk, Info, Mode, Payload, StoreError};
+use crate::durable::store::{Info, Mode, Payload, StoreError};
 use crate::durable::Offset;
 
-/// A script's answer: its status and the values after it, taken in order.
+/// A script's answer: its status and the values after it, taken in order, and the sources
+/// that the run's forks let go of.
 pub(super) struct Reply {
     pub(super) status: String,
     rest: VecDeque<Value>,
+    pub(super) unpins: Vec<String>,
 }
 
 impl Reply {
+    /// `{answer, unpins}`, as every run answers.
     pub(super) fn parse(value: Value) -> Result<Self, StoreError> {
-        let Value::Array(items) = value else {
+        let Value::Array(parts) = value else {
             return Err(corrupt("an answer that is not an array"));
         };
+        let [answer, unpins]: [Value; 2] = parts
+            .try_into()
+            .map_err(|_| corrupt("an answer without its unpins"))?;
+        let Value::Array(items) = answer else {
+            return Err(corrupt("an answer that is not an array"));
+        };
+        let unpins = list(unpins)?
+            .into_iter()
+            .map(text)
+            .collect::<Result<_, _>>()?;
         let mut rest = VecDeque::from(items);
         let status = rest.pop_front().map(text).transpose()?;
         let status = status.ok_or_else(|| corrupt("an empty answer"))?;
-        Ok(Self { status, rest })
+        Ok(Self {
+            status,
+            rest,
+            unpins,
+        })
+    }
+
+    /// The next value, text.
+    pub(super) fn text(&mut self) -> Result<String, StoreError> {
+        text(self.next()?)
+    }
+
+    /// The next value, a list of appends as the data list keeps them.
+    pub(super) fn items(&mut self) -> Result<Vec<Vec<u8>>, StoreError> {
+        let items = list(self.next()?)?.into_iter().map(|item| match item {
+            Value::BulkString(bytes) => Ok(bytes),
+            _ => Err(corrupt("an append that is not a string")),
+        });
+        items.collect()
     }
 
     fn next(&mut self) -> Result<Value, StoreError> {
@@ -51,6 +82,7 @@ impl Reply {
         let mut fields = Self {
             status: String::new(),
             rest: VecDeque::from(fields),
+            unpins: Vec::new(),
         };
         let epoch = fields.number()?;
         let content_type = text(fields.next()?)?;
@@ -66,25 +98,6 @@ impl Reply {
         };
         info.expires_at = (!expires_at.is_empty()).then_some(expires_at);
         Ok(info)
-    }
-
-    /// The next value, the appends of a read from `from` on, of a stream in `mode`.
-    pub(super) fn chunks(&mut self, from: u64, mode: Mode) -> Result<Vec<Chunk>, StoreError> {
-        let items = match self.next()? {
-            Value::Array(items) => items,
-            // Lua's empty table reaches Redis as an empty array, or as nil in RESP3 maps.
-            Value::Nil => Vec::new(),
-            _ => return Err(corrupt("appends that are not an array")),
-        };
-        let mut chunks = Vec::with_capacity(items.len());
-        for (i, item) in (1..).zip(items) {
-            let Value::BulkString(bytes) = item else {
-                return Err(corrupt("an append that is not a string"));
-            };
-            let offset = Offset::new(from + i);
-            chunks.push(Chunk::new(offset, decode(bytes, mode)));
-        }
-        Ok(chunks)
     }
 
     /// The refusal that a status other than success names.
@@ -132,8 +145,17 @@ impl Reply {
     }
 }
 
+/// A list (Lua's empty table reaches Redis as an empty array, or as nil).
+fn list(value: Value) -> Result<Vec<Value>, StoreError> {
+    match value {
+        Value::Array(items) => Ok(items),
+        Value::Nil => Ok(Vec::new()),
+        _ => Err(corrupt("a list that is not an array")),
+    }
+}
+
 /// An append as the data list keeps it, back into a payload.
-fn decode(bytes: Vec<u8>, mode: Mode) -> Payload {
+pub(super) fn decode(bytes: Vec<u8>, mode: Mode) -> Payload {
     if mode != Mode::Json {
         return Payload::Bytes(bytes.into());
     }

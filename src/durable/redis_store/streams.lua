@@ -1,8 +1,14 @@
 -- The Durable Streams store in Redis: the part both of its scripts share. Every operation on
 -- a stream is one run of a script, so each is atomic on the server, whichever process sent it.
+-- A run touches the keys of one stream only (one hash slot, so that it runs on Redis Cluster
+-- too); what a fork needs of its source is a run on the source: its appends up to the fork
+-- offset (which never change), and a pin (`rf`) that keeps the source's keys while the fork
+-- reads from it.
 --
--- KEYS[1] is the stream's key base, `<prefix>{<name>}`; ARGV[1] names the operation. A stream
--- is three keys with that base, in one hash slot:
+-- KEYS[1] is the stream's key base, `<prefix>{<name>}`; ARGV[1] names the operation. Every
+-- run answers `{answer, unpins}`: the sources that forks let go of, which the caller unpins
+-- (an `unpin` run on each), in order. A stream is three keys with that base, in one hash
+-- slot:
 --   <base>:m  a hash of what is known about it (FIELDS below);
 --   <base>:d  a list of its own appends, oldest first: the one at offset `fo + i` is item i - 1,
 --             the bytes of a text or binary append, or the JSON values of a JSON append, each
@@ -82,31 +88,25 @@ local function arm(base, now)
   end
 end
 
+-- The sources this run's forks let go of.
+local UNPINS = {}
+
+local function finish(answer)
+  return {answer, UNPINS}
+end
+
 -- Deletes the stream at `base`: retires it while forks read from it; otherwise removes its
--- keys and lets go of its source, removing retired sources that no fork reads any more.
-local function remove(base, now)
-  while base do
-    local m = meta(base)
-    if not m then return end
-    redis.call('PUBLISH', base, 'x')
-    if num(m.rf) > 0 then
-      redis.call('HSET', base .. ':m', 'dl', '1')
-      return
-    end
-    redis.call('DEL', base .. ':m', base .. ':d', base .. ':p')
-    base = nil
-    local source = m.fk
-    if source and redis.call('EXISTS', source .. ':m') == 1 then
-      local refs = redis.call('HINCRBY', source .. ':m', 'rf', -1)
-      if refs <= 0 then
-        if redis.call('HEXISTS', source .. ':m', 'dl') == 1 then
-          base = source
-        else
-          arm(source, now)
-        end
-      end
-    end
+-- keys and lets go of its source (which the caller unpins).
+local function remove(base)
+  local m = meta(base)
+  if not m then return end
+  redis.call('PUBLISH', base, 'x')
+  if num(m.rf) > 0 then
+    redis.call('HSET', base .. ':m', 'dl', '1')
+    return
   end
+  redis.call('DEL', base .. ':m', base .. ':d', base .. ':p')
+  if m.fk then UNPINS[#UNPINS + 1] = m.fk end
 end
 
 -- The stream at `base`, expired first if its time is up; or why there is none.
@@ -114,7 +114,7 @@ local function live(base, now)
   local m = meta(base)
   if not m then return nil, 'nf' end
   if not m.dl and expired(m, now) then
-    remove(base, now)
+    remove(base)
     m = meta(base)
     if not m then return nil, 'nf' end
   end
@@ -131,36 +131,36 @@ local function touch(base, m, now)
   end
 end
 
--- Takes the appends of the stream at `base` (and of what it was forked from) after offset
--- `after` and at most at `upto` into the budget `b`, oldest first, while it lasts: at most
--- `b.max` appends, of at most `b.max_bytes` together unless the first alone is larger.
-local function collect(base, m, after, upto, b)
+-- The stream's own appends after offset `after` and at most at `upto`, oldest first, as many
+-- as the budget takes: at most `max`, of at most `max_bytes` together unless the first alone
+-- is larger. (Those at or before the fork offset are its source's.)
+local function own(base, m, after, upto, max, max_bytes)
+  local chunks, bytes = {}, 0
   local fo = num(m.fo)
-  if m.fk and after < fo then
-    local source = meta(m.fk)
-    if source then collect(m.fk, source, after, math.min(upto, fo), b) end
-  end
   local last = math.min(upto, num(m.tl))
   local next = math.max(after, fo) + 1
-  while not b.full and next <= last do
-    local want = math.min(last - next + 1, b.max - #b.chunks, 256)
-    if want <= 0 then
-      b.full = true
-      return
-    end
+  while next <= last do
+    local want = math.min(last - next + 1, max - #chunks, 256)
+    if want <= 0 then return chunks end
     local index = next - fo - 1
     local items = redis.call('LRANGE', base .. ':d', index, index + want - 1)
-    if #items == 0 then return end
+    if #items == 0 then return chunks end
     for _, item in ipairs(items) do
-      if #b.chunks > 0 and b.bytes + #item > b.max_bytes then
-        b.full = true
-        return
-      end
-      b.bytes = b.bytes + #item
-      b.chunks[#b.chunks + 1] = item
+      if #chunks > 0 and bytes + #item > max_bytes then return chunks end
+      bytes = bytes + #item
+      chunks[#chunks + 1] = item
     end
     next = next + #items
   end
+  return chunks
+end
+
+-- Where the appends at or before `upto` and after `after` that are not the stream's own are:
+-- its source, up to which offset; or none.
+local function below(m, after, upto)
+  local fo = num(m.fo)
+  if m.fk and after < fo then return m.fk, math.min(upto, fo) end
+  return '', 0
 end
 
 local function info(m)
