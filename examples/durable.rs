@@ -73,6 +73,10 @@ struct Args {
     /// The prefix of the store's keys in --redis.
     #[arg(long, value_name = "PREFIX", default_value = "ds:")]
     redis_prefix: String,
+    /// --redis names one node of a Redis Cluster, whose nodes share the streams by hash slot.
+    /// Needs the `redis-cluster` feature.
+    #[arg(long, requires = "redis")]
+    redis_cluster: bool,
     /// The most bytes the log in --data-dir may take; beyond, appends get 507.
     #[arg(long, value_name = "BYTES", default_value_t = 4 << 30)]
     max_log_bytes: u64,
@@ -139,8 +143,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// Serves the streams of the Redis at `url`; exits (69) if it does not answer at start.
 #[cfg(feature = "redis")]
 fn on_redis(args: Args, url: String) -> Result<(), Box<dyn std::error::Error>> {
-    let store = tower_push::durable::RedisStore::builder(&url)
-        .key_prefix(&args.redis_prefix)
+    use tower_push::durable::{RedisStore, RedisStoreBuilder};
+    #[cfg(feature = "redis-cluster")]
+    fn cluster(builder: RedisStoreBuilder) -> RedisStoreBuilder {
+        builder.cluster()
+    }
+    #[cfg(not(feature = "redis-cluster"))]
+    fn cluster(_: RedisStoreBuilder) -> RedisStoreBuilder {
+        let message = "--redis-cluster needs the redis-cluster feature: cargo run --example \
+                       durable --features durable,redis-cluster,cli\n";
+        clap::Error::raw(ErrorKind::InvalidValue, message).exit()
+    }
+    let builder = RedisStore::builder(&url).key_prefix(&args.redis_prefix);
+    let builder = match args.redis_cluster {
+        true => cluster(builder),
+        false => builder,
+    };
+    let store = builder
         .build()
         .unwrap_or_else(|err| clap::Error::raw(ErrorKind::InvalidValue, format!("{err}\n")).exit());
     let started = store.clone();

@@ -365,7 +365,7 @@ impl RedisSourceBuilder {
 /// Refuses servers older than 7.0, which lack what `needs` (the caller's reason) needs: `0-*`
 /// stream ids, flagged scripts.
 pub(crate) async fn check_version(
-    manager: &mut ConnectionManager,
+    manager: &mut impl ConnectionLike,
     timeout: Duration,
     needs: &str,
 ) -> Result<(), Error> {

@@ -106,7 +106,7 @@ pub struct RedisStore {
 
 struct Shared {
     client: ::redis::Client,
-    connection: OnceCell<ConnectionManager>,
+    connection: OnceCell<Connection>,
     settings: Settings,
     /// The operations that add data: refused at once by a Redis out of memory.
     write: Script,
@@ -123,6 +123,17 @@ struct Shared {
 struct Settings {
     key_prefix: String,
     timeout: Duration,
+    /// The URL names one node of a Redis Cluster.
+    #[cfg_attr(not(feature = "redis-cluster"), allow(dead_code))]
+    cluster: bool,
+}
+
+/// The connection that commands go over: one to a Redis, or one to each node of a cluster.
+#[derive(Clone)]
+enum Connection {
+    Single(ConnectionManager),
+    #[cfg(feature = "redis-cluster")]
+    Cluster(::redis::cluster_async::ClusterConnection),
 }
 
 impl RedisStore {
@@ -134,6 +145,7 @@ impl RedisStore {
             settings: Settings {
                 key_prefix: "ds:".to_owned(),
                 timeout: Duration::from_secs(2),
+                cluster: false,
             },
         }
     }
@@ -149,9 +161,21 @@ impl RedisStore {
     /// timeout, [`Error::is_config`] for a Redis older than 7.0.
     pub async fn ping(&self) -> Result<(), Error> {
         let shared = &self.shared;
-        let mut connection = shared.connect().await?;
-        crate::redis::check_version(&mut connection, shared.settings.timeout, "flagged scripts")
-            .await
+        let timeout = shared.settings.timeout;
+        let needs = "flagged scripts";
+        match shared.connect().await? {
+            Connection::Single(mut single) => {
+                crate::redis::check_version(&mut single, timeout, needs).await
+            }
+            // A cluster answers `INFO` from every node: ask the node the URL names.
+            #[cfg(feature = "redis-cluster")]
+            Connection::Cluster(_) => {
+                let node = shared.client.get_multiplexed_async_connection();
+                let node = tokio::time::timeout(timeout, node).await;
+                let mut node = node.map_err(|_| Error::timeout())?.map_err(Error::redis)?;
+                crate::redis::check_version(&mut node, timeout, needs).await
+            }
+        }
     }
 
     /// How many streams have live readers parked in this process (each one subscription).
@@ -193,6 +217,19 @@ impl RedisStoreBuilder {
     /// Default is 2 seconds. Keep it below the long-poll hold.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.settings.timeout = timeout;
+        self
+    }
+
+    /// The URL names one node of a Redis Cluster (`cluster-enabled yes`): the store finds the
+    /// others and sends each stream's runs to the node that holds its hash slot. Live readers
+    /// subscribe through the node the URL names (Redis sends every node's messages to every
+    /// node).
+    ///
+    /// Default is a single Redis.
+    #[cfg(feature = "redis-cluster")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis-cluster")))]
+    pub fn cluster(mut self) -> Self {
+        self.settings.cluster = true;
         self
     }
 
@@ -246,9 +283,21 @@ impl Shared {
     }
 
     /// The shared connection, made on first use.
-    async fn connect(&self) -> Result<ConnectionManager, Error> {
+    async fn connect(&self) -> Result<Connection, Error> {
         let timeout = self.settings.timeout;
         let connect = self.connection.get_or_try_init(|| async {
+            #[cfg(feature = "redis-cluster")]
+            if self.settings.cluster {
+                let nodes = vec![self.client.get_connection_info().clone()];
+                let client = ::redis::cluster::ClusterClient::builder(nodes)
+                    .connection_timeout(timeout)
+                    .response_timeout(timeout)
+                    .retries(2)
+                    .build()
+                    .map_err(Error::redis)?;
+                let connection = client.get_async_connection().await;
+                return connection.map(Connection::Cluster).map_err(Error::redis);
+            }
             let config = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(timeout))
                 .set_response_timeout(Some(timeout))
@@ -256,6 +305,7 @@ impl Shared {
                 .set_max_delay(Duration::from_millis(500));
             ConnectionManager::new_with_config(self.client.clone(), config)
                 .await
+                .map(Connection::Single)
                 .map_err(Error::redis)
         });
         match tokio::time::timeout(timeout, connect).await {
@@ -294,11 +344,17 @@ impl Shared {
         for arg in args {
             invocation.arg(arg);
         }
-        let ran = tokio::time::timeout(
-            self.settings.timeout,
-            invocation.invoke_async::<::redis::Value>(&mut connection),
-        )
-        .await;
+        let ran = match &mut connection {
+            Connection::Single(single) => {
+                let invoked = invocation.invoke_async::<::redis::Value>(single);
+                tokio::time::timeout(self.settings.timeout, invoked).await
+            }
+            #[cfg(feature = "redis-cluster")]
+            Connection::Cluster(cluster) => {
+                let invoked = invocation.invoke_async::<::redis::Value>(cluster);
+                tokio::time::timeout(self.settings.timeout, invoked).await
+            }
+        };
         match ran {
             Ok(Ok(value)) => Reply::parse(value),
             Ok(Err(err)) if err.code() == Some("OOM") => Err(StoreError::StorageFull),
