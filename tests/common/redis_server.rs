@@ -18,11 +18,17 @@ pub struct Redis {
     port: u16,
     dir: PathBuf,
     persistent: bool,
+    /// A node of a Redis Cluster (`cluster-enabled yes`).
+    cluster: bool,
 }
 
 impl Redis {
     /// Starts a server on a free loopback port.
     pub async fn start(persistent: bool) -> Self {
+        Self::start_as(persistent, false).await
+    }
+
+    async fn start_as(persistent: bool, cluster: bool) -> Self {
         let port = free_port();
         let dir =
             std::env::temp_dir().join(format!("tower-push-redis-{}-{port}", std::process::id()));
@@ -33,6 +39,7 @@ impl Redis {
             port,
             dir,
             persistent,
+            cluster,
         };
         redis.spawn().await;
         redis
@@ -50,6 +57,14 @@ impl Redis {
             command.args(["--appendonly", "yes", "--appendfsync", "always"]);
         } else {
             command.args(["--appendonly", "no"]);
+        }
+        if self.cluster {
+            command.args([
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+            ]);
         }
         self.process = Some(Process::spawn(&mut command));
         let client = redis::Client::open(self.url()).unwrap();
@@ -114,5 +129,75 @@ impl Drop for Redis {
     fn drop(&mut self) {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A Redis Cluster of `redis-server` nodes on free loopback ports, each a primary for a third
+/// of the slots (no replicas), made with `redis-cli --cluster create`; killed on drop.
+pub struct RedisCluster {
+    pub nodes: Vec<Redis>,
+}
+
+impl RedisCluster {
+    /// Starts three nodes (with `appendfsync always` if `persistent`) and makes them a cluster.
+    pub async fn start(persistent: bool) -> Self {
+        let mut nodes = Vec::new();
+        for _ in 0..3 {
+            nodes.push(Redis::start_as(persistent, true).await);
+        }
+        let cli = REDIS_SERVER.path().with_file_name("redis-cli");
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let output = Command::new(cli)
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "redis-cli --cluster create: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        let cluster = Self { nodes };
+        cluster.wait_ok().await;
+        cluster
+    }
+
+    /// The URL of the first node, through which a client finds the others.
+    pub fn url(&self) -> String {
+        self.nodes[0].url()
+    }
+
+    /// Starts node `i` again (on its directory: its cluster configuration and its data), and
+    /// waits until the cluster is whole.
+    pub async fn restart(&mut self, i: usize) {
+        self.nodes[i].spawn().await;
+        self.wait_ok().await;
+    }
+
+    /// Waits until every node says the cluster is whole (`cluster_state:ok`).
+    pub async fn wait_ok(&self) {
+        let deadline = Instant::now() + 30 * SECOND;
+        for node in &self.nodes {
+            loop {
+                let mut conn = node.conn().await;
+                let info: String = redis::cmd("CLUSTER")
+                    .arg("INFO")
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                if info.contains("cluster_state:ok") {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the cluster is not whole: {info}"
+                );
+                sleep(Duration::from_millis(50)).await;
+            }
+        }
     }
 }

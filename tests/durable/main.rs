@@ -88,6 +88,15 @@ common::external::main! {
     [REDIS_SERVER, NGINX, NODE, NPM] => redis::[
         the_official_suite_passes_through_nginx_alternating_over_two_processes,
     ],
+    #[cfg(feature = "redis-cluster")]
+    [REDIS_SERVER, NGINX, NODE, NPM] => redis::[
+        the_official_suite_passes_through_nginx_over_two_processes_on_a_redis_cluster,
+    ],
+    #[cfg(feature = "redis-cluster")]
+    [REDIS_SERVER] => redis::[
+        kill_9_of_a_cluster_node_and_a_process_loses_no_acknowledged_append,
+        on_a_redis_cluster_the_store_answers_as_the_memory_store_does,
+    ],
     #[cfg(feature = "redis")]
     [REDIS_SERVER, NGINX, PYTHON] => redis::[
         the_official_python_client_follows_live_through_nginx_over_two_processes,

@@ -12,12 +12,15 @@ use std::time::{Duration, Instant};
 use super::common::external::{program_listening, Process};
 use super::common::nginx::Nginx;
 use super::common::redis_server::Redis;
+#[cfg(feature = "redis-cluster")]
+use super::common::redis_server::RedisCluster;
 use super::common::RawResponse;
 use super::{
     client_follows_and_resumes, conformance_suite, crash_cycles, durable_example, get, kill_9,
     offset, post, put, runtime, send, Client, Crash,
 };
 use http::Method;
+use tower_push::durable::{RedisStore, RedisStoreBuilder};
 
 /// The durable example on the Redis at `url`, with `args` (a long-poll hold of 1 s unless they
 /// say otherwise), listening on a free port.
@@ -35,8 +38,8 @@ async fn example_on(binary: &Path, url: &str, args: &[&str]) -> (Process, Socket
 
 /// Two durable examples on one Redis behind an nginx that sends each request to the next of
 /// them in turn.
-struct Pair {
-    redis: Redis,
+struct Pair<R = Redis> {
+    redis: R,
     a: (Process, SocketAddr),
     b: (Process, SocketAddr),
     nginx: Nginx,
@@ -44,10 +47,18 @@ struct Pair {
 
 impl Pair {
     async fn start(persistent: bool, args: &[&str]) -> Self {
-        let binary = durable_example();
         let redis = Redis::start(persistent).await;
-        let a = example_on(&binary, &redis.url(), args).await;
-        let b = example_on(&binary, &redis.url(), args).await;
+        let url = redis.url();
+        Pair::on(redis, &url, args).await
+    }
+}
+
+impl<R> Pair<R> {
+    /// Two examples on the Redis (`redis`) at `url`, with `args`, behind nginx.
+    async fn on(redis: R, url: &str, args: &[&str]) -> Self {
+        let binary = durable_example();
+        let a = example_on(&binary, url, args).await;
+        let b = example_on(&binary, url, args).await;
         let read_timeout = Duration::from_secs(60);
         let nginx = Nginx::start_with(&[a.1, b.1], false, read_timeout).await;
         Self { redis, a, b, nginx }
@@ -70,6 +81,30 @@ pub(crate) fn the_official_suite_passes_through_nginx_alternating_over_two_proce
     let pair = runtime.block_on(Pair::start(false, &[]));
     conformance_suite(pair.nginx.addr);
     pair.assert_alternated(1000);
+}
+
+/// The same over a Redis Cluster of three nodes, the streams spread over them by hash slot.
+#[cfg(feature = "redis-cluster")]
+pub(crate) fn the_official_suite_passes_through_nginx_over_two_processes_on_a_redis_cluster() {
+    let runtime = runtime(false);
+    let pair = runtime.block_on(async {
+        let cluster = RedisCluster::start(false).await;
+        let url = cluster.url();
+        Pair::on(cluster, &url, &["--redis-cluster"]).await
+    });
+    conformance_suite(pair.nginx.addr);
+    pair.assert_alternated(1000);
+    let spread = runtime.block_on(async {
+        let mut sizes = Vec::new();
+        for node in &pair.redis.nodes {
+            let mut conn = node.conn().await;
+            let size: usize = redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap();
+            sizes.push(size);
+        }
+        sizes
+    });
+    println!("keys on each node: {spread:?}");
+    assert!(spread.iter().all(|&n| n > 0), "{spread:?}");
 }
 
 pub(crate) fn the_official_python_client_follows_live_through_nginx_over_two_processes() {
@@ -240,6 +275,58 @@ impl Crash for RedisKilled {
     }
 }
 
+/// A durable example on a Redis Cluster of three nodes with `appendfsync always`: each cycle
+/// kills (`kill -9`) the example and one node, and starts them again (the node on its
+/// directory, where its cluster configuration and its data are).
+#[cfg(feature = "redis-cluster")]
+struct ClusterNodeKilled {
+    binary: std::path::PathBuf,
+    cluster: RedisCluster,
+    node_down: bool,
+    example: Option<Process>,
+}
+
+#[cfg(feature = "redis-cluster")]
+impl Crash for ClusterNodeKilled {
+    async fn start(&mut self) -> SocketAddr {
+        if self.node_down {
+            self.cluster.restart(2).await;
+            self.node_down = false;
+        }
+        let url = self.cluster.url();
+        let (process, addr) = example_on(&self.binary, &url, &["--redis-cluster"]).await;
+        self.example = Some(process);
+        // Until the cluster knows the node is back, its slots may still answer 503.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for stream in 0..4 {
+            let path = format!("/v1/stream/crash-{stream}");
+            while matches!(get(addr, &path).await.status.as_u16(), 503) {
+                assert!(Instant::now() < deadline, "{path} did not come back");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        addr
+    }
+
+    fn kill(&mut self) {
+        kill_9(self.example.take().expect("a running example"));
+        self.cluster.nodes[2].kill();
+        self.node_down = true;
+    }
+}
+
+#[cfg(feature = "redis-cluster")]
+pub(crate) fn kill_9_of_a_cluster_node_and_a_process_loses_no_acknowledged_append() {
+    let cluster = runtime(false).block_on(RedisCluster::start(true));
+    let mut crash = ClusterNodeKilled {
+        binary: durable_example(),
+        cluster,
+        node_down: false,
+        example: None,
+    };
+    crash_cycles(&mut crash, 5);
+}
+
 pub(crate) fn kill_9_of_redis_with_appendfsync_always_loses_no_acknowledged_append() {
     let redis = runtime(false).block_on(Redis::start(true));
     let mut crash = RedisKilled {
@@ -405,8 +492,28 @@ async fn keys(redis: &Redis) -> Vec<String> {
 /// is the same, but for the epochs each store picks (matched one to one). 8 seeds;
 /// `REDIS_STORE_SEEDS=N` runs N.
 pub(crate) fn the_redis_store_answers_as_the_memory_store_does() {
+    runtime(false).block_on(async {
+        let redis = Redis::start(false).await;
+        let url = redis.url();
+        answers_as_the_memory_store(|prefix| RedisStore::builder(&url).key_prefix(prefix)).await;
+    });
+}
+
+/// The same on a Redis Cluster of three nodes, where a fork and its source may be on two.
+#[cfg(feature = "redis-cluster")]
+pub(crate) fn on_a_redis_cluster_the_store_answers_as_the_memory_store_does() {
+    runtime(false).block_on(async {
+        let cluster = RedisCluster::start(false).await;
+        let url = cluster.url();
+        let store = |prefix: String| RedisStore::builder(&url).key_prefix(prefix).cluster();
+        answers_as_the_memory_store(store).await;
+    });
+}
+
+/// Runs the seeded operations on a Redis store that `store` builds for a key prefix.
+async fn answers_as_the_memory_store(store: impl Fn(String) -> RedisStoreBuilder) {
     use tower_push::durable::{
-        Append, Create, ForkFrom, Info, MemoryStore, Offset, Producer, RedisStore, Store,
+        Append, Create, ForkFrom, Info, MemoryStore, Offset, Producer, Store,
     };
     const OPERATIONS: usize = 400;
     let seeds: u64 = std::env::var("REDIS_STORE_SEEDS").map_or(8, |n| n.parse().unwrap());
@@ -425,13 +532,9 @@ pub(crate) fn the_redis_store_answers_as_the_memory_store_does() {
         format!("{info:?}")
     }
 
-    runtime(false).block_on(async {
-        let redis = Redis::start(false).await;
+    {
         for seed in 0..seeds {
-            let redis_store = RedisStore::builder(redis.url())
-                .key_prefix(format!("seed{seed}:"))
-                .build()
-                .unwrap();
+            let redis_store = store(format!("seed{seed}:")).build().unwrap();
             let memory = MemoryStore::new();
             let (mut ours, mut theirs) = (Vec::new(), Vec::new());
             let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -518,5 +621,5 @@ pub(crate) fn the_redis_store_answers_as_the_memory_store_does() {
                 assert_eq!(a, b, "seed {seed}, operation {op} on {path}");
             }
         }
-    });
+    }
 }
