@@ -13,7 +13,7 @@
 //! | [`Shutdown`] ([`shutdown`]) | one signal that drains both layers: held polls answer, streams end, new requests get `503` |
 //! | [`source`] | the event-source contract: any `tower::Service<Subscribe>` feeds the layers; where a request without a cursor starts ([`Origin`](source::Origin)) |
 //! | [`MemoryLog`] ([`memory`]) | the embedded source: topics, sequence ids, an epoch, bounded retention, cheap waiting |
-//! | `durable` (feature `durable`) | the Durable Streams protocol (create, append, read, follow live, fork) over a store, on the same pipeline; streams in memory, in a crash-safe directory (`durable-file`), or in Redis shared by many processes (`durable` + `redis`) |
+//! | `durable` (feature `durable`) | the Durable Streams protocol (create, append, read, follow live, fork) over a store, on the same pipeline; streams in memory, in a crash-safe directory (`durable-file`), or in Redis shared by many processes (`durable` + `redis`; Redis Cluster with `redis-cluster`) |
 //! | `redis` (feature `redis`) | an event source on Redis Streams: one feed for many server processes |
 //! | `metrics` (feature `metrics`) | metrics through the `metrics` facade and a span per request |
 //! | [`compression::Compression`] (features `compression-gzip`, `compression-br`, `compression-zstd`, `compression-full`) | compressed answers, every stream frame flushed |

@@ -69,12 +69,23 @@ use crate::sync::MutexExt;
 /// braces are a Redis Cluster hash tag, so a stream's keys share one slot. A stream with a TTL
 /// or an expiry time is removed by Redis a second after it expires, unless forks read from it.
 ///
+/// # Redis Cluster
+///
+/// Each run touches the keys of one stream, which share a hash slot, so the store runs on a
+/// Redis Cluster too ([`RedisStoreBuilder::cluster`], feature `redis-cluster`), the streams
+/// spread over its nodes. A fork and its source may be on two nodes: creating a fork pins the
+/// source (a run on the source's node that checks it and counts the fork, so that deleting
+/// the source only retires it while the fork reads from it) and then creates the fork; a read
+/// of a fork reads what is its source's in runs on the source's node (what a source holds up
+/// to a fork offset never changes); deleting a fork unpins its source afterwards. A process
+/// that dies between those runs leaves a source pinned: it stays retired (`410`) after a
+/// delete instead of being removed.
+///
 /// # Limits
 ///
-/// It needs Redis 7.0 or later (scripts flagged `allow-oom`), and one Redis server (or a
-/// replicated pair behind a proxy), not Redis Cluster: a fork's script reads its source's keys,
-/// which a cluster could place on another node. Bound its memory with Redis's `maxmemory`
-/// (and `maxmemory-policy noeviction`, so that Redis refuses writes rather than evict streams).
+/// It needs Redis 7.0 or later (scripts flagged `allow-oom`). Bound its memory with Redis's
+/// `maxmemory` (and `maxmemory-policy noeviction`, so that Redis refuses writes rather than
+/// evict streams).
 ///
 /// # Examples
 ///
