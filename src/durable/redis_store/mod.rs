@@ -334,12 +334,20 @@ impl Shared {
         args: Vec<Vec<u8>>,
     ) -> Result<Reply, StoreError> {
         let mut reply = self.run_once(script, base, args).await?;
-        let mut unpins = std::mem::take(&mut reply.unpins);
-        while let Some(source) = unpins.pop() {
-            let unpinned = self.run_once(&self.read, &source, vec![b"unpin".to_vec()]);
-            unpins.extend(unpinned.await?.unpins);
+        if !reply.unpins.is_empty() {
+            // Rare (a fork's source let go): boxed, so that every run's future stays small.
+            Box::pin(self.unpin(std::mem::take(&mut reply.unpins))).await?;
         }
         Ok(reply)
+    }
+
+    /// Unpins `sources`, and the sources that unpinning them lets go of.
+    async fn unpin(&self, mut sources: Vec<String>) -> Result<(), StoreError> {
+        while let Some(source) = sources.pop() {
+            let unpinned = self.run_once(&self.read, &source, vec![b"unpin".to_vec()]);
+            sources.extend(unpinned.await?.unpins);
+        }
+        Ok(())
     }
 
     /// One run of `script` on the keys of the stream at `base`.
@@ -453,9 +461,10 @@ impl Shared {
                 let (source, upto) = (reply.text()?, reply.int()?);
                 let mut items = match source.as_str() {
                     "" => Vec::new(),
+                    // A fork's read (boxed, so that every read's future stays small).
                     source => {
                         let budget = (look.max_chunks, look.max_bytes);
-                        self.gather(source, from, upto, budget).await?
+                        Box::pin(self.gather(source, from, upto, budget)).await?
                     }
                 };
                 items.extend(own);
@@ -492,7 +501,7 @@ impl Shared {
                 max_chunks.to_string().into(),
                 max_bytes.to_string().into(),
             ];
-            let mut reply = self.run(&self.read, &base, args).await?;
+            let mut reply = self.run_once(&self.read, &base, args).await?;
             if reply.status != "ok" {
                 // A source is there while forks read from it: the fork went meanwhile.
                 return Err(StoreError::NotFound);
@@ -924,5 +933,27 @@ impl Store for RedisStore {
             });
             Some(sender.clone())
         })
+    }
+}
+#[cfg(test)]
+mod size_probe {
+    #[test]
+    fn probe() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _g = rt.enter();
+        let store = super::RedisStore::builder("redis://127.0.0.1:1")
+            .build()
+            .unwrap();
+        use crate::durable::Store;
+        let read = store.read("/x", None, 10, 10);
+        let append = store.append("/x", crate::durable::Append::new("text/plain", "x"));
+        println!(
+            "read future {} bytes, append future {} bytes",
+            std::mem::size_of_val(&read),
+            std::mem::size_of_val(&append)
+        );
     }
 }
