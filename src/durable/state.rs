@@ -693,8 +693,13 @@ impl Budget {
     /// Takes `chunk` if it fits; `false` once the budget is spent.
     fn take(&mut self, chunk: &Chunk) -> bool {
         let size = chunk.payload.size();
-        let fits = self.chunks.len() < self.max_chunks
-            && (self.chunks.is_empty() || self.bytes.saturating_add(size) <= self.max_bytes);
+        let fits = fits(
+            self.chunks.len(),
+            self.bytes,
+            size,
+            self.max_chunks,
+            self.max_bytes,
+        );
         if self.full || !fits {
             self.full = true;
             return false;
@@ -703,6 +708,19 @@ impl Budget {
         self.chunks.push(chunk.clone());
         true
     }
+}
+
+/// Whether an append of `size` bytes fits in a read that holds `count` appends of `bytes`
+/// already: at most `max_chunks` appends, of at most `max_bytes` together unless the first
+/// alone is larger.
+pub(super) fn fits(
+    count: usize,
+    bytes: usize,
+    size: usize,
+    max_chunks: usize,
+    max_bytes: usize,
+) -> bool {
+    count < max_chunks && (count == 0 || bytes.saturating_add(size) <= max_bytes)
 }
 
 /// Whether a create request matches the existing stream (an idempotent `PUT`).

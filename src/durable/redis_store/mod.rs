@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, Notify, OnceCell};
 use self::bells::Bells;
 use self::reply::decode;
 use self::reply::Reply;
+use super::state::fits;
 use super::store::{
     media_type, Append, Appended, Chunk, Create, Created, Doorbell, Info, Mode, Payload,
 };
@@ -390,14 +391,14 @@ impl Shared {
     /// acknowledged before its request.
     async fn read(
         &self,
-        base: &str,
+        base: String,
         after: Option<Offset>,
         max_chunks: usize,
         max_bytes: usize,
         renew: bool,
     ) -> Result<Read, StoreError> {
         let look = Look {
-            base: base.to_owned(),
+            base,
             after: after.map(Offset::get),
             max_chunks,
             max_bytes,
@@ -733,9 +734,7 @@ fn within(items: Vec<Vec<u8>>, max_chunks: usize, max_bytes: usize) -> Vec<Vec<u
     let mut bytes = 0usize;
     let mut taken = Vec::new();
     for item in items {
-        let fits = taken.len() < max_chunks
-            && (taken.is_empty() || bytes.saturating_add(item.len()) <= max_bytes);
-        if !fits {
+        if !fits(taken.len(), bytes, item.len(), max_chunks, max_bytes) {
             break;
         }
         bytes += item.len();
@@ -887,13 +886,13 @@ impl Store for RedisStore {
     ) -> impl Future<Output = Result<Read, StoreError>> + Send + 'static {
         let shared = self.shared.clone();
         let base = shared.base(path);
-        async move { shared.read(&base, after, max_chunks, max_bytes, true).await }
+        async move { shared.read(base, after, max_chunks, max_bytes, true).await }
     }
 
     fn info(&self, path: &str) -> impl Future<Output = Result<Info, StoreError>> + Send + 'static {
         let shared = self.shared.clone();
         let base = shared.base(path);
-        async move { Ok(shared.read(&base, None, 0, 0, false).await?.info) }
+        async move { Ok(shared.read(base, None, 0, 0, false).await?.info) }
     }
 
     fn delete(&self, path: &str) -> impl Future<Output = Result<(), StoreError>> + Send + 'static {
