@@ -10,6 +10,8 @@ use super::external::{free_port, Process, Program};
 use super::SECOND;
 
 pub const REDIS_SERVER: Program = Program::new("redis-server", "redis-server");
+/// What makes nodes a cluster (`redis-cli --cluster create`).
+pub const REDIS_CLI: Program = Program::new("redis-cli", "redis-tools");
 
 /// A `redis-server` child process, killed on drop.
 pub struct Redis {
@@ -145,7 +147,7 @@ impl RedisCluster {
         for _ in 0..3 {
             nodes.push(Redis::start_as(persistent, true).await);
         }
-        let cli = REDIS_SERVER.path().with_file_name("redis-cli");
+        let cli = REDIS_CLI.path();
         let addrs: Vec<String> = nodes
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port))

@@ -19,6 +19,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::external::Program;
+#[cfg(feature = "redis-cluster")]
+use common::redis_server::REDIS_CLI;
 #[cfg(feature = "redis")]
 use common::{nginx::NGINX, redis_server::REDIS_SERVER};
 use common::{serve, RawResponse, Reply};
@@ -89,11 +91,11 @@ common::external::main! {
         the_official_suite_passes_through_nginx_alternating_over_two_processes,
     ],
     #[cfg(feature = "redis-cluster")]
-    [REDIS_SERVER, NGINX, NODE, NPM] => redis::[
+    [REDIS_SERVER, REDIS_CLI, NGINX, NODE, NPM] => redis::[
         the_official_suite_passes_through_nginx_over_two_processes_on_a_redis_cluster,
     ],
     #[cfg(feature = "redis-cluster")]
-    [REDIS_SERVER] => redis::[
+    [REDIS_SERVER, REDIS_CLI] => redis::[
         kill_9_of_a_cluster_node_and_a_process_loses_no_acknowledged_append,
         on_a_redis_cluster_the_store_answers_as_the_memory_store_does,
     ],
