@@ -9,7 +9,7 @@ use ::redis::aio::{PubSubSink, PubSubStream};
 use futures_core::Stream;
 use tokio::sync::mpsc;
 
-use crate::durable::store::{Doorbell, StoreError};
+use crate::durable::store::Doorbell;
 use crate::sync::MutexExt;
 
 /// How often streams without readers are unsubscribed.
@@ -20,24 +20,22 @@ const SWEEP: Duration = Duration::from_secs(5);
 pub(super) struct Bells(Mutex<HashMap<Arc<str>, Doorbell>>);
 
 impl Bells {
-    /// The doorbell of the stream at `base`; a new one is subscribed to through the sender
-    /// that `subscriber` gives (`None` outside a runtime).
+    /// The doorbell of the stream at `base`; a new one is subscribed to through `subscribe`.
     pub(super) fn doorbell(
         &self,
         base: &str,
-        subscriber: impl FnOnce() -> Option<mpsc::UnboundedSender<Arc<str>>>,
-    ) -> Result<Doorbell, StoreError> {
+        subscribe: &mpsc::UnboundedSender<Arc<str>>,
+    ) -> Doorbell {
         let mut bells = self.0.locked();
         if let Some(doorbell) = bells.get(base) {
-            return Ok(doorbell.clone());
+            return doorbell.clone();
         }
-        let subscribe = subscriber().ok_or(StoreError::Unavailable)?;
         let base: Arc<str> = base.into();
         let doorbell = Doorbell::new();
         bells.insert(base.clone(), doorbell.clone());
         // Rung once the subscription stands, so a change before it is not missed.
         let _ = subscribe.send(base);
-        Ok(doorbell)
+        doorbell
     }
 
     pub(super) fn ring(&self, base: &str) {

@@ -86,7 +86,8 @@ use crate::sync::MutexExt;
 ///
 /// It needs Redis 7.0 or later (scripts flagged `allow-oom`). Bound its memory with Redis's
 /// `maxmemory` (and `maxmemory-policy noeviction`, so that Redis refuses writes rather than
-/// evict streams).
+/// evict streams). Its command connection runs on the tokio runtime that first uses the
+/// store: keep that runtime for as long as the store serves (a server's runtime does).
 ///
 /// # Examples
 ///
@@ -128,7 +129,7 @@ struct Shared {
     /// The reads about to be sent, which an identical read joins.
     flights: Mutex<HashMap<Look, Arc<Flight>>>,
     /// What the subscription task is told to subscribe to; it ends when this is dropped.
-    subscribe: OnceLock<mpsc::UnboundedSender<Arc<str>>>,
+    subscribe: Mutex<Option<mpsc::UnboundedSender<Arc<str>>>>,
 }
 
 #[derive(Clone, Debug)]
@@ -269,7 +270,7 @@ impl RedisStoreBuilder {
                 ),
                 bells: Arc::new(Bells::default()),
                 flights: Mutex::new(HashMap::new()),
-                subscribe: OnceLock::new(),
+                subscribe: Mutex::new(None),
             }),
         })
     }
@@ -292,6 +293,23 @@ impl Shared {
         }
         base.push('}');
         base
+    }
+
+    /// What tells the subscription task what to follow: started on the caller's runtime on
+    /// first use, and again if the runtime it ran on is gone (it then follows every stream
+    /// with readers). `None` outside a runtime.
+    fn follower(&self) -> Option<mpsc::UnboundedSender<Arc<str>>> {
+        let mut subscribe = self.subscribe.locked();
+        if let Some(sender) = subscribe.as_ref().filter(|s| !s.is_closed()) {
+            return Some(sender.clone());
+        }
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        let (sender, commands) = mpsc::unbounded_channel();
+        let (client, bells) = (self.client.clone(), self.bells.clone());
+        let timeout = self.settings.timeout;
+        runtime.spawn(bells::follow(client, bells, commands, timeout));
+        *subscribe = Some(sender.clone());
+        Some(sender)
     }
 
     /// The shared connection, made on first use.
@@ -917,21 +935,8 @@ impl Store for RedisStore {
     fn changes(&self, path: &str) -> Result<Doorbell, StoreError> {
         let shared = &self.shared;
         let base = shared.base(path);
-        shared.bells.doorbell(&base, || {
-            let runtime = tokio::runtime::Handle::try_current().ok()?;
-            let sender = shared.subscribe.get_or_init(|| {
-                let (sender, commands) = mpsc::unbounded_channel();
-                let (client, bells) = (shared.client.clone(), shared.bells.clone());
-                runtime.spawn(bells::follow(
-                    client,
-                    bells,
-                    commands,
-                    shared.settings.timeout,
-                ));
-                sender
-            });
-            Some(sender.clone())
-        })
+        let subscribe = shared.follower().ok_or(StoreError::Unavailable)?;
+        Ok(shared.bells.doorbell(&base, &subscribe))
     }
 }
 #[cfg(test)]
