@@ -368,7 +368,11 @@ async fn launch_example(data: Option<&Path>, redis: Option<&str>, room: usize) -
         (None, None) => "durable,cli",
         _ => "durable-file,redis,cli",
     };
-    let mut command = Command::new(process::example("durable", features));
+    // `PUSH_DURABLE_PROGRAM`: another build of the example, to compare two builds against the
+    // same peers.
+    let program = std::env::var_os("PUSH_DURABLE_PROGRAM")
+        .map_or_else(|| process::example("durable", features), PathBuf::from);
+    let mut command = Command::new(program);
     command.args(["--addr", &format!("127.0.0.1:{port}")]);
     command.args(["--hold-ms", &HOLD.as_millis().to_string()]);
     command.args(["--max-held", "1000000"]);

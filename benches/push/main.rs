@@ -90,7 +90,7 @@ fn main() {
             eprintln!(
                 "usage: cargo bench --bench push [-- --quick] [--runs N] [--parked N] \
                  [--scaling N,N,...] [--csv PATH] [--appends N] [--recovery STREAMS,MB] \
-                 [--head-pad BYTES] \
+                 [--head-pad BYTES] [--fanout N,N,...|none] [--writers N,N,...] \
                  [--only memory,fanout,throughput,stream,nchan,scaling,stacks,topics,authorize,compression,durable,\
                  durable-disk,durable-redis]"
             );
@@ -102,6 +102,16 @@ fn main() {
         .build()
         .expect("tokio runtime");
     runtime.block_on(driver::run(settings, open_files));
+}
+
+/// A comma-separated list of counts (`none`: no count) given to `flag`.
+fn list(text: &str, flag: &str) -> Result<Vec<usize>, String> {
+    if text == "none" {
+        return Ok(Vec::new());
+    }
+    text.split(',')
+        .map(|n| n.trim().parse().map_err(|e| format!("{flag}: {e}")))
+        .collect()
 }
 
 /// What the driver measures, and how much.
@@ -121,6 +131,8 @@ struct Settings {
     csv: Option<PathBuf>,
     /// How many appends each append-throughput measurement of `--only durable` sends.
     appends: usize,
+    /// The numbers of concurrent writers the appends of `--only durable` are measured with.
+    writers: Vec<usize>,
     /// The streams and bytes `--only durable-disk` recovers after a `kill -9`.
     recovery_streams: usize,
     recovery_bytes: usize,
@@ -141,6 +153,7 @@ impl Settings {
             scaling: vec![1_000, 10_000, 50_000],
             csv: None,
             appends: 20_000,
+            writers: Vec::new(),
             recovery_streams: 10_000,
             recovery_bytes: 100 << 20,
             only: Vec::new(),
@@ -189,8 +202,12 @@ impl Settings {
                     HEAD_PAD.store(pad, Ordering::Relaxed);
                 }
                 "--recovery" => {
-                    // `STREAMS,MB`
+                    // `STREAMS,MB`, or `none`
                     let text = value()?;
+                    if text == "none" {
+                        settings.recovery_streams = 0;
+                        continue;
+                    }
                     let parse = |v: &str| {
                         v.trim()
                             .parse::<usize>()
@@ -204,11 +221,16 @@ impl Settings {
                 "--appends" => {
                     settings.appends = value()?.parse().map_err(|e| format!("--appends: {e}"))?;
                 }
+                "--fanout" => settings.fanout = list(&value()?, "--fanout")?,
+                "--writers" => settings.writers = list(&value()?, "--writers")?,
                 other => return Err(format!("unknown argument {other:?}")),
             }
         }
         if settings.runs == 0 {
             return Err("--runs must be at least 1".to_owned());
+        }
+        if settings.writers.is_empty() {
+            settings.writers = vec![1, 8, settings.connections];
         }
         Ok(settings)
     }

@@ -155,7 +155,7 @@ impl AgainstDurable {
             );
             table.add(&name, "KiB", Some((1.10, false)), false, demo.per_poll);
         }
-        for writers in [1, 8, settings.connections] {
+        for &writers in &settings.writers {
             let (mut rates, mut p50, mut p99) = (Vec::new(), Vec::new(), Vec::new());
             for &kind in &order {
                 let program = self.program(kind);
@@ -175,7 +175,7 @@ impl AgainstDurable {
             self.add(&name("latency p50"), "ms", &p50);
             self.add(&name("latency p99"), "ms", &p99);
         }
-        if self.disk && self.ours == durable::Kind::TowerPush {
+        if self.disk && self.ours == durable::Kind::TowerPush && settings.recovery_streams > 0 {
             let mut recovery = Vec::new();
             for &kind in &order {
                 let (streams, bytes) = (settings.recovery_streams, settings.recovery_bytes);
