@@ -46,13 +46,31 @@ impl Offset {
 
     /// The offset as a header value (`Stream-Next-Offset`).
     pub(crate) fn to_header_value(self) -> http::HeaderValue {
-        http::HeaderValue::try_from(self.to_string()).expect("digits and '_'")
+        http::HeaderValue::from_bytes(&self.text()).expect("digits and '_'")
+    }
+
+    /// The offset's 33 characters, written without the formatting machinery: every answer
+    /// carries one (`write!` with widths cost 3,400 instructions of an append's 47,000).
+    fn text(self) -> [u8; 33] {
+        let mut text = [b'0'; 33];
+        text[16] = b'_';
+        let (mut high, mut low) = (self.0 / LOW, self.0 % LOW);
+        for digit in text[..16].iter_mut().rev() {
+            *digit = b'0' + (high % 10) as u8;
+            high /= 10;
+        }
+        for digit in text[17..].iter_mut().rev() {
+            *digit = b'0' + (low % 10) as u8;
+            low /= 10;
+        }
+        text
     }
 }
 
 impl fmt::Display for Offset {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016}_{:016}", self.0 / LOW, self.0 % LOW)
+        let text = self.text();
+        f.write_str(std::str::from_utf8(&text).expect("digits and '_'"))
     }
 }
 
@@ -106,6 +124,8 @@ mod tests {
         ] {
             assert_eq!(bad.parse::<Offset>(), Err(InvalidOffset), "{bad:?}");
         }
+        let last = Offset::new(u64::MAX);
+        assert_eq!(last.to_string(), "0000000000001844_6744073709551615");
         let max: Offset = "9999999999999999_9999999999999999".parse().unwrap();
         assert!(max > Offset::new(u64::MAX / 2));
     }
@@ -114,6 +134,9 @@ mod tests {
         #[test]
         fn round_trips_and_sorts_as_text(a in 0u64..LOW * 100, b in 0u64..LOW * 100) {
             let (x, y) = (Offset::new(a), Offset::new(b));
+            prop_assert_eq!(x.to_string(), format!("{:016}_{:016}", a / LOW, a % LOW));
+            let text = x.to_string();
+            prop_assert_eq!(x.to_header_value(), text.as_str());
             prop_assert_eq!(x.to_string().parse::<Offset>(), Ok(x));
             prop_assert_eq!(x.cmp(&y), x.to_string().cmp(&y.to_string()));
         }
