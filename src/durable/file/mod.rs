@@ -223,6 +223,7 @@ impl FileStoreBuilder {
             max_log_bytes: self.max_log_bytes,
             failed: None,
             closing: false,
+            sleeping: false,
             dead: 0,
         };
         State::new(&self.memory, journal)
@@ -357,6 +358,8 @@ pub(super) struct FileJournal {
     max_log_bytes: u64,
     failed: Option<StoreError>,
     closing: bool,
+    /// The log's thread waits for changes (and is woken by the first).
+    sleeping: bool,
     /// About how many bytes of the log hold streams deleted since its last compaction.
     dead: u64,
 }
@@ -515,13 +518,13 @@ impl Locked for FileStore {
     ) -> (Result<T, StoreError>, u64) {
         let (answer, lsn, wake) = {
             let mut state = lock(&self.shared);
-            let idle = state.journal.pending.is_empty();
             let answer = match (&state.journal.failed, write) {
                 (Some(failed), true) => Err(failed.clone()),
                 _ => decide(&mut state),
             };
-            // The log's thread waits only when nothing is pending.
-            let wake = idle && !state.journal.pending.is_empty();
+            // The log's thread waits only when nothing is pending; while it writes and syncs,
+            // it finds the changes made meanwhile without being woken (a futex call saved).
+            let wake = state.journal.sleeping && !state.journal.pending.is_empty();
             (answer, state.lsn_of(path), wake)
         };
         // Once the lock is free: the log's thread takes it as soon as it wakes.
@@ -564,10 +567,12 @@ fn write_log(shared: &Shared, mut media: Box<dyn Media>, mut number: u64) {
         let (mut body, lsn, mut rings, compact) = {
             let mut state = lock(shared);
             while state.journal.pending.is_empty() && !state.journal.closing {
+                state.journal.sleeping = true;
                 state = shared
                     .wake
                     .wait(state)
                     .unwrap_or_else(PoisonError::into_inner);
+                state.journal.sleeping = false;
             }
             if state.journal.pending.is_empty() {
                 return;
