@@ -1355,18 +1355,28 @@ async fn produce(
 }
 
 /// Each writer's seqs in the streams, checked: in order, from 0, without gaps or doubles.
+/// A stream longer than one answer holds (the server's read bound) is read page by page, from
+/// each answer's `Stream-Next-Offset` until one says it is up to date.
 async fn written(addr: SocketAddr) -> Vec<Option<u64>> {
     let mut last = vec![None; WRITERS as usize];
     for stream in 0..STREAMS {
-        let reply = get(addr, &format!("/v1/stream/crash-{stream}?offset=-1")).await;
-        assert_eq!(reply.status, 200);
-        assert_eq!(reply.header("stream-up-to-date"), Some("true"));
-        for value in reply.json().as_array().unwrap() {
-            let writer = value["writer"].as_u64().unwrap();
-            let seq = value["seq"].as_u64().unwrap();
-            let expected = last[writer as usize].map_or(0, |s: u64| s + 1);
-            assert_eq!(seq, expected, "writer {writer}: seq {seq} after {last:?}");
-            last[writer as usize] = Some(seq);
+        let mut offset = "-1".to_owned();
+        loop {
+            let reply = get(addr, &format!("/v1/stream/crash-{stream}?offset={offset}")).await;
+            assert_eq!(reply.status, 200);
+            for value in reply.json().as_array().unwrap() {
+                let writer = value["writer"].as_u64().unwrap();
+                let seq = value["seq"].as_u64().unwrap();
+                let expected = last[writer as usize].map_or(0, |s: u64| s + 1);
+                assert_eq!(seq, expected, "writer {writer}: seq {seq} after {last:?}");
+                last[writer as usize] = Some(seq);
+            }
+            if reply.header("stream-up-to-date") == Some("true") {
+                break;
+            }
+            let next = reply.header("stream-next-offset").expect("a next offset");
+            assert_ne!(next, offset, "a page that does not move on");
+            offset = next.to_owned();
         }
     }
     last
