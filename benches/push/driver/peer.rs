@@ -74,7 +74,11 @@ impl Target {
             }
             Peer::Demo | Peer::DemoHttp2 => {
                 let port = nchan::free_port();
-                let mut command = Command::new(example("demo", DEMO_FEATURES));
+                // `PUSH_DEMO_PROGRAM`: another build of the demo, to compare two builds
+                // against the same Nchan.
+                let program = std::env::var_os("PUSH_DEMO_PROGRAM")
+                    .map_or_else(|| example("demo", DEMO_FEATURES), std::path::PathBuf::from);
+                let mut command = Command::new(program);
                 command.args(["--addr", &format!("127.0.0.1:{port}")]);
                 command.args(["--hold-ms", "600000", "--max-held", "1000000"]);
                 // More flags for the demo, to measure one of its settings against Nchan.
