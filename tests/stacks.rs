@@ -891,3 +891,60 @@ async fn the_stacks_tell_http2_from_http1_by_the_preface_and_close_a_partial_one
         assert!(closed.is_some(), "{stack:?}: a partial preface is held");
     }
 }
+
+/// A service that is not always ready (a concurrency limit of one): a request that finds it
+/// busy waits for its turn and is answered; the busy connection, which calls its own instance
+/// of the service in place, answers its next request too.
+#[tokio::test]
+async fn a_service_that_is_not_ready_answers_each_request_in_turn() {
+    use std::sync::Arc;
+    use tower::ServiceBuilder;
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let held = gate.clone();
+    let service = ServiceBuilder::new()
+        .concurrency_limit(1)
+        .service(tower::service_fn(move |req: Request<_>| {
+            let held = held.clone();
+            async move {
+                if req.uri().path() == "/held" {
+                    held.acquire().await.unwrap().forget();
+                }
+                Ok::<_, std::convert::Infallible>(Response::new(Empty::<Bytes>::new()))
+            }
+        }));
+    let (listener, addr) = listener().await;
+    tokio::spawn(Server::new().serve(listener, service, std::future::pending()));
+    let head = |path: &str| format!("GET {path} HTTP/1.1\r\nhost: test\r\n\r\n");
+    async fn status(socket: &mut TcpStream) -> String {
+        let mut got = Vec::new();
+        let mut chunk = [0; 1024];
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = timeout(5 * SECOND, socket.read(&mut chunk))
+                .await
+                .expect("an answer")
+                .unwrap();
+            assert!(n > 0, "closed");
+            got.extend_from_slice(&chunk[..n]);
+        }
+        String::from_utf8_lossy(&got[..12]).into_owned()
+    }
+    let mut busy = TcpStream::connect(addr).await.unwrap();
+    busy.write_all(head("/held").as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut waiting = TcpStream::connect(addr).await.unwrap();
+    waiting.write_all(head("/quick").as_bytes()).await.unwrap();
+    // Not before the held request ends.
+    let mut early = [0; 1];
+    assert!(
+        timeout(Duration::from_millis(200), waiting.peek(&mut early))
+            .await
+            .is_err()
+    );
+    gate.add_permits(1);
+    assert_eq!(status(&mut busy).await, "HTTP/1.1 200");
+    assert_eq!(status(&mut waiting).await, "HTTP/1.1 200");
+    for socket in [&mut busy, &mut waiting] {
+        socket.write_all(head("/quick").as_bytes()).await.unwrap();
+        assert_eq!(status(socket).await, "HTTP/1.1 200");
+    }
+}

@@ -430,7 +430,7 @@ impl Server {
             // The connection's place under `max_connections` goes with its service, which
             // hyper drops when the connection ends.
             let service = Connection {
-                inner: service.clone(),
+                inner: std::cell::RefCell::new(service.clone()),
                 shared: shared.clone(),
                 _place: place,
             };

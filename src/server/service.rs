@@ -1,6 +1,7 @@
 //! The hyper service of one connection: the user's tower service, its requests' bodies under
 //! the body-read deadline and cap.
 
+use std::cell::RefCell;
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
@@ -29,7 +30,12 @@ pub(super) struct Shared {
 
 /// The service hyper calls for each request of one connection.
 pub(super) struct Connection<S> {
-    pub(super) inner: S,
+    /// The connection's own clone of the server's service, called in place. hyper calls with
+    /// `&self`, and one request at a time from the connection's task; cloning the service for
+    /// each request instead (as hyper-util's `TowerToHyperService` does) costs an atomic
+    /// increment and decrement per `Arc` the service holds, on counters every connection on
+    /// every thread shares.
+    pub(super) inner: RefCell<S>,
     pub(super) shared: Arc<Shared>,
     /// The connection's place under `max_connections`.
     pub(super) _place: OwnedSemaphorePermit,
@@ -60,20 +66,26 @@ where
             }
         };
         let req = Request::from_parts(parts, Body::new(incoming, self.shared.body_read, place));
-        let mut service = self.inner.clone();
+        let mut service = self.inner.borrow_mut();
         // hyper keeps this future inline in the connection for as long as the request lasts
         // (minutes, for a held poll), so it is sized for the service's own future alone. Most
-        // services are always ready (the layers, an axum `Router`): they are called here. One
-        // that is not waits in a box, and is asked again with the real waker when polled.
+        // services are always ready (the layers, an axum `Router`): they are called here, in
+        // place. One that is not waits in a box with the very instance that said so (a
+        // `ConcurrencyLimit` waiting for a permit keeps its place in the queue), and is asked
+        // again with the real waker when polled; the connection goes on with a fresh clone.
         let mut noop = Context::from_waker(std::task::Waker::noop());
         let state = match service.poll_ready(&mut noop) {
             Poll::Ready(Ok(())) => State::Called {
                 future: service.call(req),
             },
             Poll::Ready(Err(never)) => match never {},
-            Poll::Pending => State::NotReady {
-                waiting: Some(Box::new((service, req))),
-            },
+            Poll::Pending => {
+                let fresh = service.clone();
+                let waiting = std::mem::replace(&mut *service, fresh);
+                State::NotReady {
+                    waiting: Some(Box::new((waiting, req))),
+                }
+            }
         };
         ResponseFuture { state }
     }
