@@ -938,11 +938,46 @@ pub mod external {
                 .listening(port, Duration::from_secs(30), || true)
                 .await
             {
-                Ok(true) => return (process, addr),
-                Ok(false) => continue,
+                // The port accepts connections, but maybe those of a process that took it
+                // between `free_port` and the program's bind (a Redis or an nginx of another
+                // test): then the program fails to bind and exits, and the tests would talk to
+                // the other one.
+                Ok(true) if listens_itself(process.id(), port) => return (process, addr),
+                Ok(_) => continue,
                 Err(_) => panic!("{addr} is not listened on within 30 s"),
             }
         }
+    }
+
+    /// Whether process `pid` holds a socket listening on `port` of the loopback interface (on
+    /// Linux, from `/proc`; elsewhere, and when `/proc` cannot tell, it is taken to).
+    fn listens_itself(pid: u32, port: u16) -> bool {
+        let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+            return true;
+        };
+        // `local_address` is `0100007F:PORT` in hex, state `0A` is LISTEN, the inode the tenth
+        // field.
+        let local = format!("0100007F:{port:04X}");
+        let inodes: Vec<String> = table
+            .lines()
+            .skip(1)
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                (fields.get(1) == Some(&local.as_str()) && fields.get(3) == Some(&"0A"))
+                    .then(|| fields.get(9).map(|inode| format!("socket:[{inode}]")))
+                    .flatten()
+            })
+            .collect();
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            return true;
+        };
+        fds.filter_map(Result::ok)
+            .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+            .any(|link| {
+                inodes
+                    .iter()
+                    .any(|inode| link.as_os_str() == inode.as_str())
+            })
     }
 
     /// A port on the loopback interface that is free now. Another process may take it before the
