@@ -395,8 +395,11 @@ impl Server {
     /// [`shutdown`](Server::shutdown) signal, closes the listener, and waits up to
     /// [`drain_timeout`](Server::drain_timeout) for open connections to close.
     ///
-    /// The service is cloned for each connection and called for each request, as hyper-util's
-    /// `TowerToHyperService` does. It never fails (`Error = Infallible`, as the layers, an axum
+    /// The service is cloned once for each connection, and that clone is called for each of the
+    /// connection's requests (hyper-util's `TowerToHyperService` clones it for every request,
+    /// which costs a service holding `Arc`s a shared counter update per `Arc` and request). A
+    /// service that is not ready when a request comes waits for it with the very instance
+    /// that said so, and the connection takes a fresh clone. It never fails (`Error = Infallible`, as the layers, an axum
     /// `Router` and the Durable Streams service); its requests carry a [`Body`].
     pub async fn serve<S: HttpService>(
         self,
