@@ -512,8 +512,8 @@ impl<St: Store> DurableStreams<St> {
         B::Error: Into<BoxError>,
     {
         match parts.method {
-            Method::PUT => Box::pin(self.clone().create(parts, body)),
-            Method::POST => Box::pin(self.clone().append(parts, body)),
+            Method::PUT => Box::pin(self.writes().create(parts, body)),
+            Method::POST => Box::pin(self.writes().append(parts, body)),
             Method::DELETE => self.delete(&parts),
             Method::GET => {
                 drop(body);

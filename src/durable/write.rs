@@ -2,6 +2,8 @@
 //! `DELETE` removes it. Each reads and checks the request's headers (and body), asks the store
 //! once, and answers with what the store did.
 
+use std::sync::Arc;
+
 use bytes::{Buf, Bytes};
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, LOCATION};
 use http::request::Parts;
@@ -10,12 +12,35 @@ use http_body::Body;
 
 use super::answer::{empty, Answer, Error};
 use super::headers::*;
-use super::service::DurableStreams;
+use super::service::{Config, DurableStreams};
 use super::store::{Append, Create, ExpiresAt, ForkFrom, Producer, Store};
 use super::Offset;
 use crate::{BoxError, PushBody};
 
-impl<St: Store> DurableStreams<St> {
+/// What a `PUT` or a `POST` needs of the service while it reads its body and waits for the
+/// store: the store and the settings, and not the live readers' layers (a request then takes
+/// two shared counters, not the whole service's).
+pub(super) struct Writes<St> {
+    store: Arc<St>,
+    config: Arc<Config>,
+}
+
+impl<St> DurableStreams<St> {
+    /// What a write takes with it.
+    pub(super) fn writes(&self) -> Writes<St> {
+        Writes {
+            store: self.store.clone(),
+            config: self.config.clone(),
+        }
+    }
+}
+
+impl<St: Store> Writes<St> {
+    /// The store key of a path.
+    fn key<'a>(&self, path: &'a str) -> &'a str {
+        self.config.prefix.key(path)
+    }
+
     /// `PUT`: creates the stream (`201`, with `Location`), or confirms an identical one
     /// (`200`).
     pub(super) async fn create<B>(self, parts: Parts, body: B) -> Result<Response<PushBody>, Error>
@@ -144,7 +169,9 @@ impl<St: Store> DurableStreams<St> {
         }
         Ok(response)
     }
+}
 
+impl<St: Store> DurableStreams<St> {
     /// `DELETE`: removes the stream (`204`).
     pub(super) fn delete(&self, parts: &Parts) -> Answer {
         let deleted = self.store.delete(self.key(parts.uri.path()));
