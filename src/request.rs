@@ -92,8 +92,7 @@ pub(crate) fn check_param_name(name: &str) -> Result<(), ConfigError> {
 /// once.
 pub(crate) fn query_value<'a>(query: &'a str, name: &str) -> Result<Option<&'a str>, ()> {
     let mut found = None;
-    for pair in query.split('&') {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+    for (key, value) in query_pairs(query) {
         // Names are decoded like values: `aft%65r` is `after`, and ignoring it would start the
         // request at its origin and silently skip events.
         if *percent_decode(key) != *name.as_bytes() {
@@ -105,6 +104,32 @@ pub(crate) fn query_value<'a>(query: &'a str, name: &str) -> Result<Option<&'a s
         found = Some(value);
     }
     Ok(found)
+}
+
+/// The `name=value` pairs of a query, raw; a pair without `=` has an empty value.
+///
+/// By bytes, as every request with a query goes through it: `str::split` and `split_once`
+/// set up a searcher per call, and a split by a closure decodes characters.
+pub(crate) fn query_pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
+    let mut rest = Some(query);
+    std::iter::from_fn(move || {
+        let text = rest?;
+        // `&` and `=` are ASCII: every cut is on a character boundary.
+        let pair = match text.bytes().position(|b| b == b'&') {
+            Some(at) => {
+                rest = Some(&text[at + 1..]);
+                &text[..at]
+            }
+            None => {
+                rest = None;
+                text
+            }
+        };
+        Some(match pair.bytes().position(|b| b == b'=') {
+            Some(at) => (&pair[..at], &pair[at + 1..]),
+            None => (pair, ""),
+        })
+    })
 }
 
 impl Default for CursorParam {
@@ -240,6 +265,15 @@ mod tests {
                 let parts = http::Request::builder().uri(uri).body(()).unwrap().into_parts().0;
                 let _ = CursorParam::default().cursor(&parts);
             }
+        }
+
+        #[test]
+        fn query_pairs_cut_as_split_does(query in "[a-z\u{e9}\u{1F600}&=%]{0,40}") {
+            let by_split: Vec<(&str, &str)> = query
+                .split('&')
+                .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+                .collect();
+            prop_assert_eq!(query_pairs(&query).collect::<Vec<_>>(), by_split);
         }
 
         #[test]

@@ -377,9 +377,10 @@ impl Demo {
             _ => {}
         }
         // `POST /publish?topic=NAME` publishes on that topic, created if needed.
-        let name = query_param(req.uri(), "topic")
-            .filter(|_| req.uri().path() == "/publish")
-            .map(str::to_owned);
+        let name = match req.uri().path() {
+            "/publish" => query_param(req.uri(), "topic").map(str::to_owned),
+            _ => None,
+        };
         let verdict = match &self.tokens {
             Some(tokens) if req.uri().path() == "/publish" => {
                 let (parts, body) = req.into_parts();
@@ -465,10 +466,21 @@ impl tower::Service<Request<server::Body>> for Demo {
 
 /// The raw value of the query parameter `name`, if the request has one.
 fn query_param<'a>(uri: &'a http::Uri, name: &str) -> Option<&'a str> {
-    uri.query()?.split('&').find_map(|pair| {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        (key == name).then_some(value)
-    })
+    // By bytes: every poll goes through here, and `str::split` sets up a searcher per call.
+    let mut rest = uri.query()?;
+    loop {
+        let end = rest.bytes().position(|b| b == b'&').unwrap_or(rest.len());
+        let pair = &rest[..end];
+        if let Some(value) = pair.strip_prefix(name) {
+            match value.as_bytes().first() {
+                None => return Some(""),
+                // `=` and `&` are ASCII: the cuts are on character boundaries.
+                Some(b'=') => return Some(&value[1..]),
+                Some(_) => {}
+            }
+        }
+        rest = rest.get(end + 1..)?;
+    }
 }
 
 /// The demo's metrics: a Prometheus recorder installed once per process, with the `metrics`
