@@ -1,6 +1,6 @@
 //! The query parameters of a read: `offset`, `live`, `cursor`.
 
-use crate::request::percent_decode as decode;
+use crate::request::{percent_decode as decode, query_pairs};
 
 /// The parameters the protocol reads; any other is ignored.
 #[derive(Debug, Default)]
@@ -14,12 +14,8 @@ pub(crate) struct Query {
 impl Query {
     pub(crate) fn parse(query: Option<&str>) -> Self {
         let mut parsed = Self::default();
-        for pair in query
-            .unwrap_or_default()
-            .split('&')
-            .filter(|p| !p.is_empty())
-        {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        // An empty pair (`a=1&&b=2`) has an empty name, which names nothing.
+        for (key, value) in query_pairs(query.unwrap_or_default()) {
             let value = decode(value).into_owned();
             match &*decode(key) {
                 b"offset" => parsed.offsets.push(value),
