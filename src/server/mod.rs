@@ -399,8 +399,9 @@ impl Server {
     /// connection's requests (hyper-util's `TowerToHyperService` clones it for every request,
     /// which costs a service holding `Arc`s a shared counter update per `Arc` and request). A
     /// service that is not ready when a request comes waits for it with the very instance
-    /// that said so, and the connection takes a fresh clone. It never fails (`Error = Infallible`, as the layers, an axum
-    /// `Router` and the Durable Streams service); its requests carry a [`Body`].
+    /// that said so, and the connection takes a fresh clone. It never fails
+    /// (`Error = Infallible`, as the layers, an axum `Router` and the Durable Streams service);
+    /// its requests carry a [`Body`].
     pub async fn serve<S: HttpService>(
         self,
         listener: TcpListener,

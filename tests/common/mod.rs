@@ -930,7 +930,9 @@ pub mod external {
     /// makes it exit, and another port is tried.
     #[allow(dead_code)]
     pub async fn program_listening(command: impl Fn(&str) -> Command) -> (Process, SocketAddr) {
-        loop {
+        // Bounded: a program that never shows as the port's listener fails the test, rather than
+        // starting copies of itself on port after port.
+        for _ in 0..20 {
             let port = free_port();
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
             let mut process = Process::spawn(&mut command(&addr.to_string()));
@@ -947,6 +949,7 @@ pub mod external {
                 Err(_) => panic!("{addr} is not listened on within 30 s"),
             }
         }
+        panic!("the program did not hold the listener of any of 20 free ports");
     }
 
     /// Whether process `pid` holds a socket listening on `port` of the loopback interface (on
