@@ -40,6 +40,11 @@
 //! With the feature each request also gets a `tracing` span `push` at `DEBUG` level with the
 //! fields `layer`, `cursor_in`, `cursor_out`, `outcome` and `held_ms`, and one `DEBUG` event
 //! when it is answered or ends: quiet at the usual `INFO` level, there when you filter for it.
+//! A span nobody listens to is nearly free, except in a program with no `tracing` subscriber
+//! and `tracing`'s `log` feature on (axum's default `tower-log` feature turns it on): there
+//! every span also asks `log` whether it is wanted, about 1,000 instructions per request on the
+//! demo program (BENCHMARKS.md, "Spans that nobody reads"). Install a subscriber, or turn
+//! `tower-log` off.
 //!
 //! # Histogram buckets
 //!
