@@ -43,8 +43,8 @@
 //! A span nobody listens to is nearly free, except in a program with no `tracing` subscriber
 //! and `tracing`'s `log` feature on (axum's default `tower-log` feature turns it on): there
 //! every span also asks `log` whether it is wanted, about 1,000 instructions per request on the
-//! demo program (BENCHMARKS.md, "Spans that nobody reads"). Install a subscriber, or turn
-//! `tower-log` off.
+//! demo program (counted with callgrind: BENCHMARKS.md, "Spans that nobody reads"). Install a
+//! subscriber, or turn `tower-log` off.
 //!
 //! # Histogram buckets
 //!
