@@ -74,6 +74,7 @@
 //! [`WriteTimeout`]: crate::io::WriteTimeout
 
 mod body;
+mod close;
 #[cfg(feature = "cli")]
 mod flags;
 mod service;
@@ -96,6 +97,7 @@ use tower_service::Service;
 pub use self::body::{Body, BodyError, ReadError};
 #[cfg(feature = "cli")]
 pub use self::flags::{Flags, Threads};
+use self::close::CloseInBackground;
 use self::service::{Connection, Shared};
 use crate::io::{Protocol, WriteTimeout};
 use crate::{BoxError, Shutdown};
@@ -453,14 +455,12 @@ impl Server {
                 // connection twice, 2 KB where the connection takes 1 KB.)
                 match protocol {
                     Protocol::Http2 => {
-                        drop(tokio::spawn(
-                            watcher.watch(h2.serve_connection(io, service)),
-                        ));
+                        let connection = watcher.watch(h2.serve_connection(io, service));
+                        drop(tokio::spawn(CloseInBackground::new(connection)));
                     }
                     _ => {
-                        drop(tokio::spawn(
-                            watcher.watch(h1.serve_connection(io, service)),
-                        ));
+                        let connection = watcher.watch(h1.serve_connection(io, service));
+                        drop(tokio::spawn(CloseInBackground::new(connection)));
                     }
                 }
             });
