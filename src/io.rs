@@ -66,6 +66,8 @@ pin_project! {
         // boxed so that the wrapper is `Unpin`, as hyper's connections need their I/O to be.
         stalled: Option<Pin<Box<Sleep>>>,
         armed: bool,
+        // The peer reset the connection: there is nothing left to shut down.
+        reset: bool,
     }
 }
 
@@ -82,6 +84,7 @@ impl<T> WriteTimeout<T> {
             timeout,
             stalled: None,
             armed: false,
+            reset: false,
         }
     }
 
@@ -117,6 +120,9 @@ impl<T: AsyncWrite> WriteTimeout<T> {
         let this = self.project();
         if polled.is_ready() {
             *this.armed = false;
+            if let Poll::Ready(Err(err)) = &polled {
+                *this.reset |= was_reset(err);
+            }
             return polled;
         }
         let deadline = Instant::now() + *this.timeout;
@@ -146,8 +152,21 @@ impl<T: AsyncRead> AsyncRead for WriteTimeout<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        self.project().inner.poll_read(cx, buf)
+        let this = self.project();
+        let polled = this.inner.poll_read(cx, buf);
+        if let Poll::Ready(Err(err)) = &polled {
+            *this.reset |= was_reset(err);
+        }
+        polled
     }
+}
+
+/// Whether `err` says that the peer reset the connection.
+fn was_reset(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+    )
 }
 
 impl<T: AsyncWrite> AsyncWrite for WriteTimeout<T> {
@@ -178,8 +197,16 @@ impl<T: AsyncWrite> AsyncWrite for WriteTimeout<T> {
         self.check(cx, polled)
     }
 
+    /// Shuts the write side down, unless a read or a write already found the connection reset
+    /// by the peer: the kernel would only refuse (`ENOTCONN`), so that costs no system call.
+    /// hyper shuts down every connection it ends, and a push server's clients often reset
+    /// theirs as soon as they have their answer.
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.poll_shutdown(cx)
+        let this = self.project();
+        if *this.reset {
+            return Poll::Ready(Ok(()));
+        }
+        this.inner.poll_shutdown(cx)
     }
 }
 
@@ -289,6 +316,57 @@ mod tests {
             let mut peeked = vec![0; sent.len()];
             let n = server.peek(&mut peeked).await.unwrap();
             assert_eq!(&peeked[..n], sent);
+        }
+    }
+
+    /// Reads fail with `read`; shutdowns are counted.
+    struct Peer {
+        read: io::ErrorKind,
+        shutdowns: usize,
+    }
+
+    impl AsyncRead for Peer {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Poll::Ready(Err(self.read.into()))
+        }
+    }
+
+    impl AsyncWrite for Peer {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            self.shutdowns += 1;
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_reset_by_the_peer_is_not_shut_down() {
+        for (read, shutdowns) in [
+            (io::ErrorKind::ConnectionReset, 0),
+            (io::ErrorKind::BrokenPipe, 0),
+            (io::ErrorKind::TimedOut, 1),
+        ] {
+            let peer = Peer { read, shutdowns: 0 };
+            let mut io = WriteTimeout::new(peer, Duration::from_secs(5));
+            let mut buf = [0; 16];
+            assert_eq!(io.read(&mut buf).await.unwrap_err().kind(), read);
+            io.shutdown().await.unwrap();
+            assert_eq!(io.get_ref().shutdowns, shutdowns, "after {read:?}");
         }
     }
 
