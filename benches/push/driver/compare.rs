@@ -238,6 +238,16 @@ pub(super) async fn parked_peer(peer: Peer, program: Option<&nchan::Program>, n:
         perf
     });
     let cpu_before = target.cpu_ns();
+    let switched = |pids: &[u32]| {
+        pids.iter().fold((0, 0), |(v, n), pid| {
+            let (pv, pn) = crate::process::switches(*pid);
+            (v + pv, n + pn)
+        })
+    };
+    let server_pids = target.pids();
+    let client_pid = [std::process::id()];
+    let (server_before, client_before) = (switched(&server_pids), switched(&client_pid));
+    let client_cpu_before = crate::process::cpu_ns(std::process::id());
     let published = Instant::now();
     target.publish(&mut control).await;
     let mut latencies = Vec::with_capacity(n);
@@ -248,6 +258,21 @@ pub(super) async fn parked_peer(peer: Peer, program: Option<&nchan::Program>, n:
         }
     }
     let cpu_us = target.cpu_ns().saturating_sub(cpu_before) as f64 / 1e3 / n as f64;
+    let (server_after, client_after) = (switched(&server_pids), switched(&client_pid));
+    let client_cpu_us = crate::process::cpu_ns(std::process::id()).saturating_sub(client_cpu_before)
+        as f64
+        / 1e3
+        / n as f64;
+    let per = |after: u64, before: u64| after.saturating_sub(before) as f64 / n as f64;
+    eprintln!(
+        "   context switches per answer: server {:.2} voluntary, {:.2} not; \
+         load client {:.2} voluntary, {:.2} not, CPU {:.1} us per answer",
+        per(server_after.0, server_before.0),
+        per(server_after.1, server_before.1),
+        per(client_after.0, client_before.0),
+        per(client_after.1, client_before.1),
+        client_cpu_us,
+    );
     if let Some(mut perf) = profile {
         let _ = Command::new("kill")
             .args(["-INT", &perf.id().to_string()])
