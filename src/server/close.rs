@@ -42,7 +42,9 @@ fn close(finished: Finished) {
         return drop(finished);
     };
     // A poisoned lock only means another sender panicked mid-send; the sender is still whole.
-    let tx = closer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let tx = closer
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Err(mpsc::SendError(finished)) = tx.send(finished) {
         drop(tx);
         drop(finished);
@@ -82,10 +84,7 @@ where
     type Output = F::Output;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let connection = self
-            .connection
-            .as_mut()
-            .expect("polled after completion");
+        let connection = self.connection.as_mut().expect("polled after completion");
         let output = std::task::ready!(connection.as_mut().poll(cx));
         if let Some(finished) = self.connection.take() {
             close(finished);

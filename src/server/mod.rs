@@ -95,9 +95,9 @@ use tokio::sync::Semaphore;
 use tower_service::Service;
 
 pub use self::body::{Body, BodyError, ReadError};
+use self::close::CloseInBackground;
 #[cfg(feature = "cli")]
 pub use self::flags::{Flags, Threads};
-use self::close::CloseInBackground;
 use self::service::{Connection, Shared};
 use crate::io::{Protocol, WriteTimeout};
 use crate::{BoxError, Shutdown};
