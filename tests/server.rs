@@ -119,7 +119,18 @@ async fn beyond_max_body_reads_uploads_get_503_and_reads_are_not_counted() {
 
 #[tokio::test]
 async fn beyond_max_connections_the_server_waits_for_one_to_close() {
-    let addr = start(Server::new().max_connections(2)).await;
+    waits_for_a_place(Server::new().max_connections(2)).await;
+}
+
+#[tokio::test]
+async fn a_connection_torn_down_in_place_frees_its_place_too() {
+    let server = Server::new().max_connections(2).close_in_background(false);
+    waits_for_a_place(server).await;
+}
+
+/// With two places, a third connection is answered once one of the first two closes.
+async fn waits_for_a_place(server: Server) {
+    let addr = start(server).await;
     let mut open = vec![
         TcpStream::connect(addr).await.unwrap(),
         TcpStream::connect(addr).await.unwrap(),

@@ -269,3 +269,22 @@ pub(super) fn switches(pid: u32) -> (u64, u64) {
     }
     total
 }
+
+/// CPU time in nanoseconds of `pid`'s threads so far, summed per thread name
+/// (`/proc/<pid>/task/*/comm` and `schedstat`).
+pub(super) fn cpu_ns_by_thread(pid: u32) -> std::collections::BTreeMap<String, u64> {
+    let mut by_name = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return by_name;
+    };
+    for task in tasks.flatten() {
+        let path = task.path();
+        let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        let ns = std::fs::read_to_string(path.join("schedstat"))
+            .ok()
+            .and_then(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or(0);
+        *by_name.entry(name.trim().to_owned()).or_insert(0) += ns;
+    }
+    by_name
+}

@@ -10,7 +10,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::mpsc::{self, Sender};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::task::{Context, Poll};
 
 /// A finished connection, waiting to be dropped.
@@ -18,7 +18,7 @@ type Finished = Pin<Box<dyn Send>>;
 
 /// The closing thread's queue; `None` when the thread could not be started (everything is then
 /// dropped where it ends, as without this module).
-static CLOSER: OnceLock<Option<Mutex<Sender<Finished>>>> = OnceLock::new();
+static CLOSER: OnceLock<Option<Sender<Finished>>> = OnceLock::new();
 
 /// Drops `finished` on the closing thread, starting it the first time; where it cannot be
 /// started, drops it here.
@@ -36,18 +36,13 @@ fn close(finished: Finished) {
                 }
             })
             .ok()
-            .map(|_| Mutex::new(tx))
+            .map(|_| tx)
     });
-    let Some(closer) = closer else {
-        return drop(finished);
-    };
-    // A poisoned lock only means another sender panicked mid-send; the sender is still whole.
-    let tx = closer
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Err(mpsc::SendError(finished)) = tx.send(finished) {
-        drop(tx);
-        drop(finished);
+    match closer {
+        // The thread never ends while the process holds the sender, so a send cannot fail;
+        // if it did, what it gives back is dropped here.
+        Some(tx) => drop(tx.send(finished)),
+        None => drop(finished),
     }
 }
 

@@ -28,6 +28,10 @@
 //!   concurrent HTTP/2 streams of one connection. The layers cap held polls and open streams
 //!   themselves ([`PushBuilder::max_held`](crate::PushBuilder::max_held));
 //!   [`held_cap`] is the share of the open-files limit the examples give each.
+//! - **Teardown in the background**: a connection that ends is freed and closed by a thread of
+//!   the lowest priority, not between the answers its runtime thread still has to write: after
+//!   a publish, thousands of clients close at once
+//!   ([`close_in_background`](Server::close_in_background)).
 //! - **Accept back-off**: when accepting fails, the loop waits 100 ms, then twice as long up to
 //!   1 s, rather than failing again at once in a busy loop.
 //! - **Graceful drain**: when the stop signal resolves, the [`Shutdown`] of the layers is
@@ -279,6 +283,7 @@ pub struct Server {
     max_body_reads: usize,
     http2_max_streams: u32,
     shutdown: Option<Shutdown>,
+    close_in_background: bool,
 }
 
 impl Default for Server {
@@ -294,6 +299,7 @@ impl Default for Server {
             max_body_reads: usize::try_from(files / 4).unwrap_or(usize::MAX).max(1),
             http2_max_streams: 100,
             shutdown: None,
+            close_in_background: true,
         }
     }
 }
@@ -382,6 +388,25 @@ impl Server {
         self
     }
 
+    /// Whether connections that end are torn down on a background thread of the lowest
+    /// priority (Linux: nice 19) rather than by the runtime thread they end on.
+    ///
+    /// Default is yes. A connection's teardown frees hyper's buffers and closes the socket:
+    /// a few microseconds, which matter when thousands of clients close their connections
+    /// right after one publish answered them all, while the runtime still has answers of that
+    /// publish to write. Handed to the background thread, the teardown waits until the CPUs have
+    /// nothing more urgent (BENCHMARKS.md, "Connections closed in the background": 8% off the
+    /// demo's fan-out p99 to 10,000 polls). The thread is one per process, started with the
+    /// first connection that ends; on a CPU that stays busy it still gets a small share, and
+    /// while connections wait for it they keep their place under
+    /// [`max_connections`](Server::max_connections), which then holds accepting back. `false`
+    /// tears each connection down where it ends, in the runtime.
+    #[must_use]
+    pub fn close_in_background(mut self, yes: bool) -> Self {
+        self.close_in_background = yes;
+        self
+    }
+
     /// The signal of the layers, triggered when the stop signal resolves, before the
     /// connections are drained: held polls answer and streams end, so that their connections
     /// can close.
@@ -423,6 +448,7 @@ impl Server {
         });
         let connections = Arc::new(Semaphore::new(self.max_connections));
         let (header_read, write_stall) = (self.header_read, self.write_stall);
+        let in_background = self.close_in_background;
         let graceful = GracefulShutdown::new();
         let mut stop = std::pin::pin!(stop);
         loop {
@@ -456,11 +482,11 @@ impl Server {
                 match protocol {
                     Protocol::Http2 => {
                         let connection = watcher.watch(h2.serve_connection(io, service));
-                        drop(tokio::spawn(CloseInBackground::new(connection)));
+                        spawn_connection(connection, in_background);
                     }
                     _ => {
                         let connection = watcher.watch(h1.serve_connection(io, service));
-                        drop(tokio::spawn(CloseInBackground::new(connection)));
+                        spawn_connection(connection, in_background);
                     }
                 }
             });
@@ -566,6 +592,7 @@ impl fmt::Debug for Server {
             .field("max_body_reads", &self.max_body_reads)
             .field("http2_max_concurrent_streams", &self.http2_max_streams)
             .field("shutdown", &self.shutdown.is_some())
+            .field("close_in_background", &self.close_in_background)
             .finish()
     }
 }
@@ -609,6 +636,20 @@ impl fmt::Display for Drained {
             1 => f.write_str("1 connection still open after the drain timeout"),
             n => write!(f, "{n} connections still open after the drain timeout"),
         }
+    }
+}
+
+/// Runs `connection` in a task of its own; with `in_background`, its remains go to the
+/// closing thread when it ends ([`Server::close_in_background`]).
+fn spawn_connection<F>(connection: F, in_background: bool)
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    if in_background {
+        drop(tokio::spawn(CloseInBackground::new(connection)));
+    } else {
+        drop(tokio::spawn(connection));
     }
 }
 

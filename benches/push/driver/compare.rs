@@ -248,6 +248,16 @@ pub(super) async fn parked_peer(peer: Peer, program: Option<&nchan::Program>, n:
     let client_pid = [std::process::id()];
     let (server_before, client_before) = (switched(&server_pids), switched(&client_pid));
     let client_cpu_before = crate::process::cpu_ns(std::process::id());
+    let by_thread = || {
+        let mut all = std::collections::BTreeMap::new();
+        for pid in &server_pids {
+            for (name, ns) in crate::process::cpu_ns_by_thread(*pid) {
+                *all.entry(name).or_insert(0u64) += ns;
+            }
+        }
+        all
+    };
+    let threads_before = by_thread();
     let published = Instant::now();
     target.publish(&mut control).await;
     let mut latencies = Vec::with_capacity(n);
@@ -264,6 +274,17 @@ pub(super) async fn parked_peer(peer: Peer, program: Option<&nchan::Program>, n:
         / 1e3
         / n as f64;
     let per = |after: u64, before: u64| after.saturating_sub(before) as f64 / n as f64;
+    let threads: Vec<String> = by_thread()
+        .into_iter()
+        .map(|(name, ns)| {
+            let before = threads_before.get(&name).copied().unwrap_or(0);
+            format!("{name} {:.1}", per(ns, before) / 1e3)
+        })
+        .collect();
+    eprintln!(
+        "   server CPU per answer by thread (us): {}",
+        threads.join(", ")
+    );
     eprintln!(
         "   context switches per answer: server {:.2} voluntary, {:.2} not; \
          load client {:.2} voluntary, {:.2} not, CPU {:.1} us per answer",
