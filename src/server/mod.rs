@@ -391,17 +391,26 @@ impl Server {
     /// Whether connections that end are torn down on a background thread of the lowest
     /// priority (Linux: nice 19) rather than by the runtime thread they end on.
     ///
-    /// Default is yes. A connection's teardown frees hyper's buffers and closes the socket:
-    /// a few microseconds, which matter when thousands of clients close their connections
-    /// right after one publish answered them all, while the runtime still has answers of that
-    /// publish to write. Handed to the background thread, the teardown waits until the CPUs have
-    /// nothing more urgent (BENCHMARKS.md, "Connections closed in the background": the demo's
-    /// fan-out p99 to 10,000 polls went from 1.19x to 1.14x Nchan's, medians of six alternating
-    /// sets). The thread is one per process, started with the
-    /// first connection that ends; on a CPU that stays busy it still gets a small share, and
-    /// while connections wait for it they keep their place under
-    /// [`max_connections`](Server::max_connections), which then holds accepting back. `false`
-    /// tears each connection down where it ends, in the runtime.
+    /// Default is yes. A connection's teardown frees hyper's buffers and closes the socket: a
+    /// few microseconds, which matter when thousands of clients close their connections right
+    /// after one publish answered them all, while the runtime still has answers of that publish
+    /// to write. Handed to the background thread, the teardown waits until the CPUs have nothing
+    /// more urgent (BENCHMARKS.md, "Connections closed in the background": the demo's fan-out
+    /// p99 to 10,000 polls went from 1.19x to 1.14x Nchan's, medians of six alternating sets).
+    /// The thread is one per process, started with the first connection that ends. On CPUs that
+    /// stay busy it still gets a small share; connections that wait for it keep their place
+    /// under [`max_connections`](Server::max_connections), which then holds accepting back.
+    /// `false` tears each connection down where it ends, in the runtime.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tower_push::server::Server;
+    ///
+    /// // A program that wants no thread besides its runtime's.
+    /// let server = Server::new().close_in_background(false);
+    /// assert!(format!("{server:?}").contains("close_in_background: false"));
+    /// ```
     #[must_use]
     pub fn close_in_background(mut self, yes: bool) -> Self {
         self.close_in_background = yes;
