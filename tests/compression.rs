@@ -244,6 +244,66 @@ async fn long_poll_answers_are_compressed_above_the_minimum_size() {
     assert!(empty.header("content-encoding").is_none());
 }
 
+/// Every line of `head` named `name`, values trimmed.
+fn header_lines(head: &str, name: &str) -> Vec<String> {
+    head.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn polls_answered_with_one_shared_answer_each_get_its_headers_once() {
+    let topic = MemoryLog::new().topic("orders");
+    let start = topic.head();
+    let layer = LongPollLayer::builder()
+        .hold_timeout(Duration::from_millis(100))
+        .compression(every_coding().min_size(512))
+        .build()
+        .unwrap();
+    let addr = serve(layer.layer(topic.clone())).await;
+    for n in 0..20 {
+        topic.publish(order(n));
+    }
+    // The same batch for every poll: from the second on, each gets a copy of one answer,
+    // whatever coding it then goes out in.
+    let path = format!("/?after={start}");
+    for accept in ["", "", "gzip", "", "gzip", "identity"] {
+        let headers: &[(&str, &str)] = if accept.is_empty() {
+            &[]
+        } else {
+            &[("accept-encoding", accept)]
+        };
+        let mut answer = RawResponse::get(addr, &path, headers).await;
+        assert_eq!(answer.status, 200, "{}", answer.head);
+        for (name, value) in [
+            ("vary", "accept-encoding"),
+            ("cache-control", "no-cache, no-store, no-transform"),
+            ("x-accel-buffering", "no"),
+            ("content-type", "application/json"),
+        ] {
+            assert_eq!(
+                header_lines(&answer.head, name),
+                [value],
+                "{name} for {accept:?}: {}",
+                answer.head
+            );
+        }
+        let coding = (accept == "gzip").then_some("gzip");
+        assert_eq!(answer.header("content-encoding").as_deref(), coding);
+        let body = answer.raw_content().await;
+        let json = match coding {
+            Some(coding) => decode_whole(coding, &body),
+            None => body,
+        };
+        let json: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(json["events"].as_array().unwrap().len(), 20, "{accept:?}");
+    }
+}
+
 #[tokio::test]
 async fn malformed_or_unknown_codings_get_identity() {
     let topic = MemoryLog::new().topic("orders");
