@@ -74,6 +74,11 @@ pub(crate) struct SharedAnswers {
     answer: Option<SharedAnswer>,
 }
 
+/// How many headers a poll's answer gets after the format wrote it: `Cache-Control` and
+/// `X-Accel-Buffering` ([`crate::headers::long_poll`]), `Vary` and `Content-Encoding`
+/// ([`crate::compression`]).
+const ANSWER_HEADERS: usize = 4;
+
 /// An answer encoded once for a batch: what each poll answered with that batch gets a copy of.
 #[derive(Debug)]
 pub(crate) struct SharedAnswer {
@@ -87,10 +92,14 @@ impl SharedAnswer {
     fn response(&self) -> Response<PushBody> {
         let mut response = Response::new(PushBody::full(self.body.clone()));
         *response.status_mut() = self.status;
-        // The whole map, as the first answer had it with the long poll's headers: a clone
-        // copies the table and hashes no name again. Compression may add its `Vary` to the
-        // copy, which grows the copy's list once, but not its table.
-        *response.headers_mut() = self.headers.clone();
+        // Room for what every answer adds on its way out (the anti-buffering headers, `Vary`,
+        // `Content-Encoding`): a plain clone is exactly full, and the first of those would
+        // grow it again, once per answer of a fan-out.
+        let headers = response.headers_mut();
+        headers.reserve(self.headers.len() + ANSWER_HEADERS);
+        for (name, value) in &self.headers {
+            headers.append(name.clone(), value.clone());
+        }
         response
     }
 }
@@ -448,15 +457,6 @@ impl<S> Follow<S>
 where
     S: EventSource,
 {
-    /// Says in `headers` that the answer varies with `Accept-Encoding`, if the layer compresses:
-    /// for an answer shared by several polls, whose copies [`compress`](Self::compress) then
-    /// leaves as they are unless it encodes them.
-    pub(crate) fn vary(&self, headers: &mut http::HeaderMap) {
-        if self.pipeline.compression.is_some() {
-            crate::compression::vary(headers);
-        }
-    }
-
     /// `response` in the coding the request accepts, if the layer compresses.
     pub(crate) fn compress(&self, response: Response<PushBody>) -> Response<PushBody> {
         let compression = self.pipeline.compression.as_deref();
@@ -628,14 +628,10 @@ where
         let repeated = shared.last.as_ref().is_some_and(|last| last.same(batch));
         match response.body().shared_bytes() {
             Some(body) if repeated => {
-                let mut headers = response.headers().clone();
-                // Table room for the `Content-Encoding` of a copy that gets encoded: a copy keeps
-                // the table's size, and a full one would be rebuilt.
-                headers.reserve(1);
                 shared.answer = Some(SharedAnswer {
                     batch: batch.clone(),
                     status: response.status(),
-                    headers,
+                    headers: response.headers().clone(),
                     body,
                 });
             }

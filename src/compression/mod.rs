@@ -106,16 +106,6 @@ pub(crate) fn coding_for(
     }
 }
 
-/// Says in `headers` that the answer varies with `Accept-Encoding`, unless it already says so:
-/// a poll's answer shared by a publish's polls carries it from the first ([`answer`] then adds
-/// nothing to each copy).
-pub(crate) fn vary(headers: &mut HeaderMap) {
-    const ACCEPT_ENCODING: HeaderValue = HeaderValue::from_static("accept-encoding");
-    if !headers.get_all(VARY).iter().any(|v| v == ACCEPT_ENCODING) {
-        headers.append(VARY, ACCEPT_ENCODING);
-    }
-}
-
 /// `response` in the coding of `choice` (made by [`negotiate`] with `settings`), saying that it
 /// varies with `Accept-Encoding`. An answer without a body (`204`), one too small to be worth
 /// it and one already encoded stay as they are; nothing changes when the layer does not
@@ -125,10 +115,11 @@ pub(crate) fn answer(
     choice: Option<Choice>,
     settings: Option<&Compression>,
 ) -> Response<PushBody> {
+    const ACCEPT_ENCODING: HeaderValue = HeaderValue::from_static("accept-encoding");
     let (Some(choice), Some(settings)) = (choice, settings) else {
         return response;
     };
-    vary(response.headers_mut());
+    response.headers_mut().append(VARY, ACCEPT_ENCODING);
     let Choice::Coding { coding, required } = choice else {
         return response;
     };

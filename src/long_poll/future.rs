@@ -64,8 +64,7 @@ impl<S, F> ResponseFuture<S, F>
 where
     S: Service<Subscribe>,
 {
-    pub(crate) fn rejected(mut response: Response<PushBody>) -> Self {
-        headers::long_poll(response.headers_mut());
+    pub(crate) fn rejected(response: Response<PushBody>) -> Self {
         Self {
             state: State::Rejected {
                 response: Some(response),
@@ -108,6 +107,7 @@ where
         // Free the source's future, the timers and the place under the caps at once, not when
         // the server gets around to dropping this future.
         state.set(State::Rejected { response: None });
+        headers::long_poll(response.headers_mut());
         Poll::Ready(Ok(response))
     }
 }
@@ -117,7 +117,6 @@ where
     S: EventSource,
     F: PollFormat,
 {
-    /// The answer, with the long poll's headers ([`headers::long_poll`]).
     fn poll_answer(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response<PushBody>> {
         let (mut follow, format, mut sleep, deadline, superseded) = match self.project() {
             StateProj::Rejected { response } => {
@@ -131,22 +130,14 @@ where
                 superseded,
             } => (follow, format, sleep, *deadline, superseded),
         };
-        let mut with_headers = false;
-        let (mut response, outcome) = loop {
+        let (response, outcome) = loop {
             match follow.as_mut().poll_step(cx) {
                 Poll::Ready(Ok(Step::Events(batch))) => {
-                    if !format.shares_answers() {
-                        break (format.events(&batch), "events");
-                    }
-                    // A shared answer is kept with its headers: each poll answered with it
-                    // gets a copy of the whole map, made without hashing a name again.
-                    let response = follow.shared_answer(&batch, || {
-                        let mut response = format.events(&batch);
-                        headers::long_poll(response.headers_mut());
-                        follow.vary(response.headers_mut());
-                        response
-                    });
-                    with_headers = true;
+                    let response = if format.shares_answers() {
+                        follow.shared_answer(&batch, || format.events(&batch))
+                    } else {
+                        format.events(&batch)
+                    };
                     break (response, "events");
                 }
                 // The request named no cursor; now it has one. Wait after it, within the same
@@ -192,9 +183,6 @@ where
                 }
             }
         };
-        if !with_headers {
-            headers::long_poll(response.headers_mut());
-        }
         follow.telemetry().finished(outcome, follow.cursor());
         if let Some(superseded) = superseded {
             superseded.answered();
