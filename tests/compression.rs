@@ -195,19 +195,32 @@ async fn compression_saves_most_of_a_feeds_bytes() {
     }
 }
 
-#[tokio::test]
-async fn long_poll_answers_are_compressed_above_the_minimum_size() {
+/// A long-poll layer on a topic of twenty orders, compressing answers of `min_size` bytes or
+/// more in every coding: its address, the topic and the cursor before the orders.
+async fn twenty_orders_compressed_above(
+    min_size: usize,
+) -> (
+    std::net::SocketAddr,
+    tower_push::memory::Topic,
+    tower_push::Cursor,
+) {
     let topic = MemoryLog::new().topic("orders");
     let start = topic.head();
     let layer = LongPollLayer::builder()
         .hold_timeout(Duration::from_millis(100))
-        .compression(every_coding().min_size(512))
+        .compression(every_coding().min_size(min_size))
         .build()
         .unwrap();
     let addr = serve(layer.layer(topic.clone())).await;
     for n in 0..20 {
         topic.publish(order(n));
     }
+    (addr, topic, start)
+}
+
+#[tokio::test]
+async fn long_poll_answers_are_compressed_above_the_minimum_size() {
+    let (addr, topic, start) = twenty_orders_compressed_above(512).await;
     for coding in CODINGS {
         // Twenty events: several KiB, compressed whole.
         let path = format!("/?after={start}");
@@ -257,17 +270,7 @@ fn header_lines(head: &str, name: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn polls_answered_with_one_shared_answer_each_get_its_headers_once() {
-    let topic = MemoryLog::new().topic("orders");
-    let start = topic.head();
-    let layer = LongPollLayer::builder()
-        .hold_timeout(Duration::from_millis(100))
-        .compression(every_coding().min_size(512))
-        .build()
-        .unwrap();
-    let addr = serve(layer.layer(topic.clone())).await;
-    for n in 0..20 {
-        topic.publish(order(n));
-    }
+    let (addr, _, start) = twenty_orders_compressed_above(512).await;
     // The same batch for every poll: from the second on, each gets a copy of one answer,
     // whatever coding it then goes out in.
     let path = format!("/?after={start}");
