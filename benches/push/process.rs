@@ -150,15 +150,7 @@ pub(super) fn rss_kib(pid: u32) -> u64 {
 /// The time the threads of process `pid` have spent on a CPU, in nanoseconds: the first field of
 /// `/proc/<pid>/task/<tid>/schedstat`, summed over its threads.
 pub(super) fn cpu_ns(pid: u32) -> u64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
-    };
-    tasks
-        .filter_map(|task| {
-            let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
-            stat.split_whitespace().next()?.parse::<u64>().ok()
-        })
-        .sum()
+    cpu_ns_by_thread(pid).values().sum()
 }
 
 /// The processes whose parent is `pid`, from `/proc/<n>/stat`.
