@@ -100,7 +100,33 @@ pub(super) async fn compare(
                 let p99 = name("fan-out, publish to last byte, p99");
                 table.add(&p99, "ms", None, ours, parked.latency.p99);
             }
-            if peer == Peer::Demo {
+            if matches!(peer, Peer::Demo | Peer::HyperFloor | Peer::Nchan)
+                && versus
+                && n == settings.parked
+            {
+                // Nchan's figures are also the other side of the info rows of the demo
+                // program and of the bare hyper handler.
+                for (who, row) in [
+                    (Peer::Demo, "the demo program"),
+                    (Peer::HyperFloor, "a bare hyper handler on a Notify"),
+                ] {
+                    if peer == who || peer == Peer::Nchan {
+                        let ours = peer == who;
+                        let cpu =
+                            format!("fan-out N={n}, server CPU time per answer, {row} (info)");
+                        table.add(&cpu, "us", None, ours, parked.cpu_us);
+                    }
+                }
+                if peer != Peer::Demo {
+                    let p99 = format!(
+                        "fan-out N={n}, publish to last byte, p99, \
+                         a bare hyper handler on a Notify (info)"
+                    );
+                    let ours = peer == Peer::HyperFloor;
+                    table.add(&p99, "ms", None, ours, parked.latency.p99);
+                }
+            }
+            if matches!(peer, Peer::Demo | Peer::HyperFloor) {
                 continue;
             }
             if peer != Peer::TowerPush && versus && n == settings.parked {
@@ -169,6 +195,9 @@ pub(super) async fn compare(
         let one_thread = format!("{name}, tower-push on one runtime thread (info)");
         let demo = format!("{name}, the demo program");
         for peer in sides.order(true) {
+            if peer == Peer::HyperFloor {
+                continue;
+            }
             let (target, mut control) = Target::start(peer, sides.nchan, connections + 64).await;
             let path = target.ready_path(&mut control).await;
             let rps = throughput_at(settings, peer.name(), target.addr(), &path).await;

@@ -29,6 +29,11 @@ pub(super) enum Peer {
     ///
     /// [`H2_STREAMS`]: super::load::H2_STREAMS
     DemoHttp2,
+    /// A bare hyper handler (`http1::Builder`'s defaults, no timer) on tokio's multi-threaded
+    /// runtime that waits on a `tokio::sync::Notify` and answers the newest event: what any
+    /// server on hyper and tokio pays per answer, the floor under tower-push. The info rows
+    /// of `--only nchan`.
+    HyperFloor,
     Nchan,
 }
 
@@ -39,6 +44,7 @@ impl Peer {
             Self::TowerPushOneThread => "tower-push-1-thread",
             Self::Demo => "tower-push-demo",
             Self::DemoHttp2 => "tower-push-demo-h2",
+            Self::HyperFloor => "hyper-notify",
             Self::Nchan => "nchan",
         }
     }
@@ -61,11 +67,11 @@ impl Target {
         connections: usize,
     ) -> (Self, Conn) {
         match peer {
-            Peer::TowerPush | Peer::TowerPushOneThread => {
-                let kind = if peer == Peer::TowerPush {
-                    "tower-push-poll"
-                } else {
-                    "tower-push-poll-1-thread"
+            Peer::TowerPush | Peer::TowerPushOneThread | Peer::HyperFloor => {
+                let kind = match peer {
+                    Peer::TowerPush => "tower-push-poll",
+                    Peer::TowerPushOneThread => "tower-push-poll-1-thread",
+                    _ => "notify",
                 };
                 let server = Server::start(kind);
                 let mut control = Conn::connect(server.control).await.expect("connect");
@@ -222,8 +228,8 @@ pub(super) struct Sides<'a> {
 
 impl Sides<'_> {
     /// The order of this run: tower-push and Nchan (when installed) alternate. With
-    /// `others`, tower-push on one thread comes first or last, and the demo program right
-    /// before or after Nchan.
+    /// `others`, tower-push on one thread comes first or last, the demo program right
+    /// before or after Nchan, and the bare hyper handler on its other side.
     pub(super) fn order(&self, others: bool) -> Vec<Peer> {
         let mut order = if self.first == Peer::TowerPush {
             vec![Peer::TowerPush, Peer::Nchan]
@@ -234,9 +240,11 @@ impl Sides<'_> {
             order.retain(|&peer| peer != Peer::Nchan);
         } else if others && self.first == Peer::TowerPush {
             order.insert(1, Peer::Demo);
+            order.push(Peer::HyperFloor);
             order.push(Peer::TowerPushOneThread);
         } else if others {
             order.insert(1, Peer::Demo);
+            order.insert(0, Peer::HyperFloor);
             order.insert(0, Peer::TowerPushOneThread);
         }
         order
