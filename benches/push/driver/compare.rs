@@ -91,40 +91,28 @@ pub(super) async fn compare(
                     parked,
                 });
             }
-            if matches!(peer, Peer::Demo | Peer::Nchan) && versus && n == settings.parked {
-                // Nchan's figures are also the other side of the demo program's rows.
-                let ours = peer == Peer::Demo;
-                let name = |what: &str| format!("{what}, N={n}, the demo program");
-                let memory = name("memory per parked poll");
-                table.add(&memory, "KiB", Some((1.0, false)), ours, parked.per_poll);
-                let p99 = name("fan-out, publish to last byte, p99");
+            // Nchan's figures are also the other side of the demo program's rows and of the
+            // bare hyper handler's.
+            let beside_nchan = [
+                (Peer::Demo, "the demo program"),
+                (Peer::HyperFloor, "a bare hyper handler on a Notify"),
+            ];
+            for (who, row) in beside_nchan {
+                if !(peer == who || peer == Peer::Nchan) || !versus || n != settings.parked {
+                    continue;
+                }
+                let ours = peer == who;
+                if who == Peer::Demo {
+                    let memory = format!("memory per parked poll, N={n}, {row}");
+                    table.add(&memory, "KiB", Some((1.0, false)), ours, parked.per_poll);
+                }
+                let p99 = match who {
+                    Peer::Demo => format!("fan-out, publish to last byte, p99, N={n}, {row}"),
+                    _ => format!("fan-out N={n}, publish to last byte, p99, {row} (info)"),
+                };
                 table.add(&p99, "ms", None, ours, parked.latency.p99);
-            }
-            if matches!(peer, Peer::Demo | Peer::HyperFloor | Peer::Nchan)
-                && versus
-                && n == settings.parked
-            {
-                // Nchan's figures are also the other side of the info rows of the demo
-                // program and of the bare hyper handler.
-                for (who, row) in [
-                    (Peer::Demo, "the demo program"),
-                    (Peer::HyperFloor, "a bare hyper handler on a Notify"),
-                ] {
-                    if peer == who || peer == Peer::Nchan {
-                        let ours = peer == who;
-                        let cpu =
-                            format!("fan-out N={n}, server CPU time per answer, {row} (info)");
-                        table.add(&cpu, "us", None, ours, parked.cpu_us);
-                    }
-                }
-                if peer != Peer::Demo {
-                    let p99 = format!(
-                        "fan-out N={n}, publish to last byte, p99, \
-                         a bare hyper handler on a Notify (info)"
-                    );
-                    let ours = peer == Peer::HyperFloor;
-                    table.add(&p99, "ms", None, ours, parked.latency.p99);
-                }
+                let cpu = format!("fan-out N={n}, server CPU time per answer, {row} (info)");
+                table.add(&cpu, "us", None, ours, parked.cpu_us);
             }
             if matches!(peer, Peer::Demo | Peer::HyperFloor) {
                 continue;
