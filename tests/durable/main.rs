@@ -1428,6 +1428,13 @@ fn kill_9(process: common::external::Process) {
     drop(process);
 }
 
+/// `step` of crash cycle `cycle`, which fails the test when it takes a minute.
+async fn within<T>(cycle: u32, step: &str, step_future: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(60), step_future)
+        .await
+        .unwrap_or_else(|_| panic!("cycle {cycle}: {step} still busy after a minute"))
+}
+
 /// Kills what `crash` runs (`kill -9`) under concurrent idempotent writers, `cycles` times,
 /// checking after each restart that every acknowledged append is there, in order, once, and
 /// that each writer's last append is a duplicate when retried.
@@ -1440,13 +1447,13 @@ fn crash_cycles(crash: &mut impl Crash, cycles: u32) {
     runtime.block_on(async {
         let mut acked: Vec<Option<u64>> = vec![None; WRITERS as usize];
         for cycle in 0..cycles {
-            let addr = crash.start().await;
+            let addr = within(cycle, "the start", crash.start()).await;
             for stream in 0..STREAMS {
                 let path = format!("/v1/stream/crash-{stream}");
-                let reply = put(addr, &path, "application/json").await;
+                let reply = within(cycle, "a PUT", put(addr, &path, "application/json")).await;
                 assert!(matches!(reply.status.as_u16(), 200 | 201));
             }
-            let present = written(addr).await;
+            let present = within(cycle, "the read back", written(addr)).await;
             for writer in 0..WRITERS as usize {
                 assert!(
                     present[writer] >= acked[writer],
@@ -1485,7 +1492,11 @@ fn crash_cycles(crash: &mut impl Crash, cycles: u32) {
             tokio::time::sleep(Duration::from_millis(millis)).await;
             crash.kill();
             for (writer, task) in tasks.into_iter().enumerate() {
-                acked[writer] = task.await.unwrap();
+                let ended = tokio::time::timeout(Duration::from_secs(60), task).await;
+                let ended = ended.unwrap_or_else(|_| {
+                    panic!("cycle {cycle}: writer {writer} still busy a minute after the kill")
+                });
+                acked[writer] = ended.unwrap();
             }
             assert!(
                 acked.iter().any(Option::is_some),
