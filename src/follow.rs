@@ -502,6 +502,26 @@ where
         }
     }
 
+    /// Makes the request's only call to its source now, before the follower is first polled,
+    /// when the source says it is ready at once (asked with a waker that is never woken: a
+    /// source that is not ready is asked again on the first poll), and lets go of the head as
+    /// [`release_head`](Self::release_head) would then. For a single-topic poll after a cursor
+    /// without checks while it waits. Called in the layer's `call`, this frees the buffer the
+    /// server read the request into before the server reads ahead on the connection, which can
+    /// then reuse that buffer instead of allocating another for every request.
+    pub(crate) fn call_now(&mut self) {
+        let only_call = matches!(self.subscribe.position(), Position::After(_));
+        if !only_call || self.watch.is_some() || self.many.is_some() || self.call.is_some() {
+            return;
+        }
+        let mut noop = Context::from_waker(std::task::Waker::noop());
+        if let Poll::Ready(Ok(())) = self.source.poll_ready(&mut noop) {
+            self.call = Some(self.source.call(self.subscribe.clone()));
+            self.detached = true;
+            self.subscribe.replace_parts(self.pipeline.no_head.clone());
+        }
+    }
+
     /// Lets go of the request head, once, for a request that waits for the answer to a call it
     /// has already made and will make no other (a long poll after a cursor): the source had the
     /// head when it was called, and keeps its own clone if it needs it later. The request then

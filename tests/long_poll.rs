@@ -453,3 +453,45 @@ async fn polls_woken_by_one_publish_share_one_encoded_answer() {
         buffers.len()
     );
 }
+
+/// A poll after a cursor lets go of its request head inside the layer's `call` when the source
+/// is ready: a server that reads ahead on the connection right after calling (hyper does) finds
+/// the buffer the request was read into free again, and reuses it.
+#[tokio::test]
+async fn a_poll_after_a_cursor_lets_go_of_its_head_inside_call() {
+    use bytes::Bytes;
+    use http::{HeaderValue, Request, Uri};
+    use tower::Service as _;
+
+    let log = MemoryLog::new();
+    let topic = log.topic("t");
+    let mut poll = poll_layer(Duration::from_secs(30)).layer(topic.clone());
+    // The request's target and a header in buffers of their own, as hyper's parser leaves
+    // them in the connection's read buffer.
+    let target = Bytes::from(format!("/poll?after={}", topic.head()));
+    let value = Bytes::from(b"client-7".to_vec());
+    let request = Request::get(Uri::from_maybe_shared(target.clone()).unwrap())
+        .header(
+            "x-client",
+            HeaderValue::from_maybe_shared(value.clone()).unwrap(),
+        )
+        .body(())
+        .unwrap();
+    let mut noop = Context::from_waker(std::task::Waker::noop());
+    let ready = tower::Service::<Request<()>>::poll_ready(&mut poll, &mut noop);
+    assert!(ready.is_ready());
+    let answer = poll.call(request);
+    assert!(target.is_unique(), "the target is still held");
+    assert!(value.is_unique(), "a header is still held");
+
+    // And the poll is as it was: held, then answered with the next event.
+    let answer = tokio::spawn(answer);
+    parked(&topic, 1).await;
+    topic.publish(data(1));
+    let response = timeout(Duration::from_secs(5), answer)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}

@@ -49,9 +49,10 @@ where
         // A poll carries nothing in its body; do not keep it alive for the whole hold.
         drop(body);
         let follow = self.config.admit(parts, &self.inner, &format);
-        follow.map_or_else(ResponseFuture::rejected, |follow| {
+        follow.map_or_else(ResponseFuture::rejected, |mut follow| {
             let mode = &self.config.mode;
             let superseded = (mode.supersede.as_ref()).and_then(|s| s.register(follow.parts()));
+            follow.call_now();
             let hold = match mode.hold_jitter {
                 0.0 => mode.hold,
                 jitter => crate::random::shorten(mode.hold, jitter),
