@@ -244,6 +244,23 @@ fn refuse_unless_allowed(decision: Decision) -> Result<(), Rejection> {
     }
 }
 
+/// Lets go of the request head of `subscribe` and of the lanes of `many`, once: each keeps
+/// `none`, the shared empty head, instead.
+fn drop_head<S: Service<Subscribe>>(
+    detached: &mut bool,
+    subscribe: &mut Subscribe,
+    many: &mut Option<Box<Many<S>>>,
+    none: &Arc<Parts>,
+) {
+    if std::mem::replace(detached, true) {
+        return;
+    }
+    for lane in many.iter_mut().flat_map(|many| &mut many.lanes) {
+        lane.subscribe.replace_parts(none.clone());
+    }
+    subscribe.replace_parts(none.clone());
+}
+
 /// The authorization of an admitted request: checks still running, and when to check again.
 struct Watch {
     checks: Option<Checks>,
@@ -517,8 +534,13 @@ where
         let mut noop = Context::from_waker(std::task::Waker::noop());
         if let Poll::Ready(Ok(())) = self.source.poll_ready(&mut noop) {
             self.call = Some(self.source.call(self.subscribe.clone()));
-            self.detached = true;
-            self.subscribe.replace_parts(self.pipeline.no_head.clone());
+            let none = &self.pipeline.no_head;
+            drop_head(
+                &mut self.detached,
+                &mut self.subscribe,
+                &mut self.many,
+                none,
+            );
         }
     }
 
@@ -542,13 +564,12 @@ where
             return self.detach();
         }
         let this = self.project();
-        if !std::mem::replace(this.detached, true) {
-            let none = &this.pipeline.no_head;
-            for lane in this.many.iter_mut().flat_map(|many| &mut many.lanes) {
-                lane.subscribe.replace_parts(none.clone());
-            }
-            this.subscribe.replace_parts(none.clone());
-        }
+        drop_head(
+            this.detached,
+            this.subscribe,
+            this.many,
+            &this.pipeline.no_head,
+        );
     }
 
     /// Drives the source until it answers, and maps its answer: events and the head move the
