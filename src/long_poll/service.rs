@@ -22,6 +22,12 @@ where
 {
     define_push_service_readiness!();
 
+    /// A poll after a cursor on one topic, without checks while it waits, calls the event
+    /// source here when the source is ready at once, and lets go of the request head before
+    /// returning: a server that reads ahead on the connection right after calling (hyper does)
+    /// then reuses the buffer the request was read into. Call the layer in place (`poll_ready`,
+    /// then `call`) rather than through `oneshot`, which calls only when first polled.
+    ///
     /// # Panics
     ///
     /// Panics when called outside a tokio runtime with the time driver enabled, which the hold
