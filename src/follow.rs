@@ -244,23 +244,6 @@ fn refuse_unless_allowed(decision: Decision) -> Result<(), Rejection> {
     }
 }
 
-/// Lets go of the request head of `subscribe` and of the lanes of `many`, once: each keeps
-/// `none`, the shared empty head, instead.
-fn drop_head<S: Service<Subscribe>>(
-    detached: &mut bool,
-    subscribe: &mut Subscribe,
-    many: &mut Option<Box<Many<S>>>,
-    none: &Arc<Parts>,
-) {
-    if std::mem::replace(detached, true) {
-        return;
-    }
-    for lane in many.iter_mut().flat_map(|many| &mut many.lanes) {
-        lane.subscribe.replace_parts(none.clone());
-    }
-    subscribe.replace_parts(none.clone());
-}
-
 /// The authorization of an admitted request: checks still running, and when to check again.
 struct Watch {
     checks: Option<Checks>,
@@ -519,31 +502,6 @@ where
         }
     }
 
-    /// Makes the request's only call to its source now, before the follower is first polled,
-    /// when the source says it is ready at once (asked with a waker that is never woken: a
-    /// source that is not ready is asked again on the first poll), and lets go of the head as
-    /// [`release_head`](Self::release_head) would then. For a single-topic poll after a cursor
-    /// without checks while it waits. Called in the layer's `call`, this frees the buffer the
-    /// server read the request into before the server reads ahead on the connection, which can
-    /// then reuse that buffer instead of allocating another for every request.
-    pub(crate) fn call_now(&mut self) {
-        let only_call = matches!(self.subscribe.position(), Position::After(_));
-        if !only_call || self.watch.is_some() || self.many.is_some() || self.call.is_some() {
-            return;
-        }
-        let mut noop = Context::from_waker(std::task::Waker::noop());
-        if let Poll::Ready(Ok(())) = self.source.poll_ready(&mut noop) {
-            self.call = Some(self.source.call(self.subscribe.clone()));
-            let none = &self.pipeline.no_head;
-            drop_head(
-                &mut self.detached,
-                &mut self.subscribe,
-                &mut self.many,
-                none,
-            );
-        }
-    }
-
     /// Lets go of the request head, once, for a request that waits for the answer to a call it
     /// has already made and will make no other (a long poll after a cursor): the source had the
     /// head when it was called, and keeps its own clone if it needs it later. The request then
@@ -564,12 +522,13 @@ where
             return self.detach();
         }
         let this = self.project();
-        drop_head(
-            this.detached,
-            this.subscribe,
-            this.many,
-            &this.pipeline.no_head,
-        );
+        if !std::mem::replace(this.detached, true) {
+            let none = &this.pipeline.no_head;
+            for lane in this.many.iter_mut().flat_map(|many| &mut many.lanes) {
+                lane.subscribe.replace_parts(none.clone());
+            }
+            this.subscribe.replace_parts(none.clone());
+        }
     }
 
     /// Drives the source until it answers, and maps its answer: events and the head move the

@@ -674,17 +674,7 @@ where
     match (req.method(), req.uri().path()) {
         (&Method::GET | &Method::HEAD, "/") => ready(page()),
         // Any method: the layers answer GET and HEAD, and 405 with `Allow` otherwise.
-        // Called in place (the layers are always ready): the layer takes what it needs of the
-        // request now, before the server reads ahead on the connection.
-        (_, "/poll") => {
-            use tower::Service as _;
-            let mut poll = poll.clone();
-            let mut noop = Context::from_waker(std::task::Waker::noop());
-            match tower::Service::<Request<server::Body>>::poll_ready(&mut poll, &mut noop) {
-                Poll::Ready(Ok(())) => answer(poll.call(req)),
-                _ => answer(poll.oneshot(req)),
-            }
-        }
+        (_, "/poll") => answer(poll.clone().oneshot(req)),
         (_, "/stream") => answer(stream.clone().oneshot(req)),
         (&Method::POST, "/publish") => Box::pin(async move {
             match read_event(req).await {

@@ -22,12 +22,6 @@ where
 {
     define_push_service_readiness!();
 
-    /// A poll after a cursor on one topic, without checks while it waits, calls the event
-    /// source here when the source is ready at once, and lets go of the request head before
-    /// returning: a server that reads ahead on the connection right after calling (hyper does)
-    /// then reuses the buffer the request was read into. Call the layer in place (`poll_ready`,
-    /// then `call`) rather than through `oneshot`, which calls only when first polled.
-    ///
     /// # Panics
     ///
     /// Panics when called outside a tokio runtime with the time driver enabled, which the hold
@@ -55,10 +49,9 @@ where
         // A poll carries nothing in its body; do not keep it alive for the whole hold.
         drop(body);
         let follow = self.config.admit(parts, &self.inner, &format);
-        follow.map_or_else(ResponseFuture::rejected, |mut follow| {
+        follow.map_or_else(ResponseFuture::rejected, |follow| {
             let mode = &self.config.mode;
             let superseded = (mode.supersede.as_ref()).and_then(|s| s.register(follow.parts()));
-            follow.call_now();
             let hold = match mode.hold_jitter {
                 0.0 => mode.hold,
                 jitter => crate::random::shorten(mode.hold, jitter),
