@@ -1492,11 +1492,8 @@ fn crash_cycles(crash: &mut impl Crash, cycles: u32) {
             tokio::time::sleep(Duration::from_millis(millis)).await;
             crash.kill();
             for (writer, task) in tasks.into_iter().enumerate() {
-                let ended = tokio::time::timeout(Duration::from_secs(60), task).await;
-                let ended = ended.unwrap_or_else(|_| {
-                    panic!("cycle {cycle}: writer {writer} still busy a minute after the kill")
-                });
-                acked[writer] = ended.unwrap();
+                let step = format!("writer {writer}, after the kill,");
+                acked[writer] = within(cycle, &step, task).await.unwrap();
             }
             assert!(
                 acked.iter().any(Option::is_some),
@@ -1504,8 +1501,8 @@ fn crash_cycles(crash: &mut impl Crash, cycles: u32) {
             );
         }
         // After the last kill: everything acknowledged is back.
-        let addr = crash.start().await;
-        let present = written(addr).await;
+        let addr = within(cycles, "the last start", crash.start()).await;
+        let present = within(cycles, "the last read back", written(addr)).await;
         for writer in 0..WRITERS as usize {
             assert!(present[writer] >= acked[writer], "writer {writer}");
         }
